@@ -1,0 +1,390 @@
+"""The request/response core that sync and async clients share.
+
+Endpoints are described, not performed: a resource method validates its arguments and
+returns a :class:`Call` (one request: method, path, body, how to parse the answer) or a
+*flow* (a generator that yields Calls and :class:`Sleep` steps and receives their results,
+for operations of several requests). A client only runs them: ``LlamaCppClient`` with
+``httpx.Client`` and ``time.sleep``, ``AsyncLlamaCppClient`` with ``httpx.AsyncClient``
+and ``asyncio.sleep``. Everything else (configuration, headers, retry decisions, error
+mapping, parsing) lives here, once.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import ValidationError
+
+from .._version import __version__
+from ._errors import (
+    APIConnectionError,
+    APIError,
+    APIResponseError,
+    APIStatusError,
+    APITimeoutError,
+    status_error,
+)
+from ._streaming import StreamFormat
+from ._validation import check_int, encode_json
+
+if TYPE_CHECKING:
+    from .resources import (
+        Chat,
+        Completions,
+        Embeddings,
+        Health,
+        Lora,
+        Metrics,
+        Models,
+        Props,
+        Slots,
+    )
+
+__all__ = [
+    "Call",
+    "Sleep",
+    "Flow",
+    "BaseClient",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_TIMEOUT",
+    "DEFAULT_MAX_RETRIES",
+    "INITIAL_RETRY_DELAY",
+    "MAX_RETRY_DELAY",
+]
+
+log = logging.getLogger("llamatelemetry")
+
+T = TypeVar("T")
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8080"
+# Local generations can be long; connecting to a local server should be instant.
+DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=5.0)
+DEFAULT_MAX_RETRIES = 2
+INITIAL_RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 8.0
+MAX_RETRY_AFTER = 60.0
+RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+DEFAULT_MAX_CONNECTIONS = 100
+DEFAULT_MAX_KEEPALIVE = 20
+
+TimeoutTypes = Union[float, int, None, httpx.Timeout, "tuple[float | None, float | None]"]
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One HTTP request and what its answer becomes."""
+
+    method: str
+    path: str
+    parse: Callable[[Any], T]
+    body: Any = None
+    params: Mapping[str, Any] | None = None
+    text: bool = False  # the answer is text (Prometheus), not JSON
+    stream: StreamFormat[Any] | None = None
+    ok_statuses: frozenset[int] = frozenset()  # error statuses that are an answer, not a failure
+    retries: int | None = None  # None: the client's max_retries
+    timeout: TimeoutTypes | None = None
+    headers: Mapping[str, str] | None = None
+    operation: str = "http"  # what telemetry calls it: chat, embeddings, tokenize, ...
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+
+Flow = Generator[Union[Call[Any], Sleep], Any, T]
+
+
+def to_timeout(value: TimeoutTypes, name: str = "timeout") -> httpx.Timeout:
+    """Accept httpx's Timeout, a number of seconds, None (wait forever) or requests'
+    ``(connect, read)`` tuple."""
+    if isinstance(value, httpx.Timeout):
+        return value
+    if value is None:
+        return httpx.Timeout(None)
+    if isinstance(value, tuple):
+        if len(value) != 2:
+            raise ValueError(f"{name} as a tuple must be (connect, read) seconds, got {value!r}")
+        connect, read = (_seconds(name, v) for v in value)
+        return httpx.Timeout(read, connect=connect)
+    return httpx.Timeout(_seconds(name, value))
+
+
+def _seconds(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be seconds as a number, not {type(value).__name__}")
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError(f"{name} must be a positive finite number of seconds, got {value!r}")
+    return float(value)
+
+
+def _normalize_base_url(url: Any) -> str:
+    if not isinstance(url, str):
+        raise TypeError(f"base_url must be a str, not {type(url).__name__}")
+    url = url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url must look like 'http://127.0.0.1:8080', got {url!r}")
+    if url.endswith("/v1"):  # an OpenAI-style base URL; our paths carry their own /v1
+        url = url[: -len("/v1")]
+    return url
+
+
+class BaseClient:
+    """Configuration and everything that does no I/O."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: TimeoutTypes = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        default_headers: Mapping[str, str] | None = None,
+        verify: bool | str = True,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_keepalive_connections: int = DEFAULT_MAX_KEEPALIVE,
+    ) -> None:
+        self.base_url = _normalize_base_url(
+            base_url or os.environ.get("LLAMA_BASE_URL") or DEFAULT_BASE_URL
+        )
+        if api_key is None:
+            api_key = os.environ.get("LLAMA_API_KEY") or None
+        if api_key is not None and (not isinstance(api_key, str) or not api_key):
+            raise TypeError("api_key must be a non-empty str (or None for no key)")
+        self._api_key = api_key
+        self.timeout = to_timeout(timeout)
+        check_int("max_retries", max_retries, minimum=0, maximum=100)
+        self.max_retries = max_retries
+        check_int("max_connections", max_connections, minimum=1)
+        check_int("max_keepalive_connections", max_keepalive_connections, minimum=0)
+        self._limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_keepalive_connections
+        )
+        self._verify = verify
+        self._default_headers = {
+            "Accept": "application/json",
+            "User-Agent": f"llamatelemetry/{__version__}",
+            **(default_headers or {}),
+        }
+        if api_key:
+            self._default_headers["Authorization"] = f"Bearer {api_key}"
+
+    @property
+    def api_key(self) -> str | None:
+        return self._api_key
+
+    def __repr__(self) -> str:
+        key = ", api_key=<set>" if self._api_key else ""
+        return f"{type(self).__name__}(base_url={self.base_url!r}{key})"
+
+    # --- resources (shared: they only describe calls) ---------------------------------
+
+    @cached_property
+    def chat(self) -> Chat:
+        from .resources import Chat
+
+        return Chat(self)
+
+    @cached_property
+    def completions(self) -> Completions:
+        from .resources import Completions
+
+        return Completions(self)
+
+    @cached_property
+    def embeddings(self) -> Embeddings:
+        from .resources import Embeddings
+
+        return Embeddings(self)
+
+    @cached_property
+    def models(self) -> Models:
+        from .resources import Models
+
+        return Models(self)
+
+    @cached_property
+    def props(self) -> Props:
+        from .resources import Props
+
+        return Props(self)
+
+    @cached_property
+    def slots(self) -> Slots:
+        from .resources import Slots
+
+        return Slots(self)
+
+    @cached_property
+    def lora(self) -> Lora:
+        from .resources import Lora
+
+        return Lora(self)
+
+    @cached_property
+    def health(self) -> Health:
+        from .resources import Health
+
+        return Health(self)
+
+    @cached_property
+    def metrics(self) -> Metrics:
+        from .resources import Metrics
+
+        return Metrics(self)
+
+    # --- what the transports implement -----------------------------------------------
+
+    def _execute(self, call: Call[T]) -> T:
+        raise NotImplementedError
+
+    def _run(self, flow: Flow[T]) -> T:
+        raise NotImplementedError
+
+    # --- what the transports call -----------------------------------------------------
+
+    def _build_request(self, call: Call[Any]) -> httpx.Request:
+        headers = dict(self._default_headers)
+        content = None
+        if call.body is not None:
+            content = encode_json(call.body)
+            headers["Content-Type"] = "application/json"
+        if call.stream is not None:
+            headers["Accept"] = "text/event-stream"
+        if call.headers:
+            headers.update(call.headers)
+        timeout = self.timeout if call.timeout is None else to_timeout(call.timeout)
+        return httpx.Request(
+            call.method,
+            self.base_url + call.path,
+            params=call.params,
+            headers=headers,
+            content=content,
+            extensions={"timeout": timeout.as_dict()},
+        )
+
+    def _retries_for(self, call: Call[Any]) -> int:
+        return self.max_retries if call.retries is None else call.retries
+
+    def _is_success(self, call: Call[Any], status: int) -> bool:
+        return status < 400 or status in call.ok_statuses
+
+    def _status_error(self, response: httpx.Response, body: bytes) -> APIStatusError:
+        message, type_, parsed = _error_details(response, body)
+        request = response.request
+        return status_error(
+            response.status_code,
+            message,
+            type_,
+            parsed,
+            method=request.method,
+            url=str(request.url),
+            retry_after=_retry_after(response.headers),
+        )
+
+    def _parse(self, call: Call[T], response: httpx.Response, body: bytes) -> T:
+        try:
+            if call.text:
+                data: Any = body.decode(response.encoding or "utf-8", errors="replace")
+            else:
+                data = json.loads(body)
+        except ValueError:
+            kind = response.headers.get("content-type", "no content type")
+            raise APIResponseError(
+                f"{call.method} {call.path} answered {response.status_code} with {kind}, "
+                f"not JSON: {_excerpt(body)!r}",
+                status_code=response.status_code,
+                body=_excerpt(body),
+                method=call.method,
+                url=str(response.request.url),
+            ) from None
+        try:
+            return call.parse(data)
+        except (ValidationError, LookupError, TypeError, ValueError, AttributeError) as exc:
+            raise APIResponseError(
+                f"{call.method} {call.path} answered with an unexpected shape: {exc}",
+                status_code=response.status_code,
+                body=data,
+                method=call.method,
+                url=str(response.request.url),
+            ) from None
+
+    def _retry_delay(self, error: APIError, attempt: int) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1``, or None when not to retry."""
+        if isinstance(error, APIStatusError):
+            if error.status_code not in RETRY_STATUSES:
+                return None
+            if error.retry_after is not None and 0 <= error.retry_after <= MAX_RETRY_AFTER:
+                return error.retry_after
+        elif not isinstance(error, (APIConnectionError, APITimeoutError)):
+            return None
+        delay = min(INITIAL_RETRY_DELAY * 2.0**attempt, MAX_RETRY_DELAY)
+        return delay * (1.0 - 0.25 * random.random())  # jitter spreads a crowd of clients
+
+    def _log_retry(self, call: Call[Any], error: APIError, delay: float, left: int) -> None:
+        log.debug(
+            "retrying %s %s in %.2fs (%d left) after: %s", call.method, call.path, delay, left, error
+        )
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return float(ms) / 1000.0
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_tz(value)
+        if parsed is None:
+            return None
+        return float(email.utils.mktime_tz(parsed) - time.time())
+
+
+def _excerpt(body: bytes, limit: int = 500) -> str:
+    text = body[:limit].decode("utf-8", errors="replace")
+    return text + ("…" if len(body) > limit else "")
+
+
+def _error_details(response: httpx.Response, body: bytes) -> tuple[str, str | None, Any]:
+    """The server's own message and type, from llama.cpp's ``{"error": {...}}`` or whatever
+    a proxy in between sent (plain text, an HTML page)."""
+    try:
+        parsed: Any = json.loads(body) if body else None
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        err = parsed.get("error", parsed)
+        if isinstance(err, dict):
+            message = err.get("message") or err.get("detail") or json.dumps(err)[:500]
+            type_ = err.get("type")
+            return str(message), type_ if isinstance(type_, str) else None, parsed
+        if isinstance(err, str):
+            return err, None, parsed
+    text = _excerpt(body).strip()
+    content_type = response.headers.get("content-type", "")
+    if "html" in content_type or text.lower().startswith(("<!doctype", "<html")):
+        start, end = text.lower().find("<title>"), text.lower().find("</title>")
+        title = text[start + 7 : end].strip() if 0 <= start < end else ""
+        text = f"HTML error page{': ' + title if title else ''} (from a proxy in front of llama-server?)"
+    return text or response.reason_phrase or "no message", None, parsed if parsed is not None else text

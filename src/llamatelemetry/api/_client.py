@@ -1,0 +1,128 @@
+"""``LlamaCppClient``: the synchronous transport of the shared core."""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from ._base import BaseClient, Call, Flow, Sleep
+from ._convenience import ConvenienceMixin
+from ._errors import APIError
+from ._streaming import Stream
+from ._transport_errors import is_stale_connection_error, translate_transport_error
+
+__all__ = ["LlamaCppClient"]
+
+log = logging.getLogger("llamatelemetry")
+
+T = TypeVar("T")
+
+
+class LlamaCppClient(ConvenienceMixin, BaseClient):
+    """A client for llama.cpp's ``llama-server``.
+
+    ```python
+    from llamatelemetry.api import LlamaCppClient
+
+    with LlamaCppClient("http://127.0.0.1:8080") as client:
+        reply = client.chat.completions.create(messages=[{"role": "user", "content": "Hi"}])
+        print(reply.choices[0].message.content)
+    ```
+
+    ``base_url`` and ``api_key`` default to ``LLAMA_BASE_URL`` and ``LLAMA_API_KEY``.
+    ``timeout`` takes seconds, an ``httpx.Timeout`` or a ``(connect, read)`` tuple.
+    Connection errors, timeouts, 408/409/429/5xx and 503 "Loading model" are retried
+    ``max_retries`` times with exponential backoff and jitter, honouring ``Retry-After``.
+    One pooled HTTP connection set is kept for the client's life; ``close()`` it (or use
+    ``with``) when done.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        http_client: httpx.Client | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(base_url, api_key, **options)
+        self._http = http_client or httpx.Client(
+            limits=self._limits, verify=self._verify, timeout=self.timeout, trust_env=False
+        )
+
+    def _execute(self, call: Call[T]) -> T:
+        """Send one call, retrying what is worth retrying; return its parsed answer (or a Stream)."""
+        request = self._build_request(call)
+        retries_left = self._retries_for(call)
+        attempt = 0
+        stale_retry_available = True
+        while True:
+            response: httpx.Response | None = None
+            try:
+                response = self._http.send(request, stream=True)
+                try:
+                    if self._is_success(call, response.status_code):
+                        if call.stream is not None and response.status_code < 400:
+                            return Stream(response, call.stream)  # type: ignore[return-value]
+                        return self._parse(call, response, response.read())
+                    error: APIError = self._status_error(response, response.read())
+                finally:
+                    if call.stream is None or response.status_code >= 400:
+                        response.close()
+            except httpx.TransportError as exc:
+                if response is None and stale_retry_available and is_stale_connection_error(exc):
+                    # A pooled connection the server had already closed: not a failure of
+                    # the server, so resend at once without spending a retry.
+                    stale_retry_available = False
+                    log.debug("resending %s %s after a stale connection: %r",
+                              call.method, call.path, exc)
+                    continue
+                error = translate_transport_error(exc)
+            delay = self._retry_delay(error, attempt) if retries_left > 0 else None
+            if delay is None:
+                raise error
+            self._log_retry(call, error, delay, retries_left)
+            retries_left -= 1
+            attempt += 1
+            time.sleep(delay)
+
+    def _run(self, flow: Flow[T]) -> T:
+        """Drive a multi-step operation: perform each step it yields, send back the result."""
+        value: Any = None
+        failure: BaseException | None = None
+        while True:
+            try:
+                step = flow.throw(failure) if failure is not None else flow.send(value)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            value, failure = None, None
+            try:
+                if isinstance(step, Sleep):
+                    time.sleep(step.seconds)
+                else:
+                    value = self._execute(step)
+            except APIError as exc:
+                failure = exc
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._http.close()
+
+    @property
+    def is_closed(self) -> bool:
+        return self._http.is_closed
+
+    def __enter__(self) -> LlamaCppClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

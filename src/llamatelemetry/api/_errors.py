@@ -1,0 +1,211 @@
+"""The exception tree of the client.
+
+```
+LlamaTelemetryError
+ ├── APIError                          anything that went wrong talking to the server
+ │    ├── APIConnectionError           (also a requests.ConnectionError) refused, reset, dropped
+ │    │    └── StreamInterruptedError  the connection ended mid-stream without its end marker
+ │    ├── APITimeoutError              (also a requests.Timeout) connect, read, write or pool timeout
+ │    ├── APIResponseError             the server answered with bytes we cannot decode
+ │    ├── StreamError                  an ``error`` event inside a stream
+ │    └── APIStatusError               a 4xx/5xx answer: status_code, message, type, body
+ │         ├── BadRequestError          400
+ │         ├── AuthenticationError      401
+ │         ├── PermissionDeniedError    403
+ │         ├── NotFoundError            404
+ │         ├── ConflictError            409
+ │         ├── UnprocessableEntityError 422
+ │         ├── RateLimitError           429
+ │         ├── NotSupportedError        501 the endpoint needs a server flag (the message says which)
+ │         └── InternalServerError      5xx
+ │              └── ServiceUnavailableError  503, e.g. "Loading model"
+```
+
+Connection and timeout errors subclass ``requests``' own, so code written against
+``requests`` (and the spec's error-handling example) keeps catching them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+__all__ = [
+    "LlamaTelemetryError",
+    "APIError",
+    "APIConnectionError",
+    "StreamInterruptedError",
+    "APITimeoutError",
+    "APIResponseError",
+    "StreamError",
+    "APIStatusError",
+    "BadRequestError",
+    "AuthenticationError",
+    "PermissionDeniedError",
+    "NotFoundError",
+    "ConflictError",
+    "UnprocessableEntityError",
+    "RateLimitError",
+    "NotSupportedError",
+    "InternalServerError",
+    "ServiceUnavailableError",
+    "status_error",
+]
+
+
+class LlamaTelemetryError(Exception):
+    """Base of every error this library raises on purpose."""
+
+
+class APIError(LlamaTelemetryError):
+    """A request to llama-server did not give a usable answer."""
+
+    def __init__(self, message: str, *, method: str | None = None, url: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.method = method
+        self.url = url
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class APIConnectionError(APIError, requests.ConnectionError):
+    """The server could not be reached, or the connection broke."""
+
+    def __init__(self, message: str, *, method: str | None = None, url: str | None = None) -> None:
+        APIError.__init__(self, message, method=method, url=url)
+        # requests' base keeps these attributes; ours are not requests objects.
+        self.request = None
+        self.response = None
+
+
+class StreamInterruptedError(APIConnectionError):
+    """The connection ended before the stream's end marker: the output is incomplete."""
+
+
+class APITimeoutError(APIError, requests.Timeout):
+    """Connecting, reading, writing or waiting for a pooled connection took too long."""
+
+    def __init__(self, message: str, *, method: str | None = None, url: str | None = None) -> None:
+        APIError.__init__(self, message, method=method, url=url)
+        self.request = None
+        self.response = None
+
+
+class APIResponseError(APIError):
+    """The server answered, but not with what the endpoint promises (bad JSON, wrong type)."""
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, body: Any = None, **kw: Any
+    ) -> None:
+        super().__init__(message, **kw)
+        self.status_code = status_code
+        self.body = body
+
+
+class StreamError(APIError):
+    """The server reported an error inside a stream (``data: {"error": {...}}``)."""
+
+    def __init__(
+        self, message: str, *, code: int | None = None, type: str | None = None, body: Any = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.type = type
+        self.body = body
+
+
+class APIStatusError(APIError):
+    """The server answered with an error status; ``message`` and ``type`` are the server's own."""
+
+    status_code: int
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        type: str | None = None,
+        body: Any = None,
+        *,
+        method: str | None = None,
+        url: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, method=method, url=url)
+        self.status_code = status_code
+        self.type = type
+        self.body = body
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        kind = f" {self.type}" if self.type else ""
+        return f"{self.status_code}{kind}: {self.message}"
+
+
+class BadRequestError(APIStatusError):
+    """400: the server rejected the request's content."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: missing or wrong API key (pass ``api_key=`` or set ``LLAMA_API_KEY``)."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403."""
+
+
+class NotFoundError(APIStatusError):
+    """404: unknown endpoint, model, slot or file."""
+
+
+class ConflictError(APIStatusError):
+    """409."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """422."""
+
+
+class RateLimitError(APIStatusError):
+    """429: ``retry_after`` holds the server's ``Retry-After`` in seconds, when it sent one."""
+
+
+class NotSupportedError(APIStatusError):
+    """501: the server was started without the flag this endpoint needs; the message names it."""
+
+
+class InternalServerError(APIStatusError):
+    """5xx."""
+
+
+class ServiceUnavailableError(InternalServerError):
+    """503: usually "Loading model"; retried, since it passes once the model is loaded."""
+
+
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+    501: NotSupportedError,
+    503: ServiceUnavailableError,
+}
+
+
+def status_error(
+    status_code: int,
+    message: str,
+    type: str | None = None,
+    body: Any = None,
+    **kw: Any,
+) -> APIStatusError:
+    """The exception for a status code: one table, so every call maps statuses alike."""
+    cls = _BY_STATUS.get(status_code)
+    if cls is None:
+        cls = InternalServerError if status_code >= 500 else APIStatusError
+    return cls(status_code, message, type, body, **kw)

@@ -1,0 +1,48 @@
+"""httpx's transport errors, translated into ours (which ``requests`` code also catches)."""
+
+from __future__ import annotations
+
+import httpx
+
+from ._errors import APIConnectionError, APIError, APITimeoutError, StreamInterruptedError
+
+__all__ = ["translate_transport_error", "is_stale_connection_error"]
+
+
+def translate_transport_error(
+    exc: httpx.TransportError, *, streaming: bool = False
+) -> APIError:
+    try:
+        request = exc.request
+        method, url = request.method, str(request.url)
+    except RuntimeError:  # an error raised before a request was attached
+        method, url = None, None
+    where = f" ({method} {url})" if method else ""
+    if isinstance(exc, httpx.TimeoutException):
+        kind = {
+            httpx.ConnectTimeout: "connecting to the server",
+            httpx.ReadTimeout: "waiting for the server's response",
+            httpx.WriteTimeout: "sending the request",
+            httpx.PoolTimeout: "waiting for a free connection in the pool",
+        }.get(type(exc), "talking to the server")
+        return APITimeoutError(f"timed out {kind}{where}", method=method, url=url)
+    if streaming:
+        return StreamInterruptedError(
+            f"the connection broke in the middle of the stream{where}: {exc or type(exc).__name__}; "
+            "the output is incomplete",
+            method=method,
+            url=url,
+        )
+    if isinstance(exc, httpx.ConnectError):
+        message = f"could not connect to llama-server{where}: {exc}. Is the server running?"
+    else:
+        message = f"connection to llama-server failed{where}: {exc or type(exc).__name__}"
+    return APIConnectionError(message, method=method, url=url)
+
+
+def is_stale_connection_error(exc: httpx.TransportError) -> bool:
+    """A failure that a pooled keep-alive connection closed by the server produces before
+    any response byte: safe to send again at once on a fresh connection."""
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "without sending a response" in str(exc) or not str(exc)
+    return isinstance(exc, (httpx.ReadError, httpx.WriteError))

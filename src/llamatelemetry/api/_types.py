@@ -1,0 +1,214 @@
+"""Typed responses of llama-server.
+
+Every model allows extra fields (``extra="allow"``): a field a newer server adds is kept on
+the object and in ``model_dump()``, never dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, SupportsIndex, TypeVar, overload
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "BaseType",
+    "Timings",
+    "PromptTokensDetails",
+    "Usage",
+    "ChatCompletionMessage",
+    "Choice",
+    "ChatCompletion",
+    "ChoiceDelta",
+    "ChunkChoice",
+    "ChatCompletionChunk",
+    "CompletionChoice",
+    "Completion",
+    "NativeCompletion",
+    "Embedding",
+    "EmbeddingsResponse",
+    "ChoiceList",
+]
+
+
+class BaseType(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=(), populate_by_name=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The response as plain JSON-ready data, unknown fields included."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class Timings(BaseType):
+    """llama.cpp's own measurements of one request (milliseconds, tokens per second)."""
+
+    cache_n: int | None = None
+    prompt_n: int | None = None
+    prompt_ms: float | None = None
+    prompt_per_token_ms: float | None = None
+    prompt_per_second: float | None = None
+    predicted_n: int | None = None
+    predicted_ms: float | None = None
+    predicted_per_token_ms: float | None = None
+    predicted_per_second: float | None = None
+
+
+class PromptTokensDetails(BaseType):
+    cached_tokens: int | None = None
+
+
+class Usage(BaseType):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails | None = None
+
+
+class ChatCompletionMessage(BaseType):
+    role: str = "assistant"
+    content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class Choice(BaseType):
+    index: int = 0
+    message: ChatCompletionMessage
+    finish_reason: str | None = None
+    logprobs: Any = None
+
+
+class ChatCompletion(BaseType):
+    id: str | None = None
+    object: str = "chat.completion"
+    created: int | None = None
+    model: str | None = None
+    system_fingerprint: str | None = None
+    choices: list[Choice]
+    usage: Usage | None = None
+    timings: Timings | None = None
+
+
+_C = TypeVar("_C", bound=BaseType)
+
+
+class ChoiceList(list[_C], Generic[_C]):
+    """The ``choices`` of a stream chunk.
+
+    The last chunk of a stream carries only usage and timings, with ``choices: []``.
+    Code written for OpenAI reads ``chunk.choices[0].delta.content`` on every chunk, so
+    indexing an empty list gives an empty choice instead of raising ``IndexError``;
+    ``len()``, iteration and truthiness still show the list is empty.
+    """
+
+    _empty: type[_C]
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> _C: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[_C]: ...
+    def __getitem__(self, index: Any) -> Any:
+        if not self and index in (0, -1):
+            return self._empty()
+        return super().__getitem__(index)
+
+
+class ChoiceDelta(BaseType):
+    role: str | None = None
+    content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class ChunkChoice(BaseType):
+    index: int = 0
+    delta: ChoiceDelta = Field(default_factory=ChoiceDelta)
+    finish_reason: str | None = None
+    logprobs: Any = None
+
+
+class _ChunkChoiceList(ChoiceList[ChunkChoice]):
+    _empty = ChunkChoice
+
+
+class ChatCompletionChunk(BaseType):
+    id: str | None = None
+    object: str = "chat.completion.chunk"
+    created: int | None = None
+    model: str | None = None
+    system_fingerprint: str | None = None
+    choices: list[ChunkChoice] = Field(default_factory=_ChunkChoiceList)
+    usage: Usage | None = None
+    timings: Timings | None = None
+
+    @field_validator("choices", mode="after")
+    @classmethod
+    def _safe_choices(cls, value: list[ChunkChoice]) -> list[ChunkChoice]:
+        return _ChunkChoiceList(value)
+
+
+class CompletionChoice(BaseType):
+    index: int = 0
+    text: str = ""
+    finish_reason: str | None = None
+    logprobs: Any = None
+
+
+class _CompletionChoiceList(ChoiceList[CompletionChoice]):
+    _empty = CompletionChoice
+
+
+class Completion(BaseType):
+    """``/v1/completions``: a whole response or, when streaming, one chunk."""
+
+    id: str | None = None
+    object: str = "text_completion"
+    created: int | None = None
+    model: str | None = None
+    system_fingerprint: str | None = None
+    choices: list[CompletionChoice] = Field(default_factory=_CompletionChoiceList)
+    usage: Usage | None = None
+    timings: Timings | None = None
+
+    @field_validator("choices", mode="after")
+    @classmethod
+    def _safe_choices(cls, value: list[CompletionChoice]) -> list[CompletionChoice]:
+        return _CompletionChoiceList(value)
+
+
+class NativeCompletion(BaseType):
+    """llama.cpp's native ``/completion`` and ``/infill``: a whole response or one stream chunk."""
+
+    content: str = ""
+    tokens: list[int] | None = None
+    stop: bool = False
+    model: str | None = None
+    id_slot: int | None = None
+    tokens_predicted: int | None = None
+    tokens_evaluated: int | None = None
+    tokens_cached: int | None = None
+    truncated: bool | None = None
+    stop_type: str | None = None
+    stopping_word: str | None = None
+    prompt: Any = None
+    generation_settings: dict[str, Any] | None = None
+    timings: Timings | None = None
+
+    @property
+    def finish_reason(self) -> str | None:
+        """The OpenAI name for why generation ended: "stop", "length", or None while streaming."""
+        if not self.stop:
+            return None
+        return "length" if self.stop_type == "limit" else "stop"
+
+
+class Embedding(BaseType):
+    index: int = 0
+    object: str = "embedding"
+    embedding: list[float] | str
+
+
+class EmbeddingsResponse(BaseType):
+    object: Literal["list"] | str = "list"
+    model: str | None = None
+    data: list[Embedding]
+    usage: Usage | None = None

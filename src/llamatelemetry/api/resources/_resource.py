@@ -1,0 +1,22 @@
+"""The base of every resource: a handle on the client that runs its calls."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .._base import BaseClient
+
+__all__ = ["Resource"]
+
+
+class Resource:
+    """Resources only describe calls; ``self._client`` (sync or async) performs them."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: BaseClient) -> None:
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {self._client!r}>"

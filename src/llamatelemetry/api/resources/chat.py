@@ -1,0 +1,130 @@
+"""``/v1/chat/completions``: ``client.chat.completions.create(...)``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, overload
+
+from .._base import Call, TimeoutTypes
+from .._streaming import Stream, StreamFormat
+from .._types import ChatCompletion, ChatCompletionChunk
+from .._validation import check_messages
+from ._params import sampling_body
+from ._resource import Resource
+
+__all__ = ["Chat", "ChatCompletions", "CHAT_STREAM"]
+
+CHAT_STREAM = StreamFormat(ChatCompletionChunk.model_validate)
+
+
+class ChatCompletions(Resource):
+    __slots__ = ()
+
+    @overload
+    def create(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        max_tokens: int | None = ...,
+        temperature: float | None = ...,
+        top_p: float | None = ...,
+        top_k: int | None = ...,
+        stream: Literal[False] = ...,
+        seed: int | None = ...,
+        stop: str | Sequence[str] | None = ...,
+        frequency_penalty: float | None = ...,
+        presence_penalty: float | None = ...,
+        *,
+        model: str | None = ...,
+        timeout: TimeoutTypes = ...,
+        extra_headers: Mapping[str, str] | None = ...,
+        **extra: Any,
+    ) -> ChatCompletion: ...
+    @overload
+    def create(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        max_tokens: int | None = ...,
+        temperature: float | None = ...,
+        top_p: float | None = ...,
+        top_k: int | None = ...,
+        *,
+        stream: Literal[True],
+        seed: int | None = ...,
+        stop: str | Sequence[str] | None = ...,
+        frequency_penalty: float | None = ...,
+        presence_penalty: float | None = ...,
+        model: str | None = ...,
+        timeout: TimeoutTypes = ...,
+        extra_headers: Mapping[str, str] | None = ...,
+        **extra: Any,
+    ) -> Stream[ChatCompletionChunk]: ...
+    def create(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        max_tokens: int | None = 128,
+        temperature: float | None = 0.7,
+        top_p: float | None = 0.9,
+        top_k: int | None = 40,
+        stream: bool = False,
+        seed: int | None = 0,
+        stop: str | Sequence[str] | None = None,
+        frequency_penalty: float | None = 0.0,
+        presence_penalty: float | None = 0.0,
+        *,
+        model: str | None = None,
+        timeout: TimeoutTypes = None,
+        extra_headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> ChatCompletion | Stream[ChatCompletionChunk]:
+        """Generate the assistant's reply to ``messages``.
+
+        Any other llama.cpp parameter (``min_p``, ``repeat_penalty``, ``grammar``,
+        ``json_schema``, ``response_format``, ``logit_bias``, ``n_probs``, ``cache_prompt``,
+        ``tools``, ...) passes through as a keyword. With ``stream=True`` the result is a
+        :class:`Stream` of chunks whose last one carries ``usage`` and ``timings``.
+        """
+        return self._client._execute(chat_call(
+            messages, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+            stream=stream, seed=seed, stop=stop, frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty, model=model, timeout=timeout,
+            extra_headers=extra_headers, extra=extra,
+        ))
+
+
+def chat_call(
+    messages: Any,
+    *,
+    stream: bool,
+    model: str | None,
+    timeout: TimeoutTypes,
+    extra_headers: Mapping[str, str] | None,
+    extra: Mapping[str, Any],
+    **sampling: Any,
+) -> Call[Any]:
+    body: dict[str, Any] = {"messages": check_messages(messages)}
+    if model is not None:
+        body["model"] = model
+    body.update(sampling_body(stream=stream, extra=extra, **sampling))
+    if stream:
+        # Always ask for usage: the last chunk then carries usage and timings.
+        body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
+    return Call(
+        "POST",
+        "/v1/chat/completions",
+        ChatCompletion.model_validate,
+        body=body,
+        stream=CHAT_STREAM if stream else None,
+        timeout=timeout,
+        headers=extra_headers,
+        operation="chat",
+    )
+
+
+class Chat(Resource):
+    """``client.chat.completions``: the OpenAI-shaped chat API."""
+
+    __slots__ = ("completions",)
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(client)
+        self.completions = ChatCompletions(client)

@@ -1,0 +1,149 @@
+"""Text completion: OpenAI's ``/v1/completions`` and llama.cpp's native ``/completion`` and ``/infill``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, overload
+
+from .._base import Call, TimeoutTypes
+from .._streaming import Stream, StreamFormat
+from .._types import Completion, NativeCompletion
+from .._validation import check_text, check_token_ids
+from ._params import sampling_body
+from ._resource import Resource
+
+__all__ = ["Completions", "complete_call", "infill_call", "native_completion_call"]
+
+COMPLETION_STREAM = StreamFormat(Completion.model_validate)
+NATIVE_STREAM = StreamFormat(NativeCompletion.model_validate, ends_with_done=False)
+
+
+def _check_prompt(prompt: Any) -> Any:
+    """A prompt is text, a list of token ids, or a list mixing both (llama.cpp's forms)."""
+    if isinstance(prompt, str):
+        return check_text("prompt", prompt)
+    if isinstance(prompt, Sequence) and not isinstance(prompt, bytes):
+        if not prompt:
+            raise ValueError("prompt must not be empty")
+        if all(isinstance(p, int) and not isinstance(p, bool) for p in prompt):
+            return check_token_ids("prompt", prompt)
+        for i, part in enumerate(prompt):
+            if isinstance(part, str):
+                check_text(f"prompt[{i}]", part)
+            elif isinstance(part, Sequence):
+                check_token_ids(f"prompt[{i}]", part)
+            else:
+                raise TypeError(f"prompt[{i}] must be a str or a list of token ids, "
+                                f"not {type(part).__name__}")
+        return list(prompt)
+    raise TypeError(f"prompt must be a str or a list of token ids, not {type(prompt).__name__}")
+
+
+class Completions(Resource):
+    """``client.completions.create(...)``: OpenAI-shaped text completion."""
+
+    __slots__ = ()
+
+    @overload
+    def create(self, prompt: str | Sequence[Any], max_tokens: int | None = ...,
+               temperature: float | None = ..., top_p: float | None = ...,
+               top_k: int | None = ..., stream: Literal[False] = ..., seed: int | None = ...,
+               stop: str | Sequence[str] | None = ..., frequency_penalty: float | None = ...,
+               presence_penalty: float | None = ..., *, model: str | None = ...,
+               timeout: TimeoutTypes = ..., extra_headers: Mapping[str, str] | None = ...,
+               **extra: Any) -> Completion: ...
+    @overload
+    def create(self, prompt: str | Sequence[Any], max_tokens: int | None = ...,
+               temperature: float | None = ..., top_p: float | None = ...,
+               top_k: int | None = ..., *, stream: Literal[True], seed: int | None = ...,
+               stop: str | Sequence[str] | None = ..., frequency_penalty: float | None = ...,
+               presence_penalty: float | None = ..., model: str | None = ...,
+               timeout: TimeoutTypes = ..., extra_headers: Mapping[str, str] | None = ...,
+               **extra: Any) -> Stream[Completion]: ...
+    def create(
+        self,
+        prompt: str | Sequence[Any],
+        max_tokens: int | None = 128,
+        temperature: float | None = 0.7,
+        top_p: float | None = 0.9,
+        top_k: int | None = 40,
+        stream: bool = False,
+        seed: int | None = 0,
+        stop: str | Sequence[str] | None = None,
+        frequency_penalty: float | None = 0.0,
+        presence_penalty: float | None = 0.0,
+        *,
+        model: str | None = None,
+        timeout: TimeoutTypes = None,
+        extra_headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> Completion | Stream[Completion]:
+        """Continue ``prompt`` (``/v1/completions``); the same sampling parameters as chat."""
+        body: dict[str, Any] = {"prompt": _check_prompt(prompt)}
+        if model is not None:
+            body["model"] = model
+        body.update(sampling_body(
+            max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+            seed=seed, stop=stop, frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty, stream=stream, extra=extra,
+        ))
+        if stream:
+            body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
+        return self._client._execute(Call(
+            "POST", "/v1/completions", Completion.model_validate, body=body,
+            stream=COMPLETION_STREAM if stream else None, timeout=timeout,
+            headers=extra_headers, operation="text_completion",
+        ))
+
+
+def native_completion_call(
+    path: str,
+    fields: dict[str, Any],
+    *,
+    stream: bool,
+    timeout: TimeoutTypes,
+    operation: str,
+    extra: Mapping[str, Any],
+    **sampling: Any,
+) -> Call[Any]:
+    """``/completion`` and ``/infill``: llama.cpp's native shape (``n_predict``, ``content``)."""
+    body = dict(fields)
+    body.update(sampling_body(stream=stream, extra=extra, max_tokens_key="n_predict",
+                              allow_zero_tokens=True, **sampling))
+    return Call(
+        "POST", path, NativeCompletion.model_validate, body=body,
+        stream=NATIVE_STREAM if stream else None, timeout=timeout, operation=operation,
+    )
+
+
+def infill_call(
+    input_prefix: Any,
+    input_suffix: Any,
+    *,
+    input_extra: Any,
+    prompt: Any,
+    **kwargs: Any,
+) -> Call[Any]:
+    fields: dict[str, Any] = {
+        "input_prefix": check_text("input_prefix", input_prefix, allow_empty=True),
+        "input_suffix": check_text("input_suffix", input_suffix, allow_empty=True),
+    }
+    if not fields["input_prefix"] and not fields["input_suffix"]:
+        raise ValueError("infill needs input_prefix or input_suffix (or both)")
+    if prompt:
+        fields["prompt"] = check_text("prompt", prompt)
+    if input_extra is not None:
+        if not isinstance(input_extra, Sequence) or isinstance(input_extra, (str, bytes)):
+            raise TypeError("input_extra must be a list of {'filename': ..., 'text': ...} dicts")
+        for i, item in enumerate(input_extra):
+            if not isinstance(item, Mapping) or not isinstance(item.get("text"), str):
+                raise TypeError(f"input_extra[{i}] must be a dict with a 'text' str "
+                                "(and optionally 'filename')")
+        fields["input_extra"] = list(input_extra)
+    return native_completion_call("/infill", fields, operation="infill", **kwargs)
+
+
+def complete_call(prompt: Any, **kwargs: Any) -> Call[Any]:
+    return native_completion_call(
+        "/completion", {"prompt": _check_prompt(prompt)}, operation="text_completion", **kwargs
+    )

@@ -1,0 +1,58 @@
+"""``/health``: is the server up, and has it loaded its model?"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .._base import Call, Flow, Sleep
+from .._errors import APIConnectionError, APITimeoutError
+from .._validation import check_number
+from ._resource import Resource
+
+__all__ = ["Health"]
+
+
+def _health(data: Any) -> dict[str, Any]:
+    """Both answers as a dict: ``{"status": "ok"}`` or, while loading (503),
+    ``{"status": "loading model", "error": {...}}``."""
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        message = str(data["error"].get("message") or "unavailable")
+        return {"status": message.lower(), **data}
+    return dict(data)
+
+
+def _check_call() -> Call[dict[str, Any]]:
+    # A probe: one quick try, and a 503 is an answer rather than a failure.
+    return Call("GET", "/health", _health, ok_statuses=frozenset({503}), retries=0,
+                operation="health")
+
+
+def _wait_flow(timeout: float, interval: float) -> Flow[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    last: Any = "no answer"
+    while True:
+        try:
+            health = yield _check_call()
+            if health.get("status") == "ok":
+                return health  # type: ignore[no-any-return]
+            last = health.get("status")
+        except (APIConnectionError, APITimeoutError) as exc:
+            last = exc
+        if time.monotonic() + interval > deadline:
+            raise APITimeoutError(f"the server was not ready within {timeout:g}s (last: {last})")
+        yield Sleep(interval)
+
+
+class Health(Resource):
+    __slots__ = ()
+
+    def check(self) -> dict[str, Any]:
+        """``{"status": "ok"}`` when ready; never raises on 503 "Loading model"."""
+        return self._client._execute(_check_call())
+
+    def wait_until_ready(self, timeout: float = 60.0, interval: float = 0.1) -> dict[str, Any]:
+        """Poll until the server answers ok; raise :class:`APITimeoutError` after ``timeout`` s."""
+        check_number("timeout", timeout, minimum=0.0)
+        check_number("interval", interval, minimum=0.001)
+        return self._client._run(_wait_flow(float(timeout), float(interval)))
