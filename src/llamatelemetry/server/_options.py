@@ -1,0 +1,183 @@
+"""One description of a llama.cpp server, rendered two ways.
+
+`ServerOptions` is the single place where the caller's wishes are checked and normalized
+(``reranking`` means ``--embedding --pooling rank``, paths become absolute, ...). Two small
+renderers turn it into what a backend needs:
+
+- `ServerOptions.to_argv` → ``llama-server`` command-line flags (the binary backend);
+- `ServerOptions.to_embedded_config` → a JSON-able dict of ``xllamacpp.CommonParams``
+  fields (the embedded backend, applied by `llamatelemetry.server._embedded`).
+
+The API key is in neither: both backends read it from the ``LLAMA_API_KEY`` environment
+variable (see `ServerOptions.child_env`), so it never shows up in ``ps`` or in a log line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["API_KEY_ENV", "POOLING_TYPES", "ServerOptions", "check_port"]
+
+#: llama-server's ``--pooling`` values (and the `xllamacpp.llama_pooling_type` suffixes).
+POOLING_TYPES = ("none", "mean", "cls", "last", "rank")
+
+#: llama-server reads ``--api-key`` from this variable when the flag is absent.
+API_KEY_ENV = "LLAMA_API_KEY"
+
+
+def _integer(name: str, value: object, minimum: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+
+
+def check_port(port: int) -> int:
+    """Return ``port`` if it is a TCP port number (0 means "pick a free one")."""
+    _integer("port", port)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be in 0..65535 (0 = pick a free port), got {port!r}")
+    return port
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Everything needed to launch one llama.cpp server, validated and normalized.
+
+    Construction checks values only; whether the files are real GGUFs is checked by
+    `ServerManager` just before launch, so options can be built for a path that does
+    not exist yet. ``ctx_size`` is the *total* context, split evenly across the
+    ``n_parallel`` slots (llama-server's own rule).
+    """
+
+    model_path: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    ctx_size: int = 2048
+    n_parallel: int = 1
+    n_threads: int | None = None
+    gpu_layers: int = 0
+    embedding: bool = False
+    reranking: bool = False
+    pooling: str | None = None
+    lora: tuple[Path, ...] = ()
+    api_key: str | None = field(default=None, repr=False)
+    metrics: bool = True
+    slots: bool = True
+    slot_save_path: Path | None = None
+    alias: str | None = None
+    extra_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Frozen: normalize through object.__setattr__, once, here and nowhere else.
+        def put(name: str, value: object) -> None:
+            object.__setattr__(self, name, value)
+
+        put("model_path", Path(os.fspath(self.model_path)).expanduser().absolute())
+        put("lora", tuple(Path(os.fspath(p)).expanduser().absolute() for p in self.lora))
+        if self.slot_save_path is not None:
+            put("slot_save_path", Path(os.fspath(self.slot_save_path)).expanduser().absolute())
+        if isinstance(self.extra_args, (str, bytes)):
+            raise TypeError("extra_args must be a sequence of strings, e.g. ('--flag', 'value')")
+        put("extra_args", tuple(str(a) for a in self.extra_args))
+
+        if not self.host:
+            raise ValueError("host must be a non-empty host name or address")
+        check_port(self.port)
+        _integer("ctx_size", self.ctx_size, minimum=0)  # 0 = the model's training context
+        _integer("n_parallel", self.n_parallel, minimum=1)
+        if self.n_threads is not None:
+            _integer("n_threads", self.n_threads, minimum=1)
+        _integer("gpu_layers", self.gpu_layers)  # -1 = all layers
+        if self.pooling is not None and self.pooling not in POOLING_TYPES:
+            raise ValueError(f"pooling must be one of {POOLING_TYPES}, got {self.pooling!r}")
+        if self.reranking:
+            if self.pooling not in (None, "rank"):
+                raise ValueError(f"reranking needs pooling 'rank', got pooling={self.pooling!r}")
+            put("embedding", True)
+            put("pooling", "rank")
+        if self.api_key is not None and (not self.api_key or "," in self.api_key):
+            # llama-server splits the variable on commas; an empty key would disable auth.
+            raise ValueError("api_key must be a non-empty string without commas")
+
+    # -- renderers -------------------------------------------------------------------
+
+    def to_argv(self) -> list[str]:
+        """``llama-server`` flags for these options (without the executable itself)."""
+        argv = [
+            "-m", str(self.model_path),
+            "--host", self.host,
+            "--port", str(self.port),
+            "-c", str(self.ctx_size),
+            "-np", str(self.n_parallel),
+            "-ngl", str(self.gpu_layers),
+        ]  # fmt: skip
+        if self.n_threads is not None:
+            argv += ["-t", str(self.n_threads)]
+        if self.embedding:
+            argv.append("--embedding")
+        if self.pooling is not None:
+            argv += ["--pooling", self.pooling]
+        for path in self.lora:
+            # Plain --lora (scale 1.0): "--lora-scaled" changed syntax across releases.
+            argv += ["--lora", str(path)]
+        if self.metrics:
+            argv.append("--metrics")
+        argv.append("--slots" if self.slots else "--no-slots")
+        if self.slot_save_path is not None:
+            argv += ["--slot-save-path", str(self.slot_save_path)]
+        if self.alias is not None:
+            argv += ["--alias", self.alias]
+        argv += self.extra_args
+        return argv
+
+    def to_embedded_config(self) -> dict[str, Any]:
+        """``xllamacpp.CommonParams`` field values for these options (JSON-able).
+
+        Keys are CommonParams attribute names (dotted for nested ones), so the child
+        process applies them without knowing anything about llamatelemetry's options.
+        """
+        if self.extra_args:
+            raise ValueError(
+                f"extra_args {list(self.extra_args)!r} are llama-server command-line flags and "
+                "need the binary backend: pass backend='binary' with a llama-server executable "
+                "(server_path=..., $LLAMA_SERVER_PATH or PATH)"
+            )
+        config: dict[str, Any] = {
+            "model.path": str(self.model_path),
+            "hostnames": [self.host],
+            "port": self.port,
+            "n_ctx": self.ctx_size,
+            "n_parallel": self.n_parallel,
+            "n_gpu_layers": self.gpu_layers,
+            "embedding": self.embedding,
+            "endpoint_metrics": self.metrics,
+            "endpoint_slots": self.slots,
+            "lora_adapters": [{"path": str(p), "scale": 1.0} for p in self.lora],
+        }
+        if self.n_threads is not None:
+            config["cpuparams.n_threads"] = self.n_threads
+        if self.pooling is not None:
+            config["pooling_type"] = self.pooling
+        if self.slot_save_path is not None:
+            # The CLI appends the separator itself; the raw field needs it already there.
+            config["slot_save_path"] = os.path.join(str(self.slot_save_path), "")
+        if self.alias is not None:
+            config["model_alias"] = [self.alias]
+        return config
+
+    def child_env(self, base: Mapping[str, str]) -> dict[str, str]:
+        """The child's environment: ``base`` with the API key set (or an inherited one removed).
+
+        Removing an inherited ``LLAMA_API_KEY`` matters: the binary would silently enable
+        authentication that this manager (and its clients) know nothing about.
+        """
+        env = dict(base)
+        env.pop(API_KEY_ENV, None)
+        if self.api_key is not None:
+            env[API_KEY_ENV] = self.api_key
+        return env
