@@ -1,6 +1,7 @@
 """Tiny GGUF models, written with ``gguf``, that a real llama.cpp server loads in milliseconds.
 
-The weights are random, so the text is gibberish; but every endpoint works (chat, streaming,
+The vocabulary has Llama 2's size (32,000 ids) so that ids from examples written for real
+models detokenize. The weights are random, so the text is gibberish; but every endpoint works (chat, streaming,
 completion, infill, tokenize, embeddings, rerank, LoRA), generation is deterministic under a
 fixed seed and temperature 0, and end-of-sequence is suppressed so a request always produces
 exactly ``max_tokens`` tokens unless a stop sequence matches.  That makes counts testable.
@@ -8,6 +9,8 @@ exactly ``max_tokens`` tokens unless a stop sequence matches.  That makes counts
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +50,17 @@ class TinyModel:
     eos_token_id: int
 
 
-def _vocab() -> tuple[list[str], list[float], list[int]]:
+def _filler_pieces() -> Iterator[str]:
+    """Two- and three-letter pieces, with and without the word-start marker, in a fixed order."""
+    letters = "etaoinshrdlcumwfgypbvkjxqz"
+    for size in (2, 3):
+        for combo in itertools.product(letters, repeat=size):
+            piece = "".join(combo)
+            yield "▁" + piece
+            yield piece
+
+
+def _vocab(n_vocab: int) -> tuple[list[str], list[float], list[int]]:
     import gguf
 
     tokens: list[str] = ["<unk>", "<s>", "</s>"]
@@ -57,10 +70,13 @@ def _vocab() -> tuple[list[str], list[float], list[int]]:
     tokens += _SPECIALS
     types += [gguf.TokenType.CONTROL] * len(_SPECIALS)
     scores = [0.0] * len(tokens)
-    for rank, piece in enumerate(_WORDS + _PIECES):
+    normal = itertools.chain(_WORDS, _PIECES, (p for p in _filler_pieces() if p not in _WORDS))
+    for rank, piece in enumerate(itertools.islice(normal, max(0, n_vocab - len(tokens)))):
         tokens.append(piece)
         types.append(gguf.TokenType.NORMAL)
         scores.append(-float(rank))
+    if len(tokens) != n_vocab:
+        raise ValueError(f"n_vocab must be between {len(tokens)} and 35000, got {n_vocab}")
     return tokens, scores, [int(t) for t in types]
 
 
@@ -72,6 +88,7 @@ def build_tiny_model(
     n_head: int = 4,
     n_ff: int = 128,
     n_ctx_train: int = 2048,
+    n_vocab: int = 32000,
     seed: int = 0,
     chat_template: str = CHATML_TEMPLATE,
 ) -> TinyModel:
@@ -82,9 +99,8 @@ def build_tiny_model(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    tokens, scores, types = _vocab()
+    tokens, scores, types = _vocab(n_vocab)
     ids = {tok: i for i, tok in enumerate(tokens)}
-    n_vocab = len(tokens)
 
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name("llamatelemetry-tiny")
@@ -122,9 +138,7 @@ def build_tiny_model(
     embd[:, 0] = 4.0
     output = noise(n_vocab, n_embd, scale=0.5)
     output[:, 0] = 0.0
-    for tok, i in ids.items():
-        if types[i] != int(gguf.TokenType.NORMAL):
-            output[i, 0] = -30.0
+    output[np.asarray(types) != int(gguf.TokenType.NORMAL), 0] = -30.0
     writer.add_tensor("token_embd.weight", embd)
     writer.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
     writer.add_tensor("output.weight", output)
