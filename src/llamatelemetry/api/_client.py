@@ -50,9 +50,18 @@ class LlamaCppClient(ConvenienceMixin, BaseClient):
         **options: Any,
     ) -> None:
         super().__init__(base_url, api_key, **options)
+        self._owns_http = http_client is None
         self._http = http_client or httpx.Client(
             limits=self._limits, verify=self._verify, timeout=self.timeout, trust_env=False
         )
+
+    def __del__(self) -> None:
+        # A client dropped without close() must not leak sockets (nor ResourceWarnings).
+        if getattr(self, "_owns_http", False):
+            try:
+                self._http.close()
+            except Exception:  # noqa: BLE001 - interpreter shutdown may have torn httpx down
+                pass
 
     def _execute(self, call: Call[T]) -> T:
         """Send one call, retrying what is worth retrying; return its parsed answer (or a Stream)."""

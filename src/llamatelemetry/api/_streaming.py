@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
 from pydantic import ValidationError
@@ -20,7 +20,7 @@ from ._errors import APIResponseError, StreamError, StreamInterruptedError
 from ._sse import SSEDecoder
 from ._transport_errors import translate_transport_error
 
-__all__ = ["StreamFormat", "ChunkDecoder", "Stream"]
+__all__ = ["StreamFormat", "ChunkDecoder", "Stream", "StreamObserver"]
 
 log = logging.getLogger("llamatelemetry")
 
@@ -104,6 +104,14 @@ def _stream_error(obj: Any) -> StreamError:
     return StreamError(str(err), body=obj)
 
 
+class StreamObserver(Protocol):
+    """Told of every chunk and, exactly once, of the end: what telemetry hooks into."""
+
+    def on_chunk(self, chunk: Any) -> None: ...
+
+    def on_close(self, error: BaseException | None, *, complete: bool) -> None: ...
+
+
 class Stream(Generic[T]):
     """An iterator of typed chunks that owns its HTTP response.
 
@@ -117,23 +125,34 @@ class Stream(Generic[T]):
         response: httpx.Response,
         format: StreamFormat[T],
         *,
-        on_close: Callable[[], None] | None = None,
+        observer: StreamObserver | None = None,
     ) -> None:
         self.response = response
         self._decoder = ChunkDecoder(format)
         self._iterator = self._iterate()
         self._closed = False
-        self._on_close = on_close
+        self._error: BaseException | None = None
+        self._observer = observer
 
     def _iterate(self) -> Iterator[T]:
+        observer = self._observer
         try:
             for data in self.response.iter_bytes():
-                yield from self._decoder.feed(data)
+                for chunk in self._decoder.feed(data):
+                    if observer is not None:
+                        observer.on_chunk(chunk)
+                    yield chunk
                 if self._decoder.done:
                     return
             self._decoder.finish()
         except httpx.TransportError as exc:
-            raise translate_transport_error(exc, streaming=True) from exc
+            self._error = translate_transport_error(exc, streaming=True)
+            raise self._error from exc
+        except GeneratorExit:  # closed early (close(), garbage collection): not an error
+            raise
+        except BaseException as exc:
+            self._error = exc
+            raise
         finally:
             self.close()
 
@@ -163,9 +182,11 @@ class Stream(Generic[T]):
         if self._closed:
             return
         self._closed = True
-        self.response.close()
-        if self._on_close is not None:
-            self._on_close()
+        try:
+            self.response.close()
+        finally:
+            if self._observer is not None:
+                self._observer.on_close(self._error, complete=self._decoder.done)
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):

@@ -1,8 +1,9 @@
 """Errors raised while starting or supervising a llama.cpp server.
 
 ```
-ServerError                 anything the server manager cannot do
- └── ServerStartError       the server did not come up: bad model, busy port, crash, timeout
+LlamaTelemetryError         (the library's base, see llamatelemetry.api)
+ └── ServerError             anything the server manager cannot do
+      └── ServerStartError  the server did not come up: bad model, busy port, crash, timeout
 ```
 
 A start failure carries the tail of the server's own log, because the real reason
@@ -11,10 +12,12 @@ A start failure carries the tail of the server's own log, because the real reaso
 
 from __future__ import annotations
 
+from ..api._errors import LlamaTelemetryError
+
 __all__ = ["ServerError", "ServerStartError"]
 
 
-class ServerError(Exception):
+class ServerError(LlamaTelemetryError):
     """Base class for server-manager failures."""
 
 

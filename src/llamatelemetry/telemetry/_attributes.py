@@ -1,0 +1,97 @@
+"""OpenTelemetry GenAI semantic-convention attributes of one llama-server call.
+
+Pure functions from the request body and the response to attribute dicts, so every
+surface (the instrumented client, the instrumentor, streams) names things alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = ["request_attributes", "response_attributes", "server_attributes", "span_name"]
+
+PROVIDER = "llama.cpp"
+
+_REQUEST_PARAMS = {
+    "max_tokens": "gen_ai.request.max_tokens",
+    "n_predict": "gen_ai.request.max_tokens",
+    "temperature": "gen_ai.request.temperature",
+    "top_p": "gen_ai.request.top_p",
+    "top_k": "gen_ai.request.top_k",
+    "seed": "gen_ai.request.seed",
+    "frequency_penalty": "gen_ai.request.frequency_penalty",
+    "presence_penalty": "gen_ai.request.presence_penalty",
+    "stream": "gen_ai.request.stream",
+}
+_TIMINGS = (
+    "cache_n", "prompt_n", "prompt_ms", "prompt_per_token_ms", "prompt_per_second",
+    "predicted_n", "predicted_ms", "predicted_per_token_ms", "predicted_per_second",
+)
+
+
+def span_name(operation: str, model: str | None) -> str:
+    return f"{operation} {model}" if model else operation
+
+
+def server_attributes(base_url: str) -> dict[str, Any]:
+    parts = urlsplit(base_url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return {"server.address": parts.hostname or "", "server.port": port}
+
+
+def request_attributes(operation: str, body: Any, provider: str = PROVIDER) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": operation,
+        "gen_ai.provider.name": provider,
+    }
+    if not isinstance(body, Mapping):
+        return attributes
+    if isinstance(body.get("model"), str):
+        attributes["gen_ai.request.model"] = body["model"]
+    for key, name in _REQUEST_PARAMS.items():
+        value = body.get(key)
+        if isinstance(value, (bool, int, float)):
+            attributes[name] = value
+    stop = body.get("stop")
+    if isinstance(stop, list) and stop:
+        attributes["gen_ai.request.stop_sequences"] = [str(s) for s in stop]
+    return attributes
+
+
+def response_attributes(response: Any) -> dict[str, Any]:
+    """From a typed response or the final stream state: id, model, finish reasons, usage,
+    llama.cpp timings."""
+    attributes: dict[str, Any] = {}
+    rid = getattr(response, "id", None)
+    if isinstance(rid, str):
+        attributes["gen_ai.response.id"] = rid
+    model = getattr(response, "model", None)
+    if isinstance(model, str):
+        attributes["gen_ai.response.model"] = model
+    choices = getattr(response, "choices", None)
+    if choices:
+        reasons = [c.finish_reason for c in choices if getattr(c, "finish_reason", None)]
+        if reasons:
+            attributes["gen_ai.response.finish_reasons"] = reasons
+    elif getattr(response, "finish_reason", None):  # native /completion
+        attributes["gen_ai.response.finish_reasons"] = [response.finish_reason]
+    usage = getattr(response, "usage", None)
+    if usage is not None:
+        attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
+        if usage.completion_tokens or getattr(response, "choices", None) is not None:
+            attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
+        details = usage.prompt_tokens_details
+        if details is not None and details.cached_tokens is not None:
+            attributes["gen_ai.usage.cache_read.input_tokens"] = details.cached_tokens
+    timings = getattr(response, "timings", None)
+    if timings is not None:
+        for name in _TIMINGS:
+            value = getattr(timings, name, None)
+            if value is not None:
+                attributes[f"llama_cpp.timings.{name}"] = value
+        if usage is None and timings.prompt_n is not None:  # native endpoints have no usage
+            attributes["gen_ai.usage.input_tokens"] = (timings.prompt_n or 0) + (timings.cache_n or 0)
+            attributes["gen_ai.usage.output_tokens"] = timings.predicted_n or 0
+    return attributes

@@ -1,0 +1,1 @@
+client = LlamaCppClient(base_url="http://127.0.0.1:8080")

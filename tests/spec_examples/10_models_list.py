@@ -1,0 +1,3 @@
+models = client.models.list()
+for model in models:
+    print(f"Model: {model.get('id')}")

@@ -1,0 +1,3 @@
+metrics = client.metrics.get()
+print(metrics)
+# Returns Prometheus-format text with server metrics

@@ -1,0 +1,49 @@
+"""The README's Python examples, run in order in one namespace against a real server.
+
+Only two things are substituted: the model path (the tiny test model) and port 8080
+(a free port, so a server the developer runs on 8080 does not interfere).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import socket
+from pathlib import Path
+
+from llamatelemetry.testing import TinyModelFiles
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_readme_examples_run(tiny_files: TinyModelFiles, tmp_path: Path) -> None:
+    blocks = python_blocks(README.read_text())
+    assert len(blocks) >= 3
+    port = str(free_port())
+    scope: dict[str, object] = {"__name__": "readme"}
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            for block in blocks:
+                code = (block.replace("/path/to/model.gguf", str(tiny_files.model.path))
+                        .replace("8080", port).replace("/tmp/llama-test", str(tmp_path)))
+                exec(compile(code, "README.md", "exec"), scope)
+    finally:
+        server = scope.get("server")
+        if server is not None:
+            server.stop()  # type: ignore[attr-defined]
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "Server status: ok"
+    assert "Embedding dims: 64" in lines and "Active slots: 4" in lines
+    assert re.fullmatch(r"\[1(, \d+)+\]", lines[-1])  # tokenize("Hello") with BOS
