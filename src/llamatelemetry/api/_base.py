@@ -132,10 +132,10 @@ def _seconds(name: str, value: Any) -> float | None:
     return float(value)
 
 
-def _normalize_base_url(url: Any) -> str:
-    if not isinstance(url, str):
-        raise TypeError(f"base_url must be a str, not {type(url).__name__}")
-    url = url.strip().rstrip("/")
+def _normalize_base_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"base_url must be a str, not {type(value).__name__}")
+    url: str = value.strip().rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"base_url must look like 'http://127.0.0.1:8080', got {url!r}")

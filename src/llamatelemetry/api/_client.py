@@ -41,6 +41,8 @@ class LlamaCppClient(ConvenienceMixin, BaseClient):
     ``with``) when done.
     """
 
+    _http: httpx.Client
+
     def __init__(
         self,
         base_url: str | None = None,
@@ -72,16 +74,16 @@ class LlamaCppClient(ConvenienceMixin, BaseClient):
         while True:
             response: httpx.Response | None = None
             try:
-                response = self._http.send(request, stream=True)
+                response = sent = self._http.send(request, stream=True)
                 try:
-                    if self._is_success(call, response.status_code):
-                        if call.stream is not None and response.status_code < 400:
-                            return Stream(response, call.stream)  # type: ignore[return-value]
-                        return self._parse(call, response, response.read())
-                    error: APIError = self._status_error(response, response.read())
+                    if self._is_success(call, sent.status_code):
+                        if call.stream is not None and sent.status_code < 400:
+                            return Stream(sent, call.stream)  # type: ignore[return-value]
+                        return self._parse(call, sent, sent.read())
+                    error: APIError = self._status_error(sent, sent.read())
                 finally:
-                    if call.stream is None or response.status_code >= 400:
-                        response.close()
+                    if call.stream is None or sent.status_code >= 400:
+                        sent.close()
             except httpx.TransportError as exc:
                 if response is None and stale_retry_available and is_stale_connection_error(exc):
                     # A pooled connection the server had already closed: not a failure of

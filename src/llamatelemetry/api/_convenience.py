@@ -33,7 +33,7 @@ class ConvenienceMixin(_Base):
         return self.chat.completions.create(**kwargs)  # type: ignore[no-any-return]
 
     @overload
-    def embed(self, text: str) -> list[float]: ...
+    def embed(self, text: str) -> list[float]: ...  # type: ignore[overload-overlap]
     @overload
     def embed(self, text: Sequence[str]) -> list[list[float]]: ...
     def embed(self, text: str | Sequence[str]) -> list[float] | list[list[float]]:
@@ -92,7 +92,7 @@ class ConvenienceMixin(_Base):
         **extra: Any,
     ) -> NativeCompletion | Stream[NativeCompletion]:
         """llama.cpp's native ``/completion``: ``.content``, ``.tokens_predicted``, ``.timings``."""
-        return self._execute(complete_call(
+        return self._execute(complete_call(  # type: ignore[no-any-return]
             prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
             stream=stream, seed=seed, stop=stop, frequency_penalty=frequency_penalty,
             presence_penalty=presence_penalty, timeout=timeout, extra=extra,
@@ -119,7 +119,7 @@ class ConvenienceMixin(_Base):
     ) -> NativeCompletion | Stream[NativeCompletion]:
         """Fill in the middle between ``input_prefix`` and ``input_suffix`` (code models
         with FIM tokens); ``input_extra`` adds context files."""
-        return self._execute(infill_call(
+        return self._execute(infill_call(  # type: ignore[no-any-return]
             input_prefix, input_suffix, input_extra=input_extra, prompt=prompt,
             max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
             stream=stream, seed=seed, stop=stop, frequency_penalty=frequency_penalty,

@@ -125,7 +125,7 @@ class InstrumentedLlamaCppClient(LlamaCppClient):
         if payload.get("stream"):
             raise ValueError("chat_completions returns a whole response; use "
                              "chat.completions.create(..., stream=True) to stream")
-        return self.chat.completions.create(**payload)
+        return self.chat.completions.create(**payload)  # type: ignore[no-any-return]
 
     def _build_request(self, call: Call[Any]) -> httpx.Request:
         request = super()._build_request(call)

@@ -9,7 +9,7 @@ from .._base import Call, TimeoutTypes
 from .._streaming import Stream, StreamFormat
 from .._types import ChatCompletion, ChatCompletionChunk
 from .._validation import check_messages
-from ._params import sampling_body
+from ._params import generation_call
 from ._resource import Resource
 
 __all__ = ["Chat", "ChatCompletions", "CHAT_STREAM"]
@@ -83,7 +83,7 @@ class ChatCompletions(Resource):
         ``tools``, ...) passes through as a keyword. With ``stream=True`` the result is a
         :class:`Stream` of chunks whose last one carries ``usage`` and ``timings``.
         """
-        return self._client._execute(chat_call(
+        return self._client._execute(chat_call(  # type: ignore[no-any-return]
             messages, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
             stream=stream, seed=seed, stop=stop, frequency_penalty=frequency_penalty,
             presence_penalty=presence_penalty, model=model, timeout=timeout,
@@ -91,32 +91,13 @@ class ChatCompletions(Resource):
         ))
 
 
-def chat_call(
-    messages: Any,
-    *,
-    stream: bool,
-    model: str | None,
-    timeout: TimeoutTypes,
-    extra_headers: Mapping[str, str] | None,
-    extra: Mapping[str, Any],
-    **sampling: Any,
-) -> Call[Any]:
-    body: dict[str, Any] = {"messages": check_messages(messages)}
+def chat_call(messages: Any, *, model: str | None, **kwargs: Any) -> Call[Any]:
+    fields: dict[str, Any] = {"messages": check_messages(messages)}
     if model is not None:
-        body["model"] = model
-    body.update(sampling_body(stream=stream, extra=extra, **sampling))
-    if stream:
-        # Always ask for usage: the last chunk then carries usage and timings.
-        body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
-    return Call(
-        "POST",
-        "/v1/chat/completions",
-        ChatCompletion.model_validate,
-        body=body,
-        stream=CHAT_STREAM if stream else None,
-        timeout=timeout,
-        headers=extra_headers,
-        operation="chat",
+        fields["model"] = model
+    return generation_call(
+        "/v1/chat/completions", fields, parse=ChatCompletion.model_validate,
+        stream_format=CHAT_STREAM, operation="chat", openai=True, **kwargs,
     )
 
 

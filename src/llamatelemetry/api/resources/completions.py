@@ -9,10 +9,10 @@ from .._base import Call, TimeoutTypes
 from .._streaming import Stream, StreamFormat
 from .._types import Completion, NativeCompletion
 from .._validation import check_text, check_token_ids
-from ._params import sampling_body
+from ._params import generation_call
 from ._resource import Resource
 
-__all__ = ["Completions", "complete_call", "infill_call", "native_completion_call"]
+__all__ = ["Completions", "complete_call", "infill_call"]
 
 COMPLETION_STREAM = StreamFormat(Completion.model_validate)
 NATIVE_STREAM = StreamFormat(NativeCompletion.model_validate, ends_with_done=False)
@@ -79,40 +79,24 @@ class Completions(Resource):
         **extra: Any,
     ) -> Completion | Stream[Completion]:
         """Continue ``prompt`` (``/v1/completions``); the same sampling parameters as chat."""
-        body: dict[str, Any] = {"prompt": _check_prompt(prompt)}
+        fields: dict[str, Any] = {"prompt": _check_prompt(prompt)}
         if model is not None:
-            body["model"] = model
-        body.update(sampling_body(
+            fields["model"] = model
+        return self._client._execute(generation_call(  # type: ignore[no-any-return]
+            "/v1/completions", fields, parse=Completion.model_validate,
+            stream_format=COMPLETION_STREAM, operation="text_completion", openai=True,
             max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-            seed=seed, stop=stop, frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty, stream=stream, extra=extra,
-        ))
-        if stream:
-            body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
-        return self._client._execute(Call(
-            "POST", "/v1/completions", Completion.model_validate, body=body,
-            stream=COMPLETION_STREAM if stream else None, timeout=timeout,
-            headers=extra_headers, operation="text_completion",
+            stream=stream, seed=seed, stop=stop, frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty, timeout=timeout, extra_headers=extra_headers,
+            extra=extra,
         ))
 
 
-def native_completion_call(
-    path: str,
-    fields: dict[str, Any],
-    *,
-    stream: bool,
-    timeout: TimeoutTypes,
-    operation: str,
-    extra: Mapping[str, Any],
-    **sampling: Any,
-) -> Call[Any]:
+def _native_call(path: str, fields: dict[str, Any], operation: str, **kwargs: Any) -> Call[Any]:
     """``/completion`` and ``/infill``: llama.cpp's native shape (``n_predict``, ``content``)."""
-    body = dict(fields)
-    body.update(sampling_body(stream=stream, extra=extra, max_tokens_key="n_predict",
-                              allow_zero_tokens=True, **sampling))
-    return Call(
-        "POST", path, NativeCompletion.model_validate, body=body,
-        stream=NATIVE_STREAM if stream else None, timeout=timeout, operation=operation,
+    return generation_call(
+        path, fields, parse=NativeCompletion.model_validate, stream_format=NATIVE_STREAM,
+        operation=operation, openai=False, extra_headers=None, **kwargs,
     )
 
 
@@ -140,10 +124,9 @@ def infill_call(
                 raise TypeError(f"input_extra[{i}] must be a dict with a 'text' str "
                                 "(and optionally 'filename')")
         fields["input_extra"] = list(input_extra)
-    return native_completion_call("/infill", fields, operation="infill", **kwargs)
+    return _native_call("/infill", fields, "infill", **kwargs)
 
 
 def complete_call(prompt: Any, **kwargs: Any) -> Call[Any]:
-    return native_completion_call(
-        "/completion", {"prompt": _check_prompt(prompt)}, operation="text_completion", **kwargs
-    )
+    return _native_call("/completion", {"prompt": _check_prompt(prompt)}, "text_completion",
+                        **kwargs)

@@ -12,6 +12,8 @@ from ._resource import Resource
 
 __all__ = ["Lora"]
 
+Adapters = list[dict[str, Any]]
+
 
 def _adapter_list(data: Any) -> list[dict[str, Any]]:
     if not isinstance(data, list):
@@ -57,13 +59,13 @@ class Lora(Resource):
         """The adapters as dicts with ``id``, ``path`` and ``scale``."""
         return self._client._execute(_list_call())
 
-    def apply(self, path: str, scale: float = 1.0) -> list[dict[str, Any]]:
+    def apply(self, path: str, scale: float = 1.0) -> Adapters:
         """Set the scale of the adapter loaded from ``path``; returns the adapters as they now are."""
         check_text("path", path)
         check_number("scale", scale)
         return self._client._run(_apply_flow(path, float(scale)))
 
-    def set_scales(self, scales: Mapping[int, float]) -> list[dict[str, Any]]:
+    def set_scales(self, scales: Mapping[int, float]) -> Adapters:
         """Set the scales of the adapters by id (others keep theirs); returns the new list."""
         if not isinstance(scales, Mapping) or not scales:
             raise TypeError("scales must be a non-empty dict {adapter_id: scale}")

@@ -31,7 +31,7 @@ def rerank_call(query: Any, documents: Any, *, top_n: Any,
             index = result["index"]
             if not isinstance(index, int) or not 0 <= index < len(docs):
                 raise ValueError(f"result index {index!r} is outside the {len(docs)} documents")
-            score = float(result.get("relevance_score", result.get("score")))
+            score = float(result["relevance_score"] if "relevance_score" in result else result["score"])
             result["score"] = result["relevance_score"] = score
             if return_documents:
                 result["document"] = docs[index]

@@ -32,8 +32,8 @@ def _slot_list(data: Any) -> list[dict[str, Any]]:
     return [normalize_slot(item) for item in data]
 
 
-def _check_filename(filename: Any) -> str:
-    check_text("filename", filename)
+def _check_filename(value: Any) -> str:
+    filename = check_text("filename", value)
     if "/" in filename or "\\" in filename or filename in (".", "..") or "\0" in filename:
         raise ValueError(
             f"filename must be a bare file name inside the server's --slot-save-path, "
