@@ -231,17 +231,59 @@ def test_stale_keepalive_connection_is_resent_transparently() -> None:
             assert [r.connection for r in server.requests] == [0, 0, 1]
 
 
-def test_only_one_free_resend_for_dropped_connections() -> None:
+def test_drop_on_a_fresh_connection_is_not_resent_for_free() -> None:
+    # Only a reused keep-alive connection can be stale; a fresh connection dropped by the
+    # server may mean the server died mid-request, and a generation must not run twice.
     with FaultServer(Reply(drop=True)) as server:
         with LlamaCppClient(server.url, max_retries=0) as client:
             with pytest.raises(APIConnectionError):
                 chat(client)
-            assert len(server.requests) == 2
+            assert len(server.requests) == 1
         with LlamaCppClient(server.url, max_retries=2) as client:
             server.requests.clear()
             with pytest.raises(requests.ConnectionError):
                 chat(client)
-            assert len(server.requests) == 4  # one free resend + two retries
+            assert len(server.requests) == 3  # two retries, nothing more
+
+
+def test_only_one_free_resend_on_a_stale_connection() -> None:
+    with FaultServer([Reply(200, REPLY), Reply(drop=True)]) as server:
+        with LlamaCppClient(server.url, max_retries=0) as client:
+            chat(client)
+            with pytest.raises(APIConnectionError):
+                chat(client)
+            assert len(server.requests) == 3  # ok, dropped on the reused connection, resent
+
+
+def test_status_errors_pickle_and_connect_timeout_is_both() -> None:
+    import pickle
+
+    from llamatelemetry.api import APIConnectTimeoutError, BadRequestError
+
+    error = BadRequestError(400, "bad", "invalid_request_error", {"error": {}}, url="u")
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.status_code, copy.message, copy.type, copy.url) == (400, "bad",
+                                                                     "invalid_request_error", "u")
+    assert str(copy) == str(error)
+    assert issubclass(APIConnectTimeoutError, requests.ConnectionError)
+    assert issubclass(APIConnectTimeoutError, requests.Timeout)
+
+
+def test_malformed_header_is_a_value_error_not_a_connection_error() -> None:
+    with FaultServer(Reply(200, REPLY)) as server:
+        with LlamaCppClient(server.url) as client:
+            with pytest.raises(ValueError, match="could not be sent"):
+                chat(client, extra_headers={"X-Bad": "a\r\nb"})
+            assert server.requests == []
+
+
+def test_health_probe_has_its_own_short_timeout() -> None:
+    with FaultServer(Reply(200, {"status": "ok"}, delay=3.0)) as server:
+        with LlamaCppClient(server.url, timeout=600) as client:
+            started = time.monotonic()
+            with pytest.raises(requests.Timeout):
+                client.health.wait_until_ready(timeout=0.5, interval=0.05)
+            assert time.monotonic() - started < 1.5
 
 
 def test_stream_dropped_mid_way_raises_never_ends_silently() -> None:
@@ -349,3 +391,36 @@ def test_custom_http_client_is_used() -> None:
             client.health.check()
         assert server.requests[0].headers["x-custom"] == "1"
         assert http.is_closed
+
+
+def test_finished_streams_reuse_the_connection() -> None:
+    chunks = sse(chunk("a"), chunk(finish="stop"))
+    with FaultServer(Reply(chunks=chunks)) as server:
+        with LlamaCppClient(server.url) as client:
+            for _ in range(4):
+                assert len(list(chat(client, stream=True))) == 2
+    assert [r.connection for r in server.requests] == [0, 0, 0, 0]
+
+
+def test_chunks_before_an_error_event_in_the_same_read_are_delivered() -> None:
+    error = {"error": {"code": 500, "message": "boom", "type": "server_error"}}
+    data = b"".join(sse(chunk("a"), chunk("b"), error))
+    with FaultServer(Reply(chunks=[data])) as server:
+        with LlamaCppClient(server.url) as client:
+            stream = chat(client, stream=True)
+            assert [next(stream).choices[0].delta.content for _ in range(2)] == ["a", "b"]
+            with pytest.raises(StreamError, match="boom"):
+                next(stream)
+
+
+def test_closed_stream_yields_nothing_more() -> None:
+    data = b"".join(sse(chunk("a"), chunk("b"), chunk("c")))
+    with FaultServer(Reply(chunks=[data])) as server:
+        with LlamaCppClient(server.url) as client:
+            stream = chat(client, stream=True)
+            next(stream)
+            stream.close()
+            assert list(stream) == []
+            unused = chat(client, stream=True)
+            unused.close()
+            assert list(unused) == []

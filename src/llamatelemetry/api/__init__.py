@@ -4,6 +4,7 @@ from ._base import DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 from ._client import LlamaCppClient
 from ._errors import (
     APIConnectionError,
+    APIConnectTimeoutError,
     APIError,
     APIResponseError,
     APIStatusError,
@@ -53,6 +54,7 @@ __all__ = [
     "LlamaTelemetryError",
     "APIError",
     "APIConnectionError",
+    "APIConnectTimeoutError",
     "APITimeoutError",
     "APIResponseError",
     "APIStatusError",

@@ -307,7 +307,7 @@ class BaseClient:
                 data: Any = body.decode(response.encoding or "utf-8", errors="replace")
             else:
                 data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             kind = response.headers.get("content-type", "no content type")
             raise APIResponseError(
                 f"{call.method} {call.path} answered {response.status_code} with {kind}, "

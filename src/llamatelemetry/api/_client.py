@@ -11,7 +11,7 @@ import httpx
 
 from ._base import BaseClient, Call, Flow, Sleep
 from ._convenience import ConvenienceMixin
-from ._errors import APIError
+from ._errors import APIError, APIResponseError
 from ._streaming import Stream
 from ._transport_errors import is_stale_connection_error, translate_transport_error
 
@@ -70,29 +70,33 @@ class LlamaCppClient(ConvenienceMixin, BaseClient):
         request = self._build_request(call)
         retries_left = self._retries_for(call)
         attempt = 0
-        stale_retry_available = True
+        resend_available = True
         while True:
-            response: httpx.Response | None = None
+            reused = resend_available and self._has_idle_connection()
+            sent: httpx.Response | None = None
             try:
-                response = sent = self._http.send(request, stream=True)
-                try:
-                    if self._is_success(call, sent.status_code):
-                        if call.stream is not None and sent.status_code < 400:
-                            return Stream(sent, call.stream)  # type: ignore[return-value]
-                        return self._parse(call, sent, sent.read())
-                    error: APIError = self._status_error(sent, sent.read())
-                finally:
-                    if call.stream is None or sent.status_code >= 400:
-                        sent.close()
+                sent = self._http.send(request, stream=True)
+                if call.stream is not None and sent.status_code < 400:
+                    return Stream(sent, call.stream)  # type: ignore[return-value]
+                body = sent.read()
+                if self._is_success(call, sent.status_code):
+                    return self._parse(call, sent, body)
+                error: APIError = self._status_error(sent, body)
             except httpx.TransportError as exc:
-                if response is None and stale_retry_available and is_stale_connection_error(exc):
-                    # A pooled connection the server had already closed: not a failure of
-                    # the server, so resend at once without spending a retry.
-                    stale_retry_available = False
-                    log.debug("resending %s %s after a stale connection: %r",
+                if sent is None and reused and is_stale_connection_error(exc):
+                    # A pooled keep-alive connection the server had closed: the request
+                    # never reached it, so resend at once without spending a retry.
+                    resend_available = False
+                    log.debug("resending %s %s after a stale pooled connection: %r",
                               call.method, call.path, exc)
                     continue
                 error = translate_transport_error(exc)
+            except httpx.DecodingError as exc:
+                raise APIResponseError(f"{call.method} {call.path}: the response body could "
+                                       f"not be decoded: {exc}") from exc
+            finally:
+                if sent is not None and (call.stream is None or sent.status_code >= 400):
+                    sent.close()
             delay = self._retry_delay(error, attempt) if retries_left > 0 else None
             if delay is None:
                 raise error
@@ -100,6 +104,14 @@ class LlamaCppClient(ConvenienceMixin, BaseClient):
             retries_left -= 1
             attempt += 1
             time.sleep(delay)
+
+    def _has_idle_connection(self) -> bool:
+        """Whether the pool holds an idle keep-alive connection the next request may reuse."""
+        pool = getattr(getattr(self._http, "_transport", None), "_pool", None)
+        try:
+            return any(conn.is_idle() for conn in pool.connections)  # type: ignore[union-attr]
+        except (AttributeError, TypeError):
+            return False
 
     def _run(self, flow: Flow[T]) -> T:
         """Drive a multi-step operation: perform each step it yields, send back the result."""

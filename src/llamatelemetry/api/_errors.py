@@ -6,6 +6,7 @@ LlamaTelemetryError
  │    ├── APIConnectionError           (also a requests.ConnectionError) refused, reset, dropped
  │    │    └── StreamInterruptedError  the connection ended mid-stream without its end marker
  │    ├── APITimeoutError              (also a requests.Timeout) connect, read, write or pool timeout
+ │    │    └── APIConnectTimeoutError  (also an APIConnectionError) connecting took too long
  │    ├── APIResponseError             the server answered with bytes we cannot decode
  │    ├── StreamError                  an ``error`` event inside a stream
  │    └── APIStatusError               a 4xx/5xx answer: status_code, message, type, body
@@ -37,6 +38,7 @@ __all__ = [
     "APIConnectionError",
     "StreamInterruptedError",
     "APITimeoutError",
+    "APIConnectTimeoutError",
     "APIResponseError",
     "StreamError",
     "APIStatusError",
@@ -94,6 +96,10 @@ class APITimeoutError(APIError, requests.Timeout):
         self.response = None
 
 
+class APIConnectTimeoutError(APITimeoutError, APIConnectionError):
+    """Connecting took too long: both a timeout and a connection failure, as in requests."""
+
+
 class APIResponseError(APIError):
     """The server answered, but not with what the endpoint promises (bad JSON, wrong type)."""
 
@@ -134,6 +140,7 @@ class APIStatusError(APIError):
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message, method=method, url=url)
+        self.args = (status_code, message, type, body)  # so pickling rebuilds it
         self.status_code = status_code
         self.type = type
         self.body = body

@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
 import httpx
 from pydantic import ValidationError
 
-from ._errors import APIResponseError, StreamError, StreamInterruptedError
+from ._errors import APIError, APIResponseError, StreamError, StreamInterruptedError
 from ._sse import SSEDecoder
 from ._transport_errors import translate_transport_error
 
 __all__ = ["StreamFormat", "ChunkDecoder", "Stream", "StreamObserver"]
 
 log = logging.getLogger("llamatelemetry")
+
+_DRAIN_LIMIT = 64 * 1024  # bytes read after the end marker before giving up on reuse
 
 T = TypeVar("T")
 
@@ -42,17 +45,28 @@ class StreamFormat(Generic[T]):
 class ChunkDecoder(Generic[T]):
     """Bytes in, typed chunks out; raises on error events and tracks completion."""
 
-    __slots__ = ("_format", "_sse", "done")
+    __slots__ = ("_format", "_sse", "done", "error")
 
     def __init__(self, format: StreamFormat[T]) -> None:
         self._format = format
         self._sse = SSEDecoder()
         self.done = False
+        self.error: APIError | None = None  # raised once the chunks before it are delivered
 
     def feed(self, data: bytes) -> list[T]:
+        """The chunks ``data`` completes; an error event ends decoding and is kept in
+        ``error`` so that the chunks before it are not lost."""
         chunks: list[T] = []
+        try:
+            self._feed(data, chunks)
+        except APIError as exc:
+            self.error = exc
+            self.done = True
+        return chunks
+
+    def _feed(self, data: bytes, chunks: list[T]) -> None:
         if self.done:
-            return chunks
+            return
         for event in self._sse.feed(data):
             payload = event.data
             if payload == "[DONE]":
@@ -78,7 +92,6 @@ class ChunkDecoder(Generic[T]):
             if not self._format.ends_with_done and isinstance(obj, dict) and obj.get("stop"):
                 self.done = True
                 break
-        return chunks
 
     def finish(self) -> None:
         """Called at end of input: a stream that never said it was complete is an error."""
@@ -129,38 +142,71 @@ class Stream(Generic[T]):
     ) -> None:
         self.response = response
         self._decoder = ChunkDecoder(format)
-        self._iterator = self._iterate()
+        self._pending: deque[T] = deque()
+        self._reads: Iterator[bytes] | None = None
         self._closed = False
         self._error: BaseException | None = None
+        self._complete = False
         self._observer = observer
 
-    def _iterate(self) -> Iterator[T]:
-        observer = self._observer
+    def __next__(self) -> T:
+        # A plain state machine, not a generator: a generator would hold ``self`` in a
+        # reference cycle, and an abandoned stream would then wait for the cycle collector
+        # before releasing its connection and ending its span.
+        while True:
+            if self._pending:
+                chunk = self._pending.popleft()
+                if self._observer is not None:
+                    self._observer.on_chunk(chunk)
+                return chunk
+            if self._closed:
+                raise StopIteration
+            decoder = self._decoder
+            if decoder.done:
+                if decoder.error is not None:
+                    self._fail(decoder.error)
+                self._complete = True
+                self._drain()
+                self.close()
+                raise StopIteration
+            try:
+                if self._reads is None:
+                    self._reads = self.response.iter_bytes()
+                data = next(self._reads, None)
+                if data is None:
+                    decoder.finish()  # raises: the body ended before the end marker
+                else:
+                    self._pending.extend(decoder.feed(data))
+            except httpx.TransportError as exc:
+                self._fail(translate_transport_error(exc, streaming=True), exc)
+            except httpx.DecodingError as exc:
+                self._fail(APIResponseError(f"the stream's bytes could not be decoded: {exc}"), exc)
+            except BaseException as exc:
+                self._fail(exc)
+
+    def _fail(self, error: BaseException, cause: BaseException | None = None) -> NoReturn:
+        self._error = error
+        self.close()
+        if cause is not None:
+            raise error from cause
+        raise error
+
+    def _drain(self) -> None:
+        """Read the few bytes after the end marker (the chunked-body terminator) so the
+        connection goes back to the pool instead of being dropped."""
+        if self._reads is None:
+            return
+        left = _DRAIN_LIMIT
         try:
-            for data in self.response.iter_bytes():
-                for chunk in self._decoder.feed(data):
-                    if observer is not None:
-                        observer.on_chunk(chunk)
-                    yield chunk
-                if self._decoder.done:
+            for data in self._reads:
+                left -= len(data)
+                if left < 0:
                     return
-            self._decoder.finish()
-        except httpx.TransportError as exc:
-            self._error = translate_transport_error(exc, streaming=True)
-            raise self._error from exc
-        except GeneratorExit:  # closed early (close(), garbage collection): not an error
-            raise
-        except BaseException as exc:
-            self._error = exc
-            raise
-        finally:
-            self.close()
+        except httpx.HTTPError:
+            return
 
     def __iter__(self) -> Iterator[T]:
-        return self._iterator
-
-    def __next__(self) -> T:
-        return next(self._iterator)
+        return self
 
     def __enter__(self) -> Stream[T]:
         return self
@@ -182,11 +228,12 @@ class Stream(Generic[T]):
         if self._closed:
             return
         self._closed = True
+        self._pending.clear()
         try:
             self.response.close()
         finally:
             if self._observer is not None:
-                self._observer.on_close(self._error, complete=self._decoder.done)
+                self._observer.on_close(self._error, complete=self._complete)
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import httpx
 
-from ._errors import APIConnectionError, APIError, APITimeoutError, StreamInterruptedError
+from ._errors import (
+    APIConnectionError,
+    APIConnectTimeoutError,
+    APIError,
+    APITimeoutError,
+    StreamInterruptedError,
+)
 
 __all__ = ["translate_transport_error", "is_stale_connection_error"]
 
@@ -18,6 +24,13 @@ def translate_transport_error(
     except RuntimeError:  # an error raised before a request was attached
         method, url = None, None
     where = f" ({method} {url})" if method else ""
+    if isinstance(exc, (httpx.LocalProtocolError, httpx.UnsupportedProtocol)):
+        # The request itself is malformed (a header with a newline, a bad URL): a bug in
+        # the arguments, not a network failure, so neither retried nor a ConnectionError.
+        raise ValueError(f"the request could not be sent{where}: {exc}") from exc
+    if isinstance(exc, httpx.ConnectTimeout):
+        return APIConnectTimeoutError(f"timed out connecting to the server{where}",
+                                      method=method, url=url)
     if isinstance(exc, httpx.TimeoutException):
         kind = {
             httpx.ConnectTimeout: "connecting to the server",

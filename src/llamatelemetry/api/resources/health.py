@@ -22,10 +22,13 @@ def _health(data: Any) -> dict[str, Any]:
     return dict(data)
 
 
-def _check_call() -> Call[dict[str, Any]]:
+PROBE_TIMEOUT = 5.0  # a health probe must not inherit a generation's long read timeout
+
+
+def _check_call(timeout: float = PROBE_TIMEOUT) -> Call[dict[str, Any]]:
     # A probe: one quick try, and a 503 is an answer rather than a failure.
     return Call("GET", "/health", _health, ok_statuses=frozenset({503}), retries=0,
-                operation="health")
+                timeout=timeout, operation="health")
 
 
 def _wait_flow(timeout: float, interval: float) -> Flow[dict[str, Any]]:
@@ -33,7 +36,8 @@ def _wait_flow(timeout: float, interval: float) -> Flow[dict[str, Any]]:
     last: Any = "no answer"
     while True:
         try:
-            health = yield _check_call()
+            remaining = max(deadline - time.monotonic(), 0.05)
+            health = yield _check_call(min(remaining, PROBE_TIMEOUT))
             if health.get("status") == "ok":
                 return health  # type: ignore[no-any-return]
             last = health.get("status")
@@ -47,9 +51,10 @@ def _wait_flow(timeout: float, interval: float) -> Flow[dict[str, Any]]:
 class Health(Resource):
     __slots__ = ()
 
-    def check(self) -> dict[str, Any]:
+    def check(self, timeout: float = PROBE_TIMEOUT) -> dict[str, Any]:
         """``{"status": "ok"}`` when ready; never raises on 503 "Loading model"."""
-        return self._client._execute(_check_call())
+        check_number("timeout", timeout, minimum=0.001)
+        return self._client._execute(_check_call(float(timeout)))
 
     def wait_until_ready(self, timeout: float = 60.0, interval: float = 0.1) -> dict[str, Any]:
         """Poll until the server answers ok; raise :class:`APITimeoutError` after ``timeout`` s."""
