@@ -5,9 +5,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .._validation import check_bool, check_int, check_number, check_stop, check_text
+from .._base import Call, TimeoutTypes
+from .._streaming import StreamFormat
+from .._validation import (
+    check_bool,
+    check_int,
+    check_json,
+    check_number,
+    check_stop,
+    check_text,
+)
 
-__all__ = ["sampling_body", "check_extra"]
+__all__ = ["sampling_body", "check_extra", "generation_call"]
+
+INT32_MAX = 2**31 - 1  # llama.cpp reads counts into an int32; a larger value would wrap
 
 # llama.cpp's extra sampling parameters with a known type: checked before sending.
 _EXTRA_NUMBERS: dict[str, tuple[float | None, float | None]] = {
@@ -25,15 +36,17 @@ _EXTRA_NUMBERS: dict[str, tuple[float | None, float | None]] = {
     "dry_base": (0.0, None),
 }
 _EXTRA_INTS: dict[str, tuple[int | None, int | None]] = {
-    "n_probs": (0, None),
-    "repeat_last_n": (-1, None),
+    "n_predict": (-1, INT32_MAX),
+    "n_probs": (0, INT32_MAX),
+    "min_keep": (0, INT32_MAX),
+    "repeat_last_n": (-1, INT32_MAX),
     "mirostat": (0, 2),
-    "n_keep": (-1, None),
-    "dry_allowed_length": (0, None),
-    "dry_penalty_last_n": (-1, None),
-    "id_slot": (-1, None),
-    "n_indent": (0, None),
-    "t_max_predict_ms": (0, None),
+    "n_keep": (-1, INT32_MAX),
+    "dry_allowed_length": (0, INT32_MAX),
+    "dry_penalty_last_n": (-1, INT32_MAX),
+    "id_slot": (-1, INT32_MAX),
+    "n_indent": (0, INT32_MAX),
+    "t_max_predict_ms": (0, 2**63 - 1),
     "top_logprobs": (0, 20),
 }
 _EXTRA_BOOLS = ("cache_prompt", "ignore_eos", "return_tokens", "timings_per_token",
@@ -42,7 +55,8 @@ _EXTRA_MAPPINGS = ("json_schema", "response_format", "chat_template_kwargs", "st
 
 
 def check_extra(extra: Mapping[str, Any]) -> dict[str, Any]:
-    """Check the llama.cpp parameters we know the type of; pass the rest through."""
+    """Check the llama.cpp parameters we know the type of; pass the rest through, as long
+    as JSON can carry them (no NaN/inf, lone surrogates or arbitrary objects)."""
     for name, value in extra.items():
         if name in _EXTRA_NUMBERS:
             low, high = _EXTRA_NUMBERS[name]
@@ -64,6 +78,7 @@ def check_extra(extra: Mapping[str, Any]) -> dict[str, Any]:
             if not isinstance(value, (Mapping, Sequence)) or isinstance(value, (str, bytes)):
                 raise TypeError("logit_bias must be a dict {token: bias} or a list of "
                                 f"[token, bias] pairs, not {type(value).__name__}")
+        check_json(name, value)
     return dict(extra)
 
 
@@ -89,10 +104,10 @@ def sampling_body(
     """
     body: dict[str, Any] = {}
     values = {
-        max_tokens_key: check_int("max_tokens", max_tokens, minimum=-1),
+        max_tokens_key: check_int("max_tokens", max_tokens, minimum=-1, maximum=INT32_MAX),
         "temperature": check_number("temperature", temperature, minimum=0.0),
         "top_p": check_number("top_p", top_p, minimum=0.0, maximum=1.0),
-        "top_k": check_int("top_k", top_k, minimum=0),
+        "top_k": check_int("top_k", top_k, minimum=0, maximum=INT32_MAX),
         "seed": check_int("seed", seed, minimum=-1, maximum=2**32 - 1),
         "stop": check_stop(stop),
         "frequency_penalty": check_number("frequency_penalty", frequency_penalty,
@@ -109,3 +124,35 @@ def sampling_body(
     body["stream"] = stream
     body.update(check_extra(extra))
     return body
+
+
+def generation_call(
+    path: str,
+    fields: Mapping[str, Any],
+    *,
+    parse: Any,
+    stream_format: StreamFormat[Any],
+    operation: str,
+    openai: bool,
+    stream: Any,
+    timeout: TimeoutTypes,
+    extra_headers: Mapping[str, str] | None,
+    extra: Mapping[str, Any],
+    **sampling: Any,
+) -> Call[Any]:
+    """The one request of every generation endpoint: chat, completions, /completion, /infill.
+
+    OpenAI-style endpoints take ``max_tokens`` and, when streaming, are always asked for
+    usage (so the last chunk carries usage and timings); native ones take ``n_predict``.
+    """
+    body = dict(fields)
+    body.update(sampling_body(
+        stream=stream, extra=extra, max_tokens_key="max_tokens" if openai else "n_predict",
+        allow_zero_tokens=not openai, **sampling,
+    ))
+    if stream and openai:
+        body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
+    return Call(
+        "POST", path, parse, body=body, stream=stream_format if stream else None,
+        timeout=timeout, headers=extra_headers, operation=operation,
+    )

@@ -1,0 +1,450 @@
+"""The byte-level stream decoders: ``SSEDecoder`` (event-stream framing) and
+``ChunkDecoder`` (JSON chunks, error events, end markers).
+
+Network reads split a stream anywhere: inside a CRLF, inside a UTF-8 character, inside a
+field name. Whatever the split, the decoders must produce the same events, and whatever the
+bytes, they must raise nothing but the library's own errors.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pytest
+
+from llamatelemetry.api import (
+    APIConnectionError,
+    APIResponseError,
+    ChatCompletionChunk,
+    LlamaTelemetryError,
+    NativeCompletion,
+    StreamError,
+    StreamInterruptedError,
+)
+from llamatelemetry.api._sse import ServerSentEvent, SSEDecoder
+from llamatelemetry.api._streaming import ChunkDecoder, StreamFormat
+from llamatelemetry.testing._fault_server import sse
+
+SEEDS = range(300)
+CHAT = StreamFormat(ChatCompletionChunk.model_validate)
+NATIVE = StreamFormat(NativeCompletion.model_validate, ends_with_done=False)
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def events_of(pieces: Iterable[bytes]) -> list[ServerSentEvent]:
+    decoder = SSEDecoder()
+    events: list[ServerSentEvent] = []
+    for piece in pieces:
+        events += decoder.feed(piece)
+    return events
+
+
+def random_split(data: bytes, rng: random.Random, *, empties: bool = True) -> list[bytes]:
+    """``data`` in pieces of random sizes (mostly tiny, sometimes large, now and then empty)."""
+    pieces: list[bytes] = []
+    i = 0
+    while i < len(data):
+        if empties and rng.random() < 0.05:
+            pieces.append(b"")
+        size = rng.choice((1, 1, 2, 3, 4, rng.randint(1, 16), rng.randint(1, 256)))
+        pieces.append(data[i : i + size])
+        i += size
+    return pieces
+
+
+def splits(data: bytes) -> dict[str, list[bytes]]:
+    """The ways a test feeds one stream: whole, byte by byte, and in random pieces."""
+    ways = {"whole": [data], "bytewise": [data[i : i + 1] for i in range(len(data))]}
+    for seed in SEEDS:
+        ways[f"seed{seed}"] = random_split(data, random.Random(seed))
+    return ways
+
+
+def decode(
+    format: StreamFormat[Any], pieces: Iterable[bytes], *, finish: bool = True
+) -> tuple[list[Any], LlamaTelemetryError | None, ChunkDecoder[Any]]:
+    """Feed ``pieces`` as a Stream does: the chunks delivered, then the error (if any).
+
+    ``feed`` keeps an error event on the decoder (``error``) so that the chunks before it
+    are delivered first; ``finish`` raises when the end marker never came.
+    """
+    decoder = ChunkDecoder(format)
+    chunks: list[Any] = []
+    try:
+        for piece in pieces:
+            chunks += decoder.feed(piece)
+            if decoder.error is not None:
+                raise decoder.error
+        if finish:
+            decoder.finish()
+    except LlamaTelemetryError as exc:
+        return chunks, exc, decoder
+    return chunks, None, decoder
+
+
+def chat_chunk(
+    content: str | None = None, finish: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    delta = {} if content is None else {"content": content}
+    return {"id": "c1", "object": "chat.completion.chunk", "model": "tiny",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+
+
+def dumped(chunks: Sequence[Any]) -> list[dict[str, Any]]:
+    return [c.model_dump() for c in chunks]
+
+
+# --- SSEDecoder: fields and framing -----------------------------------------------------
+
+
+def test_one_event_per_blank_line() -> None:
+    assert events_of([b"data: a\n\ndata: b\n\n"]) == [ServerSentEvent("a"), ServerSentEvent("b")]
+
+
+def test_multi_line_data_joins_with_newlines() -> None:
+    assert events_of([b"data: first\ndata: second\ndata:\ndata: fourth\n\n"]) == [
+        ServerSentEvent("first\nsecond\n\nfourth")
+    ]
+
+
+def test_comments_and_pings_produce_nothing() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b": ping\n\n") == []
+    assert decoder.feed(b":\n: keep-alive 2024-01-01T00:00:00Z\n\n\n\n") == []
+    assert not decoder.pending
+    # a comment inside an event does not break it
+    assert decoder.feed(b"data: a\n: ping\ndata: b\n\n") == [ServerSentEvent("a\nb")]
+
+
+def test_event_id_and_retry_fields() -> None:
+    events = events_of([b"event: update\nid: 42\nretry: 3000\ndata: x\n\ndata: y\n\n"])
+    assert events == [
+        ServerSentEvent("x", event="update", id="42", retry=3000),
+        # the event type and retry belong to one event; the last event id persists
+        ServerSentEvent("y", event=None, id="42", retry=None),
+    ]
+
+
+def test_field_value_spacing_and_odd_fields() -> None:
+    events = events_of([
+        b"data:no-space\n\n"
+        b"data:  two spaces keep one\n\n"
+        b"data\n\n"                        # a field name alone: empty value
+        b"data: a: b: c\n\n"               # only the first colon separates
+        b"unknown: ignored\ndata: z\n\n"
+        b"retry: soon\nretry: -1\ndata: r\n\n"  # not ASCII digits: ignored
+        b"id: a\x00b\ndata: nul\n\n"            # an id with NUL is ignored
+    ])
+    assert [e.data for e in events] == ["no-space", " two spaces keep one", "", "a: b: c", "z",
+                                        "r", "nul"]
+    assert events[5].retry is None
+    assert events[6].id is None
+
+
+def test_an_unterminated_event_is_held_back() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: partial") == []
+    assert decoder.pending
+    assert decoder.feed(b"\n") == []
+    assert decoder.pending  # the data line is complete, the event is not
+    assert decoder.feed(b"\n") == [ServerSentEvent("partial")]
+    assert not decoder.pending
+    assert decoder.feed(b"") == []
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"], ids=["LF", "CRLF", "CR"])
+def test_line_endings(newline: bytes) -> None:
+    data = (b"event: e" + newline + b"data: a" + newline + b"data: b" + newline + newline
+            + b": ping" + newline + newline + b"data: c" + newline + newline)
+    expected = [ServerSentEvent("a\nb", event="e"), ServerSentEvent("c")]
+    for name, pieces in splits(data).items():
+        assert events_of(pieces) == expected, name
+
+
+def test_mixed_line_endings() -> None:
+    data = b"data: a\r\ndata: b\rdata: c\n\r\ndata: d\r\r"
+    assert events_of([data]) == [ServerSentEvent("a\nb\nc"), ServerSentEvent("d")]
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [b"data: a\r", b"\ndata: b\r\n\r\n"],
+        [b"data: a\r\n", b"data: b\r", b"\n\r", b"\n"],
+        [b"data: a\r", b"", b"\n", b"data: b\r\n\r", b"", b"", b"\n"],
+        [b"data: a\r", b"\n", b"data: b\r", b"\n", b"\r", b"\n"],
+    ],
+    ids=["after-first-line", "every-crlf-split", "with-empty-reads", "cr-and-lf-alone"],
+)
+def test_crlf_split_across_feeds_is_one_line_end(pieces: list[bytes]) -> None:
+    # Read as two line ends, the split CRLF would end the event early: "a" and "b" apart.
+    assert events_of(pieces) == [ServerSentEvent("a\nb")]
+
+
+def test_cr_then_lf_in_separate_chunks_after_a_bare_cr() -> None:
+    # "\r" "\r\n": a bare CR ends a line, then a CRLF ends the event.
+    assert events_of([b"data: a\r", b"\r\n"]) == [ServerSentEvent("a")]
+    # "\r\n" "\n": CRLF then LF: also a line and then the event.
+    assert events_of([b"data: a\r\n", b"\n"]) == [ServerSentEvent("a")]
+
+
+@pytest.mark.parametrize("text", ["é", "日本", "🦙", "a🦙b€c"])
+def test_utf8_character_split_across_feeds(text: str) -> None:
+    data = f"data: {text}\n\n".encode()
+    for cut in range(len(data) + 1):
+        assert events_of([data[:cut], data[cut:]]) == [ServerSentEvent(text)], cut
+    assert events_of([data[i : i + 1] for i in range(len(data))]) == [ServerSentEvent(text)]
+
+
+def test_invalid_utf8_is_replaced_not_raised() -> None:
+    assert events_of([b"data: \xff\xfe ok \xc3\n\n"]) == [ServerSentEvent("\ufffd\ufffd ok \ufffd")]
+
+
+RICH_STREAM = (
+    b": ping\r\n"
+    b"retry: 1500\n"
+    b"id: 1\r"
+    b"event: message\r\n"
+    b"data: first line\n"
+    b"data: second \xf0\x9f\xa6\x99 line \xe6\x97\xa5\r"
+    b"\r\n"
+    b":\n"
+    b"data:no-space\r\n\r\n"
+    b"event: error\rdata: {\"error\": \"x\"}\r\r"
+    b"data\n\n"
+    b"\n\n\r\n"
+    b"id: 2\ndata: [DONE]\r\n\r\n"
+    b"data: trailing, never terminated"
+)
+RICH_EVENTS = [
+    ServerSentEvent("first line\nsecond 🦙 line 日", event="message", id="1", retry=1500),
+    ServerSentEvent("no-space", id="1"),
+    ServerSentEvent('{"error": "x"}', event="error", id="1"),
+    ServerSentEvent("", id="1"),
+    ServerSentEvent("[DONE]", id="2"),
+]
+
+
+def test_rich_stream_fed_whole() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(RICH_STREAM) == RICH_EVENTS
+    assert decoder.pending
+
+
+def test_rich_stream_identical_whatever_the_split() -> None:
+    for name, pieces in splits(RICH_STREAM).items():
+        assert events_of(pieces) == RICH_EVENTS, name
+
+
+def test_rich_stream_every_two_way_split() -> None:
+    for cut in range(len(RICH_STREAM) + 1):
+        assert events_of([RICH_STREAM[:cut], RICH_STREAM[cut:]]) == RICH_EVENTS, cut
+
+
+# --- ChunkDecoder -----------------------------------------------------------------------
+
+
+CHAT_EVENTS = [chat_chunk("Hel"), chat_chunk("lo 🦙"), chat_chunk(finish="stop"),
+               {**chat_chunk(), "choices": [],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}]
+CHAT_STREAM = b"".join(sse(*CHAT_EVENTS))
+
+
+def test_done_ends_the_stream() -> None:
+    decoder = ChunkDecoder(CHAT)
+    late = b"data: " + json.dumps(chat_chunk("late")).encode() + b"\n\n"
+    chunks = decoder.feed(CHAT_STREAM + late)
+    assert [c.choices[0].delta.content for c in chunks] == ["Hel", "lo 🦙", None, None]
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 5
+    assert decoder.done
+    assert decoder.feed(b"data: " + json.dumps(chat_chunk("later")).encode() + b"\n\n") == []
+    decoder.finish()  # complete: no error
+
+
+def test_chat_stream_identical_whatever_the_split() -> None:
+    crlf = CHAT_STREAM.replace(b"\n", b"\r\n")
+    pinged = b": ping\n\n" + CHAT_STREAM.replace(b"\n\n", b"\n\n: ping\n\n")
+    expected = dumped(decode(CHAT, [CHAT_STREAM])[0])
+    assert len(expected) == 4
+    for data in (CHAT_STREAM, crlf, pinged):
+        for name, pieces in splits(data).items():
+            chunks, error, decoder = decode(CHAT, pieces)
+            assert error is None, name
+            assert decoder.done, name
+            assert dumped(chunks) == expected, name
+
+
+def test_finish_without_done_is_an_interrupted_stream() -> None:
+    data = b"".join(sse(*CHAT_EVENTS[:2], done=False))
+    for name, pieces in list(splits(data).items())[:20]:
+        chunks, error, _ = decode(CHAT, pieces)
+        assert len(chunks) == 2, name
+        assert isinstance(error, StreamInterruptedError), name
+        assert isinstance(error, APIConnectionError)
+        assert "[DONE] never arrived" in str(error)
+
+
+def test_finish_with_a_half_received_done_is_interrupted() -> None:
+    decoder = ChunkDecoder(CHAT)
+    decoder.feed(b"data: [DONE]")  # the blank line that ends the event never came
+    with pytest.raises(StreamInterruptedError):
+        decoder.finish()
+
+
+def test_empty_data_events_are_skipped() -> None:
+    chunks, error, _ = decode(CHAT, [b"data:\n\ndata\n\nevent: x\n\n"
+                                     + b"".join(sse(chat_chunk("a")))])
+    assert error is None
+    assert [c.choices[0].delta.content for c in chunks] == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "code", "type_", "message"),
+    [
+        ({"error": {"code": 500, "message": "context shift is disabled", "type": "server_error"}},
+         500, "server_error", "context shift is disabled"),
+        ({"error": {"message": "no code, no type"}}, None, None, "no code, no type"),
+        ({"error": "plain text error"}, None, None, "plain text error"),
+        ({"error": {"code": "E42", "message": "code not an int", "type": 7}}, None, None,
+         "code not an int"),
+    ],
+    ids=["full", "message-only", "string", "odd-types"],
+)
+def test_error_event_raises_stream_error(payload: dict[str, Any], code: int | None,
+                                         type_: str | None, message: str) -> None:
+    data = b"".join(sse(chat_chunk("partial"), payload))
+    for name, pieces in list(splits(data).items())[:50]:
+        chunks, error, decoder = decode(CHAT, pieces)
+        assert isinstance(error, StreamError), name
+        assert (error.code, error.type, error.message) == (code, type_, message)
+        assert error.body == payload
+        assert decoder.done
+        if len(pieces) > 1:  # the chunk before the error arrived in a read of its own
+            assert [c.choices[0].delta.content for c in chunks] == ["partial"], name
+
+
+def test_chunks_before_an_error_in_the_same_read_are_not_lost() -> None:
+    data = b"".join(sse(chat_chunk("kept"), {"error": {"code": 500, "message": "boom"}}))
+    chunks, error, _ = decode(CHAT, [data])
+    assert isinstance(error, StreamError) and error.message == "boom"
+    assert [c.choices[0].delta.content for c in chunks] == ["kept"]
+
+
+def test_error_event_type_with_any_payload() -> None:
+    _, error, _ = decode(CHAT, [b'event: error\ndata: {"message": "overloaded", "code": 503}\n\n'])
+    assert isinstance(error, StreamError)
+    assert (error.message, error.code) == ("overloaded", 503)
+
+
+def test_non_json_and_wrong_shape_are_response_errors() -> None:
+    _, error, _ = decode(CHAT, [b"data: {not json\n\n"])
+    assert isinstance(error, APIResponseError) and "not JSON" in str(error)
+    _, error, _ = decode(CHAT, [b'data: {"choices": "nope"}\n\n'])
+    assert isinstance(error, APIResponseError) and "unexpected shape" in str(error)
+    _, error, _ = decode(CHAT, [b"data: 5\n\n"])
+    assert isinstance(error, APIResponseError)
+
+
+NATIVE_EVENTS = [{"content": "Hel", "stop": False}, {"content": "lo", "stop": False},
+                 {"content": "", "stop": True, "stop_type": "eos", "tokens_predicted": 2,
+                  "timings": {"predicted_n": 2}}]
+
+
+def test_native_stream_ends_at_stop_true() -> None:
+    data = b"".join(sse(*NATIVE_EVENTS, {"content": "after the end", "stop": False}, done=False))
+    for name, pieces in splits(data).items():
+        chunks, error, decoder = decode(NATIVE, pieces)
+        assert error is None, name
+        assert decoder.done, name
+        assert [c.content for c in chunks] == ["Hel", "lo", ""], name
+        assert chunks[-1].finish_reason == "stop" and chunks[-1].tokens_predicted == 2
+
+
+def test_native_stream_without_stop_is_interrupted() -> None:
+    chunks, error, _ = decode(NATIVE, [b"".join(sse(*NATIVE_EVENTS[:2], done=False))])
+    assert [c.content for c in chunks] == ["Hel", "lo"]
+    assert isinstance(error, StreamInterruptedError)
+    assert '"stop": true never arrived' in str(error)
+
+
+def test_native_stream_done_marker_still_ends_it() -> None:
+    # A proxy in front of the server may append [DONE]; it is not content either way.
+    chunks, error, decoder = decode(NATIVE, [b"".join(sse(*NATIVE_EVENTS[:1]))])
+    assert error is None and decoder.done
+    assert [c.content for c in chunks] == ["Hel"]
+
+
+# --- arbitrary bytes: only the library's own errors ---------------------------------------
+
+# Fragments that make random input look like a stream often enough to reach the JSON,
+# error-event and end-marker paths, not just the framing.
+FRAGMENTS = [
+    b"data: ", b"data:", b"event: error\n", b"id: 1\n", b": ping\n", b"\n", b"\n\n", b"\r",
+    b"\r\n", b"[DONE]", b"{", b"}", b"[", b"]", b'"', b":", b",", b"null", b"true", b"1e999",
+    b"-", b"0", b"9" * 5000, b'"error"', b'"stop"', b'"choices"', b'"delta"', b'"content"',
+    b'{"error": {"code": 1}}', b'{"stop": true}', b'{"content": "x", "stop": false}',
+    b"\xff", b"\xf0\x9f", b"\xa6\x99", b"\x00", "é".encode(), b"NaN", b"Infinity",
+    # whole events, so that streams also end, fail and complete
+    *sse(chat_chunk("x"), {"content": "x", "stop": False}, {"content": "", "stop": True},
+         {"error": {"code": 500, "message": "m"}}),
+]
+
+
+def random_stream(rng: random.Random) -> bytes:
+    if rng.random() < 0.3:
+        return rng.randbytes(rng.randint(0, 2000))
+    parts = []
+    for _ in range(rng.randint(0, 120)):
+        if rng.random() < 0.2:
+            parts.append(rng.randbytes(rng.randint(1, 8)))
+        else:
+            parts.append(rng.choice(FRAGMENTS))
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize("format", [CHAT, NATIVE], ids=["chat", "native"])
+def test_random_bytes_raise_only_library_errors(format: StreamFormat[Any]) -> None:
+    outcomes: set[str] = set()
+    for seed in range(1500):
+        rng = random.Random(seed)
+        data = random_stream(rng)
+        try:
+            chunks, error, _ = decode(format, random_split(data, rng))
+        except Exception as exc:  # noqa: BLE001 - the point: nothing else may escape
+            pytest.fail(f"seed {seed}: {type(exc).__name__}: {exc} from {data[:300]!r}")
+        outcomes.add(type(error).__name__ if error else "complete" if chunks else "empty")
+    # the fuzzing reached the interesting paths, not only the framing
+    wanted = {"StreamError", "APIResponseError", "StreamInterruptedError", "complete"}
+    assert wanted <= outcomes, outcomes
+
+
+RETRY_ISDIGIT = ("_sse.py checks retry with str.isdigit(), which accepts non-ASCII digits: "
+                 "int('²') raises ValueError, int('٣') is taken as 3")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"retry: \xc2\xb2\n", id="superscript-two",  # "²".isdigit(); int("²") raises
+                     marks=pytest.mark.xfail(strict=True, raises=ValueError, reason=RETRY_ISDIGIT)),
+        pytest.param(b"retry: \xd9\xa3\n", id="arabic-indic-three",  # int("٣") == 3
+                     marks=pytest.mark.xfail(strict=True, raises=AssertionError,
+                                             reason=RETRY_ISDIGIT)),
+        pytest.param(b"retry: 1.5\n", id="decimal"),
+        pytest.param(b"retry: \n", id="empty"),
+    ],
+)
+def test_retry_accepts_ascii_digits_only(data: bytes) -> None:
+    assert events_of([data + b"data: x\n\n"]) == [ServerSentEvent("x")]
+
+
+@pytest.mark.xfail(strict=True, raises=RecursionError,
+                   reason="_streaming.py catches ValueError from json.loads, not RecursionError")
+def test_deeply_nested_json_is_a_response_error() -> None:
+    _, error, _ = decode(CHAT, [b"data: " + b"[" * 100_000 + b"\n\n"])
+    assert isinstance(error, APIResponseError)
