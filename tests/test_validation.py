@@ -39,10 +39,8 @@ def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
 CASES: list[Any] = []
 
 
-def case(id: str, call: Call, error: type[Exception], match: str, *, xfail: str = "",
-         raises: type[BaseException] | None = None) -> None:
-    marks = [pytest.mark.xfail(reason=xfail, strict=True, raises=raises)] if xfail else []
-    CASES.append(pytest.param(call, error, match, id=id, marks=marks))
+def case(id: str, call: Call, error: type[Exception], match: str) -> None:
+    CASES.append(pytest.param(call, error, match, id=id))
 
 
 # Generation endpoints share the sampling parameters: every sampling case runs on each.
@@ -208,13 +206,11 @@ for endpoint, send in MESSAGE_CALLS.items():
 case("chat_completion-no-messages", lambda c, u: c.chat_completion(max_tokens=4), TypeError,
      "messages")
 case("chat-model-surrogate", lambda c, u: c.chat.completions.create(MESSAGES, model=BAD_SURROGATE),
-     ValueError, "request field model is not valid UTF-8")
+     ValueError, "model is not valid UTF-8")
 case("chat-model-int", lambda c, u: c.chat.completions.create(MESSAGES, model=123),
-     TypeError, "model must be a str",
-     xfail="chat.py passes `model` through unchecked: 123 reaches the server")
+     TypeError, "model must be a str")
 case("completions-model-int", lambda c, u: c.completions.create("x", model=123),
-     TypeError, "model must be a str",
-     xfail="completions.py passes `model` through unchecked: 123 reaches the server")
+     TypeError, "model must be a str")
 case("chat-extra_headers-int-value",
      lambda c, u: c.chat.completions.create(MESSAGES, extra_headers={"X-Trace": 5}),
      TypeError, "Header value must be str")
@@ -320,8 +316,7 @@ for label, kwargs, error, match in EMBEDDINGS_CASES:
          error, match)
 case("embeddings.create-encoding_format-none",
      lambda c, u: c.embeddings.create("a", encoding_format=None), TypeError,
-     "encoding_format must be", raises=ValueError,
-     xfail="embeddings.py raises ValueError (not TypeError) for a non-str encoding_format")
+     "encoding_format must be")
 
 # tokenize / detokenize
 TOKENIZE_CASES: list[tuple[str, Callable[[LlamaCppClient], Any], type[Exception], str]] = [
@@ -414,12 +409,10 @@ case("slots.erase-slot_id-bool", lambda c, u: c.slots.erase(False), TypeError,
      "slot_id must be an int")
 case("slots.erase-slot_id-float", lambda c, u: c.slots.erase(1.0), TypeError,
      "slot_id must be an int")
-SLOT_ID_NONE = ("slots.py: check_int lets None through (None means 'server default' for sampling "
-                "parameters), so slot_id=None is sent as POST /slots/None")
 case("slots.erase-slot_id-none", lambda c, u: c.slots.erase(None), TypeError,
-     "slot_id must be an int", xfail=SLOT_ID_NONE)
+     "slot_id must be an int")
 case("slots.save-slot_id-none", lambda c, u: c.slots.save(None, "x.bin"), TypeError,
-     "slot_id must be an int", xfail=SLOT_ID_NONE)
+     "slot_id must be an int")
 
 # lora
 LORA_CASES: list[tuple[str, Callable[[LlamaCppClient], Any], type[Exception], str]] = [
@@ -438,9 +431,9 @@ LORA_CASES: list[tuple[str, Callable[[LlamaCppClient], Any], type[Exception], st
     ("apply-scale-bool", lambda c: c.lora.apply("a.gguf", True), TypeError,
      "scale must be a number"),
     ("set_scales-none", lambda c: c.lora.set_scales(None), TypeError,
-     "scales must be a non-empty dict"),
+     "scales must be a dict"),
     ("set_scales-list", lambda c: c.lora.set_scales([(0, 1.0)]), TypeError,
-     "scales must be a non-empty dict"),
+     "scales must be a dict"),
     ("set_scales-id-str", lambda c: c.lora.set_scales({"0": 1.0}), TypeError,
      "adapter id must be an int"),
     ("set_scales-id-bool", lambda c: c.lora.set_scales({True: 1.0}), TypeError,
@@ -457,8 +450,7 @@ LORA_CASES: list[tuple[str, Callable[[LlamaCppClient], Any], type[Exception], st
 for label, fn, error, match in LORA_CASES:
     case(f"lora.{label}", lambda c, u, fn=fn: fn(c), error, match)
 case("lora.set_scales-empty", lambda c, u: c.lora.set_scales({}), ValueError,
-     "scales must be a non-empty dict", raises=TypeError,
-     xfail="lora.py raises TypeError for an empty dict: the type is right, the value is not")
+     "scales must name at least one adapter")
 
 # health.wait_until_ready
 HEALTH_CASES: list[tuple[str, dict[str, Any], type[Exception], str]] = [
@@ -474,79 +466,71 @@ HEALTH_CASES: list[tuple[str, dict[str, Any], type[Exception], str]] = [
     ("interval-str", {"interval": "0.1"}, TypeError, "interval must be a number"),
 ]
 for label, kwargs, error, match in HEALTH_CASES:
-    xfail = ("health.py: check_number lets None through (it means 'server default' there), "
-             "then float(None) raises 'float() argument must be...' without the argument name"
-             if label == "timeout-none" else "")
     case(f"health.wait_until_ready-{label}",
-         lambda c, u, kw=kwargs: c.health.wait_until_ready(**kw), error, match, xfail=xfail)
+         lambda c, u, kw=kwargs: c.health.wait_until_ready(**kw), error, match)
 
 # The constructor
-CONSTRUCTOR_CASES: list[tuple[str, Callable[[str], Any], type[Exception], str, str]] = [
-    ("base_url-int", lambda u: LlamaCppClient(8080), TypeError, "base_url must be a str", ""),
+CONSTRUCTOR_CASES: list[tuple[str, Callable[[str], Any], type[Exception], str]] = [
+    ("base_url-int", lambda u: LlamaCppClient(8080), TypeError, "base_url must be a str"),
     ("base_url-bytes", lambda u: LlamaCppClient(u.encode()), TypeError,
-     "base_url must be a str", ""),
+     "base_url must be a str"),
     ("base_url-no-scheme", lambda u: LlamaCppClient("127.0.0.1:8080"), ValueError,
-     "base_url must look like 'http://127.0.0.1:8080'", ""),
+     "base_url must look like 'http://127.0.0.1:8080'"),
     ("base_url-words", lambda u: LlamaCppClient("not a url"), ValueError,
-     "base_url must look like", ""),
+     "base_url must look like"),
     ("base_url-ftp", lambda u: LlamaCppClient("ftp://127.0.0.1"), ValueError,
-     "base_url must look like", ""),
+     "base_url must look like"),
     ("base_url-no-host", lambda u: LlamaCppClient("http://"), ValueError,
-     "base_url must look like", ""),
-    ("base_url-empty", lambda u: LlamaCppClient(""), ValueError, "base_url",
-     "_base.py: `base_url or env or default` turns '' into the default URL silently"),
-    ("base_url-zero", lambda u: LlamaCppClient(0), TypeError, "base_url must be a str",
-     "_base.py: a falsy non-str base_url (0, False) silently becomes the default URL"),
-    ("api_key-int", lambda u: LlamaCppClient(u, api_key=123), TypeError, "api_key must be", ""),
-    ("api_key-bytes", lambda u: LlamaCppClient(u, api_key=b"k"), TypeError, "api_key must be", ""),
-    ("api_key-empty", lambda u: LlamaCppClient(u, api_key=""), ValueError, "api_key must be",
-     "_base.py raises TypeError for api_key='' (a str of the right type, with a wrong value)"),
+     "base_url must look like"),
+    ("base_url-empty", lambda u: LlamaCppClient(""), ValueError, "base_url"),
+    ("base_url-zero", lambda u: LlamaCppClient(0), TypeError, "base_url must be a str"),
+    ("api_key-int", lambda u: LlamaCppClient(u, api_key=123), TypeError, "api_key must be"),
+    ("api_key-bytes", lambda u: LlamaCppClient(u, api_key=b"k"), TypeError, "api_key must be"),
+    ("api_key-empty", lambda u: LlamaCppClient(u, api_key=""), ValueError, "api_key must be"),
     ("api_key-newline", lambda u: LlamaCppClient(u, api_key="key\nX-Injected: 1"), ValueError,
-     "api_key", "_base.py does not check api_key for characters a header cannot carry"),
-    ("api_key-non-ascii", lambda u: LlamaCppClient(u, api_key="clé"), ValueError, "api_key",
-     "_base.py accepts a non-ASCII api_key; every request then fails with UnicodeEncodeError"),
+     "api_key"),
+    ("api_key-non-ascii", lambda u: LlamaCppClient(u, api_key="clé"), ValueError, "api_key"),
     ("max_retries-negative", lambda u: LlamaCppClient(u, max_retries=-1), ValueError,
-     "max_retries must be >= 0", ""),
+     "max_retries must be >= 0"),
     ("max_retries-too-many", lambda u: LlamaCppClient(u, max_retries=101), ValueError,
-     "max_retries must be <= 100", ""),
+     "max_retries must be <= 100"),
     ("max_retries-bool", lambda u: LlamaCppClient(u, max_retries=True), TypeError,
-     "max_retries must be an int", ""),
+     "max_retries must be an int"),
     ("max_retries-float", lambda u: LlamaCppClient(u, max_retries=2.0), TypeError,
-     "max_retries must be an int", ""),
+     "max_retries must be an int"),
     ("max_retries-str", lambda u: LlamaCppClient(u, max_retries="2"), TypeError,
-     "max_retries must be an int", ""),
+     "max_retries must be an int"),
     ("max_connections-0", lambda u: LlamaCppClient(u, max_connections=0), ValueError,
-     "max_connections must be >= 1", ""),
+     "max_connections must be >= 1"),
     ("timeout-negative", lambda u: LlamaCppClient(u, timeout=-1), ValueError,
-     "timeout must be a positive finite number of seconds", ""),
+     "timeout must be a positive finite number of seconds"),
     ("timeout-zero", lambda u: LlamaCppClient(u, timeout=0), ValueError,
-     "timeout must be a positive finite number", ""),
+     "timeout must be a positive finite number"),
     ("timeout-nan", lambda u: LlamaCppClient(u, timeout=NAN), ValueError,
-     "timeout must be a positive finite number", ""),
+     "timeout must be a positive finite number"),
     ("timeout-inf", lambda u: LlamaCppClient(u, timeout=INF), ValueError,
-     "timeout must be a positive finite number", ""),
+     "timeout must be a positive finite number"),
     ("timeout-str", lambda u: LlamaCppClient(u, timeout="30"), TypeError,
-     "timeout must be seconds as a number, not str", ""),
+     "timeout must be seconds as a number, not str"),
     ("timeout-bool", lambda u: LlamaCppClient(u, timeout=True), TypeError,
-     "timeout must be seconds as a number, not bool", ""),
+     "timeout must be seconds as a number, not bool"),
     ("timeout-list", lambda u: LlamaCppClient(u, timeout=[5, 30]), TypeError,
-     "timeout must be seconds as a number, not list", ""),
+     "timeout must be seconds as a number, not list"),
     ("timeout-tuple-3", lambda u: LlamaCppClient(u, timeout=(5, 30, 1)), ValueError,
-     r"timeout as a tuple must be \(connect, read\) seconds", ""),
+     r"timeout as a tuple must be \(connect, read\) seconds"),
     ("timeout-tuple-1", lambda u: LlamaCppClient(u, timeout=(5,)), ValueError,
-     r"timeout as a tuple must be \(connect, read\)", ""),
+     r"timeout as a tuple must be \(connect, read\)"),
     ("timeout-tuple-negative-connect", lambda u: LlamaCppClient(u, timeout=(-1, 30)), ValueError,
-     "timeout must be a positive finite number", ""),
+     "timeout must be a positive finite number"),
     ("timeout-tuple-nan-read", lambda u: LlamaCppClient(u, timeout=(5, NAN)), ValueError,
-     "timeout must be a positive finite number", ""),
+     "timeout must be a positive finite number"),
     ("timeout-tuple-str", lambda u: LlamaCppClient(u, timeout=(5, "30")), TypeError,
-     "timeout must be seconds as a number", ""),
+     "timeout must be seconds as a number"),
     ("timeout-int-too-big-for-float", lambda u: LlamaCppClient(u, timeout=10**400), ValueError,
-     "timeout must be a positive finite number",
-     "_base._seconds: float(10**400) raises OverflowError instead of a ValueError"),
+     "timeout must be a positive finite number"),
 ]
-for label, fn, error, match, xfail in CONSTRUCTOR_CASES:
-    case(f"LlamaCppClient-{label}", lambda c, u, fn=fn: fn(u), error, match, xfail=xfail)
+for label, fn, error, match in CONSTRUCTOR_CASES:
+    case(f"LlamaCppClient-{label}", lambda c, u, fn=fn: fn(u), error, match)
 
 
 # --- the test -------------------------------------------------------------------------
@@ -716,11 +700,7 @@ VALID: list[Any] = [
     pytest.param(lambda c: c.complete([0, 2**31 - 1]), "/completion", {"prompt": [0, 2**31 - 1]},
                  id="complete-token-ids-at-bounds"),
     pytest.param(lambda c: c.complete([1, "x", 2]), "/completion", {"prompt": [1, "x", 2]},
-                 id="complete-prompt-mixed-tokens-and-text",
-                 marks=pytest.mark.xfail(
-                     strict=True, raises=TypeError,
-                     reason="completions._check_prompt refuses llama.cpp's mixed prompt "
-                            "[12, 34, 'text', 56]")),
+                 id="complete-prompt-mixed-tokens-and-text"),
     pytest.param(lambda c: c.infill("", "}", max_tokens=0), "/infill",
                  {"input_prefix": "", "input_suffix": "}", "n_predict": 0},
                  id="infill-suffix-only"),

@@ -127,9 +127,21 @@ def _seconds(name: str, value: Any) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be seconds as a number, not {type(value).__name__}")
-    if not value > 0 or value != value or value == float("inf"):
-        raise ValueError(f"{name} must be a positive finite number of seconds, got {value!r}")
-    return float(value)
+    seconds = float(value) if isinstance(value, float) or abs(value) < 2**53 else float("inf")
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"{name} must be a positive finite number of seconds, got "
+                         f"{value if isinstance(value, float) else 'an int that large'}")
+    return seconds
+
+
+def _check_api_key(key: Any) -> None:
+    if not isinstance(key, str):
+        raise TypeError(f"api_key must be a str (or None for no key), not {type(key).__name__}")
+    if not key:
+        raise ValueError("api_key must be a non-empty str; pass None for a server without a key")
+    if not key.isascii() or not key.isprintable():
+        raise ValueError("api_key must be printable ASCII (it is sent in an HTTP header); "
+                         "check for a trailing newline")
 
 
 def _normalize_base_url(value: Any) -> str:
@@ -161,13 +173,13 @@ class BaseClient:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_keepalive_connections: int = DEFAULT_MAX_KEEPALIVE,
     ) -> None:
-        self.base_url = _normalize_base_url(
-            base_url or os.environ.get("LLAMA_BASE_URL") or DEFAULT_BASE_URL
-        )
+        if base_url is None:
+            base_url = os.environ.get("LLAMA_BASE_URL") or DEFAULT_BASE_URL
+        self.base_url = _normalize_base_url(base_url)
         if api_key is None:
             api_key = os.environ.get("LLAMA_API_KEY") or None
-        if api_key is not None and (not isinstance(api_key, str) or not api_key):
-            raise TypeError("api_key must be a non-empty str (or None for no key)")
+        if api_key is not None:
+            _check_api_key(api_key)
         self._api_key = api_key
         self.timeout = to_timeout(timeout)
         check_int("max_retries", max_retries, minimum=0, maximum=100)
@@ -375,7 +387,7 @@ def _error_details(response: httpx.Response, body: bytes) -> tuple[str, str | No
     a proxy in between sent (plain text, an HTML page)."""
     try:
         parsed: Any = json.loads(body) if body else None
-    except ValueError:
+    except (ValueError, RecursionError):
         parsed = None
     if isinstance(parsed, dict):
         err = parsed.get("error", parsed)

@@ -21,7 +21,7 @@ class ServerSentEvent:
 
 
 class SSEDecoder:
-    __slots__ = ("_buffer", "_data", "_event", "_id", "_retry", "_after_cr")
+    __slots__ = ("_buffer", "_data", "_event", "_id", "_retry", "_after_cr", "_at_start", "_bom")
 
     def __init__(self) -> None:
         self._buffer = b""
@@ -30,9 +30,13 @@ class SSEDecoder:
         self._id: str | None = None
         self._retry: int | None = None
         self._after_cr = False
+        self._at_start = True
+        self._bom = b""
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Decode ``chunk`` and return the events it completed."""
+        if self._at_start:
+            chunk = self._strip_bom(chunk)
         if not chunk:
             return []
         if self._after_cr and chunk[:1] == b"\n":
@@ -48,6 +52,16 @@ class SSEDecoder:
             if event is not None:
                 events.append(event)
         return events
+
+    def _strip_bom(self, chunk: bytes) -> bytes:
+        """Drop a UTF-8 byte order mark at the very start, even split across reads."""
+        data = self._bom + chunk
+        if len(data) < 3 and b"\xef\xbb\xbf".startswith(data):
+            self._bom = data
+            return b""
+        self._at_start = False
+        self._bom = b""
+        return data[3:] if data.startswith(b"\xef\xbb\xbf") else data
 
     @property
     def pending(self) -> bool:
@@ -71,12 +85,13 @@ class SSEDecoder:
             if "\0" not in value:
                 self._id = value
         elif name == "retry":
-            if value.isdigit():
+            if value.isascii() and value.isdigit():
                 self._retry = int(value)
         return None
 
     def _dispatch(self) -> ServerSentEvent | None:
-        if not self._data and self._event is None:
+        if not self._data:  # an event with no data is dropped, as the standard says
+            self._event = None
             return None
         event = ServerSentEvent("\n".join(self._data), self._event, self._id, self._retry)
         self._data = []

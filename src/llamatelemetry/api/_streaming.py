@@ -76,7 +76,7 @@ class ChunkDecoder(Generic[T]):
                 continue
             try:
                 obj = json.loads(payload)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise APIResponseError(
                     f"stream event is not JSON: {payload[:200]!r}", body=payload
                 ) from None

@@ -8,7 +8,7 @@ from typing import Any, Literal, overload
 from .._base import Call, TimeoutTypes
 from .._streaming import Stream, StreamFormat
 from .._types import ChatCompletion, ChatCompletionChunk
-from .._validation import check_messages
+from .._validation import check_messages, check_text
 from ._params import generation_call
 from ._resource import Resource
 
@@ -94,7 +94,7 @@ class ChatCompletions(Resource):
 def chat_call(messages: Any, *, model: str | None, **kwargs: Any) -> Call[Any]:
     fields: dict[str, Any] = {"messages": check_messages(messages)}
     if model is not None:
-        fields["model"] = model
+        fields["model"] = check_text("model", model)
     return generation_call(
         "/v1/chat/completions", fields, parse=ChatCompletion.model_validate,
         stream_format=CHAT_STREAM, operation="chat", openai=True, **kwargs,

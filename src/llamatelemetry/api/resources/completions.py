@@ -28,7 +28,9 @@ def _check_prompt(prompt: Any) -> Any:
         if all(isinstance(p, int) and not isinstance(p, bool) for p in prompt):
             return check_token_ids("prompt", prompt)
         for i, part in enumerate(prompt):
-            if isinstance(part, str):
+            if isinstance(part, int) and not isinstance(part, bool):
+                check_token_ids(f"prompt[{i}]", [part])  # a mixed prompt: ids and text
+            elif isinstance(part, str):
                 check_text(f"prompt[{i}]", part)
             elif isinstance(part, Sequence):
                 check_token_ids(f"prompt[{i}]", part)
@@ -81,7 +83,7 @@ class Completions(Resource):
         """Continue ``prompt`` (``/v1/completions``); the same sampling parameters as chat."""
         fields: dict[str, Any] = {"prompt": _check_prompt(prompt)}
         if model is not None:
-            fields["model"] = model
+            fields["model"] = check_text("model", model)
         return self._client._execute(generation_call(  # type: ignore[no-any-return]
             "/v1/completions", fields, parse=Completion.model_validate,
             stream_format=COMPLETION_STREAM, operation="text_completion", openai=True,
@@ -114,8 +116,8 @@ def infill_call(
     }
     if not fields["input_prefix"] and not fields["input_suffix"]:
         raise ValueError("infill needs input_prefix or input_suffix (or both)")
-    if prompt:
-        fields["prompt"] = check_text("prompt", prompt)
+    if prompt is not None and check_text("prompt", prompt, allow_empty=True):
+        fields["prompt"] = prompt
     if input_extra is not None:
         if not isinstance(input_extra, Sequence) or isinstance(input_extra, (str, bytes)):
             raise TypeError("input_extra must be a list of {'filename': ..., 'text': ...} dicts")

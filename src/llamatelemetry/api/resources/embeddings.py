@@ -21,6 +21,10 @@ def _check_input(value: Any) -> Any:
         isinstance(v, int) and not isinstance(v, bool) for v in value
     ):
         return check_token_ids("input", value)
+    if isinstance(value, Sequence) and value and all(
+        isinstance(v, Sequence) and not isinstance(v, (str, bytes)) for v in value
+    ):
+        return [check_token_ids(f"input[{i}]", ids) for i, ids in enumerate(value)]
     return check_texts("input", value)
 
 
@@ -32,6 +36,9 @@ def embeddings_call(
     timeout: TimeoutTypes,
     extra: dict[str, Any],
 ) -> Call[EmbeddingsResponse]:
+    if not isinstance(encoding_format, str):
+        raise TypeError(f"encoding_format must be 'float' or 'base64', "
+                        f"not {type(encoding_format).__name__}")
     if encoding_format not in ("float", "base64"):
         raise ValueError(f"encoding_format must be 'float' or 'base64', got {encoding_format!r}")
     body: dict[str, Any] = {"input": _check_input(input), "encoding_format": encoding_format}

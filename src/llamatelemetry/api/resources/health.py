@@ -58,6 +58,8 @@ class Health(Resource):
 
     def wait_until_ready(self, timeout: float = 60.0, interval: float = 0.1) -> dict[str, Any]:
         """Poll until the server answers ok; raise :class:`APITimeoutError` after ``timeout`` s."""
+        if timeout is None:
+            raise TypeError("timeout must be a number of seconds, not None")
         check_number("timeout", timeout, minimum=0.0)
         check_number("interval", interval, minimum=0.001)
         return self._client._run(_wait_flow(float(timeout), float(interval)))

@@ -67,8 +67,11 @@ class Lora(Resource):
 
     def set_scales(self, scales: Mapping[int, float]) -> Adapters:
         """Set the scales of the adapters by id (others keep theirs); returns the new list."""
-        if not isinstance(scales, Mapping) or not scales:
-            raise TypeError("scales must be a non-empty dict {adapter_id: scale}")
+        if not isinstance(scales, Mapping):
+            raise TypeError(f"scales must be a dict {{adapter_id: scale}}, "
+                            f"not {type(scales).__name__}")
+        if not scales:
+            raise ValueError("scales must name at least one adapter: {adapter_id: scale}")
         for adapter_id, scale in scales.items():
             check_int("adapter id", adapter_id, minimum=0)
             check_number(f"scale of adapter {adapter_id}", scale)

@@ -54,6 +54,8 @@ class Slots(Resource):
         return self._client._execute(Call("GET", "/slots", _slot_list, operation="slots"))
 
     def _action(self, slot_id: Any, action: str, body: dict[str, Any] | None) -> Any:
+        if slot_id is None:
+            raise TypeError("slot_id must be an int (see slots.list() for the ids), not None")
         check_int("slot_id", slot_id, minimum=0)
         return self._client._execute(Call(
             "POST", f"/slots/{slot_id}", _dict, params={"action": action}, body=body or {},
