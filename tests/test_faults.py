@@ -424,3 +424,15 @@ def test_closed_stream_yields_nothing_more() -> None:
             unused = chat(client, stream=True)
             unused.close()
             assert list(unused) == []
+
+
+def test_typo_of_a_named_parameter_is_refused() -> None:
+    with FaultServer(Reply(200, REPLY)) as server:
+        with LlamaCppClient(server.url) as client:
+            with pytest.raises(TypeError, match="did you mean 'max_tokens'"):
+                client.chat_completion(messages=MESSAGES, max_token=64)
+            with pytest.raises(TypeError, match="did you mean 'temperature'"):
+                client.complete("x", temprature=0.1)
+            client.chat_completion(messages=MESSAGES, max_completion_tokens=3, typical_p=0.5)
+    assert len(server.requests) == 1
+    assert server.requests[0].json()["max_completion_tokens"] == 3

@@ -7,10 +7,10 @@ the client's ``_execute``, which the sync client runs at once and the async one 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from ._base import TimeoutTypes
-from ._types import ChatCompletion, NativeCompletion
+from ._types import ChatCompletion, ChatCompletionChunk, NativeCompletion
 from .resources.completions import complete_call, infill_call
 from .resources.embeddings import embed_call
 from .resources.rerank import rerank_call
@@ -28,7 +28,15 @@ __all__ = ["ConvenienceMixin"]
 
 
 class ConvenienceMixin(_Base):
-    def chat_completion(self, **kwargs: Any) -> ChatCompletion | Stream[Any]:
+    @overload
+    def chat_completion(self, *, stream: Literal[False] = ..., **kwargs: Any) -> ChatCompletion: ...
+    @overload
+    def chat_completion(self, *, stream: Literal[True], **kwargs: Any
+                        ) -> Stream[ChatCompletionChunk]: ...
+    @overload
+    def chat_completion(self, *, stream: bool, **kwargs: Any
+                        ) -> ChatCompletion | Stream[ChatCompletionChunk]: ...
+    def chat_completion(self, **kwargs: Any) -> ChatCompletion | Stream[ChatCompletionChunk]:
         """``chat.completions.create`` by keywords only (the spec's singular form)."""
         return self.chat.completions.create(**kwargs)  # type: ignore[no-any-return]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -52,12 +53,30 @@ _EXTRA_INTS: dict[str, tuple[int | None, int | None]] = {
 _EXTRA_BOOLS = ("cache_prompt", "ignore_eos", "return_tokens", "timings_per_token",
                 "post_sampling_probs", "return_progress", "logprobs", "parallel_tool_calls")
 _EXTRA_MAPPINGS = ("json_schema", "response_format", "chat_template_kwargs", "stream_options")
+_EXTRA_OTHER = ("grammar", "tools", "logit_bias")
+_KNOWN_EXTRAS = frozenset(
+    [*_EXTRA_NUMBERS, *_EXTRA_INTS, *_EXTRA_BOOLS, *_EXTRA_MAPPINGS, *_EXTRA_OTHER]
+)
+# The named parameters of the generation methods: an extra keyword that is a near miss of
+# one of them is a typo that the server would silently ignore.
+_NAMED = ("messages", "prompt", "max_tokens", "temperature", "top_p", "top_k", "stream",
+          "seed", "stop", "frequency_penalty", "presence_penalty", "model", "timeout",
+          "extra_headers", "input_prefix", "input_suffix", "input_extra")
+
+
+def _check_not_a_typo(name: str) -> None:
+    if name in _KNOWN_EXTRAS:
+        return
+    close = difflib.get_close_matches(name, _NAMED, n=1, cutoff=0.8)
+    if close:
+        raise TypeError(f"unexpected keyword argument {name!r}: did you mean {close[0]!r}?")
 
 
 def check_extra(extra: Mapping[str, Any]) -> dict[str, Any]:
     """Check the llama.cpp parameters we know the type of; pass the rest through, as long
     as JSON can carry them (no NaN/inf, lone surrogates or arbitrary objects)."""
     for name, value in extra.items():
+        _check_not_a_typo(name)
         if name in _EXTRA_NUMBERS:
             low, high = _EXTRA_NUMBERS[name]
             check_number(name, value, minimum=low, maximum=high)

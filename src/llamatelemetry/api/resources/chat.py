@@ -58,6 +58,25 @@ class ChatCompletions(Resource):
         extra_headers: Mapping[str, str] | None = ...,
         **extra: Any,
     ) -> Stream[ChatCompletionChunk]: ...
+    @overload
+    def create(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        max_tokens: int | None = ...,
+        temperature: float | None = ...,
+        top_p: float | None = ...,
+        top_k: int | None = ...,
+        *,
+        stream: bool,
+        seed: int | None = ...,
+        stop: str | Sequence[str] | None = ...,
+        frequency_penalty: float | None = ...,
+        presence_penalty: float | None = ...,
+        model: str | None = ...,
+        timeout: TimeoutTypes = ...,
+        extra_headers: Mapping[str, str] | None = ...,
+        **extra: Any,
+    ) -> ChatCompletion | Stream[ChatCompletionChunk]: ...
     def create(
         self,
         messages: Sequence[Mapping[str, Any]],

@@ -1,0 +1,220 @@
+"""How the demo looks: rich output for people, one JSON document for machines."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
+
+from .._version import __version__
+from ._calls import CallRecord
+from ._servers import DemoServers
+from ._steps import Step
+
+__all__ = [
+    "RANDOM_WEIGHTS_NOTICE",
+    "StreamPrinter",
+    "call_status",
+    "print_call",
+    "print_error",
+    "print_footer",
+    "print_header",
+    "print_interrupted",
+    "print_servers",
+    "print_summary",
+    "summary_json",
+]
+
+RANDOM_WEIGHTS_NOTICE = (
+    "Note: the built-in demo model has RANDOM weights, so its text is gibberish.\n"
+    "It is tiny so that every API call runs offline, on a CPU, in seconds.\n"
+    "For real answers, run the demo on a GGUF model of your own:\n"
+    "    llamatelemetry demo --model path/to/model.gguf"
+)
+_MARKS = {"ok": ("✓", "green"), "skipped": ("–", "yellow"), "error": ("✗", "red")}
+
+
+def _ms(value: float | None, digits: int = 1) -> str:
+    return "" if value is None else f"{value:,.{digits}f}"
+
+
+def print_header(console: Console, builtin: bool, model: Path | None) -> None:
+    """Title line, and the random-weights notice when the built-in model is used."""
+    console.print(Text.assemble(("llamatelemetry demo", "bold"), f"  v{__version__}"))
+    console.print("Starts real llama.cpp servers and calls every LlamaCppClient API on them.")
+    if builtin:
+        console.print(Text(RANDOM_WEIGHTS_NOTICE, style="yellow"))
+    else:
+        console.print(Text(f"Model: {model}"))
+    console.print()
+
+
+def print_servers(console: Console, servers: DemoServers) -> None:
+    """Two lines per started server: role, URL and start time; then what it serves."""
+    for server in servers.all:
+        console.print(
+            Text.assemble(
+                ("✓ ", "green"),
+                (f"{server.role + ' server':<15}", "bold"),
+                (f"{server.manager.url:<26}", "cyan"),
+                f"ready in {server.startup_ms / 1000:.2f} s",
+            )
+        )
+        console.print(
+            Text(f"    {server.features} · {server.manager.backend} llama.cpp", style="dim")
+        )
+    kind = "built-in, random weights" if servers.builtin else "your model"
+    console.print(Text(f"  model: {servers.model_path.name} ({kind})", style="dim"))
+    console.print()
+
+
+def print_call(console: Console, record: CallRecord) -> None:
+    """A call as two lines: mark, operation, endpoint, latency; then its result, dimmed."""
+    mark, colour = _MARKS[record.status]
+    console.print(
+        Text.assemble(
+            (f"{mark} ", colour),
+            (f"{record.operation:<32}", "bold"),
+            (f"{record.endpoint:<32}", "cyan"),
+            f"{record.latency_ms:>8.1f} ms",
+        ),
+        no_wrap=True,
+        overflow="ellipsis",
+    )
+    if record.status == "skipped":  # the server's reason: shown in full
+        console.print(Padding(Text(record.summary, style="yellow"), (0, 0, 0, 4)))
+    else:
+        console.print(Text(f"    {record.summary}", style="dim"), no_wrap=True, overflow="ellipsis")
+
+
+def call_status(console: Console, step: Step) -> AbstractContextManager[object]:
+    """A spinner naming the call in flight (none for a streaming call: its text is live)."""
+    if step.streams:
+        return nullcontext()
+    return console.status(f"{step.operation}  {step.endpoint}…")
+
+
+class StreamPrinter:
+    """Shows streamed text live, on an indented line of its own."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._open = False
+
+    def text(self, text: str) -> None:
+        """Print one streamed piece of text as it arrives."""
+        if not self._open:
+            self._console.print(Text("  streaming ▸ ", style="magenta"), end="")
+            self._open = True
+        self._console.print(Text(text.replace("\n", " ")), end="")
+        self._console.file.flush()
+
+    def end(self) -> None:
+        """End the streamed line."""
+        if self._open:
+            self._console.print()
+            self._open = False
+
+
+def _tokens(record: CallRecord) -> str:
+    if record.prompt_tokens is None and record.completion_tokens is None:
+        return ""
+    prompt = "" if record.prompt_tokens is None else str(record.prompt_tokens)
+    completion = "-" if record.completion_tokens is None else str(record.completion_tokens)
+    return f"{prompt}/{completion}"
+
+
+def summary_table(calls: Sequence[CallRecord]) -> Table:
+    """The per-call summary: latency, tokens, llama.cpp's timings, time to first chunk."""
+    total_ms = sum(c.latency_ms for c in calls)
+    skipped = sum(c.status == "skipped" for c in calls)
+    caption = f"{len(calls)} calls, {total_ms:,.0f} ms in all"
+    if skipped:
+        caption += f", {skipped} skipped (the server could not do them)"
+    table = Table(
+        title="Summary",
+        caption=caption,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=(0, 0, 0, 1),  # keeps the table within 80 columns
+    )
+    table.add_column("Call", no_wrap=True)
+    table.add_column("Latency\nms", justify="right")
+    table.add_column("Tokens\nin/out", justify="right")
+    table.add_column("Server\nprompt ms", justify="right")
+    table.add_column("Server\ntok/s", justify="right")
+    table.add_column("First\nchunk ms", justify="right")
+    for call in calls:
+        if call.status != "ok":
+            table.add_row(
+                Text(f"{call.operation} ({call.status})"), _ms(call.latency_ms), style="dim"
+            )
+            continue
+        table.add_row(
+            Text(call.operation),
+            _ms(call.latency_ms),
+            _tokens(call),
+            _ms(call.server_prompt_ms, 2),
+            _ms(call.server_predicted_per_second, 0),
+            _ms(call.first_chunk_ms),
+        )
+    return table
+
+
+def print_summary(console: Console, calls: Sequence[CallRecord]) -> None:
+    console.print()
+    console.print(summary_table(calls))
+
+
+def print_footer(console: Console, servers: DemoServers, keep_dir: Path | None) -> None:
+    """Servers stopped; where the files are kept; the random-weights reminder."""
+    console.print()
+    console.print(Text("✓ servers stopped", style="green"))
+    if keep_dir is not None:
+        console.print(f"Model files and llama.cpp server logs kept in {keep_dir}")
+    if servers.builtin:
+        console.print(
+            Text(
+                "The text above is gibberish because the built-in model has random weights;\n"
+                "try `llamatelemetry demo --model path/to/model.gguf` for real output.",
+                style="yellow",
+            )
+        )
+
+
+def print_error(console: Console, message: str, detail: str = "") -> None:
+    """A clean red message (and the server's log tail, dimmed) for errors a user can fix."""
+    console.print(Text.assemble(("Error: ", "bold red"), (message, "red")), soft_wrap=True)
+    if detail:
+        console.print(Text(detail, style="dim"), soft_wrap=True)
+
+
+def print_interrupted(console: Console) -> None:
+    console.print(Text("Interrupted: the servers were stopped.", style="yellow"))
+
+
+def summary_json(
+    servers: DemoServers, calls: Sequence[CallRecord], keep_dir: Path | None
+) -> dict[str, Any]:
+    """The machine-readable summary: version, model, servers, and every measured call.
+
+    ``kept_dir`` is where the model files and server logs are (null: they were removed).
+    """
+    return {
+        "version": __version__,
+        "kept_dir": None if keep_dir is None else str(keep_dir.resolve()),
+        "model": {
+            "path": str(servers.model_path),
+            "builtin": servers.builtin,
+            "random_weights": servers.builtin,
+        },
+        "servers": [server.to_json() for server in servers.all],
+        "calls": [call.to_json() for call in calls],
+    }

@@ -1,0 +1,252 @@
+"""The ``llamatelemetry`` command line, against real llama.cpp servers (no mocks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from llamatelemetry import __version__
+from llamatelemetry.cli import main
+
+SCRIPT = Path(sys.executable).parent / "llamatelemetry"
+
+EXPECTED_OPERATIONS = [
+    "health.check",
+    "chat.completions.create",
+    "chat_completion",
+    "chat.completions.create[stream]",
+    "embed",
+    "embeddings.create",
+    "tokenize",
+    "detokenize",
+    "rerank",
+    "models.list",
+    "slots.list",
+    "lora.list",
+    "metrics.get",
+    "metrics.values",
+    "completions.create",
+    "complete",
+    "infill",
+    "apply_template",
+    "props.get",
+]
+GENERATING = [
+    "chat.completions.create",
+    "chat_completion",
+    "chat.completions.create[stream]",
+    "completions.create",
+    "complete",
+    "infill",
+]
+
+
+def run_json(*args: str) -> dict[str, Any]:
+    result = CliRunner().invoke(main, ["demo", "--json", *args])
+    assert result.exit_code == 0, result.output
+    summary: dict[str, Any] = json.loads(result.stdout)  # nothing but the JSON on stdout
+    return summary
+
+
+def by_operation(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {call["operation"]: call for call in summary["calls"]}
+
+
+def port_accepts(url: str) -> bool:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def kept_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("demo") / "kept"
+
+
+@pytest.fixture(scope="module")
+def demo_json(kept_dir: Path) -> dict[str, Any]:
+    return run_json("--keep-dir", str(kept_dir))
+
+
+def test_help() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    assert "demo" in result.output
+    demo_help = CliRunner().invoke(main, ["demo", "--help"])
+    assert demo_help.exit_code == 0
+    for option in ("--model", "--keep-dir", "--threads", "--json"):
+        assert option in demo_help.output
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"llamatelemetry, version {__version__}"
+
+
+def test_demo_json_runs_every_api_in_order(demo_json: dict[str, Any]) -> None:
+    assert [call["operation"] for call in demo_json["calls"]] == EXPECTED_OPERATIONS
+    assert all(call["status"] == "ok" for call in demo_json["calls"]), demo_json["calls"]
+    assert all(call["latency_ms"] > 0 for call in demo_json["calls"])
+    assert demo_json["model"] == {
+        "path": demo_json["model"]["path"], "builtin": True, "random_weights": True,
+    }  # fmt: skip
+    assert [s["role"] for s in demo_json["servers"]] == ["chat", "rerank"]
+
+
+def test_demo_json_token_counts_and_timings(demo_json: dict[str, Any]) -> None:
+    calls = by_operation(demo_json)
+    for name in GENERATING:
+        call = calls[name]
+        # The tiny model never stops early: exactly the requested number of tokens.
+        assert call["max_tokens"] > 0
+        assert call["completion_tokens"] == call["max_tokens"], call
+        assert call["prompt_tokens"] > 0
+        assert call["server_prompt_ms"] > 0
+        assert call["server_predicted_per_second"] > 0
+    stream = calls["chat.completions.create[stream]"]
+    assert 0 < stream["first_chunk_ms"] <= stream["latency_ms"]
+    assert stream["data"]["content_chunks"] == stream["max_tokens"]
+
+
+def test_demo_json_results(demo_json: dict[str, Any]) -> None:
+    calls = by_operation(demo_json)
+    assert calls["health.check"]["data"] == {"status": "ok"}
+    assert calls["embed"]["data"]["dims"] == 64
+    assert calls["embeddings.create"]["data"]["dims"] == [64, 64, 64]
+    assert calls["detokenize"]["data"]["text"].endswith("Hello, world!")
+    assert sorted(calls["rerank"]["data"]["order"]) == [0, 1, 2, 3]
+    assert [a["scale"] for a in calls["lora.list"]["data"]["adapters"]] == [1.0]
+    assert calls["metrics.values"]["data"]["counters"]["llamacpp:tokens_predicted_total"] >= sum(
+        calls[name]["completion_tokens"] for name in GENERATING[:3]
+    )
+
+
+def test_demo_keep_dir_keeps_model_and_logs(demo_json: dict[str, Any], kept_dir: Path) -> None:
+    assert demo_json["kept_dir"] == str(kept_dir.resolve())
+    assert (kept_dir / "tiny-model.gguf").is_file()
+    assert (kept_dir / "tiny-lora.gguf").is_file()
+    assert len(list((kept_dir / "logs").glob("*.log"))) == 2
+    assert not any(port_accepts(server["url"]) for server in demo_json["servers"])
+
+
+def test_demo_own_model_skips_what_the_server_cannot_do(kept_dir: Path) -> None:
+    summary = run_json("--model", str(kept_dir / "tiny-model.gguf"), "--threads", "1")
+    calls = by_operation(summary)
+    assert list(calls) == EXPECTED_OPERATIONS
+    assert summary["model"]["builtin"] is False
+    assert [s["role"] for s in summary["servers"]] == ["chat"]
+    rerank = calls["rerank"]
+    assert rerank["status"] == "skipped"
+    assert "--reranking" in rerank["summary"]  # the server's own message
+    assert calls["lora.list"]["data"]["adapters"] == []
+    assert all(c["status"] == "ok" for name, c in calls.items() if name != "rerank")
+
+
+def test_demo_missing_model_is_a_clean_error() -> None:
+    result = CliRunner().invoke(main, ["demo", "--model", "/nonexistent.gguf"])
+    assert result.exit_code == 1
+    assert "Error: model file not found: /nonexistent.gguf" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_demo_text_file_is_not_a_gguf(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, not a model\n")
+    result = CliRunner().invoke(main, ["demo", "--json", "--model", str(text)])
+    assert result.exit_code == 1
+    assert "is not a GGUF file" in result.output
+    assert "Traceback" not in result.output
+    assert result.stdout == ""  # --json: no half-written document
+
+
+def test_console_script_demo() -> None:
+    completed = subprocess.run(
+        [str(SCRIPT), "demo"], check=False, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "COLUMNS": "100"},
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    out = completed.stdout
+    assert "RANDOM weights, so its text is gibberish" in out
+    assert "llamatelemetry demo --model path/to/model.gguf" in out
+    assert "Summary" in out and "Latency" in out and "First" in out
+    for operation in EXPECTED_OPERATIONS:
+        assert operation in out
+    assert "servers stopped" in out
+    # llama.cpp's own log goes to the server log file, not to the console.
+    assert completed.stderr == ""
+    assert "llama_model_loader" not in out and "srv " not in out
+
+
+def test_console_script_ctrl_c_stops_the_servers(tmp_path: Path) -> None:
+    # Exec the script through a shim that restores SIGINT's default action: a child of a
+    # background job would inherit an ignored SIGINT and never see the Ctrl-C.
+    shim = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    command = [sys.executable, "-c", shim, str(SCRIPT), "demo", "--keep-dir", str(tmp_path)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Ctrl-C once the chat server listens: the demo is then building the rerank model,
+        # so the running chat server is the one that must be stopped. (Not earlier: a
+        # SIGINT that lands inside subprocess.Popen orphans the child before ServerManager
+        # learns its pid; see the report on ServerManager.)
+        wait_for_log_line(tmp_path / "logs", "listening on")
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, out + err
+    assert "Interrupted: the servers were stopped." in err
+    assert "Traceback" not in out + err
+    ports = [log.stem.rsplit("-", 1)[1] for log in (tmp_path / "logs").glob("*.log")]
+    assert ports
+    assert not any(port_accepts(f"http://127.0.0.1:{port}") for port in ports)
+    assert processes_mentioning(str(tmp_path)) == []
+
+
+def wait_for_log_line(log_dir: Path, text: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(text in log.read_text(errors="replace") for log in log_dir.glob("*.log")):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"no server log in {log_dir} says {text!r}")
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line contains ``text`` (empty where there is no /proc)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_demo_corrupt_gguf_shows_the_server_log_tail(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.gguf"
+    corrupt.write_bytes(b"GGUF\x03\x00\x00\x00" + b"garbage" * 8)
+    result = CliRunner().invoke(main, ["demo", "--model", str(corrupt)])
+    assert result.exit_code == 1
+    assert "before becoming ready" in result.output
+    assert "failed to load model" in result.output  # llama.cpp's own words, from its log
+    assert "Traceback" not in result.output
