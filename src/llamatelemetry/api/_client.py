@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
-from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
 
+from .._closing import Closing
 from ._base import BaseClient, Call, Flow, Sleep
 from ._convenience import ConvenienceMixin
 from ._errors import APIError, APIResponseError
@@ -22,7 +22,7 @@ log = logging.getLogger("llamatelemetry")
 T = TypeVar("T")
 
 
-class LlamaCppClient(ConvenienceMixin, BaseClient):
+class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
     """A client for llama.cpp's ``llama-server``.
 
     ```python
@@ -139,13 +139,3 @@ class LlamaCppClient(ConvenienceMixin, BaseClient):
     def is_closed(self) -> bool:
         return self._http.is_closed
 
-    def __enter__(self) -> LlamaCppClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

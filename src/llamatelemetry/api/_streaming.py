@@ -11,12 +11,12 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
 import httpx
 from pydantic import ValidationError
 
+from .._closing import Closing
 from ._errors import APIError, APIResponseError, StreamError, StreamInterruptedError
 from ._sse import SSEDecoder
 from ._transport_errors import translate_transport_error
@@ -125,7 +125,7 @@ class StreamObserver(Protocol):
     def on_close(self, error: BaseException | None, *, complete: bool) -> None: ...
 
 
-class Stream(Generic[T]):
+class Stream(Closing, Generic[T]):
     """An iterator of typed chunks that owns its HTTP response.
 
     Iterate it, use it as a context manager, or ``close()`` it when you stop early: the
@@ -207,17 +207,6 @@ class Stream(Generic[T]):
 
     def __iter__(self) -> Iterator[T]:
         return self
-
-    def __enter__(self) -> Stream[T]:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def closed(self) -> bool:

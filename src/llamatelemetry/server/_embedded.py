@@ -68,6 +68,8 @@ def main(argv: list[str]) -> int:
         return 2
     signal.signal(signal.SIGTERM, _exit_now)
     signal.signal(signal.SIGINT, _exit_now)
+    if hasattr(signal, "pthread_sigmask"):  # the parent held SIGINT while forking us
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     parent = os.getppid()
     config = json.loads(argv[1])
     params = build_params(config, os.environ.get(API_KEY_ENV))

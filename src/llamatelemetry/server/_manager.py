@@ -469,30 +469,39 @@ class ServerManager:
                 # Own process group: Ctrl-C in a terminal reaches us, not the server, and
                 # stop() can signal every process the server may have spawned.
                 popen_kwargs["start_new_session"] = True
+            # Ctrl-C during Popen would leave a forked server nobody knows of: hold SIGINT
+            # until the child is registered, then let a pending one land inside the
+            # clean-up below.
+            held = _hold_sigint()
             try:
-                process = subprocess.Popen(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=self._child_env(options),
-                    close_fds=True,
-                    **popen_kwargs,
-                )
-            except OSError as exc:  # not executable, wrong format, ...
-                raise ServerStartError(f"could not launch {command[0]!r}: {exc}") from exc
-        # The child holds its own copy of the log descriptor; ours is closed above.
-        self._process = process
-        self._options = options
-        self._resolved_backend = backend
-        self._log_path = log_path
-        with _running_lock:
-            _running.add(self)
+                try:
+                    process = subprocess.Popen(
+                        command,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=self._child_env(options),
+                        close_fds=True,
+                        **popen_kwargs,
+                    )
+                except OSError as exc:  # not executable, wrong format, ...
+                    raise ServerStartError(f"could not launch {command[0]!r}: {exc}") from exc
+                # The child holds its own copy of the log descriptor; ours is closed below.
+                self._process = process
+                self._options = options
+                self._resolved_backend = backend
+                self._log_path = log_path
+                with _running_lock:
+                    _running.add(self)
+            except BaseException:
+                _release_sigint(held)
+                raise
         logger.info(
             "starting llama-server (%s) for %s at %s, pid %d, log %s",
             backend, options.model_path, self.url, process.pid, log_path,
         )  # fmt: skip
         try:
+            _release_sigint(held)
             self._wait_healthy(process, options, timeout, log_path, offset)
         except BaseException:
             self._terminate(timeout=2.0)
@@ -549,6 +558,18 @@ class ServerManager:
                     )  # fmt: skip
                     next_progress = now + PROGRESS_LOG_INTERVAL
                 time.sleep(HEALTH_POLL_INTERVAL)
+
+
+def _hold_sigint() -> Any:
+    """Block SIGINT on the main thread (POSIX); returns what to restore."""
+    if os.name != "posix" or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def _release_sigint(held: Any) -> None:
+    if held is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _replace_port(options: ServerOptions, port: int) -> ServerOptions:

@@ -20,8 +20,9 @@ import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Union
+
+from .._closing import Closing
 
 __all__ = ["FaultServer", "Reply", "SeenRequest", "sse"]
 
@@ -72,7 +73,7 @@ def sse(*events: Any, done: bool = True) -> list[bytes]:
     return chunks
 
 
-class FaultServer:
+class FaultServer(Closing):
     def __init__(self, replies: Sequence[Script] | Script, host: str = "127.0.0.1") -> None:
         self._replies = list(replies) if isinstance(replies, Sequence) else [replies]
         if not self._replies:
@@ -172,17 +173,6 @@ class FaultServer:
         self._acceptor.join(timeout=5)
         for thread in self._threads:
             thread.join(timeout=5)
-
-    def __enter__(self) -> FaultServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _hard_close(conn: socket.socket) -> None:

@@ -84,6 +84,7 @@ def start_chat_server(
     files = build_tiny_files(directory)
     options: dict[str, Any] = {
         "n_parallel": n_parallel,
+        "n_threads": 1,  # a tiny model gains nothing from threads, and they spin on busy CPUs
         "embedding": True,
         "pooling": "mean",
         "lora": [files.lora_path],
@@ -109,6 +110,7 @@ def start_rerank_server(
     files = build_tiny_files(directory)
     options: dict[str, Any] = {
         "n_parallel": n_parallel,
+        "n_threads": 1,
         "reranking": True,
         "api_key": api_key,
         **start_options,

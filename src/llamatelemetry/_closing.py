@@ -1,0 +1,30 @@
+"""``with obj:`` for every object that owns something it must ``close()``."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import TypeVar
+
+__all__ = ["Closing"]
+
+_Self = TypeVar("_Self", bound="Closing")
+
+
+class Closing:
+    """Mixin: entering returns the object, leaving calls its ``close()``."""
+
+    __slots__ = ()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _Self) -> _Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
