@@ -1,5 +1,36 @@
 """OpenTelemetry for llama.cpp calls, following the GenAI semantic conventions."""
 
-from ._instrumented import CAPTURE_CONTENT_ENV, InstrumentedLlamaCppClient
+from ._core import CAPTURE_CONTENT_ENV, Telemetry
+from ._instrumented import InstrumentedLlamaCppClient
+from ._metrics import DURATION_BUCKETS, TOKEN_BUCKETS, TPOT_BUCKETS, TTFT_BUCKETS
 
-__all__ = ["CAPTURE_CONTENT_ENV", "InstrumentedLlamaCppClient"]
+
+def __getattr__(name: str) -> object:
+    # The SDK-side pieces import optional packages (the ``otel`` extra): load them on use.
+    if name == "LlamaCppInstrumentor":
+        from ._instrumentor import LlamaCppInstrumentor
+
+        return LlamaCppInstrumentor
+    if name in ("setup_telemetry", "TelemetryHandle"):
+        from . import _setup
+
+        return getattr(_setup, name)
+    if name == "LlamaServerMetrics":
+        from ._server_metrics import LlamaServerMetrics
+
+        return LlamaServerMetrics
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+__all__ = [
+    "CAPTURE_CONTENT_ENV",
+    "DURATION_BUCKETS",
+    "InstrumentedLlamaCppClient",
+    "LlamaCppInstrumentor",
+    "LlamaServerMetrics",
+    "TOKEN_BUCKETS",
+    "TPOT_BUCKETS",
+    "TTFT_BUCKETS",
+    "Telemetry",
+    "TelemetryHandle",
+    "setup_telemetry",
+]

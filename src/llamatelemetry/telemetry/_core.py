@@ -1,0 +1,221 @@
+"""One place that turns a client call into a span and metric points.
+
+``Telemetry.execute(client, call, proceed)`` wraps any transport's ``_execute``: the
+instrumented client calls it directly, the instrumentor patches it in. It never lets a
+telemetry failure reach the caller: instrumentation must not break what it observes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any, TypeVar
+
+from opentelemetry import propagate, trace
+from opentelemetry.metrics import MeterProvider, get_meter
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+
+from .._version import __version__
+from ..api._base import Call
+from ..api._streaming import Stream
+from ._attributes import (
+    PROVIDER,
+    request_attributes,
+    response_attributes,
+    server_attributes,
+    span_name,
+)
+from ._metrics import GenAIMetrics, metric_point
+
+__all__ = ["Telemetry", "CAPTURE_CONTENT_ENV", "MAX_CONTENT_CHARS"]
+
+log = logging.getLogger("llamatelemetry.telemetry")
+
+T = TypeVar("T")
+
+CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+MAX_CONTENT_CHARS = 16_384
+SCOPE = "llamatelemetry"
+
+
+def capture_from_env() -> bool:
+    return os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _content(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= MAX_CONTENT_CHARS else text[: MAX_CONTENT_CHARS - 1] + "…"
+
+
+def _output_messages(text: str, role: str = "assistant") -> str:
+    return _content([{"role": role, "parts": [{"type": "text", "content": text}]}])
+
+
+@lru_cache(maxsize=64)
+def _server(base_url: str) -> dict[str, Any]:
+    return server_attributes(base_url)
+
+
+def _fail(span: Span, attributes: dict[str, Any], error: BaseException) -> None:
+    attributes["error.type"] = type(error).__qualname__
+    span.set_attribute("error.type", attributes["error.type"])
+    span.set_status(Status(StatusCode.ERROR, str(error)[:500]))
+
+
+class Telemetry:
+    """Tracer, metrics and content policy of one instrumented surface."""
+
+    def __init__(
+        self,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        capture_content: bool | None = None,
+        provider_name: str = PROVIDER,
+    ) -> None:
+        self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=tracer_provider)
+        self.metrics = GenAIMetrics(get_meter(SCOPE, __version__, meter_provider=meter_provider))
+        self.capture_content = capture_from_env() if capture_content is None else capture_content
+        self.provider_name = provider_name
+
+    def execute(self, base_url: str, call: Call[T], proceed: Callable[[Call[T]], T]) -> T:
+        try:
+            attributes = request_attributes(call.operation, call.body, self.provider_name)
+            attributes.update(_server(base_url))
+            span = self.tracer.start_span(
+                span_name(call.operation, attributes.get("gen_ai.request.model")),
+                kind=SpanKind.CLIENT,
+                attributes=attributes,
+            )
+            if self.capture_content and isinstance(call.body, Mapping):
+                messages = call.body.get("messages", call.body.get("prompt"))
+                if messages is not None:
+                    span.set_attribute("gen_ai.input.messages", _content(messages))
+        except Exception:  # noqa: BLE001 - telemetry must never break the call
+            log.debug("could not start a span for %s", call.path, exc_info=True)
+            return proceed(call)
+        started = time.perf_counter()
+        try:
+            with trace.use_span(span, end_on_exit=False):
+                carrier: dict[str, str] = {}
+                propagate.inject(carrier)  # W3C traceparent: a traced server joins the trace
+                if carrier:
+                    call = dataclasses.replace(call, headers={**(call.headers or {}), **carrier})
+                result = proceed(call)
+        except BaseException as error:
+            self._finish(span, attributes, started, error=error)
+            raise
+        if isinstance(result, Stream):
+            result._observer = _StreamTelemetry(self, span, attributes, started)
+            return result
+        self._finish(span, attributes, started, result=result)
+        return result
+
+    def _finish(
+        self,
+        span: Span,
+        attributes: dict[str, Any],
+        started: float,
+        *,
+        result: Any = None,
+        error: BaseException | None = None,
+        extra: Mapping[str, Any] | None = None,
+        output_text: str | None = None,
+    ) -> None:
+        """End the span and record the metrics, exactly once per operation."""
+        try:
+            duration = time.perf_counter() - started
+            final = response_attributes(result) if result is not None else {}
+            if extra:
+                final.update(extra)
+            span.set_attributes(final)
+            attributes.update(final)
+            if error is not None:
+                _fail(span, attributes, error)
+            if self.capture_content:
+                if output_text is None and result is not None:
+                    output_text = _text_of(result)
+                if output_text is not None:
+                    span.set_attribute("gen_ai.output.messages", _output_messages(output_text))
+            self.metrics.record(attributes, duration)
+        except Exception:  # noqa: BLE001
+            log.debug("could not record telemetry", exc_info=True)
+        finally:
+            span.end()
+
+
+def _text_of(result: Any) -> str | None:
+    choices = getattr(result, "choices", None)
+    if choices:
+        first = choices[0]
+        message = getattr(first, "message", None)
+        if message is not None:
+            return message.content  # type: ignore[no-any-return]
+        return getattr(first, "text", None)
+    content = getattr(result, "content", None)
+    return content if isinstance(content, str) else None
+
+
+class _StreamTelemetry:
+    """Keeps a stream's span open while the user iterates; ends it exactly once."""
+
+    __slots__ = ("_telemetry", "_span", "_attributes", "_started", "_last", "_first",
+                 "_final", "_text", "_point")
+
+    def __init__(self, telemetry: Telemetry, span: Span, attributes: dict[str, Any],
+                 started: float) -> None:
+        self._telemetry = telemetry
+        self._span = span
+        self._attributes = attributes
+        self._started = started
+        self._first: float | None = None
+        self._last = started
+        self._final: dict[str, Any] = {}
+        self._text: list[str] | None = [] if telemetry.capture_content else None
+        self._point = metric_point(attributes)
+
+    def on_chunk(self, chunk: Any) -> None:
+        try:
+            now = time.perf_counter()
+            metrics = self._telemetry.metrics
+            point = self._point
+            if self._first is None:
+                self._first = now
+                metrics.time_to_first_chunk.record(now - self._started, point)
+            else:
+                metrics.time_per_output_chunk.record(now - self._last, point)
+            self._last = now
+            self._final.update(response_attributes(chunk))
+            if self._text is not None:
+                piece = _piece_of(chunk)
+                if piece:
+                    self._text.append(piece)
+        except Exception:  # noqa: BLE001
+            log.debug("could not observe a stream chunk", exc_info=True)
+
+    def on_close(self, error: BaseException | None, *, complete: bool) -> None:
+        extra = dict(self._final)
+        if self._first is not None:
+            extra["gen_ai.response.time_to_first_chunk"] = self._first - self._started
+        if error is None and not complete:
+            extra["llama_cpp.stream.closed_early"] = True
+        self._telemetry._finish(
+            self._span, self._attributes, self._started, error=error, extra=extra,
+            output_text="".join(self._text) if self._text else None,
+        )
+
+
+def _piece_of(chunk: Any) -> str | None:
+    choices = getattr(chunk, "choices", None)
+    if choices:
+        delta = getattr(choices[0], "delta", None)
+        if delta is not None:
+            return delta.content  # type: ignore[no-any-return]
+        return getattr(choices[0], "text", None)
+    content = getattr(chunk, "content", None)
+    return content if isinstance(content, str) else None

@@ -1,0 +1,84 @@
+"""The GenAI client and server histograms, with the semantic conventions' units and buckets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.metrics import Histogram, Meter
+
+__all__ = [
+    "GenAIMetrics",
+    "metric_point",
+    "TOKEN_BUCKETS",
+    "DURATION_BUCKETS",
+    "TTFT_BUCKETS",
+    "TPOT_BUCKETS",
+]
+
+TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
+                 16777216, 67108864]
+DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
+                    40.96, 81.92]
+TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
+                5.0, 7.5, 10.0]
+TPOT_BUCKETS = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5]
+
+# The attributes a metric point carries: low-cardinality ones only (never ids or content).
+_METRIC_KEYS = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model",
+                "gen_ai.response.model", "server.address", "server.port", "error.type")
+
+
+def metric_point(attributes: dict[str, Any]) -> dict[str, Any]:
+    return {k: attributes[k] for k in _METRIC_KEYS if k in attributes}
+
+
+class GenAIMetrics:
+    """One instance per meter: creating instruments is not free, recording is."""
+
+    __slots__ = ("token_usage", "duration", "time_to_first_chunk", "time_per_output_chunk",
+                 "server_ttft", "server_tpot")
+
+    def __init__(self, meter: Meter) -> None:
+        def histogram(name: str, unit: str, description: str, buckets: list[Any]) -> Histogram:
+            return meter.create_histogram(name, unit=unit, description=description,
+                                          explicit_bucket_boundaries_advisory=buckets)
+
+        self.token_usage = histogram(
+            "gen_ai.client.token.usage", "{token}",
+            "Number of input and output tokens used.", TOKEN_BUCKETS)
+        self.duration = histogram(
+            "gen_ai.client.operation.duration", "s",
+            "GenAI operation duration.", DURATION_BUCKETS)
+        self.time_to_first_chunk = histogram(
+            "gen_ai.client.operation.time_to_first_chunk", "s",
+            "Time from issuing a streaming request to receiving its first chunk.", TTFT_BUCKETS)
+        self.time_per_output_chunk = histogram(
+            "gen_ai.client.operation.time_per_output_chunk", "s",
+            "Time between consecutive chunks of a streaming response.", TPOT_BUCKETS)
+        self.server_ttft = histogram(
+            "gen_ai.server.time_to_first_token", "s",
+            "Time the server took to its first output token (llama.cpp's prompt_ms).",
+            TTFT_BUCKETS)
+        self.server_tpot = histogram(
+            "gen_ai.server.time_per_output_token", "s",
+            "Time per output token after the first (llama.cpp's predicted_ms / (n - 1)).",
+            TPOT_BUCKETS)
+
+    def record(self, attributes: dict[str, Any], duration: float) -> None:
+        """Record one finished operation from its final span attributes."""
+        point = metric_point(attributes)
+        self.duration.record(duration, point)
+        if "error.type" in point:
+            return
+        for key, kind in (("gen_ai.usage.input_tokens", "input"),
+                          ("gen_ai.usage.output_tokens", "output")):
+            tokens = attributes.get(key)
+            if tokens is not None:
+                self.token_usage.record(tokens, {**point, "gen_ai.token.type": kind})
+        prompt_ms = attributes.get("llama_cpp.timings.prompt_ms")
+        if prompt_ms is not None:
+            self.server_ttft.record(prompt_ms / 1000.0, point)
+        predicted_ms = attributes.get("llama_cpp.timings.predicted_ms")
+        predicted_n = attributes.get("llama_cpp.timings.predicted_n")
+        if predicted_ms is not None and predicted_n and predicted_n > 1:
+            self.server_tpot.record(predicted_ms / 1000.0 / (predicted_n - 1), point)

@@ -1,0 +1,206 @@
+"""``setup_telemetry``: SDK tracer and meter providers with working exporters, in one call.
+
+```python
+from llamatelemetry.telemetry import setup_telemetry
+
+telemetry = setup_telemetry(service_name="my-app", otlp_endpoint="http://127.0.0.1:4318")
+...
+telemetry.shutdown()  # flushes what is still buffered
+```
+
+The standard environment variables apply: ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
+``OTEL_EXPORTER_OTLP_ENDPOINT`` (and the per-signal ``..._TRACES_``/``..._METRICS_`` ones),
+``OTEL_EXPORTER_OTLP_PROTOCOL``, ``OTEL_EXPORTER_OTLP_HEADERS``, ``OTEL_BSP_*``,
+``OTEL_METRIC_EXPORT_INTERVAL`` and ``OTEL_SDK_DISABLED``. Needs the ``otel`` extra.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+)
+
+__all__ = ["setup_telemetry", "TelemetryHandle"]
+
+log = logging.getLogger("llamatelemetry.telemetry")
+
+Protocol = Literal["http/protobuf", "grpc"]
+DEFAULT_SERVICE_NAME = "llamatelemetry"
+
+
+@dataclass
+class TelemetryHandle:
+    """What ``setup_telemetry`` built; ``shutdown()`` flushes and stops it all."""
+
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    prometheus_url: str | None = None
+    _closers: list[Any] = field(default_factory=list, repr=False)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        spans = self.tracer_provider.force_flush(timeout_millis)
+        points = self.meter_provider.force_flush(timeout_millis)
+        return bool(spans and points)
+
+    def shutdown(self) -> None:
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+        for close in self._closers:
+            close()
+        self._closers.clear()
+
+    def __enter__(self) -> TelemetryHandle:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def _otlp_exporters(endpoint: str | None, protocol: str, headers: Mapping[str, str] | None,
+                    timeout: float | None) -> tuple[SpanExporter, Any] | None:
+    """OTLP span and metric exporters, or None when no endpoint is configured anywhere."""
+    configured = endpoint or _env("OTEL_EXPORTER_OTLP_ENDPOINT") or _env(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or _env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+    if not configured:
+        return None
+    kwargs: dict[str, Any] = {"headers": dict(headers)} if headers else {}
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+    if protocol == "grpc":
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # type: ignore[import-not-found]
+                OTLPMetricExporter as GrpcMetricExporter,
+            )
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found]
+                OTLPSpanExporter as GrpcSpanExporter,
+            )
+        except ImportError as exc:
+            raise RuntimeError(
+                "protocol='grpc' needs the gRPC exporter: "
+                "pip install opentelemetry-exporter-otlp-proto-grpc"
+            ) from exc
+        if endpoint:
+            kwargs["endpoint"] = endpoint
+        return GrpcSpanExporter(**kwargs), GrpcMetricExporter(**kwargs)
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    if endpoint:  # a base URL, as in OTEL_EXPORTER_OTLP_ENDPOINT: add the signal paths
+        base = endpoint.rstrip("/")
+        return (OTLPSpanExporter(endpoint=f"{base}/v1/traces", **kwargs),
+                OTLPMetricExporter(endpoint=f"{base}/v1/metrics", **kwargs))
+    return OTLPSpanExporter(**kwargs), OTLPMetricExporter(**kwargs)
+
+
+def _prometheus(port: int, host: str) -> tuple[MetricReader, str, Any]:
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    try:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    except ImportError as exc:
+        raise RuntimeError("prometheus_port needs opentelemetry-exporter-prometheus "
+                           "(in the otel extra)") from exc
+    registry = CollectorRegistry()
+    reader = PrometheusMetricReader(registry=registry)
+    server, thread = start_http_server(port, addr=host, registry=registry)
+
+    def close() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return reader, f"http://{host}:{server.server_port}/metrics", close
+
+
+def setup_telemetry(
+    service_name: str | None = None,
+    *,
+    otlp_endpoint: str | None = None,
+    protocol: Protocol | None = None,
+    headers: Mapping[str, str] | None = None,
+    console: bool = False,
+    prometheus_port: int | None = None,
+    prometheus_host: str = "127.0.0.1",
+    span_exporters: Sequence[SpanExporter] = (),
+    metric_readers: Iterable[MetricReader] = (),
+    export_interval_s: float | None = None,
+    export_timeout_s: float | None = None,
+    resource_attributes: Mapping[str, Any] | None = None,
+    set_global: bool = True,
+) -> TelemetryHandle:
+    """Build SDK providers: OTLP export (``otlp_endpoint`` or the ``OTEL_EXPORTER_OTLP_*``
+    variables, over ``http/protobuf`` or ``grpc``), console output, a Prometheus scrape
+    endpoint (``prometheus_port``; 0 picks a free port), and any exporters/readers you pass.
+
+    With ``set_global`` (the default) they become the global providers, which
+    ``InstrumentedLlamaCppClient`` and ``LlamaCppInstrumentor`` use unless given others.
+    """
+    attributes: dict[str, Any] = dict(resource_attributes or {})
+    name = service_name or _env("OTEL_SERVICE_NAME")
+    attributes["service.name"] = name or DEFAULT_SERVICE_NAME
+    resource = Resource.create(attributes)
+    disabled = (_env("OTEL_SDK_DISABLED") or "").lower() == "true"
+
+    chosen = protocol or _env("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
+    if chosen not in ("http/protobuf", "grpc"):
+        raise ValueError(f"protocol must be 'http/protobuf' or 'grpc', got {chosen!r}")
+    interval_ms = None if export_interval_s is None else export_interval_s * 1000.0
+    if prometheus_port is not None and not 0 <= prometheus_port <= 65535:
+        raise ValueError(f"prometheus_port must be 0..65535, got {prometheus_port}")
+
+    tracer_provider = TracerProvider(resource=resource)
+    readers: list[MetricReader] = list(metric_readers)
+    exporters: list[SpanExporter] = list(span_exporters)
+    closers: list[Any] = []
+    prometheus_url = None
+    if not disabled:
+        otlp = _otlp_exporters(otlp_endpoint, chosen, headers, export_timeout_s)
+        if otlp is not None:
+            exporters.append(otlp[0])
+            readers.append(PeriodicExportingMetricReader(
+                otlp[1], export_interval_millis=interval_ms))
+        if console:
+            exporters.append(ConsoleSpanExporter())
+            readers.append(PeriodicExportingMetricReader(
+                ConsoleMetricExporter(), export_interval_millis=interval_ms))
+        if prometheus_port is not None:
+            reader, prometheus_url, close = _prometheus(prometheus_port, prometheus_host)
+            readers.append(reader)
+            closers.append(close)
+    for exporter in exporters:
+        tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    if set_global:
+        trace.set_tracer_provider(tracer_provider)
+        metrics.set_meter_provider(meter_provider)
+    log.info("telemetry set up for %s: %d span exporter(s), %d metric reader(s)",
+             attributes["service.name"], len(exporters), len(readers))
+    return TelemetryHandle(tracer_provider, meter_provider, prometheus_url, closers)
