@@ -13,6 +13,7 @@ import socket
 from pathlib import Path
 
 from llamatelemetry.testing import TinyModelFiles
+from llamatelemetry.testing._otlp import OTLPReceiver
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -33,16 +34,25 @@ def test_readme_examples_run(tiny_files: TinyModelFiles, tmp_path: Path) -> None
     port = str(free_port())
     scope: dict[str, object] = {"__name__": "readme"}
     out = io.StringIO()
+    receiver = OTLPReceiver()  # stands in for the collector the README points at
     try:
         with contextlib.redirect_stdout(out):
             for block in blocks:
                 code = (block.replace("/path/to/model.gguf", str(tiny_files.model.path))
+                        .replace("http://127.0.0.1:4318", receiver.url)
                         .replace("8080", port).replace("/tmp/llama-test", str(tmp_path)))
                 exec(compile(code, "README.md", "exec"), scope)
     finally:
         server = scope.get("server")
         if server is not None:
             server.stop()  # type: ignore[attr-defined]
+        receiver.close()
+    spans = receiver.spans()
+    assert [s["name"] for s in spans] == ["chat", "chat"]
+    assert spans[0]["resource"]["service.name"] == "my-app"
+    assert spans[0]["attributes"]["gen_ai.usage.output_tokens"] == 64
+    assert spans[1]["attributes"]["gen_ai.usage.output_tokens"] == 16
+    assert len(scope["text"]) > 0  # type: ignore[arg-type]
     lines = out.getvalue().splitlines()
     assert lines[0] == "Server status: ok"
     assert "Embedding dims: 64" in lines and "Active slots: 4" in lines

@@ -1,0 +1,66 @@
+"""Telemetry overhead: InstrumentedLlamaCppClient with a real SDK pipeline (batch span
+processor and periodic metric reader, both exporting OTLP to a local receiver) against the
+bare LlamaCppClient, on the same tiny-model llama.cpp server, interleaved.
+
+    python benchmarks/bench_telemetry.py [--rounds 15] [--ops 50]
+
+Target (issue 5): instrumented / bare <= 1.10 per call and per stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+
+from _harness import compare, machine, report
+
+from llamatelemetry.api import LlamaCppClient
+from llamatelemetry.telemetry import InstrumentedLlamaCppClient, setup_telemetry
+from llamatelemetry.testing import start_chat_server
+from llamatelemetry.testing._otlp import OTLPReceiver
+
+MESSAGES = [{"role": "user", "content": "Say something."}]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--ops", type=int, default=50)
+    parser.add_argument("--stream-tokens", type=int, default=32)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp, start_chat_server(tmp) as server, \
+            OTLPReceiver() as receiver:
+        telemetry = setup_telemetry("bench", otlp_endpoint=receiver.url, set_global=False,
+                                    export_interval_s=1.0)
+        bare = LlamaCppClient(server.url)
+        instrumented = InstrumentedLlamaCppClient(
+            server.url, tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider)
+
+        def call(client: LlamaCppClient) -> object:
+            return client.chat.completions.create(messages=MESSAGES, max_tokens=1)
+
+        def stream(client: LlamaCppClient) -> object:
+            return sum(1 for _ in client.chat.completions.create(
+                messages=MESSAGES, max_tokens=args.stream_tokens, stream=True))
+
+        print(f"llamatelemetry telemetry overhead — {machine()}, server {server.url}")
+        calls = compare({"bare": lambda: call(bare), "instrumented": lambda: call(instrumented)},
+                        ops=args.ops, rounds=args.rounds)
+        r1 = report("non-streamed chat, max_tokens=1", calls, "bare", "<= 1.10")
+        streams = compare({"bare": lambda: stream(bare),
+                           "instrumented": lambda: stream(instrumented)},
+                          ops=max(args.ops // 5, 5), rounds=args.rounds, warmup=5)
+        r2 = report(f"streamed chat, {args.stream_tokens} tokens", streams, "bare", "<= 1.10")
+        telemetry.force_flush()
+        print(f"\nexported spans: {len(receiver.spans())}")
+        print(f"verdict: per call {r1:.3f} {'OK' if r1 <= 1.10 else 'OVER'}, "
+              f"per stream {r2:.3f} {'OK' if r2 <= 1.10 else 'OVER'}")
+        telemetry.shutdown()
+        bare.close()
+        instrumented.close()
+
+
+if __name__ == "__main__":
+    main()
