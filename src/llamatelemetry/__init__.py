@@ -20,12 +20,13 @@ from .api import (
     LlamaCppClient,
     LlamaTelemetryError,
 )
-from .server import ServerError, ServerManager, ServerStartError
+from .server import InferenceEngine, ServerError, ServerManager, ServerStartError
 
 __all__ = [
     "__version__",
     "LlamaCppClient",
     "ServerManager",
+    "InferenceEngine",
     "LlamaTelemetryError",
     "APIError",
     "APIConnectionError",
