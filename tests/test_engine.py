@@ -30,7 +30,9 @@ from llamatelemetry.server import (
     ServerError,
     StreamingInference,
 )
+from llamatelemetry.server._engine import _StatsRecorder
 from llamatelemetry.testing import TinyModelFiles, build_tiny_files
+from llamatelemetry.testing._fault_server import FaultServer, Reply, sse
 
 N_EMBD = 64
 PROMPT = "The quick brown fox"
@@ -446,41 +448,28 @@ def test_missing_model_fails_at_start(tmp_path: Path) -> None:
         engine.infer("hi")
 
 
-def test_a_stream_that_breaks_counts_as_a_failure(
-    engine: InferenceEngine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A mid-stream error reaches the caller after the pieces before it, and is counted."""
+def test_a_stream_that_breaks_counts_as_a_failure() -> None:
+    """A mid-stream drop reaches the caller after the pieces before it, and is counted.
 
-    class BrokenStream:
-        closed = False
-
-        def __init__(self) -> None:
-            self._chunks = iter([NativeCompletion(content="one"), NativeCompletion(content="two")])
-
-        def __iter__(self) -> BrokenStream:
-            return self
-
-        def __next__(self) -> NativeCompletion:
-            for chunk in self._chunks:
-                return chunk
-            raise StreamInterruptedError("the connection closed before the end of the stream")
-
-        def close(self) -> None:
-            self.closed = True
-
-    broken = BrokenStream()
-    monkeypatch.setattr(engine.client, "complete", lambda *a, **k: broken)
-    before = engine.stats()
-    stream = engine.infer_stream(PROMPT, max_tokens=5)
-    assert next(stream) == "one"
-    assert next(stream) == "two"
-    with pytest.raises(StreamInterruptedError):
-        next(stream)
-    assert broken.closed and stream.closed
-    assert list(stream) == []
-    with pytest.raises(ServerError, match="the stream failed") as info:
-        _ = stream.result
+    A real server cannot be made to drop a stream on demand, so the engine's streaming
+    wrapper reads a native stream from the local fault server that cuts the connection.
+    """
+    chunks = sse({"content": "one", "stop": False}, {"content": "two", "stop": False},
+                 {"content": "three", "stop": True}, done=False)
+    recorder = _StatsRecorder()
+    with FaultServer(Reply(chunks=chunks, drop_after=2)) as fault:
+        with LlamaCppClient(fault.url) as client:
+            recorder.request()
+            native = client.complete(PROMPT, max_tokens=5, stream=True)
+            stream = StreamingInference(native, time.perf_counter(), recorder)
+            assert next(stream) == "one"
+            assert next(stream) == "two"
+            with pytest.raises(StreamInterruptedError):
+                next(stream)
+            assert native.closed and stream.closed
+            assert list(stream) == []
+            with pytest.raises(ServerError, match="the stream failed") as info:
+                _ = stream.result
     assert isinstance(info.value.__cause__, StreamInterruptedError)
-    after = engine.stats()
-    assert (after.requests, after.failures) == (before.requests + 1, before.failures + 1)
-    assert after.cancelled == before.cancelled
+    after = recorder.snapshot(0.0)
+    assert (after.requests, after.failures, after.cancelled) == (1, 1, 0)

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast, overload
 
 from .._closing import Closing
+from ..api._base import Call
 from ..api._errors import LlamaTelemetryError
 from ..api._validation import check_int, check_text, check_texts
 from ..api.resources.chat import chat_call
@@ -592,18 +593,23 @@ class InferenceEngine(Closing):
                 "top_k": top_k, "seed": seed, "stop": stop_sequences, "timeout": timeout,
                 **extra}
 
-    def _infer(self, client: LlamaCppClient, prompt: str, sampling: dict[str, Any]
-               ) -> InferenceResult:
-        """One validated, non-streamed /completion, measured and counted."""
-        self._stats.request()
+    def _send(self, call: Call[Any], *, embed: bool = False) -> tuple[Any, float]:
+        """Send a call built (and so validated) beforehand; count it; return the answer
+        and when it was sent. Building first means bad input never starts a lazy server."""
+        client = self._ensure_client()
+        self._stats.request(embed=embed)
         started = time.perf_counter()
         try:
-            response = cast("NativeCompletion",
-                            client.complete(prompt, stream=False, **sampling))
+            return client._execute(call), started
         except BaseException:
             self._stats.failure()
             raise
+
+    def _infer(self, call: Call[Any]) -> InferenceResult:
+        """One non-streamed /completion, measured and counted."""
+        response, started = self._send(call)
         latency = time.perf_counter() - started
+        response = cast("NativeCompletion", response)
         result = _native_result(response, response.content, latency, None, streamed=False)
         self._stats.success(result)
         logger.debug("completion of %d tokens in %.3fs", result.completion_tokens, latency)
@@ -630,8 +636,7 @@ class InferenceEngine(Closing):
         check_text("prompt", prompt)
         sampling = self._sampling(max_tokens, temperature, top_p, top_k, seed, stop_sequences,
                                   timeout, extra)
-        complete_call(prompt, stream=False, **_call_args(sampling))  # validation only
-        return self._infer(self._ensure_client(), prompt, sampling)
+        return self._infer(complete_call(prompt, stream=False, **_call_args(sampling)))
 
     def infer_stream(
         self,
@@ -651,17 +656,8 @@ class InferenceEngine(Closing):
         check_text("prompt", prompt)
         sampling = self._sampling(max_tokens, temperature, top_p, top_k, seed, stop_sequences,
                                   timeout, extra)
-        complete_call(prompt, stream=True, **_call_args(sampling))  # validation only
-        client = self._ensure_client()
-        self._stats.request()
-        started = time.perf_counter()
-        try:
-            stream = cast("Stream[NativeCompletion]",
-                          client.complete(prompt, stream=True, **sampling))
-        except BaseException:
-            self._stats.failure()
-            raise
-        return StreamingInference(stream, started, self._stats)
+        stream, started = self._send(complete_call(prompt, stream=True, **_call_args(sampling)))
+        return StreamingInference(cast("Stream[NativeCompletion]", stream), started, self._stats)
 
     def batch_infer(
         self,
@@ -697,15 +693,16 @@ class InferenceEngine(Closing):
             raise TypeError("return_exceptions must be True or False")
         sampling = self._sampling(max_tokens, temperature, top_p, top_k, seed, stop_sequences,
                                   timeout, extra)
-        complete_call(prompts[0], stream=False, **_call_args(sampling))  # validation only
-        client = self._ensure_client()
+        calls = [complete_call(prompt, stream=False, **_call_args(sampling))
+                 for prompt in prompts]
+        self._ensure_client()
         workers = min(concurrency or self.n_parallel, len(prompts))
 
         results: list[InferenceResult | Exception] = []
         with ThreadPoolExecutor(max_workers=workers,
                                 thread_name_prefix="llamatelemetry-batch") as pool:
             futures: list[Future[InferenceResult]] = [
-                pool.submit(self._infer, client, prompt, sampling) for prompt in prompts
+                pool.submit(self._infer, call) for call in calls
             ]
             try:
                 for future in futures:
@@ -743,17 +740,9 @@ class InferenceEngine(Closing):
         sampling = self._sampling(max_tokens, temperature, top_p, top_k, seed, stop_sequences,
                                   timeout, extra)
         args = _call_args(sampling)
-        chat_call(messages, model=args["extra"].pop("model", None), stream=False,
-                  extra_headers=args["extra"].pop("extra_headers", None),
-                  **args)  # validation only
-        client = self._ensure_client()
-        self._stats.request()
-        started = time.perf_counter()
-        try:
-            response = client.chat.completions.create(messages, stream=False, **sampling)
-        except BaseException:
-            self._stats.failure()
-            raise
+        call = chat_call(messages, model=args["extra"].pop("model", None), stream=False,
+                         extra_headers=args["extra"].pop("extra_headers", None), **args)
+        response, started = self._send(call)
         result = _chat_result(response, time.perf_counter() - started)
         self._stats.success(result)
         return result
@@ -767,14 +756,7 @@ class InferenceEngine(Closing):
 
         Needs ``embedding=True`` (and usually ``pooling="mean"``) among the server options.
         """
-        embed_call(texts)  # validation only
-        client = self._ensure_client()
-        self._stats.request(embed=True)
-        try:
-            return client.embed(texts)
-        except BaseException:
-            self._stats.failure()
-            raise
+        return self._send(embed_call(texts), embed=True)[0]  # type: ignore[no-any-return]
 
     # -- misc ------------------------------------------------------------------------
 
