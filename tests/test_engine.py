@@ -19,7 +19,6 @@ import llamatelemetry
 from llamatelemetry.api import (
     BadRequestError,
     LlamaCppClient,
-    NativeCompletion,
     StreamInterruptedError,
 )
 from llamatelemetry.server import (
