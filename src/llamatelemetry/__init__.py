@@ -17,6 +17,7 @@ from .api import (
     APIError,
     APIStatusError,
     APITimeoutError,
+    AsyncLlamaCppClient,
     LlamaCppClient,
     LlamaTelemetryError,
 )
@@ -25,6 +26,7 @@ from .server import InferenceEngine, ServerError, ServerManager, ServerStartErro
 __all__ = [
     "__version__",
     "LlamaCppClient",
+    "AsyncLlamaCppClient",
     "ServerManager",
     "InferenceEngine",
     "LlamaTelemetryError",

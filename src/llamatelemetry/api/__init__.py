@@ -1,5 +1,6 @@
 """The llama-server client: ``from llamatelemetry.api import LlamaCppClient``."""
 
+from ._async_client import AsyncLlamaCppClient
 from ._base import DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
 from ._client import LlamaCppClient
 from ._errors import (
@@ -24,7 +25,7 @@ from ._errors import (
     UnprocessableEntityError,
 )
 from ._sse import ServerSentEvent, SSEDecoder
-from ._streaming import Stream
+from ._streaming import AsyncStream, Stream
 from ._types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -44,7 +45,9 @@ from ._types import (
 
 __all__ = [
     "LlamaCppClient",
+    "AsyncLlamaCppClient",
     "Stream",
+    "AsyncStream",
     "DEFAULT_BASE_URL",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",

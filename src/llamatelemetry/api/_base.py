@@ -36,6 +36,7 @@ from ._errors import (
     status_error,
 )
 from ._streaming import StreamFormat
+from ._transport_errors import is_stale_connection_error
 from ._validation import check_int, encode_json
 
 if TYPE_CHECKING:
@@ -352,10 +353,56 @@ class BaseClient:
         delay = min(INITIAL_RETRY_DELAY * 2.0**attempt, MAX_RETRY_DELAY)
         return delay * (1.0 - 0.25 * random.random())  # jitter spreads a crowd of clients
 
-    def _log_retry(self, call: Call[Any], error: APIError, delay: float, left: int) -> None:
-        log.debug(
-            "retrying %s %s in %.2fs (%d left) after: %s", call.method, call.path, delay, left, error
-        )
+    def _has_idle_connection(self) -> bool:
+        """Whether the pool holds an idle keep-alive connection the next request may reuse."""
+        pool = getattr(getattr(self._http, "_transport", None), "_pool", None)
+        try:
+            return any(conn.is_idle() for conn in pool.connections)  # type: ignore[union-attr]
+        except (AttributeError, TypeError):
+            return False
+
+
+class Attempts:
+    """The retry bookkeeping of one call, shared by the sync and async send loops."""
+
+    __slots__ = ("_client", "_call", "_left", "_attempt", "_resend_available")
+
+    def __init__(self, client: BaseClient, call: Call[Any]) -> None:
+        self._client = client
+        self._call = call
+        self._left = client._retries_for(call)
+        self._attempt = 0
+        self._resend_available = True
+
+    def may_reuse_connection(self) -> bool:
+        """Checked before sending: could this attempt go out on a pooled connection?"""
+        return self._resend_available and self._client._has_idle_connection()
+
+    def resend_now(self, exc: httpx.TransportError, *, stale_candidate: bool) -> bool:
+        """Whether to resend at once: a pooled keep-alive connection the server had closed
+        never delivered the request, so that costs no retry (once per call)."""
+        if stale_candidate and self._resend_available and is_stale_connection_error(exc):
+            self._resend_available = False
+            log.debug("resending %s %s after a stale pooled connection: %r",
+                      self._call.method, self._call.path, exc)
+            return True
+        return False
+
+    def delay_or_raise(self, error: APIError) -> float:
+        """Seconds to wait before the next attempt; raises ``error`` when there is none."""
+        delay = self._client._retry_delay(error, self._attempt) if self._left > 0 else None
+        if delay is None:
+            raise error
+        log.debug("retrying %s %s in %.2fs (%d left) after: %s", self._call.method,
+                  self._call.path, delay, self._left, error)
+        self._left -= 1
+        self._attempt += 1
+        return delay
+
+
+def decoding_error(call: Call[Any], exc: httpx.DecodingError) -> APIResponseError:
+    return APIResponseError(f"{call.method} {call.path}: the response body could not be "
+                            f"decoded: {exc}")
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:

@@ -9,11 +9,11 @@ from typing import Any, TypeVar
 import httpx
 
 from .._closing import Closing
-from ._base import BaseClient, Call, Flow, Sleep
+from ._base import Attempts, BaseClient, Call, Flow, Sleep, decoding_error
 from ._convenience import ConvenienceMixin
-from ._errors import APIError, APIResponseError
+from ._errors import APIError
 from ._streaming import Stream
-from ._transport_errors import is_stale_connection_error, translate_transport_error
+from ._transport_errors import translate_transport_error
 
 __all__ = ["LlamaCppClient"]
 
@@ -68,11 +68,9 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
     def _execute(self, call: Call[T]) -> T:
         """Send one call, retrying what is worth retrying; return its parsed answer (or a Stream)."""
         request = self._build_request(call)
-        retries_left = self._retries_for(call)
-        attempt = 0
-        resend_available = True
+        attempts = Attempts(self, call)
         while True:
-            reused = resend_available and self._has_idle_connection()
+            reused = attempts.may_reuse_connection()
             sent: httpx.Response | None = None
             try:
                 sent = self._http.send(request, stream=True)
@@ -83,35 +81,15 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
                     return self._parse(call, sent, body)
                 error: APIError = self._status_error(sent, body)
             except httpx.TransportError as exc:
-                if sent is None and reused and is_stale_connection_error(exc):
-                    # A pooled keep-alive connection the server had closed: the request
-                    # never reached it, so resend at once without spending a retry.
-                    resend_available = False
-                    log.debug("resending %s %s after a stale pooled connection: %r",
-                              call.method, call.path, exc)
+                if attempts.resend_now(exc, stale_candidate=sent is None and reused):
                     continue
                 error = translate_transport_error(exc)
             except httpx.DecodingError as exc:
-                raise APIResponseError(f"{call.method} {call.path}: the response body could "
-                                       f"not be decoded: {exc}") from exc
+                raise decoding_error(call, exc) from exc
             finally:
                 if sent is not None and (call.stream is None or sent.status_code >= 400):
                     sent.close()
-            delay = self._retry_delay(error, attempt) if retries_left > 0 else None
-            if delay is None:
-                raise error
-            self._log_retry(call, error, delay, retries_left)
-            retries_left -= 1
-            attempt += 1
-            time.sleep(delay)
-
-    def _has_idle_connection(self) -> bool:
-        """Whether the pool holds an idle keep-alive connection the next request may reuse."""
-        pool = getattr(getattr(self._http, "_transport", None), "_pool", None)
-        try:
-            return any(conn.is_idle() for conn in pool.connections)  # type: ignore[union-attr]
-        except (AttributeError, TypeError):
-            return False
+            time.sleep(attempts.delay_or_raise(error))
 
     def _run(self, flow: Flow[T]) -> T:
         """Drive a multi-step operation: perform each step it yields, send back the result."""

@@ -6,12 +6,15 @@ events, the end marker), so the sync ``Stream`` and the async twin only move byt
 
 from __future__ import annotations
 
+import asyncio
+import enum
 import json
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, NoReturn, Protocol, TypeVar
+from types import TracebackType
+from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
 from pydantic import ValidationError
@@ -21,7 +24,7 @@ from ._errors import APIError, APIResponseError, StreamError, StreamInterruptedE
 from ._sse import SSEDecoder
 from ._transport_errors import translate_transport_error
 
-__all__ = ["StreamFormat", "ChunkDecoder", "Stream", "StreamObserver"]
+__all__ = ["StreamFormat", "ChunkDecoder", "Stream", "AsyncStream", "StreamObserver"]
 
 log = logging.getLogger("llamatelemetry")
 
@@ -125,6 +128,72 @@ class StreamObserver(Protocol):
     def on_close(self, error: BaseException | None, *, complete: bool) -> None: ...
 
 
+class _Step(enum.Enum):
+    READ = "read"  # nothing decoded is waiting: read more bytes
+    END = "end"  # the end marker was reached and every chunk delivered
+    CLOSED = "closed"
+
+
+class _StreamState(Generic[T]):
+    """Everything a stream does besides I/O, shared by ``Stream`` and ``AsyncStream``."""
+
+    __slots__ = ("decoder", "pending", "closed", "error", "complete", "observer")
+
+    def __init__(self, format: StreamFormat[T], observer: StreamObserver | None) -> None:
+        self.decoder = ChunkDecoder(format)
+        self.pending: deque[T] = deque()
+        self.closed = False
+        self.error: BaseException | None = None
+        self.complete = False
+        self.observer = observer
+
+    def next_step(self) -> T | _Step:
+        """The next chunk to hand out, or what the transport must do first."""
+        if self.pending:
+            chunk = self.pending.popleft()
+            if self.observer is not None:
+                self.observer.on_chunk(chunk)
+            return chunk
+        if self.closed:
+            return _Step.CLOSED
+        if self.decoder.done:
+            if self.decoder.error is not None:
+                raise self.decoder.error
+            self.complete = True
+            return _Step.END
+        return _Step.READ
+
+    def receive(self, data: bytes | None) -> None:
+        """Bytes read from the body, or None at its end (an error without the end marker)."""
+        if data is None:
+            self.decoder.finish()
+        else:
+            self.pending.extend(self.decoder.feed(data))
+
+    def failure(self, exc: BaseException) -> BaseException:
+        """The error the user sees for ``exc``; remembered for the observer."""
+        if isinstance(exc, httpx.TransportError):
+            error: BaseException = translate_transport_error(exc, streaming=True)
+        elif isinstance(exc, httpx.DecodingError):
+            error = APIResponseError(f"the stream's bytes could not be decoded: {exc}")
+        else:
+            error = exc
+        self.error = error
+        return error
+
+    def begin_close(self) -> bool:
+        """Mark closed; False when it already was (close is idempotent)."""
+        if self.closed:
+            return False
+        self.closed = True
+        self.pending.clear()
+        return True
+
+    def notify_closed(self) -> None:
+        if self.observer is not None:
+            self.observer.on_close(self.error, complete=self.complete)
+
+
 class Stream(Closing, Generic[T]):
     """An iterator of typed chunks that owns its HTTP response.
 
@@ -141,55 +210,43 @@ class Stream(Closing, Generic[T]):
         observer: StreamObserver | None = None,
     ) -> None:
         self.response = response
-        self._decoder = ChunkDecoder(format)
-        self._pending: deque[T] = deque()
+        self._state = _StreamState(format, observer)
         self._reads: Iterator[bytes] | None = None
-        self._closed = False
-        self._error: BaseException | None = None
-        self._complete = False
-        self._observer = observer
+
+    @property
+    def _observer(self) -> StreamObserver | None:
+        return self._state.observer
+
+    @_observer.setter
+    def _observer(self, observer: StreamObserver | None) -> None:
+        self._state.observer = observer
 
     def __next__(self) -> T:
         # A plain state machine, not a generator: a generator would hold ``self`` in a
         # reference cycle, and an abandoned stream would then wait for the cycle collector
         # before releasing its connection and ending its span.
+        state = self._state
         while True:
-            if self._pending:
-                chunk = self._pending.popleft()
-                if self._observer is not None:
-                    self._observer.on_chunk(chunk)
-                return chunk
-            if self._closed:
-                raise StopIteration
-            decoder = self._decoder
-            if decoder.done:
-                if decoder.error is not None:
-                    self._fail(decoder.error)
-                self._complete = True
+            try:
+                step = state.next_step()
+                if step is _Step.READ:
+                    if self._reads is None:
+                        self._reads = self.response.iter_bytes()
+                    state.receive(next(self._reads, None))
+                    continue
+            except BaseException as exc:
+                error = state.failure(exc)
+                self.close()
+                if error is exc:
+                    raise
+                raise error from exc
+            if step is _Step.END:
                 self._drain()
                 self.close()
                 raise StopIteration
-            try:
-                if self._reads is None:
-                    self._reads = self.response.iter_bytes()
-                data = next(self._reads, None)
-                if data is None:
-                    decoder.finish()  # raises: the body ended before the end marker
-                else:
-                    self._pending.extend(decoder.feed(data))
-            except httpx.TransportError as exc:
-                self._fail(translate_transport_error(exc, streaming=True), exc)
-            except httpx.DecodingError as exc:
-                self._fail(APIResponseError(f"the stream's bytes could not be decoded: {exc}"), exc)
-            except BaseException as exc:
-                self._fail(exc)
-
-    def _fail(self, error: BaseException, cause: BaseException | None = None) -> NoReturn:
-        self._error = error
-        self.close()
-        if cause is not None:
-            raise error from cause
-        raise error
+            if step is _Step.CLOSED:
+                raise StopIteration
+            return step
 
     def _drain(self) -> None:
         """Read the few bytes after the end marker (the chunked-body terminator) so the
@@ -210,24 +267,133 @@ class Stream(Closing, Generic[T]):
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._state.closed
 
     def close(self) -> None:
         """Release the connection; safe to call any number of times."""
-        if self._closed:
+        if not self._state.begin_close():
             return
-        self._closed = True
-        self._pending.clear()
         try:
             self.response.close()
         finally:
-            if self._observer is not None:
-                self._observer.on_close(self._error, complete=self._complete)
+            self._state.notify_closed()
 
     def __del__(self) -> None:
-        if not getattr(self, "_closed", True):
+        state = getattr(self, "_state", None)
+        if state is not None and not state.closed:
             self.close()
 
     def until_done(self) -> list[T]:
         """Consume the rest of the stream and return its chunks."""
         return list(self)
+
+
+_closing_tasks: set[asyncio.Task[None]] = set()
+
+
+class AsyncStream(Generic[T]):
+    """The async twin of :class:`Stream`: ``async for``, ``async with``, ``aclose()``.
+
+    A task cancelled while it waits for the next chunk closes the response before the
+    cancellation propagates, so the connection and the server's slot are freed.
+    """
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        format: StreamFormat[T],
+        *,
+        observer: StreamObserver | None = None,
+    ) -> None:
+        self.response = response
+        self._state = _StreamState(format, observer)
+        self._reads: AsyncIterator[bytes] | None = None
+
+    @property
+    def _observer(self) -> StreamObserver | None:
+        return self._state.observer
+
+    @_observer.setter
+    def _observer(self, observer: StreamObserver | None) -> None:
+        self._state.observer = observer
+
+    async def __anext__(self) -> T:
+        state = self._state
+        while True:
+            try:
+                step = state.next_step()
+                if step is _Step.READ:
+                    if self._reads is None:
+                        self._reads = self.response.aiter_bytes()
+                    state.receive(await anext(self._reads, None))
+                    continue
+            except BaseException as exc:
+                error = state.failure(exc)
+                await self.aclose()
+                if error is exc:
+                    raise
+                raise error from exc
+            if step is _Step.END:
+                await self._drain()
+                await self.aclose()
+                raise StopAsyncIteration
+            if step is _Step.CLOSED:
+                raise StopAsyncIteration
+            return step
+
+    async def _drain(self) -> None:
+        if self._reads is None:
+            return
+        left = _DRAIN_LIMIT
+        try:
+            async for data in self._reads:
+                left -= len(data)
+                if left < 0:
+                    return
+        except httpx.HTTPError:
+            return
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self
+
+    async def __aenter__(self) -> AsyncStream[T]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def closed(self) -> bool:
+        return self._state.closed
+
+    async def aclose(self) -> None:
+        """Release the connection; safe to call any number of times."""
+        if not self._state.begin_close():
+            return
+        try:
+            await self.response.aclose()
+        finally:
+            self._state.notify_closed()
+
+    def __del__(self) -> None:
+        state = getattr(self, "_state", None)
+        if state is None or not state.begin_close():
+            return
+        # Garbage-collected unclosed: end the telemetry now, and close the response on
+        # the running loop when there is one (there is no awaiting in __del__).
+        state.notify_closed()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self.response.aclose())
+        _closing_tasks.add(task)
+        task.add_done_callback(_closing_tasks.discard)
+
+    async def until_done(self) -> list[T]:
+        return [chunk async for chunk in self]

@@ -1,7 +1,7 @@
 """OpenTelemetry for llama.cpp calls, following the GenAI semantic conventions."""
 
 from ._core import CAPTURE_CONTENT_ENV, Telemetry
-from ._instrumented import InstrumentedLlamaCppClient
+from ._instrumented import InstrumentedAsyncLlamaCppClient, InstrumentedLlamaCppClient
 from ._metrics import DURATION_BUCKETS, TOKEN_BUCKETS, TPOT_BUCKETS, TTFT_BUCKETS
 
 
@@ -24,6 +24,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "CAPTURE_CONTENT_ENV",
     "DURATION_BUCKETS",
+    "InstrumentedAsyncLlamaCppClient",
     "InstrumentedLlamaCppClient",
     "LlamaCppInstrumentor",
     "LlamaServerMetrics",

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -22,7 +22,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvid
 
 from .._version import __version__
 from ..api._base import Call
-from ..api._streaming import Stream
+from ..api._streaming import AsyncStream, Stream
 from ._attributes import (
     PROVIDER,
     request_attributes,
@@ -67,6 +67,13 @@ def _fail(span: Span, attributes: dict[str, Any], error: BaseException) -> None:
     span.set_status(Status(StatusCode.ERROR, str(error)[:500]))
 
 
+@dataclasses.dataclass(slots=True)
+class _Operation:
+    span: Span
+    attributes: dict[str, Any]
+    started: float
+
+
 class Telemetry:
     """Tracer, metrics and content policy of one instrumented surface."""
 
@@ -83,7 +90,8 @@ class Telemetry:
         self.capture_content = capture_from_env() if capture_content is None else capture_content
         self.provider_name = provider_name
 
-    def execute(self, base_url: str, call: Call[T], proceed: Callable[[Call[T]], T]) -> T:
+    def _begin(self, base_url: str, call: Call[T]) -> tuple[_Operation | None, Call[T]]:
+        """Start the span; return it with the call to send (carrying ``traceparent``)."""
         try:
             attributes = request_attributes(call.operation, call.body, self.provider_name)
             attributes.update(_server(base_url))
@@ -96,25 +104,50 @@ class Telemetry:
                 messages = call.body.get("messages", call.body.get("prompt"))
                 if messages is not None:
                     span.set_attribute("gen_ai.input.messages", _content(messages))
+            carrier: dict[str, str] = {}
+            with trace.use_span(span, end_on_exit=False):
+                propagate.inject(carrier)  # W3C traceparent: a traced server joins the trace
+            if carrier:
+                call = dataclasses.replace(call, headers={**(call.headers or {}), **carrier})
         except Exception:  # noqa: BLE001 - telemetry must never break the call
             log.debug("could not start a span for %s", call.path, exc_info=True)
+            return None, call
+        return _Operation(span, attributes, time.perf_counter()), call
+
+    def _settle(self, op: _Operation, result: T) -> T:
+        if isinstance(result, (Stream, AsyncStream)):
+            result._observer = _StreamTelemetry(self, op.span, op.attributes, op.started)
+        else:
+            self._finish(op.span, op.attributes, op.started, result=result)
+        return result
+
+    def execute(self, base_url: str, call: Call[T], proceed: Callable[[Call[T]], T]) -> T:
+        """Run ``proceed(call)`` (a sync transport's send) inside the call's span."""
+        op, call = self._begin(base_url, call)
+        if op is None:
             return proceed(call)
-        started = time.perf_counter()
         try:
-            with trace.use_span(span, end_on_exit=False):
-                carrier: dict[str, str] = {}
-                propagate.inject(carrier)  # W3C traceparent: a traced server joins the trace
-                if carrier:
-                    call = dataclasses.replace(call, headers={**(call.headers or {}), **carrier})
+            with trace.use_span(op.span, end_on_exit=False):
                 result = proceed(call)
         except BaseException as error:
-            self._finish(span, attributes, started, error=error)
+            self._finish(op.span, op.attributes, op.started, error=error)
             raise
-        if isinstance(result, Stream):
-            result._observer = _StreamTelemetry(self, span, attributes, started)
-            return result
-        self._finish(span, attributes, started, result=result)
-        return result
+        return self._settle(op, result)
+
+    async def execute_async(self, base_url: str, call: Call[T],
+                            proceed: Callable[[Call[T]], Awaitable[T]]) -> T:
+        """The same for an async transport; the span is the current one only in this task,
+        so concurrent calls are siblings under their caller, never nested in each other."""
+        op, call = self._begin(base_url, call)
+        if op is None:
+            return await proceed(call)
+        try:
+            with trace.use_span(op.span, end_on_exit=False):
+                result = await proceed(call)
+        except BaseException as error:
+            self._finish(op.span, op.attributes, op.started, error=error)
+            raise
+        return self._settle(op, result)
 
     def _finish(
         self,

@@ -1,4 +1,4 @@
-"""``InstrumentedLlamaCppClient``: a LlamaCppClient whose every call is a CLIENT span."""
+"""``InstrumentedLlamaCppClient`` and its async twin: clients whose every call is a span."""
 
 from __future__ import annotations
 
@@ -8,30 +8,27 @@ from typing import Any, TypeVar
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
+from ..api._async_client import AsyncLlamaCppClient
 from ..api._base import Call
 from ..api._client import LlamaCppClient
 from ..api._types import ChatCompletion
 from ._attributes import PROVIDER
 from ._core import Telemetry
 
-__all__ = ["InstrumentedLlamaCppClient"]
+__all__ = ["InstrumentedLlamaCppClient", "InstrumentedAsyncLlamaCppClient"]
 
 T = TypeVar("T")
 
-# The transport's own _execute, captured before any instrumentor could patch it, so an
+# The transports' own _execute, captured before any instrumentor could patch them, so an
 # instrumented client never records a call twice.
 _bare_execute = LlamaCppClient._execute
+_bare_execute_async = AsyncLlamaCppClient._execute
 
 
-class InstrumentedLlamaCppClient(LlamaCppClient):
-    """A :class:`LlamaCppClient` with OpenTelemetry built in.
+class _Instrumented:
+    """The telemetry options and the spec's ``chat_completions``, for both transports."""
 
-    Every call is one CLIENT span named ``"{operation} {model}"`` with the GenAI request,
-    response and usage attributes and llama.cpp's timings, plus the GenAI client and server
-    histograms; requests carry W3C ``traceparent``. Providers default to the global ones.
-    Message content is recorded only with ``capture_content=True`` or
-    ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``.
-    """
+    _telemetry: Telemetry
 
     def __init__(
         self,
@@ -44,7 +41,7 @@ class InstrumentedLlamaCppClient(LlamaCppClient):
         provider_name: str = PROVIDER,
         **options: Any,
     ) -> None:
-        super().__init__(base_url, api_key, **options)
+        super().__init__(base_url, api_key, **options)  # type: ignore[call-arg]
         self._telemetry = Telemetry(
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
@@ -61,9 +58,27 @@ class InstrumentedLlamaCppClient(LlamaCppClient):
         if payload.get("stream"):
             raise ValueError("chat_completions returns a whole response; use "
                              "chat.completions.create(..., stream=True) to stream")
-        return self.chat.completions.create(**payload)  # type: ignore[no-any-return]
+        return self.chat.completions.create(**payload)  # type: ignore[attr-defined,no-any-return]
+
+
+class InstrumentedLlamaCppClient(_Instrumented, LlamaCppClient):
+    """A :class:`LlamaCppClient` with OpenTelemetry built in.
+
+    Every call is one CLIENT span named ``"{operation} {model}"`` with the GenAI request,
+    response and usage attributes and llama.cpp's timings, plus the GenAI client and server
+    histograms; requests carry W3C ``traceparent``. Providers default to the global ones.
+    Message content is recorded only with ``capture_content=True`` or
+    ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``.
+    """
 
     def _execute(self, call: Call[T]) -> T:
-        return self._telemetry.execute(
-            self.base_url, call, lambda c: _bare_execute(self, c)
+        return self._telemetry.execute(self.base_url, call, lambda c: _bare_execute(self, c))
+
+
+class InstrumentedAsyncLlamaCppClient(_Instrumented, AsyncLlamaCppClient):
+    """The async twin of :class:`InstrumentedLlamaCppClient` (``await client.chat_completions(...)``)."""
+
+    async def _execute(self, call: Call[T]) -> T:  # type: ignore[override]
+        return await self._telemetry.execute_async(
+            self.base_url, call, lambda c: _bare_execute_async(self, c)
         )

@@ -1,4 +1,5 @@
-"""``LlamaCppInstrumentor``: telemetry for every plain ``LlamaCppClient`` in the process.
+"""``LlamaCppInstrumentor``: telemetry for every plain ``LlamaCppClient`` and
+``AsyncLlamaCppClient`` in the process.
 
 ```python
 from llamatelemetry.telemetry import LlamaCppInstrumentor
@@ -22,10 +23,11 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 
+from ..api._async_client import AsyncLlamaCppClient
 from ..api._base import Call
 from ..api._client import LlamaCppClient
 from ._core import Telemetry
-from ._instrumented import _bare_execute
+from ._instrumented import _bare_execute, _bare_execute_async
 
 __all__ = ["LlamaCppInstrumentor"]
 
@@ -50,8 +52,15 @@ class LlamaCppInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         def _execute(client: LlamaCppClient, call: Call[Any]) -> Any:
             return telemetry.execute(client.base_url, call, lambda c: _bare_execute(client, c))
 
+        async def _execute_async(client: AsyncLlamaCppClient, call: Call[Any]) -> Any:
+            return await telemetry.execute_async(
+                client.base_url, call, lambda c: _bare_execute_async(client, c))
+
         _execute.__wrapped__ = _bare_execute  # type: ignore[attr-defined]
+        _execute_async.__wrapped__ = _bare_execute_async  # type: ignore[attr-defined]
         LlamaCppClient._execute = _execute  # type: ignore[method-assign,assignment]
+        AsyncLlamaCppClient._execute = _execute_async  # type: ignore[method-assign,assignment]
 
     def _uninstrument(self, **kwargs: Any) -> None:
         LlamaCppClient._execute = _bare_execute  # type: ignore[method-assign]
+        AsyncLlamaCppClient._execute = _bare_execute_async  # type: ignore[method-assign]
