@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union
 from urllib.parse import urlsplit
 
 import httpx
+from opentelemetry import propagate
 from pydantic import ValidationError
 
 from .._version import __version__
@@ -161,6 +162,8 @@ class BaseClient:
     """Configuration and everything that does no I/O."""
 
     _http: httpx.Client | httpx.AsyncClient
+    # Set by the telemetry (instrumented clients, the instrumentor): send ``traceparent``.
+    _propagate = False
 
     def __init__(
         self,
@@ -283,6 +286,8 @@ class BaseClient:
             headers["Accept"] = "text/event-stream"
         if call.headers:
             headers.update(call.headers)
+        if self._propagate:
+            propagate.inject(headers)  # W3C traceparent of the current span
         timeout = self.timeout if call.timeout is None else to_timeout(call.timeout)
         # The transport's own httpx client builds it, so its headers, auth and event hooks
         # (when the user passed ``http_client=``) apply too.

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.metrics import MeterProvider, get_meter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 
@@ -90,8 +90,8 @@ class Telemetry:
         self.capture_content = capture_from_env() if capture_content is None else capture_content
         self.provider_name = provider_name
 
-    def _begin(self, base_url: str, call: Call[T]) -> tuple[_Operation | None, Call[T]]:
-        """Start the span; return it with the call to send (carrying ``traceparent``)."""
+    def _begin(self, base_url: str, call: Call[T]) -> _Operation | None:
+        """Start the call's span (the transport, running inside it, sends ``traceparent``)."""
         try:
             attributes = request_attributes(call.operation, call.body, self.provider_name)
             attributes.update(_server(base_url))
@@ -104,15 +104,10 @@ class Telemetry:
                 messages = call.body.get("messages", call.body.get("prompt"))
                 if messages is not None:
                     span.set_attribute("gen_ai.input.messages", _content(messages))
-            carrier: dict[str, str] = {}
-            with trace.use_span(span, end_on_exit=False):
-                propagate.inject(carrier)  # W3C traceparent: a traced server joins the trace
-            if carrier:
-                call = dataclasses.replace(call, headers={**(call.headers or {}), **carrier})
         except Exception:  # noqa: BLE001 - telemetry must never break the call
             log.debug("could not start a span for %s", call.path, exc_info=True)
-            return None, call
-        return _Operation(span, attributes, time.perf_counter()), call
+            return None
+        return _Operation(span, attributes, time.perf_counter())
 
     def _settle(self, op: _Operation, result: T) -> T:
         if isinstance(result, (Stream, AsyncStream)):
@@ -123,7 +118,7 @@ class Telemetry:
 
     def execute(self, base_url: str, call: Call[T], proceed: Callable[[Call[T]], T]) -> T:
         """Run ``proceed(call)`` (a sync transport's send) inside the call's span."""
-        op, call = self._begin(base_url, call)
+        op = self._begin(base_url, call)
         if op is None:
             return proceed(call)
         try:
@@ -138,7 +133,7 @@ class Telemetry:
                             proceed: Callable[[Call[T]], Awaitable[T]]) -> T:
         """The same for an async transport; the span is the current one only in this task,
         so concurrent calls are siblings under their caller, never nested in each other."""
-        op, call = self._begin(base_url, call)
+        op = self._begin(base_url, call)
         if op is None:
             return await proceed(call)
         try:

@@ -29,6 +29,7 @@ class _Instrumented:
     """The telemetry options and the spec's ``chat_completions``, for both transports."""
 
     _telemetry: Telemetry
+    _propagate = True
 
     def __init__(
         self,

@@ -60,7 +60,9 @@ class LlamaCppInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         _execute_async.__wrapped__ = _bare_execute_async  # type: ignore[attr-defined]
         LlamaCppClient._execute = _execute  # type: ignore[method-assign,assignment]
         AsyncLlamaCppClient._execute = _execute_async  # type: ignore[method-assign,assignment]
+        LlamaCppClient._propagate = AsyncLlamaCppClient._propagate = True
 
     def _uninstrument(self, **kwargs: Any) -> None:
         LlamaCppClient._execute = _bare_execute  # type: ignore[method-assign]
         AsyncLlamaCppClient._execute = _bare_execute_async  # type: ignore[method-assign]
+        LlamaCppClient._propagate = AsyncLlamaCppClient._propagate = False
