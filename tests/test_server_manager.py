@@ -443,3 +443,41 @@ def test_auto_port_retries_when_the_port_is_taken_meanwhile(
     with pytest.raises(ServerStartError, match="exited with status 1"):
         server.start(tiny.model.path)
     assert len(list(logs.glob("llama-server-*.log"))) == 3  # three fresh ports were tried
+
+
+def test_embedded_server_exits_when_its_parent_is_killed(tmp_path: Path,
+                                                         tiny: TinyModelFiles) -> None:
+    """A parent killed with SIGKILL runs no clean-up; the server must notice and go."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "from llamatelemetry.server import ServerManager\n"
+        "m = ServerManager(port=0, backend='embedded')\n"
+        f"m.start({str(tiny.model.path)!r}, n_threads=1)\n"
+        "print(m.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        server_pid = int(parent.stdout.readline())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(5)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                os.kill(server_pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(server_pid, signal.SIGKILL)
+            raise AssertionError("the embedded server outlived its killed parent")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if parent.stdout is not None:
+            parent.stdout.close()

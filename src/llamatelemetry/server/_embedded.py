@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -70,7 +71,9 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, _exit_now)
     if hasattr(signal, "pthread_sigmask"):  # the parent held SIGINT while forking us
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    parent = os.getppid()
+    # Watch the parent from the start, in a thread: a start that hangs inside llama.cpp
+    # must not outlive a parent that was killed meanwhile.
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     config = json.loads(argv[1])
     params = build_params(config, os.environ.get(API_KEY_ENV))
 
@@ -87,6 +90,11 @@ def main(argv: list[str]) -> int:
         f"llamatelemetry: embedded llama.cpp server listening on {server.listening_address}\n"
     )
     sys.stderr.flush()
+    while True:
+        time.sleep(3600)
+
+
+def _exit_with_parent(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(_PARENT_POLL_SECONDS)
     sys.stderr.write("llamatelemetry: parent process is gone, exiting\n")
