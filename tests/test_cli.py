@@ -135,6 +135,53 @@ def test_demo_json_results(demo_json: dict[str, Any]) -> None:
     )
 
 
+def test_demo_json_spans_one_child_of_the_root_per_call(demo_json: dict[str, Any]) -> None:
+    assert demo_json["telemetry"]["enabled"] is True
+    root, *children = demo_json["spans"]
+    assert root["name"] == "llamatelemetry demo"
+    assert root["parent"] is None and root["parent_id"] is None
+    assert root["attributes"]["llamatelemetry.demo.builtin_model"] is True
+    calls = demo_json["calls"]
+    assert len(children) == len(calls)
+    assert all(span["parent_id"] == root["span_id"] for span in children)
+    assert all(span["parent"] == "llamatelemetry demo" for span in children)
+    assert all(0 < span["duration_ms"] <= root["duration_ms"] for span in children)
+    # Each call record names its one span, and the span names its call.
+    spans = {span["span_id"]: span for span in children}
+    for call in calls:
+        [span_id] = call["span_ids"]
+        assert spans[span_id]["operation"] == call["operation"]
+        assert spans[span_id]["status"] == "unset"  # no error
+    assert [spans[c["span_ids"][0]]["name"] for c in calls[:2]] == ["health", "chat"]
+
+
+def test_demo_json_span_attributes_match_the_calls(demo_json: dict[str, Any]) -> None:
+    spans = {span["operation"]: span for span in demo_json["spans"][1:]}
+    for call in demo_json["calls"]:
+        if call["operation"] not in GENERATING:
+            continue
+        attributes = spans[call["operation"]]["attributes"]
+        assert attributes["gen_ai.usage.output_tokens"] == call["completion_tokens"]
+        assert attributes["gen_ai.response.finish_reasons"] == ["length"]
+        assert attributes["llama_cpp.timings.predicted_per_second"] == pytest.approx(
+            call["server_predicted_per_second"], rel=1e-3
+        )
+    stream = spans["chat.completions.create[stream]"]
+    first = stream["attributes"]["gen_ai.response.time_to_first_chunk"]
+    assert 0 < first * 1000 <= stream["duration_ms"]
+    assert stream["attributes"]["gen_ai.request.stream"] is True
+    assert "gen_ai.response.time_to_first_chunk" not in spans["chat_completion"]["attributes"]
+
+
+def test_demo_without_the_sdk_runs_with_telemetry_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk.trace", None)  # import fails
+    result = CliRunner().invoke(main, ["demo"])
+    assert result.exit_code == 0, result.output
+    assert "Telemetry is off: the OpenTelemetry SDK is not installed" in result.output
+    assert "llamatelemetry[otel]" in result.output
+    assert "Summary" in result.output and "OpenTelemetry spans" not in result.output
+
+
 def test_demo_keep_dir_keeps_model_and_logs(demo_json: dict[str, Any], kept_dir: Path) -> None:
     assert demo_json["kept_dir"] == str(kept_dir.resolve())
     assert (kept_dir / "tiny-model.gguf").is_file()
@@ -154,6 +201,12 @@ def test_demo_own_model_skips_what_the_server_cannot_do(kept_dir: Path) -> None:
     assert "--reranking" in rerank["summary"]  # the server's own message
     assert calls["lora.list"]["data"]["adapters"] == []
     assert all(c["status"] == "ok" for name, c in calls.items() if name != "rerank")
+    # The refused call is an error span carrying the server's message.
+    [rerank_span] = [s for s in summary["spans"] if s["operation"] == "rerank"]
+    assert rerank_span["status"] == "error"
+    assert "--reranking" in rerank_span["status_message"]
+    assert rerank_span["attributes"]["error.type"] == "NotSupportedError"
+    assert summary["spans"][0]["attributes"]["llamatelemetry.demo.builtin_model"] is False
 
 
 def test_demo_missing_model_is_a_clean_error() -> None:
@@ -186,6 +239,10 @@ def test_console_script_demo() -> None:
     for operation in EXPECTED_OPERATIONS:
         assert operation in out
     assert "servers stopped" in out
+    assert "Telemetry on" in out
+    assert "OpenTelemetry spans" in out and "llamatelemetry demo" in out
+    assert f"({len(EXPECTED_OPERATIONS)} call spans)" in out
+    assert "TTFT" in out and "tok/s" in out
     # llama.cpp's own log goes to the server log file, not to the console.
     assert completed.stderr == ""
     assert "llama_model_loader" not in out and "srv " not in out

@@ -1,7 +1,7 @@
 """One measured record per API call of the demo; the summary (table or JSON) is built from them.
 
-`measured_call` is the single place every demo call passes through: the hook where
-OpenTelemetry spans will be attached.
+`measured_call` is the single place every demo call passes through: the hook that ties
+each record to the OpenTelemetry span(s) its call produced (``span_ids``).
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from ..api import APIStatusError, Timings, Usage
 
-__all__ = ["CallRecord", "measured_call"]
+__all__ = ["CallRecord", "SpanLog", "measured_call"]
 
 Status = Literal["ok", "skipped", "error"]
 
@@ -35,6 +35,7 @@ class CallRecord:
     first_chunk_ms: float | None = None
     summary: str = ""
     data: dict[str, Any] = field(default_factory=dict)
+    span_ids: list[str] = field(default_factory=list)
     started_at: float = field(default=0.0, repr=False)
 
     def elapsed_ms(self) -> float:
@@ -65,13 +66,30 @@ class CallRecord:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in data.items()}
 
 
+class SpanLog(Protocol):
+    """Where the demo's finished spans are collected (see `_telemetry.DemoTelemetry`)."""
+
+    def mark(self) -> int:
+        """A position in the log: the spans finished so far."""
+        ...
+
+    def ids_since(self, mark: int) -> list[str]:
+        """The ids of the spans finished after ``mark``."""
+        ...
+
+
 @contextmanager
-def measured_call(calls: list[CallRecord], operation: str, endpoint: str) -> Iterator[CallRecord]:
+def measured_call(
+    calls: list[CallRecord], operation: str, endpoint: str, spans: SpanLog | None = None
+) -> Iterator[CallRecord]:
     """TELEMETRY HOOK: every API call of the demo runs inside this block.
 
     Measures the client-side latency and appends the finished record to ``calls``, also
-    when the call raises (status "error"). One OpenTelemetry span per record belongs here.
+    when the call raises (status "error"). With ``spans``, the record keeps the ids of the
+    spans the call finished: the instrumented client's CLIENT span (a stream's ends when
+    the stream is closed, inside the block).
     """
+    mark = spans.mark() if spans is not None else 0
     record = CallRecord(operation, endpoint, started_at=time.perf_counter())
     try:
         yield record
@@ -80,4 +98,6 @@ def measured_call(calls: list[CallRecord], operation: str, endpoint: str) -> Ite
         raise
     finally:
         record.latency_ms = record.elapsed_ms()
+        if spans is not None:
+            record.span_ids = spans.ids_since(mark)
         calls.append(record)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -17,21 +15,14 @@ from ..api import APIError, LlamaCppClient, LlamaTelemetryError
 from ..server import ServerStartError
 from . import _render
 from ._calls import CallRecord
+from ._errors import EXIT_INTERRUPTED, CliError, print_interrupted, start_error
+from ._output import print_json
 from ._servers import DemoServers, start_builtin_servers, start_model_server
+from ._span_tree import print_span_tree
 from ._steps import DemoContext, run_steps
+from ._telemetry import DemoTelemetry
 
 __all__ = ["demo"]
-
-EXIT_INTERRUPTED = 130
-
-
-class DemoError(Exception):
-    """An error the user can cause and fix: shown as a clean message, exit status 1."""
-
-    def __init__(self, message: str, detail: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.detail = detail
 
 
 @contextmanager
@@ -48,31 +39,27 @@ def _work_dir(keep_dir: Path | None) -> Iterator[Path]:
 def _start_servers(
     stack: ExitStack, work_dir: Path, model: Path | None, threads: int | None
 ) -> DemoServers:
-    """Start the servers, turning start failures into `DemoError`s with the log's tail."""
+    """Start the servers, turning start failures into `CliError`s with the log's tail."""
     try:
         if model is None:
             return start_builtin_servers(stack, work_dir, threads)
         return start_model_server(stack, work_dir, model, threads)
     except FileNotFoundError as exc:
-        raise DemoError(f"{exc.strerror}: {exc.filename}") from None
+        raise CliError(f"{exc.strerror}: {exc.filename}") from None
     except ServerStartError as exc:
-        raise DemoError(_start_failure(exc), exc.log_tail) from None
+        raise start_error(exc) from None
 
 
-def _start_failure(exc: ServerStartError) -> str:
-    """The first line of a start error, without its pointer to the log (quoted below it)."""
-    first_line = str(exc).split("\n", 1)[0]
-    summary = re.sub(r";? last lines of .*:$", "", first_line)
-    return summary + ("; the server's log ends with:" if exc.log_tail else "")
-
-
-def _context(stack: ExitStack, servers: DemoServers, console: Console | None) -> DemoContext:
-    """Clients for the servers (closed with ``stack``) and where streamed text goes."""
-    client: LlamaCppClient = stack.enter_context(servers.chat.manager.client())
+def _context(
+    stack: ExitStack, servers: DemoServers, console: Console | None, telemetry: DemoTelemetry
+) -> DemoContext:
+    """Clients for the servers (instrumented when telemetry is on, closed with ``stack``)
+    and where streamed text goes."""
+    client: LlamaCppClient = stack.enter_context(telemetry.client(servers.chat.manager))
     rerank_client = client
     if servers.rerank is not None:
-        rerank_client = stack.enter_context(servers.rerank.manager.client())
-    ctx = DemoContext(client, rerank_client, model_id=str(servers.model_path))
+        rerank_client = stack.enter_context(telemetry.client(servers.rerank.manager))
+    ctx = DemoContext(client, rerank_client, model_id=str(servers.model_path), spans=telemetry)
     if console is not None:
         printer = _render.StreamPrinter(console)
         ctx.on_stream_text, ctx.on_stream_end = printer.text, printer.end
@@ -80,20 +67,29 @@ def _context(stack: ExitStack, servers: DemoServers, console: Console | None) ->
 
 
 def _run(
-    model: Path | None, keep_dir: Path | None, threads: int | None, console: Console | None
+    model: Path | None,
+    keep_dir: Path | None,
+    threads: int | None,
+    console: Console | None,
+    telemetry: DemoTelemetry,
 ) -> tuple[DemoServers, list[CallRecord]]:
-    """The whole demo: work dir, servers, calls; everything is stopped and closed on exit."""
+    """The whole demo, inside its root span: work dir, servers, calls; everything is
+    stopped and closed on exit (the root span last)."""
     calls: list[CallRecord] = []
     with ExitStack() as stack:
+        root = stack.enter_context(telemetry.root_span())
         work_dir = stack.enter_context(_work_dir(keep_dir))
         if console is not None:
-            _render.print_header(console, model is None, model)
+            _render.print_header(console, model is None, model, telemetry)
             with console.status("Starting llama.cpp servers…"):
                 servers = _start_servers(stack, work_dir, model, threads)
             _render.print_servers(console, servers)
         else:
             servers = _start_servers(stack, work_dir, model, threads)
-        ctx = _context(stack, servers, console)
+        if root is not None:
+            root.set_attribute("llamatelemetry.demo.model", str(servers.model_path))
+            root.set_attribute("llamatelemetry.demo.builtin_model", servers.builtin)
+        ctx = _context(stack, servers, console, telemetry)
         try:
             if console is None:
                 run_steps(ctx, calls)
@@ -105,7 +101,7 @@ def _run(
                     partial(_render.call_status, console),
                 )
         except APIError as exc:
-            raise DemoError(
+            raise CliError(
                 f"the demo stopped at {calls[-1].operation if calls else 'its first call'}: {exc}",
                 f"server log: {servers.chat.manager.log_path}"
                 if keep_dir
@@ -132,27 +128,30 @@ def _run(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON, nothing else.")
 def demo(model: Path | None, keep_dir: Path | None, threads: int | None, as_json: bool) -> None:
-    """Start a real llama.cpp server and call every client API against it.
+    """Start a real llama.cpp server and call every client API against it, traced.
 
     Without --model, a tiny model with RANDOM weights is built on the spot (its text is
     gibberish, but every endpoint works): no download, no GPU, a few seconds. Servers are
     always stopped at the end, also on Ctrl-C.
+
+    Every call is an OpenTelemetry span (when opentelemetry-sdk is installed): the summary
+    ends with the span tree, and --json adds the spans.
     """
     console = None if as_json else Console(highlight=False)
-    errors = Console(stderr=True, highlight=False)
+    telemetry = DemoTelemetry.start()
     try:
-        servers, calls = _run(model, keep_dir, threads, console)
-    except DemoError as exc:
-        _render.print_error(errors, exc.message, exc.detail)
-        raise click.exceptions.Exit(1) from None
+        servers, calls = _run(model, keep_dir, threads, console, telemetry)
+        spans = telemetry.spans(calls)
     except (LlamaTelemetryError, OSError) as exc:  # e.g. an unwritable --keep-dir
-        _render.print_error(errors, str(exc))
-        raise click.exceptions.Exit(1) from None
+        raise CliError(str(exc)) from None
     except KeyboardInterrupt:
-        _render.print_interrupted(errors)
+        print_interrupted(Console(stderr=True, highlight=False), "the servers were stopped.")
         raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        telemetry.close()
     if console is None:
-        click.echo(json.dumps(_render.summary_json(servers, calls, keep_dir), indent=2))
+        print_json(_render.summary_json(servers, calls, keep_dir, telemetry, spans))
         return
     _render.print_summary(console, calls)
+    print_span_tree(console, spans, telemetry.note)
     _render.print_footer(console, servers, keep_dir)

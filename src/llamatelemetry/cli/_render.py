@@ -17,16 +17,15 @@ from .._version import __version__
 from ._calls import CallRecord
 from ._servers import DemoServers
 from ._steps import Step
+from ._telemetry import DemoTelemetry, SpanInfo
 
 __all__ = [
     "RANDOM_WEIGHTS_NOTICE",
     "StreamPrinter",
     "call_status",
     "print_call",
-    "print_error",
     "print_footer",
     "print_header",
-    "print_interrupted",
     "print_servers",
     "print_summary",
     "summary_json",
@@ -45,10 +44,16 @@ def _ms(value: float | None, digits: int = 1) -> str:
     return "" if value is None else f"{value:,.{digits}f}"
 
 
-def print_header(console: Console, builtin: bool, model: Path | None) -> None:
-    """Title line, and the random-weights notice when the built-in model is used."""
+def print_header(
+    console: Console, builtin: bool, model: Path | None, telemetry: DemoTelemetry
+) -> None:
+    """Title line, whether telemetry is on, and the random-weights notice (built-in model)."""
     console.print(Text.assemble(("llamatelemetry demo", "bold"), f"  v{__version__}"))
     console.print("Starts real llama.cpp servers and calls every LlamaCppClient API on them.")
+    if telemetry.enabled:
+        console.print(Text(f"Telemetry on: one span per call ({telemetry.note}).", style="dim"))
+    else:
+        console.print(Text(telemetry.note + ".", style="yellow"), soft_wrap=True)
     if builtin:
         console.print(Text(RANDOM_WEIGHTS_NOTICE, style="yellow"))
     else:
@@ -189,21 +194,15 @@ def print_footer(console: Console, servers: DemoServers, keep_dir: Path | None) 
         )
 
 
-def print_error(console: Console, message: str, detail: str = "") -> None:
-    """A clean red message (and the server's log tail, dimmed) for errors a user can fix."""
-    console.print(Text.assemble(("Error: ", "bold red"), (message, "red")), soft_wrap=True)
-    if detail:
-        console.print(Text(detail, style="dim"), soft_wrap=True)
-
-
-def print_interrupted(console: Console) -> None:
-    console.print(Text("Interrupted: the servers were stopped.", style="yellow"))
-
-
 def summary_json(
-    servers: DemoServers, calls: Sequence[CallRecord], keep_dir: Path | None
+    servers: DemoServers,
+    calls: Sequence[CallRecord],
+    keep_dir: Path | None,
+    telemetry: DemoTelemetry,
+    spans: Sequence[SpanInfo],
 ) -> dict[str, Any]:
-    """The machine-readable summary: version, model, servers, and every measured call.
+    """The machine-readable summary: version, model, servers, every measured call, and
+    the spans (the root first, then one per call; empty when telemetry is off).
 
     ``kept_dir`` is where the model files and server logs are (null: they were removed).
     """
@@ -217,4 +216,6 @@ def summary_json(
         },
         "servers": [server.to_json() for server in servers.all],
         "calls": [call.to_json() for call in calls],
+        "telemetry": {"enabled": telemetry.enabled, "note": telemetry.note},
+        "spans": [span.to_json() for span in spans],
     }

@@ -20,7 +20,7 @@ from ..api import (
     NativeCompletion,
     Stream,
 )
-from ._calls import CallRecord, measured_call
+from ._calls import CallRecord, SpanLog, measured_call
 
 __all__ = ["STEPS", "DemoContext", "Step", "run_steps"]
 
@@ -53,6 +53,7 @@ class DemoContext:
     on_stream_text: Callable[[str], None] = lambda text: None
     on_stream_end: Callable[[], None] = lambda: None
     token_ids: list[int] = field(default_factory=list)
+    spans: SpanLog | None = None  # where the clients' spans are collected, when tracing
 
 
 StepFn = Callable[[DemoContext, CallRecord], None]
@@ -93,7 +94,8 @@ def run_steps(
     each finished record.
     """
     for step in STEPS:
-        with progress(step), measured_call(calls, step.operation, step.endpoint) as record:
+        measured = measured_call(calls, step.operation, step.endpoint, ctx.spans)
+        with progress(step), measured as record:
             try:
                 step.run(ctx, record)
             except APIStatusError as exc:
@@ -159,7 +161,7 @@ def _chat_completion(ctx: DemoContext, record: CallRecord) -> None:
     response = ctx.client.chat_completion(
         messages=_messages("Explain tensor cores."), max_tokens=SHORT_TOKENS, temperature=0.5
     )
-    _record_chat(record, cast(ChatCompletion, response))
+    _record_chat(record, response)
 
 
 def _stream_chunks(ctx: DemoContext, record: CallRecord) -> Iterator[ChatCompletionChunk]:

@@ -1,0 +1,248 @@
+"""``llamatelemetry serve MODEL``: a llama.cpp server in the foreground until Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.text import Text
+
+from ..api import DEFAULT_BASE_URL
+from ..server import ServerManager, ServerStartError
+from ..server._options import POOLING_TYPES
+from ._client import API_KEY_ENV
+from ._errors import EXIT_INTERRUPTED, CliError, print_interrupted, start_error
+from ._output import err_console, out_console
+
+__all__ = ["serve"]
+
+POLL_SECONDS = 0.2
+LOG_TAIL_LINES = 20
+#: Signals that stop the server as cleanly as Ctrl-C does (a closed terminal, `kill`).
+_STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+#: The server manager speaks Python; a command line user needs the option names instead.
+_CLI_WORDS = {
+    "pass port=0 for a free port": "use --port 0 for a free port",
+    "pass server_path=...": "pass --server-path PATH",
+    "backend='embedded'": "--backend embedded",
+    "backend='binary'": "--backend binary",
+    "server_path": "--server-path",
+}
+
+
+def _cli_words(message: str) -> str:
+    for python, cli in _CLI_WORDS.items():
+        message = message.replace(python, cli)
+    return message
+
+
+def _as_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """While serving, SIGTERM and SIGHUP act like Ctrl-C, so the server is always stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _as_interrupt) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _log_tail(path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(lines[-LOG_TAIL_LINES:])
+
+
+def _start(manager: ServerManager, model: Path, options: dict[str, Any], console: Console) -> float:
+    """Start the server under a spinner; seconds it took. Start failures become CliErrors."""
+    started = time.perf_counter()
+    try:
+        with console.status(f"Loading {model.name} …"):
+            manager.start(model, **options)
+    except FileNotFoundError as exc:
+        raise CliError(f"{exc.strerror}: {exc.filename}") from None
+    except ServerStartError as exc:
+        error = start_error(exc)
+        raise CliError(_cli_words(error.message), error.detail) from None
+    except ValueError as exc:  # options the manager refused
+        raise CliError(_cli_words(str(exc))) from None
+    return time.perf_counter() - started
+
+
+def _print_ready(console: Console, manager: ServerManager, seconds: float) -> None:
+    options = manager.options
+    assert options is not None
+    console.print(Text.assemble(
+        ("✓ llama-server ready at ", "green"), (manager.url, "bold cyan"), f"  in {seconds:.2f} s",
+    ))  # fmt: skip
+    rows = [("model", str(options.model_path)), ("backend", f"{manager.backend} llama.cpp"),
+            ("log", str(manager.log_path))]  # fmt: skip
+    if options.api_key:
+        rows.append(("API key", "required (clients: --api-key or LLAMA_API_KEY)"))
+    for name, value in rows:
+        console.print(Text.assemble((f"  {name:<8} ", "dim"), value), soft_wrap=True)
+    url = "" if manager.url == DEFAULT_BASE_URL else f" --url {manager.url}"
+    console.print(f'Try:  llamatelemetry chat{url} "Hello"', soft_wrap=True)
+    console.print(f"      llamatelemetry status{url}", soft_wrap=True)
+    console.print(Text("Press Ctrl-C to stop.", style="dim"))
+    console.file.flush()
+
+
+def _wait(manager: ServerManager) -> None:
+    """Return when the server process ends on its own; Ctrl-C raises KeyboardInterrupt."""
+    while manager.is_running:
+        time.sleep(POLL_SECONDS)
+
+
+def _path(**kwargs: Any) -> Any:
+    return click.Path(path_type=Path, **kwargs)
+
+
+@click.command()
+@click.argument("model", type=_path(dir_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port to listen on (0: a free one).",
+)
+@click.option(
+    "--ctx-size",
+    type=click.IntRange(min=0),
+    default=2048,
+    show_default=True,
+    help="Total context in tokens, split across the slots (0: the model's own).",
+)
+@click.option(
+    "--parallel",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Slots: requests served at the same time.",
+)
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads [default: all cores].")
+@click.option(
+    "--gpu-layers",
+    type=click.IntRange(min=-1),
+    default=0,
+    show_default=True,
+    help="Layers to offload to the GPU (-1: all).",
+)
+@click.option(
+    "--embedding",
+    "--embeddings",
+    is_flag=True,
+    help="Serve /v1/embeddings (a model without a pooling type also needs --pooling).",
+)
+@click.option("--reranking", "--rerank", is_flag=True, help="Serve /v1/rerank (a reranker model).")
+@click.option("--pooling", type=click.Choice(POOLING_TYPES), help="Embedding pooling.")
+@click.option(
+    "--lora",
+    type=_path(dir_okay=False),
+    multiple=True,
+    help="A LoRA adapter GGUF, applied at scale 1.0 (repeatable).",
+)
+@click.option(
+    "--api-key",
+    envvar=API_KEY_ENV,
+    show_envvar=True,
+    metavar="KEY",
+    help="Require this key from clients (never printed).",
+)
+@click.option("--no-metrics", is_flag=True, help="Switch off GET /metrics.")
+@click.option("--no-slots", is_flag=True, help="Switch off GET /slots.")
+@click.option(
+    "--slot-save-path", type=_path(file_okay=False), help="Directory for saved slot caches."
+)
+@click.option("--alias", help="The model name clients see in /v1/models.")
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "binary", "embedded"]),
+    default="auto",
+    show_default=True,
+    help="A llama-server binary, xllamacpp's embedded server, or whichever is found.",
+)
+@click.option(
+    "--server-path",
+    type=_path(dir_okay=False),
+    help="The llama-server executable [default: $LLAMA_SERVER_PATH, then PATH].",
+)
+@click.option(
+    "--log-dir",
+    type=_path(file_okay=False),
+    help="Where the server's log goes [default: a new temporary directory].",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=300.0,
+    show_default=True,
+    help="Seconds the model may take to load.",
+)
+def serve(
+    model: Path,
+    host: str,
+    port: int,
+    backend: str,
+    server_path: Path | None,
+    log_dir: Path | None,
+    no_metrics: bool,
+    no_slots: bool,
+    parallel: int,
+    threads: int | None,
+    **options: Any,
+) -> None:
+    """Run a llama.cpp server for the GGUF MODEL in the foreground; Ctrl-C stops it.
+
+    The server's own output goes to a log file (its path is printed). Talk to it with
+    `llamatelemetry chat`, `status` and friends, or any OpenAI-compatible client.
+    """
+    try:
+        manager = ServerManager(host, port, backend, server_path, log_dir)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise CliError(_cli_words(str(exc))) from None
+    options.update(metrics=not no_metrics, slots=not no_slots, n_parallel=parallel,
+                   n_threads=threads, lora=list(options["lora"]))  # fmt: skip
+    console = out_console()
+    with _stop_signals_interrupt(), manager:
+        try:
+            seconds = _start(manager, model, options, console)
+        except KeyboardInterrupt:
+            print_interrupted(err_console(), "the server was stopped before it was ready.")
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+        _print_ready(console, manager, seconds)
+        try:
+            _wait(manager)
+        except KeyboardInterrupt:
+            manager.stop()
+            console.print(Text("\n✓ server stopped", style="green"))
+            return
+    raise CliError(
+        f"llama-server stopped unexpectedly; the end of its log {manager.log_path}:",
+        _log_tail(manager.log_path),
+    )

@@ -1,0 +1,162 @@
+"""The demo's telemetry: every call a span of `InstrumentedLlamaCppClient`, kept in memory.
+
+A real OpenTelemetry SDK pipeline (``TracerProvider`` → ``SimpleSpanProcessor`` →
+``InMemorySpanExporter``), private to the demo: the global tracer provider is left alone.
+The SDK is an optional extra; without it the demo runs with plain clients and says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..api import LlamaCppClient
+from ..server import ServerManager
+from ._calls import CallRecord
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import Span
+
+__all__ = ["ROOT_SPAN", "DemoTelemetry", "SpanInfo"]
+
+ROOT_SPAN = "llamatelemetry demo"
+SDK_MISSING = (
+    "Telemetry is off: the OpenTelemetry SDK is not installed "
+    "(pip install 'llamatelemetry[otel]' to see every call's span)"
+)
+
+
+def _hex_id(span_id: int) -> str:
+    return format(span_id, "016x")
+
+
+def _plain(value: Any) -> Any:
+    """Attribute values as JSON likes them (the SDK keeps sequences as tuples)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+@dataclass(frozen=True)
+class SpanInfo:
+    """One finished span, as the tree and the JSON summary show it."""
+
+    name: str
+    span_id: str
+    parent_id: str | None
+    parent: str | None
+    duration_ms: float
+    status: str  # "unset", "ok" or "error"
+    status_message: str | None
+    attributes: dict[str, Any]
+    operation: str | None  # the demo call that made it (None for the root)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "parent": self.parent,
+            "duration_ms": round(self.duration_ms, 3),
+            "attributes": self.attributes,
+            "status": self.status,
+            "status_message": self.status_message,
+            "operation": self.operation,
+            "span_id": self.span_id,
+            "parent_id": self.parent_id,
+        }
+
+
+class DemoTelemetry:
+    """The demo's tracer provider and in-memory exporter, or a note on why there are none.
+
+    Also the demo's `SpanLog`: `measured_call` asks it which spans each call finished.
+    """
+
+    def __init__(
+        self, provider: TracerProvider | None, exporter: InMemorySpanExporter | None, note: str
+    ) -> None:
+        self._provider = provider
+        self._exporter = exporter
+        self.note = note
+
+    @classmethod
+    def start(cls) -> DemoTelemetry:
+        """An SDK pipeline when opentelemetry-sdk is installed, else telemetry off."""
+        try:
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+            from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+                InMemorySpanExporter,
+            )
+        except ImportError:
+            return cls(None, None, SDK_MISSING)
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider(shutdown_on_exit=False)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        return cls(provider, exporter, "OpenTelemetry SDK, spans kept in memory")
+
+    @property
+    def enabled(self) -> bool:
+        return self._provider is not None
+
+    def close(self) -> None:
+        if self._provider is not None:
+            self._provider.shutdown()
+
+    def client(self, manager: ServerManager) -> LlamaCppClient:
+        """A client for ``manager``'s server: instrumented when telemetry is on."""
+        if self._provider is None:
+            return manager.client()
+        from ..telemetry import InstrumentedLlamaCppClient
+
+        api_key = manager.options.api_key if manager.options is not None else None
+        return InstrumentedLlamaCppClient(manager.url, api_key, tracer_provider=self._provider)
+
+    @contextmanager
+    def root_span(self) -> Iterator[Span | None]:
+        """The demo's root span, current while the block runs: every call span is its child."""
+        if self._provider is None:
+            yield None
+            return
+        tracer = self._provider.get_tracer("llamatelemetry.cli")
+        with tracer.start_as_current_span(ROOT_SPAN) as span:
+            yield span
+
+    # -- SpanLog ---------------------------------------------------------------------
+
+    def _finished(self) -> Sequence[ReadableSpan]:
+        return self._exporter.get_finished_spans() if self._exporter is not None else ()
+
+    def mark(self) -> int:
+        return len(self._finished())
+
+    def ids_since(self, mark: int) -> list[str]:
+        return [_hex_id(span.context.span_id) for span in self._finished()[mark:]]
+
+    # -- reading ---------------------------------------------------------------------
+
+    def spans(self, calls: Sequence[CallRecord] = ()) -> list[SpanInfo]:
+        """Every finished span, parents before children, siblings in start order; each call
+        span names the demo call that made it."""
+        finished = sorted(self._finished(), key=lambda s: s.start_time or 0)
+        names = {_hex_id(s.context.span_id): s.name for s in finished}
+        operations = {span_id: c.operation for c in calls for span_id in c.span_ids}
+        infos = []
+        for span in finished:
+            span_id = _hex_id(span.context.span_id)
+            parent_id = _hex_id(span.parent.span_id) if span.parent is not None else None
+            status = span.status
+            infos.append(SpanInfo(
+                name=span.name,
+                span_id=span_id,
+                parent_id=parent_id,
+                parent=names.get(parent_id) if parent_id else None,
+                duration_ms=((span.end_time or 0) - (span.start_time or 0)) / 1e6,
+                status=status.status_code.name.lower(),
+                status_message=status.description,
+                attributes={k: _plain(v) for k, v in (span.attributes or {}).items()},
+                operation=operations.get(span_id),
+            ))  # fmt: skip
+        roots = [s for s in infos if s.parent_id not in names]
+        return roots + [s for s in infos if s.parent_id in names]

@@ -1,0 +1,360 @@
+"""``serve``, ``chat``, ``complete``, ``embed``, ``tokenize``, ``rerank``, ``status`` and
+``models`` through click's runner, against real llama.cpp servers (no mocks)."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner, Result
+
+from llamatelemetry.api import LlamaCppClient
+from llamatelemetry.cli import main
+from llamatelemetry.server import ServerManager
+from llamatelemetry.testing import TinyModelFiles, start_chat_server, start_rerank_server
+
+from .conftest import API_KEY
+
+SCRIPT = Path(sys.executable).parent / "llamatelemetry"
+CLIENT_COMMANDS = ["chat", "complete", "embed", "tokenize", "rerank", "status", "models"]
+JSON_COMMANDS = ["complete", "embed", "tokenize", "rerank", "status", "models"]
+DOCUMENTS = [
+    "Flash attention is a memory-efficient attention algorithm.",
+    "CUDA is a parallel computing platform by NVIDIA.",
+    "Python is a popular programming language.",
+]
+
+
+def invoke(*args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), input=input)
+
+
+def ok(*args: str, input: str | None = None) -> Result:
+    result = invoke(*args, input=input)
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    return result
+
+
+def ok_json(*args: str) -> Any:
+    return json.loads(ok(*args, "--json").stdout)
+
+
+def clean_failure(*args: str) -> str:
+    """Run a command that must fail like a good CLI: exit 1, a message, no traceback."""
+    result = invoke(*args)
+    assert result.exit_code == 1, result.output
+    assert "Error: " in result.output
+    assert "Traceback" not in result.output
+    assert result.stdout == ""  # the message goes to stderr
+    return result.output
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def prompt_tokens(output: str) -> list[int]:
+    """The prompt token counts of the stats lines, in order."""
+    return [int(n) for n in re.findall(r"\[(\d+) prompt tokens", output)]
+
+
+@pytest.fixture(scope="module")
+def chat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerManager]:
+    with start_chat_server(tmp_path_factory.mktemp("cli-chat"), n_parallel=2) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def url(chat_server: ServerManager) -> str:
+    return chat_server.url
+
+
+@pytest.fixture
+def client(url: str) -> Iterator[LlamaCppClient]:
+    with LlamaCppClient(url) as client:
+        yield client
+
+
+def predicted_total(client: LlamaCppClient) -> float:
+    return client.metrics.values()["llamacpp:tokens_predicted_total"]
+
+
+# -- help ---------------------------------------------------------------------------------
+
+
+def test_help_everywhere() -> None:
+    listing = ok("--help").output
+    for command in ["demo", "serve", *CLIENT_COMMANDS]:
+        assert command in listing
+        assert f"{command} [OPTIONS]" in ok(command, "--help").output
+    for command in CLIENT_COMMANDS:
+        help_text = ok(command, "--help").output
+        assert "--url" in help_text and "LLAMA_BASE_URL" in help_text
+        assert "--api-key" in help_text and "LLAMA_API_KEY" in help_text
+    for command in JSON_COMMANDS:
+        assert "--json" in ok(command, "--help").output
+    serve_help = ok("serve", "--help").output
+    for option in ("--host", "--port", "--ctx-size", "--parallel", "--threads", "--gpu-layers",
+                   "--embedding", "--reranking", "--pooling", "--lora", "--api-key",
+                   "--no-metrics", "--no-slots", "--slot-save-path", "--alias", "--backend",
+                   "--server-path"):  # fmt: skip
+        assert option in serve_help
+
+
+# -- the model's text tools -----------------------------------------------------------------
+
+
+def test_tokenize(url: str, client: LlamaCppClient) -> None:
+    assert ok_json("tokenize", "Hello", "--url", url) == client.tokenize("Hello")
+    pieces = ok_json("tokenize", "Hello", "--pieces", "--url", url)
+    assert pieces == client.tokenize("Hello", with_pieces=True)
+    assert [p["id"] for p in pieces] == client.tokenize("Hello")
+    no_bos = ok_json("tokenize", "Hello", "--no-special", "--url", url)
+    assert no_bos == client.tokenize("Hello", add_special=False) == client.tokenize("Hello")[1:]
+    shown = ok("tokenize", "Hello", "--url", url).output
+    assert str(client.tokenize("Hello")) in shown
+    assert f"{len(pieces)} tokens" in shown
+    table = ok("tokenize", "Hello", "--pieces", "--url", url).output
+    assert "'<s>'" in table and "Piece" in table
+
+
+def test_embed(url: str, client: LlamaCppClient) -> None:
+    out = ok_json("embed", "What is CUDA?", "llama.cpp", "--url", url)
+    assert out["dims"] == 64
+    assert [item["text"] for item in out["data"]] == ["What is CUDA?", "llama.cpp"]
+    assert [len(item["embedding"]) for item in out["data"]] == [64, 64]
+    single = ok_json("embed", "What is CUDA?", "--url", url)["data"][0]["embedding"]
+    assert single == pytest.approx(client.embed("What is CUDA?"), abs=1e-5)
+    assert out["usage"]["prompt_tokens"] > 0
+    shown = ok("embed", "What is CUDA?", "--url", url).output
+    assert "'What is CUDA?'  64 dims" in shown
+    assert "…]" in shown  # only the first values
+
+
+def test_rerank(tmp_path_factory: pytest.TempPathFactory) -> None:
+    with start_rerank_server(tmp_path_factory.mktemp("cli-rerank")) as server:
+        query = "What is flash attention?"
+        ranked = ok_json("rerank", query, *DOCUMENTS, "--url", server.url)
+        scores = [r["score"] for r in ranked]
+        assert scores == sorted(scores, reverse=True)
+        assert sorted(r["index"] for r in ranked) == [0, 1, 2]
+        assert all(r["document"] == DOCUMENTS[r["index"]] for r in ranked)
+        with server.client() as client:
+            assert scores == pytest.approx([r["score"] for r in client.rerank(query, DOCUMENTS)])
+        top = ok_json("rerank", query, *DOCUMENTS, "--top-n", "1", "--url", server.url)
+        assert top == ranked[:1]
+        table = ok("rerank", query, *DOCUMENTS, "--url", server.url).output
+        best, worst = (DOCUMENTS[r["index"]][:12] for r in (ranked[0], ranked[-1]))
+        assert table.index(best) < table.index(worst)
+        assert f"{ranked[0]['score']:.4f}" in table
+
+
+# -- generation ------------------------------------------------------------------------------
+
+
+def test_complete_json(url: str) -> None:
+    out = ok_json("complete", "The GGUF file format", "--max-tokens", "5", "--url", url)
+    assert out["completion_tokens"] == 5
+    assert out["finish_reason"] == "length"
+    assert out["prompt_tokens"] > 0
+    assert out["content"]
+    assert out["timings"]["predicted_n"] == 5
+
+
+def test_complete_streams_text_and_stats(url: str) -> None:
+    result = ok("complete", "The GGUF file format", "--max-tokens", "6", "--seed", "7",
+                "--temperature", "0.5", "--url", url)  # fmt: skip
+    assert result.stdout.strip()
+    assert "6 generated" in result.stderr and "tok/s" in result.stderr
+    whole = ok("complete", "The GGUF file format", "--max-tokens", "6", "--seed", "7",
+               "--temperature", "0.5", "--no-stream", "--url", url)  # fmt: skip
+    assert whole.stdout == result.stdout  # same seed: same text, streamed or not
+    assert "--stream" in clean_failure("complete", "x", "--json", "--stream", "--url", url)
+
+
+def test_chat_prompt_streams_the_answer(url: str, client: LlamaCppClient) -> None:
+    before = predicted_total(client)
+    result = ok("chat", "hi", "--max-tokens", "8", "--url", url)
+    assert result.stdout.strip()
+    assert "8 generated" in result.stderr and "finish length" in result.stderr
+    assert predicted_total(client) - before == 8
+    with_system = ok("chat", "hi", "--max-tokens", "8", "--system", "Answer in one word.",
+                     "--url", url)  # fmt: skip
+    assert prompt_tokens(with_system.stderr)[0] > prompt_tokens(result.stderr)[0]
+
+
+def test_interactive_chat_one_turn(url: str, client: LlamaCppClient) -> None:
+    before = predicted_total(client)
+    result = ok("chat", "--max-tokens", "8", "--url", url, input="hello\n/exit\n")
+    assert predicted_total(client) - before == 8  # exactly one request
+    assert len(prompt_tokens(result.stderr)) == 1
+    assert "/exit" in result.stderr  # the banner says how to leave
+
+
+def test_interactive_chat_keeps_the_history(url: str, client: LlamaCppClient) -> None:
+    before = predicted_total(client)
+    # Blank lines are skipped; end of input (Ctrl-D) ends the conversation.
+    result = ok("chat", "--max-tokens", "8", "--url", url, input="hello\n\nand more\n")
+    assert predicted_total(client) - before == 16  # two turns
+    first, second = prompt_tokens(result.stderr)
+    # The second turn resends the first question and the 8-token answer with the new one.
+    assert second > first + 8
+
+
+# -- status and models ------------------------------------------------------------------------
+
+
+def test_status_json(url: str, client: LlamaCppClient) -> None:
+    status = ok_json("status", "--url", url)
+    assert status["url"] == url
+    assert status["health"] == {"status": "ok"}
+    [model] = status["models"]
+    assert model["id"] == client.models.list()[0]["id"]
+    assert model["n_embd"] == 64 and model["n_ctx"] == 1024
+    assert [(s["id"], s["state"]) for s in status["slots"]] == [(0, "idle"), (1, "idle")]
+    assert status["slots_disabled"] is None
+    assert status["metrics"]["llamacpp:tokens_predicted_total"] == predicted_total(client)
+    assert status["metrics_disabled"] is None
+
+
+def test_status_table(url: str) -> None:
+    out = ok("status", "--url", url).output
+    for text in ("Health", "ok", "tiny-model.gguf", "n_embd 64", "Slots (0 of 2 busy)", "idle",
+                 "Metrics", "tokens generated", "requests processing"):  # fmt: skip
+        assert text in out, out
+
+
+def test_status_with_metrics_and_slots_disabled(tmp_path: Path) -> None:
+    with start_chat_server(tmp_path, n_parallel=1, metrics=False, slots=False) as server:
+        status = ok_json("status", "--url", server.url)
+        assert status["slots"] is None and status["metrics"] is None
+        assert status["slots_disabled"] == "start with --slots"
+        assert status["metrics_disabled"] == "start with --metrics"
+        out = ok("status", "--url", server.url).output
+        assert "Slots: disabled (start with --slots)" in out
+        assert "Metrics: disabled (start with --metrics)" in out
+
+
+def test_models(url: str, client: LlamaCppClient) -> None:
+    listed = ok_json("models", "--url", url)
+    assert [m["id"] for m in listed] == [m["id"] for m in client.models.list()]
+    assert listed[0]["meta"]["n_embd"] == 64
+    out = ok("models", "--url", url).output
+    assert "n_ctx_train" in out and "2,048" in out and "16.7 MB" in out
+
+
+def test_url_from_the_environment(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLAMA_BASE_URL", url)
+    assert ok_json("status")["url"] == url
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+def test_no_server_is_a_clean_error() -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    for args in (["status"], ["embed", "x"], ["chat", "hi"]):
+        out = clean_failure(*args, "--url", dead)
+        assert f"could not connect to {dead}" in out, out
+        assert "llamatelemetry serve MODEL" in out
+
+
+def test_server_refusal_shows_status_and_message(url: str) -> None:
+    out = clean_failure("rerank", "q", "a", "b", "--url", url)
+    assert "HTTP 501" in out and "Start it with `--reranking`" in out  # the server's words
+
+
+def test_bad_arguments_are_clean_errors(url: str) -> None:
+    assert "--url" in clean_failure("status", "--url", "not-a-url")
+    assert "max_tokens" in clean_failure("chat", "x", "--max-tokens", "0", "--url", url)
+
+
+def test_api_key(key_server: ServerManager) -> None:
+    url = key_server.url
+    out = clean_failure("tokenize", "Hello", "--url", url)
+    assert "HTTP 401" in out and "--api-key" in out
+    wrong = "wrong-key-7d2e"
+    assert wrong not in clean_failure("tokenize", "Hello", "--url", url, "--api-key", wrong)
+    assert ok_json("tokenize", "Hello", "--url", url, "--api-key", API_KEY)[0] == 1
+    result = CliRunner(env={"LLAMA_API_KEY": API_KEY}).invoke(main, ["status", "--url", url])
+    assert result.exit_code == 0, result.output
+    assert API_KEY not in result.output
+
+
+# -- serve ------------------------------------------------------------------------------------
+
+
+def test_serve_errors(tmp_path: Path, tiny_files: TinyModelFiles, url: str) -> None:
+    assert "model file not found: /nonexistent.gguf" in clean_failure("serve", "/nonexistent.gguf")
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model\n")
+    assert "is not a GGUF file" in clean_failure("serve", str(text))
+    model = str(tiny_files.model.path)
+    port = url.rsplit(":", 1)[1]
+    taken = clean_failure("serve", model, "--port", port, "--log-dir", str(tmp_path))
+    assert "already accepts connections" in taken and "--port 0" in taken
+    assert "LoRA adapter not found" in clean_failure("serve", model, "--lora", "/nope.gguf")
+    assert "--server-path" in clean_failure(
+        "serve", model, "--backend", "embedded", "--server-path", sys.executable
+    )
+
+
+def test_serve_runs_until_ctrl_c(tmp_path: Path, tiny_files: TinyModelFiles) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    secret = "serve-secret-91ab"
+    # The shim restores SIGINT's default action: a child of a background job would
+    # inherit an ignored SIGINT and never see the Ctrl-C.
+    shim = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    command = [sys.executable, "-c", shim, str(SCRIPT), "serve", str(tiny_files.model.path),
+               "--port", str(port), "--threads", "1", "--parallel", "2", "--embedding",
+               "--pooling", "mean", "--api-key", secret, "--log-dir", str(tmp_path)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = read_until(process, "Press Ctrl-C to stop.")
+        assert httpx.get(f"{url}/health", trust_env=False).json() == {"status": "ok"}
+        with LlamaCppClient(url, secret) as client:
+            assert len(client.slots.list()) == 2
+            assert len(client.embed("x")) == 64
+        process.send_signal(signal.SIGINT)
+        rest, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    out = ready + rest
+    assert process.returncode == 0, out + err
+    assert f"llama-server ready at {url}" in out
+    assert str(tmp_path / f"llama-server-{port}.log") in out
+    assert "server stopped" in out
+    assert "Traceback" not in out + err
+    assert secret not in out + err
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+
+
+def read_until(process: subprocess.Popen[str], marker: str) -> str:
+    """The process's output up to and including the line with ``marker``."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    while not lines or marker not in lines[-1]:
+        line = process.stdout.readline()
+        assert line, "".join(lines) + process.communicate()[1]  # it exited first
+        lines.append(line)
+    return "".join(lines)
