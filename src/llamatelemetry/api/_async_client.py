@@ -16,7 +16,7 @@ import httpx
 from ._base import Attempts, BaseClient, Call, Flow, Sleep, decoding_error
 from ._convenience import ConvenienceMixin
 from ._errors import APIError
-from ._streaming import AsyncStream, _closing_tasks
+from ._streaming import AsyncStream, close_soon
 from ._transport_errors import translate_transport_error
 
 __all__ = ["AsyncLlamaCppClient"]
@@ -51,9 +51,7 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient):
     ) -> None:
         super().__init__(base_url, api_key, **options)
         self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(
-            limits=self._limits, verify=self._verify, timeout=self.timeout, trust_env=False
-        )
+        self._http = http_client or httpx.AsyncClient(**self._http_options())
 
     async def _execute(self, call: Call[T]) -> T:  # type: ignore[override]
         """Send one call, retrying what is worth retrying; return its parsed answer (or an
@@ -121,12 +119,5 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient):
 
     def __del__(self) -> None:
         # Dropped without aclose(): close the pool on the running loop, when there is one.
-        if not getattr(self, "_owns_http", False) or self._http.is_closed:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        task = loop.create_task(self._http.aclose())
-        _closing_tasks.add(task)
-        task.add_done_callback(_closing_tasks.discard)
+        if getattr(self, "_owns_http", False) and not self._http.is_closed:
+            close_soon(self._http.aclose)

@@ -202,6 +202,11 @@ class BaseClient:
         if api_key:
             self._default_headers["Authorization"] = f"Bearer {api_key}"
 
+    def _http_options(self) -> dict[str, Any]:
+        """How the transport's own httpx client is built (when the user passes none)."""
+        return {"limits": self._limits, "verify": self._verify, "timeout": self.timeout,
+                "trust_env": False}
+
     @property
     def api_key(self) -> str | None:
         return self._api_key

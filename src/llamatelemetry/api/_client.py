@@ -53,9 +53,7 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
     ) -> None:
         super().__init__(base_url, api_key, **options)
         self._owns_http = http_client is None
-        self._http = http_client or httpx.Client(
-            limits=self._limits, verify=self._verify, timeout=self.timeout, trust_env=False
-        )
+        self._http = http_client or httpx.Client(**self._http_options())
 
     def __del__(self) -> None:
         # A client dropped without close() must not leak sockets (nor ResourceWarnings).

@@ -11,7 +11,7 @@ import enum
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
@@ -24,7 +24,9 @@ from ._errors import APIError, APIResponseError, StreamError, StreamInterruptedE
 from ._sse import SSEDecoder
 from ._transport_errors import translate_transport_error
 
-__all__ = ["StreamFormat", "ChunkDecoder", "Stream", "AsyncStream", "StreamObserver"]
+__all__ = [
+    "StreamFormat", "ChunkDecoder", "Stream", "AsyncStream", "StreamObserver", "close_soon",
+]
 
 log = logging.getLogger("llamatelemetry")
 
@@ -291,6 +293,18 @@ class Stream(Closing, Generic[T]):
 _closing_tasks: set[asyncio.Task[None]] = set()
 
 
+def close_soon(aclose: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """From ``__del__``, where nothing can be awaited: run ``aclose()`` on the running
+    loop, if there is one, holding the task so it is not destroyed while pending."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    task = loop.create_task(aclose())
+    _closing_tasks.add(task)
+    task.add_done_callback(_closing_tasks.discard)
+
+
 class AsyncStream(Generic[T]):
     """The async twin of :class:`Stream`: ``async for``, ``async with``, ``aclose()``.
 
@@ -387,13 +401,7 @@ class AsyncStream(Generic[T]):
         # Garbage-collected unclosed: end the telemetry now, and close the response on
         # the running loop when there is one (there is no awaiting in __del__).
         state.notify_closed()
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        task = loop.create_task(self.response.aclose())
-        _closing_tasks.add(task)
-        task.add_done_callback(_closing_tasks.discard)
+        close_soon(self.response.aclose)
 
     async def until_done(self) -> list[T]:
         return [chunk async for chunk in self]

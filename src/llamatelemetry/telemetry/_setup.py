@@ -20,7 +20,6 @@ import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Literal
 
 from opentelemetry import metrics, trace
@@ -38,6 +37,8 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 
+from .._closing import Closing
+
 __all__ = ["setup_telemetry", "TelemetryHandle"]
 
 log = logging.getLogger("llamatelemetry.telemetry")
@@ -47,7 +48,7 @@ DEFAULT_SERVICE_NAME = "llamatelemetry"
 
 
 @dataclass
-class TelemetryHandle:
+class TelemetryHandle(Closing):
     """What ``setup_telemetry`` built; ``shutdown()`` flushes and stops it all."""
 
     tracer_provider: TracerProvider
@@ -67,15 +68,7 @@ class TelemetryHandle:
             close()
         self._closers.clear()
 
-    def __enter__(self) -> TelemetryHandle:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.shutdown()
 
 
