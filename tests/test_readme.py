@@ -56,4 +56,7 @@ def test_readme_examples_run(tiny_files: TinyModelFiles, tmp_path: Path) -> None
     lines = out.getvalue().splitlines()
     assert lines[0] == "Server status: ok"
     assert "Embedding dims: 64" in lines and "Active slots: 4" in lines
+    assert "8 replies, 128 tokens" in lines
+    assert any(re.fullmatch(r"32 tokens, TTFT \d+\.\d ms, \d+ tokens/s", line) for line in lines)
+    assert any(line.startswith("EngineStats(requests=9,") for line in lines)
     assert re.fullmatch(r"\[1(, \d+)+\]", lines[-1])  # tokenize("Hello") with BOS
