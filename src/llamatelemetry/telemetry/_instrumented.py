@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
@@ -78,6 +78,12 @@ class InstrumentedLlamaCppClient(_Instrumented, LlamaCppClient):
 
 class InstrumentedAsyncLlamaCppClient(_Instrumented, AsyncLlamaCppClient):
     """The async twin of :class:`InstrumentedLlamaCppClient` (``await client.chat_completions(...)``)."""
+
+    if TYPE_CHECKING:  # at run time, _Instrumented's returns this transport's coroutine
+
+        async def chat_completions(  # type: ignore[override]
+            self, payload: Mapping[str, Any]
+        ) -> ChatCompletion: ...
 
     async def _execute(self, call: Call[T]) -> T:  # type: ignore[override]
         return await self._telemetry.execute_async(

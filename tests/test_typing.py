@@ -1,0 +1,42 @@
+"""The public API as a type checker sees it: user code in tests/typing_samples/ must pass
+``mypy --strict``, and a misuse must be caught (so the check can fail)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SAMPLES = Path(__file__).parent / "typing_samples"
+
+pytest.importorskip("mypy")
+
+
+def run_mypy(*targets: str, cache: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-error-summary",
+         "--cache-dir", str(cache), *targets],
+        capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_user_code_type_checks(tmp_path: Path) -> None:
+    bad = tmp_path / "misuse.py"
+    bad.write_text(
+        "from llamatelemetry.api import AsyncLlamaCppClient, LlamaCppClient\n"
+        "async def f(client: AsyncLlamaCppClient) -> None:\n"
+        "    count: int = await client.tokenize('x')\n"
+        "    reply = await client.chat.completions.create(messages=[], stream=True)\n"
+        "    print(reply.choices)\n"
+        "def g(client: LlamaCppClient) -> None:\n"
+        "    text: int = client.detokenize([1])\n"
+    )
+    result = run_mypy(str(SAMPLES), str(bad), cache=tmp_path / "cache")
+    errors = [line for line in result.stdout.splitlines() if ": error:" in line]
+    assert all(line.startswith(str(bad)) for line in errors), result.stdout
+    assert len(errors) == 3, result.stdout
+    assert '"list[Any]", variable has type "int"' in result.stdout
+    assert '"AsyncStream[ChatCompletionChunk]" has no attribute "choices"' in result.stdout
+    assert '"str", variable has type "int"' in result.stdout
