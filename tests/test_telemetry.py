@@ -272,3 +272,37 @@ def test_server_metrics_bridge_survives_a_dead_server(providers: Any) -> None:
     assert "llama_cpp.server.generated_tokens" not in found
     assert bridge.scrapes >= 1 and bridge.failures >= 1
     client.close()
+
+
+def test_one_provider_bridges_several_servers(chat_server: ServerManager,
+                                              rerank_server: ServerManager) -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    with LlamaCppClient(chat_server.url) as chat, LlamaCppClient(rerank_server.url) as rank:
+        bridges = [LlamaServerMetrics(chat, interval=0, meter_provider=provider),
+                   LlamaServerMetrics(rank, interval=0, meter_provider=provider)]
+        found = points(reader)
+        ports = sorted(p.attributes["server.port"] for p in found["llama_cpp.server.slots.total"])
+        assert ports == sorted([chat_server.port, rerank_server.port])
+        totals = {p.attributes["server.port"]: p.value
+                  for p in found["llama_cpp.server.slots.total"]}
+        assert totals[chat_server.port] == 4 and totals[rerank_server.port] == 1
+        bridges[1].close()
+        ports_after = [p.attributes["server.port"]
+                       for p in points(reader)["llama_cpp.server.slots.total"] if p.value]
+        assert chat_server.port in ports_after
+    provider.shutdown()
+
+
+def test_per_signal_endpoint_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    with OTLPReceiver() as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.url + "/v1/traces")
+        telemetry = setup_telemetry(set_global=False)
+        try:
+            tracer = telemetry.tracer_provider.get_tracer("t")
+            tracer.start_span("only-traces").end()
+            telemetry.force_flush()
+            assert [s["name"] for s in receiver.spans()] == ["only-traces"]
+            assert receiver.metrics() == {}
+        finally:
+            telemetry.shutdown()

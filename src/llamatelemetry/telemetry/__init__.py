@@ -1,8 +1,15 @@
 """OpenTelemetry for llama.cpp calls, following the GenAI semantic conventions."""
 
+from typing import TYPE_CHECKING
+
 from ._core import CAPTURE_CONTENT_ENV, Telemetry
 from ._instrumented import InstrumentedAsyncLlamaCppClient, InstrumentedLlamaCppClient
 from ._metrics import DURATION_BUCKETS, TOKEN_BUCKETS, TPOT_BUCKETS, TTFT_BUCKETS
+
+if TYPE_CHECKING:  # loaded on use at run time (below); named here for type checkers
+    from ._instrumentor import LlamaCppInstrumentor
+    from ._server_metrics import LlamaServerMetrics
+    from ._setup import TelemetryHandle, setup_telemetry
 
 
 def __getattr__(name: str) -> object:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -54,8 +55,53 @@ SERVER_INSTRUMENTS: tuple[tuple[str, str, str, str, str], ...] = (
 )
 
 
+class _Instruments:
+    """One set of observable instruments per meter, reporting every live bridge on it:
+    OpenTelemetry drops a second instrument of the same name, so bridges must share."""
+
+    def __init__(self, meter: Any) -> None:
+        self.bridges: weakref.WeakSet[LlamaServerMetrics] = weakref.WeakSet()
+        for name, kind, unit, description, sample in SERVER_INSTRUMENTS:
+            create = (meter.create_observable_counter if kind == "counter"
+                      else meter.create_observable_gauge)
+            create(name, callbacks=[self._observer(sample)], unit=unit, description=description)
+        meter.create_observable_gauge(
+            "llama_cpp.server.slots.busy", callbacks=[self._slot_observer(0)], unit="{slot}",
+            description="Slots processing a request.")
+        meter.create_observable_gauge(
+            "llama_cpp.server.slots.total", callbacks=[self._slot_observer(1)], unit="{slot}",
+            description="Slots the server has.")
+
+    def _observer(self, sample: str) -> Any:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            observations = []
+            for bridge in list(self.bridges):
+                value = bridge._scrape()[0].get(sample)
+                if value is not None:
+                    observations.append(Observation(value, bridge._point))
+            return observations
+
+        return observe
+
+    def _slot_observer(self, index: int) -> Any:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            observations = []
+            for bridge in list(self.bridges):
+                slots = bridge._scrape()[1]
+                if slots is not None:
+                    observations.append(Observation(slots[index], bridge._point))
+            return observations
+
+        return observe
+
+
+_instruments: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDictionary()
+_instruments_lock = threading.Lock()
+
+
 class LlamaServerMetrics(Closing):
-    """Observable instruments fed by scraping one llama-server."""
+    """Observable instruments fed by scraping one llama-server; any number of bridges
+    (one per server) can share a meter provider, told apart by ``server.address``/``port``."""
 
     def __init__(
         self,
@@ -76,30 +122,11 @@ class LlamaServerMetrics(Closing):
         self.failures = 0
         self._point = server_attributes(client.base_url)
         meter = get_meter("llamatelemetry.server", __version__, meter_provider=meter_provider)
-        for name, kind, unit, description, sample in SERVER_INSTRUMENTS:
-            create = (meter.create_observable_counter if kind == "counter"
-                      else meter.create_observable_gauge)
-            create(name, callbacks=[self._observer(sample)], unit=unit, description=description)
-        meter.create_observable_gauge(
-            "llama_cpp.server.slots.busy", callbacks=[self._slot_observer(0)], unit="{slot}",
-            description="Slots processing a request.")
-        meter.create_observable_gauge(
-            "llama_cpp.server.slots.total", callbacks=[self._slot_observer(1)], unit="{slot}",
-            description="Slots the server has.")
-
-    def _observer(self, sample: str) -> Any:
-        def observe(options: CallbackOptions) -> Iterable[Observation]:
-            value = self._scrape()[0].get(sample)
-            return [] if value is None else [Observation(value, self._point)]
-
-        return observe
-
-    def _slot_observer(self, index: int) -> Any:
-        def observe(options: CallbackOptions) -> Iterable[Observation]:
-            slots = self._scrape()[1]
-            return [] if slots is None else [Observation(slots[index], self._point)]
-
-        return observe
+        with _instruments_lock:
+            shared = _instruments.get(meter)
+            if shared is None:
+                shared = _instruments[meter] = _Instruments(meter)
+            shared.bridges.add(self)
 
     def _scrape(self) -> tuple[dict[str, float], tuple[int, int] | None]:
         """The latest figures, fetched again when older than ``interval``."""

@@ -78,12 +78,14 @@ def _env(name: str) -> str | None:
 
 
 def _otlp_exporters(endpoint: str | None, protocol: str, headers: Mapping[str, str] | None,
-                    timeout: float | None) -> tuple[SpanExporter, Any] | None:
-    """OTLP span and metric exporters, or None when no endpoint is configured anywhere."""
-    configured = endpoint or _env("OTEL_EXPORTER_OTLP_ENDPOINT") or _env(
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or _env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
-    if not configured:
-        return None
+                    timeout: float | None) -> tuple[SpanExporter | None, Any]:
+    """OTLP span and metric exporters, each None unless an endpoint is configured for it
+    (the argument, ``OTEL_EXPORTER_OTLP_ENDPOINT``, or the signal's own variable)."""
+    common = endpoint or _env("OTEL_EXPORTER_OTLP_ENDPOINT")
+    traces = bool(common or _env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+    metrics_on = bool(common or _env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
+    if not traces and not metrics_on:
+        return None, None
     kwargs: dict[str, Any] = {"headers": dict(headers)} if headers else {}
     if timeout is not None:
         kwargs["timeout"] = timeout
@@ -102,7 +104,8 @@ def _otlp_exporters(endpoint: str | None, protocol: str, headers: Mapping[str, s
             ) from exc
         if endpoint:
             kwargs["endpoint"] = endpoint
-        return GrpcSpanExporter(**kwargs), GrpcMetricExporter(**kwargs)
+        return (GrpcSpanExporter(**kwargs) if traces else None,
+                GrpcMetricExporter(**kwargs) if metrics_on else None)
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -110,7 +113,8 @@ def _otlp_exporters(endpoint: str | None, protocol: str, headers: Mapping[str, s
         base = endpoint.rstrip("/")
         return (OTLPSpanExporter(endpoint=f"{base}/v1/traces", **kwargs),
                 OTLPMetricExporter(endpoint=f"{base}/v1/metrics", **kwargs))
-    return OTLPSpanExporter(**kwargs), OTLPMetricExporter(**kwargs)
+    return (OTLPSpanExporter(**kwargs) if traces else None,
+            OTLPMetricExporter(**kwargs) if metrics_on else None)
 
 
 def _prometheus(port: int, host: str) -> tuple[MetricReader, str, Any]:
@@ -175,11 +179,13 @@ def setup_telemetry(
     closers: list[Any] = []
     prometheus_url = None
     if not disabled:
-        otlp = _otlp_exporters(otlp_endpoint, chosen, headers, export_timeout_s)
-        if otlp is not None:
-            exporters.append(otlp[0])
+        span_exporter, metric_exporter = _otlp_exporters(
+            otlp_endpoint, chosen, headers, export_timeout_s)
+        if span_exporter is not None:
+            exporters.append(span_exporter)
+        if metric_exporter is not None:
             readers.append(PeriodicExportingMetricReader(
-                otlp[1], export_interval_millis=interval_ms))
+                metric_exporter, export_interval_millis=interval_ms))
         if console:
             exporters.append(ConsoleSpanExporter())
             readers.append(PeriodicExportingMetricReader(
