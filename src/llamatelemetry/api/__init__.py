@@ -22,6 +22,7 @@ from ._errors import (
     ServiceUnavailableError,
     StreamError,
     StreamInterruptedError,
+    TLSVerificationError,
     UnprocessableEntityError,
 )
 from ._sse import ServerSentEvent, SSEDecoder
@@ -72,6 +73,7 @@ __all__ = [
     "ServiceUnavailableError",
     "StreamError",
     "StreamInterruptedError",
+    "TLSVerificationError",
     "UnprocessableEntityError",
     # types
     "ChatCompletion",

@@ -64,7 +64,13 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient):
             try:
                 sent = await self._http.send(request, stream=True)
                 if call.stream is not None and sent.status_code < 400:
-                    return AsyncStream(sent, call.stream)  # type: ignore[return-value]
+                    wrong = self._not_a_stream(call, sent)
+                    if wrong is None:
+                        stream = AsyncStream(sent, call.stream)
+                        sent = None  # the stream owns the response now
+                        return stream  # type: ignore[return-value]
+                    await sent.aread()
+                    raise wrong
                 body = await sent.aread()
                 if self._is_success(call, sent.status_code):
                     return self._parse(call, sent, body)
@@ -76,7 +82,7 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient):
             except httpx.DecodingError as exc:
                 raise decoding_error(call, exc) from exc
             finally:
-                if sent is not None and (call.stream is None or sent.status_code >= 400):
+                if sent is not None:
                     await sent.aclose()
             await asyncio.sleep(attempts.delay_or_raise(error))
 

@@ -8,10 +8,9 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
-from typing_extensions import Self
-
 import httpx
 from prometheus_client.samples import Sample
+from typing_extensions import Self
 
 from ._base import BaseClient, Call, Flow, TimeoutTypes
 from ._streaming import AsyncStream

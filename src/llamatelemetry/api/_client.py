@@ -73,7 +73,13 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
             try:
                 sent = self._http.send(request, stream=True)
                 if call.stream is not None and sent.status_code < 400:
-                    return Stream(sent, call.stream)  # type: ignore[return-value]
+                    wrong = self._not_a_stream(call, sent)
+                    if wrong is None:
+                        stream = Stream(sent, call.stream)
+                        sent = None  # the stream owns the response now
+                        return stream  # type: ignore[return-value]
+                    sent.read()
+                    raise wrong
                 body = sent.read()
                 if self._is_success(call, sent.status_code):
                     return self._parse(call, sent, body)
@@ -85,7 +91,7 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
             except httpx.DecodingError as exc:
                 raise decoding_error(call, exc) from exc
             finally:
-                if sent is not None and (call.stream is None or sent.status_code >= 400):
+                if sent is not None:
                     sent.close()
             time.sleep(attempts.delay_or_raise(error))
 

@@ -4,6 +4,7 @@
 LlamaTelemetryError
  ├── APIError                          anything that went wrong talking to the server
  │    ├── APIConnectionError           (also a requests.ConnectionError) refused, reset, dropped
+ │    │    ├── TLSVerificationError    the server's certificate did not verify (not retried)
  │    │    └── StreamInterruptedError  the connection ended mid-stream without its end marker
  │    ├── APITimeoutError              (also a requests.Timeout) connect, read, write or pool timeout
  │    │    └── APIConnectTimeoutError  (also an APIConnectionError) connecting took too long
@@ -37,6 +38,7 @@ __all__ = [
     "APIError",
     "APIConnectionError",
     "StreamInterruptedError",
+    "TLSVerificationError",
     "APITimeoutError",
     "APIConnectTimeoutError",
     "APIResponseError",
@@ -81,6 +83,11 @@ class APIConnectionError(APIError, requests.ConnectionError):
         # requests' base keeps these attributes; ours are not requests objects.
         self.request = None
         self.response = None
+
+
+class TLSVerificationError(APIConnectionError):
+    """The server's TLS certificate did not verify: not retried (it will not change by
+    itself); pass ``verify=`` a CA bundle that signs it."""
 
 
 class StreamInterruptedError(APIConnectionError):

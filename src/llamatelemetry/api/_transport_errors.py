@@ -10,6 +10,7 @@ from ._errors import (
     APIError,
     APITimeoutError,
     StreamInterruptedError,
+    TLSVerificationError,
 )
 
 __all__ = ["translate_transport_error", "is_stale_connection_error"]
@@ -46,6 +47,10 @@ def translate_transport_error(
             method=method,
             url=url,
         )
+    if isinstance(exc, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return TLSVerificationError(
+            f"TLS certificate verification failed{where}: {exc}. Pass verify='/path/to/ca.pem' "
+            "(the CA that signed the server's certificate)", method=method, url=url)
     if isinstance(exc, httpx.ConnectError):
         message = f"could not connect to llama-server{where}: {exc}. Is the server running?"
     else:

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 
 from ._errors import ServerError, ServerStartError
-from ._options import ServerOptions, check_port
+from ._options import ServerOptions, check_port, is_loopback_host
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self needs 3.11
@@ -106,7 +106,12 @@ def _free_port(host: str) -> int:
     """Ask the OS for a port that is free right now on ``host``."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host.strip("[]"), 0))
+        try:
+            sock.bind((host.strip("[]"), 0))
+        except OSError as exc:
+            raise ServerStartError(
+                f"cannot listen on host {host!r}: {exc.strerror or exc}; use an address of "
+                "this machine (127.0.0.1 by default)") from exc
         port: int = sock.getsockname()[1]
         return port
 
@@ -199,6 +204,7 @@ class ServerManager:
         self._process: subprocess.Popen[bytes] | None = None
         self._resolved_backend: Literal["binary", "embedded"] | None = None
         self._log_path: Path | None = None
+        self._log_offset = 0  # where the current run's output starts in the log
         self._lock = threading.RLock()
 
     # -- properties ------------------------------------------------------------------
@@ -234,6 +240,13 @@ class ServerManager:
     def log_path(self) -> Path | None:
         """The file that receives the server's stdout and stderr (None before the first start)."""
         return self._log_path
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last ``lines`` lines the server wrote in its current (or last) run: where
+        the reason for a crash is, once a client has found the server gone."""
+        if self._log_path is None:
+            return ""
+        return _tail(self._log_path, self._log_offset, lines)
 
     @property
     def backend(self) -> str:
@@ -298,6 +311,13 @@ class ServerManager:
             )
             if timeout <= 0:
                 raise ValueError(f"timeout must be positive, got {timeout!r}")
+            if api_key is None and not is_loopback_host(self._host):
+                logger.warning(
+                    "llama-server will listen on %s, reachable from other machines, without an "
+                    "API key: anyone who can reach the port can use the model. Pass "
+                    "api_key=... (clients send it as a Bearer token), or bind 127.0.0.1.",
+                    self._host,
+                )
             self._timeout = timeout  # restart() waits as long
             self._launch(options, timeout)
 
@@ -317,8 +337,9 @@ class ServerManager:
                 return
             if process.poll() is not None:
                 logger.warning(
-                    "llama-server pid %d had already exited with status %s; see %s",
-                    process.pid, process.returncode, self._log_path,
+                    "llama-server pid %d had already exited (%s); last lines of %s:\n%s",
+                    process.pid, _exit_status(process.returncode), self._log_path,
+                    self.log_tail(),
                 )  # fmt: skip
             else:
                 logger.info("stopping llama-server pid %d at %s", process.pid, self.url)
@@ -342,6 +363,9 @@ class ServerManager:
                     )
                     _send(process, force=True)
                     process.wait()
+            # Whatever the server left behind in its process group (a wrapper script's
+            # children, say) must not outlive it as orphans.
+            _kill_group_leftovers(process)
         finally:
             self._process = None
             with _running_lock:
@@ -491,6 +515,7 @@ class ServerManager:
                 self._options = options
                 self._resolved_backend = backend
                 self._log_path = log_path
+                self._log_offset = offset
                 with _running_lock:
                     _running.add(self)
             except BaseException:
@@ -574,6 +599,27 @@ def _release_sigint(held: Any) -> None:
 
 def _replace_port(options: ServerOptions, port: int) -> ServerOptions:
     return dataclasses.replace(options, port=port)
+
+
+def _exit_status(returncode: int | None) -> str:
+    """``status 1`` or ``killed by SIGKILL``: how a child process ended."""
+    if returncode is not None and returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"status {returncode}"
+
+
+def _kill_group_leftovers(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL what is left of the server's process group once its leader has exited
+    (POSIX; the group exists only while a member does, so usually there is nothing)."""
+    if os.name != "posix":
+        return
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _send(process: subprocess.Popen[bytes], *, force: bool) -> None:

@@ -14,13 +14,14 @@ variable (see `ServerOptions.child_env`), so it never shows up in ``ps`` or in a
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["API_KEY_ENV", "POOLING_TYPES", "ServerOptions", "check_port"]
+__all__ = ["API_KEY_ENV", "POOLING_TYPES", "ServerOptions", "check_port", "is_loopback_host"]
 
 #: llama-server's ``--pooling`` values (and the `xllamacpp.llama_pooling_type` suffixes).
 POOLING_TYPES = ("none", "mean", "cls", "last", "rank")
@@ -42,6 +43,22 @@ def check_port(port: int) -> int:
     if not 0 <= port <= 65535:
         raise ValueError(f"port must be in 0..65535 (0 = pick a free port), got {port!r}")
     return port
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a server bound to ``host`` is reachable from this machine only.
+
+    ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``) are; wildcards
+    (``0.0.0.0``, ``::``), other addresses and other host names (which resolve to an
+    interface other machines can reach) are not.
+    """
+    name = host.strip().strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)

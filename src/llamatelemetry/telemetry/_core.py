@@ -174,7 +174,10 @@ class Telemetry:
         except Exception:  # noqa: BLE001
             log.debug("could not record telemetry", exc_info=True)
         finally:
-            span.end()
+            try:
+                span.end()
+            except Exception:  # noqa: BLE001 - a faulty span processor is not the caller's problem
+                log.debug("a span processor failed", exc_info=True)
 
 
 def _text_of(result: Any) -> str | None:
