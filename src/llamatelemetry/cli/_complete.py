@@ -22,7 +22,8 @@ def _as_json(response: NativeCompletion) -> dict[str, Any]:
         "stop_type": response.stop_type,
         "prompt_tokens": response.tokens_evaluated,
         "completion_tokens": response.tokens_predicted,
-        "cached_tokens": response.tokens_cached,
+        # prompt tokens reused from the slot's cache (tokens_cached counts the whole slot)
+        "cached_tokens": response.timings.cache_n if response.timings else None,
         "model": response.model,
         "timings": response.timings.model_dump() if response.timings else None,
     }

@@ -235,8 +235,8 @@ def serve(
         except KeyboardInterrupt:
             print_interrupted(err_console(), "the server was stopped before it was ready.")
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
-        _print_ready(console, manager, seconds)
-        try:
+        try:  # a stop signal may land while the ready lines are printed
+            _print_ready(console, manager, seconds)
             _wait(manager)
         except KeyboardInterrupt:
             manager.stop()
