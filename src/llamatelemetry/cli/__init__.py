@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .._version import __version__
+from ._bench import bench
 from ._chat import chat
 from ._complete import complete
 from ._demo import demo
@@ -33,9 +34,10 @@ def main() -> None:
 
     Serve a model with `llamatelemetry serve MODEL.gguf`, then talk to it with `chat`,
     `complete`, `embed`, `tokenize`, `rerank`, `status` and `models` (they take --url,
-    default $LLAMA_BASE_URL or http://127.0.0.1:8080).
+    default $LLAMA_BASE_URL or http://127.0.0.1:8080). Measure a server under load with
+    `llamatelemetry bench`.
     """
 
 
-for _command in (demo, serve, chat, complete, embed, tokenize, rerank, status, models):
+for _command in (demo, serve, chat, complete, embed, tokenize, rerank, status, models, bench):
     main.add_command(_command)

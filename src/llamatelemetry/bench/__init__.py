@@ -1,0 +1,59 @@
+"""A load generator for llama-server: what ``llamatelemetry bench`` runs.
+
+```python
+import asyncio
+from llamatelemetry.bench import Workload, open_client, run_sweep, synthetic_prompts
+
+async def main() -> None:
+    async with open_client("http://127.0.0.1:8080", concurrency=4) as client:
+        prompts = await synthetic_prompts(client, count=32, tokens=128)
+        workload = Workload(prompts, max_tokens=128, stream=True)
+        for run in await run_sweep(client, workload, [1, 2, 4]):
+            print(run.concurrency, run.output_throughput, run.summary("ttft"))
+
+asyncio.run(main())
+```
+
+Each `RunResult` holds every request's `RequestRecord`, client-measured (TTFT, ITL, TPOT,
+end-to-end) and server-reported (llama.cpp's ``timings``) side by side; ``summary()`` gives
+mean, median, p90 and p99 in milliseconds and ``to_dict()`` the JSON that ``--json`` prints.
+"""
+
+from ._load import (
+    METRIC_TITLES,
+    METRICS,
+    RequestRecord,
+    RunResult,
+    Workload,
+    open_client,
+    run_load,
+    run_sweep,
+)
+from ._plot import plot_results
+from ._prompts import (
+    Messages,
+    load_prompts_file,
+    repeat_prompts,
+    synthetic_prompts,
+    tokens_per_word,
+)
+from ._stats import Summary, percentile
+
+__all__ = [
+    "METRICS",
+    "METRIC_TITLES",
+    "Messages",
+    "RequestRecord",
+    "RunResult",
+    "Summary",
+    "Workload",
+    "load_prompts_file",
+    "open_client",
+    "percentile",
+    "plot_results",
+    "repeat_prompts",
+    "run_load",
+    "run_sweep",
+    "synthetic_prompts",
+    "tokens_per_word",
+]

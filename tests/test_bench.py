@@ -1,0 +1,369 @@
+"""``llamatelemetry.bench`` and ``llamatelemetry bench`` against the real tiny-model server.
+
+The tiny model never emits its end-of-sequence token, so every request generates exactly
+``max_tokens`` tokens: counts can be checked to the token.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from hypothesis import given
+from hypothesis import strategies as st
+
+from llamatelemetry.api import APIConnectionError, AsyncLlamaCppClient
+from llamatelemetry.bench import (
+    METRICS,
+    RequestRecord,
+    RunResult,
+    Summary,
+    Workload,
+    load_prompts_file,
+    open_client,
+    percentile,
+    repeat_prompts,
+    run_load,
+    run_sweep,
+    synthetic_prompts,
+)
+from llamatelemetry.cli import main
+from llamatelemetry.server import ServerManager
+from llamatelemetry.testing import TinyModelFiles, start_chat_server
+from llamatelemetry.testing._otlp import OTLPReceiver
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MESSAGES = [{"role": "user", "content": "Say something."}]
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(main, ["bench", *args])
+
+
+def ok_json(*args: str) -> dict[str, Any]:
+    result = invoke(*args, "--json")
+    assert result.exit_code == 0, result.output
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def dead_url() -> str:
+    """A loopback URL where nothing listens."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def assert_ordered(summary: dict[str, Any] | Summary) -> None:
+    s = summary if isinstance(summary, dict) else summary.to_dict()
+    assert s["min"] <= s["median"] <= s["p90"] <= s["p99"] <= s["max"]
+    assert s["min"] <= s["mean"] <= s["max"]
+
+
+# -- statistics ------------------------------------------------------------------------
+
+
+def test_percentiles_interpolate_linearly() -> None:
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert percentile([float(v) for v in range(1, 11)], 90) == pytest.approx(9.1)
+    assert percentile([7.0], 99) == 7.0
+    summary = Summary.of([3.0, 1.0, 2.0])
+    assert summary is not None
+    assert (summary.count, summary.min, summary.median, summary.max) == (3, 1.0, 2.0, 3.0)
+    assert Summary.of([]) is None
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+@given(st.lists(st.floats(min_value=0, max_value=1e6, allow_nan=False), min_size=1))
+def test_percentiles_are_ordered(values: list[float]) -> None:
+    summary = Summary.of(values)
+    assert summary is not None
+    assert_ordered(summary)
+
+
+# -- the library -----------------------------------------------------------------------
+
+
+async def test_streamed_run_counts_and_orders(chat_server: ServerManager) -> None:
+    async with open_client(chat_server.url, concurrency=2) as client:
+        prompts = await synthetic_prompts(client, 8, tokens=32, seed=3)
+        assert len({p[0]["content"] for p in prompts}) == 8  # distinct: no shared cache
+        result = await run_load(client, Workload(prompts, max_tokens=8), concurrency=2)
+
+    assert (result.requests, result.completed, result.errors) == (8, 8, 0)
+    assert result.output_tokens == 8 * 8
+    for record in result.records:
+        assert record.ok and record.output_tokens == 8
+        assert record.prompt_tokens is not None and 24 <= record.prompt_tokens <= 32 * 1.3 + 32
+        assert record.ttft is not None and record.server_ttft is not None
+        assert record.ttft >= record.server_ttft
+        assert record.server_latency is not None and record.latency >= record.server_latency
+        assert 1 <= len(record.itl) <= 7
+        assert record.tpot is not None and record.server_tpot is not None
+    for metric in METRICS:
+        client_side = result.summary(metric, "client")
+        assert client_side is not None
+        assert_ordered(client_side)
+        server_side = result.summary(metric, "server")
+        if metric == "itl":
+            assert server_side is None
+        else:
+            assert server_side is not None and server_side.count == 8
+            assert_ordered(server_side)
+    assert result.duration > 0 and result.request_throughput > 0
+    assert result.output_throughput == pytest.approx(64 / result.duration)
+
+
+async def test_unstreamed_run_has_no_client_ttft(chat_server: ServerManager) -> None:
+    async with open_client(chat_server.url, concurrency=2) as client:
+        result = await run_load(client, Workload([MESSAGES] * 4, max_tokens=4, stream=False,
+                                                 warmup=0), concurrency=2)
+    assert (result.completed, result.output_tokens) == (4, 16)
+    assert result.summary("ttft") is None and result.summary("itl") is None
+    assert result.summary("tpot") is None
+    ttft = result.summary("ttft", "server")
+    e2e = result.summary("e2e")
+    assert ttft is not None and e2e is not None and e2e.count == 4
+    assert all(r.server_latency is not None and r.latency >= r.server_latency
+               for r in result.records)
+
+
+async def test_sweep_gives_one_result_per_level(chat_server: ServerManager) -> None:
+    levels_seen: list[int] = []
+    done: list[int] = []
+    async with open_client(chat_server.url, concurrency=3) as client:
+        results = await run_sweep(
+            client, Workload([MESSAGES] * 5, max_tokens=2), [1, 3],
+            on_level=levels_seen.append, on_request=lambda r: done.append(r.index),
+        )
+    assert [r.concurrency for r in results] == levels_seen == [1, 3]
+    assert all(r.completed == 5 for r in results)
+    assert sorted(done) == sorted([*range(5), *range(5)])
+
+
+async def test_unreachable_server_makes_every_request_an_error() -> None:
+    async with open_client(dead_url(), concurrency=2) as client:
+        result = await run_load(client, Workload([MESSAGES] * 3, max_tokens=2), concurrency=2)
+    assert (result.requests, result.completed, result.errors) == (3, 0, 3)
+    assert result.error_types() == {APIConnectionError.__name__: 3}
+    assert result.summary("e2e") is None
+    assert result.output_throughput == 0.0
+
+
+async def test_server_gone_mid_run_counts_the_rest_as_errors(tmp_path: Path) -> None:
+    with start_chat_server(tmp_path, n_parallel=1) as server:
+
+        def stop_after_second(record: RequestRecord) -> None:
+            if record.index == 1:
+                server.stop()  # runs before the next request starts (concurrency 1)
+
+        async with open_client(server.url) as client:
+            result = await run_load(client, Workload([MESSAGES] * 6, max_tokens=2, warmup=0),
+                                    concurrency=1, on_request=stop_after_second)
+    assert (result.requests, result.completed, result.errors) == (6, 2, 4)
+    assert [r.ok for r in result.records] == [True, True, False, False, False, False]
+    assert result.output_tokens == 2 * 2
+    assert set(result.error_types()) == {APIConnectionError.__name__}
+
+
+def test_prompt_files(tmp_path: Path) -> None:
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"prompt": "one"}\n\n{"messages": [{"role": "user", "content": "two"}]}\n')
+    prompts = load_prompts_file(path)
+    assert prompts == [[{"role": "user", "content": "one"}], [{"role": "user", "content": "two"}]]
+    assert [p[0]["content"] for p in repeat_prompts(prompts, 5)] == ["one", "two"] * 2 + ["one"]
+    path.write_text('{"prompt": "one"}\n{"text": "no"}\n')
+    with pytest.raises(ValueError, match=r"prompts.jsonl:2"):
+        load_prompts_file(path)
+    path.write_text('{"messages": [{"role": "robot", "content": "x"}]}\n')
+    with pytest.raises(ValueError, match=r":1: .*role"):
+        load_prompts_file(path)
+
+
+def test_workload_refuses_nonsense() -> None:
+    with pytest.raises(ValueError):
+        Workload([])
+    with pytest.raises(ValueError):
+        Workload([MESSAGES], max_tokens=0)
+
+
+async def test_open_client_is_instrumented_only_when_asked() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from llamatelemetry.telemetry import InstrumentedAsyncLlamaCppClient
+
+    async with open_client("http://127.0.0.1:9", concurrency=3) as client:
+        assert type(client) is AsyncLlamaCppClient and client.max_retries == 0
+    tracer_provider, meter_provider = TracerProvider(), MeterProvider()
+    async with open_client("http://127.0.0.1:9", tracer_provider=tracer_provider,
+                           meter_provider=meter_provider) as client:
+        assert isinstance(client, InstrumentedAsyncLlamaCppClient)
+    tracer_provider.shutdown()
+    meter_provider.shutdown()
+
+
+# -- the command -----------------------------------------------------------------------
+
+
+def test_json_results(chat_server: ServerManager) -> None:
+    data = ok_json("--url", chat_server.url, "-n", "6", "-c", "1,2", "--max-tokens", "5",
+                   "--prompt-tokens", "16", "--seed", "7")
+    assert data["url"] == chat_server.url
+    assert data["config"]["concurrency"] == [1, 2]
+    assert data["config"]["prompt_tokens"] == 16 and data["config"]["seed"] == 7
+    assert data["model"] and data["started_at"]
+    assert [run["concurrency"] for run in data["runs"]] == [1, 2]
+    for run in data["runs"]:
+        assert run["completed"] + run["errors"] == run["requests"] == 6
+        assert run["errors"] == 0 and run["output_tokens"] == 6 * 5
+        assert run["request_throughput"] > 0 and run["output_throughput"] > 0
+        assert set(run["metrics"]) == {"ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"}
+        for metric, sides in run["metrics"].items():
+            assert_ordered(sides["client"])
+            if metric == "itl_ms":
+                assert sides["server"] is None
+            else:
+                assert_ordered(sides["server"])
+        assert run["metrics"]["e2e_ms"]["client"]["count"] == 6
+        requests = run["per_request"]
+        assert [r["index"] for r in requests] == list(range(6))
+        assert all(r["ok"] and r["output_tokens"] == 5 for r in requests)
+        assert all(r["e2e_ms"] >= r["server_e2e_ms"] for r in requests)
+
+
+def test_human_output_and_plot(chat_server: ServerManager, tmp_path: Path) -> None:
+    plot = tmp_path / "bench.png"
+    result = invoke("--url", chat_server.url, "-n", "4", "-c", "1,2", "--max-tokens", "4",
+                    "--prompt-tokens", "8", "--plot", str(plot))
+    assert result.exit_code == 0, result.output
+    for text in ("Concurrency 1", "Concurrency 2", "Time to first token", "Inter-token",
+                 "client", "server", "req/s", "Concurrency sweep"):
+        assert text in result.stdout
+    assert "Traceback" not in result.output
+    assert plot.read_bytes().startswith(PNG_SIGNATURE)
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(plot)
+    assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100
+
+
+def test_unstreamed_plot(chat_server: ServerManager, tmp_path: Path) -> None:
+    plot = tmp_path / "whole.png"
+    data = ok_json("--url", chat_server.url, "-n", "3", "--max-tokens", "3", "--no-stream",
+                   "--prompt-tokens", "8", "--plot", str(plot))
+    run = data["runs"][0]
+    assert run["metrics"]["ttft_ms"]["client"] is None
+    assert run["metrics"]["ttft_ms"]["server"]["count"] == 3
+    assert plot.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_prompts_file(chat_server: ServerManager, tmp_path: Path) -> None:
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(json.dumps({"prompt": "Hello there, how are you today?"}) + "\n"
+                    + json.dumps({"messages": [{"role": "system", "content": "Be brief."},
+                                               {"role": "user", "content": "Hi"}]}) + "\n")
+    data = ok_json("--url", chat_server.url, "-n", "4", "--max-tokens", "2",
+                   "--prompts-file", str(path))
+    assert data["config"]["prompts_file"] == str(path)
+    assert data["config"]["prompt_tokens"] is None
+    tokens = [r["prompt_tokens"] for r in data["runs"][0]["per_request"]]
+    assert tokens[0] == tokens[2] and tokens[1] == tokens[3] and tokens[0] != tokens[1]
+
+
+def test_bad_prompts_file_is_a_clean_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text("not json\n")
+    result = invoke("--url", dead_url(), "--prompts-file", str(path))
+    assert result.exit_code == 1
+    assert "bad.jsonl:1" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"], ["--prompts-file"]])
+def test_nothing_listening_is_a_clean_failure(tmp_path: Path, extra: list[str]) -> None:
+    if extra == ["--prompts-file"]:
+        path = tmp_path / "p.jsonl"
+        path.write_text('{"prompt": "hi"}\n')
+        extra = ["--prompts-file", str(path)]
+    url = dead_url()
+    result = invoke("--url", url, "-n", "3", *extra)
+    assert result.exit_code == 1, result.output
+    assert "Error: " in result.output and "Traceback" not in result.output
+    assert url in result.output
+    assert result.stdout == ""  # no JSON: the prompt calibration needs the server, and failed
+    if "--prompts-file" in extra:  # no calibration: every request was sent, and failed
+        assert "all 3 requests" in result.output
+
+
+def test_every_failed_request_is_in_the_json(tmp_path: Path) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "hi"}\n')
+    result = invoke("--url", dead_url(), "-n", "3", "-c", "2", "--prompts-file", str(path),
+                    "--json")
+    assert result.exit_code == 1
+    run = json.loads(result.stdout)["runs"][0]
+    assert (run["requests"], run["completed"], run["errors"]) == (3, 0, 3)
+    assert run["error_types"] == {"APIConnectionError": 3}
+    assert "all 3 requests" in result.stderr
+
+
+def test_spans_exported_over_otlp(chat_server: ServerManager) -> None:
+    with OTLPReceiver() as receiver:
+        data = ok_json("--url", chat_server.url, "-n", "3", "--max-tokens", "2",
+                       "--prompt-tokens", "8", "--warmup", "1",
+                       "--otlp-endpoint", receiver.url)
+        assert data["runs"][0]["completed"] == 3
+        spans = receiver.spans()
+    chats = [s for s in spans if s["name"].startswith("chat")]
+    assert len(chats) == 3 + 1  # the warm-up request is a span too
+    assert all(s["attributes"]["gen_ai.request.max_tokens"] == 2 for s in chats)
+    assert any(s["name"].startswith("tokenize") for s in spans)  # the prompt calibration
+
+
+def test_otlp_endpoint_without_a_collector_fails_before_the_run() -> None:
+    result = invoke("--url", dead_url(), "--otlp-endpoint", dead_url())
+    assert result.exit_code == 1
+    assert "no collector answers" in result.output and "Traceback" not in result.output
+
+
+def test_model_option_starts_a_server(tiny_files: TinyModelFiles) -> None:
+    data = ok_json("--model", str(tiny_files.model.path), "--threads", "1", "-n", "4",
+                   "-c", "2", "--max-tokens", "3", "--prompt-tokens", "8")
+    run = data["runs"][0]
+    assert (run["completed"], run["output_tokens"]) == (4, 12)
+    assert data["url"].startswith("http://127.0.0.1:")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--url", "http://127.0.0.1:9", "--model", "m.gguf"], "--url and --model"),
+        (["--threads", "2"], "--model"),
+        (["--prompt-tokens", "8", "--prompts-file", __file__], "use one"),
+        (["--url", "not a url"], "--url"),
+    ],
+)
+def test_conflicting_options(args: list[str], message: str) -> None:
+    result = invoke(*args)
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("levels", ["0", "a", "1,,2", "99999"])
+def test_bad_concurrency_is_a_usage_error(levels: str) -> None:
+    result = invoke("-c", levels)
+    assert result.exit_code == 2
+    assert "--concurrency" in result.output
+
+
+def test_run_result_json_is_serializable() -> None:
+    result = RunResult(1, True, 4, [], 0.0)
+    data = result.to_dict()
+    assert data["requests"] == data["completed"] == data["errors"] == 0
+    json.dumps(data)
