@@ -1,5 +1,5 @@
 """Telemetry overhead: InstrumentedLlamaCppClient with a real SDK pipeline (batch span
-processor and periodic metric reader, both exporting OTLP to a local receiver) against the
+processor and periodic metric reader, both exporting OTLP to a local collector in its own process) against the
 bare LlamaCppClient, on the same tiny-model llama.cpp server, interleaved.
 
     python benchmarks/bench_telemetry.py [--rounds 15] [--ops 50]
@@ -10,14 +10,17 @@ Target (issue 5): instrumented / bare <= 1.10 per call and per stream.
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import tempfile
+
+import httpx
 
 from _harness import compare, machine, report
 
 from llamatelemetry.api import LlamaCppClient
 from llamatelemetry.telemetry import InstrumentedLlamaCppClient, setup_telemetry
 from llamatelemetry.testing import start_chat_server
-from llamatelemetry.testing._otlp import OTLPReceiver
 
 MESSAGES = [{"role": "user", "content": "Say something."}]
 
@@ -29,9 +32,14 @@ def main() -> None:
     parser.add_argument("--stream-tokens", type=int, default=32)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp, start_chat_server(tmp) as server, \
-            OTLPReceiver() as receiver:
-        telemetry = setup_telemetry("bench", otlp_endpoint=receiver.url, set_global=False,
+    # The collector runs in its own process, as it would in production: decoding what it
+    # receives is its work, not the application's.
+    collector = subprocess.Popen([sys.executable, "-m", "llamatelemetry.testing._otlp"],
+                                 stdout=subprocess.PIPE, text=True)
+    assert collector.stdout is not None
+    collector_url = collector.stdout.readline().strip()
+    with tempfile.TemporaryDirectory() as tmp, start_chat_server(tmp) as server:
+        telemetry = setup_telemetry("bench", otlp_endpoint=collector_url, set_global=False,
                                     export_interval_s=1.0)
         bare = LlamaCppClient(server.url)
         instrumented = InstrumentedLlamaCppClient(
@@ -54,12 +62,15 @@ def main() -> None:
                           ops=max(args.ops // 5, 5), rounds=args.rounds, warmup=5)
         r2 = report(f"streamed chat, {args.stream_tokens} tokens", streams, "bare", "<= 1.10")
         telemetry.force_flush()
-        print(f"\nexported spans: {len(receiver.spans())}")
+        print(f"\nexported spans: {httpx.get(collector_url).json()['spans']}")
         print(f"verdict: per call {r1:.3f} {'OK' if r1 <= 1.10 else 'OVER'}, "
               f"per stream {r2:.3f} {'OK' if r2 <= 1.10 else 'OVER'}")
         telemetry.shutdown()
         bare.close()
         instrumented.close()
+    collector.terminate()
+    collector.wait()
+    collector.stdout.close()
 
 
 if __name__ == "__main__":

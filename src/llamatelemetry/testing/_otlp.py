@@ -15,6 +15,7 @@ application sees when telemetry export goes wrong.
 from __future__ import annotations
 
 import gzip
+import json
 import threading
 import time
 import zlib
@@ -64,6 +65,15 @@ class OTLPReceiver(Closing):
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            def do_GET(self) -> None:  # noqa: N802 - what a separate process reports
+                body = json.dumps({"spans": len(receiver.spans()),
+                                   "requests": len(receiver.requests)}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -137,3 +147,11 @@ class OTLPReceiver(Closing):
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+if __name__ == "__main__":  # a collector in its own process: prints its URL, serves until killed
+    import signal
+
+    with OTLPReceiver() as _receiver:
+        print(_receiver.url, flush=True)
+        signal.sigwait({signal.SIGTERM, signal.SIGINT})
