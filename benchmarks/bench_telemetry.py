@@ -39,8 +39,7 @@ def main() -> None:
     assert collector.stdout is not None
     collector_url = collector.stdout.readline().strip()
     with tempfile.TemporaryDirectory() as tmp, start_chat_server(tmp) as server:
-        telemetry = setup_telemetry("bench", otlp_endpoint=collector_url, set_global=False,
-                                    export_interval_s=1.0)
+        telemetry = setup_telemetry("bench", otlp_endpoint=collector_url, set_global=False)  # SDK defaults
         bare = LlamaCppClient(server.url)
         instrumented = InstrumentedLlamaCppClient(
             server.url, tracer_provider=telemetry.tracer_provider,
