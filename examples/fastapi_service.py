@@ -23,8 +23,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
@@ -35,7 +34,7 @@ from opentelemetry.trace import SpanKind, StatusCode, TracerProvider
 from pydantic import BaseModel, Field
 
 from llamatelemetry.telemetry import InstrumentedAsyncLlamaCppClient, setup_telemetry
-
+from llamatelemetry.testing import url_or_tiny_server
 
 #: Whether this FastAPI traces requests natively (``FastAPI(telemetry={...})``).
 FASTAPI_TRACES = "telemetry" in inspect.signature(FastAPI).parameters
@@ -150,18 +149,8 @@ def create_app(
     return app
 
 
-@contextlib.contextmanager
-def llama_server_url() -> Iterator[str]:
-    """$LLAMA_BASE_URL, or the URL of the built-in tiny model served for this run."""
-    url = os.environ.get("LLAMA_BASE_URL")
-    if url:
-        yield url
-        return
-    from llamatelemetry.testing import start_chat_server
-
-    with tempfile.TemporaryDirectory() as tmp, start_chat_server(tmp) as server:
-        print(f"(no LLAMA_BASE_URL: serving the built-in tiny model at {server.url})", flush=True)
-        yield server.url
+def announce(url: str) -> None:
+    print(f"(no LLAMA_BASE_URL: serving the built-in tiny model at {url})", flush=True)
 
 
 def main() -> None:
@@ -169,7 +158,7 @@ def main() -> None:
 
     telemetry = setup_telemetry(service_name=os.environ.get("OTEL_SERVICE_NAME", "fastapi-example"))
     try:
-        with llama_server_url() as url:
+        with url_or_tiny_server(announce=announce) as url:
             port = int(os.environ.get("PORT", "8000"))
             uvicorn.run(create_app(url), host="127.0.0.1", port=port, log_level="info")
     finally:

@@ -13,10 +13,7 @@ docs/deployment.md. Without LLAMA_BASE_URL the built-in tiny model is served for
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from collections.abc import Iterator
 
 from opentelemetry import trace
 
@@ -26,22 +23,13 @@ from llamatelemetry.telemetry import (
     LlamaServerMetrics,
     setup_telemetry,
 )
+from llamatelemetry.testing import url_or_tiny_server
 
 QUESTIONS = ["What is a GGUF file?", "Why quantize a model?", "What does a KV cache hold?"]
 
 
-@contextlib.contextmanager
-def llama_server_url() -> Iterator[str]:
-    """$LLAMA_BASE_URL, or the URL of the built-in tiny model served for this run."""
-    url = os.environ.get("LLAMA_BASE_URL")
-    if url:
-        yield url
-        return
-    from llamatelemetry.testing import start_chat_server
-
-    with tempfile.TemporaryDirectory() as tmp, start_chat_server(tmp) as server:
-        print(f"(no LLAMA_BASE_URL: serving the built-in tiny model at {server.url})")
-        yield server.url
+def announce(url: str) -> None:
+    print(f"(no LLAMA_BASE_URL: serving the built-in tiny model at {url})")
 
 
 def main() -> None:
@@ -53,7 +41,7 @@ def main() -> None:
         export_timeout_s=10,
     )
     tracer = trace.get_tracer("otlp-example")
-    with llama_server_url() as url:
+    with url_or_tiny_server(announce=announce) as url:
         bridge = LlamaServerMetrics(LlamaCppClient(base_url=url), interval=5.0)
         with InstrumentedLlamaCppClient(base_url=url) as client:
             for question in QUESTIONS:

@@ -8,30 +8,16 @@ everything else) is served for the run; that needs the ``server`` extra.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
-from collections.abc import Iterator
-
 from llamatelemetry.api import LlamaCppClient, NotSupportedError
+from llamatelemetry.testing import url_or_tiny_server
 
 
-@contextlib.contextmanager
-def llama_server_url() -> Iterator[str]:
-    """$LLAMA_BASE_URL, or the URL of the built-in tiny model served for this run."""
-    url = os.environ.get("LLAMA_BASE_URL")
-    if url:
-        yield url
-        return
-    from llamatelemetry.testing import start_chat_server
-
-    with tempfile.TemporaryDirectory() as tmp, start_chat_server(tmp) as server:
-        print(f"(no LLAMA_BASE_URL: serving the built-in tiny model at {server.url})")
-        yield server.url
+def announce(url: str) -> None:
+    print(f"(no LLAMA_BASE_URL: serving the built-in tiny model at {url})")
 
 
 def main() -> None:
-    with llama_server_url() as url, LlamaCppClient(base_url=url) as client:
+    with url_or_tiny_server(announce=announce) as url, LlamaCppClient(base_url=url) as client:
         print(f"health: {client.health.check()['status']}")
 
         reply = client.chat.completions.create(

@@ -11,29 +11,16 @@ Needs the ``otel`` extra.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 import time
-from collections.abc import Iterator
 
 from opentelemetry import trace
 
 from llamatelemetry.telemetry import InstrumentedLlamaCppClient, setup_telemetry
+from llamatelemetry.testing import url_or_tiny_server
 
 
-@contextlib.contextmanager
-def llama_server_url() -> Iterator[str]:
-    """$LLAMA_BASE_URL, or the URL of the built-in tiny model served for this run."""
-    url = os.environ.get("LLAMA_BASE_URL")
-    if url:
-        yield url
-        return
-    from llamatelemetry.testing import start_chat_server
-
-    with tempfile.TemporaryDirectory() as tmp, start_chat_server(tmp) as server:
-        print(f"(no LLAMA_BASE_URL: serving the built-in tiny model at {server.url})")
-        yield server.url
+def announce(url: str) -> None:
+    print(f"(no LLAMA_BASE_URL: serving the built-in tiny model at {url})")
 
 
 def main() -> None:
@@ -41,7 +28,7 @@ def main() -> None:
     telemetry = setup_telemetry(service_name="streaming-example", console=True)
     tracer = trace.get_tracer("streaming-example")
     try:
-        with llama_server_url() as url, InstrumentedLlamaCppClient(base_url=url) as client:
+        with url_or_tiny_server(announce=announce) as url, InstrumentedLlamaCppClient(base_url=url) as client:
             with tracer.start_as_current_span("tell-a-story"):
                 started = time.perf_counter()
                 first_token_at = None

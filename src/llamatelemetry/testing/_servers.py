@@ -11,10 +11,11 @@ or even per test when it needs a pristine server.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -22,7 +23,13 @@ from ..server import ServerManager
 from ..server._manager import Backend
 from ._gguf import TinyModel, build_tiny_lora, build_tiny_model
 
-__all__ = ["TinyModelFiles", "build_tiny_files", "start_chat_server", "start_rerank_server"]
+__all__ = [
+    "TinyModelFiles",
+    "build_tiny_files",
+    "start_chat_server",
+    "start_rerank_server",
+    "url_or_tiny_server",
+]
 
 T = TypeVar("T")
 MODEL_FILE = "tiny-model.gguf"
@@ -124,3 +131,20 @@ def _started(
     manager = ServerManager(port=0, backend=backend, log_dir=directory / "logs")
     manager.start(model_path, **options)
     return manager
+
+
+@contextlib.contextmanager
+def url_or_tiny_server(
+    env: str = "LLAMA_BASE_URL", *, announce: Callable[[str], None] | None = None
+) -> Iterator[str]:
+    """The server URL in ``$env`` or, when it is unset, the URL of a tiny-model chat server
+    started for the ``with`` block (and stopped after it): scripts then run anywhere.
+    ``announce`` is told the URL of a server started this way."""
+    url = os.environ.get(env)
+    if url:
+        yield url
+        return
+    with tempfile.TemporaryDirectory() as tmp, start_chat_server(tmp) as server:
+        if announce is not None:
+            announce(server.url)
+        yield server.url
