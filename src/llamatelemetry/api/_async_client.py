@@ -8,11 +8,11 @@ coroutine of this transport's ``_execute``.
 from __future__ import annotations
 
 import asyncio
-from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
 
+from .._closing import AsyncClosing
 from ._base import Attempts, BaseClient, Call, Flow, Sleep, decoding_error
 from ._convenience import ConvenienceMixin
 from ._errors import APIError
@@ -24,7 +24,7 @@ __all__ = ["AsyncLlamaCppClient"]
 T = TypeVar("T")
 
 
-class AsyncLlamaCppClient(ConvenienceMixin, BaseClient):
+class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
     """The async twin of :class:`LlamaCppClient`, with exactly its surface.
 
     ```python
@@ -111,17 +111,6 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient):
     @property
     def is_closed(self) -> bool:
         return self._http.is_closed
-
-    async def __aenter__(self) -> AsyncLlamaCppClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __del__(self) -> None:
         # Dropped without aclose(): close the pool on the running loop, when there is one.

@@ -13,13 +13,12 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
 from pydantic import ValidationError
 
-from .._closing import Closing
+from .._closing import AsyncClosing, Closing
 from ._errors import APIError, APIResponseError, StreamError, StreamInterruptedError
 from ._sse import SSEDecoder
 from ._transport_errors import translate_transport_error
@@ -305,7 +304,7 @@ def close_soon(aclose: Callable[[], Coroutine[Any, Any, None]]) -> None:
     task.add_done_callback(_closing_tasks.discard)
 
 
-class AsyncStream(Generic[T]):
+class AsyncStream(AsyncClosing, Generic[T]):
     """The async twin of :class:`Stream`: ``async for``, ``async with``, ``aclose()``.
 
     A task cancelled while it waits for the next chunk closes the response before the
@@ -369,17 +368,6 @@ class AsyncStream(Generic[T]):
 
     def __aiter__(self) -> AsyncIterator[T]:
         return self
-
-    async def __aenter__(self) -> AsyncStream[T]:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     @property
     def closed(self) -> bool:

@@ -37,17 +37,15 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
+from .._closing import Closing
 from ._errors import ServerError, ServerStartError
 from ._options import ServerOptions, check_port, is_loopback_host
 
 if TYPE_CHECKING:
-    from typing_extensions import Self  # typing.Self needs 3.11
-
     from llamatelemetry.api import LlamaCppClient
 
 __all__ = ["Backend", "ServerManager"]
@@ -168,7 +166,7 @@ def _xllamacpp_available() -> bool:
     return importlib.util.find_spec("xllamacpp") is not None
 
 
-class ServerManager:
+class ServerManager(Closing):
     """Starts and supervises one llama.cpp server on ``host:port``.
 
     ``port=0`` picks a free port at start (read it back from `port` / `url`); `restart`
@@ -381,15 +379,8 @@ class ServerManager:
             kwargs.setdefault("api_key", self._options.api_key)
         return LlamaCppClient(base_url=self.url, **kwargs)
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
+        """``stop()`` with its default timeout: what leaving a ``with`` block does."""
         self.stop()
 
     def __repr__(self) -> str:
