@@ -7,8 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from llamatelemetry.api import LlamaCppClient
+from llamatelemetry.api import LlamaCppClient, _base
 from llamatelemetry.server import ServerManager
 from llamatelemetry.testing import (
     TinyModelFiles,
@@ -18,6 +23,42 @@ from llamatelemetry.testing import (
 )
 
 API_KEY = "test-key-5f1c"
+
+# What llama-server answers, for the fault server to send back.
+LOADING = {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}
+REPLY = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "model": "tiny",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                 "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+}
+
+
+@pytest.fixture
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep retry waits short; the policy (counts, Retry-After) is what is under test."""
+    monkeypatch.setattr(_base, "INITIAL_RETRY_DELAY", 0.01)
+    monkeypatch.setattr(_base, "MAX_RETRY_DELAY", 0.05)
+
+
+@pytest.fixture
+def span_exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def providers(span_exporter: InMemorySpanExporter
+              ) -> Iterator[tuple[TracerProvider, MeterProvider, InMemoryMetricReader]]:
+    """A real SDK pipeline kept in memory: spans to ``span_exporter``, metrics to the reader."""
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    yield tracer_provider, meter_provider, reader
+    tracer_provider.shutdown()
+    meter_provider.shutdown()
 
 
 @pytest.fixture(scope="session")

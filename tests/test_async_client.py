@@ -23,7 +23,6 @@ from llamatelemetry.api import (
     NotSupportedError,
     StreamInterruptedError,
 )
-from llamatelemetry.api import _base
 from llamatelemetry.server import ServerManager
 from llamatelemetry.telemetry import InstrumentedAsyncLlamaCppClient, LlamaCppInstrumentor
 from llamatelemetry.testing._fault_server import FaultServer, Reply, sse
@@ -175,8 +174,8 @@ async def test_errors_are_the_same_classes(chat_server: ServerManager,
             await client.rerank("q", ["a"])
 
 
-async def test_retries_and_timeouts_with_async_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_base, "INITIAL_RETRY_DELAY", 0.01)
+@pytest.mark.usefixtures("fast_backoff")
+async def test_retries_and_timeouts_with_async_sleep() -> None:
     loading = Reply(503, {"error": {"code": 503, "message": "Loading model"}})
     ok = Reply(200, {"status": "ok", "tokens": [1, 2]})
     with FaultServer([loading, loading, ok]) as server:

@@ -27,19 +27,11 @@ from llamatelemetry.api import (
     StreamError,
     StreamInterruptedError,
 )
-from llamatelemetry.api import _base
 from llamatelemetry.testing._fault_server import FaultServer, Reply, sse
 
+from .conftest import LOADING, REPLY
+
 MESSAGES = [{"role": "user", "content": "hi"}]
-LOADING = {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}
-REPLY = {
-    "id": "chatcmpl-1",
-    "object": "chat.completion",
-    "model": "tiny",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
-                 "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-}
 
 
 def chunk(content: str | None = None, finish: str | None = None, **extra: object) -> dict:
@@ -48,11 +40,7 @@ def chunk(content: str | None = None, finish: str | None = None, **extra: object
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
 
 
-@pytest.fixture(autouse=True)
-def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep retry waits short; the policy (counts, Retry-After) is what is under test."""
-    monkeypatch.setattr(_base, "INITIAL_RETRY_DELAY", 0.01)
-    monkeypatch.setattr(_base, "MAX_RETRY_DELAY", 0.05)
+pytestmark = pytest.mark.usefixtures("fast_backoff")
 
 
 def chat(client: LlamaCppClient, **kw: object):

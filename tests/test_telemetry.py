@@ -4,7 +4,6 @@ bridge: the real OpenTelemetry SDK against the real llama.cpp server."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -12,8 +11,6 @@ import pytest
 import requests
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -33,23 +30,6 @@ from llamatelemetry.telemetry import (
 from llamatelemetry.testing._otlp import OTLPReceiver
 
 MESSAGES = [{"role": "user", "content": "What is GGUF?"}]
-
-
-@pytest.fixture
-def spans() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
-
-
-@pytest.fixture
-def providers(spans: InMemorySpanExporter) -> Iterator[tuple[TracerProvider, MeterProvider,
-                                                              InMemoryMetricReader]]:
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
-    yield tracer_provider, meter_provider, reader
-    tracer_provider.shutdown()
-    meter_provider.shutdown()
 
 
 def points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
@@ -123,7 +103,7 @@ def test_errors_count_in_duration_with_error_type(providers: Any) -> None:
 
 def test_instrumentor_round_trip_leaves_results_identical(chat_server: ServerManager,
                                                           providers: Any,
-                                                          spans: InMemorySpanExporter) -> None:
+                                                          span_exporter: InMemorySpanExporter) -> None:
     tracer_provider, meter_provider, _ = providers
 
     def run(client: LlamaCppClient) -> list[Any]:
@@ -140,24 +120,24 @@ def test_instrumentor_round_trip_leaves_results_identical(chat_server: ServerMan
         try:
             assert instrumentor.is_instrumented_by_opentelemetry
             instrumented = run(client)
-            names = [s.name for s in spans.get_finished_spans()]
+            names = [s.name for s in span_exporter.get_finished_spans()]
             assert names == ["chat", "chat", "tokenize", "embeddings"]
-            assert all(s.kind is SpanKind.CLIENT for s in spans.get_finished_spans())
+            assert all(s.kind is SpanKind.CLIENT for s in span_exporter.get_finished_spans())
             # an InstrumentedLlamaCppClient under the instrumentor records each call once
             with InstrumentedLlamaCppClient(chat_server.url, tracer_provider=tracer_provider,
                                             meter_provider=meter_provider) as both:
                 both.tokenize("x")
-            assert len(spans.get_finished_spans()) == 5
+            assert len(span_exporter.get_finished_spans()) == 5
         finally:
             instrumentor.uninstrument()
         assert not instrumentor.is_instrumented_by_opentelemetry
         after = run(client)
     assert bare == instrumented == after
-    assert len(spans.get_finished_spans()) == 5  # nothing recorded after uninstrument
+    assert len(span_exporter.get_finished_spans()) == 5  # nothing recorded after uninstrument
 
 
 def test_content_capture_from_environment(chat_server: ServerManager, providers: Any,
-                                          spans: InMemorySpanExporter,
+                                          span_exporter: InMemorySpanExporter,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     tracer_provider, meter_provider, _ = providers
     monkeypatch.setenv(CAPTURE_CONTENT_ENV, "true")
@@ -165,7 +145,7 @@ def test_content_capture_from_environment(chat_server: ServerManager, providers:
                                     meter_provider=meter_provider) as client:
         text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions
                        .create(messages=MESSAGES, max_tokens=4, stream=True))
-    [span] = spans.get_finished_spans()
+    [span] = span_exporter.get_finished_spans()
     assert json.loads(span.attributes["gen_ai.input.messages"]) == MESSAGES
     output = json.loads(span.attributes["gen_ai.output.messages"])
     assert output[0]["parts"][0]["content"] == text

@@ -23,16 +23,10 @@ from typing import Any
 from llamatelemetry.api import AsyncLlamaCppClient, LlamaCppClient
 from llamatelemetry.testing._fault_server import FaultServer
 
+from ..conftest import LOADING as LOADING  # re-exported for the reliability tests
+from ..conftest import REPLY as REPLY
+
 MESSAGES = [{"role": "user", "content": "hi"}]
-LOADING = {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}}
-REPLY = {
-    "id": "chatcmpl-1",
-    "object": "chat.completion",
-    "model": "tiny",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
-                 "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-}
 
 
 def chunk(content: str | None = None, finish: str | None = None, **extra: Any) -> dict[str, Any]:

@@ -8,16 +8,7 @@ from typing import Any
 
 import pytest
 
-from llamatelemetry.api import _base
-
 from ._support import Driver, make_driver
-
-
-@pytest.fixture
-def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep retry waits short; the policy (counts, Retry-After) is what is under test."""
-    monkeypatch.setattr(_base, "INITIAL_RETRY_DELAY", 0.01)
-    monkeypatch.setattr(_base, "MAX_RETRY_DELAY", 0.05)
 
 
 @pytest.fixture

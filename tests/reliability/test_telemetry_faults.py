@@ -7,15 +7,14 @@ from __future__ import annotations
 import gc
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
@@ -57,23 +56,6 @@ INSTRUMENTED = (InstrumentedLlamaCppClient, InstrumentedAsyncLlamaCppClient)
 STREAM = sse(chunk("a"), chunk("b"), chunk(finish="stop"))
 
 
-@pytest.fixture
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
-
-
-@pytest.fixture
-def providers(exporter: InMemorySpanExporter) -> Iterator[tuple[TracerProvider, MeterProvider,
-                                                                 InMemoryMetricReader]]:
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
-    yield tracer_provider, meter_provider, reader
-    meter_provider.shutdown()
-    tracer_provider.shutdown()
-
-
 # (replies or a special address, client options, what to do, the error)
 Scenario = tuple[Any, dict[str, Any], str, type]
 SCENARIOS: dict[str, Scenario] = {
@@ -112,7 +94,7 @@ def duration_points(reader: InMemoryMetricReader) -> list[Any]:
 
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_failed_call_ends_one_span_with_error_type(drivers: Callable[..., Driver], providers: Any,
-                                                   exporter: InMemorySpanExporter,
+                                                   span_exporter: InMemorySpanExporter,
                                                    name: str) -> None:
     target, options, action, error_type = SCENARIOS[name]
     tracer_provider, meter_provider, reader = providers
@@ -141,7 +123,7 @@ def test_failed_call_ends_one_span_with_error_type(drivers: Callable[..., Driver
             _, error, stream = driver.stream()
             assert stream.closed
         assert type(error) is error_type
-        [span] = exporter.get_finished_spans()  # one span, however many attempts
+        [span] = span_exporter.get_finished_spans()  # one span, however many attempts
         assert span.end_time is not None
         assert span.attributes["error.type"] == error_type.__qualname__
         assert span.status.status_code is StatusCode.ERROR
