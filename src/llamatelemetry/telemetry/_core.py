@@ -196,7 +196,7 @@ class _StreamTelemetry:
     """Keeps a stream's span open while the user iterates; ends it exactly once."""
 
     __slots__ = ("_telemetry", "_span", "_attributes", "_started", "_last", "_first",
-                 "_final", "_text", "_point")
+                 "_last_chunk", "_reasons", "_text", "_point")
 
     def __init__(self, telemetry: Telemetry, span: Span, attributes: dict[str, Any],
                  started: float) -> None:
@@ -206,7 +206,8 @@ class _StreamTelemetry:
         self._started = started
         self._first: float | None = None
         self._last = started
-        self._final: dict[str, Any] = {}
+        self._last_chunk: Any = None  # ids, usage and timings come with the last chunks
+        self._reasons: list[str] = []
         self._text: list[str] | None = [] if telemetry.capture_content else None
         self._point = metric_point(attributes)
 
@@ -221,7 +222,10 @@ class _StreamTelemetry:
             else:
                 metrics.time_per_output_chunk.record(now - self._last, point)
             self._last = now
-            self._final.update(response_attributes(chunk))
+            self._last_chunk = chunk
+            choices = getattr(chunk, "choices", None)
+            if choices and choices[0].finish_reason:
+                self._reasons.append(choices[0].finish_reason)
             if self._text is not None:
                 piece = _piece_of(chunk)
                 if piece:
@@ -230,7 +234,11 @@ class _StreamTelemetry:
             log.debug("could not observe a stream chunk", exc_info=True)
 
     def on_close(self, error: BaseException | None, *, complete: bool) -> None:
-        extra = dict(self._final)
+        # Read once at the end rather than per chunk: the usage chunk comes last (after the
+        # finish reason), and a native stream's last chunk carries its stop and timings.
+        extra = response_attributes(self._last_chunk) if self._last_chunk is not None else {}
+        if self._reasons:
+            extra["gen_ai.response.finish_reasons"] = self._reasons
         if self._first is not None:
             extra["gen_ai.response.time_to_first_chunk"] = self._first - self._started
         if error is None and not complete:
