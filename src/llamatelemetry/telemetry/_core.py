@@ -1,6 +1,6 @@
 """One place that turns a client call into a span and metric points.
 
-``Telemetry.execute(client, call, proceed)`` wraps any transport's ``_execute``: the
+``Telemetry.execute(client, call, send)`` wraps any transport's ``_execute``: the
 instrumented client calls it directly, the instrumentor patches it in. It never lets a
 telemetry failure reach the caller: instrumentation must not break what it observes.
 """
@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 from opentelemetry import trace
+from opentelemetry.context import Context, attach, detach
 from opentelemetry.metrics import MeterProvider, get_meter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 
@@ -37,6 +38,7 @@ __all__ = ["Telemetry", "CAPTURE_CONTENT_ENV", "MAX_CONTENT_CHARS"]
 log = logging.getLogger("llamatelemetry.telemetry")
 
 T = TypeVar("T")
+C = TypeVar("C")
 
 CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 MAX_CONTENT_CHARS = 16_384
@@ -64,12 +66,15 @@ def _server(base_url: str) -> dict[str, Any]:
 def _fail(span: Span, attributes: dict[str, Any], error: BaseException) -> None:
     attributes["error.type"] = type(error).__qualname__
     span.set_attribute("error.type", attributes["error.type"])
+    if isinstance(error, Exception):  # not GeneratorExit, KeyboardInterrupt, cancellation
+        span.record_exception(error)
     span.set_status(Status(StatusCode.ERROR, str(error)[:500]))
 
 
 @dataclasses.dataclass(slots=True)
 class _Operation:
     span: Span
+    context: Context  # the caller's context with the span in it: for children and exemplars
     attributes: dict[str, Any]
     started: float
 
@@ -90,7 +95,7 @@ class Telemetry:
         self.capture_content = capture_from_env() if capture_content is None else capture_content
         self.provider_name = provider_name
 
-    def _begin(self, base_url: str, call: Call[T]) -> _Operation | None:
+    def _begin(self, base_url: str, call: Call[Any]) -> _Operation | None:
         """Start the call's span (the transport, running inside it, sends ``traceparent``)."""
         try:
             attributes = request_attributes(call.operation, call.body, self.provider_name)
@@ -104,51 +109,55 @@ class Telemetry:
                 messages = call.body.get("messages", call.body.get("prompt"))
                 if messages is not None:
                     span.set_attribute("gen_ai.input.messages", _content(messages))
+            return _Operation(span, trace.set_span_in_context(span), attributes,
+                              time.perf_counter())
         except Exception:  # noqa: BLE001 - telemetry must never break the call
             log.debug("could not start a span for %s", call.path, exc_info=True)
             return None
-        return _Operation(span, attributes, time.perf_counter())
 
     def _settle(self, op: _Operation, result: T) -> T:
         if isinstance(result, (Stream, AsyncStream)):
-            result._observer = _StreamTelemetry(self, op.span, op.attributes, op.started)
+            result._observer = _StreamTelemetry(self, op)
         else:
-            self._finish(op.span, op.attributes, op.started, result=result)
+            self._finish(op, result=result)
         return result
 
-    def execute(self, base_url: str, call: Call[T], proceed: Callable[[Call[T]], T]) -> T:
-        """Run ``proceed(call)`` (a sync transport's send) inside the call's span."""
-        op = self._begin(base_url, call)
+    def execute(self, client: C, call: Call[T], send: Callable[[C, Call[T]], T]) -> T:
+        """Run ``send(client, call)`` (a sync transport's own ``_execute``) inside the
+        call's span."""
+        op = self._begin(client.base_url, call)  # type: ignore[attr-defined]
         if op is None:
-            return proceed(call)
+            return send(client, call)
+        token = attach(op.context)
         try:
-            with trace.use_span(op.span, end_on_exit=False):
-                result = proceed(call)
+            result = send(client, call)
         except BaseException as error:
-            self._finish(op.span, op.attributes, op.started, error=error)
+            detach(token)
+            self._finish(op, error=error)
             raise
+        detach(token)
         return self._settle(op, result)
 
-    async def execute_async(self, base_url: str, call: Call[T],
-                            proceed: Callable[[Call[T]], Awaitable[T]]) -> T:
+    async def execute_async(self, client: C, call: Call[T],
+                            send: Callable[[C, Call[T]], Awaitable[T]]) -> T:
         """The same for an async transport; the span is the current one only in this task,
         so concurrent calls are siblings under their caller, never nested in each other."""
-        op = self._begin(base_url, call)
+        op = self._begin(client.base_url, call)  # type: ignore[attr-defined]
         if op is None:
-            return await proceed(call)
+            return await send(client, call)
+        token = attach(op.context)
         try:
-            with trace.use_span(op.span, end_on_exit=False):
-                result = await proceed(call)
+            result = await send(client, call)
         except BaseException as error:
-            self._finish(op.span, op.attributes, op.started, error=error)
+            detach(token)
+            self._finish(op, error=error)
             raise
+        detach(token)
         return self._settle(op, result)
 
     def _finish(
         self,
-        span: Span,
-        attributes: dict[str, Any],
-        started: float,
+        op: _Operation,
         *,
         result: Any = None,
         error: BaseException | None = None,
@@ -156,8 +165,9 @@ class Telemetry:
         output_text: str | None = None,
     ) -> None:
         """End the span and record the metrics, exactly once per operation."""
+        span, attributes = op.span, op.attributes
         try:
-            duration = time.perf_counter() - started
+            duration = time.perf_counter() - op.started
             final = response_attributes(result) if result is not None else {}
             if extra:
                 final.update(extra)
@@ -170,7 +180,7 @@ class Telemetry:
                     output_text = _text_of(result)
                 if output_text is not None:
                     span.set_attribute("gen_ai.output.messages", _output_messages(output_text))
-            self.metrics.record(attributes, duration)
+            self.metrics.record(attributes, duration, op.context)
         except Exception:  # noqa: BLE001
             log.debug("could not record telemetry", exc_info=True)
         finally:
@@ -195,32 +205,27 @@ def _text_of(result: Any) -> str | None:
 class _StreamTelemetry:
     """Keeps a stream's span open while the user iterates; ends it exactly once."""
 
-    __slots__ = ("_telemetry", "_span", "_attributes", "_started", "_last", "_first",
-                 "_last_chunk", "_reasons", "_text", "_point")
+    __slots__ = ("_telemetry", "_op", "_last", "_first", "_last_chunk", "_reasons", "_text",
+                 "_point")
 
-    def __init__(self, telemetry: Telemetry, span: Span, attributes: dict[str, Any],
-                 started: float) -> None:
+    def __init__(self, telemetry: Telemetry, op: _Operation) -> None:
         self._telemetry = telemetry
-        self._span = span
-        self._attributes = attributes
-        self._started = started
+        self._op = op
         self._first: float | None = None
-        self._last = started
+        self._last = op.started
         self._last_chunk: Any = None  # ids, usage and timings come with the last chunks
         self._reasons: list[str] = []
         self._text: list[str] | None = [] if telemetry.capture_content else None
-        self._point = metric_point(attributes)
+        self._point = metric_point(op.attributes)
 
     def on_chunk(self, chunk: Any) -> None:
         try:
             now = time.perf_counter()
-            metrics = self._telemetry.metrics
-            point = self._point
-            if self._first is None:
+            first = self._first is None
+            if first:
                 self._first = now
-                metrics.time_to_first_chunk.record(now - self._started, point)
-            else:
-                metrics.time_per_output_chunk.record(now - self._last, point)
+            self._telemetry.metrics.record_chunk(now - self._last, self._point,
+                                                 self._op.context, first=first)
             self._last = now
             self._last_chunk = chunk
             choices = getattr(chunk, "choices", None)
@@ -240,11 +245,11 @@ class _StreamTelemetry:
         if self._reasons:
             extra["gen_ai.response.finish_reasons"] = self._reasons
         if self._first is not None:
-            extra["gen_ai.response.time_to_first_chunk"] = self._first - self._started
+            extra["gen_ai.response.time_to_first_chunk"] = self._first - self._op.started
         if error is None and not complete:
             extra["llama_cpp.stream.closed_early"] = True
         self._telemetry._finish(
-            self._span, self._attributes, self._started, error=error, extra=extra,
+            self._op, error=error, extra=extra,
             output_text="".join(self._text) if self._text else None,
         )
 

@@ -73,7 +73,7 @@ class InstrumentedLlamaCppClient(_Instrumented, LlamaCppClient):
     """
 
     def _execute(self, call: Call[T]) -> T:
-        return self._telemetry.execute(self.base_url, call, lambda c: _bare_execute(self, c))
+        return self._telemetry.execute(self, call, _bare_execute)
 
 
 class InstrumentedAsyncLlamaCppClient(_Instrumented, AsyncLlamaCppClient):
@@ -86,6 +86,4 @@ class InstrumentedAsyncLlamaCppClient(_Instrumented, AsyncLlamaCppClient):
         ) -> ChatCompletion: ...
 
     async def _execute(self, call: Call[T]) -> T:  # type: ignore[override]
-        return await self._telemetry.execute_async(
-            self.base_url, call, lambda c: _bare_execute_async(self, c)
-        )
+        return await self._telemetry.execute_async(self, call, _bare_execute_async)

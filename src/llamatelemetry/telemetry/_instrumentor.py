@@ -50,11 +50,10 @@ class LlamaCppInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         )
 
         def _execute(client: LlamaCppClient, call: Call[Any]) -> Any:
-            return telemetry.execute(client.base_url, call, lambda c: _bare_execute(client, c))
+            return telemetry.execute(client, call, _bare_execute)
 
         async def _execute_async(client: AsyncLlamaCppClient, call: Call[Any]) -> Any:
-            return await telemetry.execute_async(
-                client.base_url, call, lambda c: _bare_execute_async(client, c))
+            return await telemetry.execute_async(client, call, _bare_execute_async)
 
         _execute.__wrapped__ = _bare_execute  # type: ignore[attr-defined]
         _execute_async.__wrapped__ = _bare_execute_async  # type: ignore[attr-defined]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from opentelemetry.context import Context
 from opentelemetry.metrics import Histogram, Meter
+
+from . import _recorder
 
 __all__ = [
     "GenAIMetrics",
@@ -33,12 +36,14 @@ def metric_point(attributes: dict[str, Any]) -> dict[str, Any]:
 
 
 class GenAIMetrics:
-    """One instance per meter: creating instruments is not free, recording is."""
+    """One instance per meter. Points go through the process's deferred recorder, so the
+    caller's thread only queues them (see ``_recorder``)."""
 
     __slots__ = ("token_usage", "duration", "time_to_first_chunk", "time_per_output_chunk",
-                 "server_ttft", "server_tpot")
+                 "server_ttft", "server_tpot", "_recorder")
 
     def __init__(self, meter: Meter) -> None:
+        self._recorder = _recorder.recorder
         def histogram(name: str, unit: str, description: str, buckets: list[Any]) -> Histogram:
             return meter.create_histogram(name, unit=unit, description=description,
                                           explicit_bucket_boundaries_advisory=buckets)
@@ -63,22 +68,33 @@ class GenAIMetrics:
             "gen_ai.server.time_per_output_token", "s",
             "Time per output token after the first (llama.cpp's predicted_ms / (n - 1)).",
             TPOT_BUCKETS)
+        self._recorder.attach(meter)
 
-    def record(self, attributes: dict[str, Any], duration: float) -> None:
-        """Record one finished operation from its final span attributes."""
+    def record(self, attributes: dict[str, Any], duration: float,
+               context: Context | None = None) -> None:
+        """Record one finished operation from its final span attributes; ``context`` is
+        the operation's own, for exemplars."""
+        add = self._recorder.add
         point = metric_point(attributes)
-        self.duration.record(duration, point)
+        add(self.duration, duration, point, context)
         if "error.type" in point:
             return
-        for key, kind in (("gen_ai.usage.input_tokens", "input"),
-                          ("gen_ai.usage.output_tokens", "output")):
-            tokens = attributes.get(key)
-            if tokens is not None:
-                self.token_usage.record(tokens, {**point, "gen_ai.token.type": kind})
+        tokens = attributes.get("gen_ai.usage.input_tokens")
+        if tokens is not None:
+            add(self.token_usage, tokens, {**point, "gen_ai.token.type": "input"}, context)
+        tokens = attributes.get("gen_ai.usage.output_tokens")
+        if tokens is not None:
+            add(self.token_usage, tokens, {**point, "gen_ai.token.type": "output"}, context)
         prompt_ms = attributes.get("llama_cpp.timings.prompt_ms")
         if prompt_ms is not None:
-            self.server_ttft.record(prompt_ms / 1000.0, point)
+            add(self.server_ttft, prompt_ms / 1000.0, point, context)
         predicted_ms = attributes.get("llama_cpp.timings.predicted_ms")
         predicted_n = attributes.get("llama_cpp.timings.predicted_n")
         if predicted_ms is not None and predicted_n and predicted_n > 1:
-            self.server_tpot.record(predicted_ms / 1000.0 / (predicted_n - 1), point)
+            add(self.server_tpot, predicted_ms / 1000.0 / (predicted_n - 1), point, context)
+
+    def record_chunk(self, seconds: float, point: dict[str, Any], context: Context | None,
+                     *, first: bool) -> None:
+        """A stream's time to its first chunk, or between two chunks."""
+        histogram = self.time_to_first_chunk if first else self.time_per_output_chunk
+        self._recorder.add(histogram, seconds, point, context)

@@ -1,0 +1,209 @@
+"""The deferred metric recorder: points leave the caller's thread, yet every collection
+sees every finished operation, exactly once, with exemplars that point at its span."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.context import Context
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from llamatelemetry.server import ServerManager
+from llamatelemetry.telemetry import InstrumentedLlamaCppClient, _recorder, setup_telemetry
+from llamatelemetry.telemetry._recorder import DeferredRecorder, recorder
+from llamatelemetry.testing._otlp import OTLPReceiver
+
+from .test_telemetry import MESSAGES, points
+
+
+def _sum_and_count(reader: InMemoryMetricReader, name: str) -> tuple[float, int]:
+    found = points(reader).get(name, [])
+    return sum(p.sum for p in found), sum(p.count for p in found)
+
+
+@pytest.fixture
+def paused(monkeypatch: pytest.MonkeyPatch) -> DeferredRecorder:
+    """Clients made from now on queue their points until a collection records them."""
+    own = DeferredRecorder(background=False)
+    monkeypatch.setattr(_recorder, "recorder", own)
+    return own
+
+
+@pytest.fixture
+def meter() -> Iterator[tuple[MeterProvider, InMemoryMetricReader]]:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    yield provider, reader
+    provider.shutdown()
+
+
+def test_calls_queue_points_and_the_thread_records_them(chat_server: ServerManager,
+                                                        providers: Any) -> None:
+    tracer_provider, meter_provider, reader = providers
+    with InstrumentedLlamaCppClient(chat_server.url, tracer_provider=tracer_provider,
+                                    meter_provider=meter_provider) as client:
+        client.chat.completions.create(messages=MESSAGES, max_tokens=3)
+        deadline = time.monotonic() + 5
+        while recorder._queue and time.monotonic() < deadline:  # no collection meanwhile
+            time.sleep(0.01)
+    assert not recorder._queue
+    assert recorder._thread is not None and recorder._thread.daemon
+    assert recorder._thread.name == "llamatelemetry-metrics"
+    assert _sum_and_count(reader, "gen_ai.client.operation.duration")[1] == 1
+
+
+def test_a_collection_right_after_calls_sees_them(chat_server: ServerManager, providers: Any,
+                                                  paused: DeferredRecorder) -> None:
+    tracer_provider, meter_provider, reader = providers
+    with InstrumentedLlamaCppClient(chat_server.url, tracer_provider=tracer_provider,
+                                    meter_provider=meter_provider) as client:
+        for _ in range(3):
+            client.chat.completions.create(messages=MESSAGES, max_tokens=2)
+        for _chunk in client.chat.completions.create(messages=MESSAGES, max_tokens=4,
+                                                    stream=True):
+            pass
+        queued = len(paused._queue)
+        found = points(reader)
+    # per call: duration, input and output tokens, server TTFT and TPOT; the stream adds
+    # its chunks' gaps
+    assert queued >= 3 * 5 + 5
+    assert sum(p.count for p in found["gen_ai.client.operation.duration"]) == 4
+    usage = {p.attributes["gen_ai.token.type"]: p for p in found["gen_ai.client.token.usage"]}
+    assert usage["output"].sum == 10 and usage["output"].count == 4
+    assert sum(p.count for p in found["gen_ai.client.operation.time_to_first_chunk"]) == 1
+    assert not paused._queue
+
+
+def test_no_point_lost_or_doubled_under_concurrent_calls_and_collections(
+        chat_server: ServerManager, providers: Any) -> None:
+    tracer_provider, meter_provider, reader = providers
+    calls_per_thread, threads = 40, 4
+    collections: list[int] = []
+    stop = threading.Event()
+
+    def collect() -> None:
+        while not stop.is_set():
+            collections.append(_sum_and_count(reader, "gen_ai.client.operation.duration")[1])
+
+    with InstrumentedLlamaCppClient(chat_server.url, tracer_provider=tracer_provider,
+                                    meter_provider=meter_provider) as client:
+        def work() -> None:
+            for _ in range(calls_per_thread):
+                client.chat.completions.create(messages=MESSAGES, max_tokens=1)
+
+        collector = threading.Thread(target=collect)
+        collector.start()
+        workers = [threading.Thread(target=work) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        stop.set()
+        collector.join()
+        total, count = _sum_and_count(reader, "gen_ai.client.token.usage")
+    assert len(collections) > 5
+    assert collections == sorted(collections)  # cumulative counts never go back
+    assert collections[-1] <= calls_per_thread * threads
+    assert _sum_and_count(reader, "gen_ai.client.operation.duration")[1] == 160
+    assert count == 2 * 160  # input and output, once per call
+
+
+def test_exemplars_point_at_the_operation_span(chat_server: ServerManager, providers: Any,
+                                               span_exporter: InMemorySpanExporter) -> None:
+    tracer_provider, meter_provider, reader = providers
+    with InstrumentedLlamaCppClient(chat_server.url, tracer_provider=tracer_provider,
+                                    meter_provider=meter_provider) as client:
+        client.chat.completions.create(messages=MESSAGES, max_tokens=2)
+    [span] = span_exporter.get_finished_spans()
+    [duration] = points(reader)["gen_ai.client.operation.duration"]
+    assert [(e.trace_id, e.span_id) for e in duration.exemplars] == [
+        (span.context.trace_id, span.context.span_id)]
+
+
+def test_shutdown_exports_points_still_queued(chat_server: ServerManager,
+                                              paused: DeferredRecorder) -> None:
+    with OTLPReceiver() as receiver:
+        telemetry = setup_telemetry("recorder-test", otlp_endpoint=receiver.url,
+                                    set_global=False)
+        with InstrumentedLlamaCppClient(
+                chat_server.url, tracer_provider=telemetry.tracer_provider,
+                meter_provider=telemetry.meter_provider) as client:
+            for _ in range(5):
+                client.chat.completions.create(messages=MESSAGES, max_tokens=1)
+        assert len(paused._queue) == 5 * 4
+        telemetry.shutdown()  # no force_flush first
+        [duration] = receiver.metrics()["gen_ai.client.operation.duration"][-1:]
+    assert duration["count"] == 5
+
+
+class _Broken:
+    def record(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a faulty SDK")
+
+
+def test_a_failing_instrument_does_not_stop_the_others(
+        meter: tuple[MeterProvider, InMemoryMetricReader]) -> None:
+    provider, reader = meter
+    histogram = provider.get_meter("t").create_histogram("h")
+    own = DeferredRecorder(background=False)
+    own.add(histogram, 1.0, {"k": "a"})
+    own.add(_Broken(), 2.0, {"k": "b"})  # type: ignore[arg-type]
+    own.add(histogram, 3.0, {"k": "a"}, Context())
+    own.flush()
+    assert _sum_and_count(reader, "h") == (4.0, 2)
+    assert not own._queue
+
+
+def test_the_queue_is_bounded(meter: tuple[MeterProvider, InMemoryMetricReader],
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_recorder, "MAX_QUEUED", 50)
+    provider, reader = meter
+    histogram = provider.get_meter("t").create_histogram("h")
+    own = DeferredRecorder(background=False)  # as if the thread could not keep up
+    for _ in range(50):
+        own.add(histogram, 1.0, {})
+    assert len(own._queue) == 50
+    own.add(histogram, 1.0, {})  # one more: the caller records the backlog itself
+    assert len(own._queue) == 0
+    assert _sum_and_count(reader, "h") == (51.0, 51)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_records_its_own_points_only(
+        meter: tuple[MeterProvider, InMemoryMetricReader], paused: DeferredRecorder) -> None:
+    provider, reader = meter
+    histogram = provider.get_meter("t").create_histogram("h")
+    paused.attach(provider.get_meter("t"))
+    recorder.attach(provider.get_meter("t2"))
+    for _ in range(3):
+        paused.add(histogram, 10.0, {})
+    recorder.add(histogram, 0.0, {})  # the process-wide recorder has started its thread
+    recorder.flush()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what it sees, then leave without cleanup
+        try:
+            empty = not paused._queue and not recorder._queue
+            no_thread = recorder._thread is None
+            paused.add(histogram, 1.0, {})
+            recorder.add(histogram, 2.0, {})
+            started = recorder._thread is not None and recorder._thread.is_alive()
+            total, count = _sum_and_count(reader, "h")
+            os.write(write, f"{empty} {no_thread} {started} {total} {count}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = pipe.read().split()
+    os.waitpid(pid, 0)
+    # The parent's queued points stay the parent's; the child records its own, on a
+    # thread of its own.
+    assert child == ["True", "True", "True", "3.0", "3"]
+    assert _sum_and_count(reader, "h") == (30.0, 4)
