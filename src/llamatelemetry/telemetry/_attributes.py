@@ -25,10 +25,10 @@ _REQUEST_PARAMS = {
     "presence_penalty": "gen_ai.request.presence_penalty",
     "stream": "gen_ai.request.stream",
 }
-_TIMINGS = (
+_TIMINGS = tuple((name, f"llama_cpp.timings.{name}") for name in (
     "cache_n", "prompt_n", "prompt_ms", "prompt_per_token_ms", "prompt_per_second",
     "predicted_n", "predicted_ms", "predicted_per_token_ms", "predicted_per_second",
-)
+))
 
 
 def span_name(operation: str, model: str | None) -> str:
@@ -48,15 +48,17 @@ def request_attributes(operation: str, body: Any, provider: str = PROVIDER) -> d
     }
     if not isinstance(body, Mapping):
         return attributes
-    if isinstance(body.get("model"), str):
-        attributes["gen_ai.request.model"] = body["model"]
-    for key, name in _REQUEST_PARAMS.items():
-        value = body.get(key)
-        if isinstance(value, (bool, int, float)):
-            attributes[name] = value
-    stop = body.get("stop")
-    if isinstance(stop, list) and stop:
-        attributes["gen_ai.request.stop_sequences"] = [str(s) for s in stop]
+    # A body names a few of the parameters: walk the body, not the table.
+    for key, value in body.items():
+        name = _REQUEST_PARAMS.get(key)
+        if name is not None:
+            if isinstance(value, (bool, int, float)):
+                attributes[name] = value
+        elif key == "model":
+            if isinstance(value, str):
+                attributes["gen_ai.request.model"] = value
+        elif key == "stop" and isinstance(value, list) and value:
+            attributes["gen_ai.request.stop_sequences"] = [str(s) for s in value]
     return attributes
 
 
@@ -87,10 +89,10 @@ def response_attributes(response: Any) -> dict[str, Any]:
             attributes["gen_ai.usage.cache_read.input_tokens"] = details.cached_tokens
     timings = getattr(response, "timings", None)
     if timings is not None:
-        for name in _TIMINGS:
+        for name, attribute in _TIMINGS:
             value = getattr(timings, name, None)
             if value is not None:
-                attributes[f"llama_cpp.timings.{name}"] = value
+                attributes[attribute] = value
         if usage is None and timings.prompt_n is not None:  # native endpoints have no usage
             attributes["gen_ai.usage.input_tokens"] = (timings.prompt_n or 0) + (timings.cache_n or 0)
             attributes["gen_ai.usage.output_tokens"] = timings.predicted_n or 0
