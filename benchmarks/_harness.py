@@ -1,5 +1,9 @@
 """Side-by-side timing: candidates run interleaved in rounds on the same server, so drift
-(CPU frequency, other load) hits them alike; medians of per-round means are compared."""
+(CPU frequency, other load) hits them alike; medians of per-round means are compared.
+
+Each round also takes this process's CPU time per op (all its threads: a candidate's
+background work counts): the client's own cost, which other load on a shared machine does
+not inflate."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["Result", "compare", "machine"]
 
@@ -16,10 +20,15 @@ __all__ = ["Result", "compare", "machine"]
 class Result:
     name: str
     per_op_s: list[float]
+    cpu_per_op_s: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
         return statistics.median(self.per_op_s)
+
+    @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu_per_op_s)
 
 
 def compare(candidates: dict[str, Callable[[], object]], *, ops: int, rounds: int,
@@ -34,9 +43,10 @@ def compare(candidates: dict[str, Callable[[], object]], *, ops: int, rounds: in
         order = names if round_index % 2 == 0 else names[::-1]
         for name in order:
             fn = candidates[name]
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             for _ in range(ops):
                 fn()
+            results[name].cpu_per_op_s.append((time.process_time() - started_cpu) / ops)
             results[name].per_op_s.append((time.perf_counter() - started) / ops)
     return results
 

@@ -23,16 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import httpx2
 import openai
-from _harness import Result, machine
+from _harness import Result, compare, machine
 
 from llamatelemetry.api import LlamaCppClient
 from llamatelemetry.testing import start_chat_server
@@ -60,35 +58,13 @@ def verdict(name: str, value: float, op: str, target: float) -> bool:
     return good
 
 
-def compare(candidates: dict[str, Callable[[], object]], *, ops: int, rounds: int,
-            warmup: int = 20) -> tuple[dict[str, Result], dict[str, float]]:
-    """``_harness.compare`` that also takes this process's CPU time per op (median of the
-    rounds): the client's own cost, which other load on a shared machine does not inflate."""
-    for fn in candidates.values():
-        for _ in range(warmup):
-            fn()
-    wall = {name: Result(name, []) for name in candidates}
-    cpu: dict[str, list[float]] = {name: [] for name in candidates}
-    names = list(candidates)
-    for round_index in range(rounds):
-        for name in names if round_index % 2 == 0 else names[::-1]:
-            fn = candidates[name]
-            started, started_cpu = time.perf_counter(), time.process_time()
-            for _ in range(ops):
-                fn()
-            cpu[name].append((time.process_time() - started_cpu) / ops)
-            wall[name].per_op_s.append((time.perf_counter() - started) / ops)
-    return wall, {name: statistics.median(values) for name, values in cpu.items()}
-
-
-def show(title: str, results: tuple[dict[str, Result], dict[str, float]]) -> None:
-    wall, cpu = results
-    base, base_cpu = wall["raw httpx"].median, cpu["raw httpx"]
+def show(title: str, results: dict[str, Result]) -> None:
+    base = results["raw httpx"]
     print(f"\n{title}")
     print(f"  {'':<16} {'wall ms/op':>10} {'x raw':>7}   {'client CPU ms/op':>16} {'x raw':>7}")
-    for name, result in wall.items():
-        print(f"  {name:<16} {result.median * 1e3:10.3f} {result.median / base:7.3f}   "
-              f"{cpu[name] * 1e3:16.3f} {cpu[name] / base_cpu:7.3f}")
+    for name, result in results.items():
+        print(f"  {name:<16} {result.median * 1e3:10.3f} {result.median / base.median:7.3f}   "
+              f"{result.cpu_median * 1e3:16.3f} {result.cpu_median / base.cpu_median:7.3f}")
 
 
 def captured_body(send: Callable[[Any], object], client_factory: Callable[[Any], Any]) -> Any:
@@ -217,23 +193,23 @@ def main() -> None:
         print(f"\nstale-connection resends: ours {resends.count}, raw httpx {raw_resends}; "
               f"openai SDK retries: {openai_retries.count}")
         print("\nverdict (wall time per op)")
-        (call_wall, call_cpu), (stream_wall, stream_cpu) = calls, streams
-        ours_c, ours_s = call_wall["LlamaCppClient"].median, stream_wall["LlamaCppClient"].median
-        verdict("per call, ours / raw httpx", ours_c / call_wall["raw httpx"].median, "<=", 1.10)
-        verdict("per call, ours / openai SDK", ours_c / call_wall["openai SDK"].median,
+        ours_c, ours_s = calls["LlamaCppClient"], streams["LlamaCppClient"]
+        verdict("per call, ours / raw httpx", ours_c.median / calls["raw httpx"].median,
+                "<=", 1.10)
+        verdict("per call, ours / openai SDK", ours_c.median / calls["openai SDK"].median,
                 "<=", 0.80)
-        verdict("per stream, ours / raw httpx", ours_s / stream_wall["raw httpx"].median,
+        verdict("per stream, ours / raw httpx", ours_s.median / streams["raw httpx"].median,
                 "<=", 1.10)
         for name, value in (
-            ("per stream, ours / openai SDK", ours_s / stream_wall["openai SDK"].median),
+            ("per stream, ours / openai SDK", ours_s.median / streams["openai SDK"].median),
             ("client CPU per call, ours / raw httpx",
-             call_cpu["LlamaCppClient"] / call_cpu["raw httpx"]),
+             ours_c.cpu_median / calls["raw httpx"].cpu_median),
             ("client CPU per call, ours / openai SDK",
-             call_cpu["LlamaCppClient"] / call_cpu["openai SDK"]),
+             ours_c.cpu_median / calls["openai SDK"].cpu_median),
             ("client CPU per stream, ours / raw httpx",
-             stream_cpu["LlamaCppClient"] / stream_cpu["raw httpx"]),
+             ours_s.cpu_median / streams["raw httpx"].cpu_median),
             ("client CPU per stream, ours / openai SDK",
-             stream_cpu["LlamaCppClient"] / stream_cpu["openai SDK"]),
+             ours_s.cpu_median / streams["openai SDK"].cpu_median),
         ):
             print(f"  {name:<44} {value:7.3f}   (for information)")
         ours.close()
