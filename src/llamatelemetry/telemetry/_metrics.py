@@ -72,29 +72,31 @@ class GenAIMetrics:
 
     def record(self, attributes: dict[str, Any], duration: float,
                context: Context | None = None) -> None:
-        """Record one finished operation from its final span attributes; ``context`` is
-        the operation's own, for exemplars."""
-        add = self._recorder.add
-        point = metric_point(attributes)
-        add(self.duration, duration, point, context)
-        if "error.type" in point:
-            return
-        tokens = attributes.get("gen_ai.usage.input_tokens")
-        if tokens is not None:
-            add(self.token_usage, tokens, {**point, "gen_ai.token.type": "input"}, context)
-        tokens = attributes.get("gen_ai.usage.output_tokens")
-        if tokens is not None:
-            add(self.token_usage, tokens, {**point, "gen_ai.token.type": "output"}, context)
-        prompt_ms = attributes.get("llama_cpp.timings.prompt_ms")
-        if prompt_ms is not None:
-            add(self.server_ttft, prompt_ms / 1000.0, point, context)
-        predicted_ms = attributes.get("llama_cpp.timings.predicted_ms")
-        predicted_n = attributes.get("llama_cpp.timings.predicted_n")
-        if predicted_ms is not None and predicted_n and predicted_n > 1:
-            add(self.server_tpot, predicted_ms / 1000.0 / (predicted_n - 1), point, context)
+        """Record one finished operation from its final span attributes (which must not
+        change after); ``context`` is the operation's own, for exemplars."""
+        self._recorder.defer(self._record_operation, attributes, duration, context)
 
     def record_chunk(self, seconds: float, point: dict[str, Any], context: Context | None,
                      *, first: bool) -> None:
         """A stream's time to its first chunk, or between two chunks."""
         histogram = self.time_to_first_chunk if first else self.time_per_output_chunk
-        self._recorder.add(histogram, seconds, point, context)
+        self._recorder.defer(histogram.record, seconds, point, context)
+
+    def _record_operation(self, attributes: dict[str, Any], duration: float,
+                          context: Context | None) -> None:
+        point = metric_point(attributes)
+        self.duration.record(duration, point, context)
+        if "error.type" in point:
+            return
+        for key, kind in (("gen_ai.usage.input_tokens", "input"),
+                          ("gen_ai.usage.output_tokens", "output")):
+            tokens = attributes.get(key)
+            if tokens is not None:
+                self.token_usage.record(tokens, {**point, "gen_ai.token.type": kind}, context)
+        prompt_ms = attributes.get("llama_cpp.timings.prompt_ms")
+        if prompt_ms is not None:
+            self.server_ttft.record(prompt_ms / 1000.0, point, context)
+        predicted_ms = attributes.get("llama_cpp.timings.predicted_ms")
+        predicted_n = attributes.get("llama_cpp.timings.predicted_n")
+        if predicted_ms is not None and predicted_n and predicted_n > 1:
+            self.server_tpot.record(predicted_ms / 1000.0 / (predicted_n - 1), point, context)

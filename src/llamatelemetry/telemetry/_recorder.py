@@ -2,10 +2,10 @@
 
 The SDK's ``Histogram.record`` cleans and hashes the point's attributes on every call:
 four or five of them per operation cost a call more than its span does. So an operation
-only appends its points to a queue; a daemon thread records them in batches while the
-application waits on the network, and every collection first records whatever is still
-queued (through an observable instrument's callback, which the SDK runs before it reads
-the histograms). A reader therefore always sees every operation that finished before it
+only queues the recording (one entry, expanded into its points later); a daemon thread
+records the queue in batches while the application waits on the network, and every
+collection first records whatever is still queued (through an observable instrument's
+callback, which the SDK runs before it reads the histograms). A reader therefore always sees every operation that finished before it
 collected: right after a call (``InMemoryMetricReader``), at a Prometheus scrape, at
 ``force_flush`` and at ``shutdown``. Each point keeps the context of its operation, so
 exemplars still point at the operation's span.
@@ -18,11 +18,11 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from opentelemetry.context import Context
-from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 __all__ = ["DeferredRecorder", "recorder"]
 
@@ -33,17 +33,20 @@ BATCH_WINDOW_S = 0.05
 # Past this many queued points the caller records them itself: memory stays bounded even
 # when the thread cannot keep up.
 MAX_QUEUED = 20_000
-# The thread lets others run between small groups of points, so a caller whose response
+# The thread lets others run between small groups of entries, so a caller whose response
 # just arrived waits for a few points at most, never for a whole batch.
-YIELD_EVERY = 8
+YIELD_EVERY = 4
 
-_Point = tuple[Histogram, float, dict[str, Any], Context | None]
+#: ``histogram.record`` itself, or a function that records several points: (value,
+#: attributes, context of the operation)
+Record = Callable[[Any, Any, Context | None], None]
+_Entry = tuple[Record, Any, Any, Context | None]
 
 
 class DeferredRecorder:
-    """A queue of histogram points and the thread that records them (one per process).
+    """A queue of recordings and the thread that makes them (one per process).
 
-    With ``background=False`` no thread is started: points wait for a collection, a
+    With ``background=False`` no thread is started: entries wait for a collection, a
     ``flush()`` or a full queue.
     """
 
@@ -54,16 +57,16 @@ class DeferredRecorder:
 
     def _reset(self) -> None:
         # A forked child starts empty: the parent records what it had queued.
-        self._queue: deque[_Point] = deque()
-        self._lock = threading.Lock()  # held while a point moves from the queue to the SDK
+        self._queue: deque[_Entry] = deque()
+        self._lock = threading.Lock()  # held while an entry moves from the queue to the SDK
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def add(self, histogram: Histogram, value: float, attributes: dict[str, Any],
-            context: Context | None = None) -> None:
-        """Queue one point. ``attributes`` must not change afterwards."""
+    def defer(self, record: Record, value: Any, attributes: Any,
+              context: Context | None = None) -> None:
+        """Queue ``record(value, attributes, context)``; nothing passed may change after."""
         queue = self._queue
-        queue.append((histogram, value, attributes, context))
+        queue.append((record, value, attributes, context))
         if not self._wake.is_set():
             if self._thread is None and self._background:
                 self._start()
@@ -72,7 +75,7 @@ class DeferredRecorder:
             self.flush()
 
     def flush(self) -> None:
-        """Record every queued point now, in this thread."""
+        """Make every queued recording now, in this thread."""
         self._record_queued(yielding=False)
 
     def attach(self, meter: Meter) -> None:
@@ -109,11 +112,11 @@ class DeferredRecorder:
             # also knows no point is half-way to the SDK.
             with self._lock:
                 try:
-                    histogram, value, attributes, context = queue.popleft()
+                    record, value, attributes, context = queue.popleft()
                 except IndexError:
                     return
                 try:
-                    histogram.record(value, attributes, context=context)
+                    record(value, attributes, context)
                 except Exception:  # noqa: BLE001 - a faulty SDK must not stop the recording
                     log.debug("could not record a metric point", exc_info=True)
             done += 1
