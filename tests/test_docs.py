@@ -352,7 +352,7 @@ def check_telemetry(page: Page) -> None:
     captured = [s for s in chats if "gen_ai.input.messages" in s["attributes"]]
     assert len(captured) == 1
     assert json.loads(captured[0]["attributes"]["gen_ai.input.messages"]) == [
-        {"role": "user", "content": "Remember this prompt."}]
+        {"role": "user", "parts": [{"type": "text", "content": "Remember this prompt."}]}]
     assert json.loads(captured[0]["attributes"]["gen_ai.output.messages"])[0]["role"] == "assistant"
     metrics = page.receiver.metrics()
     assert set(GENAI_METRICS) | set(SERVER_METRICS) <= set(metrics)

@@ -8,7 +8,6 @@ telemetry failure reach the caller: instrumentation must not break what it obser
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -22,7 +21,7 @@ from opentelemetry.metrics import MeterProvider, get_meter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 
 from .._version import __version__
-from ..api._base import Call
+from ..api._base import BaseClient, Call
 from ..api._streaming import AsyncStream, Stream
 from ._attributes import (
     PROVIDER,
@@ -31,6 +30,12 @@ from ._attributes import (
     server_attributes,
     span_name,
 )
+from ._messages import (
+    MAX_CONTENT_CHARS,
+    input_messages,
+    output_messages,
+    stream_output_messages,
+)
 from ._metrics import GenAIMetrics, metric_point
 
 __all__ = ["Telemetry", "CAPTURE_CONTENT_ENV", "MAX_CONTENT_CHARS"]
@@ -38,24 +43,14 @@ __all__ = ["Telemetry", "CAPTURE_CONTENT_ENV", "MAX_CONTENT_CHARS"]
 log = logging.getLogger("llamatelemetry.telemetry")
 
 T = TypeVar("T")
-C = TypeVar("C")
+C = TypeVar("C", bound=BaseClient)
 
 CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
-MAX_CONTENT_CHARS = 16_384
 SCOPE = "llamatelemetry"
 
 
 def capture_from_env() -> bool:
     return os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _content(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= MAX_CONTENT_CHARS else text[: MAX_CONTENT_CHARS - 1] + "…"
-
-
-def _output_messages(text: str, role: str = "assistant") -> str:
-    return _content([{"role": role, "parts": [{"type": "text", "content": text}]}])
 
 
 @lru_cache(maxsize=64)
@@ -105,10 +100,10 @@ class Telemetry:
                 kind=SpanKind.CLIENT,
                 attributes=attributes,
             )
-            if self.capture_content and isinstance(call.body, Mapping):
-                messages = call.body.get("messages", call.body.get("prompt"))
+            if self.capture_content:
+                messages = input_messages(call.body)
                 if messages is not None:
-                    span.set_attribute("gen_ai.input.messages", _content(messages))
+                    span.set_attribute("gen_ai.input.messages", messages)
             return _Operation(span, trace.set_span_in_context(span), attributes,
                               time.perf_counter())
         except Exception:  # noqa: BLE001 - telemetry must never break the call
@@ -125,7 +120,7 @@ class Telemetry:
     def execute(self, client: C, call: Call[T], send: Callable[[C, Call[T]], T]) -> T:
         """Run ``send(client, call)`` (a sync transport's own ``_execute``) inside the
         call's span."""
-        op = self._begin(client.base_url, call)  # type: ignore[attr-defined]
+        op = self._begin(client.base_url, call)
         if op is None:
             return send(client, call)
         token = attach(op.context)
@@ -142,7 +137,7 @@ class Telemetry:
                             send: Callable[[C, Call[T]], Awaitable[T]]) -> T:
         """The same for an async transport; the span is the current one only in this task,
         so concurrent calls are siblings under their caller, never nested in each other."""
-        op = self._begin(client.base_url, call)  # type: ignore[attr-defined]
+        op = self._begin(client.base_url, call)
         if op is None:
             return await send(client, call)
         token = attach(op.context)
@@ -162,7 +157,7 @@ class Telemetry:
         result: Any = None,
         error: BaseException | None = None,
         extra: Mapping[str, Any] | None = None,
-        output_text: str | None = None,
+        output: str | None = None,
     ) -> None:
         """End the span and record the metrics, exactly once per operation."""
         span, attributes = op.span, op.attributes
@@ -176,10 +171,10 @@ class Telemetry:
             if error is not None:
                 _fail(span, attributes, error)
             if self.capture_content:
-                if output_text is None and result is not None:
-                    output_text = _text_of(result)
-                if output_text is not None:
-                    span.set_attribute("gen_ai.output.messages", _output_messages(output_text))
+                if output is None and result is not None:
+                    output = output_messages(result)
+                if output is not None:
+                    span.set_attribute("gen_ai.output.messages", output)
             self.metrics.record(attributes, duration, op.context)
         except Exception:  # noqa: BLE001
             log.debug("could not record telemetry", exc_info=True)
@@ -188,18 +183,6 @@ class Telemetry:
                 span.end()
             except Exception:  # noqa: BLE001 - a faulty span processor is not the caller's problem
                 log.debug("a span processor failed", exc_info=True)
-
-
-def _text_of(result: Any) -> str | None:
-    choices = getattr(result, "choices", None)
-    if choices:
-        first = choices[0]
-        message = getattr(first, "message", None)
-        if message is not None:
-            return message.content  # type: ignore[no-any-return]
-        return getattr(first, "text", None)
-    content = getattr(result, "content", None)
-    return content if isinstance(content, str) else None
 
 
 class _StreamTelemetry:
@@ -248,10 +231,11 @@ class _StreamTelemetry:
             extra["gen_ai.response.time_to_first_chunk"] = self._first - self._op.started
         if error is None and not complete:
             extra["llama_cpp.stream.closed_early"] = True
-        self._telemetry._finish(
-            self._op, error=error, extra=extra,
-            output_text="".join(self._text) if self._text else None,
-        )
+        output = None
+        if self._text is not None:
+            output = stream_output_messages("".join(self._text), self._reasons,
+                                            failed=error is not None)
+        self._telemetry._finish(self._op, error=error, extra=extra, output=output)
 
 
 def _piece_of(chunk: Any) -> str | None:

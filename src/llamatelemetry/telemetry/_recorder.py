@@ -5,9 +5,10 @@ four or five of them per operation cost a call more than its span does. So an op
 only queues the recording (one entry, expanded into its points later); a daemon thread
 records the queue in batches while the application waits on the network, and every
 collection first records whatever is still queued (through an observable instrument's
-callback, which the SDK runs before it reads the histograms). A reader therefore always sees every operation that finished before it
-collected: right after a call (``InMemoryMetricReader``), at a Prometheus scrape, at
-``force_flush`` and at ``shutdown``. Each point keeps the context of its operation, so
+callback, which the SDK runs before it reads the histograms). A reader therefore always
+sees every operation that finished before it collected: right after a call
+(``InMemoryMetricReader``), at a Prometheus scrape, at ``force_flush`` and at
+``shutdown``. Each point keeps the context of its operation, so
 exemplars still point at the operation's span.
 """
 
