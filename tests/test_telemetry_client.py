@@ -182,3 +182,17 @@ def test_every_call_is_a_span(tclient: InstrumentedLlamaCppClient,
     native = exporter.get_finished_spans()[2].attributes
     assert native["gen_ai.usage.output_tokens"] == 2
     assert native["gen_ai.request.max_tokens"] == 2
+
+
+def test_embed_spans_carry_the_usage_of_the_response(tclient: InstrumentedLlamaCppClient,
+                                                     exporter: InMemorySpanExporter) -> None:
+    vector = tclient.embed("one two three")
+    full = tclient.embeddings.create(input="one two three")
+    vectors = tclient.embed(["one", "one two three"])
+    spans = exporter.get_finished_spans()
+    assert [s.name for s in spans] == ["embeddings"] * 3
+    assert vector == full.data[0].embedding
+    assert len(vectors) == 2 and vectors[1] == pytest.approx(vector, abs=0.01)  # batched
+    assert full.usage is not None
+    assert spans[0].attributes["gen_ai.usage.input_tokens"] == full.usage.prompt_tokens > 0
+    assert spans[2].attributes["gen_ai.usage.input_tokens"] > full.usage.prompt_tokens

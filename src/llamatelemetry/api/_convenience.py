@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from ._base import TimeoutTypes
 from ._types import ChatCompletion, ChatCompletionChunk, NativeCompletion
 from .resources.completions import complete_call, infill_call
-from .resources.embeddings import embed_call
+from .resources.embeddings import embed_flow
 from .resources.rerank import rerank_call
 from .resources.tokens import apply_template_call, detokenize_call, tokenize_call
 
@@ -46,7 +46,7 @@ class ConvenienceMixin(_Base):
     def embed(self, text: Sequence[str]) -> list[list[float]]: ...
     def embed(self, text: str | Sequence[str]) -> list[float] | list[list[float]]:
         """The embedding vector of ``text`` as a flat list (a list of them for a list of texts)."""
-        return self._execute(embed_call(text))  # type: ignore[no-any-return]
+        return self._run(embed_flow(text))  # type: ignore[no-any-return]
 
     def tokenize(
         self,

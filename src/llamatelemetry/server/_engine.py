@@ -45,12 +45,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast, overload
 
 from .._closing import Closing
-from ..api._base import Call
+from ..api._base import Call, Flow
 from ..api._errors import LlamaTelemetryError
 from ..api._validation import check_int, check_text, check_texts
 from ..api.resources.chat import chat_call
 from ..api.resources.completions import complete_call
-from ..api.resources.embeddings import embed_call
+from ..api.resources.embeddings import embed_flow
 from ._errors import ServerError
 from ._manager import Backend, PathLike, ServerManager
 from ._options import ServerOptions
@@ -593,14 +593,17 @@ class InferenceEngine(Closing):
                 "top_k": top_k, "seed": seed, "stop": stop_sequences, "timeout": timeout,
                 **extra}
 
-    def _send(self, call: Call[Any], *, embed: bool = False) -> tuple[Any, float]:
-        """Send a call built (and so validated) beforehand; count it; return the answer
-        and when it was sent. Building first means bad input never starts a lazy server."""
+    def _send(self, call: Call[Any] | Flow[Any], *, embed: bool = False) -> tuple[Any, float]:
+        """Send a call (or run a flow) built, and so validated, beforehand; count it; return
+        the answer and when it was sent. Building first means bad input never starts a lazy
+        server."""
         client = self._ensure_client()
         self._stats.request(embed=embed)
         started = time.perf_counter()
         try:
-            return client._execute(call), started
+            if isinstance(call, Call):
+                return client._execute(call), started
+            return client._run(call), started
         except BaseException:
             self._stats.failure()
             raise
@@ -756,7 +759,7 @@ class InferenceEngine(Closing):
 
         Needs ``embedding=True`` (and usually ``pooling="mean"``) among the server options.
         """
-        return self._send(embed_call(texts), embed=True)[0]  # type: ignore[no-any-return]
+        return self._send(embed_flow(texts), embed=True)[0]  # type: ignore[no-any-return]
 
     # -- misc ------------------------------------------------------------------------
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from .._base import Call, TimeoutTypes
+from .._base import Call, Flow, TimeoutTypes
 from .._types import EmbeddingsResponse
 from .._validation import check_text, check_texts, check_token_ids
 from ._params import check_extra
 from ._resource import Resource
 
-__all__ = ["Embeddings", "embeddings_call", "embed_call"]
+__all__ = ["Embeddings", "embeddings_call", "embed_flow"]
 
 
 def _check_input(value: Any) -> Any:
@@ -51,21 +51,26 @@ def embeddings_call(
     )
 
 
-def embed_call(text: Any) -> Call[Any]:
-    """One text → one flat vector; a list of texts → one vector each, in input order."""
+def embed_flow(text: Any) -> Flow[Any]:
+    """One text → one flat vector; a list of texts → one vector each, in input order.
+
+    A flow rather than a call that parses to vectors: the call's own result is the whole
+    response, so telemetry sees its usage. ``text`` is checked now, before any send.
+    """
     single = isinstance(text, str)
     if single:
         check_text("text", text)
     else:
         check_texts("text", text)
+    call = Call("POST", "/v1/embeddings", EmbeddingsResponse.model_validate,
+                body={"input": text, "encoding_format": "float"}, operation="embeddings")
+    return _vectors(call, single)
 
-    def parse(data: Any) -> Any:
-        response = EmbeddingsResponse.model_validate(data)
-        vectors = [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
-        return vectors[0] if single else vectors
 
-    return Call("POST", "/v1/embeddings", parse, body={"input": text, "encoding_format": "float"},
-                operation="embeddings")
+def _vectors(call: Call[EmbeddingsResponse], single: bool) -> Flow[Any]:
+    response = yield call
+    vectors = [item.embedding for item in sorted(response.data, key=lambda d: d.index)]
+    return vectors[0] if single else vectors
 
 
 class Embeddings(Resource):
