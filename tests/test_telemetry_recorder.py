@@ -3,7 +3,10 @@ sees every finished operation, exactly once, with exemplars that point at its sp
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -206,3 +209,42 @@ def test_a_forked_child_records_its_own_points_only(
     # thread of its own.
     assert child == ["True", "True", "True", "3.0", "3"]
     assert _sum_and_count(reader, "h") == (30.0, 4)
+
+
+_LATE_GLOBALS = """
+import json, sys
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from llamatelemetry.api import LlamaCppClient
+from llamatelemetry.telemetry import LlamaCppInstrumentor, _recorder
+
+_recorder.recorder = _recorder.DeferredRecorder(background=False)  # collections only
+LlamaCppInstrumentor().instrument()  # before any provider exists: the API's proxies
+reader, spans = InMemoryMetricReader(), InMemorySpanExporter()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+tracer_provider = TracerProvider()
+tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+trace.set_tracer_provider(tracer_provider)
+with LlamaCppClient(sys.argv[1]) as client:
+    client.chat.completions.create(messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+queued = len(_recorder.recorder._queue)
+counts = {m.name: sum(p.count for p in m.data.data_points)
+          for rm in reader.get_metrics_data().resource_metrics
+          for sm in rm.scope_metrics for m in sm.metrics}
+print(json.dumps({"queued": queued, "spans": len(spans.get_finished_spans()),
+                  "counts": counts}))
+"""
+
+
+def test_global_providers_set_after_instrumenting(chat_server: ServerManager) -> None:
+    done = subprocess.run([sys.executable, "-c", _LATE_GLOBALS, chat_server.url],
+                          capture_output=True, text=True, timeout=60, check=True)
+    result = json.loads(done.stdout)
+    assert result["queued"] == 1 and result["spans"] == 1
+    assert result["counts"]["gen_ai.client.operation.duration"] == 1
+    assert result["counts"]["gen_ai.client.token.usage"] == 2
+    assert "llamatelemetry.telemetry.queued_points" not in result["counts"]

@@ -187,10 +187,13 @@ async def test_async_soak_1000_calls_concurrency_16(chat_server: ServerManager) 
     spans = SpanCounter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(spans)
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
     counts: Counter[str] = Counter()
     started = time.monotonic()
 
     async with InstrumentedAsyncLlamaCppClient(chat_server.url, tracer_provider=tracer_provider,
+                                               meter_provider=meter_provider,
                                                max_retries=0) as client:
 
         async def call() -> None:
@@ -247,9 +250,12 @@ async def test_async_soak_1000_calls_concurrency_16(chat_server: ServerManager) 
                 break
             await asyncio.sleep(0.02)
 
+    points = duration_count(reader)
+    meter_provider.shutdown()
     tracer_provider.shutdown()
     elapsed = time.monotonic() - started
     delta = growth(before, after)
+    assert points == spans.ended  # one metric point per span, warm-up included
     assert counts["calls"] == ASYNC_CALLS and counts["streams"] == ASYNC_STREAMS
     assert spans.started == spans.ended
     assert soak_spans == ASYNC_CALLS + ASYNC_STREAMS
