@@ -44,6 +44,7 @@ class GenAIMetrics:
 
     def __init__(self, meter: Meter) -> None:
         self._recorder = _recorder.recorder
+
         def histogram(name: str, unit: str, description: str, buckets: list[Any]) -> Histogram:
             return meter.create_histogram(name, unit=unit, description=description,
                                           explicit_bucket_boundaries_advisory=buckets)
