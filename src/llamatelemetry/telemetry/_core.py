@@ -30,15 +30,10 @@ from ._attributes import (
     server_attributes,
     span_name,
 )
-from ._messages import (
-    MAX_CONTENT_CHARS,
-    input_messages,
-    output_messages,
-    stream_output_messages,
-)
+from ._messages import input_messages, output_messages, stream_output_messages
 from ._metrics import GenAIMetrics, metric_point
 
-__all__ = ["Telemetry", "CAPTURE_CONTENT_ENV", "MAX_CONTENT_CHARS"]
+__all__ = ["Telemetry", "CAPTURE_CONTENT_ENV"]
 
 log = logging.getLogger("llamatelemetry.telemetry")
 
