@@ -9,7 +9,9 @@ bytes, they must raise nothing but the library's own errors.
 from __future__ import annotations
 
 import json
+import pickle
 import random
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -23,8 +25,14 @@ from llamatelemetry.api import (
     NativeCompletion,
     StreamError,
     StreamInterruptedError,
+    _sse,
 )
-from llamatelemetry.api._sse import ServerSentEvent, SSEDecoder
+from llamatelemetry.api._sse import (
+    DEFAULT_MAX_EVENT_BYTES,
+    EventTooLargeError,
+    ServerSentEvent,
+    SSEDecoder,
+)
 from llamatelemetry.api._streaming import ChunkDecoder, StreamFormat
 from llamatelemetry.testing._fault_server import sse
 
@@ -244,6 +252,187 @@ def test_rich_stream_identical_whatever_the_split() -> None:
 def test_rich_stream_every_two_way_split() -> None:
     for cut in range(len(RICH_STREAM) + 1):
         assert events_of([RICH_STREAM[:cut], RICH_STREAM[cut:]]) == RICH_EVENTS, cut
+
+
+# --- SSEDecoder: long lines and the event size limit -----------------------------------
+
+LIMIT = 100  # a small max_event_bytes, so that every split of a test stream can be tried
+
+
+def line_of(prefix: bytes, size: int) -> bytes:
+    """A line (without its end) of exactly ``size`` bytes: ``prefix`` and then x's."""
+    return prefix + b"x" * (size - len(prefix))
+
+
+def outcome(pieces: Iterable[bytes], limit: int | None = LIMIT) -> list[ServerSentEvent] | str:
+    """The events, or "too large" when the decoder raised EventTooLargeError."""
+    decoder = SSEDecoder(max_event_bytes=limit)
+    events: list[ServerSentEvent] = []
+    try:
+        for piece in pieces:
+            events += decoder.feed(piece)
+    except EventTooLargeError:
+        return "too large"
+    return events
+
+
+def test_a_line_split_over_many_reads_takes_linear_time() -> None:
+    # A 32 MiB event in 64 KiB reads. Joining the held line with each read, as the decoder
+    # once did, copies it once a read: 512 reads, 8 GiB copied, 4-10 s of CPU. Held as parts
+    # and joined once, it takes about 0.1 s. The bound is generous (about 9x) and CPU time
+    # is not inflated by other load; the best of three attempts absorbs a hiccup.
+    piece = b"x" * (64 * 1024)
+    reads = 512
+    best = float("inf")
+    for _ in range(3):
+        decoder = SSEDecoder(max_event_bytes=None)
+        started = time.process_time()
+        events = decoder.feed(b'data: "')
+        for _ in range(reads):
+            events += decoder.feed(piece)
+        events += decoder.feed(b'"\n\n')
+        best = min(best, time.process_time() - started)
+        assert len(events) == 1 and len(events[0].data) == reads * len(piece) + 2
+        del events
+        if best < 1.0:
+            break
+    assert best < 1.0, f"a 32 MiB event in 64 KiB reads took {best:.2f} s of CPU"
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"], ids=["LF", "CRLF", "CR"])
+def test_a_single_long_line_at_the_limit_passes_one_byte_more_raises(newline: bytes) -> None:
+    # counted: the raw bytes of the line, field name included, line end not; a BOM neither
+    for size in (LIMIT, LIMIT + 1):
+        line = line_of(b"data: ", size)
+        data = b"\xef\xbb\xbf" + b"data: before" + newline * 2 + line + newline * 2 \
+            + b"data: after" + newline * 2
+        expected = "too large" if size > LIMIT else [
+            ServerSentEvent("before"), ServerSentEvent(line[6:].decode()), ServerSentEvent("after")]
+        for name, pieces in splits(data).items():
+            assert outcome(pieces) == expected, (size, name)
+
+
+def test_many_data_lines_of_one_event_count_together() -> None:
+    lines = [line_of(b"data: ", 20)] * 4 + [line_of(b"data:", 20)]  # 100 bytes
+    at_limit = b"\n".join(lines) + b"\n\n"
+    over = b"data\n" + at_limit  # one more data line, 4 bytes
+    expected = [ServerSentEvent("\n".join(line.decode().partition(":")[2].lstrip(" ")
+                                          for line in lines))]
+    for name, pieces in splits(at_limit).items():
+        assert outcome(pieces) == expected, name
+    for name, pieces in splits(over).items():
+        assert outcome(pieces) == "too large", name
+    # the line still arriving counts with the data lines already collected
+    assert outcome([b"data: " + b"x" * 44 + b"\n", b":" + b"x" * 49]) == []
+    assert outcome([b"data: " + b"x" * 44 + b"\n", b":" + b"x" * 50]) == "too large"
+
+
+def test_one_read_carrying_a_whole_oversized_line() -> None:
+    before = ServerSentEvent("first")
+    decoder = SSEDecoder(max_event_bytes=LIMIT)
+    at_limit = line_of(b"data: ", LIMIT)
+    assert decoder.feed(b"data: first\n\n" + at_limit + b"\n\n") == [
+        before, ServerSentEvent(at_limit[6:].decode())]
+    with pytest.raises(EventTooLargeError) as caught:
+        decoder.feed(b"data: first\n\n" + line_of(b"data: ", LIMIT + 1) + b"\n\ndata: z\n\n")
+    # the events the same read completed before the oversized one are not lost
+    assert caught.value.events == [before]
+    assert caught.value.limit == LIMIT
+    assert not decoder.pending  # what it held is dropped
+    # the same with the default limit, in one read
+    with pytest.raises(EventTooLargeError):
+        SSEDecoder().feed(line_of(b"data: ", DEFAULT_MAX_EVENT_BYTES + 1) + b"\n\n")
+
+
+@pytest.mark.parametrize("read_size", [1, 7, 64, 1000])
+def test_raises_as_soon_as_the_limit_is_passed(read_size: int) -> None:
+    # An event that does not end: the decoder raises at the read that passes the limit, so
+    # it never holds more than the limit (plus that one read).
+    decoder = SSEDecoder(max_event_bytes=LIMIT)
+    decoder.feed(b"data: ")
+    fed = 6
+    with pytest.raises(EventTooLargeError):
+        for _ in range(10 * LIMIT):  # bounded: a decoder that never raises fails, not hangs
+            decoder.feed(b"x" * read_size)
+            fed += read_size
+    assert LIMIT - read_size < fed <= LIMIT
+    # and data lines that never end their event
+    decoder = SSEDecoder(max_event_bytes=LIMIT)
+    lines = 0
+    with pytest.raises(EventTooLargeError):
+        for _ in range(10 * LIMIT):
+            decoder.feed(b"data: 123456789\n")
+            lines += 1
+    assert lines == LIMIT // len(b"data: 123456789")
+
+
+def test_the_default_limit_is_32_mib_and_is_not_buffered_past() -> None:
+    assert DEFAULT_MAX_EVENT_BYTES == 32 * 1024 * 1024
+    assert {"DEFAULT_MAX_EVENT_BYTES", "EventTooLargeError"} <= set(_sse.__all__)
+    piece = b"x" * (64 * 1024)
+    decoder = SSEDecoder()
+    decoder.feed(b"data: ")
+    reads = 0
+    with pytest.raises(EventTooLargeError) as caught:
+        for _ in range(1024):
+            decoder.feed(piece)
+            reads += 1
+    # 32 MiB is 512 reads of 64 KiB; with the 6 bytes of "data: " the 512th passes it
+    assert reads == 511
+    message = str(caught.value)
+    assert "single event larger than the limit of 33,554,432 bytes (32 MiB)" in message
+    assert "max_event_bytes" in message
+    assert "LlamaCppClient(..., max_event_bytes=64 * 1024 * 1024)" in message
+    assert isinstance(caught.value, ValueError)
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert (str(copy), copy.limit) == (message, DEFAULT_MAX_EVENT_BYTES)
+
+
+def test_the_count_restarts_with_each_event() -> None:
+    one = line_of(b"data: ", LIMIT) + b"\n\n"
+    two = line_of(b"data: ", LIMIT // 2) + b"\n" + line_of(b"data:", LIMIT // 2) + b"\n\n"
+    data = (one + two + b": ping\n\n") * 50  # 10,000 bytes of events, each at the limit
+    for name, pieces in list(splits(data).items())[:30]:
+        events = outcome(pieces)
+        assert isinstance(events, list) and len(events) == 100, name
+    # other fields are not collected, so they do not add up (each line alone is bounded)
+    fields = (line_of(b"event: ", LIMIT) + b"\n" + line_of(b"id: ", LIMIT) + b"\n") * 10
+    assert outcome([fields + b"\n" + fields + b"data: x\n\n"]) == [ServerSentEvent(
+        "x", event=line_of(b"", LIMIT - 7).decode(), id=line_of(b"", LIMIT - 4).decode())]
+
+
+@pytest.mark.parametrize("prefix", [b":", b": ping ", b"event: ", b"id: ", b"retry: ", b"other: "])
+def test_any_line_longer_than_the_limit_raises(prefix: bytes) -> None:
+    # A comment (or any field) is held whole until its line end, like a data line, so one
+    # longer than the limit raises too: what is bounded is the memory, not just the data.
+    for size in (LIMIT, LIMIT + 1):
+        data = line_of(prefix, size) + b"\ndata: z\n\n"
+        for name, pieces in list(splits(data).items())[:50]:
+            events = outcome(pieces)
+            if size > LIMIT:
+                assert events == "too large", name
+            else:
+                assert isinstance(events, list) and [e.data for e in events] == ["z"], name
+
+
+def test_no_limit() -> None:
+    line = line_of(b"data: ", 10 * LIMIT)
+    assert outcome([line[:7], line[7:], b"\n\n"], limit=None) == [
+        ServerSentEvent(line[6:].decode())]
+    assert outcome([line + b"\n\n"], limit=1) == "too large"
+    assert outcome([b"data\n\n"], limit=4) == [ServerSentEvent("")]
+
+
+@pytest.mark.parametrize("value", ["1024", 1024.0, True, False, b"1"])
+def test_max_event_bytes_must_be_an_int_or_none(value: Any) -> None:
+    with pytest.raises(TypeError, match="max_event_bytes must be a positive int"):
+        SSEDecoder(max_event_bytes=value)
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_max_event_bytes_must_be_positive(value: int) -> None:
+    with pytest.raises(ValueError, match=f"max_event_bytes must be a positive int.*not {value}"):
+        SSEDecoder(max_event_bytes=value)
 
 
 # --- ChunkDecoder -----------------------------------------------------------------------
