@@ -208,14 +208,16 @@ def test_per_request_timeout_overrides_client_timeout() -> None:
             assert chat(client, timeout=5.0).choices[0].message.content == "ok"
 
 
-def test_stale_keepalive_connection_is_resent_transparently() -> None:
-    # The second request arrives on the kept-alive connection and the server closes it
-    # without answering: the client resends on a fresh connection, spending no retry.
+def test_a_request_dropped_on_a_kept_alive_connection_is_sent_once() -> None:
+    # The second request arrives whole on the kept-alive connection and the server closes
+    # it without answering: the server may have acted on it, so it is not resent for free.
     with FaultServer([Reply(200, REPLY), Reply(drop=True), Reply(200, REPLY)]) as server:
         with LlamaCppClient(server.url, max_retries=0) as client:
             chat(client)
+            with pytest.raises(APIConnectionError):
+                chat(client)
+            assert len(server.requests) == 2
             assert chat(client).choices[0].message.content == "ok"
-            assert len(server.requests) == 3
             assert [r.connection for r in server.requests] == [0, 0, 1]
 
 
@@ -234,13 +236,12 @@ def test_drop_on_a_fresh_connection_is_not_resent_for_free() -> None:
             assert len(server.requests) == 3  # two retries, nothing more
 
 
-def test_only_one_free_resend_on_a_stale_connection() -> None:
-    with FaultServer([Reply(200, REPLY), Reply(drop=True)]) as server:
-        with LlamaCppClient(server.url, max_retries=0) as client:
+def test_a_request_dropped_on_a_kept_alive_connection_spends_a_retry(fast_backoff: None) -> None:
+    with FaultServer([Reply(200, REPLY), Reply(drop=True), Reply(200, REPLY)]) as server:
+        with LlamaCppClient(server.url, max_retries=1) as client:
             chat(client)
-            with pytest.raises(APIConnectionError):
-                chat(client)
-            assert len(server.requests) == 3  # ok, dropped on the reused connection, resent
+            assert chat(client).choices[0].message.content == "ok"
+            assert len(server.requests) == 3  # ok, dropped, its one counted retry
 
 
 def test_status_errors_pickle_and_connect_timeout_is_both() -> None:
@@ -381,13 +382,18 @@ def test_custom_http_client_is_used() -> None:
         assert http.is_closed
 
 
-def test_finished_streams_reuse_the_connection() -> None:
+def test_streams_close_their_connection_as_llama_server_does() -> None:
+    # llama-server closes the connection just after each streamed answer: a stream asks
+    # for that itself, so no later request is written on a connection about to close.
     chunks = sse(chunk("a"), chunk(finish="stop"))
-    with FaultServer(Reply(chunks=chunks)) as server:
+    with FaultServer([Reply(200, REPLY), Reply(chunks=chunks)]) as server:
         with LlamaCppClient(server.url) as client:
-            for _ in range(4):
+            chat(client)
+            for _ in range(3):
                 assert len(list(chat(client, stream=True))) == 2
-    assert [r.connection for r in server.requests] == [0, 0, 0, 0]
+    assert [r.connection for r in server.requests] == [0, 0, 1, 2]
+    assert [r.headers.get("connection") for r in server.requests] == [
+        "keep-alive", "close", "close", "close"]
 
 
 def test_chunks_before_an_error_event_in_the_same_read_are_delivered() -> None:

@@ -7,6 +7,7 @@ the server manager binds loopback by default and warns before binding publicly w
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import ssl
@@ -25,6 +26,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from llamatelemetry.api import (
     APIConnectionError,
+    APIStatusError,
     APITimeoutError,
     AsyncLlamaCppClient,
     AuthenticationError,
@@ -169,7 +171,7 @@ def test_key_is_in_no_log_even_at_debug(key_server: ServerManager, tiny_files: T
     with LlamaCppClient(key_server.url, api_key=WRONG_KEY, max_retries=1) as client:
         with pytest.raises(AuthenticationError):
             client.chat.completions.create(messages=MESSAGES, max_tokens=2)
-    # retries, a stale keep-alive resend and connection errors all log at DEBUG
+    # retries (a dropped keep-alive request spends one) and connection errors log at DEBUG
     with TallyingFaultServer([Reply(200, REPLY), Reply(drop=True), Reply(503, LOADING),
                               Reply(200, REPLY)]) as server:
         with LlamaCppClient(server.url, api_key=KEY, max_retries=2) as client:
@@ -191,7 +193,7 @@ def test_key_is_in_no_log_even_at_debug(key_server: ServerManager, tiny_files: T
     provider.shutdown()
     text = log_text(all_logs)
     assert "retrying POST /v1/chat/completions" in text  # the debug records were captured
-    assert "resending POST /v1/chat/completions" in text
+    assert "connection to llama-server failed (POST" in text
     assert "starting llama-server" in text
     assert not secrets_in(text, API_KEY, WRONG_KEY, KEY)
     # nor in what the servers themselves wrote
@@ -335,6 +337,110 @@ def test_key_is_never_in_the_cli_output(key_server: ServerManager, tmp_path: Pat
     assert "401" in runs["wrong-key"] and "--api-key" in runs["bad-key"]
     for name, output in runs.items():
         assert not secrets_in(output, API_KEY, WRONG_KEY, KEY), (name, output)
+    tally(scenarios=len(runs))
+
+
+# --- a password in base_url: sent as Basic auth, shown nowhere ---------------------------
+
+PASSWORD = "pw-S3cr3t-0a9b"
+
+
+def with_password(url: str) -> str:
+    return url.replace("http://", f"http://alice:{PASSWORD}@")
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_password_in_base_url_travels_only_as_basic_auth(kind: str) -> None:
+    replies = [Reply(200, REPLY), Reply(chunks=sse(chunk("a"), chunk(finish="stop")))]
+    with TallyingFaultServer(replies) as server:
+        driver = make_driver(kind, with_password(server.url).replace(PASSWORD, "pw%3Aq%40"))
+        try:
+            assert repr(driver.client).endswith(f"(base_url='http://alice:***@127.0.0.1:"
+                                                f"{server.port}')")
+            driver.chat()
+            driver.stream()
+        finally:
+            driver.close()
+    token = base64.b64encode(b"alice:pw:q@").decode()  # percent-decoded, as a browser does
+    for request in server.requests:
+        assert request.headers["authorization"] == f"Basic {token}"
+        assert "pw" not in request.path and "alice" not in request.headers.get("host", "")
+
+
+def test_password_in_base_url_is_shown_nowhere(chat_server: ServerManager,
+                                               all_logs: list[logging.LogRecord]) -> None:
+    provider = TracerProvider()
+    spans = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    shown: list[str] = []
+    url = with_password(chat_server.url)
+    with InstrumentedLlamaCppClient(url, tracer_provider=provider, meter_provider=meters) as c:
+        shown.append(repr(c))
+        c.chat.completions.create(messages=MESSAGES, max_tokens=2)
+        list(c.chat.completions.create(messages=MESSAGES, max_tokens=2, stream=True))
+        c.tokenize("x")
+        with pytest.raises(APIStatusError) as status:
+            c.slots.restore(0, "missing.bin")  # a 4xx from the real server
+        shown.append(exception_text(status.value))
+    async_client = AsyncLlamaCppClient(url)
+    shown.append(repr(async_client))
+    asyncio.run(async_client.aclose())
+    port = LatePort()
+    try:  # refused, retried, logged
+        with LlamaCppClient(with_password(port.url), max_retries=1) as client:
+            with pytest.raises(APIConnectionError) as refused:
+                client.chat.completions.create(messages=MESSAGES, max_tokens=2)
+            shown.append(exception_text(refused.value))
+            with pytest.raises(APITimeoutError) as waited:
+                client.health.wait_until_ready(timeout=0.1, interval=0.02)
+            shown.append(exception_text(waited.value))
+    finally:
+        port.close()
+    for bad in (f"ftp://alice:{PASSWORD}@host", f"http://alice:{PASSWORD}@"):
+        with pytest.raises(ValueError) as invalid:
+            LlamaCppClient(bad)
+        shown.append(exception_text(invalid.value))
+    with pytest.raises(ValueError, match="use one") as both:
+        LlamaCppClient(url, api_key=KEY)
+    shown.append(exception_text(both.value))
+    provider.shutdown()
+    errors = [status.value, refused.value, waited.value]
+    assert all(e.url is None or "alice" not in e.url for e in errors)
+    assert "HTTP Request: POST http://127.0.0.1" in log_text(all_logs)  # httpx's own line
+    text = ("\n".join(shown) + log_text(all_logs) + "\n".join(s.to_json() for s in
+            spans.get_finished_spans()) + reader.get_metrics_data().to_json())
+    assert not secrets_in(text, PASSWORD)
+    meters.shutdown()
+
+
+def test_password_in_base_url_is_never_in_the_cli_output(chat_server: ServerManager) -> None:
+    port = LatePort()
+    url = with_password(chat_server.url)
+    try:
+        runs = {
+            "status": cli("status", "--url", url),
+            "status-json": cli("status", "--url", url, "--json"),
+            "tokenize": cli("tokenize", "hello", "--url", url),
+            "chat": cli("chat", "hi", "--url", url, "--max-tokens", "2"),
+            "env": cli("models", env={"LLAMA_BASE_URL": url}),
+            "bench": cli("bench", "--url", url, "-n", "2", "--max-tokens", "2",
+                         "--prompt-tokens", "8", "--json"),
+            "refused": cli("status", "--url", with_password(port.url)),
+            "bench-refused": cli("bench", "--url", with_password(port.url), "-n", "1"),
+            "bad-url": cli("tokenize", "x", "--url", f"ftp://alice:{PASSWORD}@h"),
+            "with-key": cli("tokenize", "x", "--url", url, "--api-key", KEY),
+        }
+    finally:
+        port.close()
+    for name in ("status", "status-json", "tokenize", "chat", "env", "bench"):
+        assert runs[name].startswith("exit 0"), (name, runs[name])
+    for name in ("refused", "bench-refused", "bad-url", "with-key"):
+        assert runs[name].startswith("exit 1"), (name, runs[name])
+    assert "alice:***@" in runs["bench"]  # the report names the server, password masked
+    for name, output in runs.items():
+        assert not secrets_in(output, PASSWORD), (name, output)
     tally(scenarios=len(runs))
 
 

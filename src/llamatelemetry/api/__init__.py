@@ -1,7 +1,13 @@
 """The llama-server client: ``from llamatelemetry.api import LlamaCppClient``."""
 
 from ._async_client import AsyncLlamaCppClient
-from ._base import DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
+from ._base import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    redact_url,
+)
 from ._client import LlamaCppClient
 from ._errors import (
     APIConnectionError,
@@ -12,7 +18,9 @@ from ._errors import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    ConcurrentIterationError,
     ConflictError,
+    EventLoopError,
     InternalServerError,
     LlamaTelemetryError,
     NotFoundError,
@@ -25,7 +33,7 @@ from ._errors import (
     TLSVerificationError,
     UnprocessableEntityError,
 )
-from ._sse import ServerSentEvent, SSEDecoder
+from ._sse import DEFAULT_MAX_EVENT_BYTES, ServerSentEvent, SSEDecoder
 from ._streaming import AsyncStream, Stream
 from ._types import (
     ChatCompletion,
@@ -52,6 +60,9 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_MAX_EVENT_BYTES",
+    "redact_url",
     "SSEDecoder",
     "ServerSentEvent",
     # errors
@@ -65,6 +76,8 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConflictError",
+    "ConcurrentIterationError",
+    "EventLoopError",
     "InternalServerError",
     "NotFoundError",
     "NotSupportedError",

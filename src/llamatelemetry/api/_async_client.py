@@ -8,18 +8,25 @@ coroutine of this transport's ``_execute``.
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
+import warnings
+import weakref
 from typing import Any, TypeVar
 
 import httpx
 
 from .._closing import AsyncClosing
-from ._base import Attempts, BaseClient, Call, Flow, Sleep, decoding_error
+from ._base import Attempts, BaseClient, Body, Call, Flow, Sleep, decoding_error
 from ._convenience import ConvenienceMixin
-from ._errors import APIError
+from ._errors import APIError, EventLoopError
 from ._streaming import AsyncStream, close_soon
 from ._transport_errors import translate_transport_error
+from ._wire import deadline, install_deadline_backend
 
 __all__ = ["AsyncLlamaCppClient"]
+
+log = logging.getLogger("llamatelemetry")
 
 T = TypeVar("T")
 
@@ -50,41 +57,94 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
         **options: Any,
     ) -> None:
         super().__init__(base_url, api_key, **options)
-        self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(**self._http_options())
+        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self._own_pool(http_client)
+
+    def _after_new_pool(self) -> None:
+        self._loop = None
+
+    def _new_http(self) -> httpx.AsyncClient:
+        http = httpx.AsyncClient(**self._http_options())
+        install_deadline_backend(http)
+        return http
+
+    def _http_for_this_loop(self) -> httpx.AsyncClient:
+        """The pool for the running event loop. Pooled connections belong to the loop that
+        opened them: on a new loop (a second ``asyncio.run``) the client starts a new pool,
+        as long as the old loop is not still running elsewhere."""
+        loop = asyncio.get_running_loop()
+        bound = None if self._loop is None else self._loop()
+        if bound is loop:
+            return self._http
+        if self._loop is not None:
+            if bound is not None and bound.is_running():
+                raise EventLoopError(
+                    "this AsyncLlamaCppClient is in use on another running event loop (another "
+                    "thread?); its connections belong to that loop: create one client per "
+                    "event loop")
+            if not self._owns_http:
+                raise EventLoopError(
+                    "the http_client= given to this AsyncLlamaCppClient was used on an event "
+                    "loop that has ended, and its connections cannot move to this one: pass a "
+                    "new httpx.AsyncClient, or let the client make its own")
+            self._leave_pool()
+        self._loop = weakref.ref(loop)
+        return self._http
+
+    def _leave_pool(self) -> None:
+        """Start a new pool; the old one's connections belong to an event loop that is not
+        running, so nothing can close them properly: drop them quietly."""
+        log.debug("a new event loop: the old loop's connections are dropped")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            self._http = self._new_http()
+            gc.collect()  # their transports warn when collected; they are collected here
 
     async def _execute(self, call: Call[T]) -> T:  # type: ignore[override]
         """Send one call, retrying what is worth retrying; return its parsed answer (or an
         AsyncStream)."""
+        http = self._http_for_this_loop()
         request = self._build_request(call)
         attempts = Attempts(self, call)
-        while True:
-            reused = attempts.may_reuse_connection()
-            sent: httpx.Response | None = None
-            try:
-                sent = await self._http.send(request, stream=True)
-                if call.stream is not None and sent.status_code < 400:
-                    wrong = self._not_a_stream(call, sent)
-                    if wrong is None:
-                        stream = AsyncStream(sent, call.stream)
-                        sent = None  # the stream owns the response now
-                        return stream  # type: ignore[return-value]
-                    await sent.aread()
-                    raise wrong
-                body = await sent.aread()
-                if self._is_success(call, sent.status_code):
-                    return self._parse(call, sent, body)
-                error: APIError = self._status_error(sent, body)
-            except httpx.TransportError as exc:
-                if attempts.resend_now(exc, stale_candidate=sent is None and reused):
-                    continue
-                error = translate_transport_error(exc)
-            except httpx.DecodingError as exc:
-                raise decoding_error(call, exc) from exc
-            finally:
-                if sent is not None:
-                    await sent.aclose()
-            await asyncio.sleep(attempts.delay_or_raise(error))
+        token = None if attempts.deadline is None else deadline.set(attempts.deadline)
+        try:
+            while True:
+                attempts.start(request, asynchronous=True)
+                sent: httpx.Response | None = None
+                try:
+                    sent = await http.send(request, stream=True)
+                    if call.stream is not None and sent.status_code < 400:
+                        wrong = self._not_a_stream(call, sent)
+                        if wrong is None:
+                            stream = AsyncStream(sent, call.stream, deadline=attempts.deadline,
+                                                 max_event_bytes=self.max_event_bytes)
+                            sent = None  # the stream owns the response now
+                            return stream  # type: ignore[return-value]
+                        raise wrong
+                    body = await self._read_body(call, sent)
+                    if self._is_success(call, sent.status_code):
+                        return self._parse(call, sent, body)
+                    error: APIError = self._status_error(sent, body)
+                except httpx.TransportError as exc:
+                    if attempts.resend_now(exc):
+                        continue
+                    error = translate_transport_error(exc)
+                except httpx.DecodingError as exc:
+                    raise decoding_error(call, exc) from exc
+                finally:
+                    if sent is not None:
+                        await sent.aclose()
+                await asyncio.sleep(attempts.delay_or_raise(error))
+        finally:
+            if token is not None:
+                deadline.reset(token)
+
+    async def _read_body(self, call: Call[Any], response: httpx.Response) -> bytes:
+        """The whole decoded body, failing once it passes ``max_response_bytes``."""
+        body = Body(self, call, response)
+        async for part in response.aiter_bytes():
+            body.add(part)
+        return body.join()
 
     async def _run(self, flow: Flow[T]) -> T:  # type: ignore[override]
         """Drive a multi-step operation: perform each step it yields, send back the result."""
@@ -106,6 +166,10 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
+        bound = None if self._loop is None else self._loop()
+        if (bound is not None and bound is not asyncio.get_running_loop() and self._owns_http
+                and not bound.is_running()):
+            self._leave_pool()  # the connections of a loop that has ended
         await self._http.aclose()
 
     @property

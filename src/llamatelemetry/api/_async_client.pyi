@@ -67,6 +67,7 @@ class AsyncEmbeddings:
         encoding_format: Literal["float", "base64"] = "float",
         *,
         timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
         **extra: Any,
     ) -> EmbeddingsResponse: ...
 
@@ -88,7 +89,7 @@ class AsyncLora:
     async def set_scales(self, scales: Mapping[int, float]) -> _Dicts: ...
 
 class AsyncHealth:
-    async def check(self, timeout: float = ...) -> dict[str, Any]: ...
+    async def check(self, timeout: float | None = None) -> dict[str, Any]: ...
     async def wait_until_ready(
         self, timeout: float = 60.0, interval: float = 0.1
     ) -> dict[str, Any]: ...

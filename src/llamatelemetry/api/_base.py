@@ -11,6 +11,7 @@ mapping, parsing) lives here, once.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
 import logging
@@ -18,17 +19,19 @@ import os
 import random
 import ssl
 import time
+import weakref
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 from opentelemetry import propagate
 from pydantic import ValidationError
 
 from .._version import __version__
+from . import _wire
 from ._errors import (
     APIConnectionError,
     APIError,
@@ -38,6 +41,7 @@ from ._errors import (
     TLSVerificationError,
     status_error,
 )
+from ._sse import DEFAULT_MAX_EVENT_BYTES
 from ._streaming import StreamFormat
 from ._transport_errors import is_stale_connection_error
 from ._validation import check_int, encode_json
@@ -65,6 +69,8 @@ __all__ = [
     "DEFAULT_MAX_RETRIES",
     "INITIAL_RETRY_DELAY",
     "MAX_RETRY_DELAY",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "redact_url",
 ]
 
 log = logging.getLogger("llamatelemetry")
@@ -81,6 +87,14 @@ MAX_RETRY_AFTER = 60.0
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 DEFAULT_MAX_CONNECTIONS = 100
 DEFAULT_MAX_KEEPALIVE = 20
+# llama-server closes a kept-alive connection after 5 s idle (it answers "Keep-Alive:
+# timeout=5, max=100"; measured). httpx's default expiry is the same 5 s, so a request could
+# leave just as the server closes: giving idle connections up a second earlier means the
+# server's idle close never races a request.
+KEEPALIVE_EXPIRY = 4.0
+# A whole non-streamed body, decoded. The largest legitimate answers are embeddings of big
+# batches (tens of MB of JSON); this bounds what a hostile or broken server can make us hold.
+DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 
 TimeoutTypes = Union[float, int, None, httpx.Timeout, "tuple[float | None, float | None]"]
 
@@ -101,6 +115,7 @@ class Call(Generic[T]):
     timeout: TimeoutTypes | None = None
     headers: Mapping[str, str] | None = None
     operation: str = "http"  # what telemetry calls it: chat, embeddings, tokenize, ...
+    total_timeout: float | None = None  # None: the client's total_timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +123,7 @@ class Sleep:
     seconds: float
 
 
-Flow = Generator[Union[Call[Any], Sleep], Any, T]
+Flow = Generator[Call[Any] | Sleep, Any, T]
 
 
 def to_timeout(value: TimeoutTypes, name: str = "timeout") -> httpx.Timeout:
@@ -138,6 +153,11 @@ def _seconds(name: str, value: Any) -> float | None:
     return seconds
 
 
+def check_total_timeout(value: Any) -> float | None:
+    """A call's wall-clock limit in seconds, or None for the client's."""
+    return _seconds("total_timeout", value)
+
+
 def _check_api_key(key: Any) -> None:
     if not isinstance(key, str):
         raise TypeError(f"api_key must be a str (or None for no key), not {type(key).__name__}")
@@ -148,16 +168,43 @@ def _check_api_key(key: Any) -> None:
                          "check for a trailing newline")
 
 
-def _normalize_base_url(value: Any) -> str:
+def redact_url(url: str) -> str:
+    """``url`` with the password of its user part (``http://user:pass@host``) masked: what
+    may be shown in a repr, a message or a log."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at:
+        return url
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user}:***@{host}{slash}{path}"
+
+
+def _normalize_base_url(value: Any) -> tuple[str, tuple[str, str] | None]:
+    """The base URL without its user part, and the ``(user, password)`` it carried: the
+    credentials go out as Basic auth and never appear in a URL we show or log."""
     if not isinstance(value, str):
         raise TypeError(f"base_url must be a str, not {type(value).__name__}")
     url: str = value.strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"base_url must look like 'http://127.0.0.1:8080', got {url!r}")
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError:
+        hostname = None
+    if parts.scheme not in ("http", "https") or not hostname:
+        raise ValueError(f"base_url must look like 'http://127.0.0.1:8080', got "
+                         f"{redact_url(url)!r}")
+    credentials = None
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if at:
+        user, _, password = userinfo.partition(":")
+        credentials = (unquote(user), unquote(password))
+        url = parts._replace(netloc=host).geturl()
     if url.endswith("/v1"):  # an OpenAI-style base URL; our paths carry their own /v1
         url = url[: -len("/v1")]
-    return url
+    return url, credentials
 
 
 def _tls_verify(value: Any) -> bool | ssl.SSLContext:
@@ -195,6 +242,26 @@ def _parsed_url(url: str) -> httpx.URL:
     return httpx.URL(url)
 
 
+# Clients that own their connection pool: a forked child gives each a new pool, since the
+# pooled sockets are shared with the parent and two processes writing on one socket
+# interleave their requests.
+_POOL_OWNERS: weakref.WeakSet[BaseClient] = weakref.WeakSet()
+# The pools a child left behind: never closed (closing could touch a lock another parent
+# thread held at the fork, or the parent's connections), never collected (no warnings).
+_LEFT_BY_FORK: list[Any] = []
+
+
+def _new_pools_after_fork() -> None:
+    for client in list(_POOL_OWNERS):
+        _LEFT_BY_FORK.append(client._http)
+        client._http = client._new_http()
+        client._after_new_pool()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_pools_after_fork)
+
+
 class BaseClient:
     """Configuration and everything that does no I/O."""
 
@@ -213,31 +280,65 @@ class BaseClient:
         verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_keepalive_connections: int = DEFAULT_MAX_KEEPALIVE,
+        total_timeout: float | None = None,
+        max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
+        max_event_bytes: int | None = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
         if base_url is None:
             base_url = os.environ.get("LLAMA_BASE_URL") or DEFAULT_BASE_URL
-        self.base_url = _normalize_base_url(base_url)
+        self.base_url, credentials = _normalize_base_url(base_url)
         if api_key is None:
             api_key = os.environ.get("LLAMA_API_KEY") or None
         if api_key is not None:
             _check_api_key(api_key)
+            if credentials is not None:
+                raise ValueError("base_url carries a user and password and an api_key is set "
+                                 "(argument or LLAMA_API_KEY): both go in the Authorization "
+                                 "header; use one")
         self._api_key = api_key
+        self._user = None if credentials is None else credentials[0]
         self.timeout = to_timeout(timeout)
+        self.total_timeout = _seconds("total_timeout", total_timeout)
         check_int("max_retries", max_retries, minimum=0, maximum=100)
         self.max_retries = max_retries
         check_int("max_connections", max_connections, minimum=1)
         check_int("max_keepalive_connections", max_keepalive_connections, minimum=0)
+        check_int("max_response_bytes", max_response_bytes, minimum=1)
+        self.max_response_bytes = max_response_bytes
+        if max_event_bytes is not None:
+            check_int("max_event_bytes", max_event_bytes, minimum=1)
+        self.max_event_bytes = max_event_bytes
         self._limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_keepalive_connections
+            max_connections=max_connections, max_keepalive_connections=max_keepalive_connections,
+            keepalive_expiry=KEEPALIVE_EXPIRY,
         )
         self._verify = _tls_verify(verify)
         self._default_headers = {
             "Accept": "application/json",
+            # llama-server never compresses; a server that does anyway is held to
+            # max_response_bytes of decoded bytes.
+            "Accept-Encoding": "identity",
             "User-Agent": f"llamatelemetry/{__version__}",
             **(default_headers or {}),
         }
         if api_key:
             self._default_headers["Authorization"] = f"Bearer {api_key}"
+        elif credentials is not None:
+            token = base64.b64encode(":".join(credentials).encode()).decode("ascii")
+            self._default_headers["Authorization"] = f"Basic {token}"
+
+    def _new_http(self) -> httpx.Client | httpx.AsyncClient:
+        """The transport's own pool, when the user passed no ``http_client``."""
+        raise NotImplementedError
+
+    def _after_new_pool(self) -> None:
+        """Called when a new pool replaced the old one (after a fork)."""
+
+    def _own_pool(self, http_client: Any) -> None:
+        self._owns_http = http_client is None
+        self._http = http_client or self._new_http()
+        if self._owns_http:
+            _POOL_OWNERS.add(self)
 
     def _http_options(self) -> dict[str, Any]:
         """How the transport's own httpx client is built (when the user passes none)."""
@@ -250,7 +351,11 @@ class BaseClient:
 
     def __repr__(self) -> str:
         key = ", api_key=<set>" if self._api_key else ""
-        return f"{type(self).__name__}(base_url={self.base_url!r}{key})"
+        url = self.base_url
+        if self._user is not None:  # shown as the user passed it, password masked
+            scheme, _, rest = url.partition("://")
+            url = f"{scheme}://{self._user}:***@{rest}"
+        return f"{type(self).__name__}(base_url={url!r}{key})"
 
     # --- resources (shared: they only describe calls) ---------------------------------
 
@@ -326,6 +431,10 @@ class BaseClient:
             headers["Content-Type"] = "application/json"
         if call.stream is not None:
             headers["Accept"] = "text/event-stream"
+            # llama-server closes the connection a few ms after every streamed answer
+            # (measured), though it says keep-alive: a request sent on it in that window
+            # would be lost. Closing it ourselves costs nothing and leaves no such window.
+            headers["Connection"] = "close"
         if call.headers:
             headers.update(call.headers)
         if self._propagate:
@@ -415,19 +524,58 @@ class BaseClient:
         delay = min(INITIAL_RETRY_DELAY * 2.0**attempt, MAX_RETRY_DELAY)
         return delay * (1.0 - 0.25 * random.random())  # jitter spreads a crowd of clients
 
-    def _has_idle_connection(self) -> bool:
-        """Whether the pool holds an idle keep-alive connection the next request may reuse."""
-        pool = getattr(getattr(self._http, "_transport", None), "_pool", None)
-        try:
-            return any(conn.is_idle() for conn in pool.connections)  # type: ignore[union-attr]
-        except (AttributeError, TypeError):
-            return False
+
+
+class Body:
+    """A body's decoded parts as they are read, failing once they pass the client's
+    ``max_response_bytes`` (or at once, when ``Content-Length`` says they will)."""
+
+    __slots__ = ("_limit", "_call", "_response", "_parts", "_size")
+
+    def __init__(self, client: BaseClient, call: Call[Any], response: httpx.Response) -> None:
+        self._limit = client.max_response_bytes
+        self._call = call
+        self._response = response
+        self._parts: list[bytes] = []
+        self._size = 0
+        declared = response.headers.get("content-length")
+        if (self._limit is not None and declared is not None and declared.isdigit()
+                and int(declared) > self._limit):
+            raise self._too_large(int(declared))
+
+    def add(self, part: bytes) -> None:
+        self._size += len(part)
+        if self._limit is not None and self._size > self._limit:
+            raise self._too_large(self._size)
+        self._parts.append(part)
+
+    def join(self) -> bytes:
+        return b"".join(self._parts)
+
+    def _too_large(self, size: int) -> APIResponseError:
+        call, response = self._call, self._response
+        return APIResponseError(
+            f"{call.method} {call.path}: the server's answer is larger than max_response_bytes "
+            f"({self._limit:,} bytes; {size:,} so far); raise max_response_bytes if such "
+            "answers are expected",
+            status_code=response.status_code, method=call.method, url=str(response.request.url))
 
 
 class Attempts:
-    """The retry bookkeeping of one call, shared by the sync and async send loops."""
+    """The retry bookkeeping of one call, shared by the sync and async send loops.
 
-    __slots__ = ("_client", "_call", "_left", "_attempt", "_resend_available")
+    The resend rule: a request is sent again without spending a retry only when it provably
+    never reached the server, that is when writing it failed on a reused keep-alive
+    connection (a server acts on no request it has not received whole), once per call.
+    Every other failure, among them a reused connection that closes after the request left
+    whole and before a byte of answer, spends a retry: with ``max_retries=0`` a request is
+    sent at most once. Idle connections are given up before llama-server's own idle close
+    (``KEEPALIVE_EXPIRY``), and httpcore drops a pooled connection the server has already
+    closed before using it, so the server's idle close costs nothing either way.
+    """
+
+    __slots__ = ("_client", "_call", "_left", "_attempt", "_resend_available", "deadline",
+                 "_total", "_trace")
 
     def __init__(self, client: BaseClient, call: Call[Any]) -> None:
         self._client = client
@@ -435,26 +583,67 @@ class Attempts:
         self._left = client._retries_for(call)
         self._attempt = 0
         self._resend_available = True
+        total = client.total_timeout if call.total_timeout is None else call.total_timeout
+        outer = _wire.deadline.get()  # a multi-step operation's own deadline
+        end = None if total is None else time.monotonic() + total
+        if outer is not None and (end is None or outer < end):
+            end, total = outer, None
+        self.deadline = end
+        self._total = total
+        self._trace: _wire.AttemptTrace  # set by start(), before each attempt
 
-    def may_reuse_connection(self) -> bool:
-        """Checked before sending: could this attempt go out on a pooled connection?"""
-        return self._resend_available and self._client._has_idle_connection()
+    def start(self, request: httpx.Request, *, asynchronous: bool = False) -> None:
+        """Before each attempt: trace its connection; bound the pool wait by the deadline
+        (every socket wait is bounded by the network backend)."""
+        trace = self._trace = _wire.AttemptTrace()
+        request.extensions["trace"] = trace.on_async if asynchronous else trace
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise self.timed_out(None)
+            timeouts = request.extensions.get("timeout") or {}
+            request.extensions["timeout"] = {
+                key: left if value is None or value > left else value
+                for key, value in {"connect": None, "read": None, "write": None, "pool": None,
+                                   **timeouts}.items()
+            }
 
-    def resend_now(self, exc: httpx.TransportError, *, stale_candidate: bool) -> bool:
-        """Whether to resend at once: a pooled keep-alive connection the server had closed
-        never delivered the request, so that costs no retry (once per call)."""
-        if stale_candidate and self._resend_available and is_stale_connection_error(exc):
+    def resend_now(self, exc: httpx.TransportError) -> bool:
+        """Whether to resend at once, for free: see the class's rule."""
+        trace = self._trace
+        if (self._resend_available and trace.write_failed and not trace.new_connection
+                and is_stale_connection_error(exc)):
             self._resend_available = False
-            log.debug("resending %s %s after a stale pooled connection: %r",
-                      self._call.method, self._call.path, exc)
+            log.debug("resending %s %s: the reused connection failed before the request was "
+                      "written whole (%r)", self._call.method, self._call.path, exc)
             return True
         return False
 
+    def expired(self) -> bool:
+        # A socket wait bounded by the deadline returns a hair early or late of it.
+        return self.deadline is not None and time.monotonic() >= self.deadline - 0.002
+
+    def timed_out(self, last: BaseException | None) -> APITimeoutError:
+        call = self._call
+        limit = f"total_timeout of {self._total:g}s" if self._total else "operation's total_timeout"
+        tries = f" after {self._attempt + 1} attempts" if self._attempt else ""
+        error = APITimeoutError(
+            f"{call.method} {call.path}: the {limit} passed{tries}"
+            + (f" (last: {last})" if last is not None and not isinstance(last, APITimeoutError)
+               else ""),
+            method=call.method, url=self._client.base_url + call.path)
+        error.__cause__ = last
+        return error
+
     def delay_or_raise(self, error: APIError) -> float:
         """Seconds to wait before the next attempt; raises ``error`` when there is none."""
+        if self.expired():
+            raise self.timed_out(error)
         delay = self._client._retry_delay(error, self._attempt) if self._left > 0 else None
         if delay is None:
             raise error
+        if self.deadline is not None and time.monotonic() + delay >= self.deadline:
+            raise self.timed_out(error)
         log.debug("retrying %s %s in %.2fs (%d left) after: %s", self._call.method,
                   self._call.path, delay, self._left, error)
         self._left -= 1

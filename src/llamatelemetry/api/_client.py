@@ -9,11 +9,12 @@ from typing import Any, TypeVar
 import httpx
 
 from .._closing import Closing
-from ._base import Attempts, BaseClient, Call, Flow, Sleep, decoding_error
+from ._base import Attempts, BaseClient, Body, Call, Flow, Sleep, decoding_error
 from ._convenience import ConvenienceMixin
 from ._errors import APIError
 from ._streaming import Stream
 from ._transport_errors import translate_transport_error
+from ._wire import deadline, install_deadline_backend
 
 __all__ = ["LlamaCppClient"]
 
@@ -33,12 +34,16 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
         print(reply.choices[0].message.content)
     ```
 
-    ``base_url`` and ``api_key`` default to ``LLAMA_BASE_URL`` and ``LLAMA_API_KEY``.
-    ``timeout`` takes seconds, an ``httpx.Timeout`` or a ``(connect, read)`` tuple.
-    Connection errors, timeouts, 408/409/429/5xx and 503 "Loading model" are retried
-    ``max_retries`` times with exponential backoff and jitter, honouring ``Retry-After``.
-    One pooled HTTP connection set is kept for the client's life; ``close()`` it (or use
-    ``with``) when done.
+    ``base_url`` and ``api_key`` default to ``LLAMA_BASE_URL`` and ``LLAMA_API_KEY``; a
+    ``user:password@`` in ``base_url`` is sent as Basic auth and shown nowhere.
+    ``timeout`` (seconds, an ``httpx.Timeout`` or a ``(connect, read)`` tuple) bounds each
+    socket wait; ``total_timeout`` is a wall-clock limit on a whole call, its retries and,
+    for a stream, every chunk. Connection errors, timeouts, 408/409/429/5xx and 503
+    "Loading model" are retried ``max_retries`` times with exponential backoff and jitter,
+    honouring ``Retry-After``; with ``max_retries=0`` a request is sent at most once.
+    ``max_response_bytes`` and ``max_event_bytes`` bound what a server can make it hold.
+    One pooled HTTP connection set is kept for the client's life (a forked child gets its
+    own); ``close()`` it (or use ``with``) when done.
     """
 
     _http: httpx.Client
@@ -52,8 +57,12 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
         **options: Any,
     ) -> None:
         super().__init__(base_url, api_key, **options)
-        self._owns_http = http_client is None
-        self._http = http_client or httpx.Client(**self._http_options())
+        self._own_pool(http_client)
+
+    def _new_http(self) -> httpx.Client:
+        http = httpx.Client(**self._http_options())
+        install_deadline_backend(http)
+        return http
 
     def __del__(self) -> None:
         # A client dropped without close() must not leak sockets (nor ResourceWarnings).
@@ -67,33 +76,45 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
         """Send one call, retrying what is worth retrying; return its parsed answer (or a Stream)."""
         request = self._build_request(call)
         attempts = Attempts(self, call)
-        while True:
-            reused = attempts.may_reuse_connection()
-            sent: httpx.Response | None = None
-            try:
-                sent = self._http.send(request, stream=True)
-                if call.stream is not None and sent.status_code < 400:
-                    wrong = self._not_a_stream(call, sent)
-                    if wrong is None:
-                        stream = Stream(sent, call.stream)
-                        sent = None  # the stream owns the response now
-                        return stream  # type: ignore[return-value]
-                    sent.read()
-                    raise wrong
-                body = sent.read()
-                if self._is_success(call, sent.status_code):
-                    return self._parse(call, sent, body)
-                error: APIError = self._status_error(sent, body)
-            except httpx.TransportError as exc:
-                if attempts.resend_now(exc, stale_candidate=sent is None and reused):
-                    continue
-                error = translate_transport_error(exc)
-            except httpx.DecodingError as exc:
-                raise decoding_error(call, exc) from exc
-            finally:
-                if sent is not None:
-                    sent.close()
-            time.sleep(attempts.delay_or_raise(error))
+        token = None if attempts.deadline is None else deadline.set(attempts.deadline)
+        try:
+            while True:
+                attempts.start(request)
+                sent: httpx.Response | None = None
+                try:
+                    sent = self._http.send(request, stream=True)
+                    if call.stream is not None and sent.status_code < 400:
+                        wrong = self._not_a_stream(call, sent)
+                        if wrong is None:
+                            stream = Stream(sent, call.stream, deadline=attempts.deadline,
+                                            max_event_bytes=self.max_event_bytes)
+                            sent = None  # the stream owns the response now
+                            return stream  # type: ignore[return-value]
+                        raise wrong
+                    body = self._read_body(call, sent)
+                    if self._is_success(call, sent.status_code):
+                        return self._parse(call, sent, body)
+                    error: APIError = self._status_error(sent, body)
+                except httpx.TransportError as exc:
+                    if attempts.resend_now(exc):
+                        continue
+                    error = translate_transport_error(exc)
+                except httpx.DecodingError as exc:
+                    raise decoding_error(call, exc) from exc
+                finally:
+                    if sent is not None:
+                        sent.close()
+                time.sleep(attempts.delay_or_raise(error))
+        finally:
+            if token is not None:
+                deadline.reset(token)
+
+    def _read_body(self, call: Call[Any], response: httpx.Response) -> bytes:
+        """The whole decoded body, failing once it passes ``max_response_bytes``."""
+        body = Body(self, call, response)
+        for part in response.iter_bytes():
+            body.add(part)
+        return body.join()
 
     def _run(self, flow: Flow[T]) -> T:
         """Drive a multi-step operation: perform each step it yields, send back the result."""

@@ -97,13 +97,15 @@ class ConvenienceMixin(_Base):
         presence_penalty: float | None = 0.0,
         *,
         timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
         **extra: Any,
     ) -> NativeCompletion | Stream[NativeCompletion]:
         """llama.cpp's native ``/completion``: ``.content``, ``.tokens_predicted``, ``.timings``."""
         return self._execute(complete_call(  # type: ignore[no-any-return]
             prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
             stream=stream, seed=seed, stop=stop, frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty, timeout=timeout, extra=extra,
+            presence_penalty=presence_penalty, timeout=timeout, total_timeout=total_timeout,
+            extra=extra,
         ))
 
     def infill(
@@ -123,6 +125,7 @@ class ConvenienceMixin(_Base):
         frequency_penalty: float | None = 0.0,
         presence_penalty: float | None = 0.0,
         timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
         **extra: Any,
     ) -> NativeCompletion | Stream[NativeCompletion]:
         """Fill in the middle between ``input_prefix`` and ``input_suffix`` (code models
@@ -131,5 +134,6 @@ class ConvenienceMixin(_Base):
             input_prefix, input_suffix, input_extra=input_extra, prompt=prompt,
             max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
             stream=stream, seed=seed, stop=stop, frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty, timeout=timeout, extra=extra,
+            presence_penalty=presence_penalty, timeout=timeout, total_timeout=total_timeout,
+            extra=extra,
         ))

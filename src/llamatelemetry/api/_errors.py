@@ -2,6 +2,8 @@
 
 ```
 LlamaTelemetryError
+ ├── EventLoopError                    (also a RuntimeError) an async client used across event loops
+ ├── ConcurrentIterationError          (also a RuntimeError) one stream read by two threads or tasks
  ├── APIError                          anything that went wrong talking to the server
  │    ├── APIConnectionError           (also a requests.ConnectionError) refused, reset, dropped
  │    │    ├── TLSVerificationError    the server's certificate did not verify (not retried)
@@ -35,6 +37,8 @@ import requests
 
 __all__ = [
     "LlamaTelemetryError",
+    "EventLoopError",
+    "ConcurrentIterationError",
     "APIError",
     "APIConnectionError",
     "StreamInterruptedError",
@@ -60,6 +64,15 @@ __all__ = [
 
 class LlamaTelemetryError(Exception):
     """Base of every error this library raises on purpose."""
+
+
+class EventLoopError(LlamaTelemetryError, RuntimeError):
+    """An async client's connections belong to another event loop that is still running."""
+
+
+class ConcurrentIterationError(LlamaTelemetryError, RuntimeError):
+    """A stream was read from two threads (or tasks) at once: its chunks can go to one
+    reader only. The stream itself is unharmed; the other reader goes on."""
 
 
 class APIError(LlamaTelemetryError):

@@ -10,6 +10,8 @@ import asyncio
 import enum
 import json
 import logging
+import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -19,9 +21,17 @@ import httpx
 from pydantic import ValidationError
 
 from .._closing import AsyncClosing, Closing
-from ._errors import APIError, APIResponseError, StreamError, StreamInterruptedError
-from ._sse import SSEDecoder
+from ._errors import (
+    APIError,
+    APIResponseError,
+    APITimeoutError,
+    ConcurrentIterationError,
+    StreamError,
+    StreamInterruptedError,
+)
+from ._sse import DEFAULT_MAX_EVENT_BYTES, EventTooLargeError, SSEDecoder
 from ._transport_errors import translate_transport_error
+from ._wire import deadline as _deadline
 
 __all__ = [
     "StreamFormat", "ChunkDecoder", "Stream", "AsyncStream", "StreamObserver", "close_soon",
@@ -29,7 +39,6 @@ __all__ = [
 
 log = logging.getLogger("llamatelemetry")
 
-_DRAIN_LIMIT = 64 * 1024  # bytes read after the end marker before giving up on reuse
 
 T = TypeVar("T")
 
@@ -51,9 +60,10 @@ class ChunkDecoder(Generic[T]):
 
     __slots__ = ("_format", "_sse", "done", "error")
 
-    def __init__(self, format: StreamFormat[T]) -> None:
+    def __init__(self, format: StreamFormat[T],
+                 max_event_bytes: int | None = DEFAULT_MAX_EVENT_BYTES) -> None:
         self._format = format
-        self._sse = SSEDecoder()
+        self._sse = SSEDecoder(max_event_bytes)
         self.done = False
         self.error: APIError | None = None  # raised once the chunks before it are delivered
 
@@ -71,11 +81,16 @@ class ChunkDecoder(Generic[T]):
     def _feed(self, data: bytes, chunks: list[T]) -> None:
         if self.done:
             return
-        for event in self._sse.feed(data):
+        too_large: EventTooLargeError | None = None
+        try:
+            events = self._sse.feed(data)
+        except EventTooLargeError as exc:  # the events before it are still delivered
+            events, too_large = exc.events, exc
+        for event in events:
             payload = event.data
             if payload == "[DONE]":
                 self.done = True
-                break
+                return
             if not payload:
                 continue
             try:
@@ -95,7 +110,9 @@ class ChunkDecoder(Generic[T]):
             chunks.append(chunk)
             if not self._format.ends_with_done and isinstance(obj, dict) and obj.get("stop"):
                 self.done = True
-                break
+                return
+        if too_large is not None:
+            raise APIResponseError(f"the stream was ended: {too_large}") from None
 
     def finish(self) -> None:
         """Called at end of input: a stream that never said it was complete is an error."""
@@ -138,10 +155,13 @@ class _Step(enum.Enum):
 class _StreamState(Generic[T]):
     """Everything a stream does besides I/O, shared by ``Stream`` and ``AsyncStream``."""
 
-    __slots__ = ("decoder", "pending", "closed", "error", "complete", "observer")
+    __slots__ = ("decoder", "pending", "closed", "error", "complete", "observer", "deadline")
 
-    def __init__(self, format: StreamFormat[T], observer: StreamObserver | None) -> None:
-        self.decoder = ChunkDecoder(format)
+    def __init__(self, format: StreamFormat[T], observer: StreamObserver | None,
+                 deadline: float | None = None,
+                 max_event_bytes: int | None = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self.decoder = ChunkDecoder(format, max_event_bytes)
+        self.deadline = deadline  # monotonic time by which the whole stream must be read
         self.pending: deque[T] = deque()
         self.closed = False
         self.error: BaseException | None = None
@@ -162,7 +182,13 @@ class _StreamState(Generic[T]):
                 raise self.decoder.error
             self.complete = True
             return _Step.END
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise self.timed_out()
         return _Step.READ
+
+    def timed_out(self) -> APITimeoutError:
+        return APITimeoutError("the stream's total_timeout passed before its end; the output "
+                               "is incomplete")
 
     def receive(self, data: bytes | None) -> None:
         """Bytes read from the body, or None at its end (an error without the end marker)."""
@@ -173,8 +199,11 @@ class _StreamState(Generic[T]):
 
     def failure(self, exc: BaseException) -> BaseException:
         """The error the user sees for ``exc``; remembered for the observer."""
-        if isinstance(exc, httpx.TransportError):
-            error: BaseException = translate_transport_error(exc, streaming=True)
+        if (isinstance(exc, httpx.TimeoutException) and self.deadline is not None
+                and time.monotonic() >= self.deadline - 0.002):
+            error: BaseException = self.timed_out()
+        elif isinstance(exc, httpx.TransportError):
+            error = translate_transport_error(exc, streaming=True)
         elif isinstance(exc, httpx.DecodingError):
             error = APIResponseError(f"the stream's bytes could not be decoded: {exc}")
         else:
@@ -195,12 +224,17 @@ class _StreamState(Generic[T]):
             self.observer.on_close(self.error, complete=self.complete)
 
 
+_CONCURRENT = ("this stream is being read by another thread or task: a stream's chunks can go "
+               "to one reader only (read it in one place and hand the chunks on)")
+
+
 class Stream(Closing, Generic[T]):
     """An iterator of typed chunks that owns its HTTP response.
 
-    Iterate it, use it as a context manager, or ``close()`` it when you stop early: the
-    connection goes back to the pool (or is dropped, when the server is still sending)
-    either way. An abandoned stream is closed when it is garbage-collected.
+    Iterate it, use it as a context manager, or ``close()`` it when you stop early: its
+    connection is released either way (a stream's connection is not reused: llama-server
+    closes it after the answer). An abandoned stream is closed when it is garbage-collected.
+    One stream is read by one thread or task at a time (``ConcurrentIterationError``).
     """
 
     def __init__(
@@ -209,10 +243,13 @@ class Stream(Closing, Generic[T]):
         format: StreamFormat[T],
         *,
         observer: StreamObserver | None = None,
+        deadline: float | None = None,
+        max_event_bytes: int | None = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
         self.response = response
-        self._state = _StreamState(format, observer)
+        self._state = _StreamState(format, observer, deadline, max_event_bytes)
         self._reads: Iterator[bytes] | None = None
+        self._reading = threading.Lock()
 
     @property
     def _observer(self) -> StreamObserver | None:
@@ -223,6 +260,14 @@ class Stream(Closing, Generic[T]):
         self._state.observer = observer
 
     def __next__(self) -> T:
+        if not self._reading.acquire(blocking=False):
+            raise ConcurrentIterationError(_CONCURRENT)
+        try:
+            return self._next()
+        finally:
+            self._reading.release()
+
+    def _next(self) -> T:
         # A plain state machine, not a generator: a generator would hold ``self`` in a
         # reference cycle, and an abandoned stream would then wait for the cycle collector
         # before releasing its connection and ending its span.
@@ -233,7 +278,14 @@ class Stream(Closing, Generic[T]):
                 if step is _Step.READ:
                     if self._reads is None:
                         self._reads = self.response.iter_bytes()
-                    state.receive(next(self._reads, None))
+                    if state.deadline is None:
+                        state.receive(next(self._reads, None))
+                    else:  # every socket wait of this read is bounded by the time left
+                        token = _deadline.set(state.deadline)
+                        try:
+                            state.receive(next(self._reads, None))
+                        finally:
+                            _deadline.reset(token)
                     continue
             except BaseException as exc:
                 error = state.failure(exc)
@@ -241,27 +293,12 @@ class Stream(Closing, Generic[T]):
                 if error is exc:
                     raise
                 raise error from exc
-            if step is _Step.END:
-                self._drain()
+            if step is _Step.END:  # the connection closes (streams ask for Connection: close)
                 self.close()
                 raise StopIteration
             if step is _Step.CLOSED:
                 raise StopIteration
             return step
-
-    def _drain(self) -> None:
-        """Read the few bytes after the end marker (the chunked-body terminator) so the
-        connection goes back to the pool instead of being dropped."""
-        if self._reads is None:
-            return
-        left = _DRAIN_LIMIT
-        try:
-            for data in self._reads:
-                left -= len(data)
-                if left < 0:
-                    return
-        except httpx.HTTPError:
-            return
 
     def __iter__(self) -> Iterator[T]:
         return self
@@ -317,10 +354,13 @@ class AsyncStream(AsyncClosing, Generic[T]):
         format: StreamFormat[T],
         *,
         observer: StreamObserver | None = None,
+        deadline: float | None = None,
+        max_event_bytes: int | None = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
         self.response = response
-        self._state = _StreamState(format, observer)
+        self._state = _StreamState(format, observer, deadline, max_event_bytes)
         self._reads: AsyncIterator[bytes] | None = None
+        self._reading = False
 
     @property
     def _observer(self) -> StreamObserver | None:
@@ -331,6 +371,15 @@ class AsyncStream(AsyncClosing, Generic[T]):
         self._state.observer = observer
 
     async def __anext__(self) -> T:
+        if self._reading:  # no await between the check and the set: tasks cannot interleave
+            raise ConcurrentIterationError(_CONCURRENT)
+        self._reading = True
+        try:
+            return await self._next()
+        finally:
+            self._reading = False
+
+    async def _next(self) -> T:
         state = self._state
         while True:
             try:
@@ -338,7 +387,14 @@ class AsyncStream(AsyncClosing, Generic[T]):
                 if step is _Step.READ:
                     if self._reads is None:
                         self._reads = self.response.aiter_bytes()
-                    state.receive(await anext(self._reads, None))
+                    if state.deadline is None:
+                        state.receive(await anext(self._reads, None))
+                    else:
+                        token = _deadline.set(state.deadline)
+                        try:
+                            state.receive(await anext(self._reads, None))
+                        finally:
+                            _deadline.reset(token)
                     continue
             except BaseException as exc:
                 error = state.failure(exc)
@@ -347,24 +403,11 @@ class AsyncStream(AsyncClosing, Generic[T]):
                     raise
                 raise error from exc
             if step is _Step.END:
-                await self._drain()
                 await self.aclose()
                 raise StopAsyncIteration
             if step is _Step.CLOSED:
                 raise StopAsyncIteration
             return step
-
-    async def _drain(self) -> None:
-        if self._reads is None:
-            return
-        left = _DRAIN_LIMIT
-        try:
-            async for data in self._reads:
-                left -= len(data)
-                if left < 0:
-                    return
-        except httpx.HTTPError:
-            return
 
     def __aiter__(self) -> AsyncIterator[T]:
         return self

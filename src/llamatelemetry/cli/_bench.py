@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from ..api import DEFAULT_BASE_URL, AsyncLlamaCppClient
+from ..api import DEFAULT_BASE_URL, AsyncLlamaCppClient, redact_url
 from ..bench import (
     METRIC_TITLES,
     METRICS,
@@ -404,7 +404,7 @@ def bench(
         except KeyboardInterrupt:
             print_interrupted(err_console(), "the benchmark was stopped.")
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
-        target = url.rstrip("/")
+        target = redact_url(url.rstrip("/"))  # a password in --url stays out of the report
         report = _report(target, config, results, started_at)
         failed_everywhere = all(r.completed == 0 for r in results)
 

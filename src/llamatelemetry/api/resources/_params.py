@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .._base import Call, TimeoutTypes
+from .._base import Call, TimeoutTypes, check_total_timeout
 from .._streaming import StreamFormat
 from .._validation import (
     check_bool,
@@ -61,7 +61,7 @@ _KNOWN_EXTRAS = frozenset(
 # one of them is a typo that the server would silently ignore.
 _NAMED = ("messages", "prompt", "max_tokens", "temperature", "top_p", "top_k", "stream",
           "seed", "stop", "frequency_penalty", "presence_penalty", "model", "timeout",
-          "extra_headers", "input_prefix", "input_suffix", "input_extra")
+          "total_timeout", "extra_headers", "input_prefix", "input_suffix", "input_extra")
 
 
 def _check_not_a_typo(name: str) -> None:
@@ -155,6 +155,7 @@ def generation_call(
     openai: bool,
     stream: Any,
     timeout: TimeoutTypes,
+    total_timeout: float | None = None,
     extra_headers: Mapping[str, str] | None,
     extra: Mapping[str, Any],
     **sampling: Any,
@@ -173,5 +174,6 @@ def generation_call(
         body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
     return Call(
         "POST", path, parse, body=body, stream=stream_format if stream else None,
-        timeout=timeout, headers=extra_headers, operation=operation,
+        timeout=timeout, total_timeout=check_total_timeout(total_timeout),
+        headers=extra_headers, operation=operation,
     )

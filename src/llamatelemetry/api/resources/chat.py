@@ -36,6 +36,7 @@ class ChatCompletions(Resource):
         *,
         model: str | None = ...,
         timeout: TimeoutTypes = ...,
+        total_timeout: float | None = ...,
         extra_headers: Mapping[str, str] | None = ...,
         **extra: Any,
     ) -> ChatCompletion: ...
@@ -55,6 +56,7 @@ class ChatCompletions(Resource):
         presence_penalty: float | None = ...,
         model: str | None = ...,
         timeout: TimeoutTypes = ...,
+        total_timeout: float | None = ...,
         extra_headers: Mapping[str, str] | None = ...,
         **extra: Any,
     ) -> Stream[ChatCompletionChunk]: ...
@@ -74,6 +76,7 @@ class ChatCompletions(Resource):
         presence_penalty: float | None = ...,
         model: str | None = ...,
         timeout: TimeoutTypes = ...,
+        total_timeout: float | None = ...,
         extra_headers: Mapping[str, str] | None = ...,
         **extra: Any,
     ) -> ChatCompletion | Stream[ChatCompletionChunk]: ...
@@ -92,6 +95,7 @@ class ChatCompletions(Resource):
         *,
         model: str | None = None,
         timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
         extra_headers: Mapping[str, str] | None = None,
         **extra: Any,
     ) -> ChatCompletion | Stream[ChatCompletionChunk]:
@@ -101,11 +105,14 @@ class ChatCompletions(Resource):
         ``json_schema``, ``response_format``, ``logit_bias``, ``n_probs``, ``cache_prompt``,
         ``tools``, ...) passes through as a keyword. With ``stream=True`` the result is a
         :class:`Stream` of chunks whose last one carries ``usage`` and ``timings``.
+        ``timeout`` bounds each wait on the socket; ``total_timeout`` the whole call, its
+        retries and, for a stream, the reading of every chunk (see the client's options).
         """
         return self._client._execute(chat_call(  # type: ignore[no-any-return]
             messages, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
             stream=stream, seed=seed, stop=stop, frequency_penalty=frequency_penalty,
             presence_penalty=presence_penalty, model=model, timeout=timeout,
+            total_timeout=total_timeout,
             extra_headers=extra_headers, extra=extra,
         ))
 

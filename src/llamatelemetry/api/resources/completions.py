@@ -52,7 +52,8 @@ class Completions(Resource):
                top_k: int | None = ..., stream: Literal[False] = ..., seed: int | None = ...,
                stop: str | Sequence[str] | None = ..., frequency_penalty: float | None = ...,
                presence_penalty: float | None = ..., *, model: str | None = ...,
-               timeout: TimeoutTypes = ..., extra_headers: Mapping[str, str] | None = ...,
+               timeout: TimeoutTypes = ..., total_timeout: float | None = ...,
+               extra_headers: Mapping[str, str] | None = ...,
                **extra: Any) -> Completion: ...
     @overload
     def create(self, prompt: str | Sequence[Any], max_tokens: int | None = ...,
@@ -60,7 +61,8 @@ class Completions(Resource):
                top_k: int | None = ..., *, stream: Literal[True], seed: int | None = ...,
                stop: str | Sequence[str] | None = ..., frequency_penalty: float | None = ...,
                presence_penalty: float | None = ..., model: str | None = ...,
-               timeout: TimeoutTypes = ..., extra_headers: Mapping[str, str] | None = ...,
+               timeout: TimeoutTypes = ..., total_timeout: float | None = ...,
+               extra_headers: Mapping[str, str] | None = ...,
                **extra: Any) -> Stream[Completion]: ...
     def create(
         self,
@@ -77,6 +79,7 @@ class Completions(Resource):
         *,
         model: str | None = None,
         timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
         extra_headers: Mapping[str, str] | None = None,
         **extra: Any,
     ) -> Completion | Stream[Completion]:
@@ -89,7 +92,8 @@ class Completions(Resource):
             stream_format=COMPLETION_STREAM, operation="text_completion", openai=True,
             max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
             stream=stream, seed=seed, stop=stop, frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty, timeout=timeout, extra_headers=extra_headers,
+            presence_penalty=presence_penalty, timeout=timeout, total_timeout=total_timeout,
+            extra_headers=extra_headers,
             extra=extra,
         ))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from .._base import Call, Flow, TimeoutTypes
+from .._base import Call, Flow, TimeoutTypes, check_total_timeout
 from .._types import EmbeddingsResponse
 from .._validation import check_text, check_texts, check_token_ids
 from ._params import check_extra
@@ -35,6 +35,7 @@ def embeddings_call(
     encoding_format: str,
     timeout: TimeoutTypes,
     extra: dict[str, Any],
+    total_timeout: float | None = None,
 ) -> Call[EmbeddingsResponse]:
     if not isinstance(encoding_format, str):
         raise TypeError(f"encoding_format must be 'float' or 'base64', "
@@ -47,7 +48,8 @@ def embeddings_call(
     body.update(check_extra(extra))
     return Call(
         "POST", "/v1/embeddings", EmbeddingsResponse.model_validate, body=body,
-        timeout=timeout, operation="embeddings",
+        timeout=timeout, total_timeout=check_total_timeout(total_timeout),
+        operation="embeddings",
     )
 
 
@@ -83,6 +85,7 @@ class Embeddings(Resource):
         encoding_format: Literal["float", "base64"] = "float",
         *,
         timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
         **extra: Any,
     ) -> EmbeddingsResponse:
         """Embed one text or many; ``.data[i].embedding`` is the vector of ``input[i]``.
@@ -90,5 +93,6 @@ class Embeddings(Resource):
         The server needs ``--embedding`` (else :class:`NotSupportedError` names the flag).
         """
         return self._client._execute(embeddings_call(
-            input, model=model, encoding_format=encoding_format, timeout=timeout, extra=extra
+            input, model=model, encoding_format=encoding_format, timeout=timeout, extra=extra,
+            total_timeout=total_timeout,
         ))

@@ -26,9 +26,10 @@ PROBE_TIMEOUT = 5.0  # a health probe must not inherit a generation's long read 
 
 
 def _check_call(timeout: float = PROBE_TIMEOUT) -> Call[dict[str, Any]]:
-    # A probe: one quick try, and a 503 is an answer rather than a failure.
+    # A probe: one quick try, and a 503 is an answer rather than a failure. ``timeout`` is
+    # a wall-clock bound on the whole probe: a server trickling its answer cannot stretch it.
     return Call("GET", "/health", _health, ok_statuses=frozenset({503}), retries=0,
-                timeout=timeout, operation="health")
+                timeout=timeout, total_timeout=timeout, operation="health")
 
 
 def _wait_flow(timeout: float, interval: float) -> Flow[dict[str, Any]]:
@@ -36,7 +37,7 @@ def _wait_flow(timeout: float, interval: float) -> Flow[dict[str, Any]]:
     last: Any = "no answer"
     while True:
         try:
-            remaining = max(deadline - time.monotonic(), 0.05)
+            remaining = max(deadline - time.monotonic(), 0.01)
             health = yield _check_call(min(remaining, PROBE_TIMEOUT))
             if health.get("status") == "ok":
                 return health  # type: ignore[no-any-return]
@@ -51,13 +52,20 @@ def _wait_flow(timeout: float, interval: float) -> Flow[dict[str, Any]]:
 class Health(Resource):
     __slots__ = ()
 
-    def check(self, timeout: float = PROBE_TIMEOUT) -> dict[str, Any]:
-        """``{"status": "ok"}`` when ready; never raises on 503 "Loading model"."""
+    def check(self, timeout: float | None = None) -> dict[str, Any]:
+        """``{"status": "ok"}`` when ready; never raises on 503 "Loading model".
+
+        ``timeout`` is a wall-clock limit on the whole probe, not a per-read one: by default
+        5 s, or the client's ``total_timeout`` when that is shorter."""
+        if timeout is None:
+            total = self._client.total_timeout
+            timeout = PROBE_TIMEOUT if total is None else min(total, PROBE_TIMEOUT)
         check_number("timeout", timeout, minimum=0.001)
         return self._client._execute(_check_call(float(timeout)))
 
     def wait_until_ready(self, timeout: float = 60.0, interval: float = 0.1) -> dict[str, Any]:
-        """Poll until the server answers ok; raise :class:`APITimeoutError` after ``timeout`` s."""
+        """Poll until the server answers ok; raise :class:`APITimeoutError` once ``timeout``
+        seconds of wall-clock time have passed, however slowly the server answers."""
         if timeout is None:
             raise TypeError("timeout must be a number of seconds, not None")
         check_number("timeout", timeout, minimum=0.0)

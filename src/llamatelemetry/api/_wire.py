@@ -1,0 +1,166 @@
+"""What the client sees of the socket under httpx: whether an attempt's request left whole,
+on a reused connection or a new one, and a call's wall-clock deadline on every socket wait.
+
+httpx bounds each connect, read, write and pool wait on its own, so a server that trickles
+one byte per read, or a stream of keep-alive comments, can hold a call forever. The call's
+deadline lives in a context variable; the network backend wrapped around httpcore's bounds
+every socket operation by the time left, so a ``total_timeout`` fires on time even in the
+middle of a response's headers.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from typing import Any
+
+import httpcore
+import httpx
+
+__all__ = ["AttemptTrace", "deadline", "remaining", "install_deadline_backend"]
+
+# The monotonic time by which the current call must be over, or None.
+deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "llamatelemetry_deadline", default=None)
+
+_NEW_CONNECTION = frozenset({"connection.connect_tcp.started",
+                             "connection.connect_unix_socket.started"})
+_WRITE_FAILED = frozenset({"http11.send_request_headers.failed",
+                           "http11.send_request_body.failed"})
+
+
+class AttemptTrace:
+    """httpcore's ``trace`` extension for one attempt: did it open a new connection, and did
+    writing the request fail before its last byte?
+
+    A request whose writing failed never arrived whole, so no server acted on it: that, on
+    a reused keep-alive connection, is the one failure the client may resend for free.
+    """
+
+    __slots__ = ("new_connection", "write_failed")
+
+    def __init__(self) -> None:
+        self.new_connection = False
+        self.write_failed = False
+
+    def __call__(self, event: str, info: Any) -> None:
+        if event in _NEW_CONNECTION:
+            self.new_connection = True
+        elif event in _WRITE_FAILED:
+            self.write_failed = True
+
+    async def on_async(self, event: str, info: Any) -> None:
+        self(event, info)
+
+
+def remaining(timeout: float | None, kind: type[Exception]) -> float | None:
+    """``timeout`` bounded by the current deadline; raises ``kind`` once it has passed."""
+    end = deadline.get()
+    if end is None:
+        return timeout
+    left = end - time.monotonic()
+    if left <= 0:
+        raise kind("the call's total_timeout passed")
+    return left if timeout is None or left < timeout else timeout
+
+
+class _Stream(httpcore.NetworkStream):
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, remaining(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, remaining(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return _Stream(self._stream.start_tls(
+            ssl_context, server_hostname, remaining(timeout, httpcore.ConnectTimeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _Backend(httpcore.NetworkBackend):
+    def __init__(self, backend: httpcore.NetworkBackend) -> None:
+        self._backend = backend
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None,
+                    socket_options: Any = None) -> httpcore.NetworkStream:
+        return _Stream(self._backend.connect_tcp(
+            host, port, remaining(timeout, httpcore.ConnectTimeout), local_address,
+            socket_options))
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Any = None) -> httpcore.NetworkStream:
+        return _Stream(self._backend.connect_unix_socket(
+            path, remaining(timeout, httpcore.ConnectTimeout), socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+class _AsyncStream(httpcore.AsyncNetworkStream):
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
+        self._stream = stream
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._stream.read(max_bytes, remaining(timeout, httpcore.ReadTimeout))
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._stream.write(buffer, remaining(timeout, httpcore.WriteTimeout))
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    async def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+        return _AsyncStream(await self._stream.start_tls(
+            ssl_context, server_hostname, remaining(timeout, httpcore.ConnectTimeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _AsyncBackend(httpcore.AsyncNetworkBackend):
+    def __init__(self, backend: httpcore.AsyncNetworkBackend) -> None:
+        self._backend = backend
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None,
+                          socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        return _AsyncStream(await self._backend.connect_tcp(
+            host, port, remaining(timeout, httpcore.ConnectTimeout), local_address,
+            socket_options))
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        return _AsyncStream(await self._backend.connect_unix_socket(
+            path, remaining(timeout, httpcore.ConnectTimeout), socket_options))
+
+    async def sleep(self, seconds: float) -> None:
+        await self._backend.sleep(seconds)
+
+
+def install_deadline_backend(http: httpx.Client | httpx.AsyncClient) -> bool:
+    """Wrap the network backend of a client's connection pool (one the library built, before
+    its first connection); False when the transport is not httpx's own."""
+    pool = getattr(getattr(http, "_transport", None), "_pool", None)
+    backend = getattr(pool, "_network_backend", None)
+    if isinstance(backend, httpcore.AsyncNetworkBackend):
+        pool._network_backend = _AsyncBackend(backend)  # type: ignore[union-attr]
+    elif isinstance(backend, httpcore.NetworkBackend):
+        pool._network_backend = _Backend(backend)  # type: ignore[union-attr]
+    else:
+        return False
+    return True

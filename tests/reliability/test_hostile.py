@@ -1,0 +1,440 @@
+"""Promises held against hostile servers of plain sockets, with both clients: a request is
+sent at most once unless it provably never arrived, deadlines fire on time, limits hold.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import socket
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import requests
+
+from llamatelemetry.api import (
+    APIConnectionError,
+    APIConnectTimeoutError,
+    APIError,
+    APIResponseError,
+    APIStatusError,
+    APITimeoutError,
+    ServiceUnavailableError,
+)
+
+from ._hostile import Conn, Hostile, elapsed
+from ._support import LOADING, MESSAGES, REPLY
+
+pytestmark = pytest.mark.usefixtures("fast_backoff")
+
+BIG = "x" * (8 << 20)  # a body larger than what the socket buffers can take at once
+
+
+def big_chat(client: Any) -> Any:
+    return client.chat.completions.create(messages=[{"role": "user", "content": BIG}],
+                                          max_tokens=4)
+
+
+def answer_all(conn: Conn) -> None:
+    while conn.read_request() is not None:
+        conn.answer(200, REPLY)
+
+
+# --- at most once ------------------------------------------------------------------------
+
+def received_then_closed(conn: Conn) -> None:
+    """Answers one request, then takes the next whole, works on it, closes unanswered."""
+    if conn.read_request() is None:
+        return
+    conn.answer(200, REPLY)
+    if conn.read_request() is None:
+        return
+    conn.wait(0.5)
+    conn.sock.shutdown(socket.SHUT_RDWR)
+
+
+WRITES: dict[str, Callable[[Any], Any]] = {
+    "chat": lambda c: c.chat.completions.create(messages=MESSAGES, max_tokens=4),
+    "stream": lambda c: c.chat.completions.create(messages=MESSAGES, max_tokens=4, stream=True),
+    "complete": lambda c: c.complete("x", max_tokens=4),
+    "slot save": lambda c: c.slots.save(0, "slot.bin"),
+    "slot restore": lambda c: c.slots.restore(0, "slot.bin"),
+    "slot erase": lambda c: c.slots.erase(0),
+    "lora scales": lambda c: c.lora.set_scales({0: 0.5}),
+}
+
+
+@pytest.mark.parametrize("operation", list(WRITES))
+def test_a_request_the_server_received_is_never_resent_with_no_retries(
+        drivers: Any, operation: str) -> None:
+    # The reused keep-alive connection closes after the request arrived whole: the server
+    # may have worked on it, so with max_retries=0 it is sent exactly once.
+    with Hostile([received_then_closed, answer_all]) as server:
+        driver = drivers(server.url, max_retries=0)
+        driver.run(lambda c: c.health.check())
+        with pytest.raises(APIConnectionError):
+            driver.run(WRITES[operation])
+        assert server.completed == 2
+        assert server.connections == 1
+        driver.chat()  # the same client goes on, on a new connection
+        assert (server.completed, server.connections) == (3, 2)
+
+
+def test_a_received_request_is_retried_only_against_max_retries(drivers: Any) -> None:
+    with Hostile([received_then_closed, answer_all]) as server:
+        driver = drivers(server.url, max_retries=1)
+        driver.run(lambda c: c.health.check())
+        assert driver.chat().choices[0].message.content == "ok"
+        assert server.completed == 3  # health, the lost chat, its one counted retry
+
+
+def reset_while_body_arrives(conn: Conn) -> None:
+    """Answers one request; of the next it reads the head only and resets the connection."""
+    if conn.read_request() is None:
+        return
+    conn.answer(200, REPLY)
+    if conn.read_headers() is None:
+        return
+    conn.reset()
+
+
+def test_a_request_that_never_arrived_whole_is_resent_for_free(drivers: Any, kind: str) -> None:
+    # Writing failed on the reused connection: the server never had the whole request, so
+    # no handler ran, and the sync client sends it again at once, even with max_retries=0.
+    # asyncio buffers what it writes: the async client sees the reset while writing only
+    # when it comes before the body is handed over, and otherwise (on the read) cannot prove
+    # the request incomplete, so it spends a retry (none here). Either way: at most once.
+    with Hostile([reset_while_body_arrives, answer_all]) as server:
+        driver = drivers(server.url, max_retries=0)
+        driver.run(lambda c: c.health.check())
+        paths = ["/health", "/v1/chat/completions"]
+        try:
+            reply = driver.run(big_chat)
+        except APIConnectionError:
+            assert kind == "async"
+            assert (server.completed, server.connections) == (1, 1)
+            assert [h[":line"].split()[1] for h in server.heads] == paths
+            return
+        assert reply.choices[0].message.content == "ok"
+        assert server.connections == 2
+        assert server.completed == 2  # the health check and the resent chat, once each
+        assert [h[":line"].split()[1] for h in server.heads] == [*paths, paths[1]]
+        assert len(server.bodies[-1]) > len(BIG)
+
+
+def test_a_write_that_fails_on_a_new_connection_is_not_free(drivers: Any) -> None:
+    # Only a reused connection can be a stale one: a server that resets new connections
+    # mid-request spends the retry budget.
+    def reset_every_body(conn: Conn) -> None:
+        if conn.read_headers() is not None:
+            conn.reset()
+
+    with Hostile(reset_every_body) as server:
+        driver = drivers(server.url, max_retries=0)
+        with pytest.raises(APIConnectionError):
+            driver.run(big_chat)
+        assert server.connections == 1
+
+
+# --- deadlines: the total_timeout and the health probes are wall-clock limits -------------
+
+HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n"
+        b"X-Padding: " + b"p" * 4000 + b"\r\n\r\n")
+SLACK = 0.5  # how late a deadline may fire: the issue's own bound
+
+
+def trickler(every: float = 0.3) -> Callable[[Conn], None]:
+    """Reads a request, then answers one byte every ``every`` seconds: each read succeeds,
+    so no per-read timeout ever fires."""
+    def script(conn: Conn) -> None:
+        if conn.read_request() is not None:
+            conn.trickle(HEAD, every)
+    return script
+
+
+def keepalive_comments(conn: Conn) -> None:
+    """A stream that never ends: an SSE comment every 0.3 s."""
+    if conn.read_request() is None:
+        return
+    conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+              b"Transfer-Encoding: chunked\r\n\r\n")
+    conn.send(b"%x\r\n%s\r\n" % (len(FIRST), FIRST))
+    while not conn.server.stopping.wait(0.3):
+        conn.send(b"e\r\n: keep-alive\n\n\r\n")
+
+
+FIRST = (b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,'
+         b'"delta":{"content":"a"},"finish_reason":null}]}\n\n')
+
+
+def test_health_check_timeout_is_a_deadline(drivers: Any) -> None:
+    with Hostile(trickler(0.6)) as server:
+        driver = drivers(server.url)
+        seconds, _, error = elapsed(lambda: driver.run(lambda c: c.health.check(timeout=1)))
+        assert isinstance(error, APITimeoutError)
+        assert "total_timeout of 1s passed" in str(error)
+        assert 1.0 <= seconds < 1.0 + SLACK
+
+
+def test_wait_until_ready_timeout_is_a_deadline(drivers: Any) -> None:
+    with Hostile(trickler(0.6)) as server:
+        driver = drivers(server.url)
+        seconds, _, error = elapsed(
+            lambda: driver.run(lambda c: c.health.wait_until_ready(timeout=2, interval=0.1)))
+        assert isinstance(error, APITimeoutError)
+        assert "not ready within 2s" in str(error)
+        assert 1.9 <= seconds < 2.0 + SLACK
+
+
+def read_stream(stream: Any) -> Any:
+    """Every chunk of a sync or async stream (a coroutine for an async one)."""
+    if hasattr(stream, "__aiter__"):
+        async def drain() -> list[Any]:
+            return [chunk async for chunk in stream]
+        return drain()
+    return list(stream)
+
+
+def test_total_timeout_bounds_a_stream_of_keepalive_comments(drivers: Any) -> None:
+    with Hostile(keepalive_comments) as server:
+        driver = drivers(server.url, timeout=1, total_timeout=1.5)
+        stream = driver.run(lambda c: c.chat.completions.create(messages=MESSAGES, stream=True))
+        seconds, _, error = elapsed(lambda: driver.run(lambda c: read_stream(stream)))
+        assert isinstance(error, APITimeoutError)
+        assert "total_timeout passed before its end" in str(error)
+        assert stream.closed
+        assert seconds < 1.5 + SLACK
+
+
+def test_per_call_total_timeout_overrides_the_clients(drivers: Any) -> None:
+    with Hostile(keepalive_comments) as server:
+        driver = drivers(server.url, total_timeout=30)
+        start = time.monotonic()
+        stream = driver.run(lambda c: c.chat.completions.create(
+            messages=MESSAGES, stream=True, total_timeout=0.8))
+        _, _, error = elapsed(lambda: driver.run(lambda c: read_stream(stream)))
+        assert isinstance(error, APITimeoutError)
+        assert time.monotonic() - start < 0.8 + SLACK
+
+
+def test_total_timeout_covers_retries_and_their_waits(drivers: Any) -> None:
+    def loading(conn: Conn) -> None:
+        while conn.read_request() is not None:
+            conn.answer(503, LOADING, {"Retry-After": "0.4"})
+
+    with Hostile(loading) as server:
+        driver = drivers(server.url, max_retries=50, total_timeout=1)
+        seconds, _, error = elapsed(driver.chat)
+        assert isinstance(error, APITimeoutError)
+        assert isinstance(error.__cause__, ServiceUnavailableError)
+        assert "after 3 attempts" in str(error)  # 0, 0.4, 0.8: the next wait would pass 1 s
+        assert server.completed == 3
+        assert seconds < 1.0 + SLACK
+
+
+def test_total_timeout_fires_inside_a_trickled_head(drivers: Any) -> None:
+    with Hostile(trickler(0.3)) as server:
+        driver = drivers(server.url, total_timeout=1)
+        seconds, _, error = elapsed(driver.chat)
+        assert isinstance(error, APITimeoutError)
+        assert not isinstance(error, requests.ConnectionError)
+        assert 1.0 <= seconds < 1.0 + SLACK
+        assert server.completed == 1  # a deadline is not retried
+
+
+ENDPOINTS: dict[str, Callable[[Any], Any]] = {
+    "chat": lambda c: c.chat.completions.create(messages=MESSAGES),
+    "chat stream": lambda c: c.chat.completions.create(messages=MESSAGES, stream=True),
+    "completions": lambda c: c.completions.create("x"),
+    "complete": lambda c: c.complete("x"),
+    "infill": lambda c: c.infill("def f(", "):"),
+    "embeddings": lambda c: c.embeddings.create("x"),
+    "embed": lambda c: c.embed("x"),
+    "tokenize": lambda c: c.tokenize("x"),
+    "detokenize": lambda c: c.detokenize([1, 2]),
+    "apply_template": lambda c: c.apply_template(MESSAGES),
+    "rerank": lambda c: c.rerank("q", ["a", "b"]),
+    "models": lambda c: c.models.list(),
+    "props": lambda c: c.props.get(),
+    "slots": lambda c: c.slots.list(),
+    "slot save": lambda c: c.slots.save(0, "s.bin"),
+    "lora": lambda c: c.lora.list(),
+    "lora apply": lambda c: c.lora.apply("a.gguf"),
+    "metrics": lambda c: c.metrics.get(),
+    "health": lambda c: c.health.check(),
+}
+
+
+@pytest.mark.parametrize("endpoint", list(ENDPOINTS))
+def test_slow_loris_on_every_endpoint_is_cut_by_total_timeout(drivers: Any,
+                                                              endpoint: str) -> None:
+    with Hostile(trickler(0.2)) as server:
+        driver = drivers(server.url, total_timeout=0.6)
+        seconds, _, error = elapsed(lambda: driver.run(ENDPOINTS[endpoint]))
+        assert isinstance(error, APITimeoutError), error
+        assert seconds < 0.6 + SLACK
+
+
+def test_a_server_that_never_reads_the_body(drivers: Any) -> None:
+    def never_reads(conn: Conn) -> None:
+        if conn.read_headers() is not None:
+            conn.wait(10)
+
+    with Hostile(never_reads) as server:
+        driver = drivers(server.url, total_timeout=1)
+        seconds, _, error = elapsed(lambda: driver.run(big_chat))
+        assert isinstance(error, APITimeoutError)
+        assert seconds < 1.0 + SLACK
+
+
+def test_a_server_that_answers_before_the_body_is_sent(drivers: Any) -> None:
+    # An early 413 and a close, while the body is still being written: the answer is the
+    # server's status, read despite the failed write, and not retried.
+    def refuses(conn: Conn) -> None:
+        if conn.read_headers() is not None:
+            conn.answer(413, {"error": {"code": 413, "message": "too big", "type": "x"}},
+                        {"Connection": "close"})
+            conn.sock.shutdown(socket.SHUT_WR)
+            while conn.sock.recv(1 << 20):  # a lingering close, as nginx does: no reset
+                pass
+
+    with Hostile(refuses) as server:
+        driver = drivers(server.url, max_retries=3)
+        _, _, error = elapsed(lambda: driver.run(big_chat))
+        assert isinstance(error, APIStatusError)
+        assert (error.status_code, error.message) == (413, "too big")
+        assert server.connections == 1
+
+
+def test_tls_handshake_that_stalls(drivers: Any) -> None:
+    def silent(conn: Conn) -> None:
+        conn.wait(10)
+
+    with Hostile(silent) as server:
+        url = server.url.replace("http://", "https://")
+        driver = drivers(url, verify=False, total_timeout=1, max_retries=3)
+        seconds, _, error = elapsed(lambda: driver.run(lambda c: c.props.get()))
+        assert isinstance(error, APITimeoutError)
+        assert seconds < 1.0 + SLACK
+        driver = drivers(url, verify=False, timeout=(0.5, 60), max_retries=0)
+        seconds, _, error = elapsed(lambda: driver.run(lambda c: c.props.get()))
+        assert isinstance(error, APIConnectTimeoutError)  # the handshake is part of connecting
+        assert seconds < 0.5 + SLACK
+
+
+def test_half_closed_mid_body_is_an_error_not_a_hang(drivers: Any) -> None:
+    def half(conn: Conn) -> None:
+        if conn.read_request() is not None:
+            conn.send(HEAD[:200])
+            conn.sock.shutdown(socket.SHUT_WR)  # no more bytes, but still reading
+            conn.wait(10)
+
+    with Hostile(half) as server:
+        driver = drivers(server.url, max_retries=0)
+        seconds, _, error = elapsed(driver.chat)
+        assert isinstance(error, APIConnectionError)
+        assert seconds < SLACK
+
+
+@pytest.mark.parametrize("length", ["1000000000000", "-5", "12, 13", "0x10"])
+def test_bad_content_length(drivers: Any, length: str) -> None:
+    def liar(conn: Conn) -> None:
+        while conn.read_request() is not None:
+            conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: " + length.encode() + b"\r\n\r\n{}")
+            conn.wait(5)
+            return
+
+    with Hostile(liar) as server:
+        driver = drivers(server.url, max_retries=0)
+        seconds, _, error = elapsed(driver.chat)
+        assert isinstance(error, APIError)
+        if length.isdigit():  # too large to hold: refused before reading a byte of it
+            assert isinstance(error, APIResponseError)
+            assert "larger than max_response_bytes" in str(error)
+        assert seconds < SLACK
+        assert server.completed == 1
+
+
+STREAM_BODY = FIRST + b"data: [DONE]\n\n"
+
+
+def closes_after_streams(conn: Conn) -> None:
+    """As llama-server does: a streamed answer, then the connection closed a moment later
+    although it said keep-alive; plain answers keep the connection open."""
+    while (request := conn.read_request()) is not None:
+        headers, body = request
+        if b'"stream": true' not in body and b'"stream":true' not in body:
+            conn.answer(200, REPLY)
+            continue
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                  b"Transfer-Encoding: chunked\r\nKeep-Alive: timeout=5, max=100\r\n\r\n"
+                  + b"%x\r\n%s\r\n0\r\n\r\n" % (len(STREAM_BODY), STREAM_BODY))
+        conn.wait(0.002)
+        conn.sock.shutdown(socket.SHUT_RDWR)
+        return
+
+
+def stream_chunks(client: Any) -> Any:
+    """Open a chat stream and read it whole, with either client."""
+    made = client.chat.completions.create(messages=MESSAGES, stream=True)
+    if inspect.isawaitable(made):
+        async def whole() -> list[Any]:
+            return await read_stream(await made)  # type: ignore[no-any-return]
+        return whole()
+    return read_stream(made)
+
+
+def test_a_call_right_after_a_stream_never_meets_its_closing_connection(drivers: Any) -> None:
+    with Hostile(closes_after_streams) as server:
+        driver = drivers(server.url, max_retries=0)
+        for _ in range(100):
+            assert len(driver.run(stream_chunks)) == 1
+            assert driver.chat().choices[0].message.content == "ok"
+        assert server.completed == 200  # nothing lost, nothing resent
+        streams = [h for h in server.heads if h.get("accept") == "text/event-stream"]
+        assert len(streams) == 100
+        assert all(h.get("connection") == "close" for h in streams)
+
+
+# --- compression bombs ----------------------------------------------------------------------
+
+@functools.cache
+def gzip_of_zeros(size: int) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = bytes(1 << 20)
+    return b"".join([*(packer.compress(block) for _ in range(size >> 20)), packer.flush()])
+
+
+def bomb(event_stream: bool) -> Callable[[Conn], None]:
+    BOMB = gzip_of_zeros(64 << 20)  # 64 MiB of zeros in about 64 KB
+
+    def script(conn: Conn) -> None:
+        while conn.read_request() is not None:
+            kind = "text/event-stream" if event_stream else "application/json"
+            conn.send(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Type: "
+                      + kind.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(BOMB) + BOMB)
+    return script
+
+
+def test_a_compression_bomb_is_cut_at_max_response_bytes(drivers: Any) -> None:
+    with Hostile(bomb(False)) as server:
+        driver = drivers(server.url, max_retries=2, max_response_bytes=8 << 20)
+        _, _, error = elapsed(driver.chat)
+        assert isinstance(error, APIResponseError)
+        assert "larger than max_response_bytes (8,388,608 bytes" in str(error)
+        assert server.completed == 1  # a wrong answer is not retried
+        assert server.heads[0]["accept-encoding"] == "identity"  # llama-server never compresses
+
+
+def test_a_compressed_event_bomb_is_cut_at_max_event_bytes(drivers: Any) -> None:
+    with Hostile(bomb(True)) as server:
+        driver = drivers(server.url, max_event_bytes=1 << 20)
+        chunks, error, stream = driver.stream()
+        assert chunks == []
+        assert isinstance(error, APIResponseError)
+        assert "max_event_bytes" in str(error)
+        assert stream.closed

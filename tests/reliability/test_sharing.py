@@ -1,0 +1,172 @@
+"""One client or stream shared where it must not break: a forked child, a second event loop,
+two threads reading one stream. Against the real tiny-model server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from typing import Any
+
+import pytest
+
+from llamatelemetry.api import (
+    AsyncLlamaCppClient,
+    ConcurrentIterationError,
+    EventLoopError,
+    LlamaCppClient,
+)
+from llamatelemetry.server import ServerManager
+from llamatelemetry.testing._fault_server import FaultServer, Reply, sse
+
+from ._support import MESSAGES, chunk
+
+
+def child_calls(run: Any, calls: int = 30) -> int:
+    """Fork; the child makes ``calls`` calls with ``run`` and exits 0 when all came back
+    whole; the parent makes as many at the same time. Returns the child's exit status."""
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest machinery from here on, only an exit status
+        status = 1
+        try:
+            status = 0 if all(run() == 3 for _ in range(calls)) else 2
+        finally:
+            os._exit(status)
+    for _ in range(calls):
+        assert run() == 3
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_a_forked_child_gets_its_own_connections(chat_server: ServerManager) -> None:
+    with LlamaCppClient(chat_server.url, max_retries=0) as client:
+        def run() -> int:
+            reply = client.chat.completions.create(messages=MESSAGES, max_tokens=3)
+            return int(reply.usage.completion_tokens)
+
+        assert run() == 3  # the pool now holds a kept-alive connection the child inherits
+        assert child_calls(run) == 0
+        assert run() == 3
+
+
+def test_a_forked_child_gets_its_own_async_connections(chat_server: ServerManager) -> None:
+    client = AsyncLlamaCppClient(chat_server.url, max_retries=0)
+    loop = asyncio.new_event_loop()
+
+    async def call() -> int:
+        reply = await client.chat.completions.create(messages=MESSAGES, max_tokens=3)
+        return int(reply.usage.completion_tokens)
+
+    try:
+        assert loop.run_until_complete(call()) == 3
+        assert child_calls(lambda: loop.run_until_complete(call())) == 0
+        assert loop.run_until_complete(call()) == 3
+        loop.run_until_complete(client.aclose())
+    finally:
+        loop.close()
+
+
+def test_one_async_client_in_several_asyncio_runs(chat_server: ServerManager) -> None:
+    client = AsyncLlamaCppClient(chat_server.url)
+
+    async def use() -> tuple[int, int]:
+        reply = await client.chat.completions.create(messages=MESSAGES, max_tokens=2)
+        stream = await client.chat.completions.create(messages=MESSAGES, max_tokens=2,
+                                                      stream=True)
+        chunks = [chunk async for chunk in stream]
+        return reply.usage.completion_tokens, chunks[-1].usage.completion_tokens
+
+    assert [asyncio.run(use()) for _ in range(3)] == [(2, 2)] * 3
+    asyncio.run(client.aclose())
+    assert client.is_closed
+
+
+def test_an_async_client_busy_on_another_running_loop_says_so(
+        chat_server: ServerManager) -> None:
+    client = AsyncLlamaCppClient(chat_server.url)
+    started, release = threading.Event(), threading.Event()
+
+    async def hold() -> None:
+        await client.tokenize("x")
+        started.set()
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+        await client.aclose()
+
+    other = threading.Thread(target=asyncio.run, args=(hold(),))
+    other.start()
+    try:
+        assert started.wait(10)
+        with pytest.raises(EventLoopError, match="one client per event loop"):
+            asyncio.run(client.tokenize("x"))
+    finally:
+        release.set()
+        other.join(10)
+    assert client.is_closed
+
+
+def test_a_given_http_client_cannot_move_to_a_new_loop(chat_server: ServerManager) -> None:
+    import httpx
+
+    http = httpx.AsyncClient()
+    client = AsyncLlamaCppClient(chat_server.url, http_client=http)
+
+    async def once() -> None:
+        async with http:  # the user's pool is theirs to close, on its own loop
+            assert await client.tokenize("x")
+
+    asyncio.run(once())
+    with pytest.raises(EventLoopError, match="pass a new httpx.AsyncClient"):
+        asyncio.run(client.tokenize("x"))
+
+
+SLOW_STREAM = Reply(chunks=sse(*[chunk(str(i)) for i in range(40)], chunk(finish="stop")),
+                   chunk_delay=0.02)
+
+
+def test_one_stream_read_by_two_threads() -> None:
+    with FaultServer(SLOW_STREAM) as server, LlamaCppClient(server.url) as client:
+        stream = client.chat.completions.create(messages=MESSAGES, stream=True)
+        barrier = threading.Barrier(2)
+        results: dict[str, Any] = {}
+
+        def read(name: str) -> None:
+            barrier.wait()
+            got: list[Any] = []
+            try:
+                for item in stream:
+                    got.append(item)
+            except Exception as exc:  # noqa: BLE001 - the test inspects it
+                results[name] = (got, exc)
+                return
+            results[name] = (got, None)
+
+        threads = [threading.Thread(target=read, args=(n,)) for n in ("a", "b")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    # One reader was turned away with a clear error; the other read the stream to its end,
+    # with no false "connection broke" and no chunk lost or doubled.
+    errors = [error for _, error in results.values() if error is not None]
+    assert len(errors) == 1 and isinstance(errors[0], ConcurrentIterationError), errors
+    assert "one reader only" in str(errors[0])
+    texts = [c.choices[0].delta.content for got, _ in results.values() for c in got]
+    assert sorted(texts, key=lambda t: int(t) if t else 99) == [str(i) for i in range(40)] + [None]
+    assert stream.closed
+
+
+def test_one_async_stream_read_by_two_tasks() -> None:
+    async def main(url: str) -> list[Any]:
+        async with AsyncLlamaCppClient(url) as client:
+            stream = await client.chat.completions.create(messages=MESSAGES, stream=True)
+            chunks = [await stream.__anext__()]  # the next one comes 20 ms later
+            second = asyncio.ensure_future(stream.__anext__())
+            await asyncio.sleep(0.005)  # that task now waits inside the stream
+            with pytest.raises(ConcurrentIterationError, match="one reader only"):
+                await stream.__anext__()
+            return chunks + [await second] + [item async for item in stream]
+
+    with FaultServer(SLOW_STREAM) as server:
+        chunks = asyncio.run(main(server.url))
+    assert [c.choices[0].delta.content for c in chunks] == [str(i) for i in range(40)] + [None]
