@@ -22,45 +22,46 @@ from llamatelemetry.testing._fault_server import FaultServer, Reply, sse
 from ._support import MESSAGES, chunk
 
 
-def child_calls(run: Any, calls: int = 30) -> int:
-    """Fork; the child makes ``calls`` calls with ``run`` and exits 0 when all came back
-    whole; the parent makes as many at the same time. Returns the child's exit status."""
+def child_calls(run: Any, calls: int = 100) -> int:
+    """Fork; the child makes ``calls`` calls ``run(2)`` (two tokens) and exits 0 when each got
+    its own answer; the parent makes ``run(3)`` calls at the same time. Answers of different
+    lengths show a reply read by the wrong process. Returns the child's exit status."""
     pid = os.fork()
     if pid == 0:  # the child: no pytest machinery from here on, only an exit status
         status = 1
         try:
-            status = 0 if all(run() == 3 for _ in range(calls)) else 2
+            status = 0 if all(run(2) == 2 for _ in range(calls)) else 2
         finally:
             os._exit(status)
     for _ in range(calls):
-        assert run() == 3
+        assert run(3) == 3
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
 
 
 def test_a_forked_child_gets_its_own_connections(chat_server: ServerManager) -> None:
     with LlamaCppClient(chat_server.url, max_retries=0) as client:
-        def run() -> int:
-            reply = client.chat.completions.create(messages=MESSAGES, max_tokens=3)
+        def run(tokens: int) -> int:
+            reply = client.chat.completions.create(messages=MESSAGES, max_tokens=tokens)
             return int(reply.usage.completion_tokens)
 
-        assert run() == 3  # the pool now holds a kept-alive connection the child inherits
+        assert run(3) == 3  # the pool now holds a kept-alive connection the child inherits
         assert child_calls(run) == 0
-        assert run() == 3
+        assert run(3) == 3
 
 
 def test_a_forked_child_gets_its_own_async_connections(chat_server: ServerManager) -> None:
     client = AsyncLlamaCppClient(chat_server.url, max_retries=0)
     loop = asyncio.new_event_loop()
 
-    async def call() -> int:
-        reply = await client.chat.completions.create(messages=MESSAGES, max_tokens=3)
+    async def call(tokens: int) -> int:
+        reply = await client.chat.completions.create(messages=MESSAGES, max_tokens=tokens)
         return int(reply.usage.completion_tokens)
 
     try:
-        assert loop.run_until_complete(call()) == 3
-        assert child_calls(lambda: loop.run_until_complete(call())) == 0
-        assert loop.run_until_complete(call()) == 3
+        assert loop.run_until_complete(call(3)) == 3
+        assert child_calls(lambda tokens: loop.run_until_complete(call(tokens))) == 0
+        assert loop.run_until_complete(call(3)) == 3
         loop.run_until_complete(client.aclose())
     finally:
         loop.close()
@@ -70,10 +71,11 @@ def test_one_async_client_in_several_asyncio_runs(chat_server: ServerManager) ->
     client = AsyncLlamaCppClient(chat_server.url)
 
     async def use() -> tuple[int, int]:
-        reply = await client.chat.completions.create(messages=MESSAGES, max_tokens=2)
         stream = await client.chat.completions.create(messages=MESSAGES, max_tokens=2,
                                                       stream=True)
         chunks = [chunk async for chunk in stream]
+        # a plain call last: its kept-alive connection stays in the pool as the loop ends
+        reply = await client.chat.completions.create(messages=MESSAGES, max_tokens=2)
         return reply.usage.completion_tokens, chunks[-1].usage.completion_tokens
 
     assert [asyncio.run(use()) for _ in range(3)] == [(2, 2)] * 3
