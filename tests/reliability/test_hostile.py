@@ -5,9 +5,12 @@ sent at most once unless it provably never arrived, deadlines fire on time, limi
 from __future__ import annotations
 
 import functools
+import gzip
 import inspect
+import json
 import socket
 import time
+import tracemalloc
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -22,11 +25,16 @@ from llamatelemetry.api import (
     APIResponseError,
     APIStatusError,
     APITimeoutError,
+    AsyncLlamaCppClient,
+    LlamaCppClient,
     ServiceUnavailableError,
+    deadline,
 )
 
 from ._hostile import Conn, Hostile, elapsed
-from ._support import LOADING, MESSAGES, REPLY
+from llamatelemetry.testing._fault_server import sse
+
+from ._support import LOADING, MESSAGES, REPLY, chunk
 
 pytestmark = pytest.mark.usefixtures("fast_backoff")
 
@@ -438,3 +446,125 @@ def test_a_compressed_event_bomb_is_cut_at_max_event_bytes(drivers: Any) -> None
         assert isinstance(error, APIResponseError)
         assert "max_event_bytes" in str(error)
         assert stream.closed
+
+
+def compressing(encoding: str, payload: bytes, kind: str = "application/json",
+                split: int = 7) -> Callable[[Conn], None]:
+    """Answers every request with ``payload`` compressed as ``encoding``, in small writes."""
+    if encoding == "gzip":
+        body = gzip.compress(payload)
+    elif encoding == "deflate":
+        body = zlib.compress(payload)
+    elif encoding == "raw-deflate":
+        packer = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        body, encoding = packer.compress(payload) + packer.flush(), "deflate"
+    else:  # sent as it is, under that name
+        body, encoding = payload, encoding.rstrip("!")
+
+    def script(conn: Conn) -> None:
+        while conn.read_request() is not None:
+            conn.send(b"HTTP/1.1 200 OK\r\nContent-Encoding: " + encoding.encode()
+                      + b"\r\nContent-Type: " + kind.encode()
+                      + b"\r\nContent-Length: %d\r\n\r\n" % len(body))
+            for i in range(0, len(body), split):
+                conn.send(body[i:i + split])
+    return script
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate"])
+def test_a_compressed_answer_is_still_read_right(drivers: Any, encoding: str) -> None:
+    # Asked for identity, a proxy may compress anyway: the answer is inflated correctly.
+    with Hostile(compressing(encoding, json.dumps(REPLY).encode())) as server:
+        assert drivers(server.url).chat().choices[0].message.content == "ok"
+    events = b"".join(sse(chunk("a"), chunk("b"), chunk(finish="stop")))
+    with Hostile(compressing(encoding, events, "text/event-stream")) as server:
+        chunks, error, _ = drivers(server.url).stream()
+        assert error is None
+        assert [c.choices[0].delta.content for c in chunks] == ["a", "b", None]
+
+
+@pytest.mark.parametrize(("encoding", "body", "says"), [
+    ("gzip!", b"\x1f\x8b\x08\x00garbage-not-gzip", "the gzip body is corrupt"),
+    ("br", b"\x0b\x02\x80{}\x03", "compressed its answer with 'br'"),
+])
+def test_a_wrongly_compressed_answer_is_a_response_error(drivers: Any, encoding: str,
+                                                         body: bytes, says: str) -> None:
+    with Hostile(compressing(encoding, body)) as server:
+        _, _, error = elapsed(drivers(server.url, max_retries=2).chat)
+        assert isinstance(error, APIResponseError)
+        assert says in str(error)
+        assert server.completed == 1
+
+
+def test_a_bomb_is_inflated_no_further_than_the_limit() -> None:
+    # Inflated a MiB at a time: the memory a 64 MiB bomb costs stays near the 2 MiB limit.
+    with Hostile(bomb(False)) as server, \
+            LlamaCppClient(server.url, max_retries=0, max_response_bytes=2 << 20) as client:
+        tracemalloc.start()
+        try:
+            with pytest.raises(APIResponseError, match="larger than max_response_bytes"):
+                client.chat.completions.create(messages=MESSAGES)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak / (1 << 20):.1f} MiB"
+
+
+# --- deadline(): a wall-clock limit on a block of calls --------------------------------------
+
+def test_a_deadline_block_bounds_every_call_in_it(drivers: Any) -> None:
+    with Hostile(trickler(0.2)) as server:
+        driver = drivers(server.url)
+
+        def calls(client: Any) -> Any:
+            async def both() -> None:
+                with deadline(0.8):
+                    await client.props.get()
+            if isinstance(client, AsyncLlamaCppClient):
+                return both()
+            with deadline(0.8):
+                client.props.get()
+            return None
+
+        seconds, _, error = elapsed(lambda: driver.run(calls))
+        assert isinstance(error, APITimeoutError)
+        assert "deadline() block" in str(error)
+        assert 0.8 <= seconds < 0.8 + SLACK
+
+
+def test_a_deadline_block_keeps_the_earlier_end_and_bounds_its_streams() -> None:
+    with Hostile(keepalive_comments) as server, LlamaCppClient(server.url) as client:
+        start = time.monotonic()
+        with deadline(0.6), deadline(30):  # the inner, later end does not extend it
+            stream = client.chat.completions.create(messages=MESSAGES, stream=True)
+        next(stream)
+        with pytest.raises(APITimeoutError, match="total_timeout passed before its end"):
+            list(stream)  # read after the block: the stream keeps the block's end
+        assert time.monotonic() - start < 0.6 + SLACK
+
+
+@pytest.mark.parametrize(("seconds", "error"), [
+    (0, ValueError), (-1, ValueError), (float("inf"), ValueError), (float("nan"), ValueError),
+    ("1", TypeError), (True, TypeError), (None, TypeError)])
+def test_deadline_checks_its_argument(seconds: Any, error: type[Exception]) -> None:
+    with pytest.raises(error, match="seconds must be"):
+        with deadline(seconds):
+            pass
+
+
+def test_a_slow_server_does_not_hold_the_metrics_collection() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from llamatelemetry.telemetry import LlamaServerMetrics
+
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    with Hostile(trickler(0.2)) as server, LlamaCppClient(server.url) as client:
+        bridge = LlamaServerMetrics(client, meter_provider=meters, timeout=0.5)
+        seconds, _, error = elapsed(reader.get_metrics_data)
+        assert error is None
+        assert seconds < 0.5 + SLACK  # /metrics and /slots together, within the timeout
+        assert (bridge.scrapes, bridge.failures) == (1, 1)
+        bridge.close()
+    meters.shutdown()

@@ -51,6 +51,7 @@ from ._types import (
     Timings,
     Usage,
 )
+from ._wire import deadline
 
 __all__ = [
     "LlamaCppClient",
@@ -63,6 +64,7 @@ __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_MAX_EVENT_BYTES",
     "redact_url",
+    "deadline",
     "SSEDecoder",
     "ServerSentEvent",
     # errors

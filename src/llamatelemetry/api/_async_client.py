@@ -18,11 +18,12 @@ import httpx
 
 from .._closing import AsyncClosing
 from ._base import Attempts, BaseClient, Body, Call, Flow, Sleep, decoding_error
+from ._content import acontent
 from ._convenience import ConvenienceMixin
 from ._errors import APIError, EventLoopError
 from ._streaming import AsyncStream, close_soon
 from ._transport_errors import translate_transport_error
-from ._wire import deadline, install_deadline_backend
+from ._wire import call_deadline, install_deadline_backend
 
 __all__ = ["AsyncLlamaCppClient"]
 
@@ -106,7 +107,7 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
         http = self._http_for_this_loop()
         request = self._build_request(call)
         attempts = Attempts(self, call)
-        token = None if attempts.deadline is None else deadline.set(attempts.deadline)
+        token = None if attempts.deadline is None else call_deadline.set(attempts.deadline)
         try:
             while True:
                 attempts.start(request, asynchronous=True)
@@ -137,12 +138,12 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
                 await asyncio.sleep(attempts.delay_or_raise(error))
         finally:
             if token is not None:
-                deadline.reset(token)
+                call_deadline.reset(token)
 
     async def _read_body(self, call: Call[Any], response: httpx.Response) -> bytes:
         """The whole decoded body, failing once it passes ``max_response_bytes``."""
         body = Body(self, call, response)
-        async for part in response.aiter_bytes():
+        async for part in acontent(response):
             body.add(part)
         return body.join()
 

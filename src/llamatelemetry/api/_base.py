@@ -569,9 +569,11 @@ class Attempts:
     connection (a server acts on no request it has not received whole), once per call.
     Every other failure, among them a reused connection that closes after the request left
     whole and before a byte of answer, spends a retry: with ``max_retries=0`` a request is
-    sent at most once. Idle connections are given up before llama-server's own idle close
-    (``KEEPALIVE_EXPIRY``), and httpcore drops a pooled connection the server has already
-    closed before using it, so the server's idle close costs nothing either way.
+    sent at most once. (asyncio buffers writes, so the async client sees fewer failed
+    writes and spends a retry where it cannot prove one.) Idle connections are given up
+    before llama-server's own idle close (``KEEPALIVE_EXPIRY``), streams close their
+    connection as llama-server does after them, and httpcore drops a pooled connection the
+    server has already closed before writing on it: the server's own closes cost nothing.
     """
 
     __slots__ = ("_client", "_call", "_left", "_attempt", "_resend_available", "deadline",
@@ -584,7 +586,7 @@ class Attempts:
         self._attempt = 0
         self._resend_available = True
         total = client.total_timeout if call.total_timeout is None else call.total_timeout
-        outer = _wire.deadline.get()  # a multi-step operation's own deadline
+        outer = _wire.call_deadline.get()  # the deadline(...) block around it
         end = None if total is None else time.monotonic() + total
         if outer is not None and (end is None or outer < end):
             end, total = outer, None
@@ -625,7 +627,8 @@ class Attempts:
 
     def timed_out(self, last: BaseException | None) -> APITimeoutError:
         call = self._call
-        limit = f"total_timeout of {self._total:g}s" if self._total else "operation's total_timeout"
+        limit = (f"total_timeout of {self._total:g}s" if self._total
+                 else "time of the deadline() block around it")
         tries = f" after {self._attempt + 1} attempts" if self._attempt else ""
         error = APITimeoutError(
             f"{call.method} {call.path}: the {limit} passed{tries}"

@@ -10,11 +10,12 @@ import httpx
 
 from .._closing import Closing
 from ._base import Attempts, BaseClient, Body, Call, Flow, Sleep, decoding_error
+from ._content import content
 from ._convenience import ConvenienceMixin
 from ._errors import APIError
 from ._streaming import Stream
 from ._transport_errors import translate_transport_error
-from ._wire import deadline, install_deadline_backend
+from ._wire import call_deadline, install_deadline_backend
 
 __all__ = ["LlamaCppClient"]
 
@@ -76,7 +77,7 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
         """Send one call, retrying what is worth retrying; return its parsed answer (or a Stream)."""
         request = self._build_request(call)
         attempts = Attempts(self, call)
-        token = None if attempts.deadline is None else deadline.set(attempts.deadline)
+        token = None if attempts.deadline is None else call_deadline.set(attempts.deadline)
         try:
             while True:
                 attempts.start(request)
@@ -107,12 +108,12 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
                 time.sleep(attempts.delay_or_raise(error))
         finally:
             if token is not None:
-                deadline.reset(token)
+                call_deadline.reset(token)
 
     def _read_body(self, call: Call[Any], response: httpx.Response) -> bytes:
         """The whole decoded body, failing once it passes ``max_response_bytes``."""
         body = Body(self, call, response)
-        for part in response.iter_bytes():
+        for part in content(response):
             body.add(part)
         return body.join()
 

@@ -21,6 +21,7 @@ import httpx
 from pydantic import ValidationError
 
 from .._closing import AsyncClosing, Closing
+from ._content import acontent, content
 from ._errors import (
     APIError,
     APIResponseError,
@@ -31,7 +32,7 @@ from ._errors import (
 )
 from ._sse import DEFAULT_MAX_EVENT_BYTES, EventTooLargeError, SSEDecoder
 from ._transport_errors import translate_transport_error
-from ._wire import deadline as _deadline
+from ._wire import call_deadline as _deadline
 
 __all__ = [
     "StreamFormat", "ChunkDecoder", "Stream", "AsyncStream", "StreamObserver", "close_soon",
@@ -277,7 +278,7 @@ class Stream(Closing, Generic[T]):
                 step = state.next_step()
                 if step is _Step.READ:
                     if self._reads is None:
-                        self._reads = self.response.iter_bytes()
+                        self._reads = content(self.response)
                     if state.deadline is None:
                         state.receive(next(self._reads, None))
                     else:  # every socket wait of this read is bounded by the time left
@@ -386,7 +387,7 @@ class AsyncStream(AsyncClosing, Generic[T]):
                 step = state.next_step()
                 if step is _Step.READ:
                     if self._reads is None:
-                        self._reads = self.response.aiter_bytes()
+                        self._reads = acontent(self.response)
                     if state.deadline is None:
                         state.receive(await anext(self._reads, None))
                     else:

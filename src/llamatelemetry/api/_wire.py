@@ -10,18 +10,45 @@ middle of a response's headers.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpcore
 import httpx
 
-__all__ = ["AttemptTrace", "deadline", "remaining", "install_deadline_backend"]
+__all__ = ["AttemptTrace", "call_deadline", "deadline", "remaining", "install_deadline_backend"]
 
 # The monotonic time by which the current call must be over, or None.
-deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "llamatelemetry_deadline", default=None)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """A wall-clock limit on every call made in the block, by either client, in this thread
+    or task: together they must end within ``seconds`` (a stream opened in the block, its
+    last chunk included), or raise ``APITimeoutError``. Nested blocks keep the earlier end.
+
+    ```python
+    with deadline(2.0):
+        client.metrics.get()
+        client.slots.list()
+    ```
+    """
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"seconds must be a number, not {type(seconds).__name__}")
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"seconds must be a positive finite number, got {seconds!r}")
+    end = time.monotonic() + seconds
+    outer = call_deadline.get()
+    token = call_deadline.set(end if outer is None or end < outer else outer)
+    try:
+        yield
+    finally:
+        call_deadline.reset(token)
 
 _NEW_CONNECTION = frozenset({"connection.connect_tcp.started",
                              "connection.connect_unix_socket.started"})
@@ -55,7 +82,7 @@ class AttemptTrace:
 
 def remaining(timeout: float | None, kind: type[Exception]) -> float | None:
     """``timeout`` bounded by the current deadline; raises ``kind`` once it has passed."""
-    end = deadline.get()
+    end = call_deadline.get()
     if end is None:
         return timeout
     left = end - time.monotonic()

@@ -24,6 +24,7 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation, g
 
 from .._closing import Closing
 from .._version import __version__
+from ..api import deadline
 from ..api._client import LlamaCppClient
 from ..api._validation import check_number
 from ._attributes import server_attributes
@@ -101,7 +102,12 @@ _instruments_lock = threading.Lock()
 
 class LlamaServerMetrics(Closing):
     """Observable instruments fed by scraping one llama-server; any number of bridges
-    (one per server) can share a meter provider, told apart by ``server.address``/``port``."""
+    (one per server) can share a meter provider, told apart by ``server.address``/``port``.
+
+    A scrape (``/metrics`` and ``/slots``) happens at most every ``interval`` seconds,
+    inside the SDK's collection, and is cut after ``timeout`` seconds of wall-clock time:
+    a slow server leaves its figures out of that collection but never holds the others.
+    """
 
     def __init__(
         self,
@@ -109,8 +115,13 @@ class LlamaServerMetrics(Closing):
         interval: float = 5.0,
         *,
         meter_provider: MeterProvider | None = None,
+        timeout: float = 2.0,
     ) -> None:
         check_number("interval", interval, minimum=0.0)
+        check_number("timeout", timeout, minimum=0.001)
+        # A scrape runs inside the SDK's collection of every metric: a server that answers
+        # slowly (or trickles) must not hold them all, so a scrape has a wall-clock limit.
+        self._timeout = float(timeout)
         self._client = client
         self._interval = float(interval)
         self._lock = threading.Lock()
@@ -136,20 +147,24 @@ class LlamaServerMetrics(Closing):
             if time.monotonic() - self._scraped_at >= self._interval:
                 self._scraped_at = time.monotonic()
                 self.scrapes += 1
-                try:
-                    self._values = self._client.metrics.values()
-                except Exception as exc:  # noqa: BLE001 - a down server must not break export
-                    self.failures += 1
-                    self._values = {}
-                    log.debug("scraping %s/metrics failed: %s", self._client.base_url, exc)
-                try:
-                    slots = self._client.slots.list()
-                    busy = sum(1 for s in slots if s["state"] == "processing")
-                    self._slots = (busy, len(slots))
-                except Exception as exc:  # noqa: BLE001
-                    self._slots = None
-                    log.debug("reading %s/slots failed: %s", self._client.base_url, exc)
+                with deadline(self._timeout):
+                    self._scrape_now()
             return self._values, self._slots
+
+    def _scrape_now(self) -> None:
+        try:
+            self._values = self._client.metrics.values()
+        except Exception as exc:  # noqa: BLE001 - a down server must not break export
+            self.failures += 1
+            self._values = {}
+            log.debug("scraping %s/metrics failed: %s", self._client.base_url, exc)
+        try:
+            slots = self._client.slots.list()
+            busy = sum(1 for s in slots if s["state"] == "processing")
+            self._slots = (busy, len(slots))
+        except Exception as exc:  # noqa: BLE001
+            self._slots = None
+            log.debug("reading %s/slots failed: %s", self._client.base_url, exc)
 
     def close(self) -> None:
         """Stop reporting (OpenTelemetry has no way to remove the instruments themselves)."""

@@ -1,0 +1,96 @@
+"""Content-Encoding, decoded in bounded pieces.
+
+The client asks for ``identity`` (llama-server never compresses), so a compressed answer is
+a proxy's or a hostile server's. httpx would inflate each network read whole: 64 KiB of
+gzip can become 64 MiB at once, before any size check runs. Here each read is inflated at
+most ``PIECE`` bytes at a time, so a limit on the decoded size is checked every 1 MiB.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+
+__all__ = ["ContentDecoder", "content", "acontent"]
+
+PIECE = 1 << 20
+
+
+class ContentDecoder:
+    """Inflates gzip or deflate (zlib-wrapped or raw) in pieces of at most ``PIECE`` bytes."""
+
+    __slots__ = ("_inflate", "_encoding", "_first")
+
+    def __init__(self, encoding: str) -> None:
+        self._encoding = encoding
+        self._first = encoding == "deflate"  # zlib-wrapped or raw: told by the first bytes
+        wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+        self._inflate = zlib.decompressobj(wbits)
+
+    def decode(self, data: bytes) -> Iterator[bytes]:
+        try:
+            if self._first:
+                self._first = False
+                try:
+                    out = self._inflate.decompress(data, PIECE)
+                except zlib.error:  # raw deflate, without the zlib header
+                    self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+                    out = self._inflate.decompress(data, PIECE)
+            else:
+                out = self._inflate.decompress(data, PIECE)
+            while True:
+                if out:
+                    yield out
+                tail = self._inflate.unconsumed_tail
+                if not tail:
+                    return
+                out = self._inflate.decompress(tail, PIECE)
+        except zlib.error as exc:
+            raise httpx.DecodingError(f"the {self._encoding} body is corrupt: {exc}") from None
+
+    def flush(self) -> bytes:
+        return self._inflate.flush()
+
+
+def decoder_for(response: httpx.Response) -> ContentDecoder | None:
+    """None for an identity body; raises ``httpx.DecodingError`` for a coding we do not
+    inflate (several stacked, brotli, zstd: none of them asked for)."""
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return ContentDecoder("gzip")
+    if encoding == "deflate":
+        return ContentDecoder("deflate")
+    raise httpx.DecodingError(f"the server compressed its answer with {encoding!r} although "
+                              "the client asked for identity")
+
+
+def content(response: httpx.Response) -> Iterator[bytes]:
+    """The body's bytes as they arrive, inflated in bounded pieces when compressed."""
+    decoder = decoder_for(response)
+    return response.iter_raw() if decoder is None else _decoded(response.iter_raw(), decoder)
+
+
+def acontent(response: httpx.Response) -> AsyncIterator[bytes]:
+    decoder = decoder_for(response)
+    return response.aiter_raw() if decoder is None else _adecoded(response.aiter_raw(), decoder)
+
+
+def _decoded(raw: Iterator[bytes], decoder: ContentDecoder) -> Iterator[bytes]:
+    for data in raw:
+        yield from decoder.decode(data)
+    rest = decoder.flush()
+    if rest:
+        yield rest
+
+
+async def _adecoded(raw: AsyncIterator[bytes], decoder: ContentDecoder) -> AsyncIterator[bytes]:
+    async for data in raw:
+        for piece in decoder.decode(data):
+            yield piece
+    rest = decoder.flush()
+    if rest:
+        yield rest
