@@ -15,7 +15,8 @@ against a real llama.cpp server.
   around llama-server's 5 s keep-alive close; the DEBUG records of the ``llamatelemetry``
   logger count the free resends and counted retries, and every failed call is one the
   server's own close met. Then ``--pairs`` streams, each followed at once by a call (the
-  moment llama-server closes a stream's connection). The same run with the guards off (idle connections kept 5 s,
+  moment llama-server closes a stream's connection). The same with raw ``httpx`` shows how
+  often those closes meet a request when nothing guards against them. The same run with the guards off (idle connections kept 5 s,
   streams on kept-alive connections) shows what they absorb.
 """
 
@@ -36,7 +37,7 @@ from typing import Any
 
 from _harness import machine
 
-from llamatelemetry.api import APIError, LlamaCppClient, _base
+from llamatelemetry.api import APIError, LlamaCppClient
 from llamatelemetry.testing import start_chat_server
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -208,31 +209,48 @@ class Count(logging.Handler):
         self.retries += message.startswith("retrying ")
 
 
-class Exposed(LlamaCppClient):
-    """THE CONTROL, NOT THE LIBRARY: the client without its two guards against the server's
-    own closes (idle connections kept 5 s, as httpx's default; streams on kept-alive
-    connections), to count how often those closes would meet a request."""
+class RawHttpx:
+    """THE PEER: plain ``httpx.Client`` with its defaults (idle connections kept 5 s, a
+    stream read to its end returns its connection to the pool), the same calls and no
+    retries, to count how often llama-server's own closes meet a request."""
 
-    def _build_request(self, call: Any) -> Any:
-        request = super()._build_request(call)
-        request.headers.pop("connection", None)
-        return request
+    def __init__(self, url: str) -> None:
+        import httpx
+
+        self._http = httpx.Client(base_url=url, timeout=60)
+        self.chat = self
+        self.completions = self
+
+    def create(self, messages: Any, max_tokens: int, stream: bool = False) -> Any:
+        import httpx
+
+        body = {"messages": messages, "max_tokens": max_tokens, "stream": stream}
+        try:
+            if not stream:
+                return self._http.post("/v1/chat/completions", json=body).json()
+            with self._http.stream("POST", "/v1/chat/completions", json=body) as response:
+                return iter(list(response.iter_lines()))
+        except httpx.TransportError as exc:
+            raise APIError(f"{type(exc).__name__}: {exc}") from exc
+
+    def __enter__(self) -> RawHttpx:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.close()
 
 
-def resends(calls: int, pauses: int, pairs: int, exposed: bool = False) -> None:
+def resends(calls: int, pauses: int, pairs: int, peer: bool = False) -> None:
     counter = Count()
     logger = logging.getLogger("llamatelemetry")
     logger.addHandler(counter)
     logger.setLevel(logging.DEBUG)
     failures: list[str] = []
     rng = random.Random(7)
-    saved = _base.KEEPALIVE_EXPIRY
-    _base.KEEPALIVE_EXPIRY = 5.0 if exposed else saved
-    kind = Exposed if exposed else LlamaCppClient
-    who = "the control without the guards" if exposed else "LlamaCppClient"
-    print(f"\nResends, {who} (max_retries=0, the tiny-model llama.cpp server):")
+    who = "raw httpx (no retries)" if peer else "LlamaCppClient (max_retries=0)"
+    print(f"\nResends, {who}, against the tiny-model llama.cpp server:")
     with tempfile.TemporaryDirectory() as tmp, start_chat_server(tmp) as server, \
-            kind(server.url, max_retries=0) as client:
+            (RawHttpx(server.url) if peer else LlamaCppClient(server.url, max_retries=0)) as client:
 
         def run(n: int, stream_every: int) -> None:
             try:
@@ -240,7 +258,7 @@ def resends(calls: int, pauses: int, pairs: int, exposed: bool = False) -> None:
                 if n % stream_every == stream_every - 1:
                     stream = client.chat.completions.create(messages=MESSAGES, max_tokens=4,
                                                             stream=True)
-                    if n % 40 == 39:
+                    if n % 40 == 39 and not peer:
                         next(stream)
                         stream.close()
                     else:
@@ -264,7 +282,6 @@ def resends(calls: int, pauses: int, pairs: int, exposed: bool = False) -> None:
         print(f"  {pairs} streams each followed at once by a call "
               f"({time.monotonic() - started:.0f} s): free resends {counter.resends - mixed[0]}, "
               f"failed calls {len(failures) - mixed[1]}")
-    _base.KEEPALIVE_EXPIRY = saved
     logger.removeHandler(counter)
     logger.setLevel(logging.NOTSET)
     for failure in failures[:3]:
@@ -286,7 +303,7 @@ def main() -> None:
         bomb(args.bomb_mib)
     if args.only in (None, "resends"):
         resends(args.calls, args.pauses, args.pairs)
-        resends(args.calls, args.pauses, args.pairs, exposed=True)
+        resends(args.calls, args.pauses, args.pairs, peer=True)
 
 
 if __name__ == "__main__":

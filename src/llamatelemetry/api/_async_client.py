@@ -23,7 +23,7 @@ from ._convenience import ConvenienceMixin
 from ._errors import APIError, EventLoopError
 from ._streaming import AsyncStream, close_soon
 from ._transport_errors import translate_transport_error
-from ._wire import call_deadline, install_deadline_backend
+from ._wire import install_deadline_backend
 
 __all__ = ["AsyncLlamaCppClient"]
 
@@ -107,10 +107,10 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
         http = self._http_for_this_loop()
         request = self._build_request(call)
         attempts = Attempts(self, call)
-        token = None if attempts.deadline is None else call_deadline.set(attempts.deadline)
+        tokens = attempts.enter()
         try:
             while True:
-                attempts.start(request, asynchronous=True)
+                attempts.start(request)
                 sent: httpx.Response | None = None
                 try:
                     sent = await http.send(request, stream=True)
@@ -137,8 +137,7 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
                         await sent.aclose()
                 await asyncio.sleep(attempts.delay_or_raise(error))
         finally:
-            if token is not None:
-                call_deadline.reset(token)
+            attempts.exit(tokens)
 
     async def _read_body(self, call: Call[Any], response: httpx.Response) -> bytes:
         """The whole decoded body, failing once it passes ``max_response_bytes``."""

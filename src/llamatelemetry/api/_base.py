@@ -592,13 +592,23 @@ class Attempts:
             end, total = outer, None
         self.deadline = end
         self._total = total
-        self._trace: _wire.AttemptTrace  # set by start(), before each attempt
+        self._trace = _wire.AttemptTrace()
 
-    def start(self, request: httpx.Request, *, asynchronous: bool = False) -> None:
-        """Before each attempt: trace its connection; bound the pool wait by the deadline
-        (every socket wait is bounded by the network backend)."""
-        trace = self._trace = _wire.AttemptTrace()
-        request.extensions["trace"] = trace.on_async if asynchronous else trace
+    def enter(self) -> tuple[Any, Any]:
+        """Tell the network backend about this call (its attempts, its deadline)."""
+        deadline = None if self.deadline is None else _wire.call_deadline.set(self.deadline)
+        return _wire.current_attempt.set(self._trace), deadline
+
+    def exit(self, tokens: tuple[Any, Any]) -> None:
+        _wire.current_attempt.reset(tokens[0])
+        if tokens[1] is not None:
+            _wire.call_deadline.reset(tokens[1])
+
+    def start(self, request: httpx.Request) -> None:
+        """Before each attempt: a clean trace; the pool wait bounded by the deadline (every
+        socket wait is bounded by the network backend)."""
+        trace = self._trace
+        trace.new_connection = trace.write_failed = False
         if self.deadline is not None:
             left = self.deadline - time.monotonic()
             if left <= 0:

@@ -15,7 +15,7 @@ from ._convenience import ConvenienceMixin
 from ._errors import APIError
 from ._streaming import Stream
 from ._transport_errors import translate_transport_error
-from ._wire import call_deadline, install_deadline_backend
+from ._wire import install_deadline_backend
 
 __all__ = ["LlamaCppClient"]
 
@@ -77,7 +77,7 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
         """Send one call, retrying what is worth retrying; return its parsed answer (or a Stream)."""
         request = self._build_request(call)
         attempts = Attempts(self, call)
-        token = None if attempts.deadline is None else call_deadline.set(attempts.deadline)
+        tokens = attempts.enter()
         try:
             while True:
                 attempts.start(request)
@@ -107,8 +107,7 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
                         sent.close()
                 time.sleep(attempts.delay_or_raise(error))
         finally:
-            if token is not None:
-                call_deadline.reset(token)
+            attempts.exit(tokens)
 
     def _read_body(self, call: Call[Any], response: httpx.Response) -> bytes:
         """The whole decoded body, failing once it passes ``max_response_bytes``."""

@@ -1,5 +1,7 @@
 """What the client sees of the socket under httpx: whether an attempt's request left whole,
 on a reused connection or a new one, and a call's wall-clock deadline on every socket wait.
+Both come from a network backend wrapped around httpcore's, told about the current call
+through context variables (per thread, per asyncio task).
 
 httpx bounds each connect, read, write and pool wait on its own, so a server that trickles
 one byte per read, or a stream of keep-alive comments, can hold a call forever. The call's
@@ -19,7 +21,8 @@ from typing import Any
 import httpcore
 import httpx
 
-__all__ = ["AttemptTrace", "call_deadline", "deadline", "remaining", "install_deadline_backend"]
+__all__ = ["AttemptTrace", "call_deadline", "current_attempt", "deadline", "remaining",
+           "install_deadline_backend"]
 
 # The monotonic time by which the current call must be over, or None.
 call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
@@ -50,18 +53,16 @@ def deadline(seconds: float) -> Iterator[None]:
     finally:
         call_deadline.reset(token)
 
-_NEW_CONNECTION = frozenset({"connection.connect_tcp.started",
-                             "connection.connect_unix_socket.started"})
-_WRITE_FAILED = frozenset({"http11.send_request_headers.failed",
-                           "http11.send_request_body.failed"})
 
 
 class AttemptTrace:
-    """httpcore's ``trace`` extension for one attempt: did it open a new connection, and did
+    """What the network backend saw of one attempt: did it open a new connection, and did
     writing the request fail before its last byte?
 
     A request whose writing failed never arrived whole, so no server acted on it: that, on
     a reused keep-alive connection, is the one failure the client may resend for free.
+    Only a pool the library built has the backend that notes this; without it (a user's
+    ``http_client``) nothing is noted and nothing is resent for free.
     """
 
     __slots__ = ("new_connection", "write_failed")
@@ -70,14 +71,22 @@ class AttemptTrace:
         self.new_connection = False
         self.write_failed = False
 
-    def __call__(self, event: str, info: Any) -> None:
-        if event in _NEW_CONNECTION:
-            self.new_connection = True
-        elif event in _WRITE_FAILED:
-            self.write_failed = True
 
-    async def on_async(self, event: str, info: Any) -> None:
-        self(event, info)
+# The attempt the current call is making, for the network backend to note what it sees.
+current_attempt: contextvars.ContextVar[AttemptTrace | None] = contextvars.ContextVar(
+    "llamatelemetry_attempt", default=None)
+
+
+def _note_new_connection() -> None:
+    attempt = current_attempt.get()
+    if attempt is not None:
+        attempt.new_connection = True
+
+
+def _note_write_failed() -> None:
+    attempt = current_attempt.get()
+    if attempt is not None:
+        attempt.write_failed = True
 
 
 def remaining(timeout: float | None, kind: type[Exception]) -> float | None:
@@ -101,7 +110,11 @@ class _Stream(httpcore.NetworkStream):
         return self._stream.read(max_bytes, remaining(timeout, httpcore.ReadTimeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._stream.write(buffer, remaining(timeout, httpcore.WriteTimeout))
+        try:
+            self._stream.write(buffer, remaining(timeout, httpcore.WriteTimeout))
+        except httpcore.WriteError:
+            _note_write_failed()
+            raise
 
     def close(self) -> None:
         self._stream.close()
@@ -122,12 +135,14 @@ class _Backend(httpcore.NetworkBackend):
     def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                     local_address: str | None = None,
                     socket_options: Any = None) -> httpcore.NetworkStream:
+        _note_new_connection()
         return _Stream(self._backend.connect_tcp(
             host, port, remaining(timeout, httpcore.ConnectTimeout), local_address,
             socket_options))
 
     def connect_unix_socket(self, path: str, timeout: float | None = None,
                             socket_options: Any = None) -> httpcore.NetworkStream:
+        _note_new_connection()
         return _Stream(self._backend.connect_unix_socket(
             path, remaining(timeout, httpcore.ConnectTimeout), socket_options))
 
@@ -145,7 +160,11 @@ class _AsyncStream(httpcore.AsyncNetworkStream):
         return await self._stream.read(max_bytes, remaining(timeout, httpcore.ReadTimeout))
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._stream.write(buffer, remaining(timeout, httpcore.WriteTimeout))
+        try:
+            await self._stream.write(buffer, remaining(timeout, httpcore.WriteTimeout))
+        except httpcore.WriteError:
+            _note_write_failed()
+            raise
 
     async def aclose(self) -> None:
         await self._stream.aclose()
@@ -166,12 +185,14 @@ class _AsyncBackend(httpcore.AsyncNetworkBackend):
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                           local_address: str | None = None,
                           socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        _note_new_connection()
         return _AsyncStream(await self._backend.connect_tcp(
             host, port, remaining(timeout, httpcore.ConnectTimeout), local_address,
             socket_options))
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None,
                                   socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+        _note_new_connection()
         return _AsyncStream(await self._backend.connect_unix_socket(
             path, remaining(timeout, httpcore.ConnectTimeout), socket_options))
 
