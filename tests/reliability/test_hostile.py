@@ -30,10 +30,9 @@ from llamatelemetry.api import (
     ServiceUnavailableError,
     deadline,
 )
-
-from ._hostile import Conn, Hostile, elapsed
 from llamatelemetry.testing._fault_server import sse
 
+from ._hostile import Conn, Hostile, elapsed
 from ._support import LOADING, MESSAGES, REPLY, chunk
 
 pytestmark = pytest.mark.usefixtures("fast_backoff")
@@ -568,3 +567,174 @@ def test_a_slow_server_does_not_hold_the_metrics_collection() -> None:
         assert (bridge.scrapes, bridge.failures) == (1, 1)
         bridge.close()
     meters.shutdown()
+
+
+# --- found by attacking the limits: names, flows, members, odd URLs ---------------------------
+
+class StalledListeners:
+    """Listening sockets on 127.0.0.1 and 127.0.0.2, one port, whose accept queues are full:
+    connecting to either hangs (the SYNs are dropped), as with an unreachable host."""
+
+    def __init__(self) -> None:
+        self.socks: list[socket.socket] = []
+        port = 0
+        for host in ("127.0.0.1", "127.0.0.2"):
+            listener = socket.socket()
+            listener.bind((host, port))
+            listener.listen(0)
+            port = listener.getsockname()[1]
+            self.socks.append(listener)
+            for _ in range(4):
+                filler = socket.socket()
+                filler.setblocking(False)
+                try:
+                    filler.connect((host, port))
+                except BlockingIOError:
+                    pass
+                self.socks.append(filler)
+        self.port = port
+
+    def close(self) -> None:
+        for sock in self.socks:
+            sock.close()
+
+
+def test_total_timeout_covers_every_address_of_a_name(drivers: Any,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # A name with two addresses, both unreachable: the deadline is for the whole connect,
+    # not for each address.
+    real = socket.getaddrinfo
+    stalled = StalledListeners()
+
+    def two_addresses(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in ("llama.test", b"llama.test"):  # anyio asks with bytes
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, int(port)))
+                    for ip in ("127.0.0.1", "127.0.0.2")]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
+    try:
+        driver = drivers(f"http://llama.test:{stalled.port}", total_timeout=1, max_retries=0)
+        seconds, _, error = elapsed(lambda: driver.run(lambda c: c.props.get()))
+        assert isinstance(error, APITimeoutError)
+        assert seconds < 1.0 + SLACK
+    finally:
+        stalled.close()
+
+
+def test_total_timeout_covers_a_slow_name_lookup(drivers: Any,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    real = socket.getaddrinfo
+
+    def slow(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in ("slow.test", b"slow.test"):  # anyio asks with bytes
+            time.sleep(3)
+            host = "127.0.0.1"
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    driver = drivers("http://slow.test:9", total_timeout=1, max_retries=0)
+    seconds, _, error = elapsed(lambda: driver.run(lambda c: c.props.get()))
+    assert isinstance(error, APITimeoutError)
+    assert seconds < 1.0 + SLACK
+
+
+def slow_answers(conn: Conn) -> None:
+    while (request := conn.read_request()) is not None:
+        conn.wait(0.4)
+        path = request[0][":line"].split()[1]
+        conn.answer(200, [{"id": 0, "path": "a.gguf", "scale": 1.0}] if "lora" in path
+                    else {"status": "ok"})
+
+
+@pytest.mark.parametrize("operation", ["lora apply", "lora scales"])
+def test_total_timeout_covers_a_whole_multi_step_operation(drivers: Any, operation: str) -> None:
+    # lora.apply reads the adapters, then sets them, then reads them again: 3 x 0.4 s.
+    run = {"lora apply": lambda c: c.lora.apply("a.gguf", 0.5),
+           "lora scales": lambda c: c.lora.set_scales({0: 0.5})}[operation]
+    with Hostile(slow_answers) as server:
+        driver = drivers(server.url, total_timeout=0.7, max_retries=0)
+        seconds, _, error = elapsed(lambda: driver.run(run))
+        assert isinstance(error, APITimeoutError)
+        assert seconds < 0.7 + SLACK
+
+
+def test_wait_until_ready_ends_with_the_deadline_block_around_it(drivers: Any) -> None:
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))  # bound, not listening: every probe is refused at once
+    try:
+        driver = drivers(f"http://127.0.0.1:{port.getsockname()[1]}")
+
+        def wait(client: Any) -> Any:
+            async def inside() -> Any:
+                with deadline(0.5):
+                    return await client.health.wait_until_ready(timeout=5)
+            if isinstance(client, AsyncLlamaCppClient):
+                return inside()
+            with deadline(0.5):
+                return client.health.wait_until_ready(timeout=5)
+
+        seconds, _, error = elapsed(lambda: driver.run(wait))
+        assert isinstance(error, APITimeoutError)
+        assert "not ready within the deadline() block" in str(error)
+        assert seconds < 0.5 + SLACK
+    finally:
+        port.close()
+
+
+def test_gzip_members_and_what_follows_the_last(drivers: Any) -> None:
+    # RFC 1952 allows several members; bytes after a member that start none are an error,
+    # never held uncounted (they used to pile up past max_response_bytes).
+    two = gzip.compress(json.dumps(REPLY).encode()[:20]) + gzip.compress(
+        json.dumps(REPLY).encode()[20:])
+    with Hostile(compressing("gzip!", two)) as server:
+        assert drivers(server.url).chat().choices[0].message.content == "ok"
+    junk = gzip.compress(b"{}") + b"\x00" * (8 << 20)
+    with Hostile(compressing("gzip!", junk, split=65536)) as server:
+        driver = drivers(server.url, max_response_bytes=16 << 20, max_retries=0)
+        seconds, _, error = elapsed(driver.chat)
+        assert isinstance(error, APIResponseError)
+        assert "gzip body is corrupt" in str(error)
+        assert seconds < SLACK
+
+
+@pytest.mark.parametrize("value", ["Mon, 01 Jan 99999 00:00:00 GMT", "nan", "-5", "1e400"])
+def test_retry_after_out_of_any_range_is_ignored(drivers: Any, value: str) -> None:
+    answers = iter([(503, LOADING), (200, REPLY)])
+
+    def script(conn: Conn) -> None:
+        while conn.read_request() is not None:
+            status, body = next(answers)
+            conn.answer(status, body, {"Retry-After": value})
+
+    with Hostile(script) as server:
+        assert drivers(server.url, max_retries=1).chat().choices[0].message.content == "ok"
+        assert server.completed == 2
+
+
+@pytest.mark.parametrize("url", [
+    "http:/alice:PW-x1@host", "http//alice:PW-x1@host", "alice:PW-x1@host:80",
+    "//alice:PW-x1@host", "http://alice:PW-x1#frag@host", "http://alice:PW-x1/x@host",
+    "http://alice:PW-x1?q@host", "http://[::1:8080", "http://alice:PW-x1@host:103073",
+])
+def test_a_malformed_url_is_refused_without_showing_its_password(url: str) -> None:
+    with pytest.raises(ValueError) as info:
+        LlamaCppClient(url)
+    assert "PW-x1" not in str(info.value)
+    assert "base_url" in str(info.value)
+
+
+def test_an_api_key_with_spaces_at_either_end_is_refused_before_sending() -> None:
+    for key in ("sk-key ", " sk-key", "sk-key\t"):
+        with pytest.raises(ValueError, match="without spaces at either end") as info:
+            LlamaCppClient("http://127.0.0.1:9", api_key=key)
+        assert "sk-key" not in str(info.value)
+
+
+def test_an_invalid_header_value_is_not_repeated_in_the_error() -> None:
+    with Hostile(answer_all) as server, LlamaCppClient(
+            server.url, default_headers={"X-Token": "tok-S3cret "}) as client:
+        with pytest.raises(ValueError, match="could not be sent") as info:
+            client.tokenize("x")
+        assert "S3cret" not in str(info.value) and info.value.__cause__ is None
+        assert server.completed == 0

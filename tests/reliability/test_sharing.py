@@ -4,8 +4,11 @@ two threads reading one stream. Against the real tiny-model server."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import os
 import threading
+import warnings
 from typing import Any
 
 import pytest
@@ -14,6 +17,7 @@ from llamatelemetry.api import (
     AsyncLlamaCppClient,
     ConcurrentIterationError,
     EventLoopError,
+    ForkError,
     LlamaCppClient,
 )
 from llamatelemetry.server import ServerManager
@@ -172,3 +176,86 @@ def test_one_async_stream_read_by_two_tasks() -> None:
     with FaultServer(SLOW_STREAM) as server:
         chunks = asyncio.run(main(server.url))
     assert [c.choices[0].delta.content for c in chunks] == [str(i) for i in range(40)] + [None]
+
+
+def in_child(fn: Any) -> int:
+    """Fork and run ``fn()`` in the child: exit status 0 when it returns True."""
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            status = 0 if fn() else 2
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def raises(error: type[BaseException], fn: Any) -> bool:
+    try:
+        fn()
+    except error:
+        return True
+    return False
+
+
+def test_a_stream_open_at_a_fork_is_read_by_the_parent_only() -> None:
+    with FaultServer(SLOW_STREAM) as server, LlamaCppClient(server.url) as client:
+        stream = client.chat.completions.create(messages=MESSAGES, stream=True)
+        first = next(stream)
+        # The child may not take a byte of the parent's connection, nor close it.
+        assert in_child(lambda: raises(ForkError, lambda: next(stream))) == 0
+        rest = list(stream)
+    texts = [c.choices[0].delta.content for c in [first, *rest]]
+    assert texts == [str(i) for i in range(40)] + [None]
+
+
+def test_a_given_http_client_is_refused_in_a_forked_child(chat_server: ServerManager) -> None:
+    import httpx
+
+    with httpx.Client() as http, LlamaCppClient(chat_server.url, http_client=http) as client:
+        assert client.tokenize("hello")
+        assert in_child(lambda: raises(ForkError, lambda: client.tokenize("hello"))) == 0
+        assert client.tokenize("hello")  # the parent's client is untouched
+
+
+def test_a_stream_read_on_another_event_loop_says_so(chat_server: ServerManager) -> None:
+    client = AsyncLlamaCppClient(chat_server.url)
+
+    async def open_stream() -> Any:
+        stream = await client.chat.completions.create(messages=MESSAGES, max_tokens=4,
+                                                      stream=True)
+        await stream.__anext__()
+        return stream
+
+    stream = asyncio.run(open_stream())
+
+    async def read() -> None:
+        async for _ in stream:
+            pass
+
+    with warnings.catch_warnings():  # the first loop ended with its connections open
+        warnings.simplefilter("ignore", ResourceWarning)
+        with pytest.raises(EventLoopError, match="opened on another event loop"):
+            asyncio.run(read())
+        asyncio.run(client.aclose())
+        gc.collect()
+
+
+def test_an_async_client_dropped_on_a_later_loop_logs_no_error(
+        chat_server: ServerManager, caplog: pytest.LogCaptureFixture) -> None:
+    client = AsyncLlamaCppClient(chat_server.url)
+    asyncio.run(client.tokenize("x"))  # its connections belong to that loop, now ended
+
+    async def drop() -> None:
+        nonlocal client
+        del client
+        gc.collect()
+        await asyncio.sleep(0.05)  # a close scheduled on this loop would run (and fail) here
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            asyncio.run(drop())
+        gc.collect()
+    assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text

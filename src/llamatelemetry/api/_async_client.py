@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
 import warnings
 import weakref
 from typing import Any, TypeVar
@@ -23,7 +24,7 @@ from ._convenience import ConvenienceMixin
 from ._errors import APIError, EventLoopError
 from ._streaming import AsyncStream, close_soon
 from ._transport_errors import translate_transport_error
-from ._wire import install_deadline_backend
+from ._wire import call_deadline, install_deadline_backend
 
 __all__ = ["AsyncLlamaCppClient"]
 
@@ -59,6 +60,7 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
     ) -> None:
         super().__init__(base_url, api_key, **options)
         self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self._switching = threading.Lock()
         self._own_pool(http_client)
 
     def _after_new_pool(self) -> None:
@@ -74,6 +76,13 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
         opened them: on a new loop (a second ``asyncio.run``) the client starts a new pool,
         as long as the old loop is not still running elsewhere."""
         loop = asyncio.get_running_loop()
+        bound = None if self._loop is None else self._loop()
+        if bound is loop:
+            return self._http
+        with self._switching:  # two threads' loops arriving at once: one wins, one is told
+            return self._switch_to(loop)
+
+    def _switch_to(self, loop: asyncio.AbstractEventLoop) -> httpx.AsyncClient:
         bound = None if self._loop is None else self._loop()
         if bound is loop:
             return self._http
@@ -146,23 +155,28 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
             body.add(part)
         return body.join()
 
-    async def _run(self, flow: Flow[T]) -> T:  # type: ignore[override]
+    async def _run(self, flow: Flow[T], total_timeout: float | None = None) -> T:  # type: ignore[override]
         """Drive a multi-step operation: perform each step it yields, send back the result."""
         value: Any = None
         failure: BaseException | None = None
-        while True:
-            try:
-                step = flow.throw(failure) if failure is not None else flow.send(value)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            value, failure = None, None
-            try:
-                if isinstance(step, Sleep):
-                    await asyncio.sleep(step.seconds)
-                else:
-                    value = await self._execute(step)
-            except APIError as exc:
-                failure = exc
+        token = self._flow_deadline(total_timeout)
+        try:
+            while True:
+                try:
+                    step = flow.throw(failure) if failure is not None else flow.send(value)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+                value, failure = None, None
+                try:
+                    if isinstance(step, Sleep):
+                        await asyncio.sleep(self._sleep_seconds(step))
+                    else:
+                        value = await self._execute(step)
+                except APIError as exc:
+                    failure = exc
+        finally:
+            if token is not None:
+                call_deadline.reset(token)
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
@@ -177,6 +191,14 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
         return self._http.is_closed
 
     def __del__(self) -> None:
-        # Dropped without aclose(): close the pool on the running loop, when there is one.
-        if getattr(self, "_owns_http", False) and not self._http.is_closed:
+        # Dropped without aclose(): close the pool on the running loop, when it is the loop
+        # the pool's connections belong to (closing them from another would fail).
+        if not getattr(self, "_owns_http", False) or self._http.is_closed:
+            return
+        bound = None if self._loop is None else self._loop()
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if bound is None or bound is running:
             close_soon(self._http.aclose)

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import random
+import re
 import ssl
 import time
 import weakref
@@ -38,6 +39,7 @@ from ._errors import (
     APIResponseError,
     APIStatusError,
     APITimeoutError,
+    ForkError,
     TLSVerificationError,
     status_error,
 )
@@ -163,23 +165,25 @@ def _check_api_key(key: Any) -> None:
         raise TypeError(f"api_key must be a str (or None for no key), not {type(key).__name__}")
     if not key:
         raise ValueError("api_key must be a non-empty str; pass None for a server without a key")
-    if not key.isascii() or not key.isprintable():
-        raise ValueError("api_key must be printable ASCII (it is sent in an HTTP header); "
-                         "check for a trailing newline")
+    if not key.isascii() or not key.isprintable() or key != key.strip():
+        raise ValueError("api_key must be printable ASCII without spaces at either end (it is "
+                         "sent in an HTTP header); check for a trailing newline or space")
+
+
+_USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:/+)?/*)(.*)@(.*)$", re.DOTALL)
 
 
 def redact_url(url: str) -> str:
     """``url`` with the password of its user part (``http://user:pass@host``) masked: what
-    may be shown in a repr, a message or a log."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
+    may be shown in a repr, a message or a log. Everything between the user name and the
+    last ``@`` is masked, so a mistyped URL (``http:/user:pass@host``) or an unencoded
+    ``#``, ``/`` or ``?`` in the password shows no part of it either."""
+    match = _USERINFO.match(url)
+    if match is None:
         return url
-    authority, slash, path = rest.partition("/")
-    userinfo, at, host = authority.rpartition("@")
-    if not at:
-        return url
-    user = userinfo.partition(":")[0]
-    return f"{scheme}://{user}:***@{host}{slash}{path}"
+    prefix, userinfo, host = match.groups()
+    user, colon, _ = userinfo.partition(":")
+    return f"{prefix}{user}:***@{host}" if colon else url
 
 
 def _normalize_base_url(value: Any) -> tuple[str, tuple[str, str] | None]:
@@ -188,20 +192,25 @@ def _normalize_base_url(value: Any) -> tuple[str, tuple[str, str] | None]:
     if not isinstance(value, str):
         raise TypeError(f"base_url must be a str, not {type(value).__name__}")
     url: str = value.strip().rstrip("/")
-    try:
-        parts = urlsplit(url)
-        hostname = parts.hostname
-    except ValueError:
-        hostname = None
-    if parts.scheme not in ("http", "https") or not hostname:
-        raise ValueError(f"base_url must look like 'http://127.0.0.1:8080', got "
-                         f"{redact_url(url)!r}")
+    shown = redact_url(url)
+    scheme, sep, rest = url.partition("://")
     credentials = None
-    userinfo, at, host = parts.netloc.rpartition("@")
-    if at:
+    if sep and "@" in rest:
+        userinfo, _, rest = rest.rpartition("@")
+        if any(c in userinfo for c in "/?#@"):
+            raise ValueError(f"base_url {shown!r}: percent-encode '/', '?', '#' and '@' in "
+                             "the user and password (urllib.parse.quote(password, safe=''))")
         user, _, password = userinfo.partition(":")
         credentials = (unquote(user), unquote(password))
-        url = parts._replace(netloc=host).geturl()
+        url = f"{scheme}://{rest}"
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ValueError(f"base_url must look like 'http://127.0.0.1:8080', got {shown!r}")
     if url.endswith("/v1"):  # an OpenAI-style base URL; our paths carry their own /v1
         url = url[: -len("/v1")]
     return url, credentials
@@ -242,17 +251,20 @@ def _parsed_url(url: str) -> httpx.URL:
     return httpx.URL(url)
 
 
-# Clients that own their connection pool: a forked child gives each a new pool, since the
+# Every client: a forked child gives each one that owns its pool a new pool, since the
 # pooled sockets are shared with the parent and two processes writing on one socket
-# interleave their requests.
-_POOL_OWNERS: weakref.WeakSet[BaseClient] = weakref.WeakSet()
+# interleave their requests; a client on a user's http_client refuses to run in the child.
+_CLIENTS: weakref.WeakSet[BaseClient] = weakref.WeakSet()
 # The pools a child left behind: never closed (closing could touch a lock another parent
 # thread held at the fork, or the parent's connections), never collected (no warnings).
 _LEFT_BY_FORK: list[Any] = []
 
 
 def _new_pools_after_fork() -> None:
-    for client in list(_POOL_OWNERS):
+    for client in list(_CLIENTS):
+        if not client._owns_http:
+            client._inherited_pool = True
+            continue
         _LEFT_BY_FORK.append(client._http)
         client._http = client._new_http()
         client._after_new_pool()
@@ -337,8 +349,17 @@ class BaseClient:
     def _own_pool(self, http_client: Any) -> None:
         self._owns_http = http_client is None
         self._http = http_client or self._new_http()
-        if self._owns_http:
-            _POOL_OWNERS.add(self)
+        _CLIENTS.add(self)
+
+    _inherited_pool = False  # set in a forked child on a client with the user's http_client
+
+    def _check_pool(self) -> None:
+        if self._inherited_pool:
+            raise ForkError("this client's http_client= was made before os.fork(): its pooled "
+                            "connections are the parent's, and two processes on one socket "
+                            "mix their requests. Create the client (or its http_client) in the "
+                            "child, or let the client make its own pool (it then gets a new "
+                            "one after a fork)")
 
     def _http_options(self) -> dict[str, Any]:
         """How the transport's own httpx client is built (when the user passes none)."""
@@ -418,12 +439,31 @@ class BaseClient:
     def _execute(self, call: Call[T]) -> T:
         raise NotImplementedError
 
-    def _run(self, flow: Flow[T]) -> T:
+    def _run(self, flow: Flow[T], total_timeout: float | None = None) -> T:
         raise NotImplementedError
+
+    def _flow_deadline(self, total_timeout: float | None) -> Any:
+        """A multi-step operation's steps share one wall-clock limit (its own, else the
+        client's total_timeout), within any deadline() block around it; the reset token."""
+        total = self.total_timeout if total_timeout is None else total_timeout
+        if total is None:
+            return None
+        end = time.monotonic() + total
+        outer = _wire.call_deadline.get()
+        return _wire.call_deadline.set(end if outer is None or end < outer else outer)
+
+    @staticmethod
+    def _sleep_seconds(step: Sleep) -> float:
+        """A flow's pause, cut at its deadline (the next step then times out at once)."""
+        end = _wire.call_deadline.get()
+        if end is None:
+            return step.seconds
+        return max(0.0, min(step.seconds, end - time.monotonic()))
 
     # --- what the transports call -----------------------------------------------------
 
     def _build_request(self, call: Call[Any]) -> httpx.Request:
+        self._check_pool()
         headers = dict(self._default_headers)
         content = None
         if call.body is not None:
@@ -685,7 +725,10 @@ def _retry_after(headers: httpx.Headers) -> float | None:
         parsed = email.utils.parsedate_tz(value)
         if parsed is None:
             return None
-        return float(email.utils.mktime_tz(parsed) - time.time())
+        try:
+            return float(email.utils.mktime_tz(parsed) - time.time())
+        except (ValueError, OverflowError):  # a date out of any range: no usable advice
+            return None
 
 
 def _excerpt(body: bytes, limit: int = 500) -> str:

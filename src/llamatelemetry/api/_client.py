@@ -15,7 +15,7 @@ from ._convenience import ConvenienceMixin
 from ._errors import APIError
 from ._streaming import Stream
 from ._transport_errors import translate_transport_error
-from ._wire import install_deadline_backend
+from ._wire import call_deadline, install_deadline_backend
 
 __all__ = ["LlamaCppClient"]
 
@@ -116,23 +116,28 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
             body.add(part)
         return body.join()
 
-    def _run(self, flow: Flow[T]) -> T:
+    def _run(self, flow: Flow[T], total_timeout: float | None = None) -> T:
         """Drive a multi-step operation: perform each step it yields, send back the result."""
         value: Any = None
         failure: BaseException | None = None
-        while True:
-            try:
-                step = flow.throw(failure) if failure is not None else flow.send(value)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            value, failure = None, None
-            try:
-                if isinstance(step, Sleep):
-                    time.sleep(step.seconds)
-                else:
-                    value = self._execute(step)
-            except APIError as exc:
-                failure = exc
+        token = self._flow_deadline(total_timeout)
+        try:
+            while True:
+                try:
+                    step = flow.throw(failure) if failure is not None else flow.send(value)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+                value, failure = None, None
+                try:
+                    if isinstance(step, Sleep):
+                        time.sleep(self._sleep_seconds(step))
+                    else:
+                        value = self._execute(step)
+                except APIError as exc:
+                    failure = exc
+        finally:
+            if token is not None:
+                call_deadline.reset(token)
 
     def close(self) -> None:
         """Close the pooled connections."""

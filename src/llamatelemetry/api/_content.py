@@ -19,7 +19,9 @@ PIECE = 1 << 20
 
 
 class ContentDecoder:
-    """Inflates gzip or deflate (zlib-wrapped or raw) in pieces of at most ``PIECE`` bytes."""
+    """Inflates gzip (any number of members, as RFC 1952 allows) or deflate (zlib-wrapped
+    or raw) in pieces of at most ``PIECE`` bytes. Bytes after the end that do not start a
+    member are an error, never held: they would otherwise pile up uncounted."""
 
     __slots__ = ("_inflate", "_encoding", "_first")
 
@@ -43,6 +45,15 @@ class ContentDecoder:
             while True:
                 if out:
                     yield out
+                if self._inflate.eof:  # the end of a member: what follows is another one
+                    rest = self._inflate.unused_data
+                    if not rest:
+                        return
+                    if self._encoding != "gzip":
+                        raise zlib.error("bytes after the end of the deflate stream")
+                    self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                    out = self._inflate.decompress(rest, PIECE)
+                    continue
                 tail = self._inflate.unconsumed_tail
                 if not tail:
                     return

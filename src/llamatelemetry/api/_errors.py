@@ -4,6 +4,7 @@
 LlamaTelemetryError
  ├── EventLoopError                    (also a RuntimeError) an async client used across event loops
  ├── ConcurrentIterationError          (also a RuntimeError) one stream read by two threads or tasks
+ ├── ForkError                         (also a RuntimeError) a pool or stream used across os.fork()
  ├── APIError                          anything that went wrong talking to the server
  │    ├── APIConnectionError           (also a requests.ConnectionError) refused, reset, dropped
  │    │    ├── TLSVerificationError    the server's certificate did not verify (not retried)
@@ -39,6 +40,7 @@ __all__ = [
     "LlamaTelemetryError",
     "EventLoopError",
     "ConcurrentIterationError",
+    "ForkError",
     "APIError",
     "APIConnectionError",
     "StreamInterruptedError",
@@ -73,6 +75,11 @@ class EventLoopError(LlamaTelemetryError, RuntimeError):
 class ConcurrentIterationError(LlamaTelemetryError, RuntimeError):
     """A stream was read from two threads (or tasks) at once: its chunks can go to one
     reader only. The stream itself is unharmed; the other reader goes on."""
+
+
+class ForkError(LlamaTelemetryError, RuntimeError):
+    """A forked child used connections that belong to its parent: a stream opened before the
+    fork, or a client on an ``http_client`` made before it."""
 
 
 class APIError(LlamaTelemetryError):

@@ -21,12 +21,15 @@ import httpx
 from pydantic import ValidationError
 
 from .._closing import AsyncClosing, Closing
+from . import _wire
 from ._content import acontent, content
 from ._errors import (
     APIError,
     APIResponseError,
     APITimeoutError,
     ConcurrentIterationError,
+    EventLoopError,
+    ForkError,
     StreamError,
     StreamInterruptedError,
 )
@@ -156,13 +159,15 @@ class _Step(enum.Enum):
 class _StreamState(Generic[T]):
     """Everything a stream does besides I/O, shared by ``Stream`` and ``AsyncStream``."""
 
-    __slots__ = ("decoder", "pending", "closed", "error", "complete", "observer", "deadline")
+    __slots__ = ("decoder", "pending", "closed", "error", "complete", "observer", "deadline",
+                 "forks")
 
     def __init__(self, format: StreamFormat[T], observer: StreamObserver | None,
                  deadline: float | None = None,
                  max_event_bytes: int | None = DEFAULT_MAX_EVENT_BYTES) -> None:
         self.decoder = ChunkDecoder(format, max_event_bytes)
         self.deadline = deadline  # monotonic time by which the whole stream must be read
+        self.forks = _wire.forks
         self.pending: deque[T] = deque()
         self.closed = False
         self.error: BaseException | None = None
@@ -185,6 +190,9 @@ class _StreamState(Generic[T]):
             return _Step.END
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise self.timed_out()
+        if self.forks != _wire.forks:  # not a byte of the parent's connection
+            raise ForkError("this stream was opened before os.fork(): its connection is the "
+                            "parent's; read it in the parent, or open it in the child")
         return _Step.READ
 
     def timed_out(self) -> APITimeoutError:
@@ -288,6 +296,9 @@ class Stream(Closing, Generic[T]):
                         finally:
                             _deadline.reset(token)
                     continue
+            except ForkError:
+                state.begin_close()  # the parent's response is not touched from here
+                raise
             except BaseException as exc:
                 error = state.failure(exc)
                 self.close()
@@ -362,6 +373,7 @@ class AsyncStream(AsyncClosing, Generic[T]):
         self._state = _StreamState(format, observer, deadline, max_event_bytes)
         self._reads: AsyncIterator[bytes] | None = None
         self._reading = False
+        self._loop = asyncio.get_running_loop()
 
     @property
     def _observer(self) -> StreamObserver | None:
@@ -386,6 +398,10 @@ class AsyncStream(AsyncClosing, Generic[T]):
             try:
                 step = state.next_step()
                 if step is _Step.READ:
+                    if asyncio.get_running_loop() is not self._loop:
+                        raise EventLoopError(
+                            "this stream was opened on another event loop (an asyncio.run() "
+                            "that has ended?): read it on the loop that opened it")
                     if self._reads is None:
                         self._reads = acontent(self.response)
                     if state.deadline is None:
@@ -397,6 +413,9 @@ class AsyncStream(AsyncClosing, Generic[T]):
                         finally:
                             _deadline.reset(token)
                     continue
+            except (ForkError, EventLoopError):
+                state.begin_close()  # a response of another process or loop is left alone
+                raise
             except BaseException as exc:
                 error = state.failure(exc)
                 await self.aclose()

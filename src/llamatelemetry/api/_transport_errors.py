@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 
 from ._errors import (
@@ -28,7 +30,9 @@ def translate_transport_error(
     if isinstance(exc, (httpx.LocalProtocolError, httpx.UnsupportedProtocol)):
         # The request itself is malformed (a header with a newline, a bad URL): a bug in
         # the arguments, not a network failure, so neither retried nor a ConnectionError.
-        raise ValueError(f"the request could not be sent{where}: {exc}") from exc
+        # h11 quotes the offending header value, which may be a key: never repeat it.
+        reason = re.sub(r"""b?(['"]).*\1""", "<value not shown>", str(exc))
+        raise ValueError(f"the request could not be sent{where}: {reason}") from None
     if isinstance(exc, httpx.ConnectTimeout):
         return APIConnectTimeoutError(f"timed out connecting to the server{where}",
                                       method=method, url=url)

@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import ipaddress
+import os
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -71,6 +75,19 @@ class AttemptTrace:
         self.new_connection = False
         self.write_failed = False
 
+
+# How many times this process is a forked child: a stream opened under another count holds
+# its parent's connection.
+forks = 0
+
+
+def _count_fork() -> None:
+    global forks
+    forks += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_count_fork)
 
 # The attempt the current call is making, for the network backend to note what it sees.
 current_attempt: contextvars.ContextVar[AttemptTrace | None] = contextvars.ContextVar(
@@ -136,9 +153,20 @@ class _Backend(httpcore.NetworkBackend):
                     local_address: str | None = None,
                     socket_options: Any = None) -> httpcore.NetworkStream:
         _note_new_connection()
-        return _Stream(self._backend.connect_tcp(
-            host, port, remaining(timeout, httpcore.ConnectTimeout), local_address,
-            socket_options))
+        if call_deadline.get() is None:
+            return _Stream(self._backend.connect_tcp(host, port, timeout, local_address,
+                                                     socket_options))
+        # Under a deadline, each address gets the time left: the socket module would give
+        # each of a name's addresses the whole timeout, and look the name up unbounded.
+        error: Exception = httpcore.ConnectError(f"{host} has no address")
+        for address in _resolve(host, port):
+            try:
+                return _Stream(self._backend.connect_tcp(
+                    address, port, remaining(timeout, httpcore.ConnectTimeout), local_address,
+                    socket_options))
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                error = exc
+        raise error
 
     def connect_unix_socket(self, path: str, timeout: float | None = None,
                             socket_options: Any = None) -> httpcore.NetworkStream:
@@ -148,6 +176,32 @@ class _Backend(httpcore.NetworkBackend):
 
     def sleep(self, seconds: float) -> None:
         self._backend.sleep(seconds)
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    """The addresses of ``host``, looked up within the deadline (in a helper thread, since
+    ``getaddrinfo`` cannot be interrupted)."""
+    try:
+        ipaddress.ip_address(host)
+        return [host]
+    except ValueError:
+        pass
+    found: list[Any] = []
+
+    def look_up() -> None:
+        try:
+            found.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError as exc:
+            found.append(exc)
+
+    thread = threading.Thread(target=look_up, name="llamatelemetry-resolve", daemon=True)
+    thread.start()
+    thread.join(remaining(None, httpcore.ConnectTimeout))
+    if not found:
+        raise httpcore.ConnectTimeout(f"looking up {host} took longer than the time left")
+    if isinstance(found[0], OSError):
+        raise httpcore.ConnectError(str(found[0]))
+    return list(dict.fromkeys(str(info[4][0]) for info in found[0]))
 
 
 class _AsyncStream(httpcore.AsyncNetworkStream):

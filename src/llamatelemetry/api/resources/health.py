@@ -8,6 +8,7 @@ from typing import Any
 from .._base import Call, Flow, Sleep
 from .._errors import APIConnectionError, APITimeoutError
 from .._validation import check_number
+from .._wire import call_deadline
 from ._resource import Resource
 
 __all__ = ["Health"]
@@ -32,8 +33,11 @@ def _check_call(timeout: float = PROBE_TIMEOUT) -> Call[dict[str, Any]]:
                 timeout=timeout, total_timeout=timeout, operation="health")
 
 
-def _wait_flow(timeout: float, interval: float) -> Flow[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
+def _wait_flow(interval: float, within: str) -> Flow[dict[str, Any]]:
+    # The client runs the flow under its deadline: the timeout, or the end of a deadline()
+    # block around the wait when that comes first.
+    deadline = call_deadline.get()
+    assert deadline is not None, "run with total_timeout"
     last: Any = "no answer"
     while True:
         try:
@@ -45,7 +49,7 @@ def _wait_flow(timeout: float, interval: float) -> Flow[dict[str, Any]]:
         except (APIConnectionError, APITimeoutError) as exc:
             last = exc
         if time.monotonic() + interval > deadline:
-            raise APITimeoutError(f"the server was not ready within {timeout:g}s (last: {last})")
+            raise APITimeoutError(f"the server was not ready within {within} (last: {last})")
         yield Sleep(interval)
 
 
@@ -70,4 +74,10 @@ class Health(Resource):
             raise TypeError("timeout must be a number of seconds, not None")
         check_number("timeout", timeout, minimum=0.0)
         check_number("interval", interval, minimum=0.001)
-        return self._client._run(_wait_flow(float(timeout), float(interval)))
+        outer = call_deadline.get()
+        within = f"{timeout:g}s"
+        if outer is not None and outer < time.monotonic() + timeout:
+            within = "the deadline() block around it"
+        # timeout=0 still asks once: the first probe gets a moment.
+        return self._client._run(_wait_flow(float(interval), within),
+                                 total_timeout=max(float(timeout), 0.05))
