@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import threading
+import time
 import warnings
 from typing import Any
 
@@ -259,3 +260,54 @@ def test_an_async_client_dropped_on_a_later_loop_logs_no_error(
             asyncio.run(drop())
         gc.collect()
     assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
+
+
+def test_a_stream_closed_by_another_thread_ends_without_a_false_network_error() -> None:
+    with FaultServer(SLOW_STREAM) as server, LlamaCppClient(server.url) as client:
+        stream = client.chat.completions.create(messages=MESSAGES, stream=True)
+        got: list[Any] = []
+        outcome: list[BaseException | None] = []
+
+        def read() -> None:
+            try:
+                for item in stream:
+                    got.append(item)
+            except Exception as exc:  # noqa: BLE001 - the test inspects it
+                outcome.append(exc)
+                return
+            outcome.append(None)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        while len(got) < 3:
+            time.sleep(0.005)
+        stream.close()  # while the reader waits for the next chunk
+        reader.join(10)
+    assert outcome == [None]  # it stopped, as asked: no "connection broke"
+    assert 3 <= len(got) < 41 and stream.closed
+
+
+def test_an_async_stream_closed_by_another_task_ends_without_a_false_network_error() -> None:
+    async def main(url: str) -> tuple[list[Any], BaseException | None]:
+        async with AsyncLlamaCppClient(url) as client:
+            stream = await client.chat.completions.create(messages=MESSAGES, stream=True)
+            got: list[Any] = []
+
+            async def read() -> BaseException | None:
+                try:
+                    async for item in stream:
+                        got.append(item)
+                except Exception as exc:  # noqa: BLE001
+                    return exc
+                return None
+
+            reader = asyncio.ensure_future(read())
+            while len(got) < 3:
+                await asyncio.sleep(0.005)
+            await stream.aclose()
+            return got, await reader
+
+    with FaultServer(SLOW_STREAM) as server:
+        got, error = asyncio.run(main(server.url))
+    assert error is None
+    assert 3 <= len(got) < 41

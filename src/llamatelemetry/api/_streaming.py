@@ -300,6 +300,10 @@ class Stream(Closing, Generic[T]):
                 state.begin_close()  # the parent's response is not touched from here
                 raise
             except BaseException as exc:
+                if state.closed and isinstance(exc, Exception):
+                    # close() from another thread broke the read: the stream was stopped,
+                    # no network failure happened
+                    raise StopIteration from None
                 error = state.failure(exc)
                 self.close()
                 if error is exc:
@@ -417,6 +421,8 @@ class AsyncStream(AsyncClosing, Generic[T]):
                 state.begin_close()  # a response of another process or loop is left alone
                 raise
             except BaseException as exc:
+                if state.closed and isinstance(exc, Exception):
+                    raise StopAsyncIteration from None  # aclose() from another task
                 error = state.failure(exc)
                 await self.aclose()
                 if error is exc:
