@@ -24,7 +24,7 @@ from ._convenience import ConvenienceMixin
 from ._errors import APIError, EventLoopError
 from ._streaming import AsyncStream, close_soon
 from ._transport_errors import translate_transport_error
-from ._wire import call_deadline, install_deadline_backend
+from ._wire import install_deadline_backend
 
 __all__ = ["AsyncLlamaCppClient"]
 
@@ -159,8 +159,7 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
         """Drive a multi-step operation: perform each step it yields, send back the result."""
         value: Any = None
         failure: BaseException | None = None
-        token = self._flow_deadline(total_timeout)
-        try:
+        with self._flow_limit(total_timeout):
             while True:
                 try:
                     step = flow.throw(failure) if failure is not None else flow.send(value)
@@ -174,9 +173,6 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
                         value = await self._execute(step)
                 except APIError as exc:
                     failure = exc
-        finally:
-            if token is not None:
-                call_deadline.reset(token)
 
     async def aclose(self) -> None:
         """Close the pooled connections."""

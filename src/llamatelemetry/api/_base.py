@@ -12,6 +12,7 @@ mapping, parsing) lives here, once.
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.utils
 import json
 import logging
@@ -22,6 +23,7 @@ import ssl
 import time
 import weakref
 from collections.abc import Callable, Generator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union
@@ -442,15 +444,11 @@ class BaseClient:
     def _run(self, flow: Flow[T], total_timeout: float | None = None) -> T:
         raise NotImplementedError
 
-    def _flow_deadline(self, total_timeout: float | None) -> Any:
+    def _flow_limit(self, total_timeout: float | None) -> AbstractContextManager[None]:
         """A multi-step operation's steps share one wall-clock limit (its own, else the
-        client's total_timeout), within any deadline() block around it; the reset token."""
+        client's total_timeout): a deadline() block around them."""
         total = self.total_timeout if total_timeout is None else total_timeout
-        if total is None:
-            return None
-        end = time.monotonic() + total
-        outer = _wire.call_deadline.get()
-        return _wire.call_deadline.set(end if outer is None or end < outer else outer)
+        return contextlib.nullcontext() if total is None else _wire.deadline(total)
 
     @staticmethod
     def _sleep_seconds(step: Sleep) -> float:
@@ -672,8 +670,7 @@ class Attempts:
         return False
 
     def expired(self) -> bool:
-        # A socket wait bounded by the deadline returns a hair early or late of it.
-        return self.deadline is not None and time.monotonic() >= self.deadline - 0.002
+        return _wire.has_passed(self.deadline)
 
     def timed_out(self, last: BaseException | None) -> APITimeoutError:
         call = self._call

@@ -15,7 +15,7 @@ from ._convenience import ConvenienceMixin
 from ._errors import APIError
 from ._streaming import Stream
 from ._transport_errors import translate_transport_error
-from ._wire import call_deadline, install_deadline_backend
+from ._wire import install_deadline_backend
 
 __all__ = ["LlamaCppClient"]
 
@@ -120,8 +120,7 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
         """Drive a multi-step operation: perform each step it yields, send back the result."""
         value: Any = None
         failure: BaseException | None = None
-        token = self._flow_deadline(total_timeout)
-        try:
+        with self._flow_limit(total_timeout):
             while True:
                 try:
                     step = flow.throw(failure) if failure is not None else flow.send(value)
@@ -135,9 +134,6 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
                         value = self._execute(step)
                 except APIError as exc:
                     failure = exc
-        finally:
-            if token is not None:
-                call_deadline.reset(token)
 
     def close(self) -> None:
         """Close the pooled connections."""

@@ -35,7 +35,6 @@ from ._errors import (
 )
 from ._sse import DEFAULT_MAX_EVENT_BYTES, EventTooLargeError, SSEDecoder
 from ._transport_errors import translate_transport_error
-from ._wire import call_deadline as _deadline
 
 __all__ = [
     "StreamFormat", "ChunkDecoder", "Stream", "AsyncStream", "StreamObserver", "close_soon",
@@ -208,8 +207,7 @@ class _StreamState(Generic[T]):
 
     def failure(self, exc: BaseException) -> BaseException:
         """The error the user sees for ``exc``; remembered for the observer."""
-        if (isinstance(exc, httpx.TimeoutException) and self.deadline is not None
-                and time.monotonic() >= self.deadline - 0.002):
+        if isinstance(exc, httpx.TimeoutException) and _wire.has_passed(self.deadline):
             error: BaseException = self.timed_out()
         elif isinstance(exc, httpx.TransportError):
             error = translate_transport_error(exc, streaming=True)
@@ -290,11 +288,11 @@ class Stream(Closing, Generic[T]):
                     if state.deadline is None:
                         state.receive(next(self._reads, None))
                     else:  # every socket wait of this read is bounded by the time left
-                        token = _deadline.set(state.deadline)
+                        token = _wire.call_deadline.set(state.deadline)
                         try:
                             state.receive(next(self._reads, None))
                         finally:
-                            _deadline.reset(token)
+                            _wire.call_deadline.reset(token)
                     continue
             except ForkError:
                 state.begin_close()  # the parent's response is not touched from here
@@ -411,11 +409,11 @@ class AsyncStream(AsyncClosing, Generic[T]):
                     if state.deadline is None:
                         state.receive(await anext(self._reads, None))
                     else:
-                        token = _deadline.set(state.deadline)
+                        token = _wire.call_deadline.set(state.deadline)
                         try:
                             state.receive(await anext(self._reads, None))
                         finally:
-                            _deadline.reset(token)
+                            _wire.call_deadline.reset(token)
                     continue
             except (ForkError, EventLoopError):
                 state.begin_close()  # a response of another process or loop is left alone

@@ -58,7 +58,6 @@ def deadline(seconds: float) -> Iterator[None]:
         call_deadline.reset(token)
 
 
-
 class AttemptTrace:
     """What the network backend saw of one attempt: did it open a new connection, and did
     writing the request fail before its last byte?
@@ -104,6 +103,12 @@ def _note_write_failed() -> None:
     attempt = current_attempt.get()
     if attempt is not None:
         attempt.write_failed = True
+
+
+def has_passed(end: float | None) -> bool:
+    """Whether the deadline ``end`` has passed (a socket wait bounded by it returns a hair
+    early or late of it, hence the grace)."""
+    return end is not None and time.monotonic() >= end - 0.002
 
 
 def remaining(timeout: float | None, kind: type[Exception]) -> float | None:
