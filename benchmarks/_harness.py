@@ -31,8 +31,9 @@ class Result:
         return statistics.median(self.cpu_per_op_s)
 
 
-def compare(candidates: dict[str, Callable[[], object]], *, ops: int, rounds: int,
-            warmup: int = 20) -> dict[str, Result]:
+def compare(
+    candidates: dict[str, Callable[[], object]], *, ops: int, rounds: int, warmup: int = 20
+) -> dict[str, Result]:
     """Time ``ops`` calls of each candidate per round, alternating candidates each round."""
     for fn in candidates.values():
         for _ in range(warmup):
@@ -59,8 +60,10 @@ def report(title: str, results: dict[str, Result], baseline: str, target: str) -
     base = results[baseline].median
     print(f"\n{title}")
     for result in results.values():
-        print(f"  {result.name:<28} {result.median * 1e3:9.3f} ms/op  "
-              f"ratio {result.median / base:5.3f}")
+        print(
+            f"  {result.name:<28} {result.median * 1e3:9.3f} ms/op  "
+            f"ratio {result.median / base:5.3f}"
+        )
     ratio = [r for n, r in ((n, r.median / base) for n, r in results.items()) if n != baseline][0]
     print(f"  target: {target}")
     return ratio

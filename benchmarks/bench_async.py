@@ -55,11 +55,13 @@ async def main() -> None:
             # The raw peer gets the one resend our client makes when llama-server has
             # closed a pooled keep-alive connection; without it a run cannot finish.
             try:
-                r = await raw.post(f"{url}/v1/chat/completions",
-                                   json={"messages": MESSAGES, "max_tokens": 1})
+                r = await raw.post(
+                    f"{url}/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 1}
+                )
             except httpx.RemoteProtocolError:
-                r = await raw.post(f"{url}/v1/chat/completions",
-                                   json={"messages": MESSAGES, "max_tokens": 1})
+                r = await raw.post(
+                    f"{url}/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 1}
+                )
             r.raise_for_status()
             return r.json()["choices"][0]["message"]["content"]
 
@@ -68,8 +70,12 @@ async def main() -> None:
             return r.choices[0].message.content
 
         async def raw_stream() -> object:
-            body = {"messages": MESSAGES, "max_tokens": args.stream_tokens, "stream": True,
-                    "stream_options": {"include_usage": True}}
+            body = {
+                "messages": MESSAGES,
+                "max_tokens": args.stream_tokens,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
             pieces = []
             async with raw.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
                 async for line in r.aiter_lines():
@@ -81,30 +87,39 @@ async def main() -> None:
 
         async def our_stream() -> object:
             stream = await ours.chat.completions.create(
-                messages=MESSAGES, max_tokens=args.stream_tokens, stream=True)
+                messages=MESSAGES, max_tokens=args.stream_tokens, stream=True
+            )
             return "".join([c.choices[0].delta.content or "" async for c in stream])
 
-        print(f"llamatelemetry async throughput — {machine()}, server {url}, "
-              f"{args.calls} calls, concurrency {args.concurrency}")
+        print(
+            f"llamatelemetry async throughput — {machine()}, server {url}, "
+            f"{args.calls} calls, concurrency {args.concurrency}"
+        )
         verdicts = []
         for title, raw_job, our_job, calls in (
             ("non-streamed chat, max_tokens=1", raw_call, our_call, args.calls),
-            (f"streamed chat, {args.stream_tokens} tokens", raw_stream, our_stream,
-             max(args.calls // 4, 8)),
+            (
+                f"streamed chat, {args.stream_tokens} tokens",
+                raw_stream,
+                our_stream,
+                max(args.calls // 4, 8),
+            ),
         ):
             await throughput(raw_job, 16, args.concurrency)  # warm-up
             await throughput(our_job, 16, args.concurrency)
             raw_rates, our_rates = [], []
             for i in range(args.rounds):
                 pair = [(raw_rates, raw_job), (our_rates, our_job)]
-                for rates, job in (pair if i % 2 == 0 else pair[::-1]):
+                for rates, job in pair if i % 2 == 0 else pair[::-1]:
                     rates.append(await throughput(job, calls, args.concurrency))
             r, o = statistics.median(raw_rates), statistics.median(our_rates)
             ratio = o / r
             verdicts.append(ratio)
-            print(f"\n{title}\n  raw httpx.AsyncClient  {r:8.1f} calls/s\n"
-                  f"  AsyncLlamaCppClient    {o:8.1f} calls/s   ratio {ratio:.3f}  "
-                  f"(target >= 0.90: {'OK' if ratio >= 0.90 else 'UNDER'})")
+            print(
+                f"\n{title}\n  raw httpx.AsyncClient  {r:8.1f} calls/s\n"
+                f"  AsyncLlamaCppClient    {o:8.1f} calls/s   ratio {ratio:.3f}  "
+                f"(target >= 0.90: {'OK' if ratio >= 0.90 else 'UNDER'})"
+            )
         await raw.aclose()
         await ours.aclose()
 

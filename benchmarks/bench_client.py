@@ -63,8 +63,10 @@ def show(title: str, results: dict[str, Result]) -> None:
     print(f"\n{title}")
     print(f"  {'':<16} {'wall ms/op':>10} {'x raw':>7}   {'client CPU ms/op':>16} {'x raw':>7}")
     for name, result in results.items():
-        print(f"  {name:<16} {result.median * 1e3:10.3f} {result.median / base.median:7.3f}   "
-              f"{result.cpu_median * 1e3:16.3f} {result.cpu_median / base.cpu_median:7.3f}")
+        print(
+            f"  {name:<16} {result.median * 1e3:10.3f} {result.median / base.median:7.3f}   "
+            f"{result.cpu_median * 1e3:16.3f} {result.cpu_median / base.cpu_median:7.3f}"
+        )
 
 
 def captured_body(send: Callable[[Any], object], client_factory: Callable[[Any], Any]) -> Any:
@@ -111,28 +113,44 @@ def main() -> None:
 
         call_body = captured_body(
             lambda c: our_send(c, max_tokens=1),
-            lambda hook: LlamaCppClient(url, http_client=httpx.Client(
-                event_hooks={"request": [hook]}, trust_env=False)))
+            lambda hook: LlamaCppClient(
+                url, http_client=httpx.Client(event_hooks={"request": [hook]}, trust_env=False)
+            ),
+        )
         stream_body = captured_body(
             lambda c: our_send(c, max_tokens=args.stream_tokens, stream=True).until_done(),
-            lambda hook: LlamaCppClient(url, http_client=httpx.Client(
-                event_hooks={"request": [hook]}, trust_env=False)))
-        sampling = {k: call_body[k] for k in ("temperature", "top_p", "seed",
-                                               "frequency_penalty", "presence_penalty")}
+            lambda hook: LlamaCppClient(
+                url, http_client=httpx.Client(event_hooks={"request": [hook]}, trust_env=False)
+            ),
+        )
+        sampling = {
+            k: call_body[k]
+            for k in ("temperature", "top_p", "seed", "frequency_penalty", "presence_penalty")
+        }
         extra = {"top_k": call_body["top_k"]}
 
         def oai_send(client: openai.OpenAI, **kw: Any) -> Any:
-            return client.chat.completions.create(messages=MESSAGES, model=MODEL,  # type: ignore[arg-type]
-                                                  extra_body=extra, **sampling, **kw)
+            return client.chat.completions.create(
+                messages=MESSAGES,
+                model=MODEL,  # type: ignore[arg-type]
+                extra_body=extra,
+                **sampling,
+                **kw,
+            )
 
         oai_stream_kw = {"stream": True, "stream_options": {"include_usage": True}}
-        for body, kw in ((call_body, {"max_tokens": 1}),
-                         (stream_body, {"max_tokens": args.stream_tokens, **oai_stream_kw})):
+        for body, kw in (
+            (call_body, {"max_tokens": 1}),
+            (stream_body, {"max_tokens": args.stream_tokens, **oai_stream_kw}),
+        ):
             theirs = captured_body(
                 lambda c, kw=kw: [*oai_send(c, **kw)] if kw.get("stream") else oai_send(c, **kw),
-                lambda hook: openai.OpenAI(base_url=f"{url}/v1", api_key="none",
-                                           http_client=httpx2.Client(
-                                               event_hooks={"request": [hook]})))
+                lambda hook: openai.OpenAI(
+                    base_url=f"{url}/v1",
+                    api_key="none",
+                    http_client=httpx2.Client(event_hooks={"request": [hook]}),
+                ),
+            )
             same = {k: v for k, v in body.items() if (k, v) != ("stream", False)}  # the default
             assert theirs == same, f"openai sends {theirs}, we send {body}"
 
@@ -182,34 +200,51 @@ def main() -> None:
         assert raw_stream() == our_stream() == oai_stream()  # same seed: the same text
 
         print(f"llamatelemetry client overhead — {machine()}, server {url}")
-        calls = compare({"raw httpx": raw_call, "LlamaCppClient": our_call, "openai SDK": oai_call},
-                        ops=args.ops, rounds=args.rounds)
+        calls = compare(
+            {"raw httpx": raw_call, "LlamaCppClient": our_call, "openai SDK": oai_call},
+            ops=args.ops,
+            rounds=args.rounds,
+        )
         show("non-streamed chat, max_tokens=1", calls)
-        streams = compare({"raw httpx": raw_stream, "LlamaCppClient": our_stream,
-                           "openai SDK": oai_stream},
-                          ops=args.stream_ops, rounds=args.rounds, warmup=2)
+        streams = compare(
+            {"raw httpx": raw_stream, "LlamaCppClient": our_stream, "openai SDK": oai_stream},
+            ops=args.stream_ops,
+            rounds=args.rounds,
+            warmup=2,
+        )
         show(f"streamed chat, {args.stream_tokens} tokens", streams)
 
-        print(f"\nstale-connection resends: ours {resends.count}, raw httpx {raw_resends}; "
-              f"openai SDK retries: {openai_retries.count}")
+        print(
+            f"\nstale-connection resends: ours {resends.count}, raw httpx {raw_resends}; "
+            f"openai SDK retries: {openai_retries.count}"
+        )
         print("\nverdict (wall time per op)")
         ours_c, ours_s = calls["LlamaCppClient"], streams["LlamaCppClient"]
-        verdict("per call, ours / raw httpx", ours_c.median / calls["raw httpx"].median,
-                "<=", 1.10)
-        verdict("per call, ours / openai SDK", ours_c.median / calls["openai SDK"].median,
-                "<=", 0.80)
-        verdict("per stream, ours / raw httpx", ours_s.median / streams["raw httpx"].median,
-                "<=", 1.10)
+        verdict("per call, ours / raw httpx", ours_c.median / calls["raw httpx"].median, "<=", 1.10)
+        verdict(
+            "per call, ours / openai SDK", ours_c.median / calls["openai SDK"].median, "<=", 0.80
+        )
+        verdict(
+            "per stream, ours / raw httpx", ours_s.median / streams["raw httpx"].median, "<=", 1.10
+        )
         for name, value in (
             ("per stream, ours / openai SDK", ours_s.median / streams["openai SDK"].median),
-            ("client CPU per call, ours / raw httpx",
-             ours_c.cpu_median / calls["raw httpx"].cpu_median),
-            ("client CPU per call, ours / openai SDK",
-             ours_c.cpu_median / calls["openai SDK"].cpu_median),
-            ("client CPU per stream, ours / raw httpx",
-             ours_s.cpu_median / streams["raw httpx"].cpu_median),
-            ("client CPU per stream, ours / openai SDK",
-             ours_s.cpu_median / streams["openai SDK"].cpu_median),
+            (
+                "client CPU per call, ours / raw httpx",
+                ours_c.cpu_median / calls["raw httpx"].cpu_median,
+            ),
+            (
+                "client CPU per call, ours / openai SDK",
+                ours_c.cpu_median / calls["openai SDK"].cpu_median,
+            ),
+            (
+                "client CPU per stream, ours / raw httpx",
+                ours_s.cpu_median / streams["raw httpx"].cpu_median,
+            ),
+            (
+                "client CPU per stream, ours / openai SDK",
+                ours_s.cpu_median / streams["openai SDK"].cpu_median,
+            ),
         ):
             print(f"  {name:<44} {value:7.3f}   (for information)")
         ours.close()

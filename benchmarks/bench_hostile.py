@@ -16,8 +16,9 @@ against a real llama.cpp server.
   logger count the free resends and counted retries, and every failed call is one the
   server's own close met. Then ``--pairs`` streams, each followed at once by a call (the
   moment llama-server closes a stream's connection). The same with raw ``httpx`` shows how
-  often those closes meet a request when nothing guards against them. The same run with the guards off (idle connections kept 5 s,
-  streams on kept-alive connections) shows what they absorb.
+  often those closes meet a request when nothing guards against them. The same run with
+  the guards off (idle connections kept 5 s, streams on kept-alive connections) shows what
+  they absorb.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ MIB = 1 << 20
 
 
 # --- servers of plain sockets ----------------------------------------------------------
+
 
 def serve(script: Callable[[socket.socket], None]) -> tuple[str, Callable[[], None]]:
     """A server on 127.0.0.1 running ``script(conn)`` per connection; (url, stop)."""
@@ -78,8 +80,14 @@ def read_request(conn: socket.socket) -> bool:
             return False
         data += more
     head, _, body = data.partition(b"\r\n\r\n")
-    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"content-length:")), 0)
+    length = next(
+        (
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
     while len(body) < length:
         body += conn.recv(65536)
     return True
@@ -98,8 +106,10 @@ def trickle(conn: socket.socket) -> None:
 def comments(conn: socket.socket) -> None:
     try:
         if read_request(conn):
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                         b"Transfer-Encoding: chunked\r\n\r\n")
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
             while True:
                 conn.sendall(b"e\r\n: keep-alive\n\n\r\n")
                 time.sleep(0.3)
@@ -118,10 +128,16 @@ def deadlines() -> None:
     cases = [
         ("health.check(timeout=1)", lambda: slow.health.check(timeout=1), 1),
         ("health.wait_until_ready(timeout=2)", lambda: slow.health.wait_until_ready(timeout=2), 2),
-        ("chat, total_timeout=1 (trickled head)",
-         lambda: bounded.chat.completions.create(messages=MESSAGES), 1),
-        ("stream of comments, total_timeout=1",
-         lambda: list(stream_client.chat.completions.create(messages=MESSAGES, stream=True)), 1),
+        (
+            "chat, total_timeout=1 (trickled head)",
+            lambda: bounded.chat.completions.create(messages=MESSAGES),
+            1,
+        ),
+        (
+            "stream of comments, total_timeout=1",
+            lambda: list(stream_client.chat.completions.create(messages=MESSAGES, stream=True)),
+            1,
+        ),
     ]
     for name, fn, limit in cases:
         start = time.monotonic()
@@ -131,8 +147,10 @@ def deadlines() -> None:
         except APIError as exc:
             outcome = type(exc).__name__
         seconds = time.monotonic() - start
-        print(f"  {name:<40} limit {limit} s   fired after {seconds:5.2f} s  "
-              f"(+{seconds - limit:.2f})   {outcome}")
+        print(
+            f"  {name:<40} limit {limit} s   fired after {seconds:5.2f} s  "
+            f"(+{seconds - limit:.2f})   {outcome}"
+        )
     for client in (slow, bounded, stream_client):
         client.close()
     stop_trickler()
@@ -140,6 +158,7 @@ def deadlines() -> None:
 
 
 # --- the compression bomb ---------------------------------------------------------------
+
 
 def bomb_body(mib: int) -> bytes:
     packer = zlib.compressobj(9, zlib.DEFLATED, 31)
@@ -169,14 +188,18 @@ def bomb_child(url: str, who: str, limit: int | None, out: Any) -> None:
 
 def bomb(mib: int) -> None:
     body = bomb_body(mib)
-    print(f"\nCompression bomb: {len(body) / MIB:.2f} MiB of gzip expanding to {mib} MiB; "
-          "peak resident memory of a fresh process")
+    print(
+        f"\nCompression bomb: {len(body) / MIB:.2f} MiB of gzip expanding to {mib} MiB; "
+        "peak resident memory of a fresh process"
+    )
 
     def script(conn: socket.socket) -> None:
         try:
             while read_request(conn):
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Type: "
-                             b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Type: "
+                    b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+                )
         except OSError:
             pass
 
@@ -196,6 +219,7 @@ def bomb(mib: int) -> None:
 
 
 # --- free resends against a real server -------------------------------------------------
+
 
 class Count(logging.Handler):
     def __init__(self) -> None:
@@ -249,15 +273,19 @@ def resends(calls: int, pauses: int, pairs: int, peer: bool = False) -> None:
     rng = random.Random(7)
     who = "raw httpx (no retries)" if peer else "LlamaCppClient (max_retries=0)"
     print(f"\nResends, {who}, against the tiny-model llama.cpp server:")
-    with tempfile.TemporaryDirectory() as tmp, start_chat_server(tmp) as server, \
-            (RawHttpx(server.url) if peer else LlamaCppClient(server.url, max_retries=0)) as client:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        start_chat_server(tmp) as server,
+        RawHttpx(server.url) if peer else LlamaCppClient(server.url, max_retries=0) as client,
+    ):
 
         def run(n: int, stream_every: int) -> None:
             try:
                 client.chat.completions.create(messages=MESSAGES, max_tokens=1)
                 if n % stream_every == stream_every - 1:
-                    stream = client.chat.completions.create(messages=MESSAGES, max_tokens=4,
-                                                            stream=True)
+                    stream = client.chat.completions.create(
+                        messages=MESSAGES, max_tokens=4, stream=True
+                    )
                     if n % 40 == 39 and not peer:
                         next(stream)
                         stream.close()
@@ -272,16 +300,20 @@ def resends(calls: int, pauses: int, pairs: int, peer: bool = False) -> None:
             if n in pause_at:  # idle around llama-server's 5 s keep-alive close
                 time.sleep(rng.uniform(3.9, 5.2))
             run(n, 10)
-        print(f"  {calls} calls + {calls // 10} streams, {pauses} idle pauses of 3.9-5.2 s "
-              f"({time.monotonic() - started:.0f} s): free resends {counter.resends}, "
-              f"counted retries {counter.retries}, failed calls {len(failures)}")
+        print(
+            f"  {calls} calls + {calls // 10} streams, {pauses} idle pauses of 3.9-5.2 s "
+            f"({time.monotonic() - started:.0f} s): free resends {counter.resends}, "
+            f"counted retries {counter.retries}, failed calls {len(failures)}"
+        )
         mixed = (counter.resends, len(failures))
         started = time.monotonic()
         for n in range(pairs):  # a call right after each stream, as the server closes
             run(2 * n + 1, 2)
-        print(f"  {pairs} streams each followed at once by a call "
-              f"({time.monotonic() - started:.0f} s): free resends {counter.resends - mixed[0]}, "
-              f"failed calls {len(failures) - mixed[1]}")
+        print(
+            f"  {pairs} streams each followed at once by a call "
+            f"({time.monotonic() - started:.0f} s): free resends {counter.resends - mixed[0]}, "
+            f"failed calls {len(failures) - mixed[1]}"
+        )
     logger.removeHandler(counter)
     logger.setLevel(logging.NOTSET)
     for failure in failures[:3]:

@@ -45,19 +45,30 @@ def command(options: ServerOptions, backend: str, binary: str | None) -> list[st
     if backend == "binary":
         assert binary is not None
         return [binary, *options.to_argv()]
-    return [sys.executable, "-m", "llamatelemetry.server._embedded",
-            json.dumps(options.to_embedded_config())]
+    return [
+        sys.executable,
+        "-m",
+        "llamatelemetry.server._embedded",
+        json.dumps(options.to_embedded_config()),
+    ]
 
 
 def direct(model: Path, log_dir: Path, backend: str, binary: str | None) -> tuple[float, float]:
     """Seconds to ready and to stopped, launching the backend by hand."""
     options = ServerOptions(model_path=model, port=free_port(), **START_OPTIONS)  # type: ignore[arg-type]
     health = f"http://127.0.0.1:{options.port}/health"
-    with (log_dir / f"direct-{options.port}.log").open("ab") as log, \
-            httpx.Client(timeout=httpx.Timeout(1.0, connect=0.5), trust_env=False) as http:
+    with (
+        (log_dir / f"direct-{options.port}.log").open("ab") as log,
+        httpx.Client(timeout=httpx.Timeout(1.0, connect=0.5), trust_env=False) as http,
+    ):
         started = time.perf_counter()
-        process = subprocess.Popen(command(options, backend, binary), stdin=subprocess.DEVNULL,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command(options, backend, binary),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             while True:
                 if process.poll() is not None:
@@ -106,7 +117,7 @@ def main() -> None:
         times: dict[str, list[float]] = {"ServerManager": [], "direct": []}
         stops: dict[str, list[float]] = {"ServerManager": [], "direct": []}
         for i in range(args.rounds):
-            for name in (("ServerManager", "direct") if i % 2 == 0 else ("direct", "ServerManager")):
+            for name in ("ServerManager", "direct") if i % 2 == 0 else ("direct", "ServerManager"):
                 if name == "direct":
                     ready, stop = direct(model, log_dir, backend, binary)
                 else:
@@ -114,16 +125,22 @@ def main() -> None:
                 times[name].append(ready)
                 stops[name].append(stop)
 
-    print(f"llamatelemetry server start-to-ready — {machine()}, {backend} backend, tiny model, "
-          f"health polled every {HEALTH_POLL_INTERVAL * 1000:.0f} ms, {args.rounds} starts each")
+    print(
+        f"llamatelemetry server start-to-ready — {machine()}, {backend} backend, tiny model, "
+        f"health polled every {HEALTH_POLL_INTERVAL * 1000:.0f} ms, {args.rounds} starts each"
+    )
     for name in times:
-        print(f"  {name:<14} ready in {statistics.median(times[name]) * 1e3:8.1f} ms (median; "
-              f"min {min(times[name]) * 1e3:.1f}, max {max(times[name]) * 1e3:.1f}), "
-              f"stopped in {statistics.median(stops[name]) * 1e3:7.1f} ms")
+        print(
+            f"  {name:<14} ready in {statistics.median(times[name]) * 1e3:8.1f} ms (median; "
+            f"min {min(times[name]) * 1e3:.1f}, max {max(times[name]) * 1e3:.1f}), "
+            f"stopped in {statistics.median(stops[name]) * 1e3:7.1f} ms"
+        )
     ratio = statistics.median(times["ServerManager"]) / statistics.median(times["direct"])
     print("\nverdict")
-    print(f"  {'start-to-ready, ServerManager / direct':<44} {ratio:7.3f}   target <= 1.10   "
-          f"{'OK' if ratio <= 1.10 else 'MISS'}")
+    print(
+        f"  {'start-to-ready, ServerManager / direct':<44} {ratio:7.3f}   target <= 1.10   "
+        f"{'OK' if ratio <= 1.10 else 'MISS'}"
+    )
 
 
 if __name__ == "__main__":

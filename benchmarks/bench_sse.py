@@ -39,17 +39,23 @@ READ_SIZE = 16 * 1024
 
 def record(url: str, tokens: int) -> list[bytes]:
     """The body of one streamed chat completion, in the pieces the network delivered."""
-    body = {"messages": MESSAGES, "max_tokens": tokens, "stream": True,
-            "stream_options": {"include_usage": True}}
-    with httpx.Client(timeout=600, trust_env=False) as http, \
-            http.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
+    body = {
+        "messages": MESSAGES,
+        "max_tokens": tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    with (
+        httpx.Client(timeout=600, trust_env=False) as http,
+        http.stream("POST", f"{url}/v1/chat/completions", json=body) as response,
+    ):
         response.raise_for_status()
         return list(response.iter_raw())
 
 
 def resplit(chunks: list[bytes], size: int) -> list[bytes]:
     data = b"".join(chunks)
-    return [data[i:i + size] for i in range(0, len(data), size)]
+    return [data[i : i + size] for i in range(0, len(data), size)]
 
 
 def verdict(name: str, value: float, op: str, target: float) -> bool:
@@ -74,43 +80,58 @@ def main() -> None:
         def run() -> int:
             decoder = SSEDecoder()
             return sum(len(decoder.feed(chunk)) for chunk in chunks)
+
         return run
 
     def openai_sse(chunks: list[bytes]) -> Callable[[], int]:
         def run() -> int:
             return sum(1 for _ in OpenAISSEDecoder().iter_bytes(iter(chunks)))
+
         return run
 
     def ours_full(chunks: list[bytes]) -> Callable[[], int]:
         def run() -> int:
             return len(list(Stream(httpx.Response(200, content=iter(chunks)), CHAT_STREAM)))
+
         return run
 
     def openai_full(chunks: list[bytes]) -> Callable[[], int]:
         def run() -> int:
-            response = httpx2.Response(200, content=iter(chunks),
-                                       request=httpx2.Request("POST", "http://127.0.0.1:9/"))
+            response = httpx2.Response(
+                200, content=iter(chunks), request=httpx2.Request("POST", "http://127.0.0.1:9/")
+            )
             stream = openai.Stream(cast_to=OpenAIChunk, response=response, client=oai)
             return len(list(stream))
+
         return run
 
     splits = {"as received": received, "16 KiB reads": resplit(received, READ_SIZE)}
-    print(f"llamatelemetry stream decoding — {machine()}; recorded {args.tokens}-token stream: "
-          f"{size:,} bytes in {len(received)} network reads")
+    print(
+        f"llamatelemetry stream decoding — {machine()}; recorded {args.tokens}-token stream: "
+        f"{size:,} bytes in {len(received)} network reads"
+    )
     ratios: list[tuple[str, float]] = []
-    for level, ours, theirs in (("SSE framing", ours_sse, openai_sse),
-                                ("whole stream to typed chunks", ours_full, openai_full)):
+    for level, ours, theirs in (
+        ("SSE framing", ours_sse, openai_sse),
+        ("whole stream to typed chunks", ours_full, openai_full),
+    ):
         for split, chunks in splits.items():
             events = {ours(chunks)(), theirs(chunks)()}
             assert len(events) == 1, f"{level}: the decoders disagree: {events}"
             ops = args.ops if level == "SSE framing" else max(args.ops // 10, 5)
-            results = compare({"ours": ours(chunks), "openai": theirs(chunks)},
-                              ops=ops, rounds=args.rounds, warmup=3)
+            results = compare(
+                {"ours": ours(chunks), "openai": theirs(chunks)},
+                ops=ops,
+                rounds=args.rounds,
+                warmup=3,
+            )
             ours_mbs = size / results["ours"].median / 1e6
             their_mbs = size / results["openai"].median / 1e6
-            print(f"\n{level}, {split} ({events.pop()} events)\n"
-                  f"  llamatelemetry  {ours_mbs:8.1f} MB/s\n"
-                  f"  openai SDK      {their_mbs:8.1f} MB/s   x{ours_mbs / their_mbs:.2f}")
+            print(
+                f"\n{level}, {split} ({events.pop()} events)\n"
+                f"  llamatelemetry  {ours_mbs:8.1f} MB/s\n"
+                f"  openai SDK      {their_mbs:8.1f} MB/s   x{ours_mbs / their_mbs:.2f}"
+            )
             ratios.append((f"{level}, {split}", ours_mbs / their_mbs))
     oai.close()
     print("\nverdict (ours / openai MB/s)")

@@ -24,7 +24,7 @@ from llamatelemetry.api._sse import ServerSentEvent, SSEDecoder
 
 MIB = 1024 * 1024
 READ_SIZE = 64 * 1024
-TEXT = "A llama walks into a bar. \"Long prompt\", it says; the bartender echoes it back.\n"
+TEXT = 'A llama walks into a bar. "Long prompt", it says; the bartender echoes it back.\n'
 
 
 class PreviousFeedLoop(SSEDecoder):
@@ -78,6 +78,7 @@ def decoding(make: Callable[[], SSEDecoder], reads: list[bytes], size: int) -> C
         events = [event for read in reads for event in decoder.feed(read)]
         assert len(events) == 1 and len(events[0].data) == size
         return hash(events[0].data)
+
     return run
 
 
@@ -86,16 +87,23 @@ def sizes(text: str) -> list[int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=5, help="decodes of each event per candidate")
     parser.add_argument("--sizes", type=sizes, default=[2, 16, 64], help="MiB, comma-separated")
-    parser.add_argument("--old-sizes", type=sizes, default=[2, 16],
-                        help="MiB: the sizes the previous (quadratic) loop also decodes")
+    parser.add_argument(
+        "--old-sizes",
+        type=sizes,
+        default=[2, 16],
+        help="MiB: the sizes the previous (quadratic) loop also decodes",
+    )
     args = parser.parse_args()
 
-    print(f"SSE decoding of one long event in {READ_SIZE // 1024} KiB reads — {machine()}; "
-          f"median of {args.runs} runs")
+    print(
+        f"SSE decoding of one long event in {READ_SIZE // 1024} KiB reads — {machine()}; "
+        f"median of {args.runs} runs"
+    )
     new: dict[int, Result] = {}
     old: dict[int, Result] = {}
     for mib in args.sizes:
@@ -108,13 +116,17 @@ def main() -> None:
         results = compare(candidates, ops=1, rounds=args.runs, warmup=1)
         del data, reads
         new[mib] = results["new"]
-        line = (f"\n{mib:3d} MiB  new       wall {new[mib].median:8.3f} s   "
-                f"cpu {new[mib].cpu_median:8.3f} s   {mib / new[mib].median:7.1f} MiB/s")
+        line = (
+            f"\n{mib:3d} MiB  new       wall {new[mib].median:8.3f} s   "
+            f"cpu {new[mib].cpu_median:8.3f} s   {mib / new[mib].median:7.1f} MiB/s"
+        )
         if "previous" in results:
             old[mib] = results["previous"]
-            line += (f"\n         previous  wall {old[mib].median:8.3f} s   "
-                     f"cpu {old[mib].cpu_median:8.3f} s   {mib / old[mib].median:7.1f} MiB/s"
-                     f"   previous / new x{old[mib].median / new[mib].median:.1f}")
+            line += (
+                f"\n         previous  wall {old[mib].median:8.3f} s   "
+                f"cpu {old[mib].cpu_median:8.3f} s   {mib / old[mib].median:7.1f} MiB/s"
+                f"   previous / new x{old[mib].median / new[mib].median:.1f}"
+            )
         print(line, flush=True)
 
     base = min(args.sizes)
@@ -127,15 +139,19 @@ def main() -> None:
                 continue
             wall = table[mib].median / table[base].median
             cpu = table[mib].cpu_median / table[base].cpu_median
-            print(f"  {name:<9} {mib:3d}/{base} MiB   wall x{wall:7.2f}   cpu x{cpu:7.2f}   "
-                  f"(linear x{mib / base:.0f})")
+            print(
+                f"  {name:<9} {mib:3d}/{base} MiB   wall x{wall:7.2f}   cpu x{cpu:7.2f}   "
+                f"(linear x{mib / base:.0f})"
+            )
     if base in new and len(new) > 1:
         top = max(new)
         per_byte = (new[top].cpu_median / top) / (new[base].cpu_median / base)
         good = per_byte <= 1.5
         print("\nverdict")
-        print(f"  {f'new, cpu per byte at {top} MiB / at {base} MiB':<44} {per_byte:7.3f}   "
-              f"target <= 1.50   {'OK' if good else 'MISS'}")
+        print(
+            f"  {f'new, cpu per byte at {top} MiB / at {base} MiB':<44} {per_byte:7.3f}   "
+            f"target <= 1.50   {'OK' if good else 'MISS'}"
+        )
 
 
 if __name__ == "__main__":

@@ -33,15 +33,19 @@ BENCHMARKS = {
 }
 
 # "  per call, ours / raw httpx      1.032   target <= 1.10   OK"
-VERDICT = re.compile(r"^  (?P<name>\S.*?)\s+(?P<value>\d+\.\d+)\s+target (?P<op><=|>=) "
-                     r"(?P<target>\d+\.\d+)\s+(?P<ok>OK|MISS)\s*$")
+VERDICT = re.compile(
+    r"^  (?P<name>\S.*?)\s+(?P<value>\d+\.\d+)\s+target (?P<op><=|>=) "
+    r"(?P<target>\d+\.\d+)\s+(?P<ok>OK|MISS)\s*$"
+)
 # "  per stream, ours / openai SDK    0.998   (for information)"
 INFO = re.compile(r"^  (?P<name>\S.*?)\s+(?P<value>\d+\.\d+)\s+\(for information\)\s*$")
 # bench_telemetry.py: "verdict: per call 1.012 OK, per stream 1.003 OK"
 TELEMETRY = re.compile(r"per (?P<what>call|stream) (?P<value>\d+\.\d+) (?P<ok>OK|OVER)")
 # bench_async.py: "  AsyncLlamaCppClient    612.3 calls/s   ratio 0.953  (target >= 0.90: OK)"
-ASYNC = re.compile(r"ratio (?P<value>\d+\.\d+)\s+\(target >= (?P<target>\d+\.\d+): "
-                   r"(?P<ok>OK|UNDER)\)")
+ASYNC = re.compile(
+    r"ratio (?P<value>\d+\.\d+)\s+\(target >= (?P<target>\d+\.\d+): "
+    r"(?P<ok>OK|UNDER)\)"
+)
 
 
 @dataclass
@@ -61,14 +65,29 @@ def parse(name: str, output: str) -> list[Row]:
             title = line.strip()
         if name == "telemetry" and line.startswith("verdict:"):
             for m in TELEMETRY.finditer(line):
-                rows.append(Row(name, f"instrumented / bare, per {m['what']}", m["value"],
-                                "<= 1.10", m["ok"] == "OK"))
+                rows.append(
+                    Row(
+                        name,
+                        f"instrumented / bare, per {m['what']}",
+                        m["value"],
+                        "<= 1.10",
+                        m["ok"] == "OK",
+                    )
+                )
         elif name == "async" and (m := ASYNC.search(line)):
-            rows.append(Row(name, f"ours / raw httpx.AsyncClient throughput, {title}",
-                            m["value"], f">= {m['target']}", m["ok"] == "OK"))
+            rows.append(
+                Row(
+                    name,
+                    f"ours / raw httpx.AsyncClient throughput, {title}",
+                    m["value"],
+                    f">= {m['target']}",
+                    m["ok"] == "OK",
+                )
+            )
         elif m := VERDICT.match(line):
-            rows.append(Row(name, m["name"], m["value"], f"{m['op']} {m['target']}",
-                            m["ok"] == "OK"))
+            rows.append(
+                Row(name, m["name"], m["value"], f"{m['op']} {m['target']}", m["ok"] == "OK")
+            )
         elif m := INFO.match(line):
             rows.append(Row(name, m["name"], m["value"], "(information)", None))
     return rows
@@ -78,7 +97,9 @@ def describe_machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+            cpu = next(
+                line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")
+            )
     except (OSError, StopIteration):
         pass
     versions = []
@@ -87,9 +108,10 @@ def describe_machine() -> str:
             versions.append(f"{package} {importlib.metadata.version(package)}")
         except importlib.metadata.PackageNotFoundError:
             pass
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-            f"{platform.python_implementation()} {platform.python_version()}; "
-            + ", ".join(versions))
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+        f"{platform.python_implementation()} {platform.python_version()}; " + ", ".join(versions)
+    )
 
 
 def main() -> int:
@@ -111,8 +133,9 @@ def main() -> int:
         argv = [sys.executable, str(HERE / script), *(quick if args.quick else full)]
         print(f"\n=== {script} {' '.join(argv[2:])}", flush=True)
         begun = time.perf_counter()
-        process = subprocess.Popen(argv, cwd=HERE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen(
+            argv, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         assert process.stdout is not None
         lines = []
         for line in process.stdout:
@@ -135,8 +158,11 @@ def main() -> int:
         "",
         "| benchmark | measure | result | target | |",
         "| --- | --- | ---: | --- | --- |",
-        *(f"| {r.benchmark} | {r.measure} | {r.value} | {r.target} | "
-          f"{'' if r.ok is None else 'OK' if r.ok else '**MISS**'} |" for r in rows),
+        *(
+            f"| {r.benchmark} | {r.measure} | {r.value} | {r.target} | "
+            f"{'' if r.ok is None else 'OK' if r.ok else '**MISS**'} |"
+            for r in rows
+        ),
     ]
     print(f"\n=== all done in {time.perf_counter() - started:.0f} s\n")
     print("\n".join(table))

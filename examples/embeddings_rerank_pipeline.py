@@ -49,21 +49,26 @@ def llama_server_urls() -> Iterator[tuple[str, str | None]]:
         return
     from llamatelemetry.testing import start_chat_server, start_rerank_server
 
-    with tempfile.TemporaryDirectory() as tmp, start_chat_server(f"{tmp}/embed") as embedder, \
-            start_rerank_server(f"{tmp}/rerank") as reranker:
-        print(f"(no LLAMA_BASE_URL: serving the built-in tiny model at {embedder.url} "
-              f"and {reranker.url})")
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        start_chat_server(f"{tmp}/embed") as embedder,
+        start_rerank_server(f"{tmp}/rerank") as reranker,
+    ):
+        print(
+            f"(no LLAMA_BASE_URL: serving the built-in tiny model at {embedder.url} "
+            f"and {reranker.url})"
+        )
         yield embedder.url, reranker.url
 
 
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b))
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
     return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
 
 
 async def embed_corpus(url: str, texts: list[str]) -> list[list[float]]:
     """Embed ``texts`` in batches, the batches concurrently (the server's slots run them)."""
-    batches = [texts[i:i + BATCH_SIZE] for i in range(0, len(texts), BATCH_SIZE)]
+    batches = [texts[i : i + BATCH_SIZE] for i in range(0, len(texts), BATCH_SIZE)]
     async with AsyncLlamaCppClient(base_url=url) as client:
         responses = await asyncio.gather(*(client.embeddings.create(input=b) for b in batches))
     vectors = []
@@ -75,13 +80,16 @@ async def embed_corpus(url: str, texts: list[str]) -> list[list[float]]:
 def main() -> None:
     with llama_server_urls() as (url, rerank_url):
         vectors = asyncio.run(embed_corpus(url, CORPUS))
-        print(f"embedded {len(vectors)} documents in batches of {BATCH_SIZE} "
-              f"({len(vectors[0])} dimensions)")
+        print(
+            f"embedded {len(vectors)} documents in batches of {BATCH_SIZE} "
+            f"({len(vectors[0])} dimensions)"
+        )
 
         with LlamaCppClient(base_url=url) as client:
             query_vector = client.embed(QUERY)
-        ranked = sorted(range(len(CORPUS)), key=lambda i: cosine(query_vector, vectors[i]),
-                        reverse=True)
+        ranked = sorted(
+            range(len(CORPUS)), key=lambda i: cosine(query_vector, vectors[i]), reverse=True
+        )
         candidates = ranked[:CANDIDATES]
         print(f"query: {QUERY}")
         print(f"stage 1, cosine similarity: top {CANDIDATES} of {len(CORPUS)}")

@@ -105,8 +105,11 @@ def create_app(
 
     title = "llamatelemetry FastAPI example"
     if native_telemetry:
-        app = FastAPI(title=title, lifespan=lifespan, telemetry={
-            "tracer_provider": tracer_provider, "meter_provider": meter_provider})
+        app = FastAPI(
+            title=title,
+            lifespan=lifespan,
+            telemetry={"tracer_provider": tracer_provider, "meter_provider": meter_provider},
+        )
     else:
         off: dict[str, Any] = {"telemetry": {"tracing": False}} if FASTAPI_TRACES else {}
         app = FastAPI(title=title, lifespan=lifespan, **off)

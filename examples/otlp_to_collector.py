@@ -52,8 +52,10 @@ def main() -> None:
                         messages=[{"role": "user", "content": question}], max_tokens=24
                     )
                     trace_id = format(span.get_span_context().trace_id, "032x")
-                print(f"trace {trace_id}: {len(tokens)} prompt tokens, "
-                      f"{reply.usage.completion_tokens} generated")
+                print(
+                    f"trace {trace_id}: {len(tokens)} prompt tokens, "
+                    f"{reply.usage.completion_tokens} generated"
+                )
             with tracer.start_as_current_span("summarize-answers"):
                 stream = client.chat.completions.create(
                     messages=[{"role": "user", "content": "Summarize."}], max_tokens=16, stream=True

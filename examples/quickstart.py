@@ -28,8 +28,10 @@ def main() -> None:
             max_tokens=32,
         )
         print(f"chat: {reply.choices[0].message.content!r}")
-        print(f"  {reply.usage.prompt_tokens} prompt tokens, {reply.usage.completion_tokens} "
-              f"generated, finish_reason={reply.choices[0].finish_reason}")
+        print(
+            f"  {reply.usage.prompt_tokens} prompt tokens, {reply.usage.completion_tokens} "
+            f"generated, finish_reason={reply.choices[0].finish_reason}"
+        )
 
         print("stream: ", end="", flush=True)
         with client.chat.completions.create(

@@ -28,7 +28,10 @@ def main() -> None:
     telemetry = setup_telemetry(service_name="streaming-example", console=True)
     tracer = trace.get_tracer("streaming-example")
     try:
-        with url_or_tiny_server(announce=announce) as url, InstrumentedLlamaCppClient(base_url=url) as client:
+        with (
+            url_or_tiny_server(announce=announce) as url,
+            InstrumentedLlamaCppClient(base_url=url) as client,
+        ):
             with tracer.start_as_current_span("tell-a-story"):
                 started = time.perf_counter()
                 first_token_at = None
@@ -47,9 +50,11 @@ def main() -> None:
                         if chunk.usage is not None:  # the last chunk: usage and llama.cpp timings
                             usage, timings = chunk.usage, chunk.timings
             print()
-            print(f"--- {pieces} pieces; first after {(first_token_at - started) * 1000:.1f} ms; "
-                  f"{usage.completion_tokens} tokens at "
-                  f"{timings.predicted_per_second:.0f} tokens/s (server)")
+            print(
+                f"--- {pieces} pieces; first after {(first_token_at - started) * 1000:.1f} ms; "
+                f"{usage.completion_tokens} tokens at "
+                f"{timings.predicted_per_second:.0f} tokens/s (server)"
+            )
     finally:
         print("--- telemetry (console exporter):")
         telemetry.shutdown()  # flushes: prints the spans, then the metrics

@@ -30,8 +30,9 @@ REPLY = {
     "id": "chatcmpl-1",
     "object": "chat.completion",
     "model": "tiny",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
-                 "finish_reason": "stop"}],
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+    ],
     "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
 }
 
@@ -49,8 +50,9 @@ def span_exporter() -> InMemorySpanExporter:
 
 
 @pytest.fixture
-def providers(span_exporter: InMemorySpanExporter
-              ) -> Iterator[tuple[TracerProvider, MeterProvider, InMemoryMetricReader]]:
+def providers(
+    span_exporter: InMemorySpanExporter,
+) -> Iterator[tuple[TracerProvider, MeterProvider, InMemoryMetricReader]]:
     """A real SDK pipeline kept in memory: spans to ``span_exporter``, metrics to the reader."""
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))

@@ -45,33 +45,50 @@ async def wait_all_idle(client: AsyncLlamaCppClient, seconds: float = 5.0) -> No
         await asyncio.sleep(0.05)
 
 
-async def test_sync_and_async_return_equal_results(aclient: AsyncLlamaCppClient,
-                                                   chat_server: ServerManager) -> None:
+async def test_sync_and_async_return_equal_results(
+    aclient: AsyncLlamaCppClient, chat_server: ServerManager
+) -> None:
     with LlamaCppClient(chat_server.url) as sync:
-        sync_reply = sync.chat.completions.create(messages=MESSAGES, max_tokens=12,
-                                                  temperature=0, seed=5)
-        sync_stream = "".join(c.choices[0].delta.content or "" for c in sync.chat.completions
-                              .create(messages=MESSAGES, max_tokens=8, temperature=0,
-                                      stream=True))
-        sync_rest = [sync.tokenize("Hello, world!"), sync.detokenize([1, 300, 301]),
-                     sync.complete("abc", max_tokens=4, temperature=0).content,
-                     sync.apply_template(MESSAGES), [m["id"] for m in sync.models.list()],
-                     sync.health.check(), [a["id"] for a in sync.lora.list()]]
+        sync_reply = sync.chat.completions.create(
+            messages=MESSAGES, max_tokens=12, temperature=0, seed=5
+        )
+        sync_stream = "".join(
+            c.choices[0].delta.content or ""
+            for c in sync.chat.completions.create(
+                messages=MESSAGES, max_tokens=8, temperature=0, stream=True
+            )
+        )
+        sync_rest = [
+            sync.tokenize("Hello, world!"),
+            sync.detokenize([1, 300, 301]),
+            sync.complete("abc", max_tokens=4, temperature=0).content,
+            sync.apply_template(MESSAGES),
+            [m["id"] for m in sync.models.list()],
+            sync.health.check(),
+            [a["id"] for a in sync.lora.list()],
+        ]
         sync_vector = sync.embed("x")
-    reply = await aclient.chat.completions.create(messages=MESSAGES, max_tokens=12,
-                                                  temperature=0, seed=5)
+    reply = await aclient.chat.completions.create(
+        messages=MESSAGES, max_tokens=12, temperature=0, seed=5
+    )
     assert isinstance(reply, ChatCompletion)
     assert reply.choices[0].message.content == sync_reply.choices[0].message.content
     assert reply.usage.completion_tokens == sync_reply.usage.completion_tokens == 12
-    stream = await aclient.chat.completions.create(messages=MESSAGES, max_tokens=8,
-                                                   temperature=0, stream=True)
+    stream = await aclient.chat.completions.create(
+        messages=MESSAGES, max_tokens=8, temperature=0, stream=True
+    )
     assert isinstance(stream, AsyncStream)
     text = "".join([c.choices[0].delta.content or "" async for c in stream])
     assert text == sync_stream
-    rest = [await aclient.tokenize("Hello, world!"), await aclient.detokenize([1, 300, 301]),
-            (await aclient.complete("abc", max_tokens=4, temperature=0)).content,
-            await aclient.apply_template(MESSAGES), [m["id"] for m in await aclient.models.list()],
-            await aclient.health.check(), [a["id"] for a in await aclient.lora.list()]]
+    rest = [
+        await aclient.tokenize("Hello, world!"),
+        await aclient.detokenize([1, 300, 301]),
+        (await aclient.complete("abc", max_tokens=4, temperature=0)).content,
+        await aclient.apply_template(MESSAGES),
+        [m["id"] for m in await aclient.models.list()],
+        await aclient.health.check(),
+        [a["id"] for a in await aclient.lora.list()],
+    ]
     assert rest == sync_rest
     assert await aclient.embed("x") == pytest.approx(sync_vector, abs=1e-5)
     slots = await aclient.slots.list()
@@ -82,11 +99,15 @@ async def test_sync_and_async_return_equal_results(aclient: AsyncLlamaCppClient,
 
 
 async def test_32_concurrent_streams_complete_without_interleaving(
-        aclient: AsyncLlamaCppClient) -> None:
+    aclient: AsyncLlamaCppClient,
+) -> None:
     async def one(i: int) -> tuple[int, list[ChatCompletionChunk]]:
         stream = await aclient.chat.completions.create(
             messages=[{"role": "user", "content": f"stream number {i}"}],
-            max_tokens=4 + i % 7, stream=True, seed=i)
+            max_tokens=4 + i % 7,
+            stream=True,
+            seed=i,
+        )
         return i, [chunk async for chunk in stream]
 
     results = await asyncio.gather(*(one(i) for i in range(32)))
@@ -102,16 +123,17 @@ async def test_32_concurrent_streams_complete_without_interleaving(
     await wait_all_idle(aclient)
 
 
-async def test_cancelled_task_frees_connection_and_slot(aclient: AsyncLlamaCppClient,
-                                                        caplog: pytest.LogCaptureFixture
-                                                        ) -> None:
+async def test_cancelled_task_frees_connection_and_slot(
+    aclient: AsyncLlamaCppClient, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.ERROR, logger="asyncio")
     started = asyncio.Event()
     holder: dict[str, AsyncStream[ChatCompletionChunk]] = {}
 
     async def consume() -> None:
-        stream = await aclient.chat.completions.create(messages=MESSAGES, max_tokens=3000,
-                                                       stream=True)
+        stream = await aclient.chat.completions.create(
+            messages=MESSAGES, max_tokens=3000, stream=True
+        )
         holder["stream"] = stream
         count = 0
         async for _ in stream:
@@ -129,19 +151,20 @@ async def test_cancelled_task_frees_connection_and_slot(aclient: AsyncLlamaCppCl
     assert holder["stream"].closed
     assert holder["stream"].response.is_closed
     await wait_all_idle(aclient)
-    assert (await aclient.chat.completions.create(messages=MESSAGES, max_tokens=2)
-            ).usage.completion_tokens == 2
+    assert (
+        await aclient.chat.completions.create(messages=MESSAGES, max_tokens=2)
+    ).usage.completion_tokens == 2
     assert not [r for r in caplog.records if "destroyed" in r.getMessage()]
 
 
 async def test_stream_async_with_and_aclose(aclient: AsyncLlamaCppClient) -> None:
-    async with await aclient.chat.completions.create(messages=MESSAGES, max_tokens=50,
-                                                     stream=True) as stream:
+    async with await aclient.chat.completions.create(
+        messages=MESSAGES, max_tokens=50, stream=True
+    ) as stream:
         first = await stream.__anext__()
         assert first.choices[0].delta.role == "assistant"
     assert stream.closed
-    stream2 = await aclient.chat.completions.create(messages=MESSAGES, max_tokens=50,
-                                                    stream=True)
+    stream2 = await aclient.chat.completions.create(messages=MESSAGES, max_tokens=50, stream=True)
     await stream2.__anext__()
     await stream2.aclose()
     await stream2.aclose()
@@ -149,8 +172,7 @@ async def test_stream_async_with_and_aclose(aclient: AsyncLlamaCppClient) -> Non
     await wait_all_idle(aclient)
 
 
-async def test_validation_happens_before_anything_is_awaited(aclient: AsyncLlamaCppClient
-                                                             ) -> None:
+async def test_validation_happens_before_anything_is_awaited(aclient: AsyncLlamaCppClient) -> None:
     with pytest.raises(TypeError, match="messages must be a list"):
         aclient.chat.completions.create(messages="hello")
     with pytest.raises(ValueError, match="temperature must be a finite number"):
@@ -159,8 +181,9 @@ async def test_validation_happens_before_anything_is_awaited(aclient: AsyncLlama
         aclient.rerank("q", [])
 
 
-async def test_errors_are_the_same_classes(chat_server: ServerManager,
-                                           key_server: ServerManager) -> None:
+async def test_errors_are_the_same_classes(
+    chat_server: ServerManager, key_server: ServerManager
+) -> None:
     async with AsyncLlamaCppClient("http://127.0.0.1:9", max_retries=0) as dead:
         with pytest.raises(requests.ConnectionError):
             await dead.tokenize("x")
@@ -199,25 +222,25 @@ async def test_retries_and_timeouts_with_async_sleep() -> None:
 
 async def test_connection_limit_queues_instead_of_failing(chat_server: ServerManager) -> None:
     async with AsyncLlamaCppClient(chat_server.url, max_connections=2) as client:
-        replies = await asyncio.gather(*(
-            client.chat.completions.create(messages=MESSAGES, max_tokens=3) for _ in range(8)))
+        replies = await asyncio.gather(
+            *(client.chat.completions.create(messages=MESSAGES, max_tokens=3) for _ in range(8))
+        )
     assert [r.usage.completion_tokens for r in replies] == [3] * 8
 
 
-async def test_concurrent_spans_are_siblings_under_the_caller(chat_server: ServerManager
-                                                              ) -> None:
+async def test_concurrent_spans_are_siblings_under_the_caller(chat_server: ServerManager) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("test")
-    async with InstrumentedAsyncLlamaCppClient(chat_server.url,
-                                               tracer_provider=provider) as client:
+    async with InstrumentedAsyncLlamaCppClient(chat_server.url, tracer_provider=provider) as client:
         with tracer.start_as_current_span("caller") as caller:
-            await asyncio.gather(*(client.chat.completions.create(messages=MESSAGES,
-                                                                  max_tokens=2)
-                                   for _ in range(4)))
-            stream = await client.chat.completions.create(messages=MESSAGES, max_tokens=3,
-                                                          stream=True)
+            await asyncio.gather(
+                *(client.chat.completions.create(messages=MESSAGES, max_tokens=2) for _ in range(4))
+            )
+            stream = await client.chat.completions.create(
+                messages=MESSAGES, max_tokens=3, stream=True
+            )
             chunks = [c async for c in stream]
         response = await client.chat_completions({"messages": MESSAGES, "max_tokens": 2})
     assert response.usage.completion_tokens == 2
@@ -228,8 +251,11 @@ async def test_concurrent_spans_are_siblings_under_the_caller(chat_server: Serve
     assert len(under_caller) == 5
     assert all(s.parent.span_id == caller.get_span_context().span_id for s in under_caller)
     stream_span = [s for s in chats if s.attributes.get("gen_ai.request.stream")][0]
-    assert stream_span.attributes["gen_ai.usage.output_tokens"] == 3 == \
-        chunks[-1].usage.completion_tokens
+    assert (
+        stream_span.attributes["gen_ai.usage.output_tokens"]
+        == 3
+        == chunks[-1].usage.completion_tokens
+    )
     assert stream_span.attributes["gen_ai.response.time_to_first_chunk"] > 0
     provider.shutdown()
 

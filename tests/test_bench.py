@@ -122,16 +122,18 @@ async def test_streamed_run_counts_and_orders(chat_server: ServerManager) -> Non
 
 async def test_unstreamed_run_has_no_client_ttft(chat_server: ServerManager) -> None:
     async with open_client(chat_server.url, concurrency=2) as client:
-        result = await run_load(client, Workload([MESSAGES] * 4, max_tokens=4, stream=False,
-                                                 warmup=0), concurrency=2)
+        result = await run_load(
+            client, Workload([MESSAGES] * 4, max_tokens=4, stream=False, warmup=0), concurrency=2
+        )
     assert (result.completed, result.output_tokens) == (4, 16)
     assert result.summary("ttft") is None and result.summary("itl") is None
     assert result.summary("tpot") is None
     ttft = result.summary("ttft", "server")
     e2e = result.summary("e2e")
     assert ttft is not None and e2e is not None and e2e.count == 4
-    assert all(r.server_latency is not None and r.latency >= r.server_latency
-               for r in result.records)
+    assert all(
+        r.server_latency is not None and r.latency >= r.server_latency for r in result.records
+    )
 
 
 async def test_sweep_gives_one_result_per_level(chat_server: ServerManager) -> None:
@@ -139,8 +141,11 @@ async def test_sweep_gives_one_result_per_level(chat_server: ServerManager) -> N
     done: list[int] = []
     async with open_client(chat_server.url, concurrency=3) as client:
         results = await run_sweep(
-            client, Workload([MESSAGES] * 5, max_tokens=2), [1, 3],
-            on_level=levels_seen.append, on_request=lambda r: done.append(r.index),
+            client,
+            Workload([MESSAGES] * 5, max_tokens=2),
+            [1, 3],
+            on_level=levels_seen.append,
+            on_request=lambda r: done.append(r.index),
         )
     assert [r.concurrency for r in results] == levels_seen == [1, 3]
     assert all(r.completed == 5 for r in results)
@@ -164,8 +169,12 @@ async def test_server_gone_mid_run_counts_the_rest_as_errors(tmp_path: Path) -> 
                 server.stop()  # runs before the next request starts (concurrency 1)
 
         async with open_client(server.url) as client:
-            result = await run_load(client, Workload([MESSAGES] * 6, max_tokens=2, warmup=0),
-                                    concurrency=1, on_request=stop_after_second)
+            result = await run_load(
+                client,
+                Workload([MESSAGES] * 6, max_tokens=2, warmup=0),
+                concurrency=1,
+                on_request=stop_after_second,
+            )
     assert (result.requests, result.completed, result.errors) == (6, 2, 4)
     assert [r.ok for r in result.records] == [True, True, False, False, False, False]
     assert result.output_tokens == 2 * 2
@@ -202,8 +211,9 @@ async def test_open_client_is_instrumented_only_when_asked() -> None:
     async with open_client("http://127.0.0.1:9", concurrency=3) as client:
         assert type(client) is AsyncLlamaCppClient and client.max_retries == 0
     tracer_provider, meter_provider = TracerProvider(), MeterProvider()
-    async with open_client("http://127.0.0.1:9", tracer_provider=tracer_provider,
-                           meter_provider=meter_provider) as client:
+    async with open_client(
+        "http://127.0.0.1:9", tracer_provider=tracer_provider, meter_provider=meter_provider
+    ) as client:
         assert isinstance(client, InstrumentedAsyncLlamaCppClient)
     tracer_provider.shutdown()
     meter_provider.shutdown()
@@ -213,8 +223,20 @@ async def test_open_client_is_instrumented_only_when_asked() -> None:
 
 
 def test_json_results(chat_server: ServerManager) -> None:
-    data = ok_json("--url", chat_server.url, "-n", "6", "-c", "1,2", "--max-tokens", "5",
-                   "--prompt-tokens", "16", "--seed", "7")
+    data = ok_json(
+        "--url",
+        chat_server.url,
+        "-n",
+        "6",
+        "-c",
+        "1,2",
+        "--max-tokens",
+        "5",
+        "--prompt-tokens",
+        "16",
+        "--seed",
+        "7",
+    )
     assert data["url"] == chat_server.url
     assert data["config"]["concurrency"] == [1, 2]
     assert data["config"]["prompt_tokens"] == 16 and data["config"]["seed"] == 7
@@ -240,11 +262,31 @@ def test_json_results(chat_server: ServerManager) -> None:
 
 def test_human_output_and_plot(chat_server: ServerManager, tmp_path: Path) -> None:
     plot = tmp_path / "bench.png"
-    result = invoke("--url", chat_server.url, "-n", "4", "-c", "1,2", "--max-tokens", "4",
-                    "--prompt-tokens", "8", "--plot", str(plot))
+    result = invoke(
+        "--url",
+        chat_server.url,
+        "-n",
+        "4",
+        "-c",
+        "1,2",
+        "--max-tokens",
+        "4",
+        "--prompt-tokens",
+        "8",
+        "--plot",
+        str(plot),
+    )
     assert result.exit_code == 0, result.output
-    for text in ("Concurrency 1", "Concurrency 2", "Time to first token", "Inter-token",
-                 "client", "server", "req/s", "Concurrency sweep"):
+    for text in (
+        "Concurrency 1",
+        "Concurrency 2",
+        "Time to first token",
+        "Inter-token",
+        "client",
+        "server",
+        "req/s",
+        "Concurrency sweep",
+    ):
         assert text in result.stdout
     assert "Traceback" not in result.output
     assert plot.read_bytes().startswith(PNG_SIGNATURE)
@@ -256,8 +298,19 @@ def test_human_output_and_plot(chat_server: ServerManager, tmp_path: Path) -> No
 
 def test_unstreamed_plot(chat_server: ServerManager, tmp_path: Path) -> None:
     plot = tmp_path / "whole.png"
-    data = ok_json("--url", chat_server.url, "-n", "3", "--max-tokens", "3", "--no-stream",
-                   "--prompt-tokens", "8", "--plot", str(plot))
+    data = ok_json(
+        "--url",
+        chat_server.url,
+        "-n",
+        "3",
+        "--max-tokens",
+        "3",
+        "--no-stream",
+        "--prompt-tokens",
+        "8",
+        "--plot",
+        str(plot),
+    )
     run = data["runs"][0]
     assert run["metrics"]["ttft_ms"]["client"] is None
     assert run["metrics"]["ttft_ms"]["server"]["count"] == 3
@@ -266,11 +319,22 @@ def test_unstreamed_plot(chat_server: ServerManager, tmp_path: Path) -> None:
 
 def test_prompts_file(chat_server: ServerManager, tmp_path: Path) -> None:
     path = tmp_path / "prompts.jsonl"
-    path.write_text(json.dumps({"prompt": "Hello there, how are you today?"}) + "\n"
-                    + json.dumps({"messages": [{"role": "system", "content": "Be brief."},
-                                               {"role": "user", "content": "Hi"}]}) + "\n")
-    data = ok_json("--url", chat_server.url, "-n", "4", "--max-tokens", "2",
-                   "--prompts-file", str(path))
+    path.write_text(
+        json.dumps({"prompt": "Hello there, how are you today?"})
+        + "\n"
+        + json.dumps(
+            {
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": "Hi"},
+                ]
+            }
+        )
+        + "\n"
+    )
+    data = ok_json(
+        "--url", chat_server.url, "-n", "4", "--max-tokens", "2", "--prompts-file", str(path)
+    )
     assert data["config"]["prompts_file"] == str(path)
     assert data["config"]["prompt_tokens"] is None
     tokens = [r["prompt_tokens"] for r in data["runs"][0]["per_request"]]
@@ -304,8 +368,9 @@ def test_nothing_listening_is_a_clean_failure(tmp_path: Path, extra: list[str]) 
 def test_every_failed_request_is_in_the_json(tmp_path: Path) -> None:
     path = tmp_path / "p.jsonl"
     path.write_text('{"prompt": "hi"}\n')
-    result = invoke("--url", dead_url(), "-n", "3", "-c", "2", "--prompts-file", str(path),
-                    "--json")
+    result = invoke(
+        "--url", dead_url(), "-n", "3", "-c", "2", "--prompts-file", str(path), "--json"
+    )
     assert result.exit_code == 1
     run = json.loads(result.stdout)["runs"][0]
     assert (run["requests"], run["completed"], run["errors"]) == (3, 0, 3)
@@ -315,9 +380,20 @@ def test_every_failed_request_is_in_the_json(tmp_path: Path) -> None:
 
 def test_spans_exported_over_otlp(chat_server: ServerManager) -> None:
     with OTLPReceiver() as receiver:
-        data = ok_json("--url", chat_server.url, "-n", "3", "--max-tokens", "2",
-                       "--prompt-tokens", "8", "--warmup", "1",
-                       "--otlp-endpoint", receiver.url)
+        data = ok_json(
+            "--url",
+            chat_server.url,
+            "-n",
+            "3",
+            "--max-tokens",
+            "2",
+            "--prompt-tokens",
+            "8",
+            "--warmup",
+            "1",
+            "--otlp-endpoint",
+            receiver.url,
+        )
         assert data["runs"][0]["completed"] == 3
         spans = receiver.spans()
     chats = [s for s in spans if s["name"].startswith("chat")]
@@ -333,8 +409,20 @@ def test_otlp_endpoint_without_a_collector_fails_before_the_run() -> None:
 
 
 def test_model_option_starts_a_server(tiny_files: TinyModelFiles) -> None:
-    data = ok_json("--model", str(tiny_files.model.path), "--threads", "1", "-n", "4",
-                   "-c", "2", "--max-tokens", "3", "--prompt-tokens", "8")
+    data = ok_json(
+        "--model",
+        str(tiny_files.model.path),
+        "--threads",
+        "1",
+        "-n",
+        "4",
+        "-c",
+        "2",
+        "--max-tokens",
+        "3",
+        "--prompt-tokens",
+        "8",
+    )
     run = data["runs"][0]
     assert (run["completed"], run["output_tokens"]) == (4, 12)
     assert data["url"].startswith("http://127.0.0.1:")

@@ -75,8 +75,9 @@ def test_same_seed_and_temperature_zero_is_deterministic(client: LlamaCppClient)
     texts = {greedy(client, max_tokens=16, seed=s).choices[0].message.content for s in (1, 2, 3)}
     assert len(texts) == 1
     sampled = [
-        client.chat.completions.create(messages=MESSAGES, max_tokens=16, temperature=1.5,
-                                       seed=seed).choices[0].message.content
+        client.chat.completions.create(messages=MESSAGES, max_tokens=16, temperature=1.5, seed=seed)
+        .choices[0]
+        .message.content
         for seed in (11, 11, 12, 13)
     ]
     assert sampled[0] == sampled[1]
@@ -93,8 +94,16 @@ def test_stop_sequence_ends_generation(client: LlamaCppClient) -> None:
 
 
 def test_extra_llama_params_pass_through(client: LlamaCppClient) -> None:
-    response = greedy(client, max_tokens=4, n_probs=3, min_p=0.0, repeat_penalty=1.1,
-                      cache_prompt=False, logprobs=True, top_logprobs=2)
+    response = greedy(
+        client,
+        max_tokens=4,
+        n_probs=3,
+        min_p=0.0,
+        repeat_penalty=1.1,
+        cache_prompt=False,
+        logprobs=True,
+        top_logprobs=2,
+    )
     content = response.choices[0].logprobs["content"]
     assert len(content) == 4
     assert all(len(entry["top_logprobs"]) == 2 for entry in content)
@@ -123,8 +132,9 @@ def test_unknown_server_fields_are_kept(client: LlamaCppClient) -> None:
 
 
 def test_stream_chunk_sequence_and_usage(client: LlamaCppClient) -> None:
-    stream = client.chat.completions.create(messages=MESSAGES, max_tokens=10, stream=True,
-                                            temperature=0)
+    stream = client.chat.completions.create(
+        messages=MESSAGES, max_tokens=10, stream=True, temperature=0
+    )
     assert isinstance(stream, Stream)
     chunks = list(stream)
     assert all(isinstance(c, ChatCompletionChunk) for c in chunks)
@@ -144,8 +154,9 @@ def test_stream_chunk_sequence_and_usage(client: LlamaCppClient) -> None:
     assert joined == greedy(client, max_tokens=10).choices[0].message.content
 
 
-def test_spec_streaming_loop_runs_verbatim(client: LlamaCppClient,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_spec_streaming_loop_runs_verbatim(
+    client: LlamaCppClient, capsys: pytest.CaptureFixture[str]
+) -> None:
     response = client.chat.completions.create(
         messages=[{"role": "user", "content": "Write a poem about GPUs."}],
         max_tokens=128,
@@ -192,8 +203,9 @@ def test_v1_completions(client: LlamaCppClient) -> None:
     assert isinstance(response, Completion)
     assert response.choices[0].text
     assert response.usage.completion_tokens == 6
-    chunks = list(client.completions.create("The GGUF format is", max_tokens=6,
-                                            temperature=0, stream=True))
+    chunks = list(
+        client.completions.create("The GGUF format is", max_tokens=6, temperature=0, stream=True)
+    )
     assert "".join(c.choices[0].text for c in chunks) == response.choices[0].text
     assert chunks[-1].usage.completion_tokens == 6
 
@@ -204,8 +216,7 @@ def test_native_complete_and_stream(client: LlamaCppClient) -> None:
     assert result.stop is True and result.tokens_predicted == 7
     assert result.finish_reason == "length"
     assert result.timings.predicted_n == 7
-    chunks = list(client.complete("The GGUF format is", max_tokens=7, temperature=0,
-                                  stream=True))
+    chunks = list(client.complete("The GGUF format is", max_tokens=7, temperature=0, stream=True))
     assert "".join(c.content for c in chunks) == result.content
     assert chunks[-1].stop is True and all(not c.stop for c in chunks[:-1])
     assert chunks[-1].timings.predicted_n == 7
@@ -219,11 +230,9 @@ def test_native_complete_accepts_token_ids(client: LlamaCppClient) -> None:
 
 
 def test_infill(client: LlamaCppClient) -> None:
-    result = client.infill("def add(a, b):\n    ", "\n    return c\n", max_tokens=5,
-                           temperature=0)
+    result = client.infill("def add(a, b):\n    ", "\n    return c\n", max_tokens=5, temperature=0)
     assert result.tokens_predicted == 5 and result.content
-    again = client.infill("def add(a, b):\n    ", "\n    return c\n", max_tokens=5,
-                          temperature=0)
+    again = client.infill("def add(a, b):\n    ", "\n    return c\n", max_tokens=5, temperature=0)
     assert again.content == result.content
 
 
@@ -255,8 +264,9 @@ def test_embeddings_create(client: LlamaCppClient, tiny_files: TinyModelFiles) -
     assert floats == pytest.approx(single.data[0].embedding, abs=1e-6)
 
 
-def test_embeddings_unsupported_names_the_flag(rerank_client: LlamaCppClient,
-                                               client: LlamaCppClient) -> None:
+def test_embeddings_unsupported_names_the_flag(
+    rerank_client: LlamaCppClient, client: LlamaCppClient
+) -> None:
     with pytest.raises(NotSupportedError) as info:
         client.rerank("q", ["a", "b"])
     assert info.value.status_code == 501
@@ -266,8 +276,7 @@ def test_embeddings_unsupported_names_the_flag(rerank_client: LlamaCppClient,
 # --- tokens ----------------------------------------------------------------------------
 
 
-def test_tokenize_detokenize_round_trip(client: LlamaCppClient,
-                                       tiny_files: TinyModelFiles) -> None:
+def test_tokenize_detokenize_round_trip(client: LlamaCppClient, tiny_files: TinyModelFiles) -> None:
     text = "Hello, world! Ünïcødé 漢字"
     ids = client.tokenize(text)
     assert ids[0] == tiny_files.model.bos_token_id
@@ -308,8 +317,9 @@ def test_rerank_sorted_with_both_score_names(rerank_client: LlamaCppClient) -> N
     assert scores == sorted(scores, reverse=True)
     assert all(r["score"] == r["relevance_score"] for r in results)
     assert "document" not in results[0]
-    top = rerank_client.rerank("What is flash attention?", documents, top_n=2,
-                               return_documents=True)
+    top = rerank_client.rerank(
+        "What is flash attention?", documents, top_n=2, return_documents=True
+    )
     assert [r["index"] for r in top] == [r["index"] for r in results[:2]]
     assert [r["document"] for r in top] == [documents[r["index"]] for r in top]
     again = rerank_client.rerank(query="What is flash attention?", documents=documents)
@@ -319,8 +329,9 @@ def test_rerank_sorted_with_both_score_names(rerank_client: LlamaCppClient) -> N
 # --- models, props, slots ----------------------------------------------------------------
 
 
-def test_models_list_and_props(client: LlamaCppClient, chat_server: ServerManager,
-                               tiny_files: TinyModelFiles) -> None:
+def test_models_list_and_props(
+    client: LlamaCppClient, chat_server: ServerManager, tiny_files: TinyModelFiles
+) -> None:
     models = client.models.list()
     assert len(models) == 1 and isinstance(models[0], dict)
     assert Path(models[0].get("id")).name == Path(chat_server.options.model_path).name
@@ -366,8 +377,9 @@ def first_logprobs(client: LlamaCppClient) -> list[tuple[str, float]]:
     return [(t["token"], round(t["logprob"], 4)) for t in top]
 
 
-def test_lora_list_set_scales_apply(client: LlamaCppClient, tiny_files: TinyModelFiles,
-                                    chat_server: ServerManager) -> None:
+def test_lora_list_set_scales_apply(
+    client: LlamaCppClient, tiny_files: TinyModelFiles, chat_server: ServerManager
+) -> None:
     adapters = client.lora.list()
     assert len(adapters) == 1 and adapters[0]["id"] == 0
     path = adapters[0]["path"]

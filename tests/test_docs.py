@@ -48,24 +48,35 @@ OTLP_URL = "http://127.0.0.1:4318"
 MODEL = "/path/to/model.gguf"
 ADAPTER = "/path/to/adapter.gguf"
 GENAI_METRICS = (
-    "gen_ai.client.operation.duration", "gen_ai.client.token.usage",
-    "gen_ai.client.operation.time_to_first_chunk", "gen_ai.client.operation.time_per_output_chunk",
-    "gen_ai.server.time_to_first_token", "gen_ai.server.time_per_output_token",
+    "gen_ai.client.operation.duration",
+    "gen_ai.client.token.usage",
+    "gen_ai.client.operation.time_to_first_chunk",
+    "gen_ai.client.operation.time_per_output_chunk",
+    "gen_ai.server.time_to_first_token",
+    "gen_ai.server.time_per_output_token",
 )
 SERVER_METRICS = (
-    "llama_cpp.server.prompt_tokens", "llama_cpp.server.generated_tokens",
-    "llama_cpp.server.prompt_time", "llama_cpp.server.generation_time",
-    "llama_cpp.server.decode_calls", "llama_cpp.server.prompt_throughput",
-    "llama_cpp.server.generation_throughput", "llama_cpp.server.requests_processing",
-    "llama_cpp.server.requests_deferred", "llama_cpp.server.slots.busy",
+    "llama_cpp.server.prompt_tokens",
+    "llama_cpp.server.generated_tokens",
+    "llama_cpp.server.prompt_time",
+    "llama_cpp.server.generation_time",
+    "llama_cpp.server.decode_calls",
+    "llama_cpp.server.prompt_throughput",
+    "llama_cpp.server.generation_throughput",
+    "llama_cpp.server.requests_processing",
+    "llama_cpp.server.requests_deferred",
+    "llama_cpp.server.slots.busy",
     "llama_cpp.server.slots.total",
 )
 
 # Fence languages a page may use. ```python blocks run; the others are shell sessions,
 # configuration or output. Anything else (```py, ```pycon, ...) would escape execution.
 FENCES = {"python", "bash", "console", "text", "yaml", "json", "mermaid", "nginx", "toml"}
-FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[^\s`]*)[^\n]*\n"
-                   r"(?P<body>.*?)^(?P=indent)```[ \t]*$", re.S | re.M)
+FENCE = re.compile(
+    r"^(?P<indent>[ \t]*)```(?P<lang>[^\s`]*)[^\n]*\n"
+    r"(?P<body>.*?)^(?P=indent)```[ \t]*$",
+    re.S | re.M,
+)
 SNIPPET = re.compile(r'^--8<-- "(?P<path>[^"]+)"$')
 
 
@@ -118,15 +129,23 @@ def fresh_otel_globals() -> Iterator[None]:
     from opentelemetry.metrics import _internal as metrics_internal
     from opentelemetry.util._once import Once
 
-    saved = (trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE,
-             metrics_internal._METER_PROVIDER, metrics_internal._METER_PROVIDER_SET_ONCE)
+    saved = (
+        trace._TRACER_PROVIDER,
+        trace._TRACER_PROVIDER_SET_ONCE,
+        metrics_internal._METER_PROVIDER,
+        metrics_internal._METER_PROVIDER_SET_ONCE,
+    )
     trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = None, Once()
     metrics_internal._METER_PROVIDER, metrics_internal._METER_PROVIDER_SET_ONCE = None, Once()
     try:
         yield
     finally:
-        (trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE,
-         metrics_internal._METER_PROVIDER, metrics_internal._METER_PROVIDER_SET_ONCE) = saved
+        (
+            trace._TRACER_PROVIDER,
+            trace._TRACER_PROVIDER_SET_ONCE,
+            metrics_internal._METER_PROVIDER,
+            metrics_internal._METER_PROVIDER_SET_ONCE,
+        ) = saved
 
 
 class _CurrentStdout:
@@ -149,9 +168,9 @@ def console_exporters_follow_stdout() -> Iterator[None]:
     saved = []
     for cls in (ConsoleSpanExporter, ConsoleMetricExporter):
         init = cls.__init__
-        names = init.__code__.co_varnames[1:init.__code__.co_argcount]
+        names = init.__code__.co_varnames[1 : init.__code__.co_argcount]
         defaults = list(init.__defaults__ or ())
-        defaults[names[len(names) - len(defaults):].index("out")] = _CurrentStdout()
+        defaults[names[len(names) - len(defaults) :].index("out")] = _CurrentStdout()
         saved.append((init, init.__defaults__))
         init.__defaults__ = tuple(defaults)
     try:
@@ -183,22 +202,32 @@ def isolated_process_state() -> Iterator[None]:
     assert not left_instrumented, "the page left every LlamaCppClient instrumented"
 
 
-def substitute(code: str, chat: ServerManager, rerank: ServerManager, receiver: OTLPReceiver,
-               tiny_files: TinyModelFiles) -> str:
+def substitute(
+    code: str,
+    chat: ServerManager,
+    rerank: ServerManager,
+    receiver: OTLPReceiver,
+    tiny_files: TinyModelFiles,
+) -> str:
     assert chat.options is not None
-    code = (code.replace(CHAT_URL, chat.url).replace(RERANK_URL, rerank.url)
-            .replace(OTLP_URL, receiver.url)
-            .replace(MODEL, str(tiny_files.model.path))
-            .replace(ADAPTER, str(chat.options.lora[0])))
+    code = (
+        code.replace(CHAT_URL, chat.url)
+        .replace(RERANK_URL, rerank.url)
+        .replace(OTLP_URL, receiver.url)
+        .replace(MODEL, str(tiny_files.model.path))
+        .replace(ADAPTER, str(chat.options.lora[0]))
+    )
     for line in code.splitlines():
         code_part = line.split("#", 1)[0]
         assert not re.search(r"\b(8080|8081|4318)\b", code_part), (
-            f"a port outside the documented placeholder URLs: {line!r}")
+            f"a port outside the documented placeholder URLs: {line!r}"
+        )
     return code
 
 
-def run_page(name: str, chat: ServerManager, rerank: ServerManager,
-             tiny_files: TinyModelFiles) -> Page:
+def run_page(
+    name: str, chat: ServerManager, rerank: ServerManager, tiny_files: TinyModelFiles
+) -> Page:
     scope: dict[str, Any] = {"__name__": f"docs_{Path(name).stem.replace('-', '_')}"}
     out = io.StringIO()
     receiver = OTLPReceiver()
@@ -238,8 +267,11 @@ def check_index(page: Page) -> None:
 
 def check_getting_started(page: Page) -> None:
     out = page.out
-    assert re.search(r"llama-server ready at http://127\.0\.0\.1:\d+ "
-                     r"\((embedded|binary) backend\)", out)
+    assert re.search(
+        r"llama-server ready at http://127\.0\.0\.1:\d+ "
+        r"\((embedded|binary) backend\)",
+        out,
+    )
     assert "finish_reason=length, usage:" in out
     assert "embedding dimensions: 64" in out
     assert "{'status': 'ok'}" in out
@@ -256,8 +288,9 @@ def check_api_client(page: Page) -> None:
     assert "finish_reason: length" in lines
     assert re.search(r"^prompt: \d+ tokens, \d+ of them from the cache$", out, re.M)
     assert re.search(r"^generation: 128 tokens at \d+ tokens/s$", out, re.M)
-    assert ("['choices', 'created', 'id', 'model', 'object', 'system_fingerprint', 'timings', "
-            "'usage']") in lines
+    assert (
+        "['choices', 'created', 'id', 'model', 'object', 'system_fingerprint', 'timings', 'usage']"
+    ) in lines
     assert re.search(r"^last chunk: choices=\[\], usage=64 tokens, \d+ tokens/s$", out, re.M)
     assert "stream closed: True" in lines
     assert "first chunk role: assistant, closed early: True" in lines
@@ -271,7 +304,8 @@ def check_api_client(page: Page) -> None:
     assert "infill: 16 tokens, finish_reason=length" in lines
     assert "Embedding dimension: 64" in lines
     assert [f"Index {i}: 64 dimensions" for i in range(3)] == [
-        line for line in lines if line.startswith("Index ")]
+        line for line in lines if line.startswith("Index ")
+    ]
     assert "2 vectors of 64 dimensions" in lines
     assert "Token count: 8" in lines
     assert "Token IDs: [1, 292, 326, 389, 884, 356, 273, 357]" in lines
@@ -281,14 +315,17 @@ def check_api_client(page: Page) -> None:
     assert len(scores) == 4
     values = [float(s.split()[1]) for s in scores]
     assert values == sorted(values, reverse=True)
-    assert "[['document', 'index', 'relevance_score', 'score'], " \
-           "['document', 'index', 'relevance_score', 'score']]" in lines
+    assert (
+        "[['document', 'index', 'relevance_score', 'score'], "
+        "['document', 'index', 'relevance_score', 'score']]" in lines
+    )
     model_path = str(page.chat.options.model_path)  # type: ignore[union-attr]
     assert f"Model: {model_path}" in lines and f"Loaded model: {model_path}" in lines
     assert "Embedding size: 64, trained context: 2048" in lines
     assert "Slots: 4, context per slot: 512" in lines
     assert [f"Slot {i}: state=idle" for i in range(4)] == [
-        line for line in lines if line.startswith("Slot ") and "state=" in line]
+        line for line in lines if line.startswith("Slot ") and "state=" in line
+    ]
     assert re.search(r"^saved (\d+) tokens\nrestored \1 tokens\nerased \1 tokens$", out, re.M)
     assert "Active adapters: [(0, 1.0)]" in lines
     assert "After apply: [(0, 0.5)]" in lines
@@ -309,7 +346,8 @@ def check_api_client(page: Page) -> None:
     assert "BadRequestError: 400" in lines
     assert "APIConnectionError: is a requests.ConnectionError: True" in lines
     assert re.search(
-        r"^DEBUG llamatelemetry: retrying POST /tokenize in [\d.]+s \(1 left\) after: ", out, re.M)
+        r"^DEBUG llamatelemetry: retrying POST /tokenize in [\d.]+s \(1 left\) after: ", out, re.M
+    )
     assert "gave up after 1 retry" in lines
     assert "connect 2.0s, read 120.0s" in lines
     assert "APITimeoutError: is a requests.Timeout: True" in lines
@@ -320,19 +358,30 @@ def check_api_client(page: Page) -> None:
 
 def check_telemetry(page: Page) -> None:
     lines = lines_of(page)
-    for line in ("chat: 32 tokens", "rerank failed: 501", "instrumented plain client: 2 vectors",
-                 "gen_ai_client_token_usage_count by gen_ai_token_type=input",
-                 "gen_ai_client_token_usage_count by gen_ai_token_type=output",
-                 "2 requests sent traceparent, all in the trace of 'answer-question': True",
-                 "async: 3 replies", "server scraped 1 time(s)"):
+    for line in (
+        "chat: 32 tokens",
+        "rerank failed: 501",
+        "instrumented plain client: 2 vectors",
+        "gen_ai_client_token_usage_count by gen_ai_token_type=input",
+        "gen_ai_client_token_usage_count by gen_ai_token_type=output",
+        "2 requests sent traceparent, all in the trace of 'answer-question': True",
+        "async: 3 replies",
+        "server scraped 1 time(s)",
+    ):
         assert line in lines, line
     spans = page.receiver.spans()
     assert {s["resource"]["service.name"] for s in spans} == {"my-app"}
     by_name: dict[str, list[dict[str, Any]]] = {}
     for span in spans:
         by_name.setdefault(span["name"], []).append(span)
-    assert sorted(by_name) == ["answer-question", "chat", "embeddings tiny", "fan-out", "rerank",
-                               "tokenize"]
+    assert sorted(by_name) == [
+        "answer-question",
+        "chat",
+        "embeddings tiny",
+        "fan-out",
+        "rerank",
+        "tokenize",
+    ]
     chats = by_name["chat"]
     assert len(chats) == 1 + 2 + 1 + 3 + 1  # setup, two streams, traced, fan-out, content
     assert all(s["kind"] == 3 for s in spans if s["scope"] == "llamatelemetry")  # CLIENT
@@ -352,7 +401,8 @@ def check_telemetry(page: Page) -> None:
     captured = [s for s in chats if "gen_ai.input.messages" in s["attributes"]]
     assert len(captured) == 1
     assert json.loads(captured[0]["attributes"]["gen_ai.input.messages"]) == [
-        {"role": "user", "parts": [{"type": "text", "content": "Remember this prompt."}]}]
+        {"role": "user", "parts": [{"type": "text", "content": "Remember this prompt."}]}
+    ]
     assert json.loads(captured[0]["attributes"]["gen_ai.output.messages"])[0]["role"] == "assistant"
     metrics = page.receiver.metrics()
     assert set(GENAI_METRICS) | set(SERVER_METRICS) <= set(metrics)
@@ -364,31 +414,42 @@ def check_server(page: Page) -> None:
     out, lines = page.out, lines_of(page)
     assert re.fullmatch(r"running=True backend=(embedded|binary) pid is set: True", lines[0])
     assert re.fullmatch(r"log file: llama-server-\d+\.log", lines[1])
-    for line in ("health: {'status': 'ok'}", "restarted on the same port: True, running=True",
-                 "after stop: running=False", "rerank served, best document index: True",
-                 "stopped on exit: True", "without the key: 401", "with the key: 5 tokens",
-                 "repr hides the key: True",
-                 "ServerStartError: model file 'notes.gguf' is not a GGUF file (starts with "
-                 "b'thes', expected b'GGUF')",
-                 "FileNotFoundError: model file not found: /no/such/model.gguf",
-                 "ServerStartError: port PORT on 127.0.0.1 already accepts connections; refusing "
-                 "to start a second server there (stop the other one, or pass port=0 for a free "
-                 "port)",
-                 "before start: embedded",
-                 "llama-server -m MODEL --host 127.0.0.1 --port 8090 -c 2048 -np 4 -ngl 0 "
-                 "--embedding --pooling mean --metrics --slots --alias my-model",
-                 "batch: [8, 8, 8, 8]", "chat: 8 tokens, raw is a ChatCompletion",
-                 "embed: 64 dimensions",
-                 "stats: 8 requests, 7 generations, 1 embed, 72 tokens generated",
-                 "['InferenceResult', 'BadRequestError']",
-                 "BatchInferenceError: [0] succeeded, [1] failed", "closed: True",
-                 "model: tiny-model.gguf, adapter: tiny-lora.gguf", "same seed, same text: True"):
+    for line in (
+        "health: {'status': 'ok'}",
+        "restarted on the same port: True, running=True",
+        "after stop: running=False",
+        "rerank served, best document index: True",
+        "stopped on exit: True",
+        "without the key: 401",
+        "with the key: 5 tokens",
+        "repr hides the key: True",
+        "ServerStartError: model file 'notes.gguf' is not a GGUF file (starts with "
+        "b'thes', expected b'GGUF')",
+        "FileNotFoundError: model file not found: /no/such/model.gguf",
+        "ServerStartError: port PORT on 127.0.0.1 already accepts connections; refusing "
+        "to start a second server there (stop the other one, or pass port=0 for a free "
+        "port)",
+        "before start: embedded",
+        "llama-server -m MODEL --host 127.0.0.1 --port 8090 -c 2048 -np 4 -ngl 0 "
+        "--embedding --pooling mean --metrics --slots --alias my-model",
+        "batch: [8, 8, 8, 8]",
+        "chat: 8 tokens, raw is a ChatCompletion",
+        "embed: 64 dimensions",
+        "stats: 8 requests, 7 generations, 1 embed, 72 tokens generated",
+        "['InferenceResult', 'BadRequestError']",
+        "BatchInferenceError: [0] succeeded, [1] failed",
+        "closed: True",
+        "model: tiny-model.gguf, adapter: tiny-lora.gguf",
+        "same seed, same text: True",
+    ):
         assert line in lines, line
     assert "16 tokens, finish_reason=length, streamed=False" in lines
-    assert re.search(r"^latency [\d.]+ ms, ttft [\d.]+ ms, tpot [\d.]+ ms, \d+ tokens/s$",
-                     out, re.M)
-    assert re.search(r"^stream: 16 pieces, streamed=True, client-measured ttft [\d.]+ ms$",
-                     out, re.M)
+    assert re.search(
+        r"^latency [\d.]+ ms, ttft [\d.]+ ms, tpot [\d.]+ ms, \d+ tokens/s$", out, re.M
+    )
+    assert re.search(
+        r"^stream: 16 pieces, streamed=True, client-measured ttft [\d.]+ ms$", out, re.M
+    )
     # the pytest fixtures of the last block were defined (pytest runs them, not the page)
     assert callable(page.scope["test_my_summarizer"])
 
@@ -414,8 +475,9 @@ PAGE_CHECKS: dict[str, Callable[[Page], None]] = {
 
 
 @pytest.mark.parametrize("name", RUNNABLE)
-def test_page_examples_run(name: str, chat_server: ServerManager, rerank_server: ServerManager,
-                           tiny_files: TinyModelFiles) -> None:
+def test_page_examples_run(
+    name: str, chat_server: ServerManager, rerank_server: ServerManager, tiny_files: TinyModelFiles
+) -> None:
     assert name in PAGE_CHECKS, f"{name} has Python examples but no check of what they print"
     page = run_page(name, chat_server, rerank_server, tiny_files)
     assert page.out.strip(), f"{name}: the examples printed nothing"
@@ -442,8 +504,9 @@ def tables(text: str) -> list[list[list[str]]]:
 
 def table(text: str, *header: str) -> list[list[str]]:
     """The body of the one table whose header starts with ``header``, backticks removed."""
-    matches = [t for t in tables(text)
-               if tuple(c.replace("`", "") for c in t[0][:len(header)]) == header]
+    matches = [
+        t for t in tables(text) if tuple(c.replace("`", "") for c in t[0][: len(header)]) == header
+    ]
     assert len(matches) == 1, f"expected one table headed {header}, found {len(matches)}"
     return [[cell.replace("`", "") for cell in row] for row in matches[0][1:]]
 
@@ -470,14 +533,20 @@ def emitted(chat_server: ServerManager, rerank_server: ServerManager) -> Iterato
     )
 
     spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
-    handle = setup_telemetry("reference", prometheus_port=0, set_global=False,
-                             span_exporters=[spans], metric_readers=[reader])
-    providers = {"tracer_provider": handle.tracer_provider,
-                 "meter_provider": handle.meter_provider}
+    handle = setup_telemetry(
+        "reference",
+        prometheus_port=0,
+        set_global=False,
+        span_exporters=[spans],
+        metric_readers=[reader],
+    )
+    providers = {"tracer_provider": handle.tracer_provider, "meter_provider": handle.meter_provider}
     assert chat_server.options is not None
     adapter = str(chat_server.options.lora[0])
-    with InstrumentedLlamaCppClient(chat_server.url, capture_content=True, **providers) as client, \
-            InstrumentedLlamaCppClient(rerank_server.url, **providers) as reranker:
+    with (
+        InstrumentedLlamaCppClient(chat_server.url, capture_content=True, **providers) as client,
+        InstrumentedLlamaCppClient(rerank_server.url, **providers) as reranker,
+    ):
         messages = [{"role": "user", "content": "Hi"}]
         client.chat.completions.create(messages=messages, max_tokens=4, model="tiny", stop=["\n"])
         client.chat_completion(messages=messages, max_tokens=4, stream=True).until_done()
@@ -504,8 +573,9 @@ def emitted(chat_server: ServerManager, rerank_server: ServerManager) -> Iterato
         client.metrics.get()
         with pytest.raises(NotSupportedError):
             client.rerank("query", ["a"])
-        bridges = [LlamaServerMetrics(c, meter_provider=handle.meter_provider)
-                   for c in (client, reranker)]
+        bridges = [
+            LlamaServerMetrics(c, meter_provider=handle.meter_provider) for c in (client, reranker)
+        ]
         exposition = httpx.get(handle.prometheus_url).text  # type: ignore[arg-type]
         data = reader.get_metrics_data()
     handle.force_flush()
@@ -513,7 +583,8 @@ def emitted(chat_server: ServerManager, rerank_server: ServerManager) -> Iterato
     metrics = {
         metric.name: (kinds[type(metric.data)], metric.unit)
         for resource in data.resource_metrics  # type: ignore[union-attr]
-        for scope in resource.scope_metrics for metric in scope.metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
     }
     yield Emitted(list(spans.get_finished_spans()), metrics, exposition)
     for bridge in bridges:
@@ -526,32 +597,43 @@ def test_span_attribute_table_is_exactly_what_spans_carry(emitted: Emitted) -> N
     assert len(documented) == len(set(documented))
     carried = {key for span in emitted.spans for key in span.attributes}
     assert set(documented) == carried
-    types = {"string": str, "int": int, "double": float, "boolean": bool, "string[]": tuple,
-             "string (JSON)": str}
+    types = {
+        "string": str,
+        "int": int,
+        "double": float,
+        "boolean": bool,
+        "string[]": tuple,
+        "string (JSON)": str,
+    }
     for name, kind in ((row[0], row[1]) for row in table(page_text("telemetry.md"), "Attribute")):
         expected = types[kind.replace(" (s)", "").replace(" (ms)", "")]
         for span in emitted.spans:
             if name in span.attributes:
                 value = span.attributes[name]
                 assert isinstance(value, expected) and not (
-                    expected is int and isinstance(value, bool)), (name, value)
+                    expected is int and isinstance(value, bool)
+                ), (name, value)
 
 
 def test_operation_table_is_every_operation(emitted: Emitted) -> None:
-    documented = {row[0] for row in table(page_text("telemetry.md"),
-                                          "Operation (gen_ai.operation.name)")}
+    documented = {
+        row[0] for row in table(page_text("telemetry.md"), "Operation (gen_ai.operation.name)")
+    }
     assert documented == {span.attributes["gen_ai.operation.name"] for span in emitted.spans}
     from opentelemetry.trace import SpanKind
 
     assert {span.kind for span in emitted.spans} == {SpanKind.CLIENT}
     assert {span.name for span in emitted.spans if span.attributes.get("gen_ai.request.model")} == {
-        "chat tiny"}
+        "chat tiny"
+    }
 
 
 def test_metric_tables_are_exactly_what_is_recorded(emitted: Emitted) -> None:
     documented: dict[str, tuple[str, str]] = {}
-    for rows in (table(page_text("telemetry.md"), "Metric", "Kind", "Unit", "Description"),
-                 table(page_text("telemetry.md"), "Metric", "Kind", "Unit", "From llama-server")):
+    for rows in (
+        table(page_text("telemetry.md"), "Metric", "Kind", "Unit", "Description"),
+        table(page_text("telemetry.md"), "Metric", "Kind", "Unit", "From llama-server"),
+    ):
         for row in rows:
             documented[row[0]] = (row[1], row[2])
     assert documented == emitted.metrics
@@ -565,8 +647,11 @@ def prometheus_families(exposition: str) -> dict[str, set[str]]:
         if not line or line.startswith("#"):
             continue
         name = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line).group(0)  # type: ignore[union-attr]
-        labels = set(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="', line.split("{", 1)[1])) \
-            if "{" in line else set()
+        labels = (
+            set(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="', line.split("{", 1)[1]))
+            if "{" in line
+            else set()
+        )
         families.setdefault(name, set()).update(labels)
     return families
 
@@ -577,8 +662,9 @@ def test_prometheus_table_is_what_the_exporter_serves(emitted: Emitted) -> None:
     served = set(prometheus_families(emitted.exposition))
     for metric, name in rows:
         kind = emitted.metrics[metric][0]
-        expected = ({f"{name}_bucket", f"{name}_sum", f"{name}_count"} if kind == "histogram"
-                    else {name})
+        expected = (
+            {f"{name}_bucket", f"{name}_sum", f"{name}_count"} if kind == "histogram" else {name}
+        )
         assert expected <= served, (metric, name)
 
 
@@ -610,8 +696,11 @@ def shape(line: str) -> str:
     """A line with what legitimately changes from run to run (numbers, paths, URLs, quoted
     model text, column widths, bar lengths) replaced by placeholders."""
     line = re.sub(r"https?://\S+", "<url>", line).replace(" --url <url>", "")  # port-dependent
-    line = re.sub(r'"(?:[^"\\]|\\.)*"',  # quoted text, but not JSON keys
-                  lambda m: m[0] if re.match(r"\s*:", m.string[m.end():]) else "<q>", line)
+    line = re.sub(
+        r'"(?:[^"\\]|\\.)*"',  # quoted text, but not JSON keys
+        lambda m: m[0] if re.match(r"\s*:", m.string[m.end() :]) else "<q>",
+        line,
+    )
     line = re.sub(r"'[^']*'", "<q>", line)
     line = re.sub(r"(?<![\w<])/[\w.\-/]+", "<path>", line)
     line = re.sub(r"[+-]?\d[\d,]*(\.\d+)?( ?[kMG]B?\b)?", "<n>", line)
@@ -637,12 +726,19 @@ def cli_env(url: str, columns: str = "200") -> dict[str, str]:
 
 def run_serve(args: list[str], tiny_files: TinyModelFiles) -> list[str]:
     """``serve`` runs until Ctrl-C: start it on a free port, wait for it, interrupt it."""
-    command = [sys.executable, "-c", "from llamatelemetry.cli import main; main()", *args,
-               "--port", "0"]
+    command = [
+        sys.executable,
+        "-c",
+        "from llamatelemetry.cli import main; main()",
+        *args,
+        "--port",
+        "0",
+    ]
     command = [str(tiny_files.model.path) if a == MODEL else a for a in command]
     env = {**os.environ, **cli_env(CHAT_URL)}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env=env)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
     assert process.stdout is not None
     lines = []
     try:
@@ -671,8 +767,8 @@ def test_cli_page_shows_every_command() -> None:
 
 
 def test_cli_page_output_has_the_shape_the_commands_print(
-        chat_server: ServerManager, rerank_server: ServerManager,
-        tiny_files: TinyModelFiles) -> None:
+    chat_server: ServerManager, rerank_server: ServerManager, tiny_files: TinyModelFiles
+) -> None:
     from llamatelemetry.cli import main
 
     for shown in shown_commands():
@@ -682,24 +778,37 @@ def test_cli_page_output_has_the_shape_the_commands_print(
             failed = False
         elif args == ["--help"]:
             # Help is wrapped, and cut with "...", to the terminal's width: the page's.
-            done = subprocess.run([str(SCRIPT), "--help"], capture_output=True, text=True,
-                                  env={**os.environ, **cli_env(chat_server.url, PAGE_COLUMNS)})
+            done = subprocess.run(
+                [str(SCRIPT), "--help"],
+                capture_output=True,
+                text=True,
+                env={**os.environ, **cli_env(chat_server.url, PAGE_COLUMNS)},
+            )
             actual, failed = done.stdout.splitlines(), done.returncode != 0
         else:
-            result = CliRunner().invoke(main, args, env=cli_env(chat_server.url),
-                                        prog_name="llamatelemetry")
+            result = CliRunner().invoke(
+                main, args, env=cli_env(chat_server.url), prog_name="llamatelemetry"
+            )
             actual = result.output.splitlines()
             failed = result.exit_code != 0
             assert "Traceback" not in result.output, result.output
         expected_failure = any(line.startswith("Error: ") for line in shown.output)
         assert failed == expected_failure, (shown.args, actual)
         actual_shapes = {shape(line) for line in actual}
-        missing = [line for line in shown.output
-                   if line.strip() and not is_model_text(shown.args, line)
-                   and shape(line) not in actual_shapes]
-        assert not missing, (f"cli.md line {shown.line}: `llamatelemetry {' '.join(shown.args)}` "
-                             f"no longer prints these lines:\n" + "\n".join(missing)
-                             + "\n--- it printed:\n" + "\n".join(actual))
+        missing = [
+            line
+            for line in shown.output
+            if line.strip()
+            and not is_model_text(shown.args, line)
+            and shape(line) not in actual_shapes
+        ]
+        assert not missing, (
+            f"cli.md line {shown.line}: `llamatelemetry {' '.join(shown.args)}` "
+            f"no longer prints these lines:\n"
+            + "\n".join(missing)
+            + "\n--- it printed:\n"
+            + "\n".join(actual)
+        )
 
 
 # --- the site itself --------------------------------------------------------------------------
@@ -725,7 +834,8 @@ def test_included_code_is_a_tested_example_or_a_real_file() -> None:
                 assert path.is_file(), f"{name}:{block.line}: {match['path']} does not exist"
                 if block.lang == "python":
                     assert path.parent.name == "examples" and path.name in SCRIPTS, (
-                        f"{name}:{block.line}: included Python that no test runs")
+                        f"{name}:{block.line}: included Python that no test runs"
+                    )
                     included.append(path.name)
     assert sorted(included) == sorted(SCRIPTS), "every example is shown on examples.md"
 
@@ -748,9 +858,20 @@ def test_every_page_is_in_the_navigation() -> None:
 
 def test_mkdocs_build_strict(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet",
-         "-d", str(tmp_path / "site")],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "--quiet",
+            "-d",
+            str(tmp_path / "site"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -776,19 +897,37 @@ def promql_names(expr: str) -> tuple[set[str], set[str]]:
     for selector in re.findall(r"\{([^}]*)\}", expr):
         label_names |= set(re.findall(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)", selector))
     bare = re.sub(r"\{[^}]*\}|\[[^\]]*\]|\b(?:by|without)\s*\([^)]*\)|\"[^\"]*\"", " ", expr)
-    functions = {"sum", "rate", "max", "min", "avg", "histogram_quantile", "irate", "increase",
-                 "label_values", "by", "without"}
-    metrics = {name for name in re.findall(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\b", bare)
-               if name not in functions and not re.fullmatch(r"\d+|le|job", name)}
+    functions = {
+        "sum",
+        "rate",
+        "max",
+        "min",
+        "avg",
+        "histogram_quantile",
+        "irate",
+        "increase",
+        "label_values",
+        "by",
+        "without",
+    }
+    metrics = {
+        name
+        for name in re.findall(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\b", bare)
+        if name not in functions and not re.fullmatch(r"\d+|le|job", name)
+    }
     return metrics, label_names
 
 
 def dashboard_queries() -> list[str]:
     dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
-    queries = [target["expr"] for panel in dashboard["panels"]
-               for target in panel.get("targets", [])]
-    queries += [variable["definition"] for variable in dashboard["templating"]["list"]
-                if variable["type"] == "query"]
+    queries = [
+        target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])
+    ]
+    queries += [
+        variable["definition"]
+        for variable in dashboard["templating"]["list"]
+        if variable["type"] == "query"
+    ]
     return queries
 
 
@@ -805,8 +944,11 @@ def test_dashboard_queries_only_metrics_and_labels_we_export(emitted: Emitted) -
             assert not unknown, f"{metric} has no label {unknown} (query: {expr})"
         queried |= metrics
     # every instrument we export has a panel
-    exported = {re.sub(r"_(bucket|sum|count)$", "", name) for name in families
-                if name.startswith(("gen_ai_", "llama_cpp_"))}
+    exported = {
+        re.sub(r"_(bucket|sum|count)$", "", name)
+        for name in families
+        if name.startswith(("gen_ai_", "llama_cpp_"))
+    }
     assert {re.sub(r"_(bucket|sum|count)$", "", name) for name in queried} == exported
 
 
@@ -841,8 +983,12 @@ def test_collector_config_wires_what_it_defines() -> None:
     # Prometheus scrapes the Collector where its exporter listens
     port = config["exporters"]["prometheus"]["endpoint"].rsplit(":", 1)[1]
     prometheus = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
-    targets = [t for job in prometheus["scrape_configs"] for c in job["static_configs"]
-               for t in c["targets"]]
+    targets = [
+        t
+        for job in prometheus["scrape_configs"]
+        for c in job["static_configs"]
+        for t in c["targets"]
+    ]
     assert f"otel-collector:{port}" in targets
 
 
@@ -856,7 +1002,8 @@ def test_compose_file_mounts_files_that_exist() -> None:
                 assert (DEPLOY / source).is_file(), source
                 mounted.add((DEPLOY / source).resolve())
     assert {p.resolve() for p in DEPLOY.rglob("*") if p.is_file()} - mounted == {
-        (DEPLOY / "docker-compose.yaml").resolve()}
+        (DEPLOY / "docker-compose.yaml").resolve()
+    }
     provisioning = yaml.safe_load((DEPLOY / "grafana" / "dashboards.yaml").read_text())
     grafana_volumes = compose["services"]["grafana"]["volumes"]
     path = provisioning["providers"][0]["options"]["path"]

@@ -51,10 +51,12 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> TinyModelFiles:
 
 
 @pytest.fixture(scope="module")
-def engine(files: TinyModelFiles, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[InferenceEngine]:
-    with InferenceEngine(files.model.path, log_dir=tmp_path_factory.mktemp("engine-logs"),
-                         **OPTIONS) as engine:
+def engine(
+    files: TinyModelFiles, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[InferenceEngine]:
+    with InferenceEngine(
+        files.model.path, log_dir=tmp_path_factory.mktemp("engine-logs"), **OPTIONS
+    ) as engine:
         yield engine
 
 
@@ -196,8 +198,11 @@ def test_stream_with_stop_sequence(engine: InferenceEngine) -> None:
     with engine.infer_stream(PROMPT, max_tokens=16, stop_sequences=[word], **GREEDY) as stream:
         text = "".join(stream)
     assert stream.result.finish_reason == "stop"
-    assert text == stream.result.text == engine.infer(
-        PROMPT, max_tokens=16, stop_sequences=[word], **GREEDY).text
+    assert (
+        text
+        == stream.result.text
+        == engine.infer(PROMPT, max_tokens=16, stop_sequences=[word], **GREEDY).text
+    )
 
 
 def test_closing_a_stream_midway_frees_the_slot(engine: InferenceEngine) -> None:
@@ -205,7 +210,7 @@ def test_closing_a_stream_midway_frees_the_slot(engine: InferenceEngine) -> None
     _wait_all_idle(client)
     before = engine.stats()
     stream = engine.infer_stream(PROMPT, max_tokens=1500, **GREEDY)
-    for _, _piece in zip(range(3), stream):
+    for _, _piece in zip(range(3), stream, strict=False):
         pass
     assert any(slot["state"] == "processing" for slot in client.slots.list())
     stream.close()
@@ -265,7 +270,9 @@ def test_batch_infer_keeps_the_successes_of_a_partial_failure(engine: InferenceE
     too_long = "word " * 3000  # beyond the 2048-token slot context: a 400 from the server
     prompts = ["first", too_long, "third"]
     before = engine.stats()
-    with pytest.raises(BatchInferenceError, match=r"1 of 3 prompts failed: \[1\] BadRequest") as info:
+    with pytest.raises(
+        BatchInferenceError, match=r"1 of 3 prompts failed: \[1\] BadRequest"
+    ) as info:
         engine.batch_infer(prompts, concurrency=2, max_tokens=4, **GREEDY)
     error = info.value
     assert set(error.errors) == {1}
@@ -453,8 +460,12 @@ def test_a_stream_that_breaks_counts_as_a_failure() -> None:
     A real server cannot be made to drop a stream on demand, so the engine's streaming
     wrapper reads a native stream from the local fault server that cuts the connection.
     """
-    chunks = sse({"content": "one", "stop": False}, {"content": "two", "stop": False},
-                 {"content": "three", "stop": True}, done=False)
+    chunks = sse(
+        {"content": "one", "stop": False},
+        {"content": "two", "stop": False},
+        {"content": "three", "stop": True},
+        done=False,
+    )
     recorder = _StatsRecorder()
     with FaultServer(Reply(chunks=chunks, drop_after=2)) as fault:
         with LlamaCppClient(fault.url) as client:

@@ -36,8 +36,13 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 
 def chunk(content: str | None = None, finish: str | None = None, **extra: object) -> dict:
     delta = {} if content is None else {"content": content}
-    return {"id": "c", "object": "chat.completion.chunk", "model": "tiny",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+    return {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "model": "tiny",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        **extra,
+    }
 
 
 pytestmark = pytest.mark.usefixtures("fast_backoff")
@@ -120,8 +125,9 @@ def test_wait_until_ready_times_out_as_requests_timeout() -> None:
 
 
 def test_429_honours_retry_after() -> None:
-    limited = Reply(429, {"error": {"code": 429, "message": "slow down"}},
-                    headers={"Retry-After": "0.3"})
+    limited = Reply(
+        429, {"error": {"code": 429, "message": "slow down"}}, headers={"Retry-After": "0.3"}
+    )
     with FaultServer([limited, Reply(200, REPLY)]) as server:
         with LlamaCppClient(server.url, max_retries=1) as client:
             started = time.monotonic()
@@ -157,7 +163,9 @@ def test_4xx_and_501_are_not_retried(status: int, error_type: type) -> None:
 
 
 def test_html_error_page_from_a_proxy() -> None:
-    page = "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+    page = (
+        "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+    )
     with FaultServer(Reply(502, page, content_type="text/html")) as server:
         with LlamaCppClient(server.url, max_retries=1) as client:
             with pytest.raises(InternalServerError) as info:
@@ -168,8 +176,9 @@ def test_html_error_page_from_a_proxy() -> None:
 
 
 def test_malformed_json_raises_response_error_without_retry() -> None:
-    with FaultServer([Reply(200, b'{"choices": [', content_type="application/json"),
-                      Reply(200, REPLY)]) as server:
+    with FaultServer(
+        [Reply(200, b'{"choices": [', content_type="application/json"), Reply(200, REPLY)]
+    ) as server:
         with LlamaCppClient(server.url) as client:
             with pytest.raises(APIResponseError, match="not JSON") as info:
                 chat(client)
@@ -179,8 +188,12 @@ def test_malformed_json_raises_response_error_without_retry() -> None:
 
 
 def test_wrong_content_type_and_shape() -> None:
-    with FaultServer([Reply(200, "<html>hello</html>", content_type="text/html"),
-                      Reply(200, {"choices": "nope"})]) as server:
+    with FaultServer(
+        [
+            Reply(200, "<html>hello</html>", content_type="text/html"),
+            Reply(200, {"choices": "nope"}),
+        ]
+    ) as server:
         with LlamaCppClient(server.url) as client:
             with pytest.raises(APIResponseError, match="text/html"):
                 chat(client)
@@ -251,8 +264,12 @@ def test_status_errors_pickle_and_connect_timeout_is_both() -> None:
 
     error = BadRequestError(400, "bad", "invalid_request_error", {"error": {}}, url="u")
     copy = pickle.loads(pickle.dumps(error))
-    assert (copy.status_code, copy.message, copy.type, copy.url) == (400, "bad",
-                                                                     "invalid_request_error", "u")
+    assert (copy.status_code, copy.message, copy.type, copy.url) == (
+        400,
+        "bad",
+        "invalid_request_error",
+        "u",
+    )
     assert str(copy) == str(error)
     assert issubclass(APIConnectTimeoutError, requests.ConnectionError)
     assert issubclass(APIConnectTimeoutError, requests.Timeout)
@@ -330,11 +347,14 @@ def test_malformed_stream_event() -> None:
 
 
 def test_stream_split_at_every_byte_decodes_the_same() -> None:
-    events = sse(chunk("é"), chunk("漢字"), chunk(finish="stop"),
-                 {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2,
-                                           "total_tokens": 3}})
+    events = sse(
+        chunk("é"),
+        chunk("漢字"),
+        chunk(finish="stop"),
+        {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}},
+    )
     data = b"".join(events)
-    one_byte_chunks = [data[i:i + 1] for i in range(len(data))]
+    one_byte_chunks = [data[i : i + 1] for i in range(len(data))]
     with FaultServer(Reply(chunks=one_byte_chunks)) as server:
         with LlamaCppClient(server.url) as client:
             items = list(chat(client, stream=True))
@@ -344,7 +364,10 @@ def test_stream_split_at_every_byte_decodes_the_same() -> None:
 
 def test_huge_response_is_read_whole() -> None:
     content = "x" * 5_000_000
-    body = {**REPLY, "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}
+    body = {
+        **REPLY,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}],
+    }
     with FaultServer(Reply(200, body)) as server:
         with LlamaCppClient(server.url) as client:
             assert len(chat(client).choices[0].message.content) == 5_000_000
@@ -393,7 +416,11 @@ def test_streams_close_their_connection_as_llama_server_does() -> None:
                 assert len(list(chat(client, stream=True))) == 2
     assert [r.connection for r in server.requests] == [0, 0, 1, 2]
     assert [r.headers.get("connection") for r in server.requests] == [
-        "keep-alive", "close", "close", "close"]
+        "keep-alive",
+        "close",
+        "close",
+        "close",
+    ]
 
 
 def test_chunks_before_an_error_event_in_the_same_read_are_delivered() -> None:

@@ -38,9 +38,12 @@ def test_readme_examples_run(tiny_files: TinyModelFiles, tmp_path: Path) -> None
     try:
         with contextlib.redirect_stdout(out):
             for block in blocks:
-                code = (block.replace("/path/to/model.gguf", str(tiny_files.model.path))
-                        .replace("http://127.0.0.1:4318", receiver.url)
-                        .replace("8080", port).replace("/tmp/llama-test", str(tmp_path)))
+                code = (
+                    block.replace("/path/to/model.gguf", str(tiny_files.model.path))
+                    .replace("http://127.0.0.1:4318", receiver.url)
+                    .replace("8080", port)
+                    .replace("/tmp/llama-test", str(tmp_path))
+                )
                 exec(compile(code, "README.md", "exec"), scope)
     finally:
         server = scope.get("server")

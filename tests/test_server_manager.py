@@ -445,8 +445,9 @@ def test_auto_port_retries_when_the_port_is_taken_meanwhile(
     assert len(list(logs.glob("llama-server-*.log"))) == 3  # three fresh ports were tried
 
 
-def test_embedded_server_exits_when_its_parent_is_killed(tmp_path: Path,
-                                                         tiny: TinyModelFiles) -> None:
+def test_embedded_server_exits_when_its_parent_is_killed(
+    tmp_path: Path, tiny: TinyModelFiles
+) -> None:
     """A parent killed with SIGKILL runs no clean-up; the server must notice and go."""
     import subprocess
     import sys

@@ -99,8 +99,13 @@ def chat_chunk(
     content: str | None = None, finish: str | None = None, **extra: Any
 ) -> dict[str, Any]:
     delta = {} if content is None else {"content": content}
-    return {"id": "c1", "object": "chat.completion.chunk", "model": "tiny",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+    return {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "model": "tiny",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        **extra,
+    }
 
 
 def dumped(chunks: Sequence[Any]) -> list[dict[str, Any]]:
@@ -139,17 +144,26 @@ def test_event_id_and_retry_fields() -> None:
 
 
 def test_field_value_spacing_and_odd_fields() -> None:
-    events = events_of([
-        b"data:no-space\n\n"
-        b"data:  two spaces keep one\n\n"
-        b"data\n\n"                        # a field name alone: empty value
-        b"data: a: b: c\n\n"               # only the first colon separates
-        b"unknown: ignored\ndata: z\n\n"
-        b"retry: soon\nretry: -1\ndata: r\n\n"  # not ASCII digits: ignored
-        b"id: a\x00b\ndata: nul\n\n"            # an id with NUL is ignored
-    ])
-    assert [e.data for e in events] == ["no-space", " two spaces keep one", "", "a: b: c", "z",
-                                        "r", "nul"]
+    events = events_of(
+        [
+            b"data:no-space\n\n"
+            b"data:  two spaces keep one\n\n"
+            b"data\n\n"  # a field name alone: empty value
+            b"data: a: b: c\n\n"  # only the first colon separates
+            b"unknown: ignored\ndata: z\n\n"
+            b"retry: soon\nretry: -1\ndata: r\n\n"  # not ASCII digits: ignored
+            b"id: a\x00b\ndata: nul\n\n"  # an id with NUL is ignored
+        ]
+    )
+    assert [e.data for e in events] == [
+        "no-space",
+        " two spaces keep one",
+        "",
+        "a: b: c",
+        "z",
+        "r",
+        "nul",
+    ]
     assert events[5].retry is None
     assert events[6].id is None
 
@@ -167,8 +181,21 @@ def test_an_unterminated_event_is_held_back() -> None:
 
 @pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"], ids=["LF", "CRLF", "CR"])
 def test_line_endings(newline: bytes) -> None:
-    data = (b"event: e" + newline + b"data: a" + newline + b"data: b" + newline + newline
-            + b": ping" + newline + newline + b"data: c" + newline + newline)
+    data = (
+        b"event: e"
+        + newline
+        + b"data: a"
+        + newline
+        + b"data: b"
+        + newline
+        + newline
+        + b": ping"
+        + newline
+        + newline
+        + b"data: c"
+        + newline
+        + newline
+    )
     expected = [ServerSentEvent("a\nb", event="e"), ServerSentEvent("c")]
     for name, pieces in splits(data).items():
         assert events_of(pieces) == expected, name
@@ -223,7 +250,7 @@ RICH_STREAM = (
     b"\r\n"
     b":\n"
     b"data:no-space\r\n\r\n"
-    b"event: error\rdata: {\"error\": \"x\"}\r\r"
+    b'event: error\rdata: {"error": "x"}\r\r'
     b"data\n\n"
     b"\n\n\r\n"
     b"id: 2\ndata: [DONE]\r\n\r\n"
@@ -304,10 +331,24 @@ def test_a_single_long_line_at_the_limit_passes_one_byte_more_raises(newline: by
     # counted: the raw bytes of the line, field name included, line end not; a BOM neither
     for size in (LIMIT, LIMIT + 1):
         line = line_of(b"data: ", size)
-        data = b"\xef\xbb\xbf" + b"data: before" + newline * 2 + line + newline * 2 \
-            + b"data: after" + newline * 2
-        expected = "too large" if size > LIMIT else [
-            ServerSentEvent("before"), ServerSentEvent(line[6:].decode()), ServerSentEvent("after")]
+        data = (
+            b"\xef\xbb\xbf"
+            + b"data: before"
+            + newline * 2
+            + line
+            + newline * 2
+            + b"data: after"
+            + newline * 2
+        )
+        expected = (
+            "too large"
+            if size > LIMIT
+            else [
+                ServerSentEvent("before"),
+                ServerSentEvent(line[6:].decode()),
+                ServerSentEvent("after"),
+            ]
+        )
         for name, pieces in splits(data).items():
             assert outcome(pieces) == expected, (size, name)
 
@@ -316,8 +357,9 @@ def test_many_data_lines_of_one_event_count_together() -> None:
     lines = [line_of(b"data: ", 20)] * 4 + [line_of(b"data:", 20)]  # 100 bytes
     at_limit = b"\n".join(lines) + b"\n\n"
     over = b"data\n" + at_limit  # one more data line, 4 bytes
-    expected = [ServerSentEvent("\n".join(line.decode().partition(":")[2].lstrip(" ")
-                                          for line in lines))]
+    expected = [
+        ServerSentEvent("\n".join(line.decode().partition(":")[2].lstrip(" ") for line in lines))
+    ]
     for name, pieces in splits(at_limit).items():
         assert outcome(pieces) == expected, name
     for name, pieces in splits(over).items():
@@ -332,7 +374,9 @@ def test_one_read_carrying_a_whole_oversized_line() -> None:
     decoder = SSEDecoder(max_event_bytes=LIMIT)
     at_limit = line_of(b"data: ", LIMIT)
     assert decoder.feed(b"data: first\n\n" + at_limit + b"\n\n") == [
-        before, ServerSentEvent(at_limit[6:].decode())]
+        before,
+        ServerSentEvent(at_limit[6:].decode()),
+    ]
     with pytest.raises(EventTooLargeError) as caught:
         decoder.feed(b"data: first\n\n" + line_of(b"data: ", LIMIT + 1) + b"\n\ndata: z\n\n")
     # the events the same read completed before the oversized one are not lost
@@ -397,8 +441,11 @@ def test_the_count_restarts_with_each_event() -> None:
         assert isinstance(events, list) and len(events) == 100, name
     # other fields are not collected, so they do not add up (each line alone is bounded)
     fields = (line_of(b"event: ", LIMIT) + b"\n" + line_of(b"id: ", LIMIT) + b"\n") * 10
-    assert outcome([fields + b"\n" + fields + b"data: x\n\n"]) == [ServerSentEvent(
-        "x", event=line_of(b"", LIMIT - 7).decode(), id=line_of(b"", LIMIT - 4).decode())]
+    assert outcome([fields + b"\n" + fields + b"data: x\n\n"]) == [
+        ServerSentEvent(
+            "x", event=line_of(b"", LIMIT - 7).decode(), id=line_of(b"", LIMIT - 4).decode()
+        )
+    ]
 
 
 @pytest.mark.parametrize("prefix", [b":", b": ping ", b"event: ", b"id: ", b"retry: ", b"other: "])
@@ -418,7 +465,8 @@ def test_any_line_longer_than_the_limit_raises(prefix: bytes) -> None:
 def test_no_limit() -> None:
     line = line_of(b"data: ", 10 * LIMIT)
     assert outcome([line[:7], line[7:], b"\n\n"], limit=None) == [
-        ServerSentEvent(line[6:].decode())]
+        ServerSentEvent(line[6:].decode())
+    ]
     assert outcome([line + b"\n\n"], limit=1) == "too large"
     assert outcome([b"data\n\n"], limit=4) == [ServerSentEvent("")]
 
@@ -438,9 +486,16 @@ def test_max_event_bytes_must_be_positive(value: int) -> None:
 # --- ChunkDecoder -----------------------------------------------------------------------
 
 
-CHAT_EVENTS = [chat_chunk("Hel"), chat_chunk("lo 🦙"), chat_chunk(finish="stop"),
-               {**chat_chunk(), "choices": [],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}]
+CHAT_EVENTS = [
+    chat_chunk("Hel"),
+    chat_chunk("lo 🦙"),
+    chat_chunk(finish="stop"),
+    {
+        **chat_chunk(),
+        "choices": [],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+    },
+]
 CHAT_STREAM = b"".join(sse(*CHAT_EVENTS))
 
 
@@ -486,8 +541,9 @@ def test_finish_with_a_half_received_done_is_interrupted() -> None:
 
 
 def test_empty_data_events_are_skipped() -> None:
-    chunks, error, _ = decode(CHAT, [b"data:\n\ndata\n\nevent: x\n\n"
-                                     + b"".join(sse(chat_chunk("a")))])
+    chunks, error, _ = decode(
+        CHAT, [b"data:\n\ndata\n\nevent: x\n\n" + b"".join(sse(chat_chunk("a")))]
+    )
     assert error is None
     assert [c.choices[0].delta.content for c in chunks] == ["a"]
 
@@ -495,17 +551,32 @@ def test_empty_data_events_are_skipped() -> None:
 @pytest.mark.parametrize(
     ("payload", "code", "type_", "message"),
     [
-        ({"error": {"code": 500, "message": "context shift is disabled", "type": "server_error"}},
-         500, "server_error", "context shift is disabled"),
+        (
+            {
+                "error": {
+                    "code": 500,
+                    "message": "context shift is disabled",
+                    "type": "server_error",
+                }
+            },
+            500,
+            "server_error",
+            "context shift is disabled",
+        ),
         ({"error": {"message": "no code, no type"}}, None, None, "no code, no type"),
         ({"error": "plain text error"}, None, None, "plain text error"),
-        ({"error": {"code": "E42", "message": "code not an int", "type": 7}}, None, None,
-         "code not an int"),
+        (
+            {"error": {"code": "E42", "message": "code not an int", "type": 7}},
+            None,
+            None,
+            "code not an int",
+        ),
     ],
     ids=["full", "message-only", "string", "odd-types"],
 )
-def test_error_event_raises_stream_error(payload: dict[str, Any], code: int | None,
-                                         type_: str | None, message: str) -> None:
+def test_error_event_raises_stream_error(
+    payload: dict[str, Any], code: int | None, type_: str | None, message: str
+) -> None:
     data = b"".join(sse(chat_chunk("partial"), payload))
     for name, pieces in list(splits(data).items())[:50]:
         chunks, error, decoder = decode(CHAT, pieces)
@@ -539,9 +610,17 @@ def test_non_json_and_wrong_shape_are_response_errors() -> None:
     assert isinstance(error, APIResponseError)
 
 
-NATIVE_EVENTS = [{"content": "Hel", "stop": False}, {"content": "lo", "stop": False},
-                 {"content": "", "stop": True, "stop_type": "eos", "tokens_predicted": 2,
-                  "timings": {"predicted_n": 2}}]
+NATIVE_EVENTS = [
+    {"content": "Hel", "stop": False},
+    {"content": "lo", "stop": False},
+    {
+        "content": "",
+        "stop": True,
+        "stop_type": "eos",
+        "tokens_predicted": 2,
+        "timings": {"predicted_n": 2},
+    },
+]
 
 
 def test_native_stream_ends_at_stop_true() -> None:
@@ -573,14 +652,51 @@ def test_native_stream_done_marker_still_ends_it() -> None:
 # Fragments that make random input look like a stream often enough to reach the JSON,
 # error-event and end-marker paths, not just the framing.
 FRAGMENTS = [
-    b"data: ", b"data:", b"event: error\n", b"id: 1\n", b": ping\n", b"\n", b"\n\n", b"\r",
-    b"\r\n", b"[DONE]", b"{", b"}", b"[", b"]", b'"', b":", b",", b"null", b"true", b"1e999",
-    b"-", b"0", b"9" * 5000, b'"error"', b'"stop"', b'"choices"', b'"delta"', b'"content"',
-    b'{"error": {"code": 1}}', b'{"stop": true}', b'{"content": "x", "stop": false}',
-    b"\xff", b"\xf0\x9f", b"\xa6\x99", b"\x00", "é".encode(), b"NaN", b"Infinity",
+    b"data: ",
+    b"data:",
+    b"event: error\n",
+    b"id: 1\n",
+    b": ping\n",
+    b"\n",
+    b"\n\n",
+    b"\r",
+    b"\r\n",
+    b"[DONE]",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b'"',
+    b":",
+    b",",
+    b"null",
+    b"true",
+    b"1e999",
+    b"-",
+    b"0",
+    b"9" * 5000,
+    b'"error"',
+    b'"stop"',
+    b'"choices"',
+    b'"delta"',
+    b'"content"',
+    b'{"error": {"code": 1}}',
+    b'{"stop": true}',
+    b'{"content": "x", "stop": false}',
+    b"\xff",
+    b"\xf0\x9f",
+    b"\xa6\x99",
+    b"\x00",
+    "é".encode(),
+    b"NaN",
+    b"Infinity",
     # whole events, so that streams also end, fail and complete
-    *sse(chat_chunk("x"), {"content": "x", "stop": False}, {"content": "", "stop": True},
-         {"error": {"code": 500, "message": "m"}}),
+    *sse(
+        chat_chunk("x"),
+        {"content": "x", "stop": False},
+        {"content": "", "stop": True},
+        {"error": {"code": 500, "message": "m"}},
+    ),
 ]
 
 
@@ -610,7 +726,6 @@ def test_random_bytes_raise_only_library_errors(format: StreamFormat[Any]) -> No
     # the fuzzing reached the interesting paths, not only the framing
     wanted = {"StreamError", "APIResponseError", "StreamInterruptedError", "complete"}
     assert wanted <= outcomes, outcomes
-
 
 
 @pytest.mark.parametrize(

@@ -44,11 +44,13 @@ def points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
     return found
 
 
-def test_metrics_one_point_per_call_with_spec_buckets(chat_server: ServerManager,
-                                                      providers: Any) -> None:
+def test_metrics_one_point_per_call_with_spec_buckets(
+    chat_server: ServerManager, providers: Any
+) -> None:
     tracer_provider, meter_provider, reader = providers
-    with InstrumentedLlamaCppClient(chat_server.url, tracer_provider=tracer_provider,
-                                    meter_provider=meter_provider) as client:
+    with InstrumentedLlamaCppClient(
+        chat_server.url, tracer_provider=tracer_provider, meter_provider=meter_provider
+    ) as client:
         first = client.chat.completions.create(messages=MESSAGES, max_tokens=5)
         second = client.chat.completions.create(messages=MESSAGES, max_tokens=7)
     found = points(reader)
@@ -71,28 +73,35 @@ def test_metrics_one_point_per_call_with_spec_buckets(chat_server: ServerManager
     assert "gen_ai.client.operation.time_to_first_chunk" not in found  # not a stream
 
 
-def test_stream_metrics_time_to_first_and_per_chunk(chat_server: ServerManager,
-                                                   providers: Any) -> None:
+def test_stream_metrics_time_to_first_and_per_chunk(
+    chat_server: ServerManager, providers: Any
+) -> None:
     tracer_provider, meter_provider, reader = providers
-    with InstrumentedLlamaCppClient(chat_server.url, tracer_provider=tracer_provider,
-                                    meter_provider=meter_provider) as client:
-        chunks = list(client.chat.completions.create(messages=MESSAGES, max_tokens=6,
-                                                     stream=True))
+    with InstrumentedLlamaCppClient(
+        chat_server.url, tracer_provider=tracer_provider, meter_provider=meter_provider
+    ) as client:
+        chunks = list(client.chat.completions.create(messages=MESSAGES, max_tokens=6, stream=True))
     found = points(reader)
     [first] = found["gen_ai.client.operation.time_to_first_chunk"]
     assert first.count == 1
     [per_chunk] = found["gen_ai.client.operation.time_per_output_chunk"]
     assert per_chunk.count == len(chunks) - 1
-    [usage_out] = [p for p in found["gen_ai.client.token.usage"]
-                   if p.attributes["gen_ai.token.type"] == "output"]
+    [usage_out] = [
+        p
+        for p in found["gen_ai.client.token.usage"]
+        if p.attributes["gen_ai.token.type"] == "output"
+    ]
     assert usage_out.sum == 6
 
 
 def test_errors_count_in_duration_with_error_type(providers: Any) -> None:
     tracer_provider, meter_provider, reader = providers
-    client = InstrumentedLlamaCppClient("http://127.0.0.1:9", max_retries=0,
-                                        tracer_provider=tracer_provider,
-                                        meter_provider=meter_provider)
+    client = InstrumentedLlamaCppClient(
+        "http://127.0.0.1:9",
+        max_retries=0,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+    )
     with pytest.raises(requests.ConnectionError):
         client.tokenize("x")
     client.close()
@@ -101,17 +110,26 @@ def test_errors_count_in_duration_with_error_type(providers: Any) -> None:
     assert "gen_ai.client.token.usage" not in points(reader)
 
 
-def test_instrumentor_round_trip_leaves_results_identical(chat_server: ServerManager,
-                                                          providers: Any,
-                                                          span_exporter: InMemorySpanExporter) -> None:
+def test_instrumentor_round_trip_leaves_results_identical(
+    chat_server: ServerManager, providers: Any, span_exporter: InMemorySpanExporter
+) -> None:
     tracer_provider, meter_provider, _ = providers
 
     def run(client: LlamaCppClient) -> list[Any]:
         reply = client.chat.completions.create(messages=MESSAGES, max_tokens=6, temperature=0)
-        streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions
-                           .create(messages=MESSAGES, max_tokens=6, temperature=0, stream=True))
-        return [reply.choices[0].message.content, reply.usage.completion_tokens, streamed,
-                client.tokenize("Hello"), len(client.embed("x"))]
+        streamed = "".join(
+            c.choices[0].delta.content or ""
+            for c in client.chat.completions.create(
+                messages=MESSAGES, max_tokens=6, temperature=0, stream=True
+            )
+        )
+        return [
+            reply.choices[0].message.content,
+            reply.usage.completion_tokens,
+            streamed,
+            client.tokenize("Hello"),
+            len(client.embed("x")),
+        ]
 
     with LlamaCppClient(chat_server.url) as client:
         bare = run(client)
@@ -124,8 +142,9 @@ def test_instrumentor_round_trip_leaves_results_identical(chat_server: ServerMan
             assert names == ["chat", "chat", "tokenize", "embeddings"]
             assert all(s.kind is SpanKind.CLIENT for s in span_exporter.get_finished_spans())
             # an InstrumentedLlamaCppClient under the instrumentor records each call once
-            with InstrumentedLlamaCppClient(chat_server.url, tracer_provider=tracer_provider,
-                                            meter_provider=meter_provider) as both:
+            with InstrumentedLlamaCppClient(
+                chat_server.url, tracer_provider=tracer_provider, meter_provider=meter_provider
+            ) as both:
                 both.tokenize("x")
             assert len(span_exporter.get_finished_spans()) == 5
         finally:
@@ -136,30 +155,44 @@ def test_instrumentor_round_trip_leaves_results_identical(chat_server: ServerMan
     assert len(span_exporter.get_finished_spans()) == 5  # nothing recorded after uninstrument
 
 
-def test_content_capture_from_environment(chat_server: ServerManager, providers: Any,
-                                          span_exporter: InMemorySpanExporter,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_content_capture_from_environment(
+    chat_server: ServerManager,
+    providers: Any,
+    span_exporter: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     tracer_provider, meter_provider, _ = providers
     monkeypatch.setenv(CAPTURE_CONTENT_ENV, "true")
-    with InstrumentedLlamaCppClient(chat_server.url, tracer_provider=tracer_provider,
-                                    meter_provider=meter_provider) as client:
-        text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions
-                       .create(messages=MESSAGES, max_tokens=4, stream=True))
+    with InstrumentedLlamaCppClient(
+        chat_server.url, tracer_provider=tracer_provider, meter_provider=meter_provider
+    ) as client:
+        text = "".join(
+            c.choices[0].delta.content or ""
+            for c in client.chat.completions.create(messages=MESSAGES, max_tokens=4, stream=True)
+        )
     [span] = span_exporter.get_finished_spans()
     assert json.loads(span.attributes["gen_ai.input.messages"]) == [
-        {"role": "user", "parts": [{"type": "text", "content": "What is GGUF?"}]}]
+        {"role": "user", "parts": [{"type": "text", "content": "What is GGUF?"}]}
+    ]
     assert json.loads(span.attributes["gen_ai.output.messages"]) == [
-        {"role": "assistant", "parts": [{"type": "text", "content": text}],
-         "finish_reason": "length"}]  # four tokens asked, four given
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": text}],
+            "finish_reason": "length",
+        }
+    ]  # four tokens asked, four given
 
 
 def test_otlp_export_end_to_end(chat_server: ServerManager) -> None:
     with OTLPReceiver() as receiver:
-        telemetry = setup_telemetry("llama-test", otlp_endpoint=receiver.url, set_global=False,
-                                    export_interval_s=3600)
-        with InstrumentedLlamaCppClient(chat_server.url,
-                                        tracer_provider=telemetry.tracer_provider,
-                                        meter_provider=telemetry.meter_provider) as client:
+        telemetry = setup_telemetry(
+            "llama-test", otlp_endpoint=receiver.url, set_global=False, export_interval_s=3600
+        )
+        with InstrumentedLlamaCppClient(
+            chat_server.url,
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+        ) as client:
             reply = client.chat.completions.create(messages=MESSAGES, max_tokens=3)
             list(client.chat.completions.create(messages=MESSAGES, max_tokens=3, stream=True))
         assert telemetry.force_flush()
@@ -177,8 +210,9 @@ def test_otlp_export_end_to_end(chat_server: ServerManager) -> None:
         duration = metrics["gen_ai.client.operation.duration"][-1]  # cumulative: the latest
         assert duration["count"] == 2 and duration["unit"] == "s"
         assert duration["bounds"] == DURATION_BUCKETS
-        assert {p["attributes"]["gen_ai.token.type"]
-                for p in metrics["gen_ai.client.token.usage"]} == {"input", "output"}
+        assert {
+            p["attributes"]["gen_ai.token.type"] for p in metrics["gen_ai.client.token.usage"]
+        } == {"input", "output"}
         telemetry.shutdown()
 
 
@@ -190,14 +224,18 @@ def test_broken_exporter_never_breaks_calls(chat_server: ServerManager, collecto
     else:
         receiver = OTLPReceiver(status=503) if collector == "failing" else OTLPReceiver(delay=2)
         endpoint = receiver.url
-    telemetry = setup_telemetry(otlp_endpoint=endpoint, set_global=False, export_interval_s=0.05,
-                                export_timeout_s=1.0)
+    telemetry = setup_telemetry(
+        otlp_endpoint=endpoint, set_global=False, export_interval_s=0.05, export_timeout_s=1.0
+    )
     try:
-        with InstrumentedLlamaCppClient(chat_server.url,
-                                        tracer_provider=telemetry.tracer_provider,
-                                        meter_provider=telemetry.meter_provider) as client:
-            replies = [client.chat.completions.create(messages=MESSAGES, max_tokens=2)
-                       for _ in range(5)]
+        with InstrumentedLlamaCppClient(
+            chat_server.url,
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+        ) as client:
+            replies = [
+                client.chat.completions.create(messages=MESSAGES, max_tokens=2) for _ in range(5)
+            ]
         assert [r.usage.completion_tokens for r in replies] == [2] * 5
     finally:
         telemetry.tracer_provider.shutdown()
@@ -209,9 +247,11 @@ def test_broken_exporter_never_breaks_calls(chat_server: ServerManager, collecto
 def test_prometheus_endpoint(chat_server: ServerManager) -> None:
     telemetry = setup_telemetry(prometheus_port=0, set_global=False)
     try:
-        with InstrumentedLlamaCppClient(chat_server.url,
-                                        tracer_provider=telemetry.tracer_provider,
-                                        meter_provider=telemetry.meter_provider) as client:
+        with InstrumentedLlamaCppClient(
+            chat_server.url,
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+        ) as client:
             client.chat.completions.create(messages=MESSAGES, max_tokens=2)
         text = httpx.get(telemetry.prometheus_url).text
         assert "gen_ai_client_operation_duration_seconds_count" in text
@@ -228,21 +268,28 @@ def test_server_metrics_bridge(chat_server: ServerManager) -> None:
         bridge = LlamaServerMetrics(client, interval=0, meter_provider=provider)
         expected = client.metrics.values()
         found = points(reader)
-        assert found["llama_cpp.server.generated_tokens"][0].value == \
-            expected["llamacpp:tokens_predicted_total"]
-        assert found["llama_cpp.server.prompt_tokens"][0].value == \
-            expected["llamacpp:prompt_tokens_total"]
+        assert (
+            found["llama_cpp.server.generated_tokens"][0].value
+            == expected["llamacpp:tokens_predicted_total"]
+        )
+        assert (
+            found["llama_cpp.server.prompt_tokens"][0].value
+            == expected["llamacpp:prompt_tokens_total"]
+        )
         assert found["llama_cpp.server.slots.total"][0].value == 4
         assert found["llama_cpp.server.slots.busy"][0].value == 0
         assert found["llama_cpp.server.requests_deferred"][0].value == 0
         point = found["llama_cpp.server.prompt_tokens"][0].attributes
         assert point == {"server.address": "127.0.0.1", "server.port": chat_server.port}
         client.chat.completions.create(messages=MESSAGES, max_tokens=4)
-        assert points(reader)["llama_cpp.server.generated_tokens"][0].value == \
-            expected["llamacpp:tokens_predicted_total"] + 4
+        assert (
+            points(reader)["llama_cpp.server.generated_tokens"][0].value
+            == expected["llamacpp:tokens_predicted_total"] + 4
+        )
         bridge.close()
         assert "llama_cpp.server.generated_tokens" not in points(reader) or all(
-            not p for p in points(reader)["llama_cpp.server.generated_tokens"])
+            not p for p in points(reader)["llama_cpp.server.generated_tokens"]
+        )
     provider.shutdown()
 
 
@@ -256,22 +303,29 @@ def test_server_metrics_bridge_survives_a_dead_server(providers: Any) -> None:
     client.close()
 
 
-def test_one_provider_bridges_several_servers(chat_server: ServerManager,
-                                              rerank_server: ServerManager) -> None:
+def test_one_provider_bridges_several_servers(
+    chat_server: ServerManager, rerank_server: ServerManager
+) -> None:
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     with LlamaCppClient(chat_server.url) as chat, LlamaCppClient(rerank_server.url) as rank:
-        bridges = [LlamaServerMetrics(chat, interval=0, meter_provider=provider),
-                   LlamaServerMetrics(rank, interval=0, meter_provider=provider)]
+        bridges = [
+            LlamaServerMetrics(chat, interval=0, meter_provider=provider),
+            LlamaServerMetrics(rank, interval=0, meter_provider=provider),
+        ]
         found = points(reader)
         ports = sorted(p.attributes["server.port"] for p in found["llama_cpp.server.slots.total"])
         assert ports == sorted([chat_server.port, rerank_server.port])
-        totals = {p.attributes["server.port"]: p.value
-                  for p in found["llama_cpp.server.slots.total"]}
+        totals = {
+            p.attributes["server.port"]: p.value for p in found["llama_cpp.server.slots.total"]
+        }
         assert totals[chat_server.port] == 4 and totals[rerank_server.port] == 1
         bridges[1].close()
-        ports_after = [p.attributes["server.port"]
-                       for p in points(reader)["llama_cpp.server.slots.total"] if p.value]
+        ports_after = [
+            p.attributes["server.port"]
+            for p in points(reader)["llama_cpp.server.slots.total"]
+            if p.value
+        ]
         assert chat_server.port in ports_after
     provider.shutdown()
 

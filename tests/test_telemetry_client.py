@@ -35,8 +35,9 @@ def provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
 
 
 @pytest.fixture
-def tclient(chat_server: ServerManager, provider: TracerProvider
-            ) -> Iterator[InstrumentedLlamaCppClient]:
+def tclient(
+    chat_server: ServerManager, provider: TracerProvider
+) -> Iterator[InstrumentedLlamaCppClient]:
     with InstrumentedLlamaCppClient(chat_server.url, tracer_provider=provider) as client:
         yield client
 
@@ -57,11 +58,12 @@ def test_spec_example_runs_verbatim(chat_server: ServerManager) -> None:
     scope["client"].close()
 
 
-def test_chat_span_attributes_match_response(tclient: InstrumentedLlamaCppClient,
-                                             exporter: InMemorySpanExporter,
-                                             chat_server: ServerManager) -> None:
-    response = tclient.chat_completions({"messages": MESSAGES, "max_tokens": 8, "seed": 3,
-                                         "temperature": 0.0, "stop": ["zz"]})
+def test_chat_span_attributes_match_response(
+    tclient: InstrumentedLlamaCppClient, exporter: InMemorySpanExporter, chat_server: ServerManager
+) -> None:
+    response = tclient.chat_completions(
+        {"messages": MESSAGES, "max_tokens": 8, "seed": 3, "temperature": 0.0, "stop": ["zz"]}
+    )
     span = only_span(exporter)
     a = span.attributes
     assert span.kind is SpanKind.CLIENT and span.name == "chat"
@@ -81,47 +83,57 @@ def test_chat_span_attributes_match_response(tclient: InstrumentedLlamaCppClient
     assert span.status.status_code is StatusCode.UNSET
 
 
-def test_model_in_request_names_the_span(tclient: InstrumentedLlamaCppClient,
-                                         exporter: InMemorySpanExporter) -> None:
+def test_model_in_request_names_the_span(
+    tclient: InstrumentedLlamaCppClient, exporter: InMemorySpanExporter
+) -> None:
     tclient.chat.completions.create(messages=MESSAGES, max_tokens=1, model="tiny")
     span = only_span(exporter)
     assert span.name == "chat tiny" and span.attributes["gen_ai.request.model"] == "tiny"
 
 
-def test_content_captured_only_when_asked(chat_server: ServerManager, provider: TracerProvider,
-                                          exporter: InMemorySpanExporter) -> None:
-    with InstrumentedLlamaCppClient(chat_server.url, tracer_provider=provider,
-                                    capture_content=True) as client:
+def test_content_captured_only_when_asked(
+    chat_server: ServerManager, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    with InstrumentedLlamaCppClient(
+        chat_server.url, tracer_provider=provider, capture_content=True
+    ) as client:
         response = client.chat_completions({"messages": MESSAGES, "max_tokens": 4})
     a = only_span(exporter).attributes
     assert json.loads(a["gen_ai.input.messages"]) == [
-        {"role": "user", "parts": [{"type": "text", "content": "What is GGUF?"}]}]
+        {"role": "user", "parts": [{"type": "text", "content": "What is GGUF?"}]}
+    ]
     assert json.loads(a["gen_ai.output.messages"]) == [
-        {"role": "assistant",
-         "parts": [{"type": "text", "content": response.choices[0].message.content}],
-         "finish_reason": response.choices[0].finish_reason}]
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": response.choices[0].message.content}],
+            "finish_reason": response.choices[0].finish_reason,
+        }
+    ]
 
 
-def test_api_key_never_in_spans(key_server: ServerManager, provider: TracerProvider,
-                                exporter: InMemorySpanExporter) -> None:
+def test_api_key_never_in_spans(
+    key_server: ServerManager, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
     from .conftest import API_KEY
 
-    with InstrumentedLlamaCppClient(key_server.url, api_key=API_KEY, tracer_provider=provider,
-                                    capture_content=True) as client:
+    with InstrumentedLlamaCppClient(
+        key_server.url, api_key=API_KEY, tracer_provider=provider, capture_content=True
+    ) as client:
         client.chat_completions({"messages": MESSAGES, "max_tokens": 2})
     assert API_KEY not in repr(only_span(exporter).to_json())
 
 
 @pytest.mark.parametrize("exit_path", ["exhaust", "break_close", "with_block", "gc"])
-def test_stream_span_ends_exactly_once(tclient: InstrumentedLlamaCppClient,
-                                       exporter: InMemorySpanExporter, exit_path: str) -> None:
+def test_stream_span_ends_exactly_once(
+    tclient: InstrumentedLlamaCppClient, exporter: InMemorySpanExporter, exit_path: str
+) -> None:
     stream = tclient.chat.completions.create(messages=MESSAGES, max_tokens=6, stream=True)
     assert exporter.get_finished_spans() == ()  # open while the user iterates
     if exit_path == "exhaust":
         chunks = list(stream)
         stream.close()
     elif exit_path == "break_close":
-        for chunk in stream:
+        for _chunk in stream:
             break
         stream.close()
         stream.close()
@@ -156,8 +168,9 @@ def test_stream_error_marks_span(provider: TracerProvider, exporter: InMemorySpa
     assert span.attributes["error.type"] == "StreamInterruptedError"
 
 
-def test_failed_call_marks_span_and_traceparent_is_sent(provider: TracerProvider,
-                                                        exporter: InMemorySpanExporter) -> None:
+def test_failed_call_marks_span_and_traceparent_is_sent(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
     with FaultServer(Reply(400, {"error": {"code": 400, "message": "bad"}})) as server:
         with InstrumentedLlamaCppClient(server.url, tracer_provider=provider) as client:
             with pytest.raises(Exception, match="bad"):
@@ -171,8 +184,9 @@ def test_failed_call_marks_span_and_traceparent_is_sent(provider: TracerProvider
     assert traceparent.split("-")[2] == format(span.context.span_id, "016x")
 
 
-def test_every_call_is_a_span(tclient: InstrumentedLlamaCppClient,
-                              exporter: InMemorySpanExporter) -> None:
+def test_every_call_is_a_span(
+    tclient: InstrumentedLlamaCppClient, exporter: InMemorySpanExporter
+) -> None:
     tclient.embed("x")
     tclient.tokenize("x")
     tclient.complete("x", max_tokens=2)
@@ -184,8 +198,9 @@ def test_every_call_is_a_span(tclient: InstrumentedLlamaCppClient,
     assert native["gen_ai.request.max_tokens"] == 2
 
 
-def test_embed_spans_carry_the_usage_of_the_response(tclient: InstrumentedLlamaCppClient,
-                                                     exporter: InMemorySpanExporter) -> None:
+def test_embed_spans_carry_the_usage_of_the_response(
+    tclient: InstrumentedLlamaCppClient, exporter: InMemorySpanExporter
+) -> None:
     vector = tclient.embed("one two three")
     full = tclient.embeddings.create(input="one two three")
     vectors = tclient.embed(["one", "one two three"])

@@ -26,32 +26,62 @@ def _in(body: Any) -> Any:
 
 
 def test_chat_history_with_tools_becomes_parts() -> None:
-    body = {"messages": [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": [{"type": "text", "text": "Weather in Oslo?"},
-                                     {"type": "image_url",
-                                      "image_url": {"url": "data:image/png;base64,AAAA"}}]},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function",
-             "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}}]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "4 C, rain"},
-    ]}
+    body = {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Weather in Oslo?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "weather", "arguments": '{"city": "Oslo"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "4 C, rain"},
+        ]
+    }
     assert _in(body) == [
         {"role": "system", "parts": [{"type": "text", "content": "Be brief."}]},
-        {"role": "user", "parts": [{"type": "text", "content": "Weather in Oslo?"},
-                                   {"type": "image_url"}]},  # the payload is not copied
-        {"role": "assistant", "parts": [{"type": "tool_call", "id": "call_1",
-                                         "name": "weather", "arguments": {"city": "Oslo"}}]},
-        {"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_1",
-                                    "response": "4 C, rain"}]},
+        {
+            "role": "user",
+            "parts": [{"type": "text", "content": "Weather in Oslo?"}, {"type": "image_url"}],
+        },  # the payload is not copied
+        {
+            "role": "assistant",
+            "parts": [
+                {
+                    "type": "tool_call",
+                    "id": "call_1",
+                    "name": "weather",
+                    "arguments": {"city": "Oslo"},
+                }
+            ],
+        },
+        {
+            "role": "tool",
+            "parts": [{"type": "tool_call_response", "id": "call_1", "response": "4 C, rain"}],
+        },
     ]
 
 
-@pytest.mark.parametrize(("prompt", "parts"), [
-    ("Once upon", [{"type": "text", "content": "Once upon"}]),
-    (["a", "b"], [{"type": "text", "content": "a"}, {"type": "text", "content": "b"}]),
-    ([1, 2, 3], [{"type": "tokens", "content": [1, 2, 3]}]),
-])
+@pytest.mark.parametrize(
+    ("prompt", "parts"),
+    [
+        ("Once upon", [{"type": "text", "content": "Once upon"}]),
+        (["a", "b"], [{"type": "text", "content": "a"}, {"type": "text", "content": "b"}]),
+        ([1, 2, 3], [{"type": "tokens", "content": [1, 2, 3]}]),
+    ],
+)
 def test_a_completion_prompt_is_one_user_message(prompt: Any, parts: Any) -> None:
     assert _in({"prompt": prompt, "n_predict": 4}) == [{"role": "user", "parts": parts}]
 
@@ -62,45 +92,92 @@ def test_bodies_without_content_capture_nothing() -> None:
 
 
 def test_chat_outputs_one_message_per_choice_with_its_finish_reason() -> None:
-    response = ChatCompletion.model_validate({"choices": [
-        {"index": 0, "finish_reason": "stop",
-         "message": {"role": "assistant", "content": "Rain.", "reasoning_content": "Oslo..."}},
-        {"index": 1, "finish_reason": "tool_calls",
-         "message": {"role": "assistant", "content": None, "tool_calls": [
-             {"id": "c2", "type": "function",
-              "function": {"name": "weather", "arguments": "not json"}}]}},
-    ]})
+    response = ChatCompletion.model_validate(
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {
+                        "role": "assistant",
+                        "content": "Rain.",
+                        "reasoning_content": "Oslo...",
+                    },
+                },
+                {
+                    "index": 1,
+                    "finish_reason": "tool_calls",
+                    "message": {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "id": "c2",
+                                "type": "function",
+                                "function": {"name": "weather", "arguments": "not json"},
+                            }
+                        ],
+                    },
+                },
+            ]
+        }
+    )
     assert json.loads(output_messages(response) or "") == [
-        {"role": "assistant", "finish_reason": "stop",
-         "parts": [{"type": "reasoning", "content": "Oslo..."},
-                   {"type": "text", "content": "Rain."}]},
-        {"role": "assistant", "finish_reason": "tool_call",
-         "parts": [{"type": "tool_call", "id": "c2", "name": "weather",
-                    "arguments": "not json"}]},
+        {
+            "role": "assistant",
+            "finish_reason": "stop",
+            "parts": [
+                {"type": "reasoning", "content": "Oslo..."},
+                {"type": "text", "content": "Rain."},
+            ],
+        },
+        {
+            "role": "assistant",
+            "finish_reason": "tool_call",
+            "parts": [
+                {"type": "tool_call", "id": "c2", "name": "weather", "arguments": "not json"}
+            ],
+        },
     ]
 
 
 def test_completion_outputs_their_text() -> None:
     response = Completion.model_validate(
-        {"choices": [{"index": 0, "text": " a time", "finish_reason": "length"}]})
+        {"choices": [{"index": 0, "text": " a time", "finish_reason": "length"}]}
+    )
     assert json.loads(output_messages(response) or "") == [
-        {"role": "assistant", "parts": [{"type": "text", "content": " a time"}],
-         "finish_reason": "length"}]
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": " a time"}],
+            "finish_reason": "length",
+        }
+    ]
 
 
-@pytest.mark.parametrize(("reasons", "failed", "expected"), [
-    (["stop"], False, "stop"), ([], False, ""), ([], True, "error"),
-    (["tool_calls"], False, "tool_call")])
+@pytest.mark.parametrize(
+    ("reasons", "failed", "expected"),
+    [
+        (["stop"], False, "stop"),
+        ([], False, ""),
+        ([], True, "error"),
+        (["tool_calls"], False, "tool_call"),
+    ],
+)
 def test_stream_outputs(reasons: list[str], failed: bool, expected: str) -> None:
     assert json.loads(stream_output_messages("Hi", reasons, failed)) == [
-        {"role": "assistant", "parts": [{"type": "text", "content": "Hi"}],
-         "finish_reason": expected}]
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": "Hi"}],
+            "finish_reason": expected,
+        }
+    ]
 
 
 def test_long_content_is_shortened_and_still_parses() -> None:
     long_text = "x" * (3 * MAX_CONTENT_CHARS)
-    body = {"messages": [{"role": "user", "content": "short"},
-                         {"role": "user", "content": long_text}]}
+    body = {
+        "messages": [{"role": "user", "content": "short"}, {"role": "user", "content": long_text}]
+    }
     text = input_messages(body) or ""
     assert len(text) <= MAX_CONTENT_CHARS
     messages = json.loads(text)
@@ -110,8 +187,9 @@ def test_long_content_is_shortened_and_still_parses() -> None:
 
 
 def test_too_many_messages_keep_the_newest() -> None:
-    body = {"messages": [{"role": "user", "content": f"message {i} " + "y" * 200}
-                         for i in range(2000)]}
+    body = {
+        "messages": [{"role": "user", "content": f"message {i} " + "y" * 200} for i in range(2000)]
+    }
     messages = json.loads(input_messages(body) or "")
     assert len(input_messages(body) or "") <= MAX_CONTENT_CHARS
     assert 0 < len(messages) < 2000
@@ -119,16 +197,20 @@ def test_too_many_messages_keep_the_newest() -> None:
 
 
 def test_native_completion_capture_against_the_server(
-        chat_server: ServerManager, providers: Any,
-        span_exporter: InMemorySpanExporter) -> None:
+    chat_server: ServerManager, providers: Any, span_exporter: InMemorySpanExporter
+) -> None:
     tracer_provider, meter_provider, _ = providers
-    with InstrumentedLlamaCppClient(chat_server.url, tracer_provider=tracer_provider,
-                                    meter_provider=meter_provider,
-                                    capture_content=True) as client:
+    with InstrumentedLlamaCppClient(
+        chat_server.url,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        capture_content=True,
+    ) as client:
         result = client.complete("Once upon a time", max_tokens=3)
     [span] = span_exporter.get_finished_spans()
     assert json.loads(span.attributes["gen_ai.input.messages"]) == [
-        {"role": "user", "parts": [{"type": "text", "content": "Once upon a time"}]}]
+        {"role": "user", "parts": [{"type": "text", "content": "Once upon a time"}]}
+    ]
     [output] = json.loads(span.attributes["gen_ai.output.messages"])
     assert output["parts"] == [{"type": "text", "content": result.content}]
     assert output["finish_reason"] == span.attributes["gen_ai.response.finish_reasons"][0]

@@ -47,11 +47,13 @@ def meter() -> Iterator[tuple[MeterProvider, InMemoryMetricReader]]:
     provider.shutdown()
 
 
-def test_calls_queue_points_and_the_thread_records_them(chat_server: ServerManager,
-                                                        providers: Any) -> None:
+def test_calls_queue_points_and_the_thread_records_them(
+    chat_server: ServerManager, providers: Any
+) -> None:
     tracer_provider, meter_provider, reader = providers
-    with InstrumentedLlamaCppClient(chat_server.url, tracer_provider=tracer_provider,
-                                    meter_provider=meter_provider) as client:
+    with InstrumentedLlamaCppClient(
+        chat_server.url, tracer_provider=tracer_provider, meter_provider=meter_provider
+    ) as client:
         client.chat.completions.create(messages=MESSAGES, max_tokens=3)
         deadline = time.monotonic() + 5
         while recorder._queue and time.monotonic() < deadline:  # no collection meanwhile
@@ -62,15 +64,16 @@ def test_calls_queue_points_and_the_thread_records_them(chat_server: ServerManag
     assert _sum_and_count(reader, "gen_ai.client.operation.duration")[1] == 1
 
 
-def test_a_collection_right_after_calls_sees_them(chat_server: ServerManager, providers: Any,
-                                                  paused: DeferredRecorder) -> None:
+def test_a_collection_right_after_calls_sees_them(
+    chat_server: ServerManager, providers: Any, paused: DeferredRecorder
+) -> None:
     tracer_provider, meter_provider, reader = providers
-    with InstrumentedLlamaCppClient(chat_server.url, tracer_provider=tracer_provider,
-                                    meter_provider=meter_provider) as client:
+    with InstrumentedLlamaCppClient(
+        chat_server.url, tracer_provider=tracer_provider, meter_provider=meter_provider
+    ) as client:
         for _ in range(3):
             client.chat.completions.create(messages=MESSAGES, max_tokens=2)
-        for _chunk in client.chat.completions.create(messages=MESSAGES, max_tokens=4,
-                                                    stream=True):
+        for _chunk in client.chat.completions.create(messages=MESSAGES, max_tokens=4, stream=True):
             pass
         queued = len(paused._queue)
         found = points(reader)
@@ -84,7 +87,8 @@ def test_a_collection_right_after_calls_sees_them(chat_server: ServerManager, pr
 
 
 def test_no_point_lost_or_doubled_under_concurrent_calls_and_collections(
-        chat_server: ServerManager, providers: Any) -> None:
+    chat_server: ServerManager, providers: Any
+) -> None:
     tracer_provider, meter_provider, reader = providers
     calls_per_thread, threads = 40, 4
     collections: list[int] = []
@@ -94,8 +98,10 @@ def test_no_point_lost_or_doubled_under_concurrent_calls_and_collections(
         while not stop.is_set():
             collections.append(_sum_and_count(reader, "gen_ai.client.operation.duration")[1])
 
-    with InstrumentedLlamaCppClient(chat_server.url, tracer_provider=tracer_provider,
-                                    meter_provider=meter_provider) as client:
+    with InstrumentedLlamaCppClient(
+        chat_server.url, tracer_provider=tracer_provider, meter_provider=meter_provider
+    ) as client:
+
         def work() -> None:
             for _ in range(calls_per_thread):
                 client.chat.completions.create(messages=MESSAGES, max_tokens=1)
@@ -117,26 +123,31 @@ def test_no_point_lost_or_doubled_under_concurrent_calls_and_collections(
     assert count == 2 * 160  # input and output, once per call
 
 
-def test_exemplars_point_at_the_operation_span(chat_server: ServerManager, providers: Any,
-                                               span_exporter: InMemorySpanExporter) -> None:
+def test_exemplars_point_at_the_operation_span(
+    chat_server: ServerManager, providers: Any, span_exporter: InMemorySpanExporter
+) -> None:
     tracer_provider, meter_provider, reader = providers
-    with InstrumentedLlamaCppClient(chat_server.url, tracer_provider=tracer_provider,
-                                    meter_provider=meter_provider) as client:
+    with InstrumentedLlamaCppClient(
+        chat_server.url, tracer_provider=tracer_provider, meter_provider=meter_provider
+    ) as client:
         client.chat.completions.create(messages=MESSAGES, max_tokens=2)
     [span] = span_exporter.get_finished_spans()
     [duration] = points(reader)["gen_ai.client.operation.duration"]
     assert [(e.trace_id, e.span_id) for e in duration.exemplars] == [
-        (span.context.trace_id, span.context.span_id)]
+        (span.context.trace_id, span.context.span_id)
+    ]
 
 
-def test_shutdown_exports_points_still_queued(chat_server: ServerManager,
-                                              paused: DeferredRecorder) -> None:
+def test_shutdown_exports_points_still_queued(
+    chat_server: ServerManager, paused: DeferredRecorder
+) -> None:
     with OTLPReceiver() as receiver:
-        telemetry = setup_telemetry("recorder-test", otlp_endpoint=receiver.url,
-                                    set_global=False)
+        telemetry = setup_telemetry("recorder-test", otlp_endpoint=receiver.url, set_global=False)
         with InstrumentedLlamaCppClient(
-                chat_server.url, tracer_provider=telemetry.tracer_provider,
-                meter_provider=telemetry.meter_provider) as client:
+            chat_server.url,
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+        ) as client:
             for _ in range(5):
                 client.chat.completions.create(messages=MESSAGES, max_tokens=1)
         assert len(paused._queue) == 5
@@ -151,7 +162,8 @@ class _Broken:
 
 
 def test_a_failing_instrument_does_not_stop_the_others(
-        meter: tuple[MeterProvider, InMemoryMetricReader]) -> None:
+    meter: tuple[MeterProvider, InMemoryMetricReader],
+) -> None:
     provider, reader = meter
     histogram = provider.get_meter("t").create_histogram("h")
     own = DeferredRecorder(background=False)
@@ -163,8 +175,9 @@ def test_a_failing_instrument_does_not_stop_the_others(
     assert not own._queue
 
 
-def test_the_queue_is_bounded(meter: tuple[MeterProvider, InMemoryMetricReader],
-                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_queue_is_bounded(
+    meter: tuple[MeterProvider, InMemoryMetricReader], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(_recorder, "MAX_QUEUED", 50)
     provider, reader = meter
     histogram = provider.get_meter("t").create_histogram("h")
@@ -179,7 +192,8 @@ def test_the_queue_is_bounded(meter: tuple[MeterProvider, InMemoryMetricReader],
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_records_its_own_points_only(
-        meter: tuple[MeterProvider, InMemoryMetricReader], paused: DeferredRecorder) -> None:
+    meter: tuple[MeterProvider, InMemoryMetricReader], paused: DeferredRecorder
+) -> None:
     provider, reader = meter
     histogram = provider.get_meter("t").create_histogram("h")
     paused.attach(provider.get_meter("t"))
@@ -241,8 +255,13 @@ print(json.dumps({"queued": queued, "spans": len(spans.get_finished_spans()),
 
 
 def test_global_providers_set_after_instrumenting(chat_server: ServerManager) -> None:
-    done = subprocess.run([sys.executable, "-c", _LATE_GLOBALS, chat_server.url],
-                          capture_output=True, text=True, timeout=60, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _LATE_GLOBALS, chat_server.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     result = json.loads(done.stdout)
     assert result["queued"] == 1 and result["spans"] == 1
     assert result["counts"]["gen_ai.client.operation.duration"] == 1

@@ -16,9 +16,19 @@ pytest.importorskip("mypy")
 
 def run_mypy(*targets: str, cache: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-error-summary",
-         "--cache-dir", str(cache), *targets],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-error-summary",
+            "--cache-dir",
+            str(cache),
+            *targets,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 

@@ -90,20 +90,33 @@ class Conn:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def answer(self, status: int = 200, body: Any = b"", headers: dict[str, str] | None = None,
-               content_type: str = "application/json") -> None:
+    def answer(
+        self,
+        status: int = 200,
+        body: Any = b"",
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
         payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-        head = {"Content-Type": content_type, "Content-Length": str(len(payload)),
-                "Connection": "keep-alive", **(headers or {})}
-        self.send(status_line(status) + b"".join(f"{k}: {v}\r\n".encode() for k, v in head.items())
-                  + b"\r\n" + payload)
+        head = {
+            "Content-Type": content_type,
+            "Content-Length": str(len(payload)),
+            "Connection": "keep-alive",
+            **(headers or {}),
+        }
+        self.send(
+            status_line(status)
+            + b"".join(f"{k}: {v}\r\n".encode() for k, v in head.items())
+            + b"\r\n"
+            + payload
+        )
 
     def trickle(self, data: bytes, every: float, step: int = 1) -> None:
         """``data`` a few bytes at a time, ``every`` seconds apart, until sent or cut."""
         for i in range(0, len(data), step):
             if self.server.stopping.wait(every):
                 return
-            self.send(data[i:i + step])
+            self.send(data[i : i + step])
 
     def reset(self) -> None:
         """Close with a TCP reset (SO_LINGER 0): unread request bytes are thrown away."""
@@ -158,8 +171,9 @@ class Hostile(Closing):
                 self.connections += 1
                 self._open.append(sock)
             script = self._scripts[min(number, len(self._scripts) - 1)]
-            thread = threading.Thread(target=self._run, args=(script, Conn(self, sock, number)),
-                                      daemon=True)
+            thread = threading.Thread(
+                target=self._run, args=(script, Conn(self, sock, number)), daemon=True
+            )
             self._threads.append(thread)
             thread.start()
 

@@ -31,8 +31,13 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 
 def chunk(content: str | None = None, finish: str | None = None, **extra: Any) -> dict[str, Any]:
     delta = {} if content is None else {"content": content}
-    return {"id": "c", "object": "chat.completion.chunk", "model": "tiny",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+    return {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "model": "tiny",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        **extra,
+    }
 
 
 def contents(chunks: list[Any]) -> list[str | None]:
@@ -53,7 +58,9 @@ class Driver:
         kw.setdefault("max_tokens", 4)
         return self.run(lambda c: c.chat.completions.create(messages=MESSAGES, **kw))
 
-    def stream(self, *, limit: int | None = None, **kw: Any) -> tuple[list[Any], BaseException | None, Any]:
+    def stream(
+        self, *, limit: int | None = None, **kw: Any
+    ) -> tuple[list[Any], BaseException | None, Any]:
         """Open a chat stream and read it (``limit`` chunks at most): (chunks, error, stream)."""
         raise NotImplementedError
 
@@ -73,7 +80,9 @@ class SyncDriver(Driver):
     def run(self, fn: Callable[[Any], Any]) -> Any:
         return fn(self.client)
 
-    def stream(self, *, limit: int | None = None, **kw: Any) -> tuple[list[Any], BaseException | None, Any]:
+    def stream(
+        self, *, limit: int | None = None, **kw: Any
+    ) -> tuple[list[Any], BaseException | None, Any]:
         kw.setdefault("max_tokens", 4)
         seen: list[Any] = []
         try:  # a wrong answer can fail the opening already (status, not an event stream)
@@ -138,14 +147,17 @@ class AsyncDriver(Driver):
 
         return self._runner.run(call())
 
-    def stream(self, *, limit: int | None = None, **kw: Any) -> tuple[list[Any], BaseException | None, Any]:
+    def stream(
+        self, *, limit: int | None = None, **kw: Any
+    ) -> tuple[list[Any], BaseException | None, Any]:
         kw.setdefault("max_tokens", 4)
 
         async def read() -> tuple[list[Any], BaseException | None, Any]:
             seen: list[Any] = []
             try:
                 stream = await self.client.chat.completions.create(
-                    messages=MESSAGES, stream=True, **kw)
+                    messages=MESSAGES, stream=True, **kw
+                )
             except Exception as exc:  # noqa: BLE001
                 return seen, exc, None
             try:
@@ -181,8 +193,9 @@ class AsyncDriver(Driver):
             self._runner.close()
 
 
-def make_driver(kind: str, url: str, types: tuple[type, type] | None = None,
-                **options: Any) -> Driver:
+def make_driver(
+    kind: str, url: str, types: tuple[type, type] | None = None, **options: Any
+) -> Driver:
     """A driver for ``kind``; ``types`` replaces the (sync, async) client classes."""
     sync_type, async_type = types or (LlamaCppClient, AsyncLlamaCppClient)
     if kind == "sync":

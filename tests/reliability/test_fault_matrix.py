@@ -53,8 +53,10 @@ pytestmark = pytest.mark.usefixtures("fast_backoff")
 
 OK = Reply(200, REPLY)
 STREAM = sse(chunk("a"), chunk("b"), chunk("c"), chunk(finish="length"))
-PROXY_502 = ("<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head>"
-             "<body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>")
+PROXY_502 = (
+    "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head>"
+    "<body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
+)
 
 
 def server(*replies: Reply) -> TallyingFaultServer:
@@ -75,7 +77,8 @@ def test_connection_refused_then_the_server_appears(drivers) -> None:
             driver.chat()
         assert type(info.value) is APIConnectionError
         assert f"could not connect to llama-server (POST {port.url}/v1/chat/completions)" in str(
-            info.value)
+            info.value
+        )
         assert "Is the server running?" in str(info.value)
         assert info.value.url == f"{port.url}/v1/chat/completions"
         assert time.monotonic() - started < 1.0  # three refusals, fast backoff
@@ -99,8 +102,9 @@ def test_connect_timeout_is_a_timeout_and_a_connection_error(drivers) -> None:
         elapsed = time.monotonic() - started
         assert isinstance(info.value, requests.Timeout)
         assert isinstance(info.value, requests.ConnectionError)
-        assert str(info.value) == (f"timed out connecting to the server "
-                                   f"(POST {hole.url}/v1/chat/completions)")
+        assert str(info.value) == (
+            f"timed out connecting to the server (POST {hole.url}/v1/chat/completions)"
+        )
         assert 0.35 < elapsed < 2.0  # two attempts of 0.2 s each: bounded
         assert not driver.client.is_closed
     finally:
@@ -167,8 +171,11 @@ def test_stream_closed_cleanly_without_done_raises(drivers) -> None:
 
 
 def test_body_cut_mid_way_is_a_connection_error_and_retried(drivers) -> None:
-    cut = Reply(chunks=[b'{"id": "chatcmpl-1", "choi', b'ces": []}'], drop_after=1,
-                content_type="application/json")
+    cut = Reply(
+        chunks=[b'{"id": "chatcmpl-1", "choi', b'ces": []}'],
+        drop_after=1,
+        content_type="application/json",
+    )
     with server(cut, cut, cut, OK) as fault:
         driver = drivers(fault.url, max_retries=1)
         with pytest.raises(APIConnectionError) as info:
@@ -241,8 +248,9 @@ def test_503_storm_longer_than_the_retries(drivers) -> None:
         usable(driver)
 
 
-@pytest.mark.parametrize("header", [{"Retry-After": "0.3"}, {"retry-after-ms": "300"}],
-                         ids=["seconds", "milliseconds"])
+@pytest.mark.parametrize(
+    "header", [{"Retry-After": "0.3"}, {"retry-after-ms": "300"}], ids=["seconds", "milliseconds"]
+)
 def test_429_waits_as_long_as_retry_after_says(drivers, header: dict[str, str]) -> None:
     limited = Reply(429, {"error": {"code": 429, "message": "slow down"}}, headers=header)
     with server(limited, OK) as fault:
@@ -267,11 +275,18 @@ def test_429_retry_after_beyond_the_cap_falls_back_to_backoff(drivers) -> None:
         assert len(fault.requests) == 2
 
 
-@pytest.mark.parametrize(("status", "error_type"), [
-    (400, BadRequestError), (401, AuthenticationError), (403, PermissionDeniedError),
-    (404, NotFoundError), (413, APIStatusError), (422, UnprocessableEntityError),
-    (501, NotSupportedError),
-])
+@pytest.mark.parametrize(
+    ("status", "error_type"),
+    [
+        (400, BadRequestError),
+        (401, AuthenticationError),
+        (403, PermissionDeniedError),
+        (404, NotFoundError),
+        (413, APIStatusError),
+        (422, UnprocessableEntityError),
+        (501, NotSupportedError),
+    ],
+)
 def test_4xx_and_501_are_never_retried(drivers, status: int, error_type: type) -> None:
     body = {"error": {"code": status, "message": f"message {status}", "type": "some_error"}}
     with server(Reply(status, body), OK) as fault:
@@ -285,12 +300,19 @@ def test_4xx_and_501_are_never_retried(drivers, status: int, error_type: type) -
         usable(driver)
 
 
-@pytest.mark.parametrize(("status", "error_type"), [
-    (408, APIStatusError), (409, ConflictError), (500, InternalServerError),
-    (502, InternalServerError), (504, InternalServerError),
-])
+@pytest.mark.parametrize(
+    ("status", "error_type"),
+    [
+        (408, APIStatusError),
+        (409, ConflictError),
+        (500, InternalServerError),
+        (502, InternalServerError),
+        (504, InternalServerError),
+    ],
+)
 def test_retryable_statuses_are_retried_a_bounded_number_of_times(
-        drivers, status: int, error_type: type) -> None:
+    drivers, status: int, error_type: type
+) -> None:
     failing = Reply(status, {"error": {"message": "try again"}})
     with server(failing, failing, failing, OK) as fault:
         driver = drivers(fault.url, max_retries=2)
@@ -302,13 +324,17 @@ def test_retryable_statuses_are_retried_a_bounded_number_of_times(
 
 
 def test_html_error_page_from_a_proxy_is_summarized(drivers) -> None:
-    with server(Reply(502, PROXY_502, content_type="text/html"),
-                Reply(502, PROXY_502, content_type="text/html"), OK) as fault:
+    with server(
+        Reply(502, PROXY_502, content_type="text/html"),
+        Reply(502, PROXY_502, content_type="text/html"),
+        OK,
+    ) as fault:
         driver = drivers(fault.url, max_retries=1)
         with pytest.raises(InternalServerError) as info:
             driver.chat()
-        assert info.value.message == ("HTML error page: 502 Bad Gateway "
-                                      "(from a proxy in front of llama-server?)")
+        assert info.value.message == (
+            "HTML error page: 502 Bad Gateway (from a proxy in front of llama-server?)"
+        )
         assert "<html" not in str(info.value)
         assert len(fault.requests) == 2
         usable(driver)
@@ -328,16 +354,21 @@ def test_html_error_page_answering_a_stream(drivers) -> None:
 # --- answers that are not what they should be -------------------------------------------
 
 
-@pytest.mark.parametrize(("body", "content_type", "match"), [
-    (b'{"choices": [', "application/json", "with application/json, not JSON"),
-    (b"", "application/json", "not JSON: ''"),
-    (b"<html><body>Welcome</body></html>", "text/html", "with text/html, not JSON"),
-    (b"\xff\xfe\x00garbage", "application/octet-stream", "not JSON"),
-    (b'{"choices": "nope"}', "application/json", "unexpected shape"),
-    (b"[1, 2, 3]", "application/json", "unexpected shape"),
-], ids=["truncated", "empty", "html-200", "binary", "wrong-shape", "array"])
+@pytest.mark.parametrize(
+    ("body", "content_type", "match"),
+    [
+        (b'{"choices": [', "application/json", "with application/json, not JSON"),
+        (b"", "application/json", "not JSON: ''"),
+        (b"<html><body>Welcome</body></html>", "text/html", "with text/html, not JSON"),
+        (b"\xff\xfe\x00garbage", "application/octet-stream", "not JSON"),
+        (b'{"choices": "nope"}', "application/json", "unexpected shape"),
+        (b"[1, 2, 3]", "application/json", "unexpected shape"),
+    ],
+    ids=["truncated", "empty", "html-200", "binary", "wrong-shape", "array"],
+)
 def test_malformed_answers_are_response_errors_never_retried(
-        drivers, body: bytes, content_type: str, match: str) -> None:
+    drivers, body: bytes, content_type: str, match: str
+) -> None:
     with server(Reply(200, body, content_type=content_type), OK) as fault:
         driver = drivers(fault.url, max_retries=3)
         with pytest.raises(APIResponseError, match=match) as info:
@@ -377,8 +408,10 @@ def test_stream_answered_with_json_names_the_content_type(drivers) -> None:
 
 def test_huge_response_is_read_whole(drivers) -> None:
     content = "x" * 5_000_000
-    body = {**REPLY, "choices": [{"index": 0, "message": {"role": "assistant",
-                                                          "content": content}}]}
+    body = {
+        **REPLY,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}],
+    }
     with server(Reply(200, body), OK) as fault:
         driver = drivers(fault.url)
         assert len(driver.chat().choices[0].message.content) == 5_000_000
@@ -399,8 +432,9 @@ def test_huge_error_page_gives_a_bounded_message(drivers) -> None:
 def test_huge_stream_arrives_whole(drivers) -> None:
     big = "z" * 1_000_000
     events = sse(*[chunk(str(i % 10)) for i in range(3000)], chunk(big), chunk(finish="stop"))
-    with server(Reply(chunks=[b"".join(events[i:i + 7]) for i in range(0, len(events), 7)]),
-                OK) as fault:
+    with server(
+        Reply(chunks=[b"".join(events[i : i + 7]) for i in range(0, len(events), 7)]), OK
+    ) as fault:
         driver = drivers(fault.url)
         seen, error, _ = driver.stream()
         assert error is None

@@ -41,8 +41,7 @@ BIG = "x" * (8 << 20)  # a body larger than what the socket buffers can take at 
 
 
 def big_chat(client: Any) -> Any:
-    return client.chat.completions.create(messages=[{"role": "user", "content": BIG}],
-                                          max_tokens=4)
+    return client.chat.completions.create(messages=[{"role": "user", "content": BIG}], max_tokens=4)
 
 
 def answer_all(conn: Conn) -> None:
@@ -51,6 +50,7 @@ def answer_all(conn: Conn) -> None:
 
 
 # --- at most once ------------------------------------------------------------------------
+
 
 def received_then_closed(conn: Conn) -> None:
     """Answers one request, then takes the next whole, works on it, closes unanswered."""
@@ -76,7 +76,8 @@ WRITES: dict[str, Callable[[Any], Any]] = {
 
 @pytest.mark.parametrize("operation", list(WRITES))
 def test_a_request_the_server_received_is_never_resent_with_no_retries(
-        drivers: Any, operation: str) -> None:
+    drivers: Any, operation: str
+) -> None:
     # The reused keep-alive connection closes after the request arrived whole: the server
     # may have worked on it, so with max_retries=0 it is sent exactly once.
     with Hostile([received_then_closed, answer_all]) as server:
@@ -148,17 +149,21 @@ def test_a_write_that_fails_on_a_new_connection_is_not_free(drivers: Any) -> Non
 
 # --- deadlines: the total_timeout and the health probes are wall-clock limits -------------
 
-HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n"
-        b"X-Padding: " + b"p" * 4000 + b"\r\n\r\n")
+HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n"
+    b"X-Padding: " + b"p" * 4000 + b"\r\n\r\n"
+)
 SLACK = 0.5  # how late a deadline may fire: the issue's own bound
 
 
 def trickler(every: float = 0.3) -> Callable[[Conn], None]:
     """Reads a request, then answers one byte every ``every`` seconds: each read succeeds,
     so no per-read timeout ever fires."""
+
     def script(conn: Conn) -> None:
         if conn.read_request() is not None:
             conn.trickle(HEAD, every)
+
     return script
 
 
@@ -166,15 +171,18 @@ def keepalive_comments(conn: Conn) -> None:
     """A stream that never ends: an SSE comment every 0.3 s."""
     if conn.read_request() is None:
         return
-    conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-              b"Transfer-Encoding: chunked\r\n\r\n")
+    conn.send(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
     conn.send(b"%x\r\n%s\r\n" % (len(FIRST), FIRST))
     while not conn.server.stopping.wait(0.3):
         conn.send(b"e\r\n: keep-alive\n\n\r\n")
 
 
-FIRST = (b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,'
-         b'"delta":{"content":"a"},"finish_reason":null}]}\n\n')
+FIRST = (
+    b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,'
+    b'"delta":{"content":"a"},"finish_reason":null}]}\n\n'
+)
 
 
 def test_health_check_timeout_is_a_deadline(drivers: Any) -> None:
@@ -190,7 +198,8 @@ def test_wait_until_ready_timeout_is_a_deadline(drivers: Any) -> None:
     with Hostile(trickler(0.6)) as server:
         driver = drivers(server.url)
         seconds, _, error = elapsed(
-            lambda: driver.run(lambda c: c.health.wait_until_ready(timeout=2, interval=0.1)))
+            lambda: driver.run(lambda c: c.health.wait_until_ready(timeout=2, interval=0.1))
+        )
         assert isinstance(error, APITimeoutError)
         assert "not ready within 2s" in str(error)
         assert 1.9 <= seconds < 2.0 + SLACK
@@ -199,8 +208,10 @@ def test_wait_until_ready_timeout_is_a_deadline(drivers: Any) -> None:
 def read_stream(stream: Any) -> Any:
     """Every chunk of a sync or async stream (a coroutine for an async one)."""
     if hasattr(stream, "__aiter__"):
+
         async def drain() -> list[Any]:
             return [chunk async for chunk in stream]
+
         return drain()
     return list(stream)
 
@@ -220,8 +231,9 @@ def test_per_call_total_timeout_overrides_the_clients(drivers: Any) -> None:
     with Hostile(keepalive_comments) as server:
         driver = drivers(server.url, total_timeout=30)
         start = time.monotonic()
-        stream = driver.run(lambda c: c.chat.completions.create(
-            messages=MESSAGES, stream=True, total_timeout=0.8))
+        stream = driver.run(
+            lambda c: c.chat.completions.create(messages=MESSAGES, stream=True, total_timeout=0.8)
+        )
         _, _, error = elapsed(lambda: driver.run(lambda c: read_stream(stream)))
         assert isinstance(error, APITimeoutError)
         assert time.monotonic() - start < 0.8 + SLACK
@@ -276,8 +288,7 @@ ENDPOINTS: dict[str, Callable[[Any], Any]] = {
 
 
 @pytest.mark.parametrize("endpoint", list(ENDPOINTS))
-def test_slow_loris_on_every_endpoint_is_cut_by_total_timeout(drivers: Any,
-                                                              endpoint: str) -> None:
+def test_slow_loris_on_every_endpoint_is_cut_by_total_timeout(drivers: Any, endpoint: str) -> None:
     with Hostile(trickler(0.2)) as server:
         driver = drivers(server.url, total_timeout=0.6)
         seconds, _, error = elapsed(lambda: driver.run(ENDPOINTS[endpoint]))
@@ -302,8 +313,11 @@ def test_a_server_that_answers_before_the_body_is_sent(drivers: Any) -> None:
     # server's status, read despite the failed write, and not retried.
     def refuses(conn: Conn) -> None:
         if conn.read_headers() is not None:
-            conn.answer(413, {"error": {"code": 413, "message": "too big", "type": "x"}},
-                        {"Connection": "close"})
+            conn.answer(
+                413,
+                {"error": {"code": 413, "message": "too big", "type": "x"}},
+                {"Connection": "close"},
+            )
             conn.sock.shutdown(socket.SHUT_WR)
             while conn.sock.recv(1 << 20):  # a lingering close, as nginx does: no reset
                 pass
@@ -350,8 +364,10 @@ def test_half_closed_mid_body_is_an_error_not_a_hang(drivers: Any) -> None:
 def test_bad_content_length(drivers: Any, length: str) -> None:
     def liar(conn: Conn) -> None:
         while conn.read_request() is not None:
-            conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                      b"Content-Length: " + length.encode() + b"\r\n\r\n{}")
+            conn.send(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + length.encode() + b"\r\n\r\n{}"
+            )
             conn.wait(5)
             return
 
@@ -377,9 +393,12 @@ def closes_after_streams(conn: Conn) -> None:
         if b'"stream": true' not in body and b'"stream":true' not in body:
             conn.answer(200, REPLY)
             continue
-        conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                  b"Transfer-Encoding: chunked\r\nKeep-Alive: timeout=5, max=100\r\n\r\n"
-                  + b"%x\r\n%s\r\n0\r\n\r\n" % (len(STREAM_BODY), STREAM_BODY))
+        conn.send(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\nKeep-Alive: timeout=5, max=100\r\n\r\n"
+            + b"%x\r\n%s\r\n0\r\n\r\n"
+            % (len(STREAM_BODY), STREAM_BODY)
+        )
         conn.wait(0.002)
         conn.sock.shutdown(socket.SHUT_RDWR)
         return
@@ -389,8 +408,10 @@ def stream_chunks(client: Any) -> Any:
     """Open a chat stream and read it whole, with either client."""
     made = client.chat.completions.create(messages=MESSAGES, stream=True)
     if inspect.isawaitable(made):
+
         async def whole() -> list[Any]:
             return await read_stream(await made)  # type: ignore[no-any-return]
+
         return whole()
     return read_stream(made)
 
@@ -409,6 +430,7 @@ def test_a_call_right_after_a_stream_never_meets_its_closing_connection(drivers:
 
 # --- compression bombs ----------------------------------------------------------------------
 
+
 @functools.cache
 def gzip_of_zeros(size: int) -> bytes:
     packer = zlib.compressobj(9, zlib.DEFLATED, 31)
@@ -422,8 +444,13 @@ def bomb(event_stream: bool) -> Callable[[Conn], None]:
     def script(conn: Conn) -> None:
         while conn.read_request() is not None:
             kind = "text/event-stream" if event_stream else "application/json"
-            conn.send(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Type: "
-                      + kind.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(BOMB) + BOMB)
+            conn.send(
+                b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Type: "
+                + kind.encode()
+                + b"\r\nContent-Length: %d\r\n\r\n" % len(BOMB)
+                + BOMB
+            )
+
     return script
 
 
@@ -447,8 +474,9 @@ def test_a_compressed_event_bomb_is_cut_at_max_event_bytes(drivers: Any) -> None
         assert stream.closed
 
 
-def compressing(encoding: str, payload: bytes, kind: str = "application/json",
-                split: int = 7) -> Callable[[Conn], None]:
+def compressing(
+    encoding: str, payload: bytes, kind: str = "application/json", split: int = 7
+) -> Callable[[Conn], None]:
     """Answers every request with ``payload`` compressed as ``encoding``, in small writes."""
     if encoding == "gzip":
         body = gzip.compress(payload)
@@ -462,11 +490,16 @@ def compressing(encoding: str, payload: bytes, kind: str = "application/json",
 
     def script(conn: Conn) -> None:
         while conn.read_request() is not None:
-            conn.send(b"HTTP/1.1 200 OK\r\nContent-Encoding: " + encoding.encode()
-                      + b"\r\nContent-Type: " + kind.encode()
-                      + b"\r\nContent-Length: %d\r\n\r\n" % len(body))
+            conn.send(
+                b"HTTP/1.1 200 OK\r\nContent-Encoding: "
+                + encoding.encode()
+                + b"\r\nContent-Type: "
+                + kind.encode()
+                + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+            )
             for i in range(0, len(body), split):
-                conn.send(body[i:i + split])
+                conn.send(body[i : i + split])
+
     return script
 
 
@@ -482,12 +515,16 @@ def test_a_compressed_answer_is_still_read_right(drivers: Any, encoding: str) ->
         assert [c.choices[0].delta.content for c in chunks] == ["a", "b", None]
 
 
-@pytest.mark.parametrize(("encoding", "body", "says"), [
-    ("gzip!", b"\x1f\x8b\x08\x00garbage-not-gzip", "the gzip body is corrupt"),
-    ("br", b"\x0b\x02\x80{}\x03", "compressed its answer with 'br'"),
-])
-def test_a_wrongly_compressed_answer_is_a_response_error(drivers: Any, encoding: str,
-                                                         body: bytes, says: str) -> None:
+@pytest.mark.parametrize(
+    ("encoding", "body", "says"),
+    [
+        ("gzip!", b"\x1f\x8b\x08\x00garbage-not-gzip", "the gzip body is corrupt"),
+        ("br", b"\x0b\x02\x80{}\x03", "compressed its answer with 'br'"),
+    ],
+)
+def test_a_wrongly_compressed_answer_is_a_response_error(
+    drivers: Any, encoding: str, body: bytes, says: str
+) -> None:
     with Hostile(compressing(encoding, body)) as server:
         _, _, error = elapsed(drivers(server.url, max_retries=2).chat)
         assert isinstance(error, APIResponseError)
@@ -497,8 +534,10 @@ def test_a_wrongly_compressed_answer_is_a_response_error(drivers: Any, encoding:
 
 def test_a_bomb_is_inflated_no_further_than_the_limit() -> None:
     # Inflated a MiB at a time: the memory a 64 MiB bomb costs stays near the 2 MiB limit.
-    with Hostile(bomb(False)) as server, \
-            LlamaCppClient(server.url, max_retries=0, max_response_bytes=2 << 20) as client:
+    with (
+        Hostile(bomb(False)) as server,
+        LlamaCppClient(server.url, max_retries=0, max_response_bytes=2 << 20) as client,
+    ):
         tracemalloc.start()
         try:
             with pytest.raises(APIResponseError, match="larger than max_response_bytes"):
@@ -511,6 +550,7 @@ def test_a_bomb_is_inflated_no_further_than_the_limit() -> None:
 
 # --- deadline(): a wall-clock limit on a block of calls --------------------------------------
 
+
 def test_a_deadline_block_bounds_every_call_in_it(drivers: Any) -> None:
     with Hostile(trickler(0.2)) as server:
         driver = drivers(server.url)
@@ -519,6 +559,7 @@ def test_a_deadline_block_bounds_every_call_in_it(drivers: Any) -> None:
             async def both() -> None:
                 with deadline(0.8):
                     await client.props.get()
+
             if isinstance(client, AsyncLlamaCppClient):
                 return both()
             with deadline(0.8):
@@ -542,9 +583,18 @@ def test_a_deadline_block_keeps_the_earlier_end_and_bounds_its_streams() -> None
         assert time.monotonic() - start < 0.6 + SLACK
 
 
-@pytest.mark.parametrize(("seconds", "error"), [
-    (0, ValueError), (-1, ValueError), (float("inf"), ValueError), (float("nan"), ValueError),
-    ("1", TypeError), (True, TypeError), (None, TypeError)])
+@pytest.mark.parametrize(
+    ("seconds", "error"),
+    [
+        (0, ValueError),
+        (-1, ValueError),
+        (float("inf"), ValueError),
+        (float("nan"), ValueError),
+        ("1", TypeError),
+        (True, TypeError),
+        (None, TypeError),
+    ],
+)
 def test_deadline_checks_its_argument(seconds: Any, error: type[Exception]) -> None:
     with pytest.raises(error, match="seconds must be"):
         with deadline(seconds):
@@ -570,6 +620,7 @@ def test_a_slow_server_does_not_hold_the_metrics_collection() -> None:
 
 
 # --- found by attacking the limits: names, flows, members, odd URLs ---------------------------
+
 
 class StalledListeners:
     """Listening sockets on 127.0.0.1 and 127.0.0.2, one port, whose accept queues are full:
@@ -599,8 +650,9 @@ class StalledListeners:
             sock.close()
 
 
-def test_total_timeout_covers_every_address_of_a_name(drivers: Any,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_total_timeout_covers_every_address_of_a_name(
+    drivers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A name with two addresses, both unreachable: the deadline is for the whole connect,
     # not for each address.
     real = socket.getaddrinfo
@@ -608,8 +660,10 @@ def test_total_timeout_covers_every_address_of_a_name(drivers: Any,
 
     def two_addresses(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
         if host in ("llama.test", b"llama.test"):  # anyio asks with bytes
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, int(port)))
-                    for ip in ("127.0.0.1", "127.0.0.2")]
+            return [
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, int(port)))
+                for ip in ("127.0.0.1", "127.0.0.2")
+            ]
         return real(host, port, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
@@ -622,8 +676,9 @@ def test_total_timeout_covers_every_address_of_a_name(drivers: Any,
         stalled.close()
 
 
-def test_total_timeout_covers_a_slow_name_lookup(drivers: Any,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_total_timeout_covers_a_slow_name_lookup(
+    drivers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = socket.getaddrinfo
 
     def slow(host: Any, *args: Any, **kwargs: Any) -> Any:
@@ -643,15 +698,18 @@ def slow_answers(conn: Conn) -> None:
     while (request := conn.read_request()) is not None:
         conn.wait(0.4)
         path = request[0][":line"].split()[1]
-        conn.answer(200, [{"id": 0, "path": "a.gguf", "scale": 1.0}] if "lora" in path
-                    else {"status": "ok"})
+        conn.answer(
+            200, [{"id": 0, "path": "a.gguf", "scale": 1.0}] if "lora" in path else {"status": "ok"}
+        )
 
 
 @pytest.mark.parametrize("operation", ["lora apply", "lora scales"])
 def test_total_timeout_covers_a_whole_multi_step_operation(drivers: Any, operation: str) -> None:
     # lora.apply reads the adapters, then sets them, then reads them again: 3 x 0.4 s.
-    run = {"lora apply": lambda c: c.lora.apply("a.gguf", 0.5),
-           "lora scales": lambda c: c.lora.set_scales({0: 0.5})}[operation]
+    run = {
+        "lora apply": lambda c: c.lora.apply("a.gguf", 0.5),
+        "lora scales": lambda c: c.lora.set_scales({0: 0.5}),
+    }[operation]
     with Hostile(slow_answers) as server:
         driver = drivers(server.url, total_timeout=0.7, max_retries=0)
         seconds, _, error = elapsed(lambda: driver.run(run))
@@ -669,6 +727,7 @@ def test_wait_until_ready_ends_with_the_deadline_block_around_it(drivers: Any) -
             async def inside() -> Any:
                 with deadline(0.5):
                     return await client.health.wait_until_ready(timeout=5)
+
             if isinstance(client, AsyncLlamaCppClient):
                 return inside()
             with deadline(0.5):
@@ -686,7 +745,8 @@ def test_gzip_members_and_what_follows_the_last(drivers: Any) -> None:
     # RFC 1952 allows several members; bytes after a member that start none are an error,
     # never held uncounted (they used to pile up past max_response_bytes).
     two = gzip.compress(json.dumps(REPLY).encode()[:20]) + gzip.compress(
-        json.dumps(REPLY).encode()[20:])
+        json.dumps(REPLY).encode()[20:]
+    )
     with Hostile(compressing("gzip!", two)) as server:
         assert drivers(server.url).chat().choices[0].message.content == "ok"
     junk = gzip.compress(b"{}") + b"\x00" * (8 << 20)
@@ -712,11 +772,20 @@ def test_retry_after_out_of_any_range_is_ignored(drivers: Any, value: str) -> No
         assert server.completed == 2
 
 
-@pytest.mark.parametrize("url", [
-    "http:/alice:PW-x1@host", "http//alice:PW-x1@host", "alice:PW-x1@host:80",
-    "//alice:PW-x1@host", "http://alice:PW-x1#frag@host", "http://alice:PW-x1/x@host",
-    "http://alice:PW-x1?q@host", "http://[::1:8080", "http://alice:PW-x1@host:103073",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http:/alice:PW-x1@host",
+        "http//alice:PW-x1@host",
+        "alice:PW-x1@host:80",
+        "//alice:PW-x1@host",
+        "http://alice:PW-x1#frag@host",
+        "http://alice:PW-x1/x@host",
+        "http://alice:PW-x1?q@host",
+        "http://[::1:8080",
+        "http://alice:PW-x1@host:103073",
+    ],
+)
 def test_a_malformed_url_is_refused_without_showing_its_password(url: str) -> None:
     with pytest.raises(ValueError) as info:
         LlamaCppClient(url)
@@ -732,8 +801,10 @@ def test_an_api_key_with_spaces_at_either_end_is_refused_before_sending() -> Non
 
 
 def test_an_invalid_header_value_is_not_repeated_in_the_error() -> None:
-    with Hostile(answer_all) as server, LlamaCppClient(
-            server.url, default_headers={"X-Token": "tok-S3cret "}) as client:
+    with (
+        Hostile(answer_all) as server,
+        LlamaCppClient(server.url, default_headers={"X-Token": "tok-S3cret "}) as client,
+    ):
         with pytest.raises(ValueError, match="could not be sent") as info:
             client.tokenize("x")
         assert "S3cret" not in str(info.value) and info.value.__cause__ is None

@@ -39,8 +39,11 @@ from llamatelemetry.api.resources.completions import COMPLETION_STREAM, NATIVE_S
 
 from ._support import MESSAGES, tally
 
-SETTINGS = settings(max_examples=250, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=250,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 FORMATS = {"chat": CHAT_STREAM, "completion": COMPLETION_STREAM, "native": NATIVE_STREAM}
 
 
@@ -61,8 +64,9 @@ def events_of(pieces: list[bytes]) -> list[ServerSentEvent]:
 
 # --- SSE framing -------------------------------------------------------------------------
 
-field_text = st.text(st.characters(blacklist_characters="\r\n\x00", blacklist_categories=("Cs",)),
-                     max_size=20)
+field_text = st.text(
+    st.characters(blacklist_characters="\r\n\x00", blacklist_categories=("Cs",)), max_size=20
+)
 
 
 @st.composite
@@ -97,39 +101,86 @@ def event_streams(draw: st.DrawFn) -> tuple[bytes, list[ServerSentEvent]]:
 
 @SETTINGS
 @given(event_streams(), st.lists(st.integers(0, 4000), max_size=40))
-def test_sse_any_split_gives_the_same_events(stream: tuple[bytes, list[ServerSentEvent]],
-                                             points: list[int]) -> None:
+def test_sse_any_split_gives_the_same_events(
+    stream: tuple[bytes, list[ServerSentEvent]], points: list[int]
+) -> None:
     body, expected = stream
     assert events_of([body]) == expected
     assert events_of(split_at(body, points)) == expected
-    assert events_of([body[i:i + 1] for i in range(len(body))]) == expected
+    assert events_of([body[i : i + 1] for i in range(len(body))]) == expected
     tally(property_examples=1)
 
 
 # --- chunk streams through the real Stream ----------------------------------------------
 
-json_leaves = (st.none() | st.booleans() | st.integers(-(2**1000), 2**1000)
-               | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=30))
-KEYS = ["choices", "message", "delta", "content", "role", "index", "finish_reason", "usage",
-        "prompt_tokens", "completion_tokens", "timings", "predicted_n", "prompt_ms", "data",
-        "embedding", "results", "relevance_score", "score", "tokens", "prompt", "status",
-        "error", "message", "code", "type", "stop", "id", "model", "text", "object", "id_slot",
-        "path", "scale", "is_processing", "state", "piece", "tool_calls"]
+json_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**1000), 2**1000)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=30)
+)
+KEYS = [
+    "choices",
+    "message",
+    "delta",
+    "content",
+    "role",
+    "index",
+    "finish_reason",
+    "usage",
+    "prompt_tokens",
+    "completion_tokens",
+    "timings",
+    "predicted_n",
+    "prompt_ms",
+    "data",
+    "embedding",
+    "results",
+    "relevance_score",
+    "score",
+    "tokens",
+    "prompt",
+    "status",
+    "error",
+    "message",
+    "code",
+    "type",
+    "stop",
+    "id",
+    "model",
+    "text",
+    "object",
+    "id_slot",
+    "path",
+    "scale",
+    "is_processing",
+    "state",
+    "piece",
+    "tool_calls",
+]
 json_values = st.recursive(
     json_leaves,
-    lambda children: (st.lists(children, max_size=4)
-                      | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=8), children,
-                                        max_size=5)),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=8), children, max_size=5)
+    ),
     max_leaves=25,
 )
 texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
 
 
 def chat_chunks(finish: bool) -> st.SearchStrategy[list[dict[str, Any]]]:
-    piece = st.builds(lambda content, reason: {
-        "id": "c", "object": "chat.completion.chunk", "model": "m",
-        "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": reason}],
-    }, texts, st.none() | st.sampled_from(["stop", "length"]) if finish else st.none())
+    piece = st.builds(
+        lambda content, reason: {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "model": "m",
+            "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": reason}],
+        },
+        texts,
+        st.none() | st.sampled_from(["stop", "length"]) if finish else st.none(),
+    )
     return st.lists(piece, max_size=8)
 
 
@@ -155,8 +206,9 @@ def valid_streams(draw: st.DrawFn) -> tuple[str, bytes, list[dict[str, Any]]]:
 
 def response_of(pieces: list[bytes]) -> httpx.Response:
     request = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
-    return httpx.Response(200, headers={"content-type": "text/event-stream"},
-                          content=iter(pieces), request=request)
+    return httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, content=iter(pieces), request=request
+    )
 
 
 def read_stream(kind: str, pieces: list[bytes]) -> tuple[list[Any], BaseException | None, bool]:
@@ -176,30 +228,54 @@ def read_stream(kind: str, pieces: list[bytes]) -> tuple[list[Any], BaseExceptio
 @SETTINGS
 @given(valid_streams(), st.lists(st.integers(0, 3000), max_size=30))
 def test_any_split_of_a_valid_stream_gives_the_same_chunks(
-        stream: tuple[str, bytes, list[dict[str, Any]]], points: list[int]) -> None:
+    stream: tuple[str, bytes, list[dict[str, Any]]], points: list[int]
+) -> None:
     kind, body, objects = stream
     whole, error, complete = read_stream(kind, [body])
     assert error is None and complete
     assert [c.model_dump(exclude_unset=True) for c in whole] == [
-        FORMATS[kind].parse(o).model_dump(exclude_unset=True) for o in objects]
+        FORMATS[kind].parse(o).model_dump(exclude_unset=True) for o in objects
+    ]
     split, error, complete = read_stream(kind, split_at(body, points))
     assert error is None and complete
     assert [c.model_dump() for c in split] == [c.model_dump() for c in whole]
     tally(property_examples=1)
 
 
-FRAGMENTS = [b"data: ", b"data:", b"event: error\n", b"id: 1\n", b": ping\n", b"\n", b"\n\n",
-             b"\r", b"\r\n", b"[DONE]", b"data: [DONE]\n\n", b'{"stop": true}',
-             b'{"error": {"code": 500, "message": "m"}}', b'{"choices": []}', b"\xff", b"\xef\xbb"]
+FRAGMENTS = [
+    b"data: ",
+    b"data:",
+    b"event: error\n",
+    b"id: 1\n",
+    b": ping\n",
+    b"\n",
+    b"\n\n",
+    b"\r",
+    b"\r\n",
+    b"[DONE]",
+    b"data: [DONE]\n\n",
+    b'{"stop": true}',
+    b'{"error": {"code": 500, "message": "m"}}',
+    b'{"choices": []}',
+    b"\xff",
+    b"\xef\xbb",
+]
 
 
 @SETTINGS
-@given(st.sampled_from(sorted(FORMATS)),
-       st.lists(st.binary(max_size=64) | st.sampled_from(FRAGMENTS)
-                | json_values.map(lambda v: json.dumps(v).encode()), max_size=25),
-       st.lists(st.integers(0, 2000), max_size=20))
+@given(
+    st.sampled_from(sorted(FORMATS)),
+    st.lists(
+        st.binary(max_size=64)
+        | st.sampled_from(FRAGMENTS)
+        | json_values.map(lambda v: json.dumps(v).encode()),
+        max_size=25,
+    ),
+    st.lists(st.integers(0, 2000), max_size=20),
+)
 def test_arbitrary_bytes_in_a_stream_raise_only_our_errors(
-        kind: str, parts: list[bytes], points: list[int]) -> None:
+    kind: str, parts: list[bytes], points: list[int]
+) -> None:
     body = b"".join(parts)
     try:
         chunks, error, complete = read_stream(kind, split_at(body, points))
@@ -293,20 +369,30 @@ VALID: dict[str, Any] = {
     "metrics.get": "llamacpp:x 1\n",
 }
 TEMPLATE = {  # endpoints that answer like another one
-    "chat_completion": "chat", "infill": "complete", "embed-one": "embeddings.create",
-    "embed-many": "embeddings.create", "tokenize-pieces": "tokenize",
-    "rerank-top-documents": "rerank", "props.get": "health.check", "slots.save": "health.check",
-    "slots.erase": "health.check", "lora.apply": "lora.list", "lora.set_scales": "lora.list",
-    "health.wait_until_ready": "health.check", "metrics.parse": "metrics.get",
+    "chat_completion": "chat",
+    "infill": "complete",
+    "embed-one": "embeddings.create",
+    "embed-many": "embeddings.create",
+    "tokenize-pieces": "tokenize",
+    "rerank-top-documents": "rerank",
+    "props.get": "health.check",
+    "slots.save": "health.check",
+    "slots.erase": "health.check",
+    "lora.apply": "lora.list",
+    "lora.set_scales": "lora.list",
+    "health.wait_until_ready": "health.check",
+    "metrics.parse": "metrics.get",
     "metrics.values": "metrics.get",
 }
 
 
-def parse(call: Call[Any], body: bytes, *, status: int = 200,
-          content_type: str = "application/json") -> Any:
+def parse(
+    call: Call[Any], body: bytes, *, status: int = 200, content_type: str = "application/json"
+) -> Any:
     request = httpx.Request(call.method, "http://127.0.0.1:9" + call.path)
-    response = httpx.Response(status, headers={"content-type": content_type}, content=body,
-                              request=request)
+    response = httpx.Response(
+        status, headers={"content-type": content_type}, content=body, request=request
+    )
     client = _Recorder.__new__(_Recorder)  # _parse does no I/O and reads no configuration
     return client._parse(call, response, body)
 
@@ -361,8 +447,9 @@ def test_arbitrary_json_answers_give_a_value_or_a_response_error(name: str, valu
 
 @SETTINGS
 @given(st.sampled_from(sorted(CALLS)), st.data())
-def test_near_valid_answers_give_a_value_or_a_response_error(name: str, data: st.DataObject
-                                                             ) -> None:
+def test_near_valid_answers_give_a_value_or_a_response_error(
+    name: str, data: st.DataObject
+) -> None:
     value = data.draw(mutations(VALID[TEMPLATE.get(name, name)]))
     only_values_or_response_errors(name, json.dumps(value).encode())
     tally(property_examples=1)
@@ -372,29 +459,61 @@ def test_near_valid_answers_give_a_value_or_a_response_error(name: str, data: st
 @given(st.sampled_from(sorted(CALLS)), st.binary(max_size=300))
 @example("chat", b'{"choices": [' * 5000)
 @example("health.check", b"[" * 100_000)
-def test_arbitrary_bytes_answers_give_a_value_or_a_response_error(name: str, body: bytes
-                                                                  ) -> None:
+def test_arbitrary_bytes_answers_give_a_value_or_a_response_error(name: str, body: bytes) -> None:
     only_values_or_response_errors(name, body)
     tally(property_examples=1)
 
 
 @SETTINGS
-@given(st.sampled_from(["metrics.get", "metrics.parse", "metrics.values"]),
-       st.text(max_size=300) | st.lists(st.sampled_from([
-           "# HELP llamacpp:x help\n", "# TYPE llamacpp:x counter\n", "llamacpp:x 1\n",
-           'llamacpp:y{a="b"} 2.5\n', "llamacpp:z NaN\n", "x{", "}", " ", "\n", "# EOF\n",
-           "1e999", "-", '"', "\\"]), max_size=20).map("".join))
-def test_arbitrary_prometheus_text_gives_a_value_or_a_response_error(name: str, text: str
-                                                                     ) -> None:
+@given(
+    st.sampled_from(["metrics.get", "metrics.parse", "metrics.values"]),
+    st.text(max_size=300)
+    | st.lists(
+        st.sampled_from(
+            [
+                "# HELP llamacpp:x help\n",
+                "# TYPE llamacpp:x counter\n",
+                "llamacpp:x 1\n",
+                'llamacpp:y{a="b"} 2.5\n',
+                "llamacpp:z NaN\n",
+                "x{",
+                "}",
+                " ",
+                "\n",
+                "# EOF\n",
+                "1e999",
+                "-",
+                '"',
+                "\\",
+            ]
+        ),
+        max_size=20,
+    ).map("".join),
+)
+def test_arbitrary_prometheus_text_gives_a_value_or_a_response_error(name: str, text: str) -> None:
     only_values_or_response_errors(name, text.encode())
     tally(property_examples=1)
 
 
 def test_every_public_call_is_in_the_table() -> None:
     assert {c.path.split("?")[0] for c in CALLS.values()} >= {
-        "/v1/chat/completions", "/v1/completions", "/completion", "/infill", "/v1/embeddings",
-        "/tokenize", "/detokenize", "/apply-template", "/v1/rerank", "/v1/models", "/props",
-        "/slots", "/slots/0", "/lora-adapters", "/health", "/metrics"}
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/completion",
+        "/infill",
+        "/v1/embeddings",
+        "/tokenize",
+        "/detokenize",
+        "/apply-template",
+        "/v1/rerank",
+        "/v1/models",
+        "/props",
+        "/slots",
+        "/slots/0",
+        "/lora-adapters",
+        "/health",
+        "/metrics",
+    }
 
 
 def test_rerank_score_too_large_for_a_float_is_a_response_error() -> None:
@@ -405,21 +524,38 @@ def test_rerank_score_too_large_for_a_float_is_a_response_error() -> None:
 
 # --- error answers -----------------------------------------------------------------------
 
-header_values = st.text(st.characters(min_codepoint=32, max_codepoint=255,
-                                      blacklist_characters="\x7f"), max_size=40)
+header_values = st.text(
+    st.characters(min_codepoint=32, max_codepoint=255, blacklist_characters="\x7f"), max_size=40
+)
 
 
 @SETTINGS
-@given(st.integers(400, 599),
-       st.binary(max_size=300) | json_values.map(lambda v: json.dumps(v).encode())
-       | st.builds(lambda t: f"<html><head><title>{t}</title></head></html>".encode(), texts),
-       st.sampled_from(["application/json", "text/html; charset=utf-8", "text/plain", ""]),
-       st.dictionaries(st.sampled_from(["retry-after", "retry-after-ms"]),
-                       header_values | st.sampled_from(["0", "1.5", "-3", "nan", "inf", "1e400",
-                                                        "Wed, 21 Oct 2015 07:28:00 GMT",
-                                                        "Fri, 31 Dec 9999 23:59:59 GMT"])))
-def test_any_error_answer_maps_to_its_status_error(status: int, body: bytes, content_type: str,
-                                                   headers: dict[str, str]) -> None:
+@given(
+    st.integers(400, 599),
+    st.binary(max_size=300)
+    | json_values.map(lambda v: json.dumps(v).encode())
+    | st.builds(lambda t: f"<html><head><title>{t}</title></head></html>".encode(), texts),
+    st.sampled_from(["application/json", "text/html; charset=utf-8", "text/plain", ""]),
+    st.dictionaries(
+        st.sampled_from(["retry-after", "retry-after-ms"]),
+        header_values
+        | st.sampled_from(
+            [
+                "0",
+                "1.5",
+                "-3",
+                "nan",
+                "inf",
+                "1e400",
+                "Wed, 21 Oct 2015 07:28:00 GMT",
+                "Fri, 31 Dec 9999 23:59:59 GMT",
+            ]
+        ),
+    ),
+)
+def test_any_error_answer_maps_to_its_status_error(
+    status: int, body: bytes, content_type: str, headers: dict[str, str]
+) -> None:
     request = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
     raw = [(b"content-type", content_type.encode())]
     raw += [(k.encode(), v.encode("latin-1")) for k, v in headers.items()]  # bytes on the wire
@@ -440,4 +576,3 @@ def test_any_error_answer_maps_to_its_status_error(status: int, body: bytes, con
     if "<html" in body.decode("utf-8", "replace").lower()[:20] and not body.startswith(b"{"):
         assert "<html" not in error.message.lower()
     tally(property_examples=1)
-

@@ -87,12 +87,19 @@ def all_logs() -> Iterator[list[logging.LogRecord]]:
 
     handler = Keep(logging.DEBUG)
     handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-    for name in ("llamatelemetry", "llamatelemetry.server", "llamatelemetry.telemetry", "httpx",
-                 "httpcore"):
+    for name in (
+        "llamatelemetry",
+        "llamatelemetry.server",
+        "llamatelemetry.telemetry",
+        "httpx",
+        "httpcore",
+    ):
         logging.getLogger(name)  # exist before the levels are saved, so they are restored too
     loggers = [logging.getLogger()] + [
-        logger for logger in logging.root.manager.loggerDict.values()
-        if isinstance(logger, logging.Logger)]
+        logger
+        for logger in logging.root.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
     saved = [(logger, logger.level, logger.disabled) for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.DEBUG)
@@ -122,8 +129,11 @@ def log_text(records: list[logging.LogRecord]) -> str:
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_key_travels_only_in_the_authorization_header(kind: str) -> None:
     tally(scenarios=1)
-    replies = [Reply(200, REPLY), Reply(chunks=sse(chunk("a"), chunk(finish="stop"))),
-               Reply(200, {"tokens": [1]})]
+    replies = [
+        Reply(200, REPLY),
+        Reply(chunks=sse(chunk("a"), chunk(finish="stop"))),
+        Reply(200, {"tokens": [1]}),
+    ]
     with TallyingFaultServer(replies) as server:
         driver = make_driver(kind, server.url, api_key=KEY)
         try:
@@ -141,12 +151,23 @@ def test_key_travels_only_in_the_authorization_header(kind: str) -> None:
 
 
 def test_key_is_in_no_repr(key_server: ServerManager) -> None:
-    with LlamaCppClient(key_server.url, api_key=API_KEY) as client, \
-            InstrumentedLlamaCppClient(key_server.url, api_key=API_KEY) as instrumented:
+    with (
+        LlamaCppClient(key_server.url, api_key=API_KEY) as client,
+        InstrumentedLlamaCppClient(key_server.url, api_key=API_KEY) as instrumented,
+    ):
         stream = client.chat.completions.create(messages=MESSAGES, max_tokens=2, stream=True)
-        texts = [repr(client), repr(instrumented), repr(client.chat), repr(client.chat.completions),
-                 repr(client.health), repr(stream), repr(key_server), str(key_server),
-                 repr(key_server.options), str(key_server.options)]
+        texts = [
+            repr(client),
+            repr(instrumented),
+            repr(client.chat),
+            repr(client.chat.completions),
+            repr(client.health),
+            repr(stream),
+            repr(key_server),
+            str(key_server),
+            repr(key_server.options),
+            str(key_server.options),
+        ]
         stream.close()
         async_client = AsyncLlamaCppClient(key_server.url, api_key=API_KEY)
         texts.append(repr(async_client))
@@ -155,15 +176,19 @@ def test_key_is_in_no_repr(key_server: ServerManager) -> None:
     assert not secrets_in("\n".join(texts), API_KEY)
 
 
-def test_key_is_in_no_log_even_at_debug(key_server: ServerManager, tiny_files: TinyModelFiles,
-                                        all_logs: list[logging.LogRecord],
-                                        tmp_path: Path) -> None:
+def test_key_is_in_no_log_even_at_debug(
+    key_server: ServerManager,
+    tiny_files: TinyModelFiles,
+    all_logs: list[logging.LogRecord],
+    tmp_path: Path,
+) -> None:
     """Succeeding and failing calls with every logger at DEBUG, and a server started with a
     key: the key is in no record (nor the wrong key a user typed)."""
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
-    with InstrumentedLlamaCppClient(key_server.url, api_key=API_KEY, tracer_provider=provider,
-                                    capture_content=True) as client:
+    with InstrumentedLlamaCppClient(
+        key_server.url, api_key=API_KEY, tracer_provider=provider, capture_content=True
+    ) as client:
         client.chat.completions.create(messages=MESSAGES, max_tokens=2)
         list(client.chat.completions.create(messages=MESSAGES, max_tokens=2, stream=True))
         client.tokenize("hello")
@@ -172,8 +197,9 @@ def test_key_is_in_no_log_even_at_debug(key_server: ServerManager, tiny_files: T
         with pytest.raises(AuthenticationError):
             client.chat.completions.create(messages=MESSAGES, max_tokens=2)
     # retries (a dropped keep-alive request spends one) and connection errors log at DEBUG
-    with TallyingFaultServer([Reply(200, REPLY), Reply(drop=True), Reply(503, LOADING),
-                              Reply(200, REPLY)]) as server:
+    with TallyingFaultServer(
+        [Reply(200, REPLY), Reply(drop=True), Reply(503, LOADING), Reply(200, REPLY)]
+    ) as server:
         with LlamaCppClient(server.url, api_key=KEY, max_retries=2) as client:
             client.chat.completions.create(messages=MESSAGES)
             client.chat.completions.create(messages=MESSAGES)
@@ -199,7 +225,8 @@ def test_key_is_in_no_log_even_at_debug(key_server: ServerManager, tiny_files: T
     # nor in what the servers themselves wrote
     assert manager.log_path is not None and key_server.log_path is not None
     server_logs = manager.log_path.read_text(errors="replace") + key_server.log_path.read_text(
-        errors="replace")
+        errors="replace"
+    )
     assert not secrets_in(server_logs, API_KEY, KEY)
 
 
@@ -228,10 +255,14 @@ def test_key_is_in_no_exception(kind: str, key_server: ServerManager) -> None:
     finally:
         for driver in (wrong, none, right):
             driver.close()
-    faults = [Reply(503, LOADING), Reply(400, {"error": {"message": "bad"}}),
-              Reply(502, "<html><title>Bad Gateway</title></html>", content_type="text/html"),
-              Reply(200, b"{oops", content_type="application/json"),
-              Reply(200, REPLY, delay=1.0), Reply(drop=True)]
+    faults = [
+        Reply(503, LOADING),
+        Reply(400, {"error": {"message": "bad"}}),
+        Reply(502, "<html><title>Bad Gateway</title></html>", content_type="text/html"),
+        Reply(200, b"{oops", content_type="application/json"),
+        Reply(200, REPLY, delay=1.0),
+        Reply(drop=True),
+    ]
     with TallyingFaultServer(faults) as server:
         driver = make_driver(kind, server.url, api_key=KEY, max_retries=0, timeout=0.2)
         try:
@@ -239,8 +270,10 @@ def test_key_is_in_no_exception(kind: str, key_server: ServerManager) -> None:
                 collect(driver, chat)
         finally:
             driver.close()
-    streams = [Reply(chunks=sse(chunk("a"), chunk("b")), drop_after=1),
-               Reply(chunks=sse(chunk("a"), {"error": {"code": 500, "message": "m"}}))]
+    streams = [
+        Reply(chunks=sse(chunk("a"), chunk("b")), drop_after=1),
+        Reply(chunks=sse(chunk("a"), {"error": {"code": 500, "message": "m"}})),
+    ]
     with TallyingFaultServer(streams) as server:
         driver = make_driver(kind, server.url, api_key=KEY)
         try:
@@ -258,11 +291,22 @@ def test_key_is_in_no_exception(kind: str, key_server: ServerManager) -> None:
     finally:
         port.close()
     names = sorted(type(e).__name__ for e in errors)
-    assert names == sorted([
-        "AuthenticationError", "AuthenticationError", "BadRequestError",
-        "ServiceUnavailableError", "BadRequestError", "InternalServerError", "APIResponseError",
-        "APITimeoutError", "APIConnectionError", "StreamInterruptedError", "StreamError",
-        "APIConnectionError"]), names
+    assert names == sorted(
+        [
+            "AuthenticationError",
+            "AuthenticationError",
+            "BadRequestError",
+            "ServiceUnavailableError",
+            "BadRequestError",
+            "InternalServerError",
+            "APIResponseError",
+            "APITimeoutError",
+            "APIConnectionError",
+            "StreamInterruptedError",
+            "StreamError",
+            "APIConnectionError",
+        ]
+    ), names
     for error in errors:
         assert not secrets_in(exception_text(error), API_KEY, WRONG_KEY, KEY), error
     tally(scenarios=len(errors))
@@ -275,22 +319,32 @@ def test_key_is_in_no_span_or_metric_even_when_calls_fail(key_server: ServerMana
     reader = InMemoryMetricReader()
     meters = MeterProvider(metric_readers=[reader])
     for key in (API_KEY, WRONG_KEY):
-        with InstrumentedLlamaCppClient(key_server.url, api_key=key, tracer_provider=provider,
-                                        meter_provider=meters, capture_content=True,
-                                        max_retries=0) as client:
+        with InstrumentedLlamaCppClient(
+            key_server.url,
+            api_key=key,
+            tracer_provider=provider,
+            meter_provider=meters,
+            capture_content=True,
+            max_retries=0,
+        ) as client:
             try:
                 client.chat.completions.create(messages=MESSAGES, max_tokens=2)
                 list(client.chat.completions.create(messages=MESSAGES, max_tokens=2, stream=True))
             except AuthenticationError:
                 assert key == WRONG_KEY
     with TallyingFaultServer([Reply(503, LOADING)]) as server:
-        with InstrumentedLlamaCppClient(server.url, api_key=KEY, tracer_provider=provider,
-                                        meter_provider=meters, max_retries=0) as client:
+        with InstrumentedLlamaCppClient(
+            server.url, api_key=KEY, tracer_provider=provider, meter_provider=meters, max_retries=0
+        ) as client:
             with pytest.raises(Exception, match="Loading model"):
                 client.chat.completions.create(messages=MESSAGES)
     spans = exporter.get_finished_spans()
     assert [s.attributes.get("error.type") for s in spans] == [
-        None, None, "AuthenticationError", "ServiceUnavailableError"]
+        None,
+        None,
+        "AuthenticationError",
+        "ServiceUnavailableError",
+    ]
     text = "\n".join(s.to_json() for s in spans) + reader.get_metrics_data().to_json()
     assert not secrets_in(text, API_KEY, WRONG_KEY, KEY)
     meters.shutdown()
@@ -317,8 +371,9 @@ def test_key_is_never_in_the_cli_output(key_server: ServerManager, tmp_path: Pat
             "status-json": cli("status", "--url", url, "--api-key", API_KEY, "--json"),
             "models": cli("models", "--url", url, "--api-key", API_KEY),
             "tokenize": cli("tokenize", "hello", "--url", url, "--api-key", API_KEY),
-            "complete": cli("complete", "Once", "--url", url, "--api-key", API_KEY,
-                            "--max-tokens", "2"),
+            "complete": cli(
+                "complete", "Once", "--url", url, "--api-key", API_KEY, "--max-tokens", "2"
+            ),
             "chat": cli("chat", "hi", "--url", url, "--api-key", API_KEY, "--max-tokens", "2"),
             "wrong-key": cli("tokenize", "hello", "--url", url, "--api-key", WRONG_KEY),
             "env-key": cli("tokenize", "hello", "--url", url, env={"LLAMA_API_KEY": API_KEY}),
@@ -355,8 +410,9 @@ def test_password_in_base_url_travels_only_as_basic_auth(kind: str) -> None:
     with TallyingFaultServer(replies) as server:
         driver = make_driver(kind, with_password(server.url).replace(PASSWORD, "pw%3Aq%40"))
         try:
-            assert repr(driver.client).endswith(f"(base_url='http://alice:***@127.0.0.1:"
-                                                f"{server.port}')")
+            assert repr(driver.client).endswith(
+                f"(base_url='http://alice:***@127.0.0.1:{server.port}')"
+            )
             driver.chat()
             driver.stream()
         finally:
@@ -367,8 +423,9 @@ def test_password_in_base_url_travels_only_as_basic_auth(kind: str) -> None:
         assert "pw" not in request.path and "alice" not in request.headers.get("host", "")
 
 
-def test_password_in_base_url_is_shown_nowhere(chat_server: ServerManager,
-                                               all_logs: list[logging.LogRecord]) -> None:
+def test_password_in_base_url_is_shown_nowhere(
+    chat_server: ServerManager, all_logs: list[logging.LogRecord]
+) -> None:
     provider = TracerProvider()
     spans = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(spans))
@@ -409,8 +466,12 @@ def test_password_in_base_url_is_shown_nowhere(chat_server: ServerManager,
     errors = [status.value, refused.value, waited.value]
     assert all(e.url is None or "alice" not in e.url for e in errors)
     assert "HTTP Request: POST http://127.0.0.1" in log_text(all_logs)  # httpx's own line
-    text = ("\n".join(shown) + log_text(all_logs) + "\n".join(s.to_json() for s in
-            spans.get_finished_spans()) + reader.get_metrics_data().to_json())
+    text = (
+        "\n".join(shown)
+        + log_text(all_logs)
+        + "\n".join(s.to_json() for s in spans.get_finished_spans())
+        + reader.get_metrics_data().to_json()
+    )
     assert not secrets_in(text, PASSWORD)
     meters.shutdown()
 
@@ -425,8 +486,18 @@ def test_password_in_base_url_is_never_in_the_cli_output(chat_server: ServerMana
             "tokenize": cli("tokenize", "hello", "--url", url),
             "chat": cli("chat", "hi", "--url", url, "--max-tokens", "2"),
             "env": cli("models", env={"LLAMA_BASE_URL": url}),
-            "bench": cli("bench", "--url", url, "-n", "2", "--max-tokens", "2",
-                         "--prompt-tokens", "8", "--json"),
+            "bench": cli(
+                "bench",
+                "--url",
+                url,
+                "-n",
+                "2",
+                "--max-tokens",
+                "2",
+                "--prompt-tokens",
+                "8",
+                "--json",
+            ),
             "refused": cli("status", "--url", with_password(port.url)),
             "bench-refused": cli("bench", "--url", with_password(port.url), "-n", "1"),
             "bad-url": cli("tokenize", "x", "--url", f"ftp://alice:{PASSWORD}@h"),
@@ -448,9 +519,12 @@ def test_password_in_base_url_is_never_in_the_cli_output(chat_server: ServerMana
 
 
 @pytest.mark.parametrize("opted_in", [False, True], ids=["default", "opted-in"])
-def test_message_content_only_when_opted_in(chat_server: ServerManager, opted_in: bool,
-                                            monkeypatch: pytest.MonkeyPatch,
-                                            all_logs: list[logging.LogRecord]) -> None:
+def test_message_content_only_when_opted_in(
+    chat_server: ServerManager,
+    opted_in: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    all_logs: list[logging.LogRecord],
+) -> None:
     monkeypatch.delenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", raising=False)
     if opted_in:
         monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
@@ -468,8 +542,9 @@ def test_message_content_only_when_opted_in(chat_server: ServerManager, opted_in
         client.apply_template(messages)
 
     async def in_async() -> None:
-        async with InstrumentedAsyncLlamaCppClient(chat_server.url,
-                                                   tracer_provider=provider) as aclient:
+        async with InstrumentedAsyncLlamaCppClient(
+            chat_server.url, tracer_provider=provider
+        ) as aclient:
             await aclient.chat.completions.create(messages=messages, max_tokens=2)
 
     asyncio.run(in_async())
@@ -519,10 +594,14 @@ def test_https_is_verified_by_default(kind: str, https_server: HTTPSServer) -> N
 
 @pytest.mark.parametrize("form", ["str", "path", "ssl-context"])
 @pytest.mark.parametrize("kind", ["sync", "async"])
-def test_https_with_the_ca_bundle_succeeds(kind: str, form: str, https_server: HTTPSServer,
-                                           certificates: Certificates) -> None:
-    verify: Any = {"str": str(certificates.ca), "path": certificates.ca,
-                   "ssl-context": ssl.create_default_context(cafile=certificates.ca)}[form]
+def test_https_with_the_ca_bundle_succeeds(
+    kind: str, form: str, https_server: HTTPSServer, certificates: Certificates
+) -> None:
+    verify: Any = {
+        "str": str(certificates.ca),
+        "path": certificates.ca,
+        "ssl-context": ssl.create_default_context(cafile=certificates.ca),
+    }[form]
     driver = make_driver(kind, https_server.url, verify=verify)
     try:
         assert driver.run(lambda c: c.health.check()) == {"status": "ok"}
@@ -599,8 +678,9 @@ def test_servers_bind_loopback_by_default(chat_server: ServerManager) -> None:
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "[::]", "192.0.2.10", "llama.example.org"])
-def test_public_bind_without_a_key_warns(host: str, tmp_path: Path,
-                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_public_bind_without_a_key_warns(
+    host: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     manager = ServerManager(host=host, port=0, log_dir=tmp_path)
     with caplog.at_level(logging.WARNING, logger="llamatelemetry.server"):
         with pytest.raises(FileNotFoundError):  # nothing is launched: the model is missing
@@ -610,12 +690,20 @@ def test_public_bind_without_a_key_warns(host: str, tmp_path: Path,
     assert host in record.getMessage() and "without an API key" in record.getMessage()
 
 
-@pytest.mark.parametrize(("host", "api_key"), [
-    ("127.0.0.1", None), ("localhost", None), ("::1", None), ("127.0.0.2", None),
-    ("0.0.0.0", "k"), ("::", "k"),
-])
-def test_loopback_or_keyed_bind_does_not_warn(host: str, api_key: str | None, tmp_path: Path,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    ("host", "api_key"),
+    [
+        ("127.0.0.1", None),
+        ("localhost", None),
+        ("::1", None),
+        ("127.0.0.2", None),
+        ("0.0.0.0", "k"),
+        ("::", "k"),
+    ],
+)
+def test_loopback_or_keyed_bind_does_not_warn(
+    host: str, api_key: str | None, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     manager = ServerManager(host=host, port=0, log_dir=tmp_path)
     with caplog.at_level(logging.DEBUG, logger="llamatelemetry.server"):
         with pytest.raises(FileNotFoundError):

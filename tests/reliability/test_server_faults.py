@@ -69,8 +69,8 @@ def own_server(tmp_path: Path) -> Iterator[ServerManager]:
 
 
 def test_server_killed_mid_stream_then_restarted_same_client_recovers(
-        own_server: ServerManager, drivers: Callable[..., Driver],
-        caplog: pytest.LogCaptureFixture) -> None:
+    own_server: ServerManager, drivers: Callable[..., Driver], caplog: pytest.LogCaptureFixture
+) -> None:
     tally(scenarios=1)
     driver = drivers(own_server.url, max_retries=2)
     seen, error, stream = driver.stream(limit=3, max_tokens=1500)
@@ -118,7 +118,8 @@ def test_server_killed_mid_stream_then_restarted_same_client_recovers(
 
 
 def test_graceful_restart_under_idle_keepalive_connections_costs_no_retry(
-        own_server: ServerManager, drivers: Callable[..., Driver]) -> None:
+    own_server: ServerManager, drivers: Callable[..., Driver]
+) -> None:
     """Pooled connections to the old server are dead after a restart; the next call must
     not fail even with no retry budget."""
     tally(scenarios=1)
@@ -133,7 +134,7 @@ def test_graceful_restart_under_idle_keepalive_connections_costs_no_retry(
 
 # --- binaries that crash -----------------------------------------------------------------
 
-CRASHES_LATER = r'''
+CRASHES_LATER = r"""
 import json, os, sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 port = int(sys.argv[sys.argv.index("--port") + 1])
@@ -158,11 +159,12 @@ class Handler(BaseHTTPRequestHandler):
 
 print(f"main: server is listening on http://{host}:{port}", flush=True)
 HTTPServer((host, port), Handler).serve_forever()
-'''
+"""
 
 
 def test_binary_crashing_later_gives_a_clear_error_and_its_last_log_lines(
-        tmp_path: Path, tiny_files: TinyModelFiles, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, tiny_files: TinyModelFiles, caplog: pytest.LogCaptureFixture
+) -> None:
     tally(scenarios=1)
     binary = fake_server(tmp_path, CRASHES_LATER, python=True)
     manager = ServerManager(port=0, backend="binary", server_path=binary, log_dir=tmp_path / "l")
@@ -186,13 +188,17 @@ def test_binary_crashing_later_gives_a_clear_error_and_its_last_log_lines(
         manager.stop()
 
 
-def test_binary_crashing_at_start_leaves_no_orphans(tmp_path: Path,
-                                                    tiny_files: TinyModelFiles) -> None:
+def test_binary_crashing_at_start_leaves_no_orphans(
+    tmp_path: Path, tiny_files: TinyModelFiles
+) -> None:
     """A wrapper script that starts a helper and then fails: the helper must not survive."""
     tally(scenarios=1)
-    binary = fake_server(tmp_path, 'sleep 60 &\necho "helper pid $!"\n'
-                         'echo "llama_model_load: error loading model: tensor data is not '
-                         'within the file bounds" >&2\nexit 1')
+    binary = fake_server(
+        tmp_path,
+        'sleep 60 &\necho "helper pid $!"\n'
+        'echo "llama_model_load: error loading model: tensor data is not '
+        'within the file bounds" >&2\nexit 1',
+    )
     manager = ServerManager(port=0, backend="binary", server_path=binary, log_dir=tmp_path / "l")
     with pytest.raises(ServerStartError) as info:
         manager.start(tiny_files.model.path)
@@ -204,8 +210,9 @@ def test_binary_crashing_at_start_leaves_no_orphans(tmp_path: Path,
     assert not manager.is_running
 
 
-def test_wrapper_children_are_stopped_with_the_server(tmp_path: Path,
-                                                      tiny_files: TinyModelFiles) -> None:
+def test_wrapper_children_are_stopped_with_the_server(
+    tmp_path: Path, tiny_files: TinyModelFiles
+) -> None:
     """stop() ends the whole process group: a wrapper that runs llama-server as a child
     (not with exec) leaves nothing behind."""
     tally(scenarios=1)
@@ -224,7 +231,8 @@ def test_wrapper_children_are_stopped_with_the_server(tmp_path: Path,
 
 
 def test_port_bound_by_another_process_fails_with_the_servers_words(
-        tmp_path: Path, tiny_files: TinyModelFiles) -> None:
+    tmp_path: Path, tiny_files: TinyModelFiles
+) -> None:
     """Bound but not listening (so not seen by the pre-launch probe): the server itself
     fails to bind, and the error quotes it."""
     tally(scenarios=1)

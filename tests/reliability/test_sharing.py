@@ -46,6 +46,7 @@ def child_calls(run: Any, calls: int = 100) -> int:
 
 def test_a_forked_child_gets_its_own_connections(chat_server: ServerManager) -> None:
     with LlamaCppClient(chat_server.url, max_retries=0) as client:
+
         def run(tokens: int) -> int:
             reply = client.chat.completions.create(messages=MESSAGES, max_tokens=tokens)
             return int(reply.usage.completion_tokens)
@@ -76,8 +77,7 @@ def test_one_async_client_in_several_asyncio_runs(chat_server: ServerManager) ->
     client = AsyncLlamaCppClient(chat_server.url)
 
     async def use() -> tuple[int, int]:
-        stream = await client.chat.completions.create(messages=MESSAGES, max_tokens=2,
-                                                      stream=True)
+        stream = await client.chat.completions.create(messages=MESSAGES, max_tokens=2, stream=True)
         chunks = [chunk async for chunk in stream]
         # a plain call last: its kept-alive connection stays in the pool as the loop ends
         reply = await client.chat.completions.create(messages=MESSAGES, max_tokens=2)
@@ -88,8 +88,7 @@ def test_one_async_client_in_several_asyncio_runs(chat_server: ServerManager) ->
     assert client.is_closed
 
 
-def test_an_async_client_busy_on_another_running_loop_says_so(
-        chat_server: ServerManager) -> None:
+def test_an_async_client_busy_on_another_running_loop_says_so(chat_server: ServerManager) -> None:
     client = AsyncLlamaCppClient(chat_server.url)
     started, release = threading.Event(), threading.Event()
 
@@ -127,8 +126,9 @@ def test_a_given_http_client_cannot_move_to_a_new_loop(chat_server: ServerManage
         asyncio.run(client.tokenize("x"))
 
 
-SLOW_STREAM = Reply(chunks=sse(*[chunk(str(i)) for i in range(40)], chunk(finish="stop")),
-                   chunk_delay=0.02)
+SLOW_STREAM = Reply(
+    chunks=sse(*[chunk(str(i)) for i in range(40)], chunk(finish="stop")), chunk_delay=0.02
+)
 
 
 def test_one_stream_read_by_two_threads() -> None:
@@ -224,8 +224,7 @@ def test_a_stream_read_on_another_event_loop_says_so(chat_server: ServerManager)
     client = AsyncLlamaCppClient(chat_server.url)
 
     async def open_stream() -> Any:
-        stream = await client.chat.completions.create(messages=MESSAGES, max_tokens=4,
-                                                      stream=True)
+        stream = await client.chat.completions.create(messages=MESSAGES, max_tokens=4, stream=True)
         await stream.__anext__()
         return stream
 
@@ -244,7 +243,8 @@ def test_a_stream_read_on_another_event_loop_says_so(chat_server: ServerManager)
 
 
 def test_an_async_client_dropped_on_a_later_loop_logs_no_error(
-        chat_server: ServerManager, caplog: pytest.LogCaptureFixture) -> None:
+    chat_server: ServerManager, caplog: pytest.LogCaptureFixture
+) -> None:
     client = AsyncLlamaCppClient(chat_server.url)
     asyncio.run(client.tokenize("x"))  # its connections belong to that loop, now ended
 

@@ -68,8 +68,12 @@ class SpanCounter(SpanProcessor):
 
 def snapshot() -> dict[str, int]:
     gc.collect()
-    return {"fds": fd_count(), "threads": threading.active_count(),
-            "blocks": sys.getallocatedblocks(), "rss": rss_bytes()}
+    return {
+        "fds": fd_count(),
+        "threads": threading.active_count(),
+        "blocks": sys.getallocatedblocks(),
+        "rss": rss_bytes(),
+    }
 
 
 def growth(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
@@ -112,8 +116,12 @@ def test_sync_soak_5000_calls_500_streams(chat_server: ServerManager) -> None:
     counts: Counter[str] = Counter()
     started = time.monotonic()
 
-    with InstrumentedLlamaCppClient(chat_server.url, tracer_provider=tracer_provider,
-                                    meter_provider=meter_provider, max_retries=0) as client:
+    with InstrumentedLlamaCppClient(
+        chat_server.url,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        max_retries=0,
+    ) as client:
 
         def call() -> None:
             reply = client.chat.completions.create(messages=MESSAGES, max_tokens=1)
@@ -174,13 +182,19 @@ def test_sync_soak_5000_calls_500_streams(chat_server: ServerManager) -> None:
     assert not [k for k in spans.outcomes if k.startswith("error:")], spans.outcomes
     assert duration_count(reader) == spans.ended  # one metric point per span, too
     check_growth(delta)
-    tally(requests=spans.ended, soak_calls=CALLS, soak_streams=STREAMS,
-          soak_abandoned_streams=counts["abandoned"])
-    FIGURES["sync soak"] = (f"{CALLS} calls + {STREAMS} streams ({counts['abandoned']} abandoned, "
-                            f"{counts['closed_early']} closed early) in {elapsed:.1f}s; spans "
-                            f"started {spans.started} / ended {spans.ended}; growth after warm-up:"
-                            f" fds {delta['fds']:+d}, threads {delta['threads']:+d}, Python "
-                            f"blocks {delta['blocks']:+d}, RSS {delta['rss'] / 2**20:+.1f} MiB")
+    tally(
+        requests=spans.ended,
+        soak_calls=CALLS,
+        soak_streams=STREAMS,
+        soak_abandoned_streams=counts["abandoned"],
+    )
+    FIGURES["sync soak"] = (
+        f"{CALLS} calls + {STREAMS} streams ({counts['abandoned']} abandoned, "
+        f"{counts['closed_early']} closed early) in {elapsed:.1f}s; spans "
+        f"started {spans.started} / ended {spans.ended}; growth after warm-up:"
+        f" fds {delta['fds']:+d}, threads {delta['threads']:+d}, Python "
+        f"blocks {delta['blocks']:+d}, RSS {delta['rss'] / 2**20:+.1f} MiB"
+    )
 
 
 async def test_async_soak_1000_calls_concurrency_16(chat_server: ServerManager) -> None:
@@ -192,9 +206,12 @@ async def test_async_soak_1000_calls_concurrency_16(chat_server: ServerManager) 
     counts: Counter[str] = Counter()
     started = time.monotonic()
 
-    async with InstrumentedAsyncLlamaCppClient(chat_server.url, tracer_provider=tracer_provider,
-                                               meter_provider=meter_provider,
-                                               max_retries=0) as client:
+    async with InstrumentedAsyncLlamaCppClient(
+        chat_server.url,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        max_retries=0,
+    ) as client:
 
         async def call() -> None:
             reply = await client.chat.completions.create(messages=MESSAGES, max_tokens=1)
@@ -203,8 +220,7 @@ async def test_async_soak_1000_calls_concurrency_16(chat_server: ServerManager) 
 
         async def stream(n: int) -> None:
             counts["streams"] += 1
-            s = await client.chat.completions.create(messages=MESSAGES, max_tokens=8,
-                                                     stream=True)
+            s = await client.chat.completions.create(messages=MESSAGES, max_tokens=8, stream=True)
             if n % 4 == 3:  # abandoned: dropped mid-way without aclose()
                 i = 0
                 async for _ in s:
@@ -223,7 +239,9 @@ async def test_async_soak_1000_calls_concurrency_16(chat_server: ServerManager) 
                 counts["exhausted"] += 1
 
         async def run(calls: int, streams: int) -> None:
-            jobs = iter([("call", i) for i in range(calls)] + [("stream", i) for i in range(streams)])
+            jobs = iter(
+                [("call", i) for i in range(calls)] + [("stream", i) for i in range(streams)]
+            )
 
             async def worker() -> None:
                 for what, n in jobs:
@@ -265,11 +283,17 @@ async def test_async_soak_1000_calls_concurrency_16(chat_server: ServerManager) 
     assert not [k for k in spans.outcomes if k.startswith("error:")], spans.outcomes
     assert len(slots) == 4 and all(s["state"] == "idle" for s in slots), slots
     check_growth(delta)
-    tally(requests=spans.ended, soak_calls=ASYNC_CALLS, soak_streams=ASYNC_STREAMS,
-          soak_abandoned_streams=counts["abandoned"])
-    FIGURES["async soak"] = (f"{ASYNC_CALLS} calls + {ASYNC_STREAMS} streams "
-                             f"({counts['abandoned']} abandoned) at concurrency {CONCURRENCY} in "
-                             f"{elapsed:.1f}s; spans started {spans.started} / ended "
-                             f"{spans.ended}; growth after warm-up: fds {delta['fds']:+d}, "
-                             f"threads {delta['threads']:+d}, Python blocks "
-                             f"{delta['blocks']:+d}, RSS {delta['rss'] / 2**20:+.1f} MiB")
+    tally(
+        requests=spans.ended,
+        soak_calls=ASYNC_CALLS,
+        soak_streams=ASYNC_STREAMS,
+        soak_abandoned_streams=counts["abandoned"],
+    )
+    FIGURES["async soak"] = (
+        f"{ASYNC_CALLS} calls + {ASYNC_STREAMS} streams "
+        f"({counts['abandoned']} abandoned) at concurrency {CONCURRENCY} in "
+        f"{elapsed:.1f}s; spans started {spans.started} / ended "
+        f"{spans.ended}; growth after warm-up: fds {delta['fds']:+d}, "
+        f"threads {delta['threads']:+d}, Python blocks "
+        f"{delta['blocks']:+d}, RSS {delta['rss'] / 2**20:+.1f} MiB"
+    )

@@ -60,24 +60,56 @@ STREAM = sse(chunk("a"), chunk("b"), chunk(finish="stop"))
 Scenario = tuple[Any, dict[str, Any], str, type]
 SCENARIOS: dict[str, Scenario] = {
     "refused": ("refused", {"max_retries": 1}, "chat", APIConnectionError),
-    "connect-timeout": ("blackhole", {"max_retries": 0, "timeout": httpx.Timeout(5, connect=0.1)},
-                        "chat", APIConnectTimeoutError),
-    "read-timeout": ([Reply(200, REPLY, delay=1.0)], {"max_retries": 1, "timeout": 0.1}, "chat",
-                     APITimeoutError),
+    "connect-timeout": (
+        "blackhole",
+        {"max_retries": 0, "timeout": httpx.Timeout(5, connect=0.1)},
+        "chat",
+        APIConnectTimeoutError,
+    ),
+    "read-timeout": (
+        [Reply(200, REPLY, delay=1.0)],
+        {"max_retries": 1, "timeout": 0.1},
+        "chat",
+        APITimeoutError,
+    ),
     "503-storm": ([Reply(503, LOADING)], {"max_retries": 2}, "chat", ServiceUnavailableError),
-    "429": ([Reply(429, {"error": {"message": "slow"}}, headers={"Retry-After": "0"})],
-            {"max_retries": 1}, "chat", RateLimitError),
-    "400": ([Reply(400, {"error": {"code": 400, "message": "bad", "type": "invalid_request_error"}})],
-            {}, "chat", BadRequestError),
-    "malformed-json": ([Reply(200, b'{"choices": [', content_type="application/json")], {},
-                       "chat", APIResponseError),
+    "429": (
+        [Reply(429, {"error": {"message": "slow"}}, headers={"Retry-After": "0"})],
+        {"max_retries": 1},
+        "chat",
+        RateLimitError,
+    ),
+    "400": (
+        [Reply(400, {"error": {"code": 400, "message": "bad", "type": "invalid_request_error"}})],
+        {},
+        "chat",
+        BadRequestError,
+    ),
+    "malformed-json": (
+        [Reply(200, b'{"choices": [', content_type="application/json")],
+        {},
+        "chat",
+        APIResponseError,
+    ),
     "stream-dropped": ([Reply(chunks=STREAM, drop_after=1)], {}, "stream", StreamInterruptedError),
-    "stream-error-event": ([Reply(chunks=sse(chunk("a"), {"error": {"code": 500, "message": "x"}}))],
-                           {}, "stream", StreamError),
-    "stream-stalled": ([Reply(chunks=STREAM, chunk_delay=1.0)], {"timeout": 0.1}, "stream",
-                       APITimeoutError),
-    "stream-without-done": ([Reply(chunks=sse(chunk("a"), done=False))], {}, "stream",
-                            StreamInterruptedError),
+    "stream-error-event": (
+        [Reply(chunks=sse(chunk("a"), {"error": {"code": 500, "message": "x"}}))],
+        {},
+        "stream",
+        StreamError,
+    ),
+    "stream-stalled": (
+        [Reply(chunks=STREAM, chunk_delay=1.0)],
+        {"timeout": 0.1},
+        "stream",
+        APITimeoutError,
+    ),
+    "stream-without-done": (
+        [Reply(chunks=sse(chunk("a"), done=False))],
+        {},
+        "stream",
+        StreamInterruptedError,
+    ),
 }
 
 
@@ -93,9 +125,9 @@ def duration_points(reader: InMemoryMetricReader) -> list[Any]:
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_failed_call_ends_one_span_with_error_type(drivers: Callable[..., Driver], providers: Any,
-                                                   span_exporter: InMemorySpanExporter,
-                                                   name: str) -> None:
+def test_failed_call_ends_one_span_with_error_type(
+    drivers: Callable[..., Driver], providers: Any, span_exporter: InMemorySpanExporter, name: str
+) -> None:
     target, options, action, error_type = SCENARIOS[name]
     tracer_provider, meter_provider, reader = providers
     tally(scenarios=1)
@@ -113,8 +145,13 @@ def test_failed_call_ends_one_span_with_error_type(drivers: Callable[..., Driver
         url = fault.url
         closers.append(fault)
     try:
-        driver = drivers(url, INSTRUMENTED, tracer_provider=tracer_provider,
-                         meter_provider=meter_provider, **options)
+        driver = drivers(
+            url,
+            INSTRUMENTED,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            **options,
+        )
         if action == "chat":
             with pytest.raises(error_type) as info:
                 driver.chat()
@@ -156,8 +193,11 @@ def _blocks() -> int:
 @pytest.mark.usefixtures("no_debug_logs")
 @pytest.mark.parametrize("collector", ["down", "slow", "raising"])
 def test_broken_collector_never_slows_calls_and_memory_stays_bounded(
-        chat_server: ServerManager, collector: str, monkeypatch: pytest.MonkeyPatch,
-        caplog: pytest.LogCaptureFixture) -> None:
+    chat_server: ServerManager,
+    collector: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     # A small span queue: what the batch processor holds while export fails is bounded.
     monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "64")
     monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "32")
@@ -178,11 +218,15 @@ def test_broken_collector_never_slows_calls_and_memory_stays_bounded(
     slowest = 0.0
     telemetry = None
     try:
-        telemetry = setup_telemetry(set_global=False, export_interval_s=0.05,
-                                    export_timeout_s=0.5, **kwargs)
-        with InstrumentedLlamaCppClient(chat_server.url, tracer_provider=telemetry.tracer_provider,
-                                        meter_provider=telemetry.meter_provider,
-                                        max_retries=0) as client:
+        telemetry = setup_telemetry(
+            set_global=False, export_interval_s=0.05, export_timeout_s=0.5, **kwargs
+        )
+        with InstrumentedLlamaCppClient(
+            chat_server.url,
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+            max_retries=0,
+        ) as client:
 
             def calls(n: int) -> None:
                 nonlocal slowest
@@ -213,9 +257,11 @@ def test_broken_collector_never_slows_calls_and_memory_stays_bounded(
     if collector == "raising":
         assert raising.calls >= 1
     tally(requests=750, faults_survived=1)
-    FIGURES[f"collector {collector}"] = (f"750 calls all answered; slowest {slowest * 1000:.0f} ms;"
-                                         f" 600 in {elapsed:.2f}s; Python blocks "
-                                         f"{after - before:+d}")
+    FIGURES[f"collector {collector}"] = (
+        f"750 calls all answered; slowest {slowest * 1000:.0f} ms;"
+        f" 600 in {elapsed:.2f}s; Python blocks "
+        f"{after - before:+d}"
+    )
 
 
 class FaultyProcessor(SpanProcessor):

@@ -11,15 +11,18 @@ from llamatelemetry.telemetry import InstrumentedAsyncLlamaCppClient
 async def main() -> None:
     async with AsyncLlamaCppClient("http://127.0.0.1:8080") as client:
         reply: ChatCompletion = await client.chat.completions.create(
-            messages=[{"role": "user", "content": "Hi"}], max_tokens=8)
+            messages=[{"role": "user", "content": "Hi"}], max_tokens=8
+        )
         text: str | None = reply.choices[0].message.content
         stream = await client.chat.completions.create(
-            messages=[{"role": "user", "content": "Hi"}], stream=True)
+            messages=[{"role": "user", "content": "Hi"}], stream=True
+        )
         async for chunk in stream:
             piece: str | None = chunk.choices[0].delta.content
             print(piece, text)
         same: ChatCompletion = await client.chat_completion(
-            messages=[{"role": "user", "content": "Hi"}])
+            messages=[{"role": "user", "content": "Hi"}]
+        )
         ids: list[int] = await client.tokenize("Hello")
         words: str = await client.detokenize(ids)
         vector: list[float] = await client.embed("x")
@@ -33,7 +36,8 @@ async def main() -> None:
         print(same, words, vector, vectors, native.content, score, slots, health, samples)
     async with InstrumentedAsyncLlamaCppClient("http://127.0.0.1:8080") as traced:
         traced_reply: ChatCompletion = await traced.chat_completions(
-            {"messages": [{"role": "user", "content": "Hi"}]})
+            {"messages": [{"role": "user", "content": "Hi"}]}
+        )
         print(traced_reply.id)
 
 

@@ -8,12 +8,15 @@ from llamatelemetry.telemetry import InstrumentedLlamaCppClient
 
 client = LlamaCppClient(base_url="http://127.0.0.1:8080")
 response = client.chat.completions.create(
-    messages=[{"role": "user", "content": "What is GGUF format?"}], max_tokens=128)
+    messages=[{"role": "user", "content": "What is GGUF format?"}], max_tokens=128
+)
 print(response.choices[0].message.content, response.usage)
 singular: ChatCompletion = client.chat_completion(
-    messages=[{"role": "user", "content": "Explain tensor cores."}], max_tokens=64)
+    messages=[{"role": "user", "content": "Explain tensor cores."}], max_tokens=64
+)
 for chunk in client.chat.completions.create(
-        messages=[{"role": "user", "content": "Write a poem."}], max_tokens=128, stream=True):
+    messages=[{"role": "user", "content": "Write a poem."}], max_tokens=128, stream=True
+):
     if chunk.choices[0].delta.content:
         print(chunk.choices[0].delta.content, end="")
 flag = bool(len(singular.choices))
@@ -26,5 +29,6 @@ results = client.rerank(query="q", documents=["a", "b"])
 print(vector, text, native, results[0]["score"], either)
 traced = InstrumentedLlamaCppClient(base_url="http://127.0.0.1:8080")
 traced_reply: ChatCompletion = traced.chat_completions(
-    {"messages": [{"role": "user", "content": "What is GGUF?"}], "max_tokens": 64})
+    {"messages": [{"role": "user", "content": "What is GGUF?"}], "max_tokens": 64}
+)
 _: NativeCompletion | object = native

@@ -91,12 +91,14 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
                 raise EventLoopError(
                     "this AsyncLlamaCppClient is in use on another running event loop (another "
                     "thread?); its connections belong to that loop: create one client per "
-                    "event loop")
+                    "event loop"
+                )
             if not self._owns_http:
                 raise EventLoopError(
                     "the http_client= given to this AsyncLlamaCppClient was used on an event "
                     "loop that has ended, and its connections cannot move to this one: pass a "
-                    "new httpx.AsyncClient, or let the client make its own")
+                    "new httpx.AsyncClient, or let the client make its own"
+                )
             self._leave_pool()
         self._loop = weakref.ref(loop)
         return self._http
@@ -126,8 +128,12 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
                     if call.stream is not None and sent.status_code < 400:
                         wrong = self._not_a_stream(call, sent)
                         if wrong is None:
-                            stream = AsyncStream(sent, call.stream, deadline=attempts.deadline,
-                                                 max_event_bytes=self.max_event_bytes)
+                            stream = AsyncStream(
+                                sent,
+                                call.stream,
+                                deadline=attempts.deadline,
+                                max_event_bytes=self.max_event_bytes,
+                            )
                             sent = None  # the stream owns the response now
                             return stream  # type: ignore[return-value]
                         raise wrong
@@ -177,8 +183,12 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
     async def aclose(self) -> None:
         """Close the pooled connections."""
         bound = None if self._loop is None else self._loop()
-        if (bound is not None and bound is not asyncio.get_running_loop() and self._owns_http
-                and not bound.is_running()):
+        if (
+            bound is not None
+            and bound is not asyncio.get_running_loop()
+            and self._owns_http
+            and not bound.is_running()
+        ):
             self._leave_pool()  # the connections of a loop that has ended
         await self._http.aclose()
 

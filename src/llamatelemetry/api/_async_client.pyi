@@ -173,7 +173,11 @@ class AsyncLlamaCppClient(BaseClient):
     ) -> AsyncStream[NativeCompletion]: ...
     @overload
     async def infill(
-        self, input_prefix: str, input_suffix: str = "", *, stream: Literal[False] = ...,
+        self,
+        input_prefix: str,
+        input_suffix: str = "",
+        *,
+        stream: Literal[False] = ...,
         **kwargs: Any,
     ) -> NativeCompletion: ...
     @overload

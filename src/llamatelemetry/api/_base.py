@@ -152,8 +152,10 @@ def _seconds(name: str, value: Any) -> float | None:
         raise TypeError(f"{name} must be seconds as a number, not {type(value).__name__}")
     seconds = float(value) if isinstance(value, float) or abs(value) < 2**53 else float("inf")
     if not 0 < seconds < float("inf"):
-        raise ValueError(f"{name} must be a positive finite number of seconds, got "
-                         f"{value if isinstance(value, float) else 'an int that large'}")
+        raise ValueError(
+            f"{name} must be a positive finite number of seconds, got "
+            f"{value if isinstance(value, float) else 'an int that large'}"
+        )
     return seconds
 
 
@@ -168,8 +170,10 @@ def _check_api_key(key: Any) -> None:
     if not key:
         raise ValueError("api_key must be a non-empty str; pass None for a server without a key")
     if not key.isascii() or not key.isprintable() or key != key.strip():
-        raise ValueError("api_key must be printable ASCII without spaces at either end (it is "
-                         "sent in an HTTP header); check for a trailing newline or space")
+        raise ValueError(
+            "api_key must be printable ASCII without spaces at either end (it is "
+            "sent in an HTTP header); check for a trailing newline or space"
+        )
 
 
 _USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:/+)?/*)(.*)@(.*)$", re.DOTALL)
@@ -200,8 +204,10 @@ def _normalize_base_url(value: Any) -> tuple[str, tuple[str, str] | None]:
     if sep and "@" in rest:
         userinfo, _, rest = rest.rpartition("@")
         if any(c in userinfo for c in "/?#@"):
-            raise ValueError(f"base_url {shown!r}: percent-encode '/', '?', '#' and '@' in "
-                             "the user and password (urllib.parse.quote(password, safe=''))")
+            raise ValueError(
+                f"base_url {shown!r}: percent-encode '/', '?', '#' and '@' in "
+                "the user and password (urllib.parse.quote(password, safe=''))"
+            )
         user, _, password = userinfo.partition(":")
         credentials = (unquote(user), unquote(password))
         url = f"{scheme}://{rest}"
@@ -230,8 +236,10 @@ def _tls_verify(value: Any) -> bool | ssl.SSLContext:
     if isinstance(value, (bool, ssl.SSLContext)):
         return value
     if not isinstance(value, (str, os.PathLike)):
-        raise TypeError("verify must be True, False, an ssl.SSLContext or the path of a CA "
-                        f"bundle, not {type(value).__name__}")
+        raise TypeError(
+            "verify must be True, False, an ssl.SSLContext or the path of a CA "
+            f"bundle, not {type(value).__name__}"
+        )
     path = os.fsdecode(os.fspath(value))
     if not path:
         raise ValueError("verify must name a CA bundle file or directory, got an empty path")
@@ -242,8 +250,9 @@ def _tls_verify(value: Any) -> bool | ssl.SSLContext:
     try:
         return ssl.create_default_context(cafile=path)
     except ssl.SSLError as exc:
-        raise ValueError(f"verify: {path!r} holds no usable CA certificate (PEM expected): "
-                         f"{exc}") from None
+        raise ValueError(
+            f"verify: {path!r} holds no usable CA certificate (PEM expected): {exc}"
+        ) from None
 
 
 @lru_cache(maxsize=256)
@@ -306,9 +315,11 @@ class BaseClient:
         if api_key is not None:
             _check_api_key(api_key)
             if credentials is not None:
-                raise ValueError("base_url carries a user and password and an api_key is set "
-                                 "(argument or LLAMA_API_KEY): both go in the Authorization "
-                                 "header; use one")
+                raise ValueError(
+                    "base_url carries a user and password and an api_key is set "
+                    "(argument or LLAMA_API_KEY): both go in the Authorization "
+                    "header; use one"
+                )
         self._api_key = api_key
         self._user = None if credentials is None else credentials[0]
         self.timeout = to_timeout(timeout)
@@ -323,7 +334,8 @@ class BaseClient:
             check_int("max_event_bytes", max_event_bytes, minimum=1)
         self.max_event_bytes = max_event_bytes
         self._limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_keepalive_connections,
+            max_connections=max_connections,
+            max_keepalive_connections=max_keepalive_connections,
             keepalive_expiry=KEEPALIVE_EXPIRY,
         )
         self._verify = _tls_verify(verify)
@@ -357,16 +369,22 @@ class BaseClient:
 
     def _check_pool(self) -> None:
         if self._inherited_pool:
-            raise ForkError("this client's http_client= was made before os.fork(): its pooled "
-                            "connections are the parent's, and two processes on one socket "
-                            "mix their requests. Create the client (or its http_client) in the "
-                            "child, or let the client make its own pool (it then gets a new "
-                            "one after a fork)")
+            raise ForkError(
+                "this client's http_client= was made before os.fork(): its pooled "
+                "connections are the parent's, and two processes on one socket "
+                "mix their requests. Create the client (or its http_client) in the "
+                "child, or let the client make its own pool (it then gets a new "
+                "one after a fork)"
+            )
 
     def _http_options(self) -> dict[str, Any]:
         """How the transport's own httpx client is built (when the user passes none)."""
-        return {"limits": self._limits, "verify": self._verify, "timeout": self.timeout,
-                "trust_env": False}
+        return {
+            "limits": self._limits,
+            "verify": self._verify,
+            "timeout": self.timeout,
+            "trust_env": False,
+        }
 
     @property
     def api_key(self) -> str | None:
@@ -498,7 +516,9 @@ class BaseClient:
         return APIResponseError(
             f"{call.method} {call.path} asked for a stream but the server answered "
             f"{response.status_code} with {kind or 'no content type'}, not text/event-stream",
-            status_code=response.status_code, method=call.method, url=str(response.request.url),
+            status_code=response.status_code,
+            method=call.method,
+            url=str(response.request.url),
         )
 
     def _retries_for(self, call: Call[Any]) -> int:
@@ -538,8 +558,14 @@ class BaseClient:
             ) from None
         try:
             return call.parse(data)
-        except (ValidationError, LookupError, TypeError, ValueError, AttributeError,
-                ArithmeticError) as exc:
+        except (
+            ValidationError,
+            LookupError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            ArithmeticError,
+        ) as exc:
             raise APIResponseError(
                 f"{call.method} {call.path} answered with an unexpected shape: {exc}",
                 status_code=response.status_code,
@@ -563,7 +589,6 @@ class BaseClient:
         return delay * (1.0 - 0.25 * random.random())  # jitter spreads a crowd of clients
 
 
-
 class Body:
     """A body's decoded parts as they are read, failing once they pass the client's
     ``max_response_bytes`` (or at once, when ``Content-Length`` says they will)."""
@@ -577,8 +602,12 @@ class Body:
         self._parts: list[bytes] = []
         self._size = 0
         declared = response.headers.get("content-length")
-        if (self._limit is not None and declared is not None and declared.isdigit()
-                and int(declared) > self._limit):
+        if (
+            self._limit is not None
+            and declared is not None
+            and declared.isdigit()
+            and int(declared) > self._limit
+        ):
             raise self._too_large(int(declared))
 
     def add(self, part: bytes) -> None:
@@ -596,7 +625,10 @@ class Body:
             f"{call.method} {call.path}: the server's answer is larger than max_response_bytes "
             f"({self._limit:,} bytes; {size:,} so far); raise max_response_bytes if such "
             "answers are expected",
-            status_code=response.status_code, method=call.method, url=str(response.request.url))
+            status_code=response.status_code,
+            method=call.method,
+            url=str(response.request.url),
+        )
 
 
 class Attempts:
@@ -614,8 +646,16 @@ class Attempts:
     server has already closed before writing on it: the server's own closes cost nothing.
     """
 
-    __slots__ = ("_client", "_call", "_left", "_attempt", "_resend_available", "deadline",
-                 "_total", "_trace")
+    __slots__ = (
+        "_client",
+        "_call",
+        "_left",
+        "_attempt",
+        "_resend_available",
+        "deadline",
+        "_total",
+        "_trace",
+    )
 
     def __init__(self, client: BaseClient, call: Call[Any]) -> None:
         self._client = client
@@ -654,18 +694,32 @@ class Attempts:
             timeouts = request.extensions.get("timeout") or {}
             request.extensions["timeout"] = {
                 key: left if value is None or value > left else value
-                for key, value in {"connect": None, "read": None, "write": None, "pool": None,
-                                   **timeouts}.items()
+                for key, value in {
+                    "connect": None,
+                    "read": None,
+                    "write": None,
+                    "pool": None,
+                    **timeouts,
+                }.items()
             }
 
     def resend_now(self, exc: httpx.TransportError) -> bool:
         """Whether to resend at once, for free: see the class's rule."""
         trace = self._trace
-        if (self._resend_available and trace.write_failed and not trace.new_connection
-                and is_stale_connection_error(exc)):
+        if (
+            self._resend_available
+            and trace.write_failed
+            and not trace.new_connection
+            and is_stale_connection_error(exc)
+        ):
             self._resend_available = False
-            log.debug("resending %s %s: the reused connection failed before the request was "
-                      "written whole (%r)", self._call.method, self._call.path, exc)
+            log.debug(
+                "resending %s %s: the reused connection failed before the request was "
+                "written whole (%r)",
+                self._call.method,
+                self._call.path,
+                exc,
+            )
             return True
         return False
 
@@ -674,14 +728,22 @@ class Attempts:
 
     def timed_out(self, last: BaseException | None) -> APITimeoutError:
         call = self._call
-        limit = (f"total_timeout of {self._total:g}s" if self._total
-                 else "time of the deadline() block around it")
+        limit = (
+            f"total_timeout of {self._total:g}s"
+            if self._total
+            else "time of the deadline() block around it"
+        )
         tries = f" after {self._attempt + 1} attempts" if self._attempt else ""
         error = APITimeoutError(
             f"{call.method} {call.path}: the {limit} passed{tries}"
-            + (f" (last: {last})" if last is not None and not isinstance(last, APITimeoutError)
-               else ""),
-            method=call.method, url=self._client.base_url + call.path)
+            + (
+                f" (last: {last})"
+                if last is not None and not isinstance(last, APITimeoutError)
+                else ""
+            ),
+            method=call.method,
+            url=self._client.base_url + call.path,
+        )
         error.__cause__ = last
         return error
 
@@ -694,16 +756,23 @@ class Attempts:
             raise error
         if self.deadline is not None and time.monotonic() + delay >= self.deadline:
             raise self.timed_out(error)
-        log.debug("retrying %s %s in %.2fs (%d left) after: %s", self._call.method,
-                  self._call.path, delay, self._left, error)
+        log.debug(
+            "retrying %s %s in %.2fs (%d left) after: %s",
+            self._call.method,
+            self._call.path,
+            delay,
+            self._left,
+            error,
+        )
         self._left -= 1
         self._attempt += 1
         return delay
 
 
 def decoding_error(call: Call[Any], exc: httpx.DecodingError) -> APIResponseError:
-    return APIResponseError(f"{call.method} {call.path}: the response body could not be "
-                            f"decoded: {exc}")
+    return APIResponseError(
+        f"{call.method} {call.path}: the response body could not be decoded: {exc}"
+    )
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
@@ -753,5 +822,10 @@ def _error_details(response: httpx.Response, body: bytes) -> tuple[str, str | No
     if "html" in content_type or text.lower().startswith(("<!doctype", "<html")):
         start, end = text.lower().find("<title>"), text.lower().find("</title>")
         title = text[start + 7 : end].strip() if 0 <= start < end else ""
-        text = f"HTML error page{': ' + title if title else ''} (from a proxy in front of llama-server?)"
-    return text or response.reason_phrase or "no message", None, parsed if parsed is not None else text
+        shown = f": {title}" if title else ""
+        text = f"HTML error page{shown} (from a proxy in front of llama-server?)"
+    return (
+        text or response.reason_phrase or "no message",
+        None,
+        parsed if parsed is not None else text,
+    )

@@ -74,7 +74,8 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
                 pass
 
     def _execute(self, call: Call[T]) -> T:
-        """Send one call, retrying what is worth retrying; return its parsed answer (or a Stream)."""
+        """Send one call, retrying what is worth retrying; return its parsed answer (or a
+        Stream)."""
         request = self._build_request(call)
         attempts = Attempts(self, call)
         tokens = attempts.enter()
@@ -87,8 +88,12 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
                     if call.stream is not None and sent.status_code < 400:
                         wrong = self._not_a_stream(call, sent)
                         if wrong is None:
-                            stream = Stream(sent, call.stream, deadline=attempts.deadline,
-                                            max_event_bytes=self.max_event_bytes)
+                            stream = Stream(
+                                sent,
+                                call.stream,
+                                deadline=attempts.deadline,
+                                max_event_bytes=self.max_event_bytes,
+                            )
                             sent = None  # the stream owns the response now
                             return stream  # type: ignore[return-value]
                         raise wrong
@@ -142,4 +147,3 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
     @property
     def is_closed(self) -> bool:
         return self._http.is_closed
-

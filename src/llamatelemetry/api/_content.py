@@ -75,8 +75,9 @@ def decoder_for(response: httpx.Response) -> ContentDecoder | None:
         return ContentDecoder("gzip")
     if encoding == "deflate":
         return ContentDecoder("deflate")
-    raise httpx.DecodingError(f"the server compressed its answer with {encoding!r} although "
-                              "the client asked for identity")
+    raise httpx.DecodingError(
+        f"the server compressed its answer with {encoding!r} although the client asked for identity"
+    )
 
 
 def content(response: httpx.Response) -> Iterator[bytes]:

@@ -31,11 +31,13 @@ class ConvenienceMixin(_Base):
     @overload
     def chat_completion(self, *, stream: Literal[False] = ..., **kwargs: Any) -> ChatCompletion: ...
     @overload
-    def chat_completion(self, *, stream: Literal[True], **kwargs: Any
-                        ) -> Stream[ChatCompletionChunk]: ...
+    def chat_completion(
+        self, *, stream: Literal[True], **kwargs: Any
+    ) -> Stream[ChatCompletionChunk]: ...
     @overload
-    def chat_completion(self, *, stream: bool, **kwargs: Any
-                        ) -> ChatCompletion | Stream[ChatCompletionChunk]: ...
+    def chat_completion(
+        self, *, stream: bool, **kwargs: Any
+    ) -> ChatCompletion | Stream[ChatCompletionChunk]: ...
     def chat_completion(self, **kwargs: Any) -> ChatCompletion | Stream[ChatCompletionChunk]:
         """``chat.completions.create`` by keywords only (the spec's singular form)."""
         return self.chat.completions.create(**kwargs)  # type: ignore[no-any-return]
@@ -58,9 +60,11 @@ class ConvenienceMixin(_Base):
     ) -> list[Any]:
         """Token ids of ``text`` (with BOS when ``add_special``); with ``with_pieces``, dicts
         ``{"id": ..., "piece": ...}`` instead."""
-        return self._execute(tokenize_call(
-            text, add_special=add_special, parse_special=parse_special, with_pieces=with_pieces
-        ))
+        return self._execute(
+            tokenize_call(
+                text, add_special=add_special, parse_special=parse_special, with_pieces=with_pieces
+            )
+        )
 
     def detokenize(self, ids: Sequence[int]) -> str:
         """The text of token ``ids``."""
@@ -79,9 +83,9 @@ class ConvenienceMixin(_Base):
         return_documents: bool = False,
     ) -> list[dict[str, Any]]:
         """Documents by relevance to ``query``, best first (needs ``--reranking``)."""
-        return self._execute(rerank_call(
-            query, documents, top_n=top_n, return_documents=return_documents
-        ))
+        return self._execute(
+            rerank_call(query, documents, top_n=top_n, return_documents=return_documents)
+        )
 
     def complete(
         self,
@@ -101,12 +105,23 @@ class ConvenienceMixin(_Base):
         **extra: Any,
     ) -> NativeCompletion | Stream[NativeCompletion]:
         """llama.cpp's native ``/completion``: ``.content``, ``.tokens_predicted``, ``.timings``."""
-        return self._execute(complete_call(  # type: ignore[no-any-return]
-            prompt, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-            stream=stream, seed=seed, stop=stop, frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty, timeout=timeout, total_timeout=total_timeout,
-            extra=extra,
-        ))
+        return self._execute(  # type: ignore[no-any-return]
+            complete_call(
+                prompt,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k,
+                stream=stream,
+                seed=seed,
+                stop=stop,
+                frequency_penalty=frequency_penalty,
+                presence_penalty=presence_penalty,
+                timeout=timeout,
+                total_timeout=total_timeout,
+                extra=extra,
+            )
+        )
 
     def infill(
         self,
@@ -130,10 +145,23 @@ class ConvenienceMixin(_Base):
     ) -> NativeCompletion | Stream[NativeCompletion]:
         """Fill in the middle between ``input_prefix`` and ``input_suffix`` (code models
         with FIM tokens); ``input_extra`` adds context files."""
-        return self._execute(infill_call(  # type: ignore[no-any-return]
-            input_prefix, input_suffix, input_extra=input_extra, prompt=prompt,
-            max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-            stream=stream, seed=seed, stop=stop, frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty, timeout=timeout, total_timeout=total_timeout,
-            extra=extra,
-        ))
+        return self._execute(  # type: ignore[no-any-return]
+            infill_call(
+                input_prefix,
+                input_suffix,
+                input_extra=input_extra,
+                prompt=prompt,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k,
+                stream=stream,
+                seed=seed,
+                stop=stop,
+                frequency_penalty=frequency_penalty,
+                presence_penalty=presence_penalty,
+                timeout=timeout,
+                total_timeout=total_timeout,
+                extra=extra,
+            )
+        )

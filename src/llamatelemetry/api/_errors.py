@@ -9,7 +9,7 @@ LlamaTelemetryError
  │    ├── APIConnectionError           (also a requests.ConnectionError) refused, reset, dropped
  │    │    ├── TLSVerificationError    the server's certificate did not verify (not retried)
  │    │    └── StreamInterruptedError  the connection ended mid-stream without its end marker
- │    ├── APITimeoutError              (also a requests.Timeout) connect, read, write or pool timeout
+ │    ├── APITimeoutError              (also a requests.Timeout) connect, read, write, pool
  │    │    └── APIConnectTimeoutError  (also an APIConnectionError) connecting took too long
  │    ├── APIResponseError             the server answered with bytes we cannot decode
  │    ├── StreamError                  an ``error`` event inside a stream
@@ -21,7 +21,7 @@ LlamaTelemetryError
  │         ├── ConflictError            409
  │         ├── UnprocessableEntityError 422
  │         ├── RateLimitError           429
- │         ├── NotSupportedError        501 the endpoint needs a server flag (the message says which)
+ │         ├── NotSupportedError        501 the endpoint needs a server flag (named)
  │         └── InternalServerError      5xx
  │              └── ServiceUnavailableError  503, e.g. "Loading model"
 ```

@@ -35,8 +35,9 @@ class EventTooLargeError(ValueError):
     the bytes it held; the rest of the stream cannot be framed reliably.
     """
 
-    def __init__(self, message: str, limit: int = 0,
-                 events: list[ServerSentEvent] | None = None) -> None:
+    def __init__(
+        self, message: str, limit: int = 0, events: list[ServerSentEvent] | None = None
+    ) -> None:
         super().__init__(message)
         self.limit = limit
         self.events: list[ServerSentEvent] = [] if events is None else events
@@ -52,17 +53,32 @@ class SSEDecoder:
     raises, a comment too: a line is held whole until its end arrives. ``None``: no limit.
     """
 
-    __slots__ = ("_tail", "_tail_len", "_held", "_limit", "_data", "_event", "_id", "_retry",
-                 "_after_cr", "_at_start", "_bom")
+    __slots__ = (
+        "_tail",
+        "_tail_len",
+        "_held",
+        "_limit",
+        "_data",
+        "_event",
+        "_id",
+        "_retry",
+        "_after_cr",
+        "_at_start",
+        "_bom",
+    )
 
     def __init__(self, max_event_bytes: int | None = DEFAULT_MAX_EVENT_BYTES) -> None:
         if max_event_bytes is not None:
             if isinstance(max_event_bytes, bool) or not isinstance(max_event_bytes, int):
-                raise TypeError("max_event_bytes must be a positive int (bytes) or None (no "
-                                f"limit), not {type(max_event_bytes).__name__}")
+                raise TypeError(
+                    "max_event_bytes must be a positive int (bytes) or None (no "
+                    f"limit), not {type(max_event_bytes).__name__}"
+                )
             if max_event_bytes <= 0:
-                raise ValueError("max_event_bytes must be a positive int (bytes) or None (no "
-                                 f"limit), not {max_event_bytes}")
+                raise ValueError(
+                    "max_event_bytes must be a positive int (bytes) or None (no "
+                    f"limit), not {max_event_bytes}"
+                )
         self._limit = max_event_bytes
         # The unterminated end of the input, in the pieces it arrived in, joined only when
         # its line end comes: a line that spans many reads is copied once, not once a read.
@@ -137,7 +153,9 @@ class SSEDecoder:
             f"({limit / (1024 * 1024):g} MiB); to accept larger events, raise the limit with "
             "the client option max_event_bytes, e.g. "
             "LlamaCppClient(..., max_event_bytes=64 * 1024 * 1024), or None for no limit",
-            limit, events)
+            limit,
+            events,
+        )
 
     def _strip_bom(self, chunk: bytes) -> bytes:
         """Drop a UTF-8 byte order mark at the very start, even split across reads."""

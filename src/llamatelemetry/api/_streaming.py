@@ -37,7 +37,12 @@ from ._sse import DEFAULT_MAX_EVENT_BYTES, EventTooLargeError, SSEDecoder
 from ._transport_errors import translate_transport_error
 
 __all__ = [
-    "StreamFormat", "ChunkDecoder", "Stream", "AsyncStream", "StreamObserver", "close_soon",
+    "StreamFormat",
+    "ChunkDecoder",
+    "Stream",
+    "AsyncStream",
+    "StreamObserver",
+    "close_soon",
 ]
 
 log = logging.getLogger("llamatelemetry")
@@ -63,8 +68,9 @@ class ChunkDecoder(Generic[T]):
 
     __slots__ = ("_format", "_sse", "done", "error")
 
-    def __init__(self, format: StreamFormat[T],
-                 max_event_bytes: int | None = DEFAULT_MAX_EVENT_BYTES) -> None:
+    def __init__(
+        self, format: StreamFormat[T], max_event_bytes: int | None = DEFAULT_MAX_EVENT_BYTES
+    ) -> None:
         self._format = format
         self._sse = SSEDecoder(max_event_bytes)
         self.done = False
@@ -158,12 +164,24 @@ class _Step(enum.Enum):
 class _StreamState(Generic[T]):
     """Everything a stream does besides I/O, shared by ``Stream`` and ``AsyncStream``."""
 
-    __slots__ = ("decoder", "pending", "closed", "error", "complete", "observer", "deadline",
-                 "forks")
+    __slots__ = (
+        "decoder",
+        "pending",
+        "closed",
+        "error",
+        "complete",
+        "observer",
+        "deadline",
+        "forks",
+    )
 
-    def __init__(self, format: StreamFormat[T], observer: StreamObserver | None,
-                 deadline: float | None = None,
-                 max_event_bytes: int | None = DEFAULT_MAX_EVENT_BYTES) -> None:
+    def __init__(
+        self,
+        format: StreamFormat[T],
+        observer: StreamObserver | None,
+        deadline: float | None = None,
+        max_event_bytes: int | None = DEFAULT_MAX_EVENT_BYTES,
+    ) -> None:
         self.decoder = ChunkDecoder(format, max_event_bytes)
         self.deadline = deadline  # monotonic time by which the whole stream must be read
         self.forks = _wire.forks
@@ -190,13 +208,16 @@ class _StreamState(Generic[T]):
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise self.timed_out()
         if self.forks != _wire.forks:  # not a byte of the parent's connection
-            raise ForkError("this stream was opened before os.fork(): its connection is the "
-                            "parent's; read it in the parent, or open it in the child")
+            raise ForkError(
+                "this stream was opened before os.fork(): its connection is the "
+                "parent's; read it in the parent, or open it in the child"
+            )
         return _Step.READ
 
     def timed_out(self) -> APITimeoutError:
-        return APITimeoutError("the stream's total_timeout passed before its end; the output "
-                               "is incomplete")
+        return APITimeoutError(
+            "the stream's total_timeout passed before its end; the output is incomplete"
+        )
 
     def receive(self, data: bytes | None) -> None:
         """Bytes read from the body, or None at its end (an error without the end marker)."""
@@ -231,8 +252,10 @@ class _StreamState(Generic[T]):
             self.observer.on_close(self.error, complete=self.complete)
 
 
-_CONCURRENT = ("this stream is being read by another thread or task: a stream's chunks can go "
-               "to one reader only (read it in one place and hand the chunks on)")
+_CONCURRENT = (
+    "this stream is being read by another thread or task: a stream's chunks can go "
+    "to one reader only (read it in one place and hand the chunks on)"
+)
 
 
 class Stream(Closing, Generic[T]):
@@ -403,7 +426,8 @@ class AsyncStream(AsyncClosing, Generic[T]):
                     if asyncio.get_running_loop() is not self._loop:
                         raise EventLoopError(
                             "this stream was opened on another event loop (an asyncio.run() "
-                            "that has ended?): read it on the loop that opened it")
+                            "that has ended?): read it on the loop that opened it"
+                        )
                     if self._reads is None:
                         self._reads = acontent(self.response)
                     if state.deadline is None:

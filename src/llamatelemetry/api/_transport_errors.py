@@ -18,9 +18,7 @@ from ._errors import (
 __all__ = ["translate_transport_error", "is_stale_connection_error"]
 
 
-def translate_transport_error(
-    exc: httpx.TransportError, *, streaming: bool = False
-) -> APIError:
+def translate_transport_error(exc: httpx.TransportError, *, streaming: bool = False) -> APIError:
     try:
         request = exc.request
         method, url = request.method, str(request.url)
@@ -34,8 +32,9 @@ def translate_transport_error(
         reason = re.sub(r"""b?(['"]).*\1""", "<value not shown>", str(exc))
         raise ValueError(f"the request could not be sent{where}: {reason}") from None
     if isinstance(exc, httpx.ConnectTimeout):
-        return APIConnectTimeoutError(f"timed out connecting to the server{where}",
-                                      method=method, url=url)
+        return APIConnectTimeoutError(
+            f"timed out connecting to the server{where}", method=method, url=url
+        )
     if isinstance(exc, httpx.TimeoutException):
         kind = {
             httpx.ConnectTimeout: "connecting to the server",
@@ -46,7 +45,8 @@ def translate_transport_error(
         return APITimeoutError(f"timed out {kind}{where}", method=method, url=url)
     if streaming:
         return StreamInterruptedError(
-            f"the connection broke in the middle of the stream{where}: {exc or type(exc).__name__}; "
+            f"the connection broke in the middle of the stream{where}: "
+            f"{exc or type(exc).__name__}; "
             "the output is incomplete",
             method=method,
             url=url,
@@ -54,7 +54,10 @@ def translate_transport_error(
     if isinstance(exc, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
         return TLSVerificationError(
             f"TLS certificate verification failed{where}: {exc}. Pass verify='/path/to/ca.pem' "
-            "(the CA that signed the server's certificate)", method=method, url=url)
+            "(the CA that signed the server's certificate)",
+            method=method,
+            url=url,
+        )
     if isinstance(exc, httpx.ConnectError):
         message = f"could not connect to llama-server{where}: {exc}. Is the server running?"
     else:

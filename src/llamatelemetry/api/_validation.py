@@ -126,8 +126,10 @@ def check_token_ids(name: str, value: Any) -> list[int]:
         if item < 0:
             raise ValueError(f"{name}[{i}] must be a non-negative token id, got {_show_int(item)}")
         if item > MAX_TOKEN_ID:
-            raise ValueError(f"{name}[{i}] is {_show_int(item)}, larger than any token id "
-                             f"(at most {MAX_TOKEN_ID})")
+            raise ValueError(
+                f"{name}[{i}] is {_show_int(item)}, larger than any token id "
+                f"(at most {MAX_TOKEN_ID})"
+            )
     return list(value)
 
 
@@ -139,13 +141,16 @@ def check_messages(messages: Any) -> list[Mapping[str, Any]]:
             f"not {_type_name(messages)}"
         )
     if not messages:
-        raise ValueError("messages must contain at least one message, "
-                         "e.g. [{'role': 'user', 'content': 'Hello'}]")
+        raise ValueError(
+            "messages must contain at least one message, "
+            "e.g. [{'role': 'user', 'content': 'Hello'}]"
+        )
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(message, Mapping):
-            raise TypeError(f"{where} must be a dict with 'role' and 'content', "
-                            f"not {_type_name(message)}")
+            raise TypeError(
+                f"{where} must be a dict with 'role' and 'content', not {_type_name(message)}"
+            )
         if "role" not in message:
             raise ValueError(f"{where} has no 'role'; add one of {sorted(ROLES)}")
         role = message["role"]
@@ -161,24 +166,29 @@ def check_messages(messages: Any) -> list[Mapping[str, Any]]:
         content = message["content"]
         if content is None:
             if not has_tool_calls:
-                raise ValueError(f"{where}['content'] is None; pass the text as a str "
-                                 "(only an assistant message with tool_calls may omit it)")
+                raise ValueError(
+                    f"{where}['content'] is None; pass the text as a str "
+                    "(only an assistant message with tool_calls may omit it)"
+                )
         elif isinstance(content, str):
             _check_utf8(f"{where}['content']", content)
         elif isinstance(content, Sequence) and not isinstance(content, (bytes, bytearray)):
             for j, part in enumerate(content):
                 _check_part(f"{where}['content'][{j}]", part)
         else:
-            raise TypeError(f"{where}['content'] must be a str or a list of content parts, "
-                            f"not {_type_name(content)}")
+            raise TypeError(
+                f"{where}['content'] must be a str or a list of content parts, "
+                f"not {_type_name(content)}"
+            )
     return list(messages)
 
 
 def _check_part(where: str, part: Any) -> None:
     """One content part: ``{"type": "text", "text": ...}``, ``{"type": "image_url", ...}``, ..."""
     if not isinstance(part, Mapping) or not isinstance(part.get("type"), str):
-        raise TypeError(f"{where} must be a dict with a 'type' "
-                        "(e.g. {'type': 'text', 'text': ...})")
+        raise TypeError(
+            f"{where} must be a dict with a 'type' (e.g. {{'type': 'text', 'text': ...}})"
+        )
     if part["type"] == "text":
         text = part.get("text")
         if not isinstance(text, str):
@@ -205,8 +215,9 @@ def _find_unencodable(
     if isinstance(value, float):
         if math.isfinite(value):
             return None
-        return ValueError, (f"{where} is {value!r}, which JSON cannot carry (NaN or infinity); "
-                            "pass a finite number")
+        return ValueError, (
+            f"{where} is {value!r}, which JSON cannot carry (NaN or infinity); pass a finite number"
+        )
     if isinstance(value, str):
         try:
             _check_utf8(where, value)
@@ -219,8 +230,10 @@ def _find_unencodable(
         inner = (*parents, id(value))
         for key, item in value.items():
             if key is not None and not isinstance(key, (str, int, float, bool)):
-                return TypeError, (f"{where} has a key of type {_type_name(key)} ({key!r}); "
-                                   "JSON object keys must be str")
+                return TypeError, (
+                    f"{where} has a key of type {_type_name(key)} ({key!r}); "
+                    "JSON object keys must be str"
+                )
             problem = _find_unencodable(key, f"{where} key {key!r}", inner)
             if problem is None:
                 problem = _find_unencodable(item, f"{where}[{key!r}]", inner)
@@ -234,8 +247,10 @@ def _find_unencodable(
             if problem is not None:
                 return problem
         return None
-    return TypeError, (f"{where} has type {_type_name(value)}, which JSON cannot carry; "
-                       "pass a str, number, bool, None, list or dict")
+    return TypeError, (
+        f"{where} has type {_type_name(value)}, which JSON cannot carry; "
+        "pass a str, number, bool, None, list or dict"
+    )
 
 
 def _dumps(value: Any) -> str:

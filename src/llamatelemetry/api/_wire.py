@@ -25,12 +25,19 @@ from typing import Any
 import httpcore
 import httpx
 
-__all__ = ["AttemptTrace", "call_deadline", "current_attempt", "deadline", "remaining",
-           "install_deadline_backend"]
+__all__ = [
+    "AttemptTrace",
+    "call_deadline",
+    "current_attempt",
+    "deadline",
+    "remaining",
+    "install_deadline_backend",
+]
 
 # The monotonic time by which the current call must be over, or None.
 call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "llamatelemetry_deadline", default=None)
+    "llamatelemetry_deadline", default=None
+)
 
 
 @contextlib.contextmanager
@@ -90,7 +97,8 @@ if hasattr(os, "register_at_fork"):
 
 # The attempt the current call is making, for the network backend to note what it sees.
 current_attempt: contextvars.ContextVar[AttemptTrace | None] = contextvars.ContextVar(
-    "llamatelemetry_attempt", default=None)
+    "llamatelemetry_attempt", default=None
+)
 
 
 def _note_new_connection() -> None:
@@ -141,10 +149,14 @@ class _Stream(httpcore.NetworkStream):
     def close(self) -> None:
         self._stream.close()
 
-    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:
-        return _Stream(self._stream.start_tls(
-            ssl_context, server_hostname, remaining(timeout, httpcore.ConnectTimeout)))
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        return _Stream(
+            self._stream.start_tls(
+                ssl_context, server_hostname, remaining(timeout, httpcore.ConnectTimeout)
+            )
+        )
 
     def get_extra_info(self, info: str) -> Any:
         return self._stream.get_extra_info(info)
@@ -154,30 +166,46 @@ class _Backend(httpcore.NetworkBackend):
     def __init__(self, backend: httpcore.NetworkBackend) -> None:
         self._backend = backend
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                    local_address: str | None = None,
-                    socket_options: Any = None) -> httpcore.NetworkStream:
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
         _note_new_connection()
         if call_deadline.get() is None:
-            return _Stream(self._backend.connect_tcp(host, port, timeout, local_address,
-                                                     socket_options))
+            return _Stream(
+                self._backend.connect_tcp(host, port, timeout, local_address, socket_options)
+            )
         # Under a deadline, each address gets the time left: the socket module would give
         # each of a name's addresses the whole timeout, and look the name up unbounded.
         error: Exception = httpcore.ConnectError(f"{host} has no address")
         for address in _resolve(host, port):
             try:
-                return _Stream(self._backend.connect_tcp(
-                    address, port, remaining(timeout, httpcore.ConnectTimeout), local_address,
-                    socket_options))
+                return _Stream(
+                    self._backend.connect_tcp(
+                        address,
+                        port,
+                        remaining(timeout, httpcore.ConnectTimeout),
+                        local_address,
+                        socket_options,
+                    )
+                )
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 error = exc
         raise error
 
-    def connect_unix_socket(self, path: str, timeout: float | None = None,
-                            socket_options: Any = None) -> httpcore.NetworkStream:
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
         _note_new_connection()
-        return _Stream(self._backend.connect_unix_socket(
-            path, remaining(timeout, httpcore.ConnectTimeout), socket_options))
+        return _Stream(
+            self._backend.connect_unix_socket(
+                path, remaining(timeout, httpcore.ConnectTimeout), socket_options
+            )
+        )
 
     def sleep(self, seconds: float) -> None:
         self._backend.sleep(seconds)
@@ -228,10 +256,14 @@ class _AsyncStream(httpcore.AsyncNetworkStream):
     async def aclose(self) -> None:
         await self._stream.aclose()
 
-    async def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
-                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
-        return _AsyncStream(await self._stream.start_tls(
-            ssl_context, server_hostname, remaining(timeout, httpcore.ConnectTimeout)))
+    async def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        return _AsyncStream(
+            await self._stream.start_tls(
+                ssl_context, server_hostname, remaining(timeout, httpcore.ConnectTimeout)
+            )
+        )
 
     def get_extra_info(self, info: str) -> Any:
         return self._stream.get_extra_info(info)
@@ -241,19 +273,34 @@ class _AsyncBackend(httpcore.AsyncNetworkBackend):
     def __init__(self, backend: httpcore.AsyncNetworkBackend) -> None:
         self._backend = backend
 
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None,
-                          socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
         _note_new_connection()
-        return _AsyncStream(await self._backend.connect_tcp(
-            host, port, remaining(timeout, httpcore.ConnectTimeout), local_address,
-            socket_options))
+        return _AsyncStream(
+            await self._backend.connect_tcp(
+                host,
+                port,
+                remaining(timeout, httpcore.ConnectTimeout),
+                local_address,
+                socket_options,
+            )
+        )
 
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Any = None) -> httpcore.AsyncNetworkStream:
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.AsyncNetworkStream:
         _note_new_connection()
-        return _AsyncStream(await self._backend.connect_unix_socket(
-            path, remaining(timeout, httpcore.ConnectTimeout), socket_options))
+        return _AsyncStream(
+            await self._backend.connect_unix_socket(
+                path, remaining(timeout, httpcore.ConnectTimeout), socket_options
+            )
+        )
 
     async def sleep(self, seconds: float) -> None:
         await self._backend.sleep(seconds)

@@ -23,8 +23,15 @@ from ..api import AsyncLlamaCppClient, ChatCompletion, Timings
 from ._prompts import Messages
 from ._stats import Summary
 
-__all__ = ["METRICS", "RequestRecord", "RunResult", "Workload", "open_client", "run_load",
-           "run_sweep"]
+__all__ = [
+    "METRICS",
+    "RequestRecord",
+    "RunResult",
+    "Workload",
+    "open_client",
+    "run_load",
+    "run_sweep",
+]
 
 #: The latency metrics, in the order they are shown.
 METRICS = ("ttft", "tpot", "itl", "e2e")
@@ -199,13 +206,19 @@ class RunResult:
         if side == "client":
             if metric == "itl":
                 return [gap for r in done for gap in r.itl]
-            getter = {"ttft": lambda r: r.ttft, "tpot": lambda r: r.tpot,
-                      "e2e": lambda r: r.latency}[metric]
+            getter = {
+                "ttft": lambda r: r.ttft,
+                "tpot": lambda r: r.tpot,
+                "e2e": lambda r: r.latency,
+            }[metric]
         elif side == "server":
             if metric == "itl":
                 return []
-            getter = {"ttft": lambda r: r.server_ttft, "tpot": lambda r: r.server_tpot,
-                      "e2e": lambda r: r.server_latency}[metric]
+            getter = {
+                "ttft": lambda r: r.server_ttft,
+                "tpot": lambda r: r.server_tpot,
+                "e2e": lambda r: r.server_latency,
+            }[metric]
         else:
             raise ValueError(f"side must be 'client' or 'server', got {side!r}")
         return [v for v in map(getter, done) if v is not None]
@@ -296,8 +309,7 @@ async def _one(
     started = clock()
     try:
         if workload.stream:
-            stream = await client.chat.completions.create(messages=messages, stream=True,
-                                                          **options)
+            stream = await client.chat.completions.create(messages=messages, stream=True, **options)
             chunks = 0
             last = started
             async with stream:
@@ -324,8 +336,9 @@ async def _one(
             if not record.output_tokens:
                 record.output_tokens = chunks
         else:
-            reply = cast(ChatCompletion, await client.chat.completions.create(
-                messages=messages, **options))
+            reply = cast(
+                ChatCompletion, await client.chat.completions.create(messages=messages, **options)
+            )
             if reply.usage is not None:
                 record.prompt_tokens = reply.usage.prompt_tokens
                 record.output_tokens = reply.usage.completion_tokens

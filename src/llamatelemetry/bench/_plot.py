@@ -38,13 +38,19 @@ def plot_results(
     axes = figure.subplots(2, 3)
     colours = [f"C{i % 10}" for i in range(len(results))]
 
-    for ax, metric in zip(axes.flat[:4], METRICS):
+    for ax, metric in zip(axes.flat[:4], METRICS, strict=False):
         drawn = False
-        for result, colour in zip(results, colours):
+        for result, colour in zip(results, colours, strict=False):
             values = [v * 1000.0 for v in result.values(metric)]
             if values:
-                ax.hist(values, bins=min(40, max(5, len(values) // 2)), histtype="step",
-                        linewidth=1.5, color=colour, label=f"concurrency {result.concurrency}")
+                ax.hist(
+                    values,
+                    bins=min(40, max(5, len(values) // 2)),
+                    histtype="step",
+                    linewidth=1.5,
+                    color=colour,
+                    label=f"concurrency {result.concurrency}",
+                )
                 drawn = True
         ax.set_title(f"{METRIC_TITLES[metric]} (client)")
         ax.set_xlabel("ms")
@@ -53,19 +59,26 @@ def plot_results(
             ax.legend(fontsize="small")
         else:
             streamed = any(r.stream for r in results)
-            ax.text(0.5, 0.5, "no data" if streamed or metric == "e2e"
-                    else "not measured\n(streaming only)",
-                    ha="center", va="center", transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                "no data" if streamed or metric == "e2e" else "not measured\n(streaming only)",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
 
     levels = [r.concurrency for r in results]
     ax = axes.flat[4]
     for side, style in (("client", "-"), ("server", "--")):
-        for stat, marker, colour in (("median", "o", "C0"), ("p90", "s", "C1"),
-                                     ("p99", "^", "C3")):
-            points = [(r.concurrency, getattr(s, stat)) for r in results
-                      if (s := r.summary("ttft", side)) is not None]
+        for stat, marker, colour in (("median", "o", "C0"), ("p90", "s", "C1"), ("p99", "^", "C3")):
+            points = [
+                (r.concurrency, getattr(s, stat))
+                for r in results
+                if (s := r.summary("ttft", side)) is not None
+            ]
             if points:
-                xs, ys = zip(*points)
+                xs, ys = zip(*points, strict=True)
                 ax.plot(xs, ys, style, marker=marker, color=colour, label=f"{side} {stat}")
     ax.set_title("TTFT vs concurrency")
     ax.set_xlabel("concurrency")
@@ -80,8 +93,9 @@ def plot_results(
     ax.set_ylabel("tokens/s")
     ax.set_xticks(levels)
     twin = ax.twinx()
-    twin.plot(levels, [r.request_throughput for r in results], "--s", color="C1",
-              label="requests/s")
+    twin.plot(
+        levels, [r.request_throughput for r in results], "--s", color="C1", label="requests/s"
+    )
     twin.set_ylabel("requests/s")
     ax.set_title("Throughput vs concurrency")
     ax.legend(handles=[*ax.lines, *twin.lines], fontsize="small", loc="upper left")

@@ -60,9 +60,7 @@ def load_prompts_file(path: str | os.PathLike[str]) -> list[Messages]:
             elif isinstance(entry.get("prompt"), str) and entry["prompt"]:
                 prompts.append([{"role": "user", "content": entry["prompt"]}])
             else:
-                raise ValueError(
-                    f"{where}: expected {{\"prompt\": \"text\"}} or {{\"messages\": [...]}}"
-                )
+                raise ValueError(f'{where}: expected {{"prompt": "text"}} or {{"messages": [...]}}')
     if not prompts:
         raise ValueError(f"{path}: no prompts in the file")
     return prompts

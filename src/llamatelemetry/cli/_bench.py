@@ -76,8 +76,9 @@ def _parse_levels(ctx: click.Context, param: click.Parameter, value: str) -> lis
     return _levels(value)
 
 
-def _ctx_size(levels: Sequence[int], prompt_tokens: int, max_tokens: int,
-              prompts: Sequence[Messages] | None) -> int:
+def _ctx_size(
+    levels: Sequence[int], prompt_tokens: int, max_tokens: int, prompts: Sequence[Messages] | None
+) -> int:
     """A context that holds the longest request in each of ``max(levels)`` slots."""
     if prompts is not None:  # about 3 characters a token, generously rounded up
         longest = max(len(str(m.get("content", ""))) for p in prompts for m in p)
@@ -88,14 +89,20 @@ def _ctx_size(levels: Sequence[int], prompt_tokens: int, max_tokens: int,
 
 
 @contextmanager
-def _started_server(model: Path, parallel: int, ctx_size: int, threads: int | None,
-                    quiet: bool) -> Iterator[ServerManager]:
+def _started_server(
+    model: Path, parallel: int, ctx_size: int, threads: int | None, quiet: bool
+) -> Iterator[ServerManager]:
     manager = ServerManager(port=0)
     with manager:
         try:
             with err_console().status(f"Loading {model.name} …") if not quiet else ExitStack():
-                manager.start(model, n_parallel=parallel, ctx_size=ctx_size, n_threads=threads,
-                              timeout=MODEL_START_TIMEOUT)
+                manager.start(
+                    model,
+                    n_parallel=parallel,
+                    ctx_size=ctx_size,
+                    n_threads=threads,
+                    timeout=MODEL_START_TIMEOUT,
+                )
         except FileNotFoundError as exc:
             raise CliError(f"{exc.strerror}: {exc.filename}") from None
         except ServerStartError as exc:
@@ -131,43 +138,65 @@ class _Progress:
 
     def level(self, concurrency: int) -> None:
         self._errors = 0
-        self._task = self._bar.add_task(f"concurrency {concurrency:>3}",
-                                        total=self._requests, errors="")
+        self._task = self._bar.add_task(
+            f"concurrency {concurrency:>3}", total=self._requests, errors=""
+        )
 
     def request(self, record: RequestRecord) -> None:
         if not record.ok:
             self._errors += 1
-        self._bar.update(self._task, advance=1,
-                         errors=f"{self._errors} errors" if self._errors else "")
+        self._bar.update(
+            self._task, advance=1, errors=f"{self._errors} errors" if self._errors else ""
+        )
 
 
-async def _prompts(client: AsyncLlamaCppClient, url: str, requests: int, prompt_tokens: int,
-                   file_prompts: list[Messages] | None, seed: int) -> list[Messages]:
+async def _prompts(
+    client: AsyncLlamaCppClient,
+    url: str,
+    requests: int,
+    prompt_tokens: int,
+    file_prompts: list[Messages] | None,
+    seed: int,
+) -> list[Messages]:
     if file_prompts is not None:
         return repeat_prompts(file_prompts, requests)
     with api_errors(url):
         return await synthetic_prompts(client, requests, prompt_tokens, seed)
 
 
-async def _run(url: str, api_key: str | None, levels: list[int], workload_options: dict[str, Any],
-               requests: int, prompt_tokens: int, file_prompts: list[Messages] | None,
-               timeout: float, telemetry: Any, progress: _Progress) -> list[RunResult]:
+async def _run(
+    url: str,
+    api_key: str | None,
+    levels: list[int],
+    workload_options: dict[str, Any],
+    requests: int,
+    prompt_tokens: int,
+    file_prompts: list[Messages] | None,
+    timeout: float,
+    telemetry: Any,
+    progress: _Progress,
+) -> list[RunResult]:
     providers: dict[str, Any] = {}
     if telemetry is not None:
-        providers = {"tracer_provider": telemetry.tracer_provider,
-                     "meter_provider": telemetry.meter_provider}
+        providers = {
+            "tracer_provider": telemetry.tracer_provider,
+            "meter_provider": telemetry.meter_provider,
+        }
     try:
-        client = open_client(url, api_key=api_key, concurrency=max(levels), timeout=timeout,
-                             **providers)
+        client = open_client(
+            url, api_key=api_key, concurrency=max(levels), timeout=timeout, **providers
+        )
     except ValueError as exc:  # a malformed URL or key
         raise CliError(f"{'--api-key' if 'api_key' in str(exc) else '--url'}: {exc}") from None
     async with client:
-        prompts = await _prompts(client, client.base_url, requests, prompt_tokens,
-                                 file_prompts, workload_options["seed"])
+        prompts = await _prompts(
+            client, client.base_url, requests, prompt_tokens, file_prompts, workload_options["seed"]
+        )
         workload = Workload(prompts, **workload_options)
         with progress:
-            return await run_sweep(client, workload, levels, on_request=progress.request,
-                                   on_level=progress.level)
+            return await run_sweep(
+                client, workload, levels, on_request=progress.request, on_level=progress.level
+            )
 
 
 def _ms(value: float | None) -> str:
@@ -187,8 +216,12 @@ def _metrics_table(result: RunResult) -> Table:
             if summary is None:
                 continue
             table.add_row(
-                METRIC_TITLES[metric] if first else "", side,
-                _ms(summary.mean), _ms(summary.median), _ms(summary.p90), _ms(summary.p99),
+                METRIC_TITLES[metric] if first else "",
+                side,
+                _ms(summary.mean),
+                _ms(summary.median),
+                _ms(summary.p90),
+                _ms(summary.p99),
             )
             first = False
     return table
@@ -205,8 +238,10 @@ def _print_run(console: Console, result: RunResult) -> None:
     rows = [
         ("request throughput", f"{result.request_throughput:,.2f} req/s"),
         ("output token throughput", f"{result.output_throughput:,.1f} tok/s"),
-        ("tokens per request",
-         f"{result.input_tokens / done:,.1f} in, {result.output_tokens / done:,.1f} out"),
+        (
+            "tokens per request",
+            f"{result.input_tokens / done:,.1f} in, {result.output_tokens / done:,.1f} out",
+        ),
     ]
     for name, value in rows:
         console.print(Text.assemble((f"  {name:<25}", "dim"), value))
@@ -226,25 +261,43 @@ def _median(result: RunResult, metric: str, side: str = "client") -> str:
 
 def _print_sweep(console: Console, results: list[RunResult]) -> None:
     table = Table(title="Concurrency sweep (medians, ms)", box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("conc.", "ok", "err", "req/s", "tok/s", "TTFT\nclient", "TTFT\nserver",
-                   "TPOT\nclient", "TPOT\nserver", "E2E\nclient"):
+    for column in (
+        "conc.",
+        "ok",
+        "err",
+        "req/s",
+        "tok/s",
+        "TTFT\nclient",
+        "TTFT\nserver",
+        "TPOT\nclient",
+        "TPOT\nserver",
+        "E2E\nclient",
+    ):
         table.add_column(column, justify="right")
     for r in results:
-        table.add_row(str(r.concurrency), str(r.completed), str(r.errors),
-                      f"{r.request_throughput:,.1f}", f"{r.output_throughput:,.0f}",
-                      _median(r, "ttft"), _median(r, "ttft", "server"), _median(r, "tpot"),
-                      _median(r, "tpot", "server"), _median(r, "e2e"))
+        table.add_row(
+            str(r.concurrency),
+            str(r.completed),
+            str(r.errors),
+            f"{r.request_throughput:,.1f}",
+            f"{r.output_throughput:,.0f}",
+            _median(r, "ttft"),
+            _median(r, "ttft", "server"),
+            _median(r, "tpot"),
+            _median(r, "tpot", "server"),
+            _median(r, "e2e"),
+        )
     console.print(table)
 
 
-def _report(url: str, config: dict[str, Any], results: list[RunResult],
-            started_at: str) -> dict[str, Any]:
+def _report(
+    url: str, config: dict[str, Any], results: list[RunResult], started_at: str
+) -> dict[str, Any]:
     return {
         "url": url,
         "model": next((r.model for r in results if r.model), None),
         "started_at": started_at,
-        "machine": f"{platform.machine()}, {platform.system()}, "
-                   f"Python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}",
         "config": config,
         "runs": [r.to_dict() for r in results],
     }
@@ -276,8 +329,12 @@ def _setup_telemetry(endpoint: str) -> Any:
     try:
         from ..telemetry._setup import setup_telemetry
 
-        return setup_telemetry("llamatelemetry-bench", otlp_endpoint=endpoint, set_global=False,
-                               export_timeout_s=EXPORT_TIMEOUT)
+        return setup_telemetry(
+            "llamatelemetry-bench",
+            otlp_endpoint=endpoint,
+            set_global=False,
+            export_timeout_s=EXPORT_TIMEOUT,
+        )
     except ImportError:
         raise CliError(
             "--otlp-endpoint needs the OpenTelemetry SDK: pip install 'llamatelemetry[otel]'"
@@ -285,48 +342,121 @@ def _setup_telemetry(endpoint: str) -> Any:
 
 
 @click.command()
-@click.option("--url", envvar=BASE_URL_ENV, default=DEFAULT_BASE_URL, show_default=True,
-              show_envvar=True, help="The llama-server to load.")
-@click.option("--api-key", envvar=API_KEY_ENV, show_envvar=True, metavar="KEY",
-              help="The server's API key (never printed).")
-@click.option("--model", "model", type=click.Path(dir_okay=False, path_type=Path),
-              help="Start a llama-server for this GGUF model (slots = the largest "
-                   "concurrency) instead of using --url; stopped at the end.")
-@click.option("--ctx-size", type=click.IntRange(min=0),
-              help="With --model: total context, split across the slots [default: enough "
-                   "for the prompts and --max-tokens in every slot].")
-@click.option("--threads", type=click.IntRange(min=1),
-              help="With --model: CPU threads [default: all cores].")
-@click.option("-n", "--requests", type=click.IntRange(min=1), default=DEFAULT_REQUESTS,
-              show_default=True, help="Requests per concurrency level.")
-@click.option("-c", "--concurrency", "levels", default="1", show_default=True,
-              callback=_parse_levels, metavar="C[,C...]",
-              help="Requests in flight at once; a list (1,2,4,8) runs one level after another.")
-@click.option("--prompt-tokens", type=click.IntRange(min=1),
-              help=f"Length of the synthetic prompts in tokens, calibrated with the server's "
-                   f"/tokenize [default: {DEFAULT_PROMPT_TOKENS}].")
-@click.option("--prompts-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help='JSONL prompts, one {"prompt": "..."} or {"messages": [...]} a line, '
-                   "cycled in order.")
-@click.option("--max-tokens", type=click.IntRange(min=1), default=DEFAULT_MAX_TOKENS,
-              show_default=True, help="Tokens to generate per request (at most).")
-@click.option("--ignore-eos", is_flag=True,
-              help="Generate all --max-tokens even past the end of the model's answer.")
-@click.option("--stream/--no-stream", default=True, show_default=True,
-              help="Stream (measures TTFT, TPOT and ITL on the client) or not.")
-@click.option("--temperature", type=click.FloatRange(min=0.0),
-              help="Sampling temperature [default: the server's].")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the synthetic prompts and of sampling.")
-@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True,
-              help="Unmeasured requests before each level.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=600.0,
-              show_default=True, help="Seconds one request may take.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a PNG of the latency distributions and TTFT vs concurrency.")
-@click.option("--otlp-endpoint", metavar="URL",
-              help="Export a span (and GenAI metrics) for every request over OTLP/HTTP, "
-                   "e.g. http://127.0.0.1:4318.")
+@click.option(
+    "--url",
+    envvar=BASE_URL_ENV,
+    default=DEFAULT_BASE_URL,
+    show_default=True,
+    show_envvar=True,
+    help="The llama-server to load.",
+)
+@click.option(
+    "--api-key",
+    envvar=API_KEY_ENV,
+    show_envvar=True,
+    metavar="KEY",
+    help="The server's API key (never printed).",
+)
+@click.option(
+    "--model",
+    "model",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Start a llama-server for this GGUF model (slots = the largest "
+    "concurrency) instead of using --url; stopped at the end.",
+)
+@click.option(
+    "--ctx-size",
+    type=click.IntRange(min=0),
+    help="With --model: total context, split across the slots [default: enough "
+    "for the prompts and --max-tokens in every slot].",
+)
+@click.option(
+    "--threads", type=click.IntRange(min=1), help="With --model: CPU threads [default: all cores]."
+)
+@click.option(
+    "-n",
+    "--requests",
+    type=click.IntRange(min=1),
+    default=DEFAULT_REQUESTS,
+    show_default=True,
+    help="Requests per concurrency level.",
+)
+@click.option(
+    "-c",
+    "--concurrency",
+    "levels",
+    default="1",
+    show_default=True,
+    callback=_parse_levels,
+    metavar="C[,C...]",
+    help="Requests in flight at once; a list (1,2,4,8) runs one level after another.",
+)
+@click.option(
+    "--prompt-tokens",
+    type=click.IntRange(min=1),
+    help=f"Length of the synthetic prompts in tokens, calibrated with the server's "
+    f"/tokenize [default: {DEFAULT_PROMPT_TOKENS}].",
+)
+@click.option(
+    "--prompts-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help='JSONL prompts, one {"prompt": "..."} or {"messages": [...]} a line, cycled in order.',
+)
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_TOKENS,
+    show_default=True,
+    help="Tokens to generate per request (at most).",
+)
+@click.option(
+    "--ignore-eos",
+    is_flag=True,
+    help="Generate all --max-tokens even past the end of the model's answer.",
+)
+@click.option(
+    "--stream/--no-stream",
+    default=True,
+    show_default=True,
+    help="Stream (measures TTFT, TPOT and ITL on the client) or not.",
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0.0),
+    help="Sampling temperature [default: the server's].",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the synthetic prompts and of sampling.",
+)
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Unmeasured requests before each level.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=600.0,
+    show_default=True,
+    help="Seconds one request may take.",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a PNG of the latency distributions and TTFT vs concurrency.",
+)
+@click.option(
+    "--otlp-endpoint",
+    metavar="URL",
+    help="Export a span (and GenAI metrics) for every request over OTLP/HTTP, "
+    "e.g. http://127.0.0.1:4318.",
+)
 @json_option
 @click.pass_context
 def bench(
@@ -378,11 +508,21 @@ def bench(
         except (ValueError, UnicodeDecodeError) as exc:
             raise CliError(f"--prompts-file: {exc}") from None
     prompt_tokens = prompt_tokens or DEFAULT_PROMPT_TOKENS
-    workload_options = {"max_tokens": max_tokens, "stream": stream, "temperature": temperature,
-                        "seed": seed, "ignore_eos": ignore_eos, "warmup": warmup}
-    config = {"requests": requests, "concurrency": levels,
-              "prompt_tokens": None if file_prompts else prompt_tokens,
-              "prompts_file": str(prompts_file) if prompts_file else None, **workload_options}
+    workload_options = {
+        "max_tokens": max_tokens,
+        "stream": stream,
+        "temperature": temperature,
+        "seed": seed,
+        "ignore_eos": ignore_eos,
+        "warmup": warmup,
+    }
+    config = {
+        "requests": requests,
+        "concurrency": levels,
+        "prompt_tokens": None if file_prompts else prompt_tokens,
+        "prompts_file": str(prompts_file) if prompts_file else None,
+        **workload_options,
+    }
     started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
     with ExitStack() as stack:
@@ -392,15 +532,30 @@ def bench(
                 telemetry = _setup_telemetry(otlp_endpoint)
                 stack.callback(telemetry.shutdown)  # flushes every span before exit
             if model is not None:
-                size = ctx_size if ctx_size is not None else _ctx_size(
-                    levels, prompt_tokens, max_tokens, file_prompts)
+                size = (
+                    ctx_size
+                    if ctx_size is not None
+                    else _ctx_size(levels, prompt_tokens, max_tokens, file_prompts)
+                )
                 server = stack.enter_context(
-                    _started_server(model, max(levels), size, threads, as_json))
+                    _started_server(model, max(levels), size, threads, as_json)
+                )
                 url, api_key = server.url, None
             progress = _Progress(requests, disabled=as_json)
-            results = asyncio.run(_run(url, api_key, levels, workload_options, requests,
-                                       prompt_tokens, file_prompts, timeout, telemetry,
-                                       progress))
+            results = asyncio.run(
+                _run(
+                    url,
+                    api_key,
+                    levels,
+                    workload_options,
+                    requests,
+                    prompt_tokens,
+                    file_prompts,
+                    timeout,
+                    telemetry,
+                    progress,
+                )
+            )
         except KeyboardInterrupt:
             print_interrupted(err_console(), "the benchmark was stopped.")
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
@@ -413,8 +568,11 @@ def bench(
         elif not failed_everywhere:
             console = out_console()
             name = report["model"] or "unknown model"
-            prompt = ("prompts from " + str(prompts_file) if file_prompts
-                      else f"~{prompt_tokens} prompt tokens")
+            prompt = (
+                "prompts from " + str(prompts_file)
+                if file_prompts
+                else f"~{prompt_tokens} prompt tokens"
+            )
             mode = "streaming" if stream else "not streaming"
             what = f"{requests} requests per level · {prompt} · max {max_tokens} tokens · {mode}"
             console.print(Text.assemble(
@@ -428,8 +586,9 @@ def bench(
         if failed_everywhere:
             samples = [s for r in results for s in r.error_samples()]
             total = sum(r.requests for r in results)
-            raise CliError(f"all {total} requests to {target} failed",
-                           samples[0] if samples else "")
+            raise CliError(
+                f"all {total} requests to {target} failed", samples[0] if samples else ""
+            )
         if plot is not None:
             from ..bench import plot_results
 

@@ -287,8 +287,9 @@ class StreamingInference(Closing):
     errors are raised by `InferenceEngine.infer_stream`.
     """
 
-    def __init__(self, stream: Stream[NativeCompletion], started: float,
-                 recorder: _StatsRecorder) -> None:
+    def __init__(
+        self, stream: Stream[NativeCompletion], started: float, recorder: _StatsRecorder
+    ) -> None:
         self._stream = stream
         self._started = started
         self._recorder = recorder
@@ -344,8 +345,9 @@ class StreamingInference(Closing):
             final, "".join(self._pieces), self._ended_at - self._started, ttft, streamed=True
         )
         self._recorder.success(self._result)
-        logger.debug("streamed %d tokens in %.3fs", self._result.completion_tokens,
-                     self._result.latency_s)
+        logger.debug(
+            "streamed %d tokens in %.3fs", self._result.completion_tokens, self._result.latency_s
+        )
 
     @property
     def text(self) -> str:
@@ -368,10 +370,13 @@ class StreamingInference(Closing):
             if self._error is not None:
                 raise ServerError(f"the stream failed: {self._error}") from self._error
             if self._closed:
-                raise ServerError("the stream was closed before the generation finished; "
-                                  "there is no result")
-            raise ServerError("the stream is not finished yet: iterate it to the end "
-                              "(or call finish()) before reading result")
+                raise ServerError(
+                    "the stream was closed before the generation finished; there is no result"
+                )
+            raise ServerError(
+                "the stream is not finished yet: iterate it to the end "
+                "(or call finish()) before reading result"
+            )
         return self._result
 
     def finish(self) -> InferenceResult:
@@ -416,9 +421,7 @@ class BatchInferenceError(LlamaTelemetryError):
             f"[{i}] {type(e).__name__}: {e}" for i, e in list(self.errors.items())[:5]
         )
         more = f"; and {len(self.errors) - 5} more" if len(self.errors) > 5 else ""
-        super().__init__(
-            f"{len(self.errors)} of {len(results)} prompts failed: {shown}{more}"
-        )
+        super().__init__(f"{len(self.errors)} of {len(results)} prompts failed: {shown}{more}")
 
     @property
     def successes(self) -> dict[int, InferenceResult]:
@@ -459,11 +462,14 @@ class InferenceEngine(Closing):
     ) -> None:
         for name in _START_ONLY:
             if name in server_options:
-                raise TypeError(f"unexpected keyword argument {name!r}: "
-                                "use startup_timeout= for the server's start")
+                raise TypeError(
+                    f"unexpected keyword argument {name!r}: "
+                    "use startup_timeout= for the server's start"
+                )
         if isinstance(startup_timeout, bool) or not isinstance(startup_timeout, (int, float)):
-            raise TypeError(f"startup_timeout must be a number of seconds, "
-                            f"not {type(startup_timeout).__name__}")
+            raise TypeError(
+                f"startup_timeout must be a number of seconds, not {type(startup_timeout).__name__}"
+            )
         if not startup_timeout > 0:
             raise ValueError(f"startup_timeout must be positive, got {startup_timeout!r}")
         if client_options is not None and not isinstance(client_options, Mapping):
@@ -472,14 +478,19 @@ class InferenceEngine(Closing):
         server_options.setdefault("n_parallel", DEFAULT_N_PARALLEL)
         # Check names and values now, not at a lazy start much later (files are checked
         # at start: they may not exist yet).
-        ServerOptions(model_path=os.fspath(model_path), host=host, port=port,  # type: ignore[arg-type]
-                      **server_options)
+        ServerOptions(
+            model_path=os.fspath(model_path),  # type: ignore[arg-type]
+            host=host,
+            port=port,
+            **server_options,
+        )
         self._model_path = model_path
         self._server_options = server_options
         self._startup_timeout = float(startup_timeout)
         self._client_options = dict(client_options or {})
-        self._server = ServerManager(host=host, port=port, backend=backend,
-                                     server_path=server_path, log_dir=log_dir)
+        self._server = ServerManager(
+            host=host, port=port, backend=backend, server_path=server_path, log_dir=log_dir
+        )
         self._client: LlamaCppClient | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -498,16 +509,16 @@ class InferenceEngine(Closing):
                 raise ServerError("this InferenceEngine is closed; create a new one")
             if self._client is not None:
                 return
-            self._server.start(self._model_path, timeout=self._startup_timeout,
-                               **self._server_options)
+            self._server.start(
+                self._model_path, timeout=self._startup_timeout, **self._server_options
+            )
             try:
                 self._client = self._server.client(**self._client_options)
             except BaseException:
                 self._server.stop()
                 raise
             self._started_at = time.monotonic()
-            logger.info("InferenceEngine ready at %s (%d slots)", self._server.url,
-                        self.n_parallel)
+            logger.info("InferenceEngine ready at %s (%d slots)", self._server.url, self.n_parallel)
 
     def close(self) -> None:
         """Stop the server and close the client. Idempotent."""
@@ -589,9 +600,16 @@ class InferenceEngine(Closing):
             raise TypeError("unexpected keyword argument 'stream': use infer_stream() to stream")
         if "stop" in extra:
             raise TypeError("unexpected keyword argument 'stop': pass stop_sequences=")
-        return {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
-                "top_k": top_k, "seed": seed, "stop": stop_sequences, "timeout": timeout,
-                **extra}
+        return {
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+            "top_k": top_k,
+            "seed": seed,
+            "stop": stop_sequences,
+            "timeout": timeout,
+            **extra,
+        }
 
     def _send(self, call: Call[Any] | Flow[Any], *, embed: bool = False) -> tuple[Any, float]:
         """Send a call (or run a flow) built, and so validated, beforehand; count it; return
@@ -637,8 +655,9 @@ class InferenceEngine(Closing):
         Bad arguments raise `TypeError`/`ValueError` before anything is sent.
         """
         check_text("prompt", prompt)
-        sampling = self._sampling(max_tokens, temperature, top_p, top_k, seed, stop_sequences,
-                                  timeout, extra)
+        sampling = self._sampling(
+            max_tokens, temperature, top_p, top_k, seed, stop_sequences, timeout, extra
+        )
         return self._infer(complete_call(prompt, stream=False, **_call_args(sampling)))
 
     def infer_stream(
@@ -657,8 +676,9 @@ class InferenceEngine(Closing):
         """Like `infer`, token by token: iterate the returned `StreamingInference` for text
         pieces, then read its ``result`` (whose ``ttft_s`` is measured by the client)."""
         check_text("prompt", prompt)
-        sampling = self._sampling(max_tokens, temperature, top_p, top_k, seed, stop_sequences,
-                                  timeout, extra)
+        sampling = self._sampling(
+            max_tokens, temperature, top_p, top_k, seed, stop_sequences, timeout, extra
+        )
         stream, started = self._send(complete_call(prompt, stream=True, **_call_args(sampling)))
         return StreamingInference(cast("Stream[NativeCompletion]", stream), started, self._stats)
 
@@ -694,16 +714,17 @@ class InferenceEngine(Closing):
             check_int("concurrency", concurrency, minimum=1)
         if not isinstance(return_exceptions, bool):
             raise TypeError("return_exceptions must be True or False")
-        sampling = self._sampling(max_tokens, temperature, top_p, top_k, seed, stop_sequences,
-                                  timeout, extra)
-        calls = [complete_call(prompt, stream=False, **_call_args(sampling))
-                 for prompt in prompts]
+        sampling = self._sampling(
+            max_tokens, temperature, top_p, top_k, seed, stop_sequences, timeout, extra
+        )
+        calls = [complete_call(prompt, stream=False, **_call_args(sampling)) for prompt in prompts]
         self._ensure_client()
         workers = min(concurrency or self.n_parallel, len(prompts))
 
         results: list[InferenceResult | Exception] = []
-        with ThreadPoolExecutor(max_workers=workers,
-                                thread_name_prefix="llamatelemetry-batch") as pool:
+        with ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="llamatelemetry-batch"
+        ) as pool:
             futures: list[Future[InferenceResult]] = [
                 pool.submit(self._infer, call) for call in calls
             ]
@@ -740,11 +761,17 @@ class InferenceEngine(Closing):
     ) -> InferenceResult:
         """The assistant's reply to ``messages`` (``/v1/chat/completions``), measured;
         ``raw`` is the `ChatCompletion`."""
-        sampling = self._sampling(max_tokens, temperature, top_p, top_k, seed, stop_sequences,
-                                  timeout, extra)
+        sampling = self._sampling(
+            max_tokens, temperature, top_p, top_k, seed, stop_sequences, timeout, extra
+        )
         args = _call_args(sampling)
-        call = chat_call(messages, model=args["extra"].pop("model", None), stream=False,
-                         extra_headers=args["extra"].pop("extra_headers", None), **args)
+        call = chat_call(
+            messages,
+            model=args["extra"].pop("model", None),
+            stream=False,
+            extra_headers=args["extra"].pop("extra_headers", None),
+            **args,
+        )
         response, started = self._send(call)
         result = _chat_result(response, time.perf_counter() - started)
         self._stats.success(result)
@@ -764,16 +791,20 @@ class InferenceEngine(Closing):
     # -- misc ------------------------------------------------------------------------
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else ("running" if self._server.is_running
-                                               else "not started")
+        state = (
+            "closed" if self._closed else ("running" if self._server.is_running else "not started")
+        )
         model = os.path.basename(os.fspath(self._model_path))
         return f"<InferenceEngine model={model!r} {state} server={self._server!r}>"
 
 
 def _check_option_names(server_options: Mapping[str, Any]) -> None:
     """Name a misspelt server option (and its likely meaning) instead of a dataclass error."""
-    known = [f.name for f in dataclasses.fields(ServerOptions)
-             if f.name not in ("model_path", "host", "port")]
+    known = [
+        f.name
+        for f in dataclasses.fields(ServerOptions)
+        if f.name not in ("model_path", "host", "port")
+    ]
     for name in server_options:
         if name not in known:
             close = difflib.get_close_matches(name, known, n=1)
@@ -784,8 +815,10 @@ def _check_option_names(server_options: Mapping[str, Any]) -> None:
 def _call_args(sampling: dict[str, Any]) -> dict[str, Any]:
     """The engine's sampling keywords in the shape the pure call builders take."""
     args = dict(sampling)
-    named = {k: args.pop(k) for k in ("max_tokens", "temperature", "top_p", "top_k", "seed",
-                                      "stop", "timeout")}
+    named = {
+        k: args.pop(k)
+        for k in ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "timeout")
+    }
     for penalty in ("frequency_penalty", "presence_penalty"):
         named[penalty] = args.pop(penalty, 0.0)
     return {**named, "extra": args}

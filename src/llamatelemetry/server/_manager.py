@@ -109,7 +109,8 @@ def _free_port(host: str) -> int:
         except OSError as exc:
             raise ServerStartError(
                 f"cannot listen on host {host!r}: {exc.strerror or exc}; use an address of "
-                "this machine (127.0.0.1 by default)") from exc
+                "this machine (127.0.0.1 by default)"
+            ) from exc
         port: int = sock.getsockname()[1]
         return port
 
@@ -133,7 +134,8 @@ def _check_gguf(path: Path, what: str) -> None:
         magic = fh.read(4)
     if magic != GGUF_MAGIC:
         raise ServerStartError(
-            f"{what} {str(path)!r} is not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})"
+            f"{what} {str(path)!r} is not a GGUF file (starts with {magic!r}, "
+            f"expected {GGUF_MAGIC!r})"
         )
 
 
@@ -446,8 +448,9 @@ class ServerManager(Closing):
                 run_options = _replace_port(options, _free_port(options.host))
             elif _port_accepts(options.host, options.port):
                 raise ServerStartError(
-                    f"port {options.port} on {options.host} already accepts connections; refusing to "
-                    "start a second server there (stop the other one, or pass port=0 for a free port)"
+                    f"port {options.port} on {options.host} already accepts connections; "
+                    "refusing to start a second server there (stop the other one, or pass "
+                    "port=0 for a free port)"
                 )
             try:
                 self._spawn_and_wait(run_options, backend, binary, timeout)
@@ -542,7 +545,8 @@ class ServerManager(Closing):
                 if process.poll() is not None:
                     tail = _tail(log_path, offset)
                     raise ServerStartError(
-                        f"llama-server exited with status {process.returncode} before becoming ready "
+                        f"llama-server exited with status {process.returncode} before becoming "
+                        "ready "
                         f"(model {str(options.model_path)!r}); last lines of {log_path}:\n{tail}",
                         log_tail=tail,
                         returncode=process.returncode,

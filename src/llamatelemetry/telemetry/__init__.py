@@ -28,6 +28,7 @@ def __getattr__(name: str) -> object:
         return LlamaServerMetrics
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
     "CAPTURE_CONTENT_ENV",
     "DURATION_BUCKETS",

@@ -25,10 +25,20 @@ _REQUEST_PARAMS = {
     "presence_penalty": "gen_ai.request.presence_penalty",
     "stream": "gen_ai.request.stream",
 }
-_TIMINGS = tuple((name, f"llama_cpp.timings.{name}") for name in (
-    "cache_n", "prompt_n", "prompt_ms", "prompt_per_token_ms", "prompt_per_second",
-    "predicted_n", "predicted_ms", "predicted_per_token_ms", "predicted_per_second",
-))
+_TIMINGS = tuple(
+    (name, f"llama_cpp.timings.{name}")
+    for name in (
+        "cache_n",
+        "prompt_n",
+        "prompt_ms",
+        "prompt_per_token_ms",
+        "prompt_per_second",
+        "predicted_n",
+        "predicted_ms",
+        "predicted_per_token_ms",
+        "predicted_per_second",
+    )
+)
 
 
 def span_name(operation: str, model: str | None) -> str:
@@ -94,6 +104,8 @@ def response_attributes(response: Any) -> dict[str, Any]:
             if value is not None:
                 attributes[attribute] = value
         if usage is None and timings.prompt_n is not None:  # native endpoints have no usage
-            attributes["gen_ai.usage.input_tokens"] = (timings.prompt_n or 0) + (timings.cache_n or 0)
+            attributes["gen_ai.usage.input_tokens"] = (timings.prompt_n or 0) + (
+                timings.cache_n or 0
+            )
             attributes["gen_ai.usage.output_tokens"] = timings.predicted_n or 0
     return attributes

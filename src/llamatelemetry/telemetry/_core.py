@@ -99,8 +99,9 @@ class Telemetry:
                 messages = input_messages(call.body)
                 if messages is not None:
                     span.set_attribute("gen_ai.input.messages", messages)
-            return _Operation(span, trace.set_span_in_context(span), attributes,
-                              time.perf_counter())
+            return _Operation(
+                span, trace.set_span_in_context(span), attributes, time.perf_counter()
+            )
         except Exception:  # noqa: BLE001 - telemetry must never break the call
             log.debug("could not start a span for %s", call.path, exc_info=True)
             return None
@@ -128,8 +129,9 @@ class Telemetry:
         detach(token)
         return self._settle(op, result)
 
-    async def execute_async(self, client: C, call: Call[T],
-                            send: Callable[[C, Call[T]], Awaitable[T]]) -> T:
+    async def execute_async(
+        self, client: C, call: Call[T], send: Callable[[C, Call[T]], Awaitable[T]]
+    ) -> T:
         """The same for an async transport; the span is the current one only in this task,
         so concurrent calls are siblings under their caller, never nested in each other."""
         op = self._begin(client.base_url, call)
@@ -183,8 +185,16 @@ class Telemetry:
 class _StreamTelemetry:
     """Keeps a stream's span open while the user iterates; ends it exactly once."""
 
-    __slots__ = ("_telemetry", "_op", "_last", "_first", "_last_chunk", "_reasons", "_text",
-                 "_point")
+    __slots__ = (
+        "_telemetry",
+        "_op",
+        "_last",
+        "_first",
+        "_last_chunk",
+        "_reasons",
+        "_text",
+        "_point",
+    )
 
     def __init__(self, telemetry: Telemetry, op: _Operation) -> None:
         self._telemetry = telemetry
@@ -202,8 +212,9 @@ class _StreamTelemetry:
             first = self._first is None
             if first:
                 self._first = now
-            self._telemetry.metrics.record_chunk(now - self._last, self._point,
-                                                 self._op.context, first=first)
+            self._telemetry.metrics.record_chunk(
+                now - self._last, self._point, self._op.context, first=first
+            )
             self._last = now
             self._last_chunk = chunk
             choices = getattr(chunk, "choices", None)
@@ -228,8 +239,9 @@ class _StreamTelemetry:
             extra["llama_cpp.stream.closed_early"] = True
         output = None
         if self._text is not None:
-            output = stream_output_messages("".join(self._text), self._reasons,
-                                            failed=error is not None)
+            output = stream_output_messages(
+                "".join(self._text), self._reasons, failed=error is not None
+            )
         self._telemetry._finish(self._op, error=error, extra=extra, output=output)
 
 

@@ -53,12 +53,16 @@ class _Instrumented:
     def chat_completions(self, payload: Mapping[str, Any]) -> ChatCompletion:
         """Chat from a raw request dict (the spec's plural form): ``{"messages": [...], ...}``."""
         if not isinstance(payload, Mapping):
-            raise TypeError(f"payload must be a dict of request fields, not {type(payload).__name__}")
+            raise TypeError(
+                f"payload must be a dict of request fields, not {type(payload).__name__}"
+            )
         if "messages" not in payload:
             raise ValueError("payload needs 'messages': a list of {'role', 'content'} dicts")
         if payload.get("stream"):
-            raise ValueError("chat_completions returns a whole response; use "
-                             "chat.completions.create(..., stream=True) to stream")
+            raise ValueError(
+                "chat_completions returns a whole response; use "
+                "chat.completions.create(..., stream=True) to stream"
+            )
         return self.chat.completions.create(**payload)  # type: ignore[attr-defined,no-any-return]
 
 
@@ -77,7 +81,8 @@ class InstrumentedLlamaCppClient(_Instrumented, LlamaCppClient):
 
 
 class InstrumentedAsyncLlamaCppClient(_Instrumented, AsyncLlamaCppClient):
-    """The async twin of :class:`InstrumentedLlamaCppClient` (``await client.chat_completions(...)``)."""
+    """The async twin of :class:`InstrumentedLlamaCppClient`
+    (``await client.chat_completions(...)``)."""
 
     if TYPE_CHECKING:  # at run time, _Instrumented's returns this transport's coroutine
 

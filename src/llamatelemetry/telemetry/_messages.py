@@ -46,17 +46,32 @@ def output_messages(result: Any) -> str | None:
             if message is not None:
                 parts = _text_parts(getattr(message, "reasoning_content", None), "reasoning")
                 parts += _text_parts(message.content)
-                parts += [_tool_call(call) for call in message.tool_calls or ()
-                          if isinstance(call, Mapping)]
+                parts += [
+                    _tool_call(call)
+                    for call in message.tool_calls or ()
+                    if isinstance(call, Mapping)
+                ]
             else:
                 parts = _text_parts(getattr(choice, "text", None))
-            out.append({"role": "assistant", "parts": parts,
-                        "finish_reason": _finish_reason(choice.finish_reason)})
+            out.append(
+                {
+                    "role": "assistant",
+                    "parts": parts,
+                    "finish_reason": _finish_reason(choice.finish_reason),
+                }
+            )
         return _bounded(out)
     content = getattr(result, "content", None)
     if isinstance(content, str):
-        return _bounded([{"role": "assistant", "parts": _text_parts(content),
-                          "finish_reason": _finish_reason(getattr(result, "finish_reason", None))}])
+        return _bounded(
+            [
+                {
+                    "role": "assistant",
+                    "parts": _text_parts(content),
+                    "finish_reason": _finish_reason(getattr(result, "finish_reason", None)),
+                }
+            ]
+        )
     return None
 
 
@@ -64,21 +79,21 @@ def stream_output_messages(text: str, reasons: list[str], failed: bool) -> str:
     """A stream's one message, from the text it yielded; a stream left before its end has
     no finish reason (``""``), one that failed has ``"error"``."""
     reason = _finish_reason(reasons[0]) if reasons else ("error" if failed else "")
-    return _bounded([{"role": "assistant", "parts": _text_parts(text),
-                      "finish_reason": reason}])
+    return _bounded([{"role": "assistant", "parts": _text_parts(text), "finish_reason": reason}])
 
 
 def _chat_message(message: Mapping[str, Any]) -> Message:
     role = message.get("role") or "user"
     content = message.get("content")
     if role == "tool":
-        parts: list[dict[str, Any]] = [{"type": "tool_call_response",
-                                        "id": message.get("tool_call_id"),
-                                        "response": content}]
+        parts: list[dict[str, Any]] = [
+            {"type": "tool_call_response", "id": message.get("tool_call_id"), "response": content}
+        ]
     else:
         parts = _content_parts(content)
-    parts += [_tool_call(call) for call in message.get("tool_calls") or ()
-              if isinstance(call, Mapping)]
+    parts += [
+        _tool_call(call) for call in message.get("tool_calls") or () if isinstance(call, Mapping)
+    ]
     return {"role": role, "parts": parts}
 
 
@@ -120,8 +135,12 @@ def _tool_call(call: Mapping[str, Any]) -> dict[str, Any]:
             arguments = json.loads(arguments)
         except ValueError:
             pass  # kept as the text the model produced
-    return {"type": "tool_call", "id": call.get("id"), "name": function.get("name"),
-            "arguments": arguments}
+    return {
+        "type": "tool_call",
+        "id": call.get("id"),
+        "name": function.get("name"),
+        "arguments": arguments,
+    }
 
 
 def _finish_reason(reason: Any) -> str:
@@ -140,8 +159,13 @@ def _bounded(messages: list[Message]) -> str:
     text = _dumps(messages)
     if len(text) <= MAX_CONTENT_CHARS:
         return text
-    fields = [(part, key) for message in messages for part in message["parts"]
-              for key in _TEXT_FIELDS if isinstance(part.get(key), str)]
+    fields = [
+        (part, key)
+        for message in messages
+        for part in message["parts"]
+        for key in _TEXT_FIELDS
+        if isinstance(part.get(key), str)
+    ]
     budget = max(64, MAX_CONTENT_CHARS // (2 * max(1, len(fields))))
     for part, key in fields:
         if len(part[key]) > budget:

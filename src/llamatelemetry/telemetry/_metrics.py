@@ -18,17 +18,68 @@ __all__ = [
     "TPOT_BUCKETS",
 ]
 
-TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
-                 16777216, 67108864]
-DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
-                    40.96, 81.92]
-TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
-                5.0, 7.5, 10.0]
+TOKEN_BUCKETS = [
+    1,
+    4,
+    16,
+    64,
+    256,
+    1024,
+    4096,
+    16384,
+    65536,
+    262144,
+    1048576,
+    4194304,
+    16777216,
+    67108864,
+]
+DURATION_BUCKETS = [
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+]
+TTFT_BUCKETS = [
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+]
 TPOT_BUCKETS = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5]
 
 # The attributes a metric point carries: low-cardinality ones only (never ids or content).
-_METRIC_KEYS = ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model",
-                "gen_ai.response.model", "server.address", "server.port", "error.type")
+_METRIC_KEYS = (
+    "gen_ai.operation.name",
+    "gen_ai.provider.name",
+    "gen_ai.request.model",
+    "gen_ai.response.model",
+    "server.address",
+    "server.port",
+    "error.type",
+)
 
 
 def metric_point(attributes: dict[str, Any]) -> dict[str, Any]:
@@ -39,58 +90,87 @@ class GenAIMetrics:
     """One instance per meter. Points go through the process's deferred recorder, so the
     caller's thread only queues them (see ``_recorder``)."""
 
-    __slots__ = ("token_usage", "duration", "time_to_first_chunk", "time_per_output_chunk",
-                 "server_ttft", "server_tpot", "_recorder")
+    __slots__ = (
+        "token_usage",
+        "duration",
+        "time_to_first_chunk",
+        "time_per_output_chunk",
+        "server_ttft",
+        "server_tpot",
+        "_recorder",
+    )
 
     def __init__(self, meter: Meter) -> None:
         self._recorder = _recorder.recorder
 
         def histogram(name: str, unit: str, description: str, buckets: list[Any]) -> Histogram:
-            return meter.create_histogram(name, unit=unit, description=description,
-                                          explicit_bucket_boundaries_advisory=buckets)
+            return meter.create_histogram(
+                name,
+                unit=unit,
+                description=description,
+                explicit_bucket_boundaries_advisory=buckets,
+            )
 
         self.token_usage = histogram(
-            "gen_ai.client.token.usage", "{token}",
-            "Number of input and output tokens used.", TOKEN_BUCKETS)
+            "gen_ai.client.token.usage",
+            "{token}",
+            "Number of input and output tokens used.",
+            TOKEN_BUCKETS,
+        )
         self.duration = histogram(
-            "gen_ai.client.operation.duration", "s",
-            "GenAI operation duration.", DURATION_BUCKETS)
+            "gen_ai.client.operation.duration", "s", "GenAI operation duration.", DURATION_BUCKETS
+        )
         self.time_to_first_chunk = histogram(
-            "gen_ai.client.operation.time_to_first_chunk", "s",
-            "Time from issuing a streaming request to receiving its first chunk.", TTFT_BUCKETS)
+            "gen_ai.client.operation.time_to_first_chunk",
+            "s",
+            "Time from issuing a streaming request to receiving its first chunk.",
+            TTFT_BUCKETS,
+        )
         self.time_per_output_chunk = histogram(
-            "gen_ai.client.operation.time_per_output_chunk", "s",
-            "Time between consecutive chunks of a streaming response.", TPOT_BUCKETS)
+            "gen_ai.client.operation.time_per_output_chunk",
+            "s",
+            "Time between consecutive chunks of a streaming response.",
+            TPOT_BUCKETS,
+        )
         self.server_ttft = histogram(
-            "gen_ai.server.time_to_first_token", "s",
+            "gen_ai.server.time_to_first_token",
+            "s",
             "Time the server took to its first output token (llama.cpp's prompt_ms).",
-            TTFT_BUCKETS)
+            TTFT_BUCKETS,
+        )
         self.server_tpot = histogram(
-            "gen_ai.server.time_per_output_token", "s",
+            "gen_ai.server.time_per_output_token",
+            "s",
             "Time per output token after the first (llama.cpp's predicted_ms / (n - 1)).",
-            TPOT_BUCKETS)
+            TPOT_BUCKETS,
+        )
         self._recorder.attach(meter)
 
-    def record(self, attributes: dict[str, Any], duration: float,
-               context: Context | None = None) -> None:
+    def record(
+        self, attributes: dict[str, Any], duration: float, context: Context | None = None
+    ) -> None:
         """Record one finished operation from its final span attributes (which must not
         change after); ``context`` is the operation's own, for exemplars."""
         self._recorder.defer(self._record_operation, attributes, duration, context)
 
-    def record_chunk(self, seconds: float, point: dict[str, Any], context: Context | None,
-                     *, first: bool) -> None:
+    def record_chunk(
+        self, seconds: float, point: dict[str, Any], context: Context | None, *, first: bool
+    ) -> None:
         """A stream's time to its first chunk, or between two chunks."""
         histogram = self.time_to_first_chunk if first else self.time_per_output_chunk
         self._recorder.defer(histogram.record, seconds, point, context)
 
-    def _record_operation(self, attributes: dict[str, Any], duration: float,
-                          context: Context | None) -> None:
+    def _record_operation(
+        self, attributes: dict[str, Any], duration: float, context: Context | None
+    ) -> None:
         point = metric_point(attributes)
         self.duration.record(duration, point, context)
         if "error.type" in point:
             return
-        for key, kind in (("gen_ai.usage.input_tokens", "input"),
-                          ("gen_ai.usage.output_tokens", "output")):
+        for key, kind in (
+            ("gen_ai.usage.input_tokens", "input"),
+            ("gen_ai.usage.output_tokens", "output"),
+        ):
             tokens = attributes.get(key)
             if tokens is not None:
                 self.token_usage.record(tokens, {**point, "gen_ai.token.type": kind}, context)

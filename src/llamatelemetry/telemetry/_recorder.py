@@ -63,8 +63,9 @@ class DeferredRecorder:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def defer(self, record: Record, value: Any, attributes: Any,
-              context: Context | None = None) -> None:
+    def defer(
+        self, record: Record, value: Any, attributes: Any, context: Context | None = None
+    ) -> None:
         """Queue ``record(value, attributes, context)``; nothing passed may change after."""
         queue = self._queue
         queue.append((record, value, attributes, context))
@@ -95,7 +96,8 @@ class DeferredRecorder:
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(
-                    target=self._run, name="llamatelemetry-metrics", daemon=True)
+                    target=self._run, name="llamatelemetry-metrics", daemon=True
+                )
                 self._thread.start()
 
     def _run(self) -> None:

@@ -77,8 +77,9 @@ def _env(name: str) -> str | None:
     return value or None
 
 
-def _otlp_exporters(endpoint: str | None, protocol: str, headers: Mapping[str, str] | None,
-                    timeout: float | None) -> tuple[SpanExporter | None, Any]:
+def _otlp_exporters(
+    endpoint: str | None, protocol: str, headers: Mapping[str, str] | None, timeout: float | None
+) -> tuple[SpanExporter | None, Any]:
     """OTLP span and metric exporters, each None unless an endpoint is configured for it
     (the argument, ``OTEL_EXPORTER_OTLP_ENDPOINT``, or the signal's own variable)."""
     common = endpoint or _env("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -104,17 +105,23 @@ def _otlp_exporters(endpoint: str | None, protocol: str, headers: Mapping[str, s
             ) from exc
         if endpoint:
             kwargs["endpoint"] = endpoint
-        return (GrpcSpanExporter(**kwargs) if traces else None,
-                GrpcMetricExporter(**kwargs) if metrics_on else None)
+        return (
+            GrpcSpanExporter(**kwargs) if traces else None,
+            GrpcMetricExporter(**kwargs) if metrics_on else None,
+        )
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     if endpoint:  # a base URL, as in OTEL_EXPORTER_OTLP_ENDPOINT: add the signal paths
         base = endpoint.rstrip("/")
-        return (OTLPSpanExporter(endpoint=f"{base}/v1/traces", **kwargs),
-                OTLPMetricExporter(endpoint=f"{base}/v1/metrics", **kwargs))
-    return (OTLPSpanExporter(**kwargs) if traces else None,
-            OTLPMetricExporter(**kwargs) if metrics_on else None)
+        return (
+            OTLPSpanExporter(endpoint=f"{base}/v1/traces", **kwargs),
+            OTLPMetricExporter(endpoint=f"{base}/v1/metrics", **kwargs),
+        )
+    return (
+        OTLPSpanExporter(**kwargs) if traces else None,
+        OTLPMetricExporter(**kwargs) if metrics_on else None,
+    )
 
 
 def _prometheus(port: int, host: str) -> tuple[MetricReader, str, Any]:
@@ -123,8 +130,9 @@ def _prometheus(port: int, host: str) -> tuple[MetricReader, str, Any]:
     try:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
     except ImportError as exc:
-        raise RuntimeError("prometheus_port needs opentelemetry-exporter-prometheus "
-                           "(in the otel extra)") from exc
+        raise RuntimeError(
+            "prometheus_port needs opentelemetry-exporter-prometheus (in the otel extra)"
+        ) from exc
     registry = CollectorRegistry()
     reader = PrometheusMetricReader(registry=registry)
     server, thread = start_http_server(port, addr=host, registry=registry)
@@ -180,16 +188,21 @@ def setup_telemetry(
     prometheus_url = None
     if not disabled:
         span_exporter, metric_exporter = _otlp_exporters(
-            otlp_endpoint, chosen, headers, export_timeout_s)
+            otlp_endpoint, chosen, headers, export_timeout_s
+        )
         if span_exporter is not None:
             exporters.append(span_exporter)
         if metric_exporter is not None:
-            readers.append(PeriodicExportingMetricReader(
-                metric_exporter, export_interval_millis=interval_ms))
+            readers.append(
+                PeriodicExportingMetricReader(metric_exporter, export_interval_millis=interval_ms)
+            )
         if console:
             exporters.append(ConsoleSpanExporter())
-            readers.append(PeriodicExportingMetricReader(
-                ConsoleMetricExporter(), export_interval_millis=interval_ms))
+            readers.append(
+                PeriodicExportingMetricReader(
+                    ConsoleMetricExporter(), export_interval_millis=interval_ms
+                )
+            )
         if prometheus_port is not None:
             reader, prometheus_url, close = _prometheus(prometheus_port, prometheus_host)
             readers.append(reader)
@@ -200,6 +213,10 @@ def setup_telemetry(
     if set_global:
         trace.set_tracer_provider(tracer_provider)
         metrics.set_meter_provider(meter_provider)
-    log.info("telemetry set up for %s: %d span exporter(s), %d metric reader(s)",
-             attributes["service.name"], len(exporters), len(readers))
+    log.info(
+        "telemetry set up for %s: %d span exporter(s), %d metric reader(s)",
+        attributes["service.name"],
+        len(exporters),
+        len(readers),
+    )
     return TelemetryHandle(tracer_provider, meter_provider, prometheus_url, closers)

@@ -20,7 +20,7 @@ import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from .._closing import Closing
 
@@ -60,14 +60,12 @@ class SeenRequest:
         return json.loads(self.body)
 
 
-Script = Union[Reply, Callable[[SeenRequest], Reply]]
+Script = Reply | Callable[[SeenRequest], Reply]
 
 
 def sse(*events: Any, done: bool = True) -> list[bytes]:
     """Server-Sent Events chunks: each event as ``data: <json>\\n\\n``, then ``[DONE]``."""
-    chunks = [
-        f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n".encode() for e in events
-    ]
+    chunks = [f"data: {e if isinstance(e, str) else json.dumps(e)}\n\n".encode() for e in events]
     if done:
         chunks.append(b"data: [DONE]\n\n")
     return chunks
@@ -215,8 +213,18 @@ def _read_request(reader: Any, number: int) -> SeenRequest | None:
 
 
 _REASONS = {
-    200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    408: "Request Timeout", 409: "Conflict", 422: "Unprocessable Entity",
-    429: "Too Many Requests", 500: "Internal Server Error", 501: "Not Implemented",
-    502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    408: "Request Timeout",
+    409: "Conflict",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
 }

@@ -1,10 +1,11 @@
 """Tiny GGUF models, written with ``gguf``, that a real llama.cpp server loads in milliseconds.
 
 The vocabulary has Llama 2's size (32,000 ids) so that ids from examples written for real
-models detokenize. The weights are random, so the text is gibberish; but every endpoint works (chat, streaming,
-completion, infill, tokenize, embeddings, rerank, LoRA), generation is deterministic under a
-fixed seed and temperature 0, and end-of-sequence is suppressed so a request always produces
-exactly ``max_tokens`` tokens unless a stop sequence matches.  That makes counts testable.
+models detokenize. The weights are random, so the text is gibberish; but every endpoint
+works (chat, streaming, completion, infill, tokenize, embeddings, rerank, LoRA),
+generation is deterministic under a fixed seed and temperature 0, and end-of-sequence is
+suppressed so a request always produces exactly ``max_tokens`` tokens unless a stop
+sequence matches. That makes counts testable.
 """
 
 from __future__ import annotations
@@ -25,9 +26,34 @@ CHATML_TEMPLATE = (
 
 _SPECIALS = ["<|im_start|>", "<|im_end|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"]
 _WORDS = [
-    "▁the", "▁a", "▁is", "▁of", "▁and", "▁to", "▁in", "▁what", "▁hello", "▁world", "▁model",
-    "▁token", "▁llama", "▁GPU", "▁fast", "▁local", "er", "in", "on", "at", "en", "es", "or",
-    "an", "th", "he", "ing", "ed",
+    "▁the",
+    "▁a",
+    "▁is",
+    "▁of",
+    "▁and",
+    "▁to",
+    "▁in",
+    "▁what",
+    "▁hello",
+    "▁world",
+    "▁model",
+    "▁token",
+    "▁llama",
+    "▁GPU",
+    "▁fast",
+    "▁local",
+    "er",
+    "in",
+    "on",
+    "at",
+    "en",
+    "es",
+    "or",
+    "an",
+    "th",
+    "he",
+    "ing",
+    "ed",
 ]
 _PIECES = (
     ["▁"]
@@ -92,7 +118,8 @@ def build_tiny_model(
     seed: int = 0,
     chat_template: str = CHATML_TEMPLATE,
 ) -> TinyModel:
-    """Write a llama-architecture GGUF with an SPM byte-fallback vocabulary and a ChatML template."""
+    """Write a llama-architecture GGUF with an SPM byte-fallback vocabulary and a ChatML
+    template."""
     import gguf
     import numpy as np
 
@@ -128,7 +155,7 @@ def build_tiny_model(
     writer.add_uint32("tokenizer.ggml.fim_mid_token_id", ids["<|fim_middle|>"])
     writer.add_chat_template(chat_template)
 
-    def noise(*shape: int, scale: float = 0.02) -> "np.ndarray":
+    def noise(*shape: int, scale: float = 0.02) -> np.ndarray:
         return (rng.standard_normal(shape) * scale).astype(np.float32)
 
     # Dimension 0 of every embedding is a large constant, so after the final RMS norm it

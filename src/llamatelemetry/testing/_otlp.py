@@ -67,8 +67,9 @@ class OTLPReceiver(Closing):
                 self.end_headers()
 
             def do_GET(self) -> None:  # noqa: N802 - what a separate process reports
-                body = json.dumps({"spans": len(receiver.spans()),
-                                   "requests": len(receiver.requests)}).encode()
+                body = json.dumps(
+                    {"spans": len(receiver.spans()), "requests": len(receiver.requests)}
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -104,17 +105,19 @@ class OTLPReceiver(Closing):
                 resource = _attributes(resource_spans.resource.attributes)
                 for scope_spans in resource_spans.scope_spans:
                     for span in scope_spans.spans:
-                        spans.append({
-                            "name": span.name,
-                            "kind": span.kind,
-                            "attributes": _attributes(span.attributes),
-                            "status": span.status.code,
-                            "trace_id": span.trace_id.hex(),
-                            "span_id": span.span_id.hex(),
-                            "parent_span_id": span.parent_span_id.hex(),
-                            "scope": scope_spans.scope.name,
-                            "resource": resource,
-                        })
+                        spans.append(
+                            {
+                                "name": span.name,
+                                "kind": span.kind,
+                                "attributes": _attributes(span.attributes),
+                                "status": span.status.code,
+                                "trace_id": span.trace_id.hex(),
+                                "span_id": span.span_id.hex(),
+                                "parent_span_id": span.parent_span_id.hex(),
+                                "scope": scope_spans.scope.name,
+                                "resource": resource,
+                            }
+                        )
         return spans
 
     def metrics(self) -> dict[str, list[dict[str, Any]]]:
@@ -136,8 +139,11 @@ class OTLPReceiver(Closing):
                                 "unit": metric.unit,
                             }
                             if kind == "histogram":
-                                entry.update(count=point.count, sum=point.sum,
-                                             bounds=list(point.explicit_bounds))
+                                entry.update(
+                                    count=point.count,
+                                    sum=point.sum,
+                                    bounds=list(point.explicit_bounds),
+                                )
                             else:
                                 entry["value"] = point.as_double or point.as_int
                             found.setdefault(metric.name, []).append(entry)

@@ -50,8 +50,16 @@ _EXTRA_INTS: dict[str, tuple[int | None, int | None]] = {
     "t_max_predict_ms": (0, 2**63 - 1),
     "top_logprobs": (0, 20),
 }
-_EXTRA_BOOLS = ("cache_prompt", "ignore_eos", "return_tokens", "timings_per_token",
-                "post_sampling_probs", "return_progress", "logprobs", "parallel_tool_calls")
+_EXTRA_BOOLS = (
+    "cache_prompt",
+    "ignore_eos",
+    "return_tokens",
+    "timings_per_token",
+    "post_sampling_probs",
+    "return_progress",
+    "logprobs",
+    "parallel_tool_calls",
+)
 _EXTRA_MAPPINGS = ("json_schema", "response_format", "chat_template_kwargs", "stream_options")
 _EXTRA_OTHER = ("grammar", "tools", "logit_bias")
 _KNOWN_EXTRAS = frozenset(
@@ -59,9 +67,26 @@ _KNOWN_EXTRAS = frozenset(
 )
 # The named parameters of the generation methods: an extra keyword that is a near miss of
 # one of them is a typo that the server would silently ignore.
-_NAMED = ("messages", "prompt", "max_tokens", "temperature", "top_p", "top_k", "stream",
-          "seed", "stop", "frequency_penalty", "presence_penalty", "model", "timeout",
-          "total_timeout", "extra_headers", "input_prefix", "input_suffix", "input_extra")
+_NAMED = (
+    "messages",
+    "prompt",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stream",
+    "seed",
+    "stop",
+    "frequency_penalty",
+    "presence_penalty",
+    "model",
+    "timeout",
+    "total_timeout",
+    "extra_headers",
+    "input_prefix",
+    "input_suffix",
+    "input_extra",
+)
 
 
 def _check_not_a_typo(name: str) -> None:
@@ -95,8 +120,10 @@ def check_extra(extra: Mapping[str, Any]) -> dict[str, Any]:
                 raise TypeError(f"tools must be a list of tool dicts, not {type(value).__name__}")
         elif name == "logit_bias":
             if not isinstance(value, (Mapping, Sequence)) or isinstance(value, (str, bytes)):
-                raise TypeError("logit_bias must be a dict {token: bias} or a list of "
-                                f"[token, bias] pairs, not {type(value).__name__}")
+                raise TypeError(
+                    "logit_bias must be a dict {token: bias} or a list of "
+                    f"[token, bias] pairs, not {type(value).__name__}"
+                )
         check_json(name, value)
     return dict(extra)
 
@@ -129,10 +156,12 @@ def sampling_body(
         "top_k": check_int("top_k", top_k, minimum=0, maximum=INT32_MAX),
         "seed": check_int("seed", seed, minimum=-1, maximum=2**32 - 1),
         "stop": check_stop(stop),
-        "frequency_penalty": check_number("frequency_penalty", frequency_penalty,
-                                          minimum=-2.0, maximum=2.0),
-        "presence_penalty": check_number("presence_penalty", presence_penalty,
-                                         minimum=-2.0, maximum=2.0),
+        "frequency_penalty": check_number(
+            "frequency_penalty", frequency_penalty, minimum=-2.0, maximum=2.0
+        ),
+        "presence_penalty": check_number(
+            "presence_penalty", presence_penalty, minimum=-2.0, maximum=2.0
+        ),
     }
     if max_tokens == 0 and not allow_zero_tokens:
         raise ValueError("max_tokens must be a positive number of tokens (or -1 for no limit)")
@@ -166,14 +195,25 @@ def generation_call(
     usage (so the last chunk carries usage and timings); native ones take ``n_predict``.
     """
     body = dict(fields)
-    body.update(sampling_body(
-        stream=stream, extra=extra, max_tokens_key="max_tokens" if openai else "n_predict",
-        allow_zero_tokens=not openai, **sampling,
-    ))
+    body.update(
+        sampling_body(
+            stream=stream,
+            extra=extra,
+            max_tokens_key="max_tokens" if openai else "n_predict",
+            allow_zero_tokens=not openai,
+            **sampling,
+        )
+    )
     if stream and openai:
         body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
     return Call(
-        "POST", path, parse, body=body, stream=stream_format if stream else None,
-        timeout=timeout, total_timeout=check_total_timeout(total_timeout),
-        headers=extra_headers, operation=operation,
+        "POST",
+        path,
+        parse,
+        body=body,
+        stream=stream_format if stream else None,
+        timeout=timeout,
+        total_timeout=check_total_timeout(total_timeout),
+        headers=extra_headers,
+        operation=operation,
     )

@@ -108,13 +108,25 @@ class ChatCompletions(Resource):
         ``timeout`` bounds each wait on the socket; ``total_timeout`` the whole call, its
         retries and, for a stream, the reading of every chunk (see the client's options).
         """
-        return self._client._execute(chat_call(  # type: ignore[no-any-return]
-            messages, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-            stream=stream, seed=seed, stop=stop, frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty, model=model, timeout=timeout,
-            total_timeout=total_timeout,
-            extra_headers=extra_headers, extra=extra,
-        ))
+        return self._client._execute(  # type: ignore[no-any-return]
+            chat_call(
+                messages,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k,
+                stream=stream,
+                seed=seed,
+                stop=stop,
+                frequency_penalty=frequency_penalty,
+                presence_penalty=presence_penalty,
+                model=model,
+                timeout=timeout,
+                total_timeout=total_timeout,
+                extra_headers=extra_headers,
+                extra=extra,
+            )
+        )
 
 
 def chat_call(messages: Any, *, model: str | None, **kwargs: Any) -> Call[Any]:
@@ -122,8 +134,13 @@ def chat_call(messages: Any, *, model: str | None, **kwargs: Any) -> Call[Any]:
     if model is not None:
         fields["model"] = check_text("model", model)
     return generation_call(
-        "/v1/chat/completions", fields, parse=ChatCompletion.model_validate,
-        stream_format=CHAT_STREAM, operation="chat", openai=True, **kwargs,
+        "/v1/chat/completions",
+        fields,
+        parse=ChatCompletion.model_validate,
+        stream_format=CHAT_STREAM,
+        operation="chat",
+        openai=True,
+        **kwargs,
     )
 
 

@@ -1,4 +1,5 @@
-"""Text completion: OpenAI's ``/v1/completions`` and llama.cpp's native ``/completion`` and ``/infill``."""
+"""Text completion: OpenAI's ``/v1/completions`` and llama.cpp's native ``/completion``
+and ``/infill``."""
 
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ def _check_prompt(prompt: Any) -> Any:
             elif isinstance(part, Sequence):
                 check_token_ids(f"prompt[{i}]", part)
             else:
-                raise TypeError(f"prompt[{i}] must be a str or a list of token ids, "
-                                f"not {type(part).__name__}")
+                raise TypeError(
+                    f"prompt[{i}] must be a str or a list of token ids, not {type(part).__name__}"
+                )
         return list(prompt)
     raise TypeError(f"prompt must be a str or a list of token ids, not {type(prompt).__name__}")
 
@@ -47,23 +49,45 @@ class Completions(Resource):
     __slots__ = ()
 
     @overload
-    def create(self, prompt: str | Sequence[Any], max_tokens: int | None = ...,
-               temperature: float | None = ..., top_p: float | None = ...,
-               top_k: int | None = ..., stream: Literal[False] = ..., seed: int | None = ...,
-               stop: str | Sequence[str] | None = ..., frequency_penalty: float | None = ...,
-               presence_penalty: float | None = ..., *, model: str | None = ...,
-               timeout: TimeoutTypes = ..., total_timeout: float | None = ...,
-               extra_headers: Mapping[str, str] | None = ...,
-               **extra: Any) -> Completion: ...
+    def create(
+        self,
+        prompt: str | Sequence[Any],
+        max_tokens: int | None = ...,
+        temperature: float | None = ...,
+        top_p: float | None = ...,
+        top_k: int | None = ...,
+        stream: Literal[False] = ...,
+        seed: int | None = ...,
+        stop: str | Sequence[str] | None = ...,
+        frequency_penalty: float | None = ...,
+        presence_penalty: float | None = ...,
+        *,
+        model: str | None = ...,
+        timeout: TimeoutTypes = ...,
+        total_timeout: float | None = ...,
+        extra_headers: Mapping[str, str] | None = ...,
+        **extra: Any,
+    ) -> Completion: ...
     @overload
-    def create(self, prompt: str | Sequence[Any], max_tokens: int | None = ...,
-               temperature: float | None = ..., top_p: float | None = ...,
-               top_k: int | None = ..., *, stream: Literal[True], seed: int | None = ...,
-               stop: str | Sequence[str] | None = ..., frequency_penalty: float | None = ...,
-               presence_penalty: float | None = ..., model: str | None = ...,
-               timeout: TimeoutTypes = ..., total_timeout: float | None = ...,
-               extra_headers: Mapping[str, str] | None = ...,
-               **extra: Any) -> Stream[Completion]: ...
+    def create(
+        self,
+        prompt: str | Sequence[Any],
+        max_tokens: int | None = ...,
+        temperature: float | None = ...,
+        top_p: float | None = ...,
+        top_k: int | None = ...,
+        *,
+        stream: Literal[True],
+        seed: int | None = ...,
+        stop: str | Sequence[str] | None = ...,
+        frequency_penalty: float | None = ...,
+        presence_penalty: float | None = ...,
+        model: str | None = ...,
+        timeout: TimeoutTypes = ...,
+        total_timeout: float | None = ...,
+        extra_headers: Mapping[str, str] | None = ...,
+        **extra: Any,
+    ) -> Stream[Completion]: ...
     def create(
         self,
         prompt: str | Sequence[Any],
@@ -87,22 +111,42 @@ class Completions(Resource):
         fields: dict[str, Any] = {"prompt": _check_prompt(prompt)}
         if model is not None:
             fields["model"] = check_text("model", model)
-        return self._client._execute(generation_call(  # type: ignore[no-any-return]
-            "/v1/completions", fields, parse=Completion.model_validate,
-            stream_format=COMPLETION_STREAM, operation="text_completion", openai=True,
-            max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-            stream=stream, seed=seed, stop=stop, frequency_penalty=frequency_penalty,
-            presence_penalty=presence_penalty, timeout=timeout, total_timeout=total_timeout,
-            extra_headers=extra_headers,
-            extra=extra,
-        ))
+        return self._client._execute(  # type: ignore[no-any-return]
+            generation_call(
+                "/v1/completions",
+                fields,
+                parse=Completion.model_validate,
+                stream_format=COMPLETION_STREAM,
+                operation="text_completion",
+                openai=True,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k,
+                stream=stream,
+                seed=seed,
+                stop=stop,
+                frequency_penalty=frequency_penalty,
+                presence_penalty=presence_penalty,
+                timeout=timeout,
+                total_timeout=total_timeout,
+                extra_headers=extra_headers,
+                extra=extra,
+            )
+        )
 
 
 def _native_call(path: str, fields: dict[str, Any], operation: str, **kwargs: Any) -> Call[Any]:
     """``/completion`` and ``/infill``: llama.cpp's native shape (``n_predict``, ``content``)."""
     return generation_call(
-        path, fields, parse=NativeCompletion.model_validate, stream_format=NATIVE_STREAM,
-        operation=operation, openai=False, extra_headers=None, **kwargs,
+        path,
+        fields,
+        parse=NativeCompletion.model_validate,
+        stream_format=NATIVE_STREAM,
+        operation=operation,
+        openai=False,
+        extra_headers=None,
+        **kwargs,
     )
 
 
@@ -127,12 +171,14 @@ def infill_call(
             raise TypeError("input_extra must be a list of {'filename': ..., 'text': ...} dicts")
         for i, item in enumerate(input_extra):
             if not isinstance(item, Mapping) or not isinstance(item.get("text"), str):
-                raise TypeError(f"input_extra[{i}] must be a dict with a 'text' str "
-                                "(and optionally 'filename')")
+                raise TypeError(
+                    f"input_extra[{i}] must be a dict with a 'text' str (and optionally 'filename')"
+                )
         fields["input_extra"] = list(input_extra)
     return _native_call("/infill", fields, "infill", **kwargs)
 
 
 def complete_call(prompt: Any, **kwargs: Any) -> Call[Any]:
-    return _native_call("/completion", {"prompt": _check_prompt(prompt)}, "text_completion",
-                        **kwargs)
+    return _native_call(
+        "/completion", {"prompt": _check_prompt(prompt)}, "text_completion", **kwargs
+    )

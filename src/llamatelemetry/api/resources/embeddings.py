@@ -17,12 +17,16 @@ __all__ = ["Embeddings", "embeddings_call", "embed_flow"]
 def _check_input(value: Any) -> Any:
     if isinstance(value, str):
         return check_text("input", value)
-    if isinstance(value, Sequence) and value and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
+    if (
+        isinstance(value, Sequence)
+        and value
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     ):
         return check_token_ids("input", value)
-    if isinstance(value, Sequence) and value and all(
-        isinstance(v, Sequence) and not isinstance(v, (str, bytes)) for v in value
+    if (
+        isinstance(value, Sequence)
+        and value
+        and all(isinstance(v, Sequence) and not isinstance(v, (str, bytes)) for v in value)
     ):
         return [check_token_ids(f"input[{i}]", ids) for i, ids in enumerate(value)]
     return check_texts("input", value)
@@ -38,8 +42,9 @@ def embeddings_call(
     total_timeout: float | None = None,
 ) -> Call[EmbeddingsResponse]:
     if not isinstance(encoding_format, str):
-        raise TypeError(f"encoding_format must be 'float' or 'base64', "
-                        f"not {type(encoding_format).__name__}")
+        raise TypeError(
+            f"encoding_format must be 'float' or 'base64', not {type(encoding_format).__name__}"
+        )
     if encoding_format not in ("float", "base64"):
         raise ValueError(f"encoding_format must be 'float' or 'base64', got {encoding_format!r}")
     body: dict[str, Any] = {"input": _check_input(input), "encoding_format": encoding_format}
@@ -47,8 +52,12 @@ def embeddings_call(
         body["model"] = check_text("model", model)
     body.update(check_extra(extra))
     return Call(
-        "POST", "/v1/embeddings", EmbeddingsResponse.model_validate, body=body,
-        timeout=timeout, total_timeout=check_total_timeout(total_timeout),
+        "POST",
+        "/v1/embeddings",
+        EmbeddingsResponse.model_validate,
+        body=body,
+        timeout=timeout,
+        total_timeout=check_total_timeout(total_timeout),
         operation="embeddings",
     )
 
@@ -64,8 +73,13 @@ def embed_flow(text: Any) -> Flow[Any]:
         check_text("text", text)
     else:
         check_texts("text", text)
-    call = Call("POST", "/v1/embeddings", EmbeddingsResponse.model_validate,
-                body={"input": text, "encoding_format": "float"}, operation="embeddings")
+    call = Call(
+        "POST",
+        "/v1/embeddings",
+        EmbeddingsResponse.model_validate,
+        body={"input": text, "encoding_format": "float"},
+        operation="embeddings",
+    )
     return _vectors(call, single)
 
 
@@ -92,7 +106,13 @@ class Embeddings(Resource):
 
         The server needs ``--embedding`` (else :class:`NotSupportedError` names the flag).
         """
-        return self._client._execute(embeddings_call(
-            input, model=model, encoding_format=encoding_format, timeout=timeout, extra=extra,
-            total_timeout=total_timeout,
-        ))
+        return self._client._execute(
+            embeddings_call(
+                input,
+                model=model,
+                encoding_format=encoding_format,
+                timeout=timeout,
+                extra=extra,
+                total_timeout=total_timeout,
+            )
+        )

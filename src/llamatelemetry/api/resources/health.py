@@ -29,8 +29,16 @@ PROBE_TIMEOUT = 5.0  # a health probe must not inherit a generation's long read 
 def _check_call(timeout: float = PROBE_TIMEOUT) -> Call[dict[str, Any]]:
     # A probe: one quick try, and a 503 is an answer rather than a failure. ``timeout`` is
     # a wall-clock bound on the whole probe: a server trickling its answer cannot stretch it.
-    return Call("GET", "/health", _health, ok_statuses=frozenset({503}), retries=0,
-                timeout=timeout, total_timeout=timeout, operation="health")
+    return Call(
+        "GET",
+        "/health",
+        _health,
+        ok_statuses=frozenset({503}),
+        retries=0,
+        timeout=timeout,
+        total_timeout=timeout,
+        operation="health",
+    )
 
 
 def _wait_flow(interval: float, within: str) -> Flow[dict[str, Any]]:
@@ -79,5 +87,6 @@ class Health(Resource):
         if outer is not None and outer < time.monotonic() + timeout:
             within = "the deadline() block around it"
         # timeout=0 still asks once: the first probe gets a moment.
-        return self._client._run(_wait_flow(float(interval), within),
-                                 total_timeout=max(float(timeout), 0.05))
+        return self._client._run(
+            _wait_flow(float(interval), within), total_timeout=max(float(timeout), 0.05)
+        )

@@ -60,7 +60,8 @@ class Lora(Resource):
         return self._client._execute(_list_call())
 
     def apply(self, path: str, scale: float = 1.0) -> Adapters:
-        """Set the scale of the adapter loaded from ``path``; returns the adapters as they now are."""
+        """Set the scale of the adapter loaded from ``path``; returns the adapters as they
+        now are."""
         check_text("path", path)
         check_number("scale", scale)
         return self._client._run(_apply_flow(path, float(scale)))
@@ -68,8 +69,9 @@ class Lora(Resource):
     def set_scales(self, scales: Mapping[int, float]) -> Adapters:
         """Set the scales of the adapters by id (others keep theirs); returns the new list."""
         if not isinstance(scales, Mapping):
-            raise TypeError(f"scales must be a dict {{adapter_id: scale}}, "
-                            f"not {type(scales).__name__}")
+            raise TypeError(
+                f"scales must be a dict {{adapter_id: scale}}, not {type(scales).__name__}"
+            )
         if not scales:
             raise ValueError("scales must name at least one adapter: {adapter_id: scale}")
         for adapter_id, scale in scales.items():

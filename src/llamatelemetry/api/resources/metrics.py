@@ -31,15 +31,24 @@ class Metrics(Resource):
 
     def parse(self) -> list[Sample]:
         """The samples (``name``, ``labels``, ``value``), parsed by prometheus_client."""
-        return self._client._execute(Call(
-            "GET", "/metrics", lambda text: parse_prometheus(str(text)), text=True,
-            operation="metrics",
-        ))
+        return self._client._execute(
+            Call(
+                "GET",
+                "/metrics",
+                lambda text: parse_prometheus(str(text)),
+                text=True,
+                operation="metrics",
+            )
+        )
 
     def values(self) -> dict[str, float]:
         """``{sample name: value}`` for unlabelled samples: the quick way to read a counter."""
-        return self._client._execute(Call(
-            "GET", "/metrics",
-            lambda text: {s.name: s.value for s in parse_prometheus(str(text)) if not s.labels},
-            text=True, operation="metrics",
-        ))
+        return self._client._execute(
+            Call(
+                "GET",
+                "/metrics",
+                lambda text: {s.name: s.value for s in parse_prometheus(str(text)) if not s.labels},
+                text=True,
+                operation="metrics",
+            )
+        )

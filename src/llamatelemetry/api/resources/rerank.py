@@ -10,8 +10,9 @@ from .._validation import check_bool, check_int, check_text, check_texts
 __all__ = ["rerank_call"]
 
 
-def rerank_call(query: Any, documents: Any, *, top_n: Any,
-                return_documents: bool) -> Call[list[dict[str, Any]]]:
+def rerank_call(
+    query: Any, documents: Any, *, top_n: Any, return_documents: bool
+) -> Call[list[dict[str, Any]]]:
     """Results are dicts sorted by score, best first: ``index`` (into ``documents``),
     ``score`` and ``relevance_score`` (the same number; the latter is the server's name),
     and ``document`` when ``return_documents`` is true."""
@@ -31,7 +32,9 @@ def rerank_call(query: Any, documents: Any, *, top_n: Any,
             index = result["index"]
             if not isinstance(index, int) or not 0 <= index < len(docs):
                 raise ValueError(f"result index {index!r} is outside the {len(docs)} documents")
-            score = float(result["relevance_score"] if "relevance_score" in result else result["score"])
+            score = float(
+                result["relevance_score"] if "relevance_score" in result else result["score"]
+            )
             result["score"] = result["relevance_score"] = score
             if return_documents:
                 result["document"] = docs[index]

@@ -57,10 +57,16 @@ class Slots(Resource):
         if slot_id is None:
             raise TypeError("slot_id must be an int (see slots.list() for the ids), not None")
         check_int("slot_id", slot_id, minimum=0)
-        return self._client._execute(Call(
-            "POST", f"/slots/{slot_id}", _dict, params={"action": action}, body=body or {},
-            operation=f"slot_{action}",
-        ))
+        return self._client._execute(
+            Call(
+                "POST",
+                f"/slots/{slot_id}",
+                _dict,
+                params={"action": action},
+                body=body or {},
+                operation=f"slot_{action}",
+            )
+        )
 
     def save(self, slot_id: int, filename: str) -> dict[str, Any]:
         """Save the slot's prompt cache to ``filename`` in the server's ``--slot-save-path``."""

@@ -18,8 +18,9 @@ def _tokens(data: Mapping[str, Any]) -> list[Any]:
     return tokens
 
 
-def tokenize_call(text: Any, *, add_special: bool, parse_special: bool,
-                  with_pieces: bool) -> Call[list[Any]]:
+def tokenize_call(
+    text: Any, *, add_special: bool, parse_special: bool, with_pieces: bool
+) -> Call[list[Any]]:
     body = {
         "content": check_text("text", text, allow_empty=True),
         "add_special": check_bool("add_special", add_special),
@@ -31,11 +32,17 @@ def tokenize_call(text: Any, *, add_special: bool, parse_special: bool,
 
 def detokenize_call(ids: Sequence[int]) -> Call[str]:
     body = {"tokens": check_token_ids("ids", ids)}
-    return Call("POST", "/detokenize", lambda data: str(data["content"]), body=body,
-                operation="detokenize")
+    return Call(
+        "POST", "/detokenize", lambda data: str(data["content"]), body=body, operation="detokenize"
+    )
 
 
 def apply_template_call(messages: Any) -> Call[str]:
     body = {"messages": check_messages(messages)}
-    return Call("POST", "/apply-template", lambda data: str(data["prompt"]), body=body,
-                operation="apply_template")
+    return Call(
+        "POST",
+        "/apply-template",
+        lambda data: str(data["prompt"]),
+        body=body,
+        operation="apply_template",
+    )
