@@ -367,6 +367,7 @@ def check_telemetry(page: Page) -> None:
         "2 requests sent traceparent, all in the trace of 'answer-question': True",
         "async: 3 replies",
         "server scraped 1 time(s)",
+        "event gen_ai.client.inference.operation.details: user message, 4 output tokens",
     ):
         assert line in lines, line
     spans = page.receiver.spans()
@@ -383,7 +384,9 @@ def check_telemetry(page: Page) -> None:
         "tokenize",
     ]
     chats = by_name["chat"]
-    assert len(chats) == 1 + 2 + 1 + 3 + 1  # setup, two streams, traced, fan-out, content
+    assert (
+        len(chats) == 1 + 2 + 1 + 3 + 1 + 1
+    )  # setup, two streams, traced, fan-out, content, event
     assert all(s["kind"] == 3 for s in spans if s["scope"] == "llamatelemetry")  # CLIENT
     first = chats[0]["attributes"]
     assert first["gen_ai.request.temperature"] == 0.2 and first["gen_ai.usage.output_tokens"] == 32
@@ -549,6 +552,11 @@ def emitted(chat_server: ServerManager, rerank_server: ServerManager) -> Iterato
     ):
         messages = [{"role": "user", "content": "Hi"}]
         client.chat.completions.create(messages=messages, max_tokens=4, model="tiny", stop=["\n"])
+        tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+        # instructions apart from the history: a field of the Responses and Messages APIs
+        client.chat_completion(
+            messages=messages, max_tokens=2, tools=[tool], extra_body={"instructions": "Be brief."}
+        )
         client.chat_completion(messages=messages, max_tokens=4, stream=True).until_done()
         early = client.chat.completions.create(messages=messages, max_tokens=8, stream=True)
         next(early)

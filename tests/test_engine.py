@@ -29,7 +29,7 @@ from llamatelemetry.server import (
     ServerError,
     StreamingInference,
 )
-from llamatelemetry.server._engine import _StatsRecorder
+from llamatelemetry.server._stats import _StatsRecorder
 from llamatelemetry.testing import TinyModelFiles, build_tiny_files
 from llamatelemetry.testing._fault_server import FaultServer, Reply, sse
 
@@ -122,6 +122,8 @@ def test_stop_sequences_cut_the_text(engine: InferenceEngine) -> None:
     assert word not in cut.text
     assert full.text.startswith(cut.text)
     assert engine.infer(PROMPT, max_tokens=16, stop_sequences=word, **GREEDY).text == cut.text
+    # the client's own name for it, as SamplingParams spells it, works the same
+    assert engine.infer(PROMPT, max_tokens=16, stop=[word], **GREEDY).text == cut.text
 
 
 def test_metrics_agree_with_server_timings(engine: InferenceEngine) -> None:
@@ -394,7 +396,7 @@ def test_lazy_engine_starts_on_first_use(lazy_engine: InferenceEngine) -> None:
         (lambda e: e.infer("x", max_tokens="5"), TypeError),
         (lambda e: e.infer("x", stop_sequences=[1]), TypeError),
         (lambda e: e.infer("x", stream=True), TypeError),
-        (lambda e: e.infer("x", stop=["a"]), TypeError),
+        (lambda e: e.infer("x", stop=["a"], stop_sequences=["a"]), TypeError),
         (lambda e: e.infer("x", temprature=0.0), TypeError),
         (lambda e: e.infer("x", min_p=float("nan")), ValueError),
         (lambda e: e.infer_stream(b"x"), TypeError),

@@ -40,13 +40,22 @@ def test_user_code_type_checks(tmp_path: Path) -> None:
         "    count: int = await client.tokenize('x')\n"
         "    reply = await client.chat.completions.create(messages=[], stream=True)\n"
         "    print(reply.choices)\n"
+        "    await client.chat.completions.create([], max_tokens='x')\n"
+        "    await client.complete('x', temprature=0.5)\n"
         "def g(client: LlamaCppClient) -> None:\n"
         "    text: int = client.detokenize([1])\n"
+        "    client.chat.completions.create([], max_tokens='x')\n"
+        "    client.chat_completion(messages=[], top_p='high')\n"
+        "LlamaCppClient(timout=5)\n"
+        "AsyncLlamaCppClient(max_retries='3')\n"
     )
     result = run_mypy(str(SAMPLES), str(bad), cache=tmp_path / "cache")
     errors = [line for line in result.stdout.splitlines() if ": error:" in line]
     assert all(line.startswith(str(bad)) for line in errors), result.stdout
-    assert len(errors) == 3, result.stdout
+    lines = sorted({int(line.split(":")[1]) for line in errors})
+    assert lines == [3, 5, 6, 7, 9, 10, 11, 12, 13], result.stdout  # one per misuse, both clients
     assert '"list[Any]", variable has type "int"' in result.stdout
     assert '"AsyncStream[ChatCompletionChunk]" has no attribute "choices"' in result.stdout
     assert '"str", variable has type "int"' in result.stdout
+    assert 'Unexpected keyword argument "timout"' in result.stdout
+    assert 'did you mean "temperature"' in result.stdout

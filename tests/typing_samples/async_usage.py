@@ -34,6 +34,13 @@ async def main() -> None:
         health = await client.health.check()
         samples = await client.metrics.parse()
         print(same, words, vector, vectors, native.content, score, slots, health, samples)
+        pieces = await client.complete("x", stream=True, max_tokens=4)
+        async for part in pieces:
+            print(part.content)
+        filled: str = (await client.infill("def f():", max_tokens=4)).content
+        print(filled)
+    async with AsyncLlamaCppClient(timeout=(1.0, 5.0), max_connections=8) as tuned:
+        await tuned.completions.create("x", max_tokens=4, top_k=None, seed=3)
     async with InstrumentedAsyncLlamaCppClient("http://127.0.0.1:8080") as traced:
         traced_reply: ChatCompletion = await traced.chat_completions(
             {"messages": [{"role": "user", "content": "Hi"}]}

@@ -4,6 +4,7 @@ accept it as is."""
 from __future__ import annotations
 
 from llamatelemetry.api import ChatCompletion, LlamaCppClient, NativeCompletion
+from llamatelemetry.server import InferenceEngine, InferenceResult
 from llamatelemetry.telemetry import InstrumentedLlamaCppClient
 
 client = LlamaCppClient(base_url="http://127.0.0.1:8080")
@@ -31,4 +32,16 @@ traced = InstrumentedLlamaCppClient(base_url="http://127.0.0.1:8080")
 traced_reply: ChatCompletion = traced.chat_completions(
     {"messages": [{"role": "user", "content": "What is GGUF?"}], "max_tokens": 64}
 )
+whole: str = client.complete("x", max_tokens=4, min_p=0.05, grammar="root ::= [a-z]+").content
+filled: str = client.infill("def f():", "    return 1", max_tokens=4).content
+for piece in client.complete("x", stream=True):
+    print(piece.content)
+tuned = LlamaCppClient(timeout=5, max_retries=0, total_timeout=30.0, verify=False)
+extra = tuned.chat.completions.create(
+    messages=[{"role": "user", "content": "x"}], extra_body={"n_cmpl": 2}, temperature=None
+)
+engine_result: InferenceResult = InferenceEngine("m.gguf").infer(
+    "x", max_tokens=4, stop_sequences=["\n"], repeat_penalty=1.1
+)
 _: NativeCompletion | object = native
+print(whole, filled, extra, engine_result)

@@ -53,8 +53,11 @@ from ._types import (
     Usage,
 )
 from ._wire import deadline
+from .resources._params import SAMPLING_DEFAULTS, SamplingParams
 
 __all__ = [
+    "SAMPLING_DEFAULTS",
+    "SamplingParams",
     "LlamaCppClient",
     "AsyncLlamaCppClient",
     "Stream",

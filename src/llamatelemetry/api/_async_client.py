@@ -16,9 +16,20 @@ import weakref
 from typing import Any, TypeVar
 
 import httpx
+from typing_extensions import Unpack
 
 from .._closing import AsyncClosing
-from ._base import Attempts, BaseClient, Body, Call, Flow, Sleep, decoding_error
+from ._base import (
+    Attempts,
+    BaseClient,
+    Body,
+    Call,
+    ClientOptions,
+    Flow,
+    Sleep,
+    check_options,
+    decoding_error,
+)
 from ._content import acontent
 from ._convenience import ConvenienceMixin
 from ._errors import APIError, EventLoopError
@@ -56,8 +67,9 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
         api_key: str | None = None,
         *,
         http_client: httpx.AsyncClient | None = None,
-        **options: Any,
+        **options: Unpack[ClientOptions],
     ) -> None:
+        check_options(type(self).__name__, options)
         super().__init__(base_url, api_key, **options)
         self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._switching = threading.Lock()
@@ -113,6 +125,10 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
             gc.collect()  # their transports warn when collected; they are collected here
 
     async def _execute(self, call: Call[T]) -> T:  # type: ignore[override]
+        """Every call goes through here: the hook telemetry wraps (see ``_internal``)."""
+        return await self._send(call)
+
+    async def _send(self, call: Call[T]) -> T:  # type: ignore[override]
         """Send one call, retrying what is worth retrying; return its parsed answer (or an
         AsyncStream)."""
         http = self._http_for_this_loop()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import difflib
 import email.utils
 import json
 import logging
@@ -30,8 +31,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union
 from urllib.parse import unquote, urlsplit
 
 import httpx
-from opentelemetry import propagate
 from pydantic import ValidationError
+from typing_extensions import TypedDict
 
 from .._version import __version__
 from . import _wire
@@ -82,6 +83,10 @@ log = logging.getLogger("llamatelemetry")
 T = TypeVar("T")
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"
+# Where the client (and the CLI) find the server and its key when none is given; llama-server
+# itself reads its --api-key from API_KEY_ENV too.
+BASE_URL_ENV = "LLAMA_BASE_URL"
+API_KEY_ENV = "LLAMA_API_KEY"
 # Local generations can be long; connecting to a local server should be instant.
 DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=5.0)
 DEFAULT_MAX_RETRIES = 2
@@ -101,6 +106,31 @@ KEEPALIVE_EXPIRY = 4.0
 DEFAULT_MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 
 TimeoutTypes = Union[float, int, None, httpx.Timeout, "tuple[float | None, float | None]"]
+
+
+class ClientOptions(TypedDict, total=False):
+    """The options both clients take as keywords (see ``LlamaCppClient`` for each one's
+    meaning and ``BaseClient.__init__`` for the defaults)."""
+
+    timeout: TimeoutTypes
+    max_retries: int
+    default_headers: Mapping[str, str] | None
+    verify: bool | str | os.PathLike[str] | ssl.SSLContext
+    max_connections: int
+    max_keepalive_connections: int
+    total_timeout: float | None
+    max_response_bytes: int | None
+    max_event_bytes: int | None
+
+
+def check_options(owner: str, options: Mapping[str, Any], also: tuple[str, ...] = ()) -> None:
+    """A ``TypeError`` naming an unknown option, and the known one it most likely meant."""
+    known = (*ClientOptions.__annotations__, "http_client", *also)
+    for name in options:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f": did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
+            raise TypeError(f"{owner}() got an unexpected keyword argument {name!r}{hint}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,8 +319,6 @@ class BaseClient:
     """Configuration and everything that does no I/O."""
 
     _http: httpx.Client | httpx.AsyncClient
-    # Set by the telemetry (instrumented clients, the instrumentor): send ``traceparent``.
-    _propagate = False
 
     def __init__(
         self,
@@ -308,10 +336,10 @@ class BaseClient:
         max_event_bytes: int | None = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
         if base_url is None:
-            base_url = os.environ.get("LLAMA_BASE_URL") or DEFAULT_BASE_URL
+            base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
         self.base_url, credentials = _normalize_base_url(base_url)
         if api_key is None:
-            api_key = os.environ.get("LLAMA_API_KEY") or None
+            api_key = os.environ.get(API_KEY_ENV) or None
         if api_key is not None:
             _check_api_key(api_key)
             if credentials is not None:
@@ -459,6 +487,9 @@ class BaseClient:
     def _execute(self, call: Call[T]) -> T:
         raise NotImplementedError
 
+    def _send(self, call: Call[T]) -> T:
+        raise NotImplementedError
+
     def _run(self, flow: Flow[T], total_timeout: float | None = None) -> T:
         raise NotImplementedError
 
@@ -493,8 +524,6 @@ class BaseClient:
             headers["Connection"] = "close"
         if call.headers:
             headers.update(call.headers)
-        if self._propagate:
-            propagate.inject(headers)  # W3C traceparent of the current span
         timeout = self.timeout if call.timeout is None else to_timeout(call.timeout)
         # The transport's own httpx client builds it, so its headers, auth and event hooks
         # (when the user passed ``http_client=``) apply too.

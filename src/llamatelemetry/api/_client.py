@@ -7,9 +7,20 @@ import time
 from typing import Any, TypeVar
 
 import httpx
+from typing_extensions import Unpack
 
 from .._closing import Closing
-from ._base import Attempts, BaseClient, Body, Call, Flow, Sleep, decoding_error
+from ._base import (
+    Attempts,
+    BaseClient,
+    Body,
+    Call,
+    ClientOptions,
+    Flow,
+    Sleep,
+    check_options,
+    decoding_error,
+)
 from ._content import content
 from ._convenience import ConvenienceMixin
 from ._errors import APIError
@@ -55,8 +66,9 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
         api_key: str | None = None,
         *,
         http_client: httpx.Client | None = None,
-        **options: Any,
+        **options: Unpack[ClientOptions],
     ) -> None:
+        check_options(type(self).__name__, options)
         super().__init__(base_url, api_key, **options)
         self._own_pool(http_client)
 
@@ -74,6 +86,10 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
                 pass
 
     def _execute(self, call: Call[T]) -> T:
+        """Every call goes through here: the hook telemetry wraps (see ``_internal``)."""
+        return self._send(call)
+
+    def _send(self, call: Call[T]) -> T:
         """Send one call, retrying what is worth retrying; return its parsed answer (or a
         Stream)."""
         request = self._build_request(call)

@@ -9,8 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+from typing_extensions import Unpack
+
 from ._base import TimeoutTypes
 from ._types import ChatCompletion, ChatCompletionChunk, NativeCompletion
+from .resources._params import SamplingParams
+from .resources.chat import chat_call
 from .resources.completions import complete_call, infill_call
 from .resources.embeddings import embed_flow
 from .resources.rerank import rerank_call
@@ -29,18 +33,69 @@ __all__ = ["ConvenienceMixin"]
 
 class ConvenienceMixin(_Base):
     @overload
-    def chat_completion(self, *, stream: Literal[False] = ..., **kwargs: Any) -> ChatCompletion: ...
+    def chat_completion(
+        self,
+        *,
+        messages: Sequence[Mapping[str, Any]],
+        stream: Literal[False] = False,
+        model: str | None = None,
+        timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Unpack[SamplingParams],
+    ) -> ChatCompletion: ...
     @overload
     def chat_completion(
-        self, *, stream: Literal[True], **kwargs: Any
+        self,
+        *,
+        messages: Sequence[Mapping[str, Any]],
+        stream: Literal[True],
+        model: str | None = None,
+        timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Unpack[SamplingParams],
     ) -> Stream[ChatCompletionChunk]: ...
     @overload
     def chat_completion(
-        self, *, stream: bool, **kwargs: Any
+        self,
+        *,
+        messages: Sequence[Mapping[str, Any]],
+        stream: bool,
+        model: str | None = None,
+        timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Unpack[SamplingParams],
     ) -> ChatCompletion | Stream[ChatCompletionChunk]: ...
-    def chat_completion(self, **kwargs: Any) -> ChatCompletion | Stream[ChatCompletionChunk]:
+    def chat_completion(
+        self,
+        *,
+        messages: Sequence[Mapping[str, Any]],
+        stream: bool = False,
+        model: str | None = None,
+        timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Unpack[SamplingParams],
+    ) -> ChatCompletion | Stream[ChatCompletionChunk]:
         """``chat.completions.create`` by keywords only (the spec's singular form)."""
-        return self.chat.completions.create(**kwargs)  # type: ignore[no-any-return]
+        return self._execute(  # type: ignore[no-any-return]
+            chat_call(
+                messages,
+                params,
+                stream=stream,
+                model=model,
+                timeout=timeout,
+                total_timeout=total_timeout,
+                extra_headers=extra_headers,
+                extra_body=extra_body,
+            )
+        )
 
     @overload
     def embed(self, text: str) -> list[float]: ...  # type: ignore[overload-overlap]
@@ -87,42 +142,62 @@ class ConvenienceMixin(_Base):
             rerank_call(query, documents, top_n=top_n, return_documents=return_documents)
         )
 
+    @overload
     def complete(
         self,
         prompt: str | Sequence[Any],
-        max_tokens: int | None = 128,
-        temperature: float | None = 0.7,
-        top_p: float | None = 0.9,
-        top_k: int | None = 40,
-        stream: bool = False,
-        seed: int | None = 0,
-        stop: str | Sequence[str] | None = None,
-        frequency_penalty: float | None = 0.0,
-        presence_penalty: float | None = 0.0,
         *,
+        stream: Literal[False] = False,
         timeout: TimeoutTypes = None,
         total_timeout: float | None = None,
-        **extra: Any,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Unpack[SamplingParams],
+    ) -> NativeCompletion: ...
+    @overload
+    def complete(
+        self,
+        prompt: str | Sequence[Any],
+        *,
+        stream: Literal[True],
+        timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Unpack[SamplingParams],
+    ) -> Stream[NativeCompletion]: ...
+    @overload
+    def complete(
+        self,
+        prompt: str | Sequence[Any],
+        *,
+        stream: bool,
+        timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Unpack[SamplingParams],
+    ) -> NativeCompletion | Stream[NativeCompletion]: ...
+    def complete(
+        self,
+        prompt: str | Sequence[Any],
+        *,
+        stream: bool = False,
+        timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Unpack[SamplingParams],
     ) -> NativeCompletion | Stream[NativeCompletion]:
         """llama.cpp's native ``/completion``: ``.content``, ``.tokens_predicted``, ``.timings``."""
         return self._execute(  # type: ignore[no-any-return]
             complete_call(
                 prompt,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,
+                params,
                 stream=stream,
-                seed=seed,
-                stop=stop,
-                frequency_penalty=frequency_penalty,
-                presence_penalty=presence_penalty,
                 timeout=timeout,
                 total_timeout=total_timeout,
-                extra=extra,
+                extra_body=extra_body,
             )
         )
 
+    @overload
     def infill(
         self,
         input_prefix: str,
@@ -130,18 +205,52 @@ class ConvenienceMixin(_Base):
         *,
         input_extra: Sequence[Mapping[str, str]] | None = None,
         prompt: str = "",
-        max_tokens: int | None = 128,
-        temperature: float | None = 0.7,
-        top_p: float | None = 0.9,
-        top_k: int | None = 40,
-        stream: bool = False,
-        seed: int | None = 0,
-        stop: str | Sequence[str] | None = None,
-        frequency_penalty: float | None = 0.0,
-        presence_penalty: float | None = 0.0,
+        stream: Literal[False] = False,
         timeout: TimeoutTypes = None,
         total_timeout: float | None = None,
-        **extra: Any,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Unpack[SamplingParams],
+    ) -> NativeCompletion: ...
+    @overload
+    def infill(
+        self,
+        input_prefix: str,
+        input_suffix: str = "",
+        *,
+        input_extra: Sequence[Mapping[str, str]] | None = None,
+        prompt: str = "",
+        stream: Literal[True],
+        timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Unpack[SamplingParams],
+    ) -> Stream[NativeCompletion]: ...
+    @overload
+    def infill(
+        self,
+        input_prefix: str,
+        input_suffix: str = "",
+        *,
+        input_extra: Sequence[Mapping[str, str]] | None = None,
+        prompt: str = "",
+        stream: bool,
+        timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Unpack[SamplingParams],
+    ) -> NativeCompletion | Stream[NativeCompletion]: ...
+    def infill(
+        self,
+        input_prefix: str,
+        input_suffix: str = "",
+        *,
+        input_extra: Sequence[Mapping[str, str]] | None = None,
+        prompt: str = "",
+        stream: bool = False,
+        timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Unpack[SamplingParams],
     ) -> NativeCompletion | Stream[NativeCompletion]:
         """Fill in the middle between ``input_prefix`` and ``input_suffix`` (code models
         with FIM tokens); ``input_extra`` adds context files."""
@@ -149,19 +258,12 @@ class ConvenienceMixin(_Base):
             infill_call(
                 input_prefix,
                 input_suffix,
+                params,
                 input_extra=input_extra,
                 prompt=prompt,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,
                 stream=stream,
-                seed=seed,
-                stop=stop,
-                frequency_penalty=frequency_penalty,
-                presence_penalty=presence_penalty,
                 timeout=timeout,
                 total_timeout=total_timeout,
-                extra=extra,
+                extra_body=extra_body,
             )
         )

@@ -51,6 +51,32 @@ class Timings(BaseType):
     predicted_per_token_ms: float | None = None
     predicted_per_second: float | None = None
 
+    # The server's side of the latencies, defined here once for the engine, the load
+    # generator and the telemetry alike. llama.cpp samples the first token right after the
+    # prompt is processed, and its ``predicted_ms`` starts then, spanning the n - 1 decode
+    # steps after the first token.
+
+    @property
+    def ttft_s(self) -> float | None:
+        """Server-side time to first token, in seconds: ``prompt_ms``."""
+        return None if self.prompt_ms is None else self.prompt_ms / 1000.0
+
+    @property
+    def tpot_s(self) -> float | None:
+        """Server-side time per output token after the first, in seconds:
+        ``predicted_ms / (predicted_n - 1)``; None with fewer than two tokens."""
+        n = self.predicted_n
+        if self.predicted_ms is None or n is None or n < 2:
+            return None
+        return self.predicted_ms / (n - 1) / 1000.0
+
+    @property
+    def e2e_s(self) -> float | None:
+        """Server-side time of the whole request, in seconds: ``prompt_ms + predicted_ms``."""
+        if self.prompt_ms is None or self.predicted_ms is None:
+            return None
+        return (self.prompt_ms + self.predicted_ms) / 1000.0
+
 
 class PromptTokensDetails(BaseType):
     cached_tokens: int | None = None

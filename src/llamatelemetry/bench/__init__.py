@@ -19,16 +19,7 @@ end-to-end) and server-reported (llama.cpp's ``timings``) side by side; ``summar
 mean, median, p90 and p99 in milliseconds and ``to_dict()`` the JSON that ``--json`` prints.
 """
 
-from ._load import (
-    METRIC_TITLES,
-    METRICS,
-    RequestRecord,
-    RunResult,
-    Workload,
-    open_client,
-    run_load,
-    run_sweep,
-)
+from ._load import Workload, open_client, run_load, run_sweep
 from ._plot import plot_results
 from ._prompts import (
     Messages,
@@ -37,6 +28,7 @@ from ._prompts import (
     synthetic_prompts,
     tokens_per_word,
 )
+from ._records import METRIC_TITLES, METRICS, RequestRecord, RunResult
 from ._stats import Summary, percentile
 
 __all__ = [

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._load import METRIC_TITLES, METRICS, RunResult
+from ._records import METRIC_TITLES, METRICS, RunResult
 
 __all__ = ["plot_results"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from ..api import AsyncLlamaCppClient
-from ..api._validation import check_messages
+from ..api._internal import check_messages
 
 __all__ = ["Messages", "load_prompts_file", "repeat_prompts", "synthetic_prompts"]
 

@@ -9,25 +9,18 @@ from __future__ import annotations
 import asyncio
 import datetime
 import platform
-import socket
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import click
 from click.core import ParameterSource
-from rich import box
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from rich.text import Text
 
 from ..api import DEFAULT_BASE_URL, AsyncLlamaCppClient, redact_url
 from ..bench import (
-    METRIC_TITLES,
-    METRICS,
     Messages,
     RequestRecord,
     RunResult,
@@ -42,6 +35,8 @@ from ..server import ServerManager, ServerStartError
 from ._client import API_KEY_ENV, BASE_URL_ENV
 from ._errors import EXIT_INTERRUPTED, CliError, api_errors, print_interrupted, start_error
 from ._output import err_console, json_option, out_console, print_json
+from ._render import _print_run, _print_sweep
+from ._telemetry import _setup_telemetry
 
 __all__ = ["bench"]
 
@@ -50,8 +45,6 @@ DEFAULT_REQUESTS = 32
 DEFAULT_PROMPT_TOKENS = 128
 DEFAULT_MAX_TOKENS = 128
 MAX_CONCURRENCY = 4096
-COLLECTOR_CHECK_TIMEOUT = 3.0  # seconds to connect to the OTLP endpoint before the run
-EXPORT_TIMEOUT = 5.0  # seconds one OTLP export may take (bounds the wait at exit)
 
 
 def _levels(value: str) -> list[int]:
@@ -199,97 +192,6 @@ async def _run(
             )
 
 
-def _ms(value: float | None) -> str:
-    return "" if value is None else f"{value:,.2f}"
-
-
-def _metrics_table(result: RunResult) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("latency (ms)")
-    table.add_column("measured by", style="dim")
-    for column in ("mean", "median", "p90", "p99"):
-        table.add_column(column, justify="right")
-    for metric in METRICS:
-        first = True
-        for side in ("client", "server"):
-            summary = result.summary(metric, side)
-            if summary is None:
-                continue
-            table.add_row(
-                METRIC_TITLES[metric] if first else "",
-                side,
-                _ms(summary.mean),
-                _ms(summary.median),
-                _ms(summary.p90),
-                _ms(summary.p99),
-            )
-            first = False
-    return table
-
-
-def _print_run(console: Console, result: RunResult) -> None:
-    errors = Text(f"{result.errors} errors", style="red" if result.errors else "dim")
-    console.print(Text.assemble(
-        (f"Concurrency {result.concurrency}", "bold"),
-        f"  ·  {result.completed}/{result.requests} completed  ·  ", errors,
-        f"  ·  {result.duration:,.2f} s",
-    ))  # fmt: skip
-    done = max(result.completed, 1)
-    rows = [
-        ("request throughput", f"{result.request_throughput:,.2f} req/s"),
-        ("output token throughput", f"{result.output_throughput:,.1f} tok/s"),
-        (
-            "tokens per request",
-            f"{result.input_tokens / done:,.1f} in, {result.output_tokens / done:,.1f} out",
-        ),
-    ]
-    for name, value in rows:
-        console.print(Text.assemble((f"  {name:<25}", "dim"), value))
-    if result.completed:
-        console.print(_metrics_table(result))
-    for kind, count in result.error_types().items():
-        console.print(Text(f"  {count} × {kind}", style="red"))
-    for sample in result.error_samples()[:3]:
-        console.print(Text(f"    {sample}", style="dim red"), soft_wrap=True)
-    console.print()
-
-
-def _median(result: RunResult, metric: str, side: str = "client") -> str:
-    summary = result.summary(metric, side)
-    return _ms(summary.median if summary else None)
-
-
-def _print_sweep(console: Console, results: list[RunResult]) -> None:
-    table = Table(title="Concurrency sweep (medians, ms)", box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in (
-        "conc.",
-        "ok",
-        "err",
-        "req/s",
-        "tok/s",
-        "TTFT\nclient",
-        "TTFT\nserver",
-        "TPOT\nclient",
-        "TPOT\nserver",
-        "E2E\nclient",
-    ):
-        table.add_column(column, justify="right")
-    for r in results:
-        table.add_row(
-            str(r.concurrency),
-            str(r.completed),
-            str(r.errors),
-            f"{r.request_throughput:,.1f}",
-            f"{r.output_throughput:,.0f}",
-            _median(r, "ttft"),
-            _median(r, "ttft", "server"),
-            _median(r, "tpot"),
-            _median(r, "tpot", "server"),
-            _median(r, "e2e"),
-        )
-    console.print(table)
-
-
 def _report(
     url: str, config: dict[str, Any], results: list[RunResult], started_at: str
 ) -> dict[str, Any]:
@@ -308,37 +210,6 @@ def _check_plot_available() -> None:
         import matplotlib  # noqa: F401
     except ImportError:
         raise CliError("--plot needs matplotlib: pip install 'llamatelemetry[bench]'") from None
-
-
-def _check_collector(endpoint: str) -> None:
-    """Fail before measuring when nothing listens at the OTLP endpoint (the exporter would
-    only retry in the background, and make the end of the run wait for it)."""
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise CliError(f"--otlp-endpoint must look like http://127.0.0.1:4318, got {endpoint!r}")
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        with socket.create_connection((parts.hostname, port), timeout=COLLECTOR_CHECK_TIMEOUT):
-            pass
-    except (OSError, ValueError) as exc:
-        raise CliError(f"--otlp-endpoint {endpoint}: no collector answers there ({exc})") from None
-
-
-def _setup_telemetry(endpoint: str) -> Any:
-    _check_collector(endpoint)
-    try:
-        from ..telemetry._setup import setup_telemetry
-
-        return setup_telemetry(
-            "llamatelemetry-bench",
-            otlp_endpoint=endpoint,
-            set_global=False,
-            export_timeout_s=EXPORT_TIMEOUT,
-        )
-    except ImportError:
-        raise CliError(
-            "--otlp-endpoint needs the OpenTelemetry SDK: pip install 'llamatelemetry[otel]'"
-        ) from None
 
 
 @click.command()

@@ -14,13 +14,12 @@ from typing import Any, TypeVar
 import click
 
 from ..api import DEFAULT_BASE_URL, LlamaCppClient
+from ..api._internal import API_KEY_ENV, BASE_URL_ENV
 from ._errors import EXIT_INTERRUPTED, CliError, api_errors, print_interrupted
 from ._output import err_console
 
 __all__ = ["API_KEY_ENV", "BASE_URL_ENV", "client_command"]
 
-BASE_URL_ENV = "LLAMA_BASE_URL"
-API_KEY_ENV = "LLAMA_API_KEY"
 
 R = TypeVar("R")
 

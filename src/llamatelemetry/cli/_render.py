@@ -1,4 +1,5 @@
-"""How the demo looks: rich output for people, one JSON document for machines."""
+"""How the commands look: the demo's rich output for people and its JSON document for
+machines, and the result tables of ``llamatelemetry bench``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .._version import __version__
+from ..bench import METRIC_TITLES, METRICS, RunResult
 from ._calls import CallRecord
 from ._servers import DemoServers
 from ._steps import Step
@@ -219,3 +221,93 @@ def summary_json(
         "telemetry": {"enabled": telemetry.enabled, "note": telemetry.note},
         "spans": [span.to_json() for span in spans],
     }
+
+
+# -- llamatelemetry bench ---------------------------------------------------------------
+
+
+def _metrics_table(result: RunResult) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("latency (ms)")
+    table.add_column("measured by", style="dim")
+    for column in ("mean", "median", "p90", "p99"):
+        table.add_column(column, justify="right")
+    for metric in METRICS:
+        first = True
+        for side in ("client", "server"):
+            summary = result.summary(metric, side)
+            if summary is None:
+                continue
+            table.add_row(
+                METRIC_TITLES[metric] if first else "",
+                side,
+                _ms(summary.mean, 2),
+                _ms(summary.median, 2),
+                _ms(summary.p90, 2),
+                _ms(summary.p99, 2),
+            )
+            first = False
+    return table
+
+
+def _print_run(console: Console, result: RunResult) -> None:
+    errors = Text(f"{result.errors} errors", style="red" if result.errors else "dim")
+    console.print(Text.assemble(
+        (f"Concurrency {result.concurrency}", "bold"),
+        f"  ·  {result.completed}/{result.requests} completed  ·  ", errors,
+        f"  ·  {result.duration:,.2f} s",
+    ))  # fmt: skip
+    done = max(result.completed, 1)
+    rows = [
+        ("request throughput", f"{result.request_throughput:,.2f} req/s"),
+        ("output token throughput", f"{result.output_throughput:,.1f} tok/s"),
+        (
+            "tokens per request",
+            f"{result.input_tokens / done:,.1f} in, {result.output_tokens / done:,.1f} out",
+        ),
+    ]
+    for name, value in rows:
+        console.print(Text.assemble((f"  {name:<25}", "dim"), value))
+    if result.completed:
+        console.print(_metrics_table(result))
+    for kind, count in result.error_types().items():
+        console.print(Text(f"  {count} × {kind}", style="red"))
+    for sample in result.error_samples()[:3]:
+        console.print(Text(f"    {sample}", style="dim red"), soft_wrap=True)
+    console.print()
+
+
+def _median(result: RunResult, metric: str, side: str = "client") -> str:
+    summary = result.summary(metric, side)
+    return _ms(summary.median if summary else None, 2)
+
+
+def _print_sweep(console: Console, results: list[RunResult]) -> None:
+    table = Table(title="Concurrency sweep (medians, ms)", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in (
+        "conc.",
+        "ok",
+        "err",
+        "req/s",
+        "tok/s",
+        "TTFT\nclient",
+        "TTFT\nserver",
+        "TPOT\nclient",
+        "TPOT\nserver",
+        "E2E\nclient",
+    ):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row(
+            str(r.concurrency),
+            str(r.completed),
+            str(r.errors),
+            f"{r.request_throughput:,.1f}",
+            f"{r.output_throughput:,.0f}",
+            _median(r, "ttft"),
+            _median(r, "ttft", "server"),
+            _median(r, "tpot"),
+            _median(r, "tpot", "server"),
+            _median(r, "e2e"),
+        )
+    console.print(table)

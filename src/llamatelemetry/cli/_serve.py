@@ -17,7 +17,7 @@ from rich.text import Text
 
 from ..api import DEFAULT_BASE_URL
 from ..server import ServerManager, ServerStartError
-from ..server._options import POOLING_TYPES
+from ..server._internal import POOLING_TYPES
 from ._client import API_KEY_ENV
 from ._errors import EXIT_INTERRUPTED, CliError, print_interrupted, start_error
 from ._output import err_console, out_console

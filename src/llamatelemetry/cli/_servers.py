@@ -69,7 +69,7 @@ def start_builtin_servers(
     stack: ExitStack, work_dir: Path, threads: int | None = None
 ) -> DemoServers:
     """Build the tiny random-weight model and LoRA adapter in ``work_dir``; start two servers."""
-    from ..testing import start_chat_server, start_rerank_server
+    from ..server._internal import start_chat_server, start_rerank_server
 
     threads = threads or TINY_MODEL_THREADS
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from ..api import (
     APIStatusError,
@@ -308,7 +308,7 @@ def _completions_create(ctx: DemoContext, record: CallRecord) -> None:
 def _complete(ctx: DemoContext, record: CallRecord) -> None:
     record.max_tokens = SHORT_TOKENS
     response = ctx.client.complete("The GGUF file format", max_tokens=SHORT_TOKENS)
-    _record_native(record, cast(NativeCompletion, response))
+    _record_native(record, response)
 
 
 @_step("infill", "POST /infill")
@@ -317,7 +317,7 @@ def _infill(ctx: DemoContext, record: CallRecord) -> None:
     response = ctx.client.infill(
         "def fibonacci(n):\n    ", "\n    return result", max_tokens=SHORT_TOKENS
     )
-    _record_native(record, cast(NativeCompletion, response))
+    _record_native(record, response)
 
 
 @_step("apply_template", "POST /apply-template")

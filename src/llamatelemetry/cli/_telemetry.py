@@ -3,18 +3,24 @@
 A real OpenTelemetry SDK pipeline (``TracerProvider`` → ``SimpleSpanProcessor`` →
 ``InMemorySpanExporter``), private to the demo: the global tracer provider is left alone.
 The SDK is an optional extra; without it the demo runs with plain clients and says so.
+
+Also the OTLP pipeline of ``llamatelemetry bench --otlp-endpoint``, set up only once a
+collector answers at the endpoint.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from ..api import LlamaCppClient
 from ..server import ServerManager
 from ._calls import CallRecord
+from ._errors import CliError
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -28,6 +34,8 @@ SDK_MISSING = (
     "Telemetry is off: the OpenTelemetry SDK is not installed "
     "(pip install 'llamatelemetry[otel]' to see every call's span)"
 )
+COLLECTOR_CHECK_TIMEOUT = 3.0  # seconds to connect to the OTLP endpoint before the run
+EXPORT_TIMEOUT = 5.0  # seconds one OTLP export may take (bounds the wait at exit)
 
 
 def _hex_id(span_id: int) -> str:
@@ -160,3 +168,37 @@ class DemoTelemetry:
             ))  # fmt: skip
         roots = [s for s in infos if s.parent_id not in names]
         return roots + [s for s in infos if s.parent_id in names]
+
+
+# -- llamatelemetry bench ---------------------------------------------------------------
+
+
+def _check_collector(endpoint: str) -> None:
+    """Fail before measuring when nothing listens at the OTLP endpoint (the exporter would
+    only retry in the background, and make the end of the run wait for it)."""
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CliError(f"--otlp-endpoint must look like http://127.0.0.1:4318, got {endpoint!r}")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with socket.create_connection((parts.hostname, port), timeout=COLLECTOR_CHECK_TIMEOUT):
+            pass
+    except (OSError, ValueError) as exc:
+        raise CliError(f"--otlp-endpoint {endpoint}: no collector answers there ({exc})") from None
+
+
+def _setup_telemetry(endpoint: str) -> Any:
+    _check_collector(endpoint)
+    try:
+        from ..telemetry import setup_telemetry
+
+        return setup_telemetry(
+            "llamatelemetry-bench",
+            otlp_endpoint=endpoint,
+            set_global=False,
+            export_timeout_s=EXPORT_TIMEOUT,
+        )
+    except ImportError:
+        raise CliError(
+            "--otlp-endpoint needs the OpenTelemetry SDK: pip install 'llamatelemetry[otel]'"
+        ) from None

@@ -23,7 +23,8 @@ import threading
 import time
 from typing import Any
 
-API_KEY_ENV = "LLAMA_API_KEY"  # the same variable the llama-server binary reads
+from ._options import API_KEY_ENV  # the variable the llama-server binary reads too
+
 _PARENT_POLL_SECONDS = 0.5
 
 

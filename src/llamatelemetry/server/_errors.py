@@ -1,9 +1,11 @@
-"""Errors raised while starting or supervising a llama.cpp server.
+"""Errors raised while starting or supervising a llama.cpp server, or by a batch of
+inference calls on one.
 
 ```
 LlamaTelemetryError         (the library's base, see llamatelemetry.api)
- └── ServerError             anything the server manager cannot do
-      └── ServerStartError  the server did not come up: bad model, busy port, crash, timeout
+ ├── ServerError             anything the server manager cannot do
+ │    └── ServerStartError  the server did not come up: bad model, busy port, crash, timeout
+ └── BatchInferenceError     some prompts of an InferenceEngine.batch_infer call failed
 ```
 
 A start failure carries the tail of the server's own log, because the real reason
@@ -12,9 +14,10 @@ A start failure carries the tail of the server's own log, because the real reaso
 
 from __future__ import annotations
 
-from ..api._errors import LlamaTelemetryError
+from ..api import LlamaTelemetryError
+from ._results import InferenceResult
 
-__all__ = ["ServerError", "ServerStartError"]
+__all__ = ["BatchInferenceError", "ServerError", "ServerStartError"]
 
 
 class ServerError(LlamaTelemetryError):
@@ -32,3 +35,27 @@ class ServerStartError(ServerError):
         super().__init__(message)
         self.log_tail = log_tail
         self.returncode = returncode
+
+
+class BatchInferenceError(LlamaTelemetryError):
+    """Some prompts of a `InferenceEngine.batch_infer` call failed; the others did not.
+
+    ``results[i]`` is the `InferenceResult` of prompt ``i``, or the exception it raised;
+    ``errors`` maps the index of each failed prompt to its exception; `successes` maps
+    the others to their results. The first failure is also the ``__cause__``.
+    """
+
+    def __init__(self, results: list[InferenceResult | Exception]) -> None:
+        self.results = results
+        self.errors: dict[int, Exception] = {
+            i: r for i, r in enumerate(results) if isinstance(r, Exception)
+        }
+        shown = "; ".join(
+            f"[{i}] {type(e).__name__}: {e}" for i, e in list(self.errors.items())[:5]
+        )
+        more = f"; and {len(self.errors) - 5} more" if len(self.errors) > 5 else ""
+        super().__init__(f"{len(self.errors)} of {len(results)} prompts failed: {shown}{more}")
+
+    @property
+    def successes(self) -> dict[int, InferenceResult]:
+        return {i: r for i, r in enumerate(self.results) if isinstance(r, InferenceResult)}

@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..api._internal import API_KEY_ENV
+
 __all__ = ["API_KEY_ENV", "POOLING_TYPES", "ServerOptions", "check_port", "is_loopback_host"]
 
 #: llama-server's ``--pooling`` values (and the `xllamacpp.llama_pooling_type` suffixes).
 POOLING_TYPES = ("none", "mean", "cls", "last", "rank")
-
-#: llama-server reads ``--api-key`` from this variable when the flag is absent.
-API_KEY_ENV = "LLAMA_API_KEY"
 
 
 def _integer(name: str, value: object, minimum: int | None = None) -> None:

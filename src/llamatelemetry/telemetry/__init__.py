@@ -2,7 +2,8 @@
 
 from typing import TYPE_CHECKING
 
-from ._core import CAPTURE_CONTENT_ENV, Telemetry
+from ._capture import CAPTURE_CONTENT_ENV, EMIT_EVENT_ENV, ContentCapture
+from ._core import INFERENCE_EVENT, SCHEMA_URL, Telemetry
 from ._instrumented import InstrumentedAsyncLlamaCppClient, InstrumentedLlamaCppClient
 from ._metrics import DURATION_BUCKETS, TOKEN_BUCKETS, TPOT_BUCKETS, TTFT_BUCKETS
 
@@ -31,11 +32,15 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "CAPTURE_CONTENT_ENV",
+    "ContentCapture",
     "DURATION_BUCKETS",
+    "EMIT_EVENT_ENV",
+    "INFERENCE_EVENT",
     "InstrumentedAsyncLlamaCppClient",
     "InstrumentedLlamaCppClient",
     "LlamaCppInstrumentor",
     "LlamaServerMetrics",
+    "SCHEMA_URL",
     "TOKEN_BUCKETS",
     "TPOT_BUCKETS",
     "TTFT_BUCKETS",

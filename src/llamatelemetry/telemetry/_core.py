@@ -8,21 +8,22 @@ telemetry failure reach the caller: instrumentation must not break what it obser
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
+from opentelemetry._logs import LoggerProvider, LogRecord, get_logger
 from opentelemetry.context import Context, attach, detach
 from opentelemetry.metrics import MeterProvider, get_meter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 
 from .._version import __version__
-from ..api._base import BaseClient, Call
-from ..api._streaming import AsyncStream, Stream
+from ..api import Timings
+from ..api._internal import BaseClient, Call, is_stream, observe_stream
 from ._attributes import (
     PROVIDER,
     request_attributes,
@@ -30,22 +31,30 @@ from ._attributes import (
     server_attributes,
     span_name,
 )
-from ._messages import input_messages, output_messages, stream_output_messages
+from ._capture import ContentCapture, capture_mode, emit_event
+from ._messages import (
+    input_messages,
+    output_messages,
+    stream_output_messages,
+    system_instructions,
+    tool_definitions,
+)
 from ._metrics import GenAIMetrics, metric_point
 
-__all__ = ["Telemetry", "CAPTURE_CONTENT_ENV"]
+__all__ = ["Telemetry", "SCHEMA_URL", "INFERENCE_EVENT"]
 
 log = logging.getLogger("llamatelemetry.telemetry")
 
 T = TypeVar("T")
 C = TypeVar("C", bound=BaseClient)
 
-CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 SCOPE = "llamatelemetry"
-
-
-def capture_from_env() -> bool:
-    return os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+# The semantic conventions our attribute, metric and event names were checked against.
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.44.0"
+INFERENCE_EVENT = "gen_ai.client.inference.operation.details"
+# The operations that are inferences (the event is theirs); the others are llama.cpp's
+# utility endpoints (tokenize, health, slots, ...).
+_INFERENCES = frozenset({"chat", "text_completion"})
 
 
 @lru_cache(maxsize=64)
@@ -67,6 +76,7 @@ class _Operation:
     context: Context  # the caller's context with the span in it: for children and exemplars
     attributes: dict[str, Any]
     started: float
+    body: Any  # the request's, for the content the event carries
 
 
 class Telemetry:
@@ -77,16 +87,31 @@ class Telemetry:
         *,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
-        capture_content: bool | None = None,
+        logger_provider: LoggerProvider | None = None,
+        capture_content: bool | str | ContentCapture | None = None,
         provider_name: str = PROVIDER,
     ) -> None:
-        self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=tracer_provider)
-        self.metrics = GenAIMetrics(get_meter(SCOPE, __version__, meter_provider=meter_provider))
-        self.capture_content = capture_from_env() if capture_content is None else capture_content
+        self.tracer = trace.get_tracer(
+            SCOPE, __version__, tracer_provider=tracer_provider, schema_url=SCHEMA_URL
+        )
+        self.metrics = GenAIMetrics(
+            get_meter(SCOPE, __version__, meter_provider=meter_provider, schema_url=SCHEMA_URL)
+        )
+        self.capture = capture_mode(capture_content)
+        self.capture_content = self.capture.on_span  # content on spans
+        self.events = (
+            get_logger(SCOPE, __version__, logger_provider=logger_provider, schema_url=SCHEMA_URL)
+            if emit_event(self.capture)
+            else None
+        )
+        # Output text is gathered only when something will show it.
+        self.wants_output = self.capture_content or (
+            self.events is not None and self.capture.on_event
+        )
         self.provider_name = provider_name
 
-    def _begin(self, base_url: str, call: Call[Any]) -> _Operation | None:
-        """Start the call's span (the transport, running inside it, sends ``traceparent``)."""
+    def _begin(self, base_url: str, call: Call[Any]) -> tuple[_Operation | None, Call[Any]]:
+        """Start the call's span; the call to send carries its W3C ``traceparent``."""
         try:
             attributes = request_attributes(call.operation, call.body, self.provider_name)
             attributes.update(_server(base_url))
@@ -96,27 +121,29 @@ class Telemetry:
                 attributes=attributes,
             )
             if self.capture_content:
-                messages = input_messages(call.body)
-                if messages is not None:
-                    span.set_attribute("gen_ai.input.messages", messages)
-            return _Operation(
-                span, trace.set_span_in_context(span), attributes, time.perf_counter()
-            )
+                _set_content(span, call.body)
+            context = trace.set_span_in_context(span)
+            headers = dict(call.headers) if call.headers else {}
+            propagate.inject(headers, context=context)
+            if headers:
+                call = dataclasses.replace(call, headers=headers)
+            op = _Operation(span, context, attributes, time.perf_counter(), call.body)
+            return op, call
         except Exception:  # noqa: BLE001 - telemetry must never break the call
             log.debug("could not start a span for %s", call.path, exc_info=True)
-            return None
+            return None, call
 
     def _settle(self, op: _Operation, result: T) -> T:
-        if isinstance(result, (Stream, AsyncStream)):
-            result._observer = _StreamTelemetry(self, op)
+        if is_stream(result):
+            observe_stream(result, _StreamTelemetry(self, op))  # type: ignore[arg-type]
         else:
             self._finish(op, result=result)
         return result
 
     def execute(self, client: C, call: Call[T], send: Callable[[C, Call[T]], T]) -> T:
-        """Run ``send(client, call)`` (a sync transport's own ``_execute``) inside the
-        call's span."""
-        op = self._begin(client.base_url, call)
+        """Run ``send(client, call)`` (a sync transport's ``_send``, or what an instrumentor
+        wrapped) inside the call's span."""
+        op, call = self._begin(client.base_url, call)
         if op is None:
             return send(client, call)
         token = attach(op.context)
@@ -134,7 +161,7 @@ class Telemetry:
     ) -> T:
         """The same for an async transport; the span is the current one only in this task,
         so concurrent calls are siblings under their caller, never nested in each other."""
-        op = self._begin(client.base_url, call)
+        op, call = self._begin(client.base_url, call)
         if op is None:
             return await send(client, call)
         token = attach(op.context)
@@ -155,6 +182,7 @@ class Telemetry:
         error: BaseException | None = None,
         extra: Mapping[str, Any] | None = None,
         output: str | None = None,
+        last: Any = None,
     ) -> None:
         """End the span and record the metrics, exactly once per operation."""
         span, attributes = op.span, op.attributes
@@ -167,12 +195,16 @@ class Telemetry:
             attributes.update(final)
             if error is not None:
                 _fail(span, attributes, error)
-            if self.capture_content:
-                if output is None and result is not None:
-                    output = output_messages(result)
-                if output is not None:
-                    span.set_attribute("gen_ai.output.messages", output)
-            self.metrics.record(attributes, duration, op.context)
+            if output is None and result is not None and self.wants_output:
+                output = output_messages(result)
+            if self.capture_content and output is not None:
+                span.set_attribute("gen_ai.output.messages", output)
+            timings = getattr(result if result is not None else last, "timings", None)
+            if not isinstance(timings, Timings):
+                timings = None
+            self.metrics.record(attributes, duration, op.context, timings)
+            if self.events is not None and attributes["gen_ai.operation.name"] in _INFERENCES:
+                self._emit(op, attributes, output)
         except Exception:  # noqa: BLE001
             log.debug("could not record telemetry", exc_info=True)
         finally:
@@ -180,6 +212,35 @@ class Telemetry:
                 span.end()
             except Exception:  # noqa: BLE001 - a faulty span processor is not the caller's problem
                 log.debug("a span processor failed", exc_info=True)
+
+    def _emit(self, op: _Operation, attributes: dict[str, Any], output: str | None) -> None:
+        """The inference's operation-details event: the span's GenAI attributes and, when
+        content goes to events, the messages as structured values."""
+        assert self.events is not None
+        values = dict(attributes)
+        if self.capture.on_event:
+            for key, text in (
+                ("gen_ai.input.messages", input_messages(op.body)),
+                ("gen_ai.output.messages", output),
+                ("gen_ai.system_instructions", system_instructions(op.body)),
+                ("gen_ai.tool.definitions", tool_definitions(op.body)),
+            ):
+                if text is not None:
+                    values[key] = json.loads(text)
+        self.events.emit(
+            LogRecord(event_name=INFERENCE_EVENT, attributes=values, context=op.context)
+        )
+
+
+def _set_content(span: Span, body: Any) -> None:
+    """The request's content on the span, as JSON strings (opt-in)."""
+    for key, text in (
+        ("gen_ai.input.messages", input_messages(body)),
+        ("gen_ai.system_instructions", system_instructions(body)),
+        ("gen_ai.tool.definitions", tool_definitions(body)),
+    ):
+        if text is not None:
+            span.set_attribute(key, text)
 
 
 class _StreamTelemetry:
@@ -203,7 +264,7 @@ class _StreamTelemetry:
         self._last = op.started
         self._last_chunk: Any = None  # ids, usage and timings come with the last chunks
         self._reasons: list[str] = []
-        self._text: list[str] | None = [] if telemetry.capture_content else None
+        self._text: list[str] | None = [] if telemetry.wants_output else None
         self._point = metric_point(op.attributes)
 
     def on_chunk(self, chunk: Any) -> None:
@@ -242,7 +303,9 @@ class _StreamTelemetry:
             output = stream_output_messages(
                 "".join(self._text), self._reasons, failed=error is not None
             )
-        self._telemetry._finish(self._op, error=error, extra=extra, output=output)
+        self._telemetry._finish(
+            self._op, error=error, extra=extra, output=output, last=self._last_chunk
+        )
 
 
 def _piece_of(chunk: Any) -> str | None:

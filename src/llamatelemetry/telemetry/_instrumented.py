@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import httpx
+from opentelemetry._logs import LoggerProvider
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
+from typing_extensions import Unpack
 
-from ..api._async_client import AsyncLlamaCppClient
-from ..api._base import Call
-from ..api._client import LlamaCppClient
-from ..api._types import ChatCompletion
+from ..api import AsyncLlamaCppClient, ChatCompletion, LlamaCppClient
+from ..api._internal import Call, ClientOptions, check_options
 from ._attributes import PROVIDER
 from ._core import Telemetry
 
@@ -19,17 +20,20 @@ __all__ = ["InstrumentedLlamaCppClient", "InstrumentedAsyncLlamaCppClient"]
 
 T = TypeVar("T")
 
-# The transports' own _execute, captured before any instrumentor could patch them, so an
-# instrumented client never records a call twice.
-_bare_execute = LlamaCppClient._execute
-_bare_execute_async = AsyncLlamaCppClient._execute
+
+_TELEMETRY_OPTIONS = (
+    "tracer_provider",
+    "meter_provider",
+    "logger_provider",
+    "capture_content",
+    "provider_name",
+)
 
 
 class _Instrumented:
     """The telemetry options and the spec's ``chat_completions``, for both transports."""
 
     _telemetry: Telemetry
-    _propagate = True
 
     def __init__(
         self,
@@ -38,14 +42,18 @@ class _Instrumented:
         *,
         tracer_provider: TracerProvider | None = None,
         meter_provider: MeterProvider | None = None,
-        capture_content: bool | None = None,
+        logger_provider: LoggerProvider | None = None,
+        capture_content: bool | str | None = None,
         provider_name: str = PROVIDER,
-        **options: Any,
+        http_client: Any = None,  # each transport's own type: see the classes below
+        **options: Unpack[ClientOptions],
     ) -> None:
-        super().__init__(base_url, api_key, **options)  # type: ignore[call-arg]
+        check_options(type(self).__name__, options, _TELEMETRY_OPTIONS)
+        super().__init__(base_url, api_key, http_client=http_client, **options)  # type: ignore[call-arg,misc]
         self._telemetry = Telemetry(
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
+            logger_provider=logger_provider,
             capture_content=capture_content,
             provider_name=provider_name,
         )
@@ -72,12 +80,33 @@ class InstrumentedLlamaCppClient(_Instrumented, LlamaCppClient):
     Every call is one CLIENT span named ``"{operation} {model}"`` with the GenAI request,
     response and usage attributes and llama.cpp's timings, plus the GenAI client and server
     histograms; requests carry W3C ``traceparent``. Providers default to the global ones.
-    Message content is recorded only with ``capture_content=True`` or
-    ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``.
+    Message content is recorded only when asked for: ``capture_content`` (``True`` or
+    ``"SPAN_ONLY"``, ``"EVENT_ONLY"``, ``"SPAN_AND_EVENT"``), else
+    ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` with the same values. Inferences
+    emit the ``gen_ai.client.inference.operation.details`` event through
+    ``logger_provider`` (default: the global one) when events are asked for.
     """
 
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            base_url: str | None = None,
+            api_key: str | None = None,
+            *,
+            tracer_provider: TracerProvider | None = None,
+            meter_provider: MeterProvider | None = None,
+            logger_provider: LoggerProvider | None = None,
+            capture_content: bool | str | None = None,
+            provider_name: str = PROVIDER,
+            http_client: httpx.Client | None = None,
+            **options: Unpack[ClientOptions],
+        ) -> None: ...
+
     def _execute(self, call: Call[T]) -> T:
-        return self._telemetry.execute(self, call, _bare_execute)
+        # The transport itself, not LlamaCppClient._execute: the instrumentor may have
+        # wrapped that, and a call must be recorded once.
+        return self._telemetry.execute(self, call, LlamaCppClient._send)
 
 
 class InstrumentedAsyncLlamaCppClient(_Instrumented, AsyncLlamaCppClient):
@@ -86,9 +115,23 @@ class InstrumentedAsyncLlamaCppClient(_Instrumented, AsyncLlamaCppClient):
 
     if TYPE_CHECKING:  # at run time, _Instrumented's returns this transport's coroutine
 
+        def __init__(
+            self,
+            base_url: str | None = None,
+            api_key: str | None = None,
+            *,
+            tracer_provider: TracerProvider | None = None,
+            meter_provider: MeterProvider | None = None,
+            logger_provider: LoggerProvider | None = None,
+            capture_content: bool | str | None = None,
+            provider_name: str = PROVIDER,
+            http_client: httpx.AsyncClient | None = None,
+            **options: Unpack[ClientOptions],
+        ) -> None: ...
+
         async def chat_completions(  # type: ignore[override]
             self, payload: Mapping[str, Any]
         ) -> ChatCompletion: ...
 
     async def _execute(self, call: Call[T]) -> T:  # type: ignore[override]
-        return await self._telemetry.execute_async(self, call, _bare_execute_async)
+        return await self._telemetry.execute_async(self, call, AsyncLlamaCppClient._send)

@@ -23,21 +23,67 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 
-from ..api._async_client import AsyncLlamaCppClient
-from ..api._base import Call
-from ..api._client import LlamaCppClient
+from ..api import AsyncLlamaCppClient, LlamaCppClient
+from ..api._internal import Call
 from ._core import Telemetry
-from ._instrumented import _bare_execute, _bare_execute_async
 
 __all__ = ["LlamaCppInstrumentor"]
 
 _instruments = ("llamatelemetry >= 0.1",)
 
 
+class _Patch:
+    """One wrapper this instrumentor put on a class's ``_execute``, and what was there
+    before it (the transport's own, or another library's wrapper)."""
+
+    __slots__ = ("cls", "previous", "wrapper", "telemetry")
+
+    def __init__(self, cls: type, telemetry: Telemetry, asynchronous: bool) -> None:
+        self.cls = cls
+        self.previous: Any = cls.__dict__["_execute"]
+        self.telemetry: Telemetry | None = telemetry
+        previous, patch = self.previous, self
+
+        if asynchronous:
+
+            async def wrapper(client: Any, call: Call[Any]) -> Any:
+                telemetry = patch.telemetry
+                if telemetry is None:  # uninstrumented under someone else's wrapper
+                    return await previous(client, call)
+                return await telemetry.execute_async(client, call, previous)
+
+        else:
+
+            def wrapper(client: Any, call: Call[Any]) -> Any:  # type: ignore[misc]
+                telemetry = patch.telemetry
+                if telemetry is None:
+                    return previous(client, call)
+                return telemetry.execute(client, call, previous)
+
+        wrapper.__wrapped__ = previous  # type: ignore[attr-defined]
+        self.wrapper = wrapper
+        cls._execute = wrapper  # type: ignore[attr-defined]
+
+    def remove(self) -> None:
+        """Take this wrapper out: restore what it wrapped when it is still the outermost;
+        when another library wrapped it since, leave their wrapper in place and make ours a
+        plain pass-through (removing it would remove theirs too)."""
+        self.telemetry = None
+        if self.cls.__dict__.get("_execute") is self.wrapper:
+            self.cls._execute = self.previous  # type: ignore[attr-defined]
+
+
 class LlamaCppInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Patch ``LlamaCppClient`` so each call is a span with GenAI metrics; results are
     unchanged. Keyword arguments: ``tracer_provider``, ``meter_provider``,
-    ``capture_content`` (default: ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``)."""
+    ``logger_provider`` (for the operation-details event), ``capture_content`` (default:
+    ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``).
+
+    ``uninstrument()`` removes only this instrumentor's own wrapper: a wrapper another
+    library put on the same method, before or after, stays where it is.
+    """
+
+    _patches: list[_Patch] = []
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
@@ -46,22 +92,15 @@ class LlamaCppInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         telemetry = Telemetry(
             tracer_provider=kwargs.get("tracer_provider"),
             meter_provider=kwargs.get("meter_provider"),
+            logger_provider=kwargs.get("logger_provider"),
             capture_content=kwargs.get("capture_content"),
         )
-
-        def _execute(client: LlamaCppClient, call: Call[Any]) -> Any:
-            return telemetry.execute(client, call, _bare_execute)
-
-        async def _execute_async(client: AsyncLlamaCppClient, call: Call[Any]) -> Any:
-            return await telemetry.execute_async(client, call, _bare_execute_async)
-
-        _execute.__wrapped__ = _bare_execute  # type: ignore[attr-defined]
-        _execute_async.__wrapped__ = _bare_execute_async  # type: ignore[attr-defined]
-        LlamaCppClient._execute = _execute  # type: ignore[method-assign,assignment]
-        AsyncLlamaCppClient._execute = _execute_async  # type: ignore[method-assign,assignment]
-        LlamaCppClient._propagate = AsyncLlamaCppClient._propagate = True
+        self._patches = [
+            _Patch(LlamaCppClient, telemetry, asynchronous=False),
+            _Patch(AsyncLlamaCppClient, telemetry, asynchronous=True),
+        ]
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        LlamaCppClient._execute = _bare_execute  # type: ignore[method-assign]
-        AsyncLlamaCppClient._execute = _bare_execute_async  # type: ignore[method-assign]
-        LlamaCppClient._propagate = AsyncLlamaCppClient._propagate = False
+        for patch in self._patches:
+            patch.remove()
+        self._patches = []

@@ -13,7 +13,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MAX_CONTENT_CHARS", "input_messages", "output_messages", "stream_output_messages"]
+__all__ = [
+    "MAX_CONTENT_CHARS",
+    "input_messages",
+    "output_messages",
+    "stream_output_messages",
+    "system_instructions",
+    "tool_definitions",
+]
 
 MAX_CONTENT_CHARS = 16_384
 _TRUNCATED = "…"
@@ -34,6 +41,35 @@ def input_messages(body: Any) -> str | None:
     if prompt is None:
         return None
     return _bounded([{"role": "user", "parts": _prompt_parts(prompt)}])
+
+
+def system_instructions(body: Any) -> str | None:
+    """Instructions given apart from the chat history (the Responses API's
+    ``instructions``, the Messages API's ``system``), as the conventions' parts. System
+    messages *in* the history stay in ``gen_ai.input.messages``, as the conventions say."""
+    if not isinstance(body, Mapping):
+        return None
+    for key in ("instructions", "system"):
+        value = body.get(key)
+        if isinstance(value, str) and value:
+            return _bounded_parts(_text_parts(value))
+        if isinstance(value, list) and value:
+            return _bounded_parts(_content_parts(value))
+    return None
+
+
+def tool_definitions(body: Any) -> str | None:
+    """The request's ``tools``, as sent (a JSON array of tool definitions)."""
+    if not isinstance(body, Mapping):
+        return None
+    tools = body.get("tools")
+    if not isinstance(tools, list) or not tools:
+        return None
+    text = _dumps(tools)
+    while len(text) > MAX_CONTENT_CHARS and len(tools) > 1:  # the first tools, whole
+        tools = tools[:-1]
+        text = _dumps(tools)
+    return text if len(text) <= MAX_CONTENT_CHARS else "[]"
 
 
 def output_messages(result: Any) -> str | None:
@@ -149,7 +185,13 @@ def _finish_reason(reason: Any) -> str:
     return "tool_call" if reason == "tool_calls" else str(reason)
 
 
-def _dumps(messages: list[Message]) -> str:
+def _bounded_parts(parts: list[dict[str, Any]]) -> str:
+    """Parts (not messages) within ``MAX_CONTENT_CHARS``, shortened as messages are."""
+    messages = json.loads(_bounded([{"role": "system", "parts": parts}]))
+    return _dumps(messages[0]["parts"] if messages else [])
+
+
+def _dumps(messages: list[Any]) -> str:
     return json.dumps(messages, ensure_ascii=False, default=str)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.metrics import Histogram, Meter
 
+from ..api import Timings
 from . import _recorder
 
 __all__ = [
@@ -147,11 +148,16 @@ class GenAIMetrics:
         self._recorder.attach(meter)
 
     def record(
-        self, attributes: dict[str, Any], duration: float, context: Context | None = None
+        self,
+        attributes: dict[str, Any],
+        duration: float,
+        context: Context | None = None,
+        timings: Timings | None = None,
     ) -> None:
         """Record one finished operation from its final span attributes (which must not
-        change after); ``context`` is the operation's own, for exemplars."""
-        self._recorder.defer(self._record_operation, attributes, duration, context)
+        change after) and the server's timings; ``context`` is the operation's own, for
+        exemplars."""
+        self._recorder.defer(self._record_operation, duration, (attributes, timings), context)
 
     def record_chunk(
         self, seconds: float, point: dict[str, Any], context: Context | None, *, first: bool
@@ -161,8 +167,12 @@ class GenAIMetrics:
         self._recorder.defer(histogram.record, seconds, point, context)
 
     def _record_operation(
-        self, attributes: dict[str, Any], duration: float, context: Context | None
+        self,
+        duration: float,
+        operation: tuple[dict[str, Any], Timings | None],
+        context: Context | None,
     ) -> None:
+        attributes, timings = operation
         point = metric_point(attributes)
         self.duration.record(duration, point, context)
         if "error.type" in point:
@@ -174,10 +184,11 @@ class GenAIMetrics:
             tokens = attributes.get(key)
             if tokens is not None:
                 self.token_usage.record(tokens, {**point, "gen_ai.token.type": kind}, context)
-        prompt_ms = attributes.get("llama_cpp.timings.prompt_ms")
-        if prompt_ms is not None:
-            self.server_ttft.record(prompt_ms / 1000.0, point, context)
-        predicted_ms = attributes.get("llama_cpp.timings.predicted_ms")
-        predicted_n = attributes.get("llama_cpp.timings.predicted_n")
-        if predicted_ms is not None and predicted_n and predicted_n > 1:
-            self.server_tpot.record(predicted_ms / 1000.0 / (predicted_n - 1), point, context)
+        if timings is None:
+            return
+        ttft = timings.ttft_s
+        if ttft is not None:
+            self.server_ttft.record(ttft, point, context)
+        tpot = timings.tpot_s
+        if tpot is not None:
+            self.server_tpot.record(tpot, point, context)

@@ -24,9 +24,8 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation, g
 
 from .._closing import Closing
 from .._version import __version__
-from ..api import deadline
-from ..api._client import LlamaCppClient
-from ..api._validation import check_number
+from ..api import LlamaCppClient, deadline
+from ..api._internal import check_number
 from ._attributes import server_attributes
 
 __all__ = ["LlamaServerMetrics", "SERVER_INSTRUMENTS"]

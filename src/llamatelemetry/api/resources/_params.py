@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
+
+from typing_extensions import TypedDict
 
 from .._base import Call, TimeoutTypes, check_total_timeout
 from .._streaming import StreamFormat
@@ -17,9 +20,91 @@ from .._validation import (
     check_text,
 )
 
-__all__ = ["sampling_body", "check_extra", "generation_call"]
+__all__ = [
+    "SAMPLING_DEFAULTS",
+    "SamplingParams",
+    "check_extra",
+    "generation_call",
+    "sampling_body",
+]
 
 INT32_MAX = 2**31 - 1  # llama.cpp reads counts into an int32; a larger value would wrap
+
+
+class SamplingParams(TypedDict, total=False):
+    """The sampling parameters of every generation call (chat, completions, ``complete``,
+    ``infill`` and the engine's calls), defined once.
+
+    The first eight are OpenAI's, with these defaults when left out: ``max_tokens`` 128,
+    ``temperature`` 0.7, ``top_p`` 0.9, ``top_k`` 40, ``seed`` 0, ``stop`` None,
+    ``frequency_penalty`` 0.0, ``presence_penalty`` 0.0 (``SAMPLING_DEFAULTS``); ``None``
+    leaves one to the server's own default. The rest are llama.cpp's, sent only when given
+    and checked before sending. A field the types do not name goes in ``extra_body``.
+    """
+
+    max_tokens: int | None
+    temperature: float | None
+    top_p: float | None
+    top_k: int | None
+    seed: int | None
+    stop: str | Sequence[str] | None
+    frequency_penalty: float | None
+    presence_penalty: float | None
+    # llama.cpp's own
+    min_p: float
+    typical_p: float
+    repeat_penalty: float
+    dynatemp_range: float
+    dynatemp_exponent: float
+    mirostat_tau: float
+    mirostat_eta: float
+    xtc_probability: float
+    xtc_threshold: float
+    top_n_sigma: float
+    dry_multiplier: float
+    dry_base: float
+    n_predict: int
+    n_probs: int
+    min_keep: int
+    repeat_last_n: int
+    mirostat: int
+    n_keep: int
+    dry_allowed_length: int
+    dry_penalty_last_n: int
+    id_slot: int
+    n_indent: int
+    t_max_predict_ms: int
+    top_logprobs: int
+    cache_prompt: bool
+    ignore_eos: bool
+    return_tokens: bool
+    timings_per_token: bool
+    post_sampling_probs: bool
+    return_progress: bool
+    logprobs: bool
+    parallel_tool_calls: bool
+    json_schema: Mapping[str, Any]
+    response_format: Mapping[str, Any]
+    chat_template_kwargs: Mapping[str, Any]
+    stream_options: Mapping[str, Any]
+    grammar: str
+    tools: Sequence[Mapping[str, Any]]
+    tool_choice: str | Mapping[str, Any]
+    logit_bias: Mapping[Any, float] | Sequence[Sequence[Any]]
+
+
+SAMPLING_DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
+    {
+        "max_tokens": 128,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "top_k": 40,
+        "seed": 0,
+        "stop": None,
+        "frequency_penalty": 0.0,
+        "presence_penalty": 0.0,
+    }
+)
 
 # llama.cpp's extra sampling parameters with a known type: checked before sending.
 _EXTRA_NUMBERS: dict[str, tuple[float | None, float | None]] = {
@@ -61,31 +146,26 @@ _EXTRA_BOOLS = (
     "parallel_tool_calls",
 )
 _EXTRA_MAPPINGS = ("json_schema", "response_format", "chat_template_kwargs", "stream_options")
-_EXTRA_OTHER = ("grammar", "tools", "logit_bias")
+_EXTRA_OTHER = ("grammar", "tools", "tool_choice", "logit_bias")
 _KNOWN_EXTRAS = frozenset(
     [*_EXTRA_NUMBERS, *_EXTRA_INTS, *_EXTRA_BOOLS, *_EXTRA_MAPPINGS, *_EXTRA_OTHER]
 )
 # The named parameters of the generation methods: an extra keyword that is a near miss of
 # one of them is a typo that the server would silently ignore.
 _NAMED = (
+    *SAMPLING_DEFAULTS,
     "messages",
     "prompt",
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
     "stream",
-    "seed",
-    "stop",
-    "frequency_penalty",
-    "presence_penalty",
     "model",
     "timeout",
     "total_timeout",
     "extra_headers",
+    "extra_body",
     "input_prefix",
     "input_suffix",
     "input_extra",
+    "stop_sequences",
 )
 
 
@@ -128,55 +208,44 @@ def check_extra(extra: Mapping[str, Any]) -> dict[str, Any]:
     return dict(extra)
 
 
-def sampling_body(
-    *,
-    max_tokens: Any,
-    temperature: Any,
-    top_p: Any,
-    top_k: Any,
-    seed: Any,
-    stop: Any,
-    frequency_penalty: Any,
-    presence_penalty: Any,
-    stream: Any,
-    extra: Mapping[str, Any],
-    max_tokens_key: str = "max_tokens",
-    allow_zero_tokens: bool = False,
-) -> dict[str, Any]:
-    """The request fields shared by chat, completions, /completion and /infill.
+def sampling_body(params: Mapping[str, Any], *, native: bool) -> dict[str, Any]:
+    """The request fields of ``params`` (a generation call's keywords): the sampling
+    parameters, each defaulted from ``SAMPLING_DEFAULTS`` and checked, then llama.cpp's
+    extras, checked where their type is known and passed through otherwise.
 
     ``None`` leaves a parameter to the server's default. ``max_tokens=-1`` means "until the
-    model stops or the context is full", as in llama.cpp.
+    model stops or the context is full", as in llama.cpp; native endpoints name it
+    ``n_predict`` and also take 0 (prompt processing only).
     """
-    body: dict[str, Any] = {}
-    values = {
-        max_tokens_key: check_int("max_tokens", max_tokens, minimum=-1, maximum=INT32_MAX),
-        "temperature": check_number("temperature", temperature, minimum=0.0),
-        "top_p": check_number("top_p", top_p, minimum=0.0, maximum=1.0),
-        "top_k": check_int("top_k", top_k, minimum=0, maximum=INT32_MAX),
-        "seed": check_int("seed", seed, minimum=-1, maximum=2**32 - 1),
-        "stop": check_stop(stop),
+    values = {**SAMPLING_DEFAULTS, **params}
+    max_tokens = values["max_tokens"]
+    checked = {
+        "n_predict" if native else "max_tokens": check_int(
+            "max_tokens", max_tokens, minimum=-1, maximum=INT32_MAX
+        ),
+        "temperature": check_number("temperature", values["temperature"], minimum=0.0),
+        "top_p": check_number("top_p", values["top_p"], minimum=0.0, maximum=1.0),
+        "top_k": check_int("top_k", values["top_k"], minimum=0, maximum=INT32_MAX),
+        "seed": check_int("seed", values["seed"], minimum=-1, maximum=2**32 - 1),
+        "stop": check_stop(values["stop"]),
         "frequency_penalty": check_number(
-            "frequency_penalty", frequency_penalty, minimum=-2.0, maximum=2.0
+            "frequency_penalty", values["frequency_penalty"], minimum=-2.0, maximum=2.0
         ),
         "presence_penalty": check_number(
-            "presence_penalty", presence_penalty, minimum=-2.0, maximum=2.0
+            "presence_penalty", values["presence_penalty"], minimum=-2.0, maximum=2.0
         ),
     }
-    if max_tokens == 0 and not allow_zero_tokens:
+    if max_tokens == 0 and not native:
         raise ValueError("max_tokens must be a positive number of tokens (or -1 for no limit)")
-    for key, value in values.items():
-        if value is not None:
-            body[key] = value
-    check_bool("stream", stream)
-    body["stream"] = stream
-    body.update(check_extra(extra))
+    body = {key: value for key, value in checked.items() if value is not None}
+    body.update(check_extra({k: v for k, v in params.items() if k not in SAMPLING_DEFAULTS}))
     return body
 
 
 def generation_call(
     path: str,
     fields: Mapping[str, Any],
+    params: Mapping[str, Any],
     *,
     parse: Any,
     stream_format: StreamFormat[Any],
@@ -185,25 +254,24 @@ def generation_call(
     stream: Any,
     timeout: TimeoutTypes,
     total_timeout: float | None = None,
-    extra_headers: Mapping[str, str] | None,
-    extra: Mapping[str, Any],
-    **sampling: Any,
+    extra_headers: Mapping[str, str] | None = None,
+    extra_body: Mapping[str, Any] | None = None,
 ) -> Call[Any]:
     """The one request of every generation endpoint: chat, completions, /completion, /infill.
 
     OpenAI-style endpoints take ``max_tokens`` and, when streaming, are always asked for
     usage (so the last chunk carries usage and timings); native ones take ``n_predict``.
+    ``extra_body`` (fields the types do not name) is merged last, as openai's is.
     """
     body = dict(fields)
-    body.update(
-        sampling_body(
-            stream=stream,
-            extra=extra,
-            max_tokens_key="max_tokens" if openai else "n_predict",
-            allow_zero_tokens=not openai,
-            **sampling,
-        )
-    )
+    body.update(sampling_body(params, native=not openai))
+    check_bool("stream", stream)
+    body["stream"] = stream
+    if extra_body is not None:
+        if not isinstance(extra_body, Mapping):
+            raise TypeError(f"extra_body must be a dict, not {type(extra_body).__name__}")
+        check_json("extra_body", extra_body)
+        body.update(extra_body)
     if stream and openai:
         body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
     return Call(

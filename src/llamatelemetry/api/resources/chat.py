@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, overload
 
+from typing_extensions import Unpack
+
 from .._base import Call, TimeoutTypes
 from .._streaming import Stream, StreamFormat
 from .._types import ChatCompletion, ChatCompletionChunk
 from .._validation import check_messages, check_text
-from ._params import generation_call
+from ._params import SamplingParams, generation_call
 from ._resource import Resource
 
 __all__ = ["Chat", "ChatCompletions", "CHAT_STREAM"]
@@ -24,123 +26,94 @@ class ChatCompletions(Resource):
     def create(
         self,
         messages: Sequence[Mapping[str, Any]],
-        max_tokens: int | None = ...,
-        temperature: float | None = ...,
-        top_p: float | None = ...,
-        top_k: int | None = ...,
-        stream: Literal[False] = ...,
-        seed: int | None = ...,
-        stop: str | Sequence[str] | None = ...,
-        frequency_penalty: float | None = ...,
-        presence_penalty: float | None = ...,
         *,
-        model: str | None = ...,
-        timeout: TimeoutTypes = ...,
-        total_timeout: float | None = ...,
-        extra_headers: Mapping[str, str] | None = ...,
-        **extra: Any,
+        stream: Literal[False] = False,
+        model: str | None = None,
+        timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Unpack[SamplingParams],
     ) -> ChatCompletion: ...
     @overload
     def create(
         self,
         messages: Sequence[Mapping[str, Any]],
-        max_tokens: int | None = ...,
-        temperature: float | None = ...,
-        top_p: float | None = ...,
-        top_k: int | None = ...,
         *,
         stream: Literal[True],
-        seed: int | None = ...,
-        stop: str | Sequence[str] | None = ...,
-        frequency_penalty: float | None = ...,
-        presence_penalty: float | None = ...,
-        model: str | None = ...,
-        timeout: TimeoutTypes = ...,
-        total_timeout: float | None = ...,
-        extra_headers: Mapping[str, str] | None = ...,
-        **extra: Any,
+        model: str | None = None,
+        timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Unpack[SamplingParams],
     ) -> Stream[ChatCompletionChunk]: ...
     @overload
     def create(
         self,
         messages: Sequence[Mapping[str, Any]],
-        max_tokens: int | None = ...,
-        temperature: float | None = ...,
-        top_p: float | None = ...,
-        top_k: int | None = ...,
         *,
         stream: bool,
-        seed: int | None = ...,
-        stop: str | Sequence[str] | None = ...,
-        frequency_penalty: float | None = ...,
-        presence_penalty: float | None = ...,
-        model: str | None = ...,
-        timeout: TimeoutTypes = ...,
-        total_timeout: float | None = ...,
-        extra_headers: Mapping[str, str] | None = ...,
-        **extra: Any,
-    ) -> ChatCompletion | Stream[ChatCompletionChunk]: ...
-    def create(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        max_tokens: int | None = 128,
-        temperature: float | None = 0.7,
-        top_p: float | None = 0.9,
-        top_k: int | None = 40,
-        stream: bool = False,
-        seed: int | None = 0,
-        stop: str | Sequence[str] | None = None,
-        frequency_penalty: float | None = 0.0,
-        presence_penalty: float | None = 0.0,
-        *,
         model: str | None = None,
         timeout: TimeoutTypes = None,
         total_timeout: float | None = None,
         extra_headers: Mapping[str, str] | None = None,
-        **extra: Any,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Unpack[SamplingParams],
+    ) -> ChatCompletion | Stream[ChatCompletionChunk]: ...
+    def create(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        stream: bool = False,
+        model: str | None = None,
+        timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Unpack[SamplingParams],
     ) -> ChatCompletion | Stream[ChatCompletionChunk]:
         """Generate the assistant's reply to ``messages``.
 
-        Any other llama.cpp parameter (``min_p``, ``repeat_penalty``, ``grammar``,
-        ``json_schema``, ``response_format``, ``logit_bias``, ``n_probs``, ``cache_prompt``,
-        ``tools``, ...) passes through as a keyword. With ``stream=True`` the result is a
-        :class:`Stream` of chunks whose last one carries ``usage`` and ``timings``.
-        ``timeout`` bounds each wait on the socket; ``total_timeout`` the whole call, its
-        retries and, for a stream, the reading of every chunk (see the client's options).
+        The sampling parameters are :class:`SamplingParams` (OpenAI's, with llama.cpp's
+        ``min_p``, ``repeat_penalty``, ``grammar``, ``json_schema``, ``response_format``,
+        ``tools``, ... beside them); ``extra_body`` carries any other request field. With
+        ``stream=True`` the result is a :class:`Stream` of chunks whose last one carries
+        ``usage`` and ``timings``. ``timeout`` bounds each wait on the socket;
+        ``total_timeout`` the whole call, its retries and, for a stream, the reading of every
+        chunk (see the client's options).
         """
         return self._client._execute(  # type: ignore[no-any-return]
             chat_call(
                 messages,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,
+                params,
                 stream=stream,
-                seed=seed,
-                stop=stop,
-                frequency_penalty=frequency_penalty,
-                presence_penalty=presence_penalty,
                 model=model,
                 timeout=timeout,
                 total_timeout=total_timeout,
                 extra_headers=extra_headers,
-                extra=extra,
+                extra_body=extra_body,
             )
         )
 
 
-def chat_call(messages: Any, *, model: str | None, **kwargs: Any) -> Call[Any]:
+def chat_call(
+    messages: Any, params: Mapping[str, Any], *, model: str | None = None, **options: Any
+) -> Call[Any]:
+    """The request of a chat completion: ``params`` are its sampling parameters, ``options``
+    the call's (``stream``, ``timeout``, ``total_timeout``, ``extra_headers``, ``extra_body``)."""
     fields: dict[str, Any] = {"messages": check_messages(messages)}
     if model is not None:
         fields["model"] = check_text("model", model)
     return generation_call(
         "/v1/chat/completions",
         fields,
+        params,
         parse=ChatCompletion.model_validate,
         stream_format=CHAT_STREAM,
         operation="chat",
         openai=True,
-        **kwargs,
+        **options,
     )
 
 

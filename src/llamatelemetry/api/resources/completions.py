@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, overload
 
+from typing_extensions import Unpack
+
 from .._base import Call, TimeoutTypes
 from .._streaming import Stream, StreamFormat
 from .._types import Completion, NativeCompletion
 from .._validation import check_text, check_token_ids
-from ._params import generation_call
+from ._params import SamplingParams, generation_call
 from ._resource import Resource
 
 __all__ = ["Completions", "complete_call", "infill_call"]
@@ -52,60 +54,52 @@ class Completions(Resource):
     def create(
         self,
         prompt: str | Sequence[Any],
-        max_tokens: int | None = ...,
-        temperature: float | None = ...,
-        top_p: float | None = ...,
-        top_k: int | None = ...,
-        stream: Literal[False] = ...,
-        seed: int | None = ...,
-        stop: str | Sequence[str] | None = ...,
-        frequency_penalty: float | None = ...,
-        presence_penalty: float | None = ...,
         *,
-        model: str | None = ...,
-        timeout: TimeoutTypes = ...,
-        total_timeout: float | None = ...,
-        extra_headers: Mapping[str, str] | None = ...,
-        **extra: Any,
+        stream: Literal[False] = False,
+        model: str | None = None,
+        timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Unpack[SamplingParams],
     ) -> Completion: ...
     @overload
     def create(
         self,
         prompt: str | Sequence[Any],
-        max_tokens: int | None = ...,
-        temperature: float | None = ...,
-        top_p: float | None = ...,
-        top_k: int | None = ...,
         *,
         stream: Literal[True],
-        seed: int | None = ...,
-        stop: str | Sequence[str] | None = ...,
-        frequency_penalty: float | None = ...,
-        presence_penalty: float | None = ...,
-        model: str | None = ...,
-        timeout: TimeoutTypes = ...,
-        total_timeout: float | None = ...,
-        extra_headers: Mapping[str, str] | None = ...,
-        **extra: Any,
-    ) -> Stream[Completion]: ...
-    def create(
-        self,
-        prompt: str | Sequence[Any],
-        max_tokens: int | None = 128,
-        temperature: float | None = 0.7,
-        top_p: float | None = 0.9,
-        top_k: int | None = 40,
-        stream: bool = False,
-        seed: int | None = 0,
-        stop: str | Sequence[str] | None = None,
-        frequency_penalty: float | None = 0.0,
-        presence_penalty: float | None = 0.0,
-        *,
         model: str | None = None,
         timeout: TimeoutTypes = None,
         total_timeout: float | None = None,
         extra_headers: Mapping[str, str] | None = None,
-        **extra: Any,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Unpack[SamplingParams],
+    ) -> Stream[Completion]: ...
+    @overload
+    def create(
+        self,
+        prompt: str | Sequence[Any],
+        *,
+        stream: bool,
+        model: str | None = None,
+        timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Unpack[SamplingParams],
+    ) -> Completion | Stream[Completion]: ...
+    def create(
+        self,
+        prompt: str | Sequence[Any],
+        *,
+        stream: bool = False,
+        model: str | None = None,
+        timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Unpack[SamplingParams],
     ) -> Completion | Stream[Completion]:
         """Continue ``prompt`` (``/v1/completions``); the same sampling parameters as chat."""
         fields: dict[str, Any] = {"prompt": _check_prompt(prompt)}
@@ -115,48 +109,44 @@ class Completions(Resource):
             generation_call(
                 "/v1/completions",
                 fields,
+                params,
                 parse=Completion.model_validate,
                 stream_format=COMPLETION_STREAM,
                 operation="text_completion",
                 openai=True,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,
                 stream=stream,
-                seed=seed,
-                stop=stop,
-                frequency_penalty=frequency_penalty,
-                presence_penalty=presence_penalty,
                 timeout=timeout,
                 total_timeout=total_timeout,
                 extra_headers=extra_headers,
-                extra=extra,
+                extra_body=extra_body,
             )
         )
 
 
-def _native_call(path: str, fields: dict[str, Any], operation: str, **kwargs: Any) -> Call[Any]:
+def _native_call(
+    path: str, fields: dict[str, Any], operation: str, params: Mapping[str, Any], **options: Any
+) -> Call[Any]:
     """``/completion`` and ``/infill``: llama.cpp's native shape (``n_predict``, ``content``)."""
     return generation_call(
         path,
         fields,
+        params,
         parse=NativeCompletion.model_validate,
         stream_format=NATIVE_STREAM,
         operation=operation,
         openai=False,
-        extra_headers=None,
-        **kwargs,
+        **options,
     )
 
 
 def infill_call(
     input_prefix: Any,
     input_suffix: Any,
+    params: Mapping[str, Any],
     *,
     input_extra: Any,
     prompt: Any,
-    **kwargs: Any,
+    **options: Any,
 ) -> Call[Any]:
     fields: dict[str, Any] = {
         "input_prefix": check_text("input_prefix", input_prefix, allow_empty=True),
@@ -175,10 +165,12 @@ def infill_call(
                     f"input_extra[{i}] must be a dict with a 'text' str (and optionally 'filename')"
                 )
         fields["input_extra"] = list(input_extra)
-    return _native_call("/infill", fields, "infill", **kwargs)
+    return _native_call("/infill", fields, "infill", params, **options)
 
 
-def complete_call(prompt: Any, **kwargs: Any) -> Call[Any]:
+def complete_call(prompt: Any, params: Mapping[str, Any], **options: Any) -> Call[Any]:
+    """The request of a native ``/completion``: ``params`` are its sampling parameters,
+    ``options`` the call's (``stream``, ``timeout``, ``total_timeout``, ``extra_body``)."""
     return _native_call(
-        "/completion", {"prompt": _check_prompt(prompt)}, "text_completion", **kwargs
+        "/completion", {"prompt": _check_prompt(prompt)}, "text_completion", params, **options
     )

@@ -1,0 +1,66 @@
+"""What llamatelemetry's other layers (telemetry, server, bench, cli) may use of the api
+layer beyond its public API: a narrow seam, so the api's modules can change shape without
+their neighbours noticing. Users should not import it; nothing here is stable for them.
+
+- Calls: a resource describes one request as a :class:`Call` (or several as a :data:`Flow`);
+  the call builders here are the ones the client's own methods use, so the engine sends
+  exactly what the client would.
+- The transport hook: a client's ``_execute(call)`` runs every call, by handing it to the
+  transport's ``_send``; telemetry wraps ``_execute`` and calls ``LlamaCppClient._send``
+  (or the async one) itself, so a call is never recorded twice.
+- Streams: telemetry watches a stream through :func:`observe_stream`.
+- Validation: the checks behind the client's own ``TypeError``/``ValueError`` messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._base import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    BaseClient,
+    Call,
+    ClientOptions,
+    Flow,
+    Sleep,
+    TimeoutTypes,
+    check_options,
+)
+from ._streaming import AsyncStream, Stream, StreamObserver
+from ._validation import check_int, check_messages, check_number, check_text, check_texts
+from .resources.chat import chat_call
+from .resources.completions import complete_call
+from .resources.embeddings import embed_flow
+
+__all__ = [
+    "API_KEY_ENV",
+    "BASE_URL_ENV",
+    "BaseClient",
+    "ClientOptions",
+    "check_options",
+    "Call",
+    "Flow",
+    "Sleep",
+    "TimeoutTypes",
+    "StreamObserver",
+    "observe_stream",
+    "is_stream",
+    "check_int",
+    "check_messages",
+    "check_number",
+    "check_text",
+    "check_texts",
+    "chat_call",
+    "complete_call",
+    "embed_flow",
+]
+
+
+def is_stream(value: object) -> bool:
+    return isinstance(value, (Stream, AsyncStream))
+
+
+def observe_stream(stream: Stream[Any] | AsyncStream[Any], observer: StreamObserver) -> None:
+    """Have ``observer`` told of the stream's chunks and its end (one observer per stream)."""
+    stream._observer = observer

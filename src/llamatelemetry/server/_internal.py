@@ -1,0 +1,22 @@
+"""What llamatelemetry's other layers (cli, testing, bench) may use of the server layer
+beyond its public API: the built-in tiny model and its servers (the demo's, and the test
+helpers'), and the option values the CLI offers. Not for users; see ``api/_internal.py``.
+"""
+
+from ._builtin import TinyModelFiles, build_tiny_files, start_chat_server, start_rerank_server
+from ._manager import Backend
+from ._options import POOLING_TYPES
+from ._tiny_model import CHATML_TEMPLATE, TinyModel, build_tiny_lora, build_tiny_model
+
+__all__ = [
+    "Backend",
+    "CHATML_TEMPLATE",
+    "POOLING_TYPES",
+    "TinyModel",
+    "TinyModelFiles",
+    "build_tiny_files",
+    "build_tiny_lora",
+    "build_tiny_model",
+    "start_chat_server",
+    "start_rerank_server",
+]

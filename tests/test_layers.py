@@ -1,0 +1,127 @@
+"""The package's layers keep to their own rooms: imports point down only, a layer reaches
+another only through its public package or its ``_internal`` seam, OpenTelemetry stays out
+of the api layer, and test helpers stay out of production code."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = "llamatelemetry"
+# Lower floors never import higher ones; a layer never imports one on its own floor.
+FLOORS = {
+    "_closing": 0,
+    "_version": 0,
+    "api": 1,
+    "server": 2,
+    "telemetry": 2,
+    "bench": 3,
+    "testing": 3,
+    "cli": 4,
+}
+
+
+def _modules() -> list[tuple[str, Path]]:
+    found = []
+    for path in sorted((SRC / PACKAGE).rglob("*.py")):
+        parts = list(path.relative_to(SRC).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found.append((".".join(parts), path))
+    return found
+
+
+def _imports(module: str, path: Path) -> list[tuple[str, int]]:
+    """Every module ``module`` imports (at any depth: functions, TYPE_CHECKING blocks)."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            names.append((target, node.lineno))
+            # "from . import _wire" imports a module too
+            names += [(f"{target}.{alias.name}", node.lineno) for alias in node.names]
+    return names
+
+
+def _layer(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == PACKAGE else None
+
+
+def _internal_modules(names: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    modules = {m for m, _ in _modules()}
+    return [(name, line) for name, line in names if name in modules]
+
+
+def test_the_package_is_found() -> None:
+    layers = {_layer(m) for m, _ in _modules()}
+    assert set(FLOORS) <= layers, layers  # a renamed layer must be renamed here too
+
+
+def test_imports_point_down_through_public_packages_or_seams() -> None:
+    wrong = []
+    for module, path in _modules():
+        here = _layer(module)
+        if here is None:  # the root package re-exports the public API
+            continue
+        for target, line in _internal_modules(_imports(module, path)):
+            there = _layer(target)
+            if there is None or there == here:
+                continue
+            where = f"{path.relative_to(SRC)}:{line} imports {target}"
+            if FLOORS[there] >= FLOORS[here]:
+                wrong.append(f"{where}: an arrow up or sideways ({here} -> {there})")
+            elif FLOORS[there] > 0 and target not in (
+                f"{PACKAGE}.{there}",
+                f"{PACKAGE}.{there}._internal",
+            ):
+                wrong.append(f"{where}: a private module of {there} (use its _internal seam)")
+    assert wrong == []
+
+
+def test_the_api_layer_does_not_import_opentelemetry() -> None:
+    found = [
+        f"{path.relative_to(SRC)}:{line} imports {name}"
+        for module, path in _modules()
+        if _layer(module) == "api"
+        for name, line in _imports(module, path)
+        if name.split(".")[0] == "opentelemetry"
+    ]
+    assert found == []
+
+
+def test_production_code_does_not_import_the_test_helpers() -> None:
+    found = [
+        f"{path.relative_to(SRC)}:{line} imports {name}"
+        for module, path in _modules()
+        if _layer(module) not in ("testing", None)
+        for name, line in _imports(module, path)
+        if _layer(name) == "testing" and name.startswith(f"{PACKAGE}.")
+    ]
+    assert found == []
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("from ..api._base import Call", "llamatelemetry.api._base"),
+        ("from ..api import LlamaCppClient", "llamatelemetry.api"),
+        ("from . import _wire", "llamatelemetry.telemetry._wire"),
+    ],
+)
+def test_relative_imports_resolve(tmp_path: Path, source: str, expected: str) -> None:
+    path = tmp_path / "mod.py"
+    path.write_text(source + "\n")
+    assert expected in [name for name, _ in _imports("llamatelemetry.telemetry.mod", path)]
