@@ -2,7 +2,7 @@
 
 For every fault: the exception a user gets (type and message), how many requests the
 server saw (4xx never retried, the rest at most ``1 + max_retries``, a stream never
-replayed), and that the same client object answers its next call. tests/test_faults.py
+replayed), and that the same client object answers its next call. tests/api/test_faults.py
 holds the sync-only details; this table makes the async client answer for the same.
 """
 

@@ -9,7 +9,7 @@
   answer, through ``BaseClient._parse``: a value or an ``APIResponseError``, nothing else;
 - arbitrary error answers through ``_status_error``: always the status's error class.
 
-tests/test_sse.py covers the same ground with seeded ``random``; here hypothesis searches
+tests/api/test_sse.py covers the same ground with seeded ``random``; here hypothesis searches
 and shrinks.
 """
 

@@ -3,7 +3,7 @@ the same port, a binary that crashes at start or later, a port someone else hold
 quote the server's last log lines; no process outlives the manager; the same client
 object works again once the server is back.
 
-(tests/test_server_manager.py covers missing/corrupt models, busy ports, failing and
+(tests/server/test_manager.py covers missing/corrupt models, busy ports, failing and
 non-executable binaries, start timeouts and a parent killed under its server.)
 """
 

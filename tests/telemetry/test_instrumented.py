@@ -49,7 +49,7 @@ def only_span(exporter: InMemorySpanExporter) -> Any:
 
 
 def test_spec_example_runs_verbatim(chat_server: ServerManager) -> None:
-    from .test_spec_examples import run
+    from ..test_spec_examples import run
 
     _, scope = run("16_instrumented_client", chat_server.url)
     response = scope["response"]
@@ -114,7 +114,7 @@ def test_content_captured_only_when_asked(
 def test_api_key_never_in_spans(
     key_server: ServerManager, provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
-    from .conftest import API_KEY
+    from ..conftest import API_KEY
 
     with InstrumentedLlamaCppClient(
         key_server.url, api_key=API_KEY, tracer_provider=provider, capture_content=True

@@ -20,7 +20,7 @@ from llamatelemetry.api._base import BaseClient, ClientOptions
 from llamatelemetry.api.resources import _params
 from llamatelemetry.telemetry import InstrumentedAsyncLlamaCppClient, InstrumentedLlamaCppClient
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_client_options_are_the_base_clients_keywords() -> None:

@@ -29,7 +29,7 @@ from llamatelemetry.api import (
 )
 from llamatelemetry.testing._fault_server import FaultServer, Reply, sse
 
-from .conftest import LOADING, REPLY
+from ..conftest import LOADING, REPLY
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 

@@ -28,7 +28,7 @@ from llamatelemetry.api import (
 from llamatelemetry.server import ServerManager
 from llamatelemetry.testing import TinyModelFiles
 
-from .conftest import API_KEY
+from ..conftest import API_KEY
 
 MESSAGES = [
     {"role": "system", "content": "You are a helpful assistant."},

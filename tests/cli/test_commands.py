@@ -22,7 +22,7 @@ from llamatelemetry.cli import main
 from llamatelemetry.server import ServerManager
 from llamatelemetry.testing import TinyModelFiles, start_chat_server, start_rerank_server
 
-from .conftest import API_KEY
+from ..conftest import API_KEY
 
 SCRIPT = Path(sys.executable).parent / "llamatelemetry"
 CLIENT_COMMANDS = ["chat", "complete", "embed", "tokenize", "rerank", "status", "models"]

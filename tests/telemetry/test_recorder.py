@@ -23,7 +23,7 @@ from llamatelemetry.telemetry import InstrumentedLlamaCppClient, _recorder, setu
 from llamatelemetry.telemetry._recorder import DeferredRecorder, recorder
 from llamatelemetry.testing._otlp import OTLPReceiver
 
-from .test_telemetry import MESSAGES, points
+from .test_pipeline import MESSAGES, points
 
 
 def _sum_and_count(reader: InMemoryMetricReader, name: str) -> tuple[float, int]:

@@ -27,7 +27,7 @@ from llamatelemetry.server import ServerManager
 from llamatelemetry.telemetry import InstrumentedAsyncLlamaCppClient, LlamaCppInstrumentor
 from llamatelemetry.testing._fault_server import FaultServer, Reply, sse
 
-from .conftest import API_KEY
+from ..conftest import API_KEY
 
 MESSAGES = [{"role": "user", "content": "What is GGUF?"}]
 
