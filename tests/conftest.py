@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from llamatelemetry.api import LlamaCppClient, _base
+from llamatelemetry.api import LlamaCppClient, _attempts
 from llamatelemetry.server import ServerManager
 from llamatelemetry.testing import (
     TinyModelFiles,
@@ -40,8 +40,8 @@ REPLY = {
 @pytest.fixture
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep retry waits short; the policy (counts, Retry-After) is what is under test."""
-    monkeypatch.setattr(_base, "INITIAL_RETRY_DELAY", 0.01)
-    monkeypatch.setattr(_base, "MAX_RETRY_DELAY", 0.05)
+    monkeypatch.setattr(_attempts, "INITIAL_RETRY_DELAY", 0.01)
+    monkeypatch.setattr(_attempts, "MAX_RETRY_DELAY", 0.05)
 
 
 @pytest.fixture

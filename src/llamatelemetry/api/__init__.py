@@ -1,14 +1,14 @@
 """The llama-server client: ``from llamatelemetry.api import LlamaCppClient``."""
 
 from ._async_client import AsyncLlamaCppClient
-from ._base import (
+from ._client import LlamaCppClient
+from ._config import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
     redact_url,
 )
-from ._client import LlamaCppClient
 from ._errors import (
     APIConnectionError,
     APIConnectTimeoutError,

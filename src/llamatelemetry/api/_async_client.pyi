@@ -12,7 +12,8 @@ import httpx
 from prometheus_client.samples import Sample
 from typing_extensions import Self, Unpack
 
-from ._base import BaseClient, Call, ClientOptions, Flow, TimeoutTypes
+from ._base import BaseClient, Call, Flow
+from ._config import ClientOptions, TimeoutTypes
 from ._streaming import AsyncStream
 from ._types import (
     ChatCompletion,

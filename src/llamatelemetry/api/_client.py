@@ -10,17 +10,9 @@ import httpx
 from typing_extensions import Unpack
 
 from .._closing import Closing
-from ._base import (
-    Attempts,
-    BaseClient,
-    Body,
-    Call,
-    ClientOptions,
-    Flow,
-    Sleep,
-    check_options,
-    decoding_error,
-)
+from ._attempts import Attempts, Body, decoding_error
+from ._base import BaseClient, Call, Flow, Sleep
+from ._config import ClientOptions, check_options
 from ._content import content
 from ._convenience import ConvenienceMixin
 from ._errors import APIError

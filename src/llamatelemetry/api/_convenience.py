@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from typing_extensions import Unpack
 
-from ._base import TimeoutTypes
+from ._config import TimeoutTypes
 from ._types import ChatCompletion, ChatCompletionChunk, NativeCompletion
 from .resources._params import SamplingParams
 from .resources.chat import chat_call

@@ -16,17 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._base import (
-    API_KEY_ENV,
-    BASE_URL_ENV,
-    BaseClient,
-    Call,
-    ClientOptions,
-    Flow,
-    Sleep,
-    TimeoutTypes,
-    check_options,
-)
+from ._base import BaseClient, Call, Flow, Sleep
+from ._config import API_KEY_ENV, BASE_URL_ENV, ClientOptions, TimeoutTypes, check_options
 from ._streaming import AsyncStream, Stream, StreamObserver
 from ._validation import check_int, check_messages, check_number, check_text, check_texts
 from .resources.chat import chat_call

@@ -8,7 +8,8 @@ from typing import Any, Literal, overload
 
 from typing_extensions import Unpack
 
-from .._base import Call, TimeoutTypes
+from .._base import Call
+from .._config import TimeoutTypes
 from .._streaming import Stream, StreamFormat
 from .._types import Completion, NativeCompletion
 from .._validation import check_text, check_token_ids
