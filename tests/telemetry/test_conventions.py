@@ -320,3 +320,34 @@ def test_traceparent_comes_from_telemetry_only(providers: Any) -> None:
     _, trace_id, parent, _ = headers[1]["traceparent"].split("-")
     assert trace_id == format(outer.trace_id, "032x")
     assert parent != format(outer.span_id, "016x")  # the call's own span, under "outer"
+
+
+def test_a_failing_propagator_costs_the_call_nothing_and_leaves_no_open_span(
+    chat_server: ServerManager, providers: Any, span_exporter: InMemorySpanExporter
+) -> None:
+    from opentelemetry import propagate
+    from opentelemetry.propagators.textmap import TextMapPropagator
+
+    class Broken(TextMapPropagator):
+        def inject(self, *args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("broken propagator")
+
+        def extract(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("broken propagator")
+
+        @property
+        def fields(self) -> set[str]:
+            return set()
+
+    tracer_provider, _, _ = providers
+    with LlamaCppClient(chat_server.url) as plain:
+        expected = plain.tokenize("Hello")
+    before = propagate.get_global_textmap()
+    propagate.set_global_textmap(Broken())
+    try:
+        with InstrumentedLlamaCppClient(chat_server.url, tracer_provider=tracer_provider) as client:
+            assert client.tokenize("Hello") == expected
+    finally:
+        propagate.set_global_textmap(before)
+    [span] = span_exporter.get_finished_spans()  # started, and ended although unobserved
+    assert span.end_time is not None

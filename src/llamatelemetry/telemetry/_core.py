@@ -112,6 +112,7 @@ class Telemetry:
 
     def _begin(self, base_url: str, call: Call[Any]) -> tuple[_Operation | None, Call[Any]]:
         """Start the call's span; the call to send carries its W3C ``traceparent``."""
+        span: Span | None = None
         try:
             attributes = request_attributes(call.operation, call.body, self.provider_name)
             attributes.update(_server(base_url))
@@ -131,6 +132,8 @@ class Telemetry:
             return op, call
         except Exception:  # noqa: BLE001 - telemetry must never break the call
             log.debug("could not start a span for %s", call.path, exc_info=True)
+            if span is not None:
+                _end(span)  # the call goes on unobserved; its span must not stay open
             return None, call
 
     def _settle(self, op: _Operation, result: T) -> T:
@@ -208,10 +211,7 @@ class Telemetry:
         except Exception:  # noqa: BLE001
             log.debug("could not record telemetry", exc_info=True)
         finally:
-            try:
-                span.end()
-            except Exception:  # noqa: BLE001 - a faulty span processor is not the caller's problem
-                log.debug("a span processor failed", exc_info=True)
+            _end(span)
 
     def _emit(self, op: _Operation, attributes: dict[str, Any], output: str | None) -> None:
         """The inference's operation-details event: the span's GenAI attributes and, when
@@ -230,6 +230,13 @@ class Telemetry:
         self.events.emit(
             LogRecord(event_name=INFERENCE_EVENT, attributes=values, context=op.context)
         )
+
+
+def _end(span: Span) -> None:
+    try:
+        span.end()
+    except Exception:  # noqa: BLE001 - a faulty span processor is not the caller's problem
+        log.debug("a span processor failed", exc_info=True)
 
 
 def _set_content(span: Span, body: Any) -> None:
