@@ -9,13 +9,24 @@ server's own figures (``LlamaServerMetrics``: tokens, throughput, slots, queue) 
 OTLP metrics. See deploy/otel-collector.yaml for a Collector configuration, and
 docs/deployment.md. Without LLAMA_BASE_URL the built-in tiny model is served for the run
 (the ``server`` extra). Needs the ``otel`` extra.
+
+An exporter that cannot reach the collector only logs a warning: the program goes on. So
+the exporters here count what the collector accepted, and the last line says whether
+everything arrived; when something did not, it goes to stderr and the exit status is 1.
+(``OTEL_EXPORTER_OTLP_TIMEOUT`` bounds each export's retries, 10 s by default.)
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from collections import Counter
+from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
 from llamatelemetry.api import LlamaCppClient, NotSupportedError
 from llamatelemetry.telemetry import (
@@ -26,6 +37,41 @@ from llamatelemetry.telemetry import (
 from llamatelemetry.testing import url_or_tiny_server
 
 QUESTIONS = ["What is a GGUF file?", "Why quantize a model?", "What does a KV cache hold?"]
+#: Export calls by signal and result: ("trace", "SUCCESS"), ("metric", "FAILURE"), ...
+EXPORTS: Counter[tuple[str, str]] = Counter()
+
+
+class Counted:
+    """Mixed into an exporter: counts its exports by result (the SDK only logs failures)."""
+
+    signal = ""
+
+    def export(self, *args: Any, **kwargs: Any) -> Any:
+        result = super().export(*args, **kwargs)
+        EXPORTS[self.signal, result.name] += 1
+        return result
+
+
+class CountedSpanExporter(Counted, OTLPSpanExporter):
+    signal = "trace"
+
+
+class CountedMetricExporter(Counted, OTLPMetricExporter):
+    signal = "metric"
+
+
+def report(endpoint: str) -> None:
+    """One line on what reached the collector; exit status 1 unless everything did."""
+    failures = [
+        f"{EXPORTS[signal, 'FAILURE']} {signal} export(s)"
+        for signal in ("trace", "metric")
+        if EXPORTS[signal, "FAILURE"]
+    ]
+    if failures:
+        sys.exit(f"NOT exported to {endpoint}: {' and '.join(failures)} failed")
+    if not EXPORTS:
+        sys.exit(f"NOT exported to {endpoint}: nothing was sent")
+    print(f"exported to {endpoint}: traces to /v1/traces, metrics to /v1/metrics")
 
 
 def announce(url: str) -> None:
@@ -33,12 +79,17 @@ def announce(url: str) -> None:
 
 
 def main() -> None:
-    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    # Taken out of the environment, so that setup_telemetry exports through the counting
+    # exporters below only, not through unchecked ones of its own for the same endpoint.
+    endpoint = os.environ.pop("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    base = endpoint.rstrip("/")
     telemetry = setup_telemetry(
         service_name=os.environ.get("OTEL_SERVICE_NAME", "otlp-example"),
-        otlp_endpoint=endpoint,
+        span_exporters=[CountedSpanExporter(endpoint=f"{base}/v1/traces")],
+        metric_readers=[
+            PeriodicExportingMetricReader(CountedMetricExporter(endpoint=f"{base}/v1/metrics"))
+        ],
         resource_attributes={"deployment.environment": "example"},
-        export_timeout_s=10,
     )
     tracer = trace.get_tracer("otlp-example")
     with url_or_tiny_server(announce=announce) as url:
@@ -69,7 +120,7 @@ def main() -> None:
                 print("embeddings: skipped (start the server with --embedding --pooling mean)")
         telemetry.shutdown()  # flushes spans and metrics (the bridge scrapes the server now)
         bridge.close()
-    print(f"exported to {endpoint}: traces to /v1/traces, metrics to /v1/metrics")
+    report(endpoint)
 
 
 if __name__ == "__main__":

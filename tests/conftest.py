@@ -102,3 +102,34 @@ def client(chat_server: ServerManager) -> Iterator[LlamaCppClient]:
 def rerank_client(rerank_server: ServerManager) -> Iterator[LlamaCppClient]:
     with LlamaCppClient(base_url=rerank_server.url) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """The real model's file (see tests/models.py): skipped when absent, unless required."""
+    import os
+
+    from .models import REQUIRE_ENV, smollm2_path
+
+    path = smollm2_path()
+    if not path.is_file():
+        message = f"the real model is not at {path}: run python -m tests.models"
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_server(smollm2: Path, server_dir: Path) -> Iterator[ServerManager]:
+    """SmolLM2-135M-Instruct on the embedded llama.cpp server: where real text matters."""
+    server = ServerManager(port=0, log_dir=server_dir / "real" / "logs")
+    server.start(smollm2, n_parallel=2, n_threads=2, metrics=True, slots=True)
+    with server:
+        yield server
+
+
+@pytest.fixture
+def real_client(real_server: ServerManager) -> Iterator[LlamaCppClient]:
+    with LlamaCppClient(base_url=real_server.url) as client:
+        yield client

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 CHAT_URL = "http://127.0.0.1:8080"
 RERANK_URL = "http://127.0.0.1:8081"
+REAL_URL = "http://127.0.0.1:8082"  # a server with a real model (SmolLM2), for real text
 OTLP_URL = "http://127.0.0.1:4318"
 MODEL = "/path/to/model.gguf"
 ADAPTER = "/path/to/adapter.gguf"
@@ -208,8 +209,11 @@ def substitute(
     rerank: ServerManager,
     receiver: OTLPReceiver,
     tiny_files: TinyModelFiles,
+    real: ServerManager | None = None,
 ) -> str:
     assert chat.options is not None
+    if real is not None:
+        code = code.replace(REAL_URL, real.url)
     code = (
         code.replace(CHAT_URL, chat.url)
         .replace(RERANK_URL, rerank.url)
@@ -219,14 +223,18 @@ def substitute(
     )
     for line in code.splitlines():
         code_part = line.split("#", 1)[0]
-        assert not re.search(r"\b(8080|8081|4318)\b", code_part), (
+        assert not re.search(r"\b(8080|8081|8082|4318)\b", code_part), (
             f"a port outside the documented placeholder URLs: {line!r}"
         )
     return code
 
 
 def run_page(
-    name: str, chat: ServerManager, rerank: ServerManager, tiny_files: TinyModelFiles
+    name: str,
+    chat: ServerManager,
+    rerank: ServerManager,
+    tiny_files: TinyModelFiles,
+    real: ServerManager | None = None,
 ) -> Page:
     scope: dict[str, Any] = {"__name__": f"docs_{Path(name).stem.replace('-', '_')}"}
     out = io.StringIO()
@@ -238,7 +246,7 @@ def run_page(
                 del os.environ[var]
             with contextlib.redirect_stdout(out):
                 for block in python_blocks(page_text(name)):
-                    code = substitute(block.code, chat, rerank, receiver, tiny_files)
+                    code = substitute(block.code, chat, rerank, receiver, tiny_files, real)
                     # Line numbers in tracebacks are the page's own.
                     code = "\n" * block.line + code
                     exec(compile(code, str(DOCS / name), "exec"), scope)
@@ -467,7 +475,25 @@ def check_deployment(page: Page) -> None:
     assert reported == {page.chat.port: 4, page.rerank.port: 1} and match[1] == "2"
 
 
+def check_beyond_chat(page: Page) -> None:
+    lines = lines_of(page)
+    assert "parsed: City(city='Paris', country='FRANCE')" in lines
+    cut = [line for line in lines if line.startswith("cut: ")]
+    assert cut and cut[0].startswith("cut: finish_reason=length, kept '{")
+    assert any(line.startswith("final: stop, ") for line in lines)
+    [counted] = [line for line in lines if line.startswith("counted ")]
+    first, second = re.findall(r"\d+", counted)
+    assert first == second
+    assert any(line.startswith("responses: The capital of France is Paris.") for line in lines)
+    assert "events: response.created ... response.completed" in lines
+    assert "messages: The capital of France is Paris. (stop_reason=end_turn)" in lines
+    [prompt] = [line for line in lines if line.startswith("prompt tokens: ")]
+    first, second = re.findall(r"\d+", prompt)
+    assert first == second
+
+
 PAGE_CHECKS: dict[str, Callable[[Page], None]] = {
+    "beyond-chat.md": check_beyond_chat,
     "deployment.md": check_deployment,
     "telemetry.md": check_telemetry,
     "server.md": check_server,
@@ -479,12 +505,23 @@ PAGE_CHECKS: dict[str, Callable[[Page], None]] = {
 
 @pytest.mark.parametrize("name", RUNNABLE)
 def test_page_examples_run(
-    name: str, chat_server: ServerManager, rerank_server: ServerManager, tiny_files: TinyModelFiles
+    name: str,
+    chat_server: ServerManager,
+    rerank_server: ServerManager,
+    tiny_files: TinyModelFiles,
+    request: pytest.FixtureRequest,
 ) -> None:
     assert name in PAGE_CHECKS, f"{name} has Python examples but no check of what they print"
-    page = run_page(name, chat_server, rerank_server, tiny_files)
+    real = request.getfixturevalue("real_server") if REAL_URL in page_text(name) else None
+    page = run_page(name, chat_server, rerank_server, tiny_files, real)
     assert page.out.strip(), f"{name}: the examples printed nothing"
     PAGE_CHECKS[name](page)
+
+
+def test_api_client_table_shows_the_arguments_the_calls_take() -> None:
+    from tests.test_readme import call_table_mismatches
+
+    assert call_table_mismatches(page_text("api-client.md")) == []
 
 
 # --- the telemetry reference tables are what the code emits --------------------------------
@@ -528,7 +565,7 @@ def emitted(chat_server: ServerManager, rerank_server: ServerManager) -> Iterato
     from opentelemetry.sdk.metrics.export import Gauge, Histogram, InMemoryMetricReader, Sum
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from llamatelemetry.api import NotSupportedError
+    from llamatelemetry.api import NotSupportedError, ToolsIgnoredWarning
     from llamatelemetry.telemetry import (
         InstrumentedLlamaCppClient,
         LlamaServerMetrics,
@@ -554,14 +591,21 @@ def emitted(chat_server: ServerManager, rerank_server: ServerManager) -> Iterato
         client.chat.completions.create(messages=messages, max_tokens=4, model="tiny", stop=["\n"])
         tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
         # instructions apart from the history: a field of the Responses and Messages APIs
-        client.chat_completion(
-            messages=messages, max_tokens=2, tools=[tool], extra_body={"instructions": "Be brief."}
-        )
+        with pytest.warns(ToolsIgnoredWarning):  # the tiny model's template has no tools
+            client.chat_completion(
+                messages=messages,
+                max_tokens=2,
+                tools=[tool],
+                extra_body={"instructions": "Be brief."},
+            )
         client.chat_completion(messages=messages, max_tokens=4, stream=True).until_done()
         early = client.chat.completions.create(messages=messages, max_tokens=8, stream=True)
         next(early)
         early.close()
         client.completions.create(prompt="Once", max_tokens=4)
+        client.chat.completions.count_tokens(messages)
+        client.responses.create("Once", max_output_tokens=2)
+        client.messages.create(messages, 2, stream=True).get_final_completion()
         client.complete("Once", max_tokens=4)
         client.complete("Once", max_tokens=4, stream=True).until_done()
         client.infill("def f():", "\n", max_tokens=4)

@@ -41,14 +41,19 @@ def environment(**values: str) -> dict[str, str]:
     return env
 
 
-def run(script: str, timeout: float = 60, **env: str) -> str:
-    done = subprocess.run(
+def launch(script: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run an example as a user does; its exit status and output, whatever they are."""
+    return subprocess.run(
         [sys.executable, str(EXAMPLES / script)],
         capture_output=True,
         text=True,
         timeout=timeout,
         env=environment(**env),
     )
+
+
+def run(script: str, timeout: float = 60, **env: str) -> str:
+    done = launch(script, timeout, **env)
     assert done.returncode == 0, f"{script} failed:\n{done.stdout}\n{done.stderr}"
     assert "Traceback" not in done.stderr, done.stderr
     return done.stdout
@@ -174,6 +179,29 @@ def test_otlp_to_collector(chat_server: ServerManager) -> None:
         "llama_cpp.server.slots.total",
     } <= set(metrics)
     assert metrics["llama_cpp.server.slots.total"][0]["value"] == 4
+
+
+@pytest.mark.parametrize("collector", ["dead", "refusing"])
+def test_otlp_to_collector_says_when_nothing_arrived(
+    chat_server: ServerManager, collector: str
+) -> None:
+    with OTLPReceiver(status=400) as refusing:  # a collector that rejects every export
+        endpoint = refusing.url if collector == "refusing" else f"http://127.0.0.1:{free_port()}"
+        done = launch(
+            "otlp_to_collector.py",
+            LLAMA_BASE_URL=chat_server.url,
+            OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+            OTEL_EXPORTER_OTLP_TIMEOUT="1",  # seconds of retries against the dead port
+        )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert len(re.findall(r"^trace [0-9a-f]{32}: ", done.stdout, re.M)) == 3  # the app ran
+    assert "exported to" not in done.stdout
+    assert re.fullmatch(
+        rf"NOT exported to {re.escape(endpoint)}: "
+        r"\d+ trace export\(s\) and \d+ metric export\(s\) failed",
+        done.stderr.splitlines()[-1],
+    ), done.stderr
 
 
 def load_example(name: str) -> ModuleType:

@@ -63,3 +63,60 @@ def test_readme_examples_run(tiny_files: TinyModelFiles, tmp_path: Path) -> None
     assert any(re.fullmatch(r"32 tokens, TTFT \d+\.\d ms, \d+ tokens/s", line) for line in lines)
     assert any(line.startswith("EngineStats(requests=9,") for line in lines)
     assert re.fullmatch(r"\[1(, \d+)+\]", lines[-1])  # tokenize("Hello") with BOS
+
+
+# -- the table of calls ---------------------------------------------------------------------
+
+CALL_TABLE_HEADER = "| Call | Endpoint | Returns |"
+
+
+def _arguments(text: str) -> tuple[int, list[str]]:
+    """``"id, filename"`` → (2, []); ``"prompt, ..., stream=False, **kw"`` → (1, ["stream"])."""
+    positional, keywords = 0, []
+    for arg in (a.strip() for a in text.split(",")):
+        if not arg or arg == "..." or arg.startswith("*"):
+            continue
+        if "=" in arg:
+            keywords.append(arg.split("=", 1)[0].strip())
+        else:
+            positional += 1
+    return positional, keywords
+
+
+def call_table_mismatches(markdown: str) -> list[str]:
+    """The calls a page's table of calls shows with arguments the methods do not take.
+
+    A cell such as ``client.slots.list()``, ``.save/.restore(id, filename)`` names methods
+    of ``client.slots``; each is bound to as many positional arguments as the page shows,
+    and to the keywords it shows by name.
+    """
+    import inspect
+    import operator
+
+    from llamatelemetry.api import LlamaCppClient
+
+    table = markdown.split(CALL_TABLE_HEADER, 1)[1].split("\n\n", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    assert rows, "the table of calls has no rows"
+    wrong = []
+    with LlamaCppClient("http://127.0.0.1:9") as client:  # nothing is sent
+        for row in rows:
+            owner = "client"
+            for call in re.findall(r"`([^`]*\))`", row.split(" | ", 1)[0]):
+                names, args = re.fullmatch(r"([\w./]+)\((.*)\)", call).groups()  # type: ignore[union-attr]
+                if names.startswith("client."):
+                    owner, _, names = names.rpartition(".")
+                positional, keywords = _arguments(args)
+                for name in (n.lstrip(".") for n in names.split("/")):
+                    method = operator.attrgetter(f"{owner}.{name}".removeprefix("client."))(client)
+                    try:
+                        inspect.signature(method).bind_partial(
+                            *[None] * positional, **dict.fromkeys(keywords)
+                        )
+                    except TypeError as exc:
+                        wrong.append(f"{owner}.{name}({args}): {exc}")
+    return wrong
+
+
+def test_readme_calls_take_the_arguments_shown() -> None:
+    assert call_table_mismatches(README.read_text()) == []

@@ -33,6 +33,8 @@ RESOURCES = [
     ("resources/lora.py", "Lora", "AsyncLora"),
     ("resources/health.py", "Health", "AsyncHealth"),
     ("resources/metrics.py", "Metrics", "AsyncMetrics"),
+    ("resources/responses.py", "Responses", "AsyncResponses"),
+    ("resources/responses.py", "Messages", "AsyncMessages"),
 ]
 # Sub-resources: the stub's class, its attributes.
 CONTAINERS = {"AsyncChat": {"completions": "AsyncChatCompletions"}}
@@ -54,15 +56,18 @@ from typing_extensions import Self, Unpack
 
 from ._base import BaseClient, Call, Flow
 from ._config import ClientOptions, TimeoutTypes
+from ._protocols import Message, MessageStreamEvent, Response, ResponseStreamEvent
 from ._streaming import AsyncStream
 from ._types import (
     ChatCompletion,
     ChatCompletionChunk,
     Completion,
     EmbeddingsResponse,
+    M,
     NativeCompletion,
+    ParsedChatCompletion,
 )
-from .resources._params import SamplingParams
+from .resources._params import CoreSamplingParams, SamplingParams
 from .resources.lora import Adapters
 
 __all__ = ["AsyncLlamaCppClient"]

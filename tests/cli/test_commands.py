@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -24,6 +25,7 @@ from llamatelemetry.testing import TinyModelFiles, start_chat_server, start_rera
 
 from ..conftest import API_KEY
 
+TOOLS_TEMPLATE = Path(__file__).resolve().parents[1] / "data" / "tools-chatml.jinja"
 SCRIPT = Path(sys.executable).parent / "llamatelemetry"
 CLIENT_COMMANDS = ["chat", "complete", "embed", "tokenize", "rerank", "status", "models"]
 JSON_COMMANDS = ["complete", "embed", "tokenize", "rerank", "status", "models"]
@@ -196,22 +198,74 @@ def test_chat_prompt_streams_the_answer(url: str, client: LlamaCppClient) -> Non
     assert prompt_tokens(with_system.stderr)[0] > prompt_tokens(result.stderr)[0]
 
 
+def chat_at_a_terminal(url: str, typed: str, *args: str) -> tuple[str, str]:
+    """Run ``llamatelemetry chat`` with its stdin on a pseudo-terminal, as a person at a
+    terminal does (stdout and stderr piped), typing ``typed``; its (stdout, stderr)."""
+    import pty  # POSIX only, like the terminal it stands in for
+
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [str(SCRIPT), "chat", *args, "--url", url],
+            stdin=terminal,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.close(terminal)
+        os.write(controller, typed.encode())
+        out, err = process.communicate(timeout=60)
+    finally:
+        os.close(controller)
+    assert process.returncode == 0, out + err
+    assert "Traceback" not in err, err
+    return out, err
+
+
 def test_interactive_chat_one_turn(url: str, client: LlamaCppClient) -> None:
     before = predicted_total(client)
-    result = ok("chat", "--max-tokens", "8", "--url", url, input="hello\n/exit\n")
+    out, err = chat_at_a_terminal(url, "hello\n/exit\n", "--max-tokens", "8")
     assert predicted_total(client) - before == 8  # exactly one request
-    assert len(prompt_tokens(result.stderr)) == 1
-    assert "/exit" in result.stderr  # the banner says how to leave
+    assert len(prompt_tokens(err)) == 1
+    assert "/exit" in err  # the banner says how to leave
+    assert "you> " in err and "you" not in out  # stdout holds the answer only
+    assert out.strip()
 
 
 def test_interactive_chat_keeps_the_history(url: str, client: LlamaCppClient) -> None:
     before = predicted_total(client)
     # Blank lines are skipped; end of input (Ctrl-D) ends the conversation.
-    result = ok("chat", "--max-tokens", "8", "--url", url, input="hello\n\nand more\n")
+    _, err = chat_at_a_terminal(url, "hello\n\nand more\n\x04", "--max-tokens", "8")
     assert predicted_total(client) - before == 16  # two turns
-    first, second = prompt_tokens(result.stderr)
+    first, second = prompt_tokens(err)
     # The second turn resends the first question and the 8-token answer with the new one.
     assert second > first + 8
+
+
+def test_chat_reads_piped_stdin_as_one_prompt(url: str, client: LlamaCppClient) -> None:
+    question = "hello\nand more"
+    asked = ok("chat", question, "--max-tokens", "8", "--temperature", "0", "--url", url)
+    for args in (["--url", url], ["-", "--url", url]):  # `echo ... | chat`, `chat -`
+        before = predicted_total(client)
+        piped = ok("chat", *args, "--max-tokens", "8", "--temperature", "0", input=question + "\n")
+        assert predicted_total(client) - before == 8  # one request: the whole input
+        assert prompt_tokens(piped.stderr) == prompt_tokens(asked.stderr)  # not a literal "-"
+        assert piped.stdout == asked.stdout  # the answer and nothing else
+        assert "you" not in piped.output and "Chatting with" not in piped.output
+    result = invoke("chat", "--url", url, input="  \n")
+    assert result.exit_code == 1 and "standard input was empty" in result.stderr
+    assert result.stdout == ""
+
+
+def test_chat_stops_at_512_tokens_unless_told(tmp_path: Path) -> None:
+    assert "[default: 512]" in ok("chat", "--help").output
+    # The tiny model never stops by itself: like a real one looping at temperature 0.
+    with start_chat_server(tmp_path, n_parallel=1, ctx_size=1024) as server:
+        capped = ok("chat", "hi", "--temperature", "0", "--url", server.url)
+        assert "512 generated" in capped.stderr and "finish length" in capped.stderr
+        unlimited = ok("chat", "hi", "--max-tokens", "-1", "--url", server.url)
+        generated = re.search(r"(\d+) generated", unlimited.stderr)
+        assert generated and int(generated[1]) > 512, unlimited.stderr
 
 
 # -- status and models ------------------------------------------------------------------------
@@ -248,6 +302,22 @@ def test_status_with_metrics_and_slots_disabled(tmp_path: Path) -> None:
         assert "Metrics: disabled (start with --metrics)" in out
 
 
+def test_piped_tables_keep_long_values_whole_without_trailing_spaces(tmp_path: Path) -> None:
+    deep = tmp_path / ("a-directory-with-a-rather-long-name-" * 4) / "models"
+    with start_chat_server(deep, n_parallel=1) as server:
+        assert server.options is not None
+        model = str(server.options.model_path)
+        assert len(model) > 200
+        for args in (["models"], ["status"], ["tokenize", "Hello", "--pieces"]):
+            lines = ok(*args, "--url", server.url).stdout.splitlines()
+            assert [line for line in lines if line != line.rstrip()] == [], args
+            if args != ["tokenize", "Hello", "--pieces"]:
+                assert any(model in line for line in lines), lines  # on one line, whole
+        [row] = [line for line in ok("models", "--url", server.url).stdout.splitlines()
+                 if model in line]  # fmt: skip
+        assert row.split()[1:] == ["2,048", "2,048", "64", "32,000", "4.2", "M", "16.7", "MB"]
+
+
 def test_models(url: str, client: LlamaCppClient) -> None:
     listed = ok_json("models", "--url", url)
     assert [m["id"] for m in listed] == [m["id"] for m in client.models.list()]
@@ -275,6 +345,16 @@ def test_no_server_is_a_clean_error() -> None:
 def test_server_refusal_shows_status_and_message(url: str) -> None:
     out = clean_failure("rerank", "q", "a", "b", "--url", url)
     assert "HTTP 501" in out and "Start it with `--reranking`" in out  # the server's words
+    assert "llamatelemetry serve MODEL ... --reranking" in out  # and the fix, as a command
+    assert "reranking=True" not in out  # not the Python keyword
+
+
+def test_embed_without_pooling_says_how_to_serve_embeddings(tmp_path: Path) -> None:
+    with start_chat_server(tmp_path, n_parallel=1, pooling=None) as server:
+        out = clean_failure("embed", "What is CUDA?", "--url", server.url)
+    assert "Pooling type 'none' is not OAI compatible" in out  # the server's words
+    assert "llamatelemetry serve MODEL ... --pooling mean" in out
+    assert 'pooling="mean"' not in out
 
 
 def test_bad_arguments_are_clean_errors(url: str) -> None:
@@ -310,6 +390,9 @@ def test_serve_errors(tmp_path: Path, tiny_files: TinyModelFiles, url: str) -> N
     assert "--server-path" in clean_failure(
         "serve", model, "--backend", "embedded", "--server-path", sys.executable
     )
+    budget = clean_failure("serve", model, "--backend", "embedded", "--reasoning-budget", "256")
+    assert "reasoning_budget -1" in budget and "binary" in budget
+    assert "neither Jinja text" in clean_failure("serve", model, "--chat-template", "nope x")
 
 
 def test_serve_runs_until_ctrl_c(tmp_path: Path, tiny_files: TinyModelFiles) -> None:
@@ -324,7 +407,8 @@ def test_serve_runs_until_ctrl_c(tmp_path: Path, tiny_files: TinyModelFiles) -> 
     )
     command = [sys.executable, "-c", shim, str(SCRIPT), "serve", str(tiny_files.model.path),
                "--port", str(port), "--threads", "1", "--parallel", "2", "--embedding",
-               "--pooling", "mean", "--api-key", secret, "--log-dir", str(tmp_path)]  # fmt: skip
+               "--pooling", "mean", "--api-key", secret, "--log-dir", str(tmp_path),
+               "--chat-template", str(TOOLS_TEMPLATE)]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready = read_until(process, "Press Ctrl-C to stop.")
@@ -332,6 +416,8 @@ def test_serve_runs_until_ctrl_c(tmp_path: Path, tiny_files: TinyModelFiles) -> 
         with LlamaCppClient(url, secret) as client:
             assert len(client.slots.list()) == 2
             assert len(client.embed("x")) == 64
+            caps = client.props.get()["chat_template_caps"]
+            assert caps["supports_tools"] is True  # the template given, not the model's own
         process.send_signal(signal.SIGINT)
         rest, err = process.communicate(timeout=30)
     finally:

@@ -6,6 +6,7 @@ The tiny model never emits end-of-sequence, so a generation always runs to ``max
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -292,7 +293,37 @@ def test_batch_infer_keeps_the_successes_of_a_partial_failure(engine: InferenceE
     assert after.failures == before.failures + 2
 
 
+def test_batch_infer_logs_returned_failures_at_debug_only(
+    engine: InferenceEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    prompts = ["first", "word " * 3000, "third"]  # the second fails (a 400)
+    caplog.set_level(logging.DEBUG, logger="llamatelemetry")
+    mixed = engine.batch_infer(prompts, max_tokens=2, return_exceptions=True, **GREEDY)
+    assert isinstance(mixed[1], BadRequestError)
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert loud == [], [r.getMessage() for r in loud]
+    assert "batch_infer: 1 of 3 prompts failed" in [r.getMessage() for r in caplog.records]
+    caplog.clear()
+    with pytest.raises(BatchInferenceError):  # raised: the warning stays
+        engine.batch_infer(prompts, max_tokens=2, **GREEDY)
+    assert [
+        (r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING
+    ] == [("WARNING", "batch_infer: 1 of 3 prompts failed")]
+
+
 # -- chat and embed ----------------------------------------------------------------------
+
+
+def test_embeddings_without_pooling_name_the_keyword(files: TinyModelFiles, tmp_path: Path) -> None:
+    with InferenceEngine(
+        files.model.path, log_dir=tmp_path, n_parallel=1, n_threads=1, embedding=True
+    ) as engine:
+        with pytest.raises(BadRequestError) as info:
+            engine.embed("What is CUDA?")
+    error = info.value
+    assert "Pooling type 'none' is not OAI compatible" in error.message  # the server's words
+    assert 'pooling="mean"' in error.hint and "InferenceEngine" in error.hint
+    assert error.hint in str(error) and "--pooling" not in str(error)
 
 
 def test_chat(engine: InferenceEngine) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from llamatelemetry.api import NotSupportedError
 from llamatelemetry.server import ServerError, ServerManager, ServerOptions, ServerStartError
 from llamatelemetry.testing import (
     TinyModelFiles,
@@ -279,6 +280,30 @@ def test_inherited_api_key_variable_does_not_leak_into_the_server(
     manager.start(tiny.model.path)
     response = post(f"{manager.url}/tokenize", json={"content": "hello"})
     assert response.status_code == 200  # no auth the manager does not know about
+
+
+# -- a server started without an option -----------------------------------------------------
+
+
+def test_refusals_name_the_start_keyword(manager: ServerManager, tiny: TinyModelFiles) -> None:
+    manager.start(tiny.model.path, n_threads=1, metrics=False, slots=False)
+    with manager.client() as client:
+        refused = {
+            "embedding=True": lambda: client.embed("x"),
+            "reranking=True": lambda: client.rerank("q", ["a"]),
+            "metrics=True": client.metrics.values,
+            "slots=True": client.slots.list,
+        }
+        for keyword, call in refused.items():
+            with pytest.raises(NotSupportedError) as info:
+                call()
+            error = info.value
+            assert error.message.startswith("This server does not support")  # the server's
+            assert (
+                error.hint
+                == f"start the server with {keyword} (ServerManager.start or InferenceEngine)"
+            )
+            assert str(error).endswith(f"(hint: {error.hint})")
 
 
 # -- the test-support helpers ---------------------------------------------------------------

@@ -56,6 +56,7 @@ def _events(exporter: InMemoryLogRecordExporter) -> list[Any]:
     return [r.log_record for r in exporter.get_finished_logs()]
 
 
+@pytest.mark.filterwarnings("ignore::llamatelemetry.api.ToolsIgnoredWarning")  # the tiny template
 @pytest.mark.parametrize(
     "value, on_span, event, content_in_event",
     [
@@ -90,7 +91,9 @@ def test_capture_modes_from_the_environment(
     ) as client:
         reply = client.chat.completions.create(messages=MESSAGES, max_tokens=3, tools=TOOLS)
         client.tokenize("not an inference")
-    chat, tokenize = span_exporter.get_finished_spans()
+    # the first chat with tools asked the server about its template (a props span)
+    props, chat, tokenize = span_exporter.get_finished_spans()
+    assert props.name == "props"
     content_keys = {"gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.tool.definitions"}
     assert (content_keys <= set(chat.attributes)) is on_span
     assert not content_keys & set(chat.attributes) or on_span
@@ -351,3 +354,54 @@ def test_a_failing_propagator_costs_the_call_nothing_and_leaves_no_open_span(
         propagate.set_global_textmap(before)
     [span] = span_exporter.get_finished_spans()  # started, and ended although unobserved
     assert span.end_time is not None
+
+
+def test_thinking_is_told_apart_from_answering(providers: Any) -> None:
+    """A reasoning model's stream: the first chunks are thoughts (reasoning_content), the
+    answer starts later; the span says when each began, and the reasoning tokens the server
+    reports. (Neither test model reasons: a scripted server streams what llama-server does
+    with reasoning_format="deepseek".)"""
+    import time as _time
+
+    from llamatelemetry.testing._fault_server import FaultServer, Reply, sse
+
+    tracer_provider, meter_provider, _ = providers
+    exporter = InMemorySpanExporter()
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    def delta(**fields: Any) -> dict[str, Any]:
+        return {"choices": [{"index": 0, "delta": fields}]}
+
+    chunks = sse(
+        delta(role="assistant"),
+        *[delta(reasoning_content=f"step {i}. ") for i in range(3)],
+        delta(content="Paris."),
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {
+            "choices": [],
+            "usage": {
+                "prompt_tokens": 9,
+                "completion_tokens": 12,
+                "completion_tokens_details": {"reasoning_tokens": 9},
+            },
+        },
+    )
+    with FaultServer(Reply(chunks=chunks, chunk_delay=0.05)) as server:
+        with InstrumentedLlamaCppClient(
+            server.url, tracer_provider=tracer_provider, meter_provider=meter_provider
+        ) as client:
+            started = _time.perf_counter()
+            final = client.chat.completions.create(
+                messages=MESSAGES, stream=True
+            ).get_final_completion()
+            elapsed = _time.perf_counter() - started
+    [span] = exporter.get_finished_spans()
+    first = span.attributes["gen_ai.response.time_to_first_chunk"]
+    answer = span.attributes["llama_cpp.stream.time_to_first_content"]
+    assert 0 < first < answer <= elapsed
+    assert answer - first >= 3 * 0.05 * 0.8  # three thinking chunks came between
+    assert span.attributes["gen_ai.usage.reasoning.output_tokens"] == 9
+    assert final.choices[0].message.reasoning_content == "step 0. step 1. step 2. "
+    assert final.choices[0].message.content == "Paris."

@@ -45,3 +45,13 @@ engine_result: InferenceResult = InferenceEngine("m.gguf").infer(
 )
 _: NativeCompletion | object = native
 print(whole, filled, extra, engine_result)
+for call in response.choices[0].message.tool_calls or []:
+    tool_name: str | None = call.function.name
+    print(tool_name, call.function.arguments)
+final_reply: ChatCompletion = client.chat.completions.create(
+    messages=[{"role": "user", "content": "x"}], stream=True
+).get_final_completion()
+answer: str = client.responses.create("x", max_output_tokens=4).output_text
+words: str = client.messages.create([{"role": "user", "content": "x"}], 4).text
+counted: int = client.chat.completions.count_tokens([{"role": "user", "content": "x"}])
+print(final_reply, answer, words, counted)

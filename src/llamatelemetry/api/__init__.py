@@ -31,8 +31,21 @@ from ._errors import (
     ServiceUnavailableError,
     StreamError,
     StreamInterruptedError,
+    StructuredOutputError,
     TLSVerificationError,
+    ToolsIgnoredWarning,
     UnprocessableEntityError,
+)
+from ._protocols import (
+    Message,
+    MessageContentBlock,
+    MessageStreamEvent,
+    MessageUsage,
+    Response,
+    ResponseContent,
+    ResponseOutputItem,
+    ResponseStreamEvent,
+    ResponseUsage,
 )
 from ._sse import DEFAULT_MAX_EVENT_BYTES, ServerSentEvent, SSEDecoder
 from ._streaming import AsyncStream, Stream
@@ -48,15 +61,19 @@ from ._types import (
     Embedding,
     EmbeddingsResponse,
     NativeCompletion,
+    ParsedChatCompletion,
+    ParsedChatCompletionMessage,
+    ParsedChoice,
     PromptTokensDetails,
     Timings,
     Usage,
 )
 from ._wire import deadline
-from .resources._params import SAMPLING_DEFAULTS, SamplingParams
+from .resources._params import SAMPLING_DEFAULTS, CoreSamplingParams, SamplingParams
 
 __all__ = [
     "SAMPLING_DEFAULTS",
+    "CoreSamplingParams",
     "SamplingParams",
     "LlamaCppClient",
     "AsyncLlamaCppClient",
@@ -92,6 +109,8 @@ __all__ = [
     "RateLimitError",
     "ServiceUnavailableError",
     "StreamError",
+    "StructuredOutputError",
+    "ToolsIgnoredWarning",
     "StreamInterruptedError",
     "TLSVerificationError",
     "UnprocessableEntityError",
@@ -107,6 +126,18 @@ __all__ = [
     "Embedding",
     "EmbeddingsResponse",
     "NativeCompletion",
+    "Message",
+    "MessageContentBlock",
+    "MessageStreamEvent",
+    "MessageUsage",
+    "Response",
+    "ResponseContent",
+    "ResponseOutputItem",
+    "ResponseStreamEvent",
+    "ResponseUsage",
+    "ParsedChatCompletion",
+    "ParsedChatCompletionMessage",
+    "ParsedChoice",
     "PromptTokensDetails",
     "Timings",
     "Usage",

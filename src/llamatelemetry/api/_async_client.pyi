@@ -14,15 +14,18 @@ from typing_extensions import Self, Unpack
 
 from ._base import BaseClient, Call, Flow
 from ._config import ClientOptions, TimeoutTypes
+from ._protocols import Message, MessageStreamEvent, Response, ResponseStreamEvent
 from ._streaming import AsyncStream
 from ._types import (
     ChatCompletion,
     ChatCompletionChunk,
     Completion,
     EmbeddingsResponse,
+    M,
     NativeCompletion,
+    ParsedChatCompletion,
 )
-from .resources._params import SamplingParams
+from .resources._params import CoreSamplingParams, SamplingParams
 from .resources.lora import Adapters
 
 __all__ = ["AsyncLlamaCppClient"]
@@ -69,6 +72,26 @@ class AsyncChatCompletions:
         extra_body: Mapping[str, Any] | None = None,
         **params: Unpack[SamplingParams],
     ) -> ChatCompletion | AsyncStream[ChatCompletionChunk]: ...
+    async def parse(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        response_format: type[M],
+        model: str | None = None,
+        timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        **params: Unpack[CoreSamplingParams],
+    ) -> ParsedChatCompletion[M]: ...
+    async def count_tokens(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        model: str | None = None,
+        timeout: TimeoutTypes = None,
+    ) -> int: ...
 
 class AsyncChat:
     completions: AsyncChatCompletions
@@ -154,6 +177,95 @@ class AsyncMetrics:
     async def parse(self) -> list[Sample]: ...
     async def values(self) -> dict[str, float]: ...
 
+class AsyncResponses:
+    @overload
+    async def create(
+        self,
+        input: str | Sequence[Mapping[str, Any]],
+        *,
+        instructions: str | None = None,
+        max_output_tokens: int | None = 128,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stream: Literal[False] = False,
+        model: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> Response: ...
+    @overload
+    async def create(
+        self,
+        input: str | Sequence[Mapping[str, Any]],
+        *,
+        instructions: str | None = None,
+        max_output_tokens: int | None = 128,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stream: Literal[True],
+        model: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> AsyncStream[ResponseStreamEvent]: ...
+
+class AsyncMessages:
+    @overload
+    async def create(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        max_tokens: int,
+        *,
+        system: str | Sequence[Mapping[str, Any]] | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        stop_sequences: Sequence[str] | None = None,
+        stream: Literal[False] = False,
+        model: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> Message: ...
+    @overload
+    async def create(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        max_tokens: int,
+        *,
+        system: str | Sequence[Mapping[str, Any]] | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        stop_sequences: Sequence[str] | None = None,
+        stream: Literal[True],
+        model: str | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        timeout: TimeoutTypes = None,
+        total_timeout: float | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> AsyncStream[MessageStreamEvent]: ...
+    async def count_tokens(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        system: str | Sequence[Mapping[str, Any]] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        model: str | None = None,
+        timeout: TimeoutTypes = None,
+    ) -> int: ...
+
 class AsyncLlamaCppClient(BaseClient):
     _http: httpx.AsyncClient
     def __init__(
@@ -185,6 +297,10 @@ class AsyncLlamaCppClient(BaseClient):
     def health(self) -> AsyncHealth: ...  # type: ignore[override]
     @property
     def metrics(self) -> AsyncMetrics: ...  # type: ignore[override]
+    @property
+    def responses(self) -> AsyncResponses: ...  # type: ignore[override]
+    @property
+    def messages(self) -> AsyncMessages: ...  # type: ignore[override]
     @overload
     async def chat_completion(
         self,

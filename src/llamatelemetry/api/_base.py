@@ -59,9 +59,11 @@ if TYPE_CHECKING:
         Embeddings,
         Health,
         Lora,
+        Messages,
         Metrics,
         Models,
         Props,
+        Responses,
         Slots,
     )
 
@@ -131,6 +133,8 @@ class BaseClient:
     """Configuration and everything that does no I/O."""
 
     _http: httpx.Client | httpx.AsyncClient
+    # Whether this client asked its server if the chat template can use tools (once).
+    _tools_checked = False
 
     def __init__(
         self,
@@ -293,6 +297,18 @@ class BaseClient:
         from .resources import Metrics
 
         return Metrics(self)
+
+    @cached_property
+    def responses(self) -> Responses:
+        from .resources import Responses
+
+        return Responses(self)
+
+    @cached_property
+    def messages(self) -> Messages:
+        from .resources import Messages
+
+        return Messages(self)
 
     # --- what the transports implement -----------------------------------------------
 

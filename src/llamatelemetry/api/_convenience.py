@@ -14,7 +14,7 @@ from typing_extensions import Unpack
 from ._config import TimeoutTypes
 from ._types import ChatCompletion, ChatCompletionChunk, NativeCompletion
 from .resources._params import SamplingParams
-from .resources.chat import chat_call
+from .resources.chat import chat_call, send_chat
 from .resources.completions import complete_call, infill_call
 from .resources.embeddings import embed_flow
 from .resources.rerank import rerank_call
@@ -84,7 +84,8 @@ class ConvenienceMixin(_Base):
         **params: Unpack[SamplingParams],
     ) -> ChatCompletion | Stream[ChatCompletionChunk]:
         """``chat.completions.create`` by keywords only (the spec's singular form)."""
-        return self._execute(  # type: ignore[no-any-return]
+        return send_chat(  # type: ignore[no-any-return]
+            self,
             chat_call(
                 messages,
                 params,
@@ -94,7 +95,7 @@ class ConvenienceMixin(_Base):
                 total_timeout=total_timeout,
                 extra_headers=extra_headers,
                 extra_body=extra_body,
-            )
+            ),
         )
 
     @overload

@@ -12,6 +12,7 @@ LlamaTelemetryError
  │    ├── APITimeoutError              (also a requests.Timeout) connect, read, write, pool
  │    │    └── APIConnectTimeoutError  (also an APIConnectionError) connecting took too long
  │    ├── APIResponseError             the server answered with bytes we cannot decode
+ │    │    └── StructuredOutputError   an answer that does not validate against its model
  │    ├── StreamError                  an ``error`` event inside a stream
  │    └── APIStatusError               a 4xx/5xx answer: status_code, message, type, body
  │         ├── BadRequestError          400
@@ -21,18 +22,24 @@ LlamaTelemetryError
  │         ├── ConflictError            409
  │         ├── UnprocessableEntityError 422
  │         ├── RateLimitError           429
- │         ├── NotSupportedError        501 the endpoint needs a server flag (named)
+ │         ├── NotSupportedError        501 the endpoint needs a server option (``hint``)
  │         └── InternalServerError      5xx
  │              └── ServiceUnavailableError  503, e.g. "Loading model"
 ```
 
 Connection and timeout errors subclass ``requests``' own, so code written against
 ``requests`` (and the spec's error-handling example) keeps catching them.
+
+llama.cpp words its refusals for someone at a shell ("Start it with `--reranking`"). An
+`APIStatusError` whose server lacks an option says, in its ``hint``, the keyword that
+turns the option on for `ServerManager.start` and `InferenceEngine`; the command line
+names the flag instead. `SERVER_OPTIONS` is the one table of both.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, NamedTuple
 
 import requests
 
@@ -49,6 +56,8 @@ __all__ = [
     "APIConnectTimeoutError",
     "APIResponseError",
     "StreamError",
+    "StructuredOutputError",
+    "ToolsIgnoredWarning",
     "APIStatusError",
     "BadRequestError",
     "AuthenticationError",
@@ -61,7 +70,40 @@ __all__ = [
     "InternalServerError",
     "ServiceUnavailableError",
     "status_error",
+    "SERVER_OPTIONS",
+    "ServerOption",
+    "missing_server_option",
 ]
+
+
+class ServerOption(NamedTuple):
+    """A server option a refused request needs: its Python keyword and its command-line flag."""
+
+    keyword: str  # for ServerManager.start / InferenceEngine
+    flag: str  # for llama-server and ``llamatelemetry serve``
+
+
+#: What a server lacks, by the name llama.cpp's message gives it (its flag, or the pooling
+#: error that an embedding model started without a pooling type answers).
+SERVER_OPTIONS: dict[str, ServerOption] = {
+    "--embeddings": ServerOption("embedding=True", "--embedding"),
+    "--reranking": ServerOption("reranking=True", "--reranking"),
+    "--metrics": ServerOption("metrics=True", "--metrics"),
+    "--slots": ServerOption("slots=True", "--slots"),
+    "pooling": ServerOption('pooling="mean"', "--pooling mean"),
+}
+_FLAG = re.compile(r"[Ss]tart it with `(--[\w-]+)`")
+_NO_POOLING = "is not OAI compatible"  # "Pooling type 'none' is not OAI compatible..."
+
+
+def missing_server_option(status_code: int, message: str) -> ServerOption | None:
+    """The server option a refusal asks for: a 501 naming a flag, or the 400 of embeddings
+    from a server without a pooling type. None for any other error."""
+    if status_code == 501 and (flag := _FLAG.search(message)):
+        return SERVER_OPTIONS.get(flag.group(1))
+    if status_code == 400 and "pooling" in message.lower() and _NO_POOLING in message:
+        return SERVER_OPTIONS["pooling"]
+    return None
 
 
 class LlamaTelemetryError(Exception):
@@ -138,6 +180,24 @@ class APIResponseError(APIError):
         self.body = body
 
 
+class ToolsIgnoredWarning(UserWarning):
+    """``tools`` were sent to a server whose chat template cannot use them: llama-server
+    ignores them (even with ``tool_choice="required"``) and the model answers in text."""
+
+
+class StructuredOutputError(APIResponseError):
+    """``chat.completions.parse``: the answer does not validate against the model it was
+    constrained to, most often because ``max_tokens`` cut it (``finish_reason`` "length").
+    ``content`` is the text the model produced; the validation error is the ``__cause__``."""
+
+    def __init__(
+        self, message: str, *, content: str | None, finish_reason: str | None, **kw: Any
+    ) -> None:
+        super().__init__(message, **kw)
+        self.content = content
+        self.finish_reason = finish_reason
+
+
 class StreamError(APIError):
     """The server reported an error inside a stream (``data: {"error": {...}}``)."""
 
@@ -173,9 +233,19 @@ class APIStatusError(APIError):
         self.body = body
         self.retry_after = retry_after
 
+    @property
+    def hint(self) -> str:
+        """What to change, in Python terms, when the server lacks an option it needs
+        (``'start the server with reranking=True ...'``); ``""`` otherwise."""
+        option = missing_server_option(self.status_code, self.message)
+        if option is None:
+            return ""
+        return f"start the server with {option.keyword} (ServerManager.start or InferenceEngine)"
+
     def __str__(self) -> str:
         kind = f" {self.type}" if self.type else ""
-        return f"{self.status_code}{kind}: {self.message}"
+        hint = f" (hint: {self.hint})" if self.hint else ""
+        return f"{self.status_code}{kind}: {self.message}{hint}"
 
 
 class BadRequestError(APIStatusError):
@@ -207,7 +277,8 @@ class RateLimitError(APIStatusError):
 
 
 class NotSupportedError(APIStatusError):
-    """501: the server was started without the flag this endpoint needs; the message names it."""
+    """501: the server was started without the option this endpoint needs: the server's
+    message names its flag, ``hint`` the `ServerManager` keyword."""
 
 
 class InternalServerError(APIStatusError):

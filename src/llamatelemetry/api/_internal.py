@@ -10,6 +10,8 @@ their neighbours noticing. Users should not import it; nothing here is stable fo
   (or the async one) itself, so a call is never recorded twice.
 - Streams: telemetry watches a stream through :func:`observe_stream`.
 - Validation: the checks behind the client's own ``TypeError``/``ValueError`` messages.
+- Server options: what a refusal asks the server to be started with (`missing_server_option`),
+  so the command line can name the flag where the client's ``hint`` names the keyword.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from ._base import BaseClient, Call, Flow, Sleep
 from ._config import API_KEY_ENV, BASE_URL_ENV, ClientOptions, TimeoutTypes, check_options
+from ._errors import ServerOption, missing_server_option
 from ._streaming import AsyncStream, Stream, StreamObserver
 from ._validation import check_int, check_messages, check_number, check_text, check_texts
 from .resources.chat import chat_call
@@ -36,6 +39,7 @@ __all__ = [
     "TimeoutTypes",
     "StreamObserver",
     "observe_stream",
+    "final_of",
     "is_stream",
     "check_int",
     "check_messages",
@@ -45,11 +49,20 @@ __all__ = [
     "chat_call",
     "complete_call",
     "embed_flow",
+    "ServerOption",
+    "missing_server_option",
 ]
 
 
 def is_stream(value: object) -> bool:
     return isinstance(value, (Stream, AsyncStream))
+
+
+def final_of(stream: Stream[Any] | AsyncStream[Any]) -> Any:
+    """A function giving what the stream's chunks have added up to so far (its
+    ``get_final_completion()`` without reading on), or None for a stream with none."""
+    state = stream._state
+    return None if state.accumulator is None else state.final
 
 
 def observe_stream(stream: Stream[Any] | AsyncStream[Any], observer: StreamObserver) -> None:

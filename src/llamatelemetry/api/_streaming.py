@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
 
 import httpx
 from pydantic import ValidationError
@@ -35,6 +35,10 @@ from ._errors import (
 )
 from ._sse import DEFAULT_MAX_EVENT_BYTES, EventTooLargeError, SSEDecoder
 from ._transport_errors import translate_transport_error
+
+if TYPE_CHECKING:
+    from ._protocols import Message, MessageStreamEvent, Response, ResponseStreamEvent
+    from ._types import ChatCompletion, ChatCompletionChunk
 
 __all__ = [
     "StreamFormat",
@@ -61,6 +65,10 @@ class StreamFormat(Generic[T]):
 
     parse: Callable[[Any], T]
     ends_with_done: bool = True
+    # Typed-event streams (Responses, Messages) end with an event of one of these types.
+    last_types: frozenset[str] = frozenset()
+    # Folds the chunks into the whole answer, for get_final_completion() (chat streams).
+    accumulator: Callable[[], Any] | None = None
 
 
 class ChunkDecoder(Generic[T]):
@@ -117,7 +125,13 @@ class ChunkDecoder(Generic[T]):
                     f"stream chunk has an unexpected shape: {exc}", body=obj
                 ) from None
             chunks.append(chunk)
-            if not self._format.ends_with_done and isinstance(obj, dict) and obj.get("stop"):
+            if self._format.ends_with_done or not isinstance(obj, dict):
+                continue
+            if (
+                obj.get("type") in self._format.last_types
+                if self._format.last_types
+                else (obj.get("stop"))
+            ):
                 self.done = True
                 return
         if too_large is not None:
@@ -126,7 +140,12 @@ class ChunkDecoder(Generic[T]):
     def finish(self) -> None:
         """Called at end of input: a stream that never said it was complete is an error."""
         if not self.done:
-            marker = "data: [DONE]" if self._format.ends_with_done else 'a chunk with "stop": true'
+            if self._format.ends_with_done:
+                marker = "data: [DONE]"
+            elif self._format.last_types:
+                marker = "an event " + " or ".join(sorted(self._format.last_types))
+            else:
+                marker = 'a chunk with "stop": true'
             raise StreamInterruptedError(
                 f"the connection closed before the end of the stream ({marker} never arrived); "
                 "the output is incomplete"
@@ -173,6 +192,7 @@ class _StreamState(Generic[T]):
         "observer",
         "deadline",
         "forks",
+        "accumulator",
     )
 
     def __init__(
@@ -190,11 +210,14 @@ class _StreamState(Generic[T]):
         self.error: BaseException | None = None
         self.complete = False
         self.observer = observer
+        self.accumulator = None if format.accumulator is None else format.accumulator()
 
     def next_step(self) -> T | _Step:
         """The next chunk to hand out, or what the transport must do first."""
         if self.pending:
             chunk = self.pending.popleft()
+            if self.accumulator is not None:
+                self.accumulator.add(chunk)
             if self.observer is not None:
                 self.observer.on_chunk(chunk)
             return chunk
@@ -246,6 +269,14 @@ class _StreamState(Generic[T]):
         self.closed = True
         self.pending.clear()
         return True
+
+    def final(self) -> Any:
+        if self.accumulator is None:
+            raise TypeError(
+                "this stream has no final answer to give (it is a completion stream): "
+                "read its chunks with until_done()"
+            )
+        return self.accumulator.completion()
 
     def notify_closed(self) -> None:
         if self.observer is not None:
@@ -361,6 +392,22 @@ class Stream(Closing, Generic[T]):
     def until_done(self) -> list[T]:
         """Consume the rest of the stream and return its chunks."""
         return list(self)
+
+    @overload
+    def get_final_completion(self: Stream[ChatCompletionChunk]) -> ChatCompletion: ...
+    @overload
+    def get_final_completion(self: Stream[ResponseStreamEvent]) -> Response: ...
+    @overload
+    def get_final_completion(self: Stream[MessageStreamEvent]) -> Message: ...
+    def get_final_completion(self) -> Any:
+        """What the whole stream adds up to: a chat stream's ``ChatCompletion`` (content,
+        ``reasoning_content``, tool calls merged by index, finish reason, usage, timings), a
+        Responses stream's ``Response``, a Messages stream's ``Message``. Reads what is left
+        of the stream first, so it can be called before, during or after iterating; a stream
+        closed early gives what had arrived."""
+        for _ in self:
+            pass
+        return self._state.final()
 
 
 _closing_tasks: set[asyncio.Task[None]] = set()
@@ -484,3 +531,17 @@ class AsyncStream(AsyncClosing, Generic[T]):
 
     async def until_done(self) -> list[T]:
         return [chunk async for chunk in self]
+
+    @overload
+    async def get_final_completion(
+        self: AsyncStream[ChatCompletionChunk],
+    ) -> ChatCompletion: ...
+    @overload
+    async def get_final_completion(self: AsyncStream[ResponseStreamEvent]) -> Response: ...
+    @overload
+    async def get_final_completion(self: AsyncStream[MessageStreamEvent]) -> Message: ...
+    async def get_final_completion(self) -> Any:
+        """The async twin of :meth:`Stream.get_final_completion`."""
+        async for _ in self:
+            pass
+        return self._state.final()

@@ -12,6 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "BaseType",
+    "FunctionCall",
+    "ToolCall",
+    "ParsedChatCompletion",
+    "ParsedChatCompletionMessage",
+    "ParsedChoice",
     "Timings",
     "PromptTokensDetails",
     "Usage",
@@ -89,11 +94,39 @@ class Usage(BaseType):
     prompt_tokens_details: PromptTokensDetails | None = None
 
 
+class _Subscriptable(BaseType):
+    """Also readable as the dict it was before it was typed: ``call["function"]["name"]``."""
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+
+class FunctionCall(_Subscriptable):
+    name: str | None = None
+    arguments: str | None = None  # JSON text, as the model wrote it
+
+
+class ToolCall(_Subscriptable):
+    """A tool call of the assistant: ``function.name`` and ``function.arguments`` (JSON
+    text). In a stream's deltas, ``index`` says which call a piece belongs to."""
+
+    id: str | None = None
+    type: str = "function"
+    function: FunctionCall = Field(default_factory=FunctionCall)
+    index: int | None = None
+
+
 class ChatCompletionMessage(BaseType):
     role: str = "assistant"
     content: str | None = None
     reasoning_content: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCall] | None = None
 
 
 class Choice(BaseType):
@@ -112,6 +145,26 @@ class ChatCompletion(BaseType):
     choices: list[Choice]
     usage: Usage | None = None
     timings: Timings | None = None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ParsedChatCompletionMessage(ChatCompletionMessage, Generic[M]):
+    """A message whose content was constrained to a model's JSON schema: ``parsed`` is the
+    validated instance."""
+
+    parsed: M | None = None
+
+
+class ParsedChoice(Choice, Generic[M]):
+    message: ParsedChatCompletionMessage[M]
+
+
+class ParsedChatCompletion(ChatCompletion, Generic[M]):
+    """What ``chat.completions.parse`` returns: ``choices[0].message.parsed``."""
+
+    choices: list[ParsedChoice[M]]  # type: ignore[assignment]
 
 
 _C = TypeVar("_C", bound=BaseType)
@@ -142,7 +195,7 @@ class ChoiceDelta(BaseType):
     role: str | None = None
     content: str | None = None
     reasoning_content: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCall] | None = None
 
 
 class ChunkChoice(BaseType):

@@ -11,6 +11,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pydantic import BaseModel
+
 __all__ = [
     "ROLES",
     "MAX_TOKEN_IDS",
@@ -247,14 +249,30 @@ def _find_unencodable(
             if problem is not None:
                 return problem
         return None
+    if isinstance(value, BaseModel):
+        return _find_unencodable(_model_as_json(value), where, parents)
     return TypeError, (
         f"{where} has type {_type_name(value)}, which JSON cannot carry; "
         "pass a str, number, bool, None, list or dict"
     )
 
 
+def _model_as_json(value: Any) -> Any:
+    """A typed answer's part sent back (``message.tool_calls`` in the next request's
+    messages) goes as the JSON it came as."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_none=True)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return json.dumps(
+        value,
+        ensure_ascii=False,
+        allow_nan=False,
+        separators=(",", ":"),
+        default=_model_as_json,
+    )
 
 
 def check_json(name: str, value: Any) -> Any:

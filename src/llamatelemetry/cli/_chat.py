@@ -1,7 +1,9 @@
-"""``llamatelemetry chat``: one streamed answer, or a conversation when no prompt is given."""
+"""``llamatelemetry chat``: one streamed answer, or a conversation when no prompt is given
+(on a terminal; piped in, standard input is the prompt)."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -9,13 +11,16 @@ from rich.text import Text
 
 from ..api import APIStatusError, LlamaCppClient
 from ._client import client_command
-from ._errors import print_error, print_interrupted
+from ._errors import CliError, print_error, print_interrupted
 from ._generation import LiveText, Stats, sampling, sampling_options
 from ._output import err_console
 
 __all__ = ["chat"]
 
 EXIT_COMMANDS = ("/exit", "/quit")
+#: Tokens an answer may take unless --max-tokens says otherwise: a model that loops (a
+#: small one at temperature 0 will) stops here, not at the end of its context.
+DEFAULT_MAX_TOKENS = 512
 Message = dict[str, str]
 
 
@@ -50,9 +55,10 @@ def _read_turn() -> str | None:
                 prompt_suffix="> ",
                 default="",
                 show_default=False,
+                err=True,  # stdout holds the answers only
             )
         except click.Abort:  # EOF or Ctrl-C at the prompt
-            click.echo()
+            click.echo(err=True)
             return None
         text = str(line).strip()
         if text in EXIT_COMMANDS:
@@ -84,10 +90,18 @@ def converse(client: LlamaCppClient, history: list[Message], options: dict[str, 
         history.append({"role": "assistant", "content": reply})
 
 
+def _read_prompt() -> str:
+    """The whole of standard input, as one prompt."""
+    text = sys.stdin.read().strip()
+    if not text:
+        raise CliError("no prompt: standard input was empty")
+    return text
+
+
 @click.command()
 @click.argument("prompt", required=False)
 @click.option("--system", help="A system message to start the conversation with.")
-@sampling_options(max_tokens_default=None)
+@sampling_options(max_tokens_default=DEFAULT_MAX_TOKENS)
 @client_command
 def chat(
     client: LlamaCppClient,
@@ -99,11 +113,16 @@ def chat(
 ) -> None:
     """Chat with the server's model: the answer to PROMPT streams as it is generated.
 
-    Without PROMPT, an interactive conversation: each turn sends the whole history;
-    /exit or Ctrl-D ends it. Token counts and speed go to stderr.
+    PROMPT "-", or no PROMPT with standard input piped or redirected: the whole input is
+    the prompt (`echo question | llamatelemetry chat`), and stdout gets only the answer.
+    Without PROMPT on a terminal, an interactive conversation: each turn sends the whole
+    history; /exit or Ctrl-D ends it. Token counts and speed go to stderr. An answer
+    ends at --max-tokens even if the model would go on (-1: no limit).
     """
     history: list[Message] = [{"role": "system", "content": system}] if system else []
     options = sampling(max_tokens, temperature, seed)
+    if prompt == "-" or (prompt is None and not sys.stdin.isatty()):
+        prompt = _read_prompt()
     if prompt is None:
         converse(client, history, options)
     else:

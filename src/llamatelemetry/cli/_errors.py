@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.text import Text
 
 from ..api import APIConnectionError, APIError, APIStatusError, StreamInterruptedError
+from ..api._internal import missing_server_option
 from ..server import ServerStartError
 
 __all__ = [
@@ -73,9 +74,22 @@ def start_error(exc: ServerStartError) -> CliError:
 
 
 def disabled_reason(error: APIStatusError) -> str:
-    """``start with --metrics`` from llama.cpp's 501 message, else the message itself."""
-    flag = re.search(r"[Ss]tart it with `([^`]+)`", error.message)
-    return f"start with {flag.group(1)}" if flag else error.message
+    """``start with --metrics`` for a server without the option, else the server's message."""
+    option = missing_server_option(error.status_code, error.message)
+    return f"start with {option.flag}" if option else error.message
+
+
+def _server_fix(error: APIStatusError) -> str:
+    """How to start a server that can answer, in command-line words ("" when unknown).
+
+    The client's own ``hint`` names the Python keyword; here it is the flag.
+    """
+    option = missing_server_option(error.status_code, error.message)
+    if option is None:
+        return ""
+    if option.flag in ("--metrics", "--slots"):  # `serve` has them, unless --no-metrics/slots
+        return f"start llama-server with {option.flag}"
+    return f"start the server with {option.flag}: llamatelemetry serve MODEL ... {option.flag}"
 
 
 @contextmanager
@@ -93,7 +107,7 @@ def api_errors(url: str) -> Iterator[None]:
         kind = f" ({exc.type})" if exc.type else ""
         raise CliError(
             f"{url} answered HTTP {exc.status_code}{kind}: {exc.message}",
-            _HINTS.get(exc.status_code, ""),
+            _HINTS.get(exc.status_code) or _server_fix(exc),
         ) from None
     except APIError as exc:  # timeouts, undecodable answers, errors inside a stream
         raise CliError(str(exc)) from None

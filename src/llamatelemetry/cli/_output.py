@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import IO, Any
 
 import click
 from rich.console import Console
@@ -15,10 +16,49 @@ json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print JSON (for scripts) and nothing else."
 )
 
+#: The width of piped output: wide enough that no table cell (a model's path) wraps.
+PIPED_WIDTH = 10_000
+
+
+class _StripTrailingSpaces:
+    """A text stream that drops the spaces at the ends of the lines written to it: rich pads
+    table cells out to the column's width, which a file or a pipe does not need."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        *lines, self._pending = (self._pending + text).split("\n")
+        for line in lines:
+            self._stream.write(line.rstrip(" ") + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        # Text without its newline yet goes out now; its trailing spaces wait for what
+        # follows them on the line (dropped if that is the newline).
+        text = self._pending.rstrip(" ")
+        self._stream.write(text)
+        self._pending = self._pending[len(text) :]
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
 
 def out_console() -> Console:
-    """stdout, as it is now (a test runner may have swapped it)."""
-    return Console(highlight=False)
+    """stdout, as it is now (a test runner may have swapped it).
+
+    Piped or redirected, lines are as long as they need to be (nothing wraps) and carry no
+    trailing spaces, so that ``grep``, ``cut`` and diffs see the values whole.
+    """
+    if sys.stdout.isatty():
+        return Console(highlight=False)
+    piped: Any = _StripTrailingSpaces(sys.stdout)
+    return Console(highlight=False, width=PIPED_WIDTH, file=piped)
 
 
 def err_console() -> Console:

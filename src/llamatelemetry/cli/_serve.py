@@ -17,7 +17,7 @@ from rich.text import Text
 
 from ..api import DEFAULT_BASE_URL
 from ..server import ServerManager, ServerStartError
-from ..server._internal import POOLING_TYPES
+from ..server._internal import POOLING_TYPES, REASONING_FORMATS
 from ._client import API_KEY_ENV
 from ._errors import EXIT_INTERRUPTED, CliError, print_interrupted, start_error
 from ._output import err_console, out_console
@@ -180,6 +180,21 @@ def _path(**kwargs: Any) -> Any:
     "--slot-save-path", type=_path(file_okay=False), help="Directory for saved slot caches."
 )
 @click.option("--alias", help="The model name clients see in /v1/models.")
+@click.option(
+    "--chat-template",
+    help="A built-in chat template's name, Jinja text, or a .jinja file (one that supports "
+    "tools makes tool calls possible).",
+)
+@click.option(
+    "--reasoning-format",
+    type=click.Choice(REASONING_FORMATS),
+    help="How a reasoning model's thoughts come back (reasoning_content).",
+)
+@click.option(
+    "--reasoning-budget",
+    type=click.IntRange(min=-1),
+    help="-1: think without limit, 0: no thinking (a token budget needs the binary backend).",
+)
 @click.option(
     "--backend",
     type=click.Choice(["auto", "binary", "embedded"]),

@@ -36,6 +36,9 @@ def build_params(config: dict[str, Any], api_key: str | None) -> Any:
     for key, value in config.items():
         if key == "pooling_type":
             value = getattr(xllamacpp.llama_pooling_type, f"LLAMA_POOLING_TYPE_{value.upper()}")
+        elif key == "reasoning_format":
+            suffix = value.upper().replace("-", "_")
+            value = getattr(xllamacpp.common_reasoning_format, f"COMMON_REASONING_FORMAT_{suffix}")
         elif key == "lora_adapters":
             value = [
                 xllamacpp.CommonAdapterLoraInfo(path=a["path"], scale=a["scale"]) for a in value

@@ -293,7 +293,8 @@ class InferenceEngine(Closing):
         A failing prompt does not stop the others. When some fail, `BatchInferenceError`
         is raised once all are done; it carries every result and every error. With
         ``return_exceptions=True`` the list holds the exception in place of the result
-        instead (as `asyncio.gather` does).
+        instead (as `asyncio.gather` does), and the failures are logged at DEBUG only
+        (raised, they are also logged as a warning).
         """
         if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
             raise TypeError(f"prompts must be a list of str, not {type(prompts).__name__}")
@@ -330,7 +331,9 @@ class InferenceEngine(Closing):
                 raise
         failed = sum(isinstance(r, Exception) for r in results)
         if failed:
-            logger.warning("batch_infer: %d of %d prompts failed", failed, len(prompts))
+            # Returned as values, the failures are the caller's to report: no warning then.
+            level = logging.DEBUG if return_exceptions else logging.WARNING
+            logger.log(level, "batch_infer: %d of %d prompts failed", failed, len(prompts))
             if not return_exceptions:
                 error = BatchInferenceError(results)
                 raise error from next(iter(error.errors.values()))

@@ -277,6 +277,9 @@ class ServerManager(Closing):
         slots: bool = True,
         slot_save_path: PathLike | None = None,
         alias: str | None = None,
+        chat_template: str | os.PathLike[str] | None = None,
+        reasoning_format: str | None = None,
+        reasoning_budget: int | None = None,
         extra_args: Sequence[str] = (),
         timeout: float = 60.0,
     ) -> None:
@@ -285,7 +288,11 @@ class ServerManager(Closing):
         Raises `FileNotFoundError` for a missing model or adapter, `ServerStartError` for
         a non-GGUF file, a busy port, a server that exits or is not ready within
         ``timeout`` seconds (the message quotes its log), `ValueError` for bad options.
-        ``reranking=True`` implies ``embedding=True, pooling="rank"``.
+        ``reranking=True`` implies ``embedding=True, pooling="rank"``. ``chat_template`` is
+        a built-in template's name, Jinja text or a file (a template that supports tools
+        makes ``tools`` work); ``reasoning_format`` ("none", "auto", "deepseek", ...) and
+        ``reasoning_budget`` (-1: no limit, 0: no thinking) set how a reasoning model's
+        thoughts come back.
         """
         with self._lock:
             if self.is_running:
@@ -307,6 +314,9 @@ class ServerManager(Closing):
                 slots=slots,
                 slot_save_path=None if slot_save_path is None else Path(os.fspath(slot_save_path)),
                 alias=alias,
+                chat_template=chat_template,
+                reasoning_format=reasoning_format,
+                reasoning_budget=reasoning_budget,
                 extra_args=tuple(extra_args),
             )
             if timeout <= 0:

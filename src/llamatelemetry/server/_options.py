@@ -25,6 +25,29 @@ from ..api._internal import API_KEY_ENV
 
 __all__ = ["API_KEY_ENV", "POOLING_TYPES", "ServerOptions", "check_port", "is_loopback_host"]
 
+#: llama-server's ``--reasoning-format`` values.
+REASONING_FORMATS = ("none", "auto", "deepseek", "deepseek-legacy")
+
+
+def _chat_template(value: object) -> str | Path:
+    """A chat template: a file (a ``Path``, or a str naming an existing file), Jinja text
+    (a str with ``{%`` or ``{{``), or the name of one llama.cpp has built in."""
+    if isinstance(value, os.PathLike):
+        return Path(os.fspath(value)).expanduser().absolute()
+    if not isinstance(value, str) or not value.strip():
+        raise TypeError("chat_template must be a template name, Jinja text or a file path")
+    if "{%" in value or "{{" in value:
+        return value
+    if os.path.isfile(os.path.expanduser(value)):
+        return Path(value).expanduser().absolute()
+    if not value.replace("-", "").replace(".", "").replace("_", "").isalnum():
+        raise ValueError(
+            f"chat_template {value[:60]!r} is neither Jinja text, an existing file nor the "
+            "name of a built-in template (chatml, llama3, mistral-v7, ...)"
+        )
+    return value
+
+
 #: llama-server's ``--pooling`` values (and the `xllamacpp.llama_pooling_type` suffixes).
 POOLING_TYPES = ("none", "mean", "cls", "last", "rank")
 
@@ -86,6 +109,9 @@ class ServerOptions:
     slots: bool = True
     slot_save_path: Path | None = None
     alias: str | None = None
+    chat_template: str | os.PathLike[str] | None = None
+    reasoning_format: str | None = None
+    reasoning_budget: int | None = None
     extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -116,6 +142,15 @@ class ServerOptions:
                 raise ValueError(f"reranking needs pooling 'rank', got pooling={self.pooling!r}")
             put("embedding", True)
             put("pooling", "rank")
+        if self.chat_template is not None:
+            put("chat_template", _chat_template(self.chat_template))
+        if self.reasoning_format is not None and self.reasoning_format not in REASONING_FORMATS:
+            raise ValueError(
+                f"reasoning_format must be one of {REASONING_FORMATS}, "
+                f"got {self.reasoning_format!r}"
+            )
+        if self.reasoning_budget is not None:
+            _integer("reasoning_budget", self.reasoning_budget, minimum=-1)  # -1: no limit
         if self.api_key is not None and (not self.api_key or "," in self.api_key):
             # llama-server splits the variable on commas; an empty key would disable auth.
             raise ValueError("api_key must be a non-empty string without commas")
@@ -148,6 +183,14 @@ class ServerOptions:
             argv += ["--slot-save-path", str(self.slot_save_path)]
         if self.alias is not None:
             argv += ["--alias", self.alias]
+        if isinstance(self.chat_template, Path):
+            argv += ["--chat-template-file", str(self.chat_template)]
+        elif self.chat_template is not None:
+            argv += ["--chat-template", os.fspath(self.chat_template)]
+        if self.reasoning_format is not None:
+            argv += ["--reasoning-format", self.reasoning_format]
+        if self.reasoning_budget is not None:
+            argv += ["--reasoning-budget", str(self.reasoning_budget)]
         argv += self.extra_args
         return argv
 
@@ -184,6 +227,20 @@ class ServerOptions:
             config["slot_save_path"] = os.path.join(str(self.slot_save_path), "")
         if self.alias is not None:
             config["model_alias"] = [self.alias]
+        if isinstance(self.chat_template, Path):
+            config["chat_template"] = self.chat_template.read_text(encoding="utf-8")
+        elif self.chat_template is not None:
+            config["chat_template"] = os.fspath(self.chat_template)
+        if self.reasoning_format is not None:
+            config["reasoning_format"] = self.reasoning_format
+        if self.reasoning_budget is not None:
+            if self.reasoning_budget not in (-1, 0):
+                raise ValueError(
+                    "the embedded server takes reasoning_budget -1 (no limit) or 0 (no "
+                    f"thinking), not {self.reasoning_budget}: a token budget needs the "
+                    "llama-server binary (backend='binary')"
+                )
+            config["enable_reasoning"] = self.reasoning_budget
         return config
 
     def child_env(self, base: Mapping[str, str]) -> dict[str, str]:

@@ -16,6 +16,7 @@ PROVIDER = "llama.cpp"
 
 _REQUEST_PARAMS = {
     "max_tokens": "gen_ai.request.max_tokens",
+    "max_output_tokens": "gen_ai.request.max_tokens",
     "n_predict": "gen_ai.request.max_tokens",
     "temperature": "gen_ai.request.temperature",
     "top_p": "gen_ai.request.top_p",
@@ -67,9 +68,45 @@ def request_attributes(operation: str, body: Any, provider: str = PROVIDER) -> d
         elif key == "model":
             if isinstance(value, str):
                 attributes["gen_ai.request.model"] = value
-        elif key == "stop" and isinstance(value, list) and value:
+        elif key in ("stop", "stop_sequences") and isinstance(value, list) and value:
             attributes["gen_ai.request.stop_sequences"] = [str(s) for s in value]
     return attributes
+
+
+def _usage(usage: Any, *, chat: bool) -> dict[str, Any]:
+    """Token counts from any of the three shapes: OpenAI chat's (``prompt_tokens``),
+    Responses' (``input_tokens``) and Anthropic's (``input_tokens`` without the cache,
+    ``prompt_tokens`` being all of them)."""
+    found: dict[str, Any] = {}
+    prompt = getattr(usage, "prompt_tokens", None)
+    if prompt is None:
+        prompt = getattr(usage, "input_tokens", None)
+    if prompt is not None:
+        found["gen_ai.usage.input_tokens"] = prompt
+    output = getattr(usage, "completion_tokens", None)
+    if output is None:
+        output = getattr(usage, "output_tokens", None)
+    if output or chat or getattr(usage, "output_tokens", None) is not None:
+        found["gen_ai.usage.output_tokens"] = output or 0
+    details = getattr(usage, "prompt_tokens_details", None) or getattr(
+        usage, "input_tokens_details", None
+    )
+    cached = getattr(details, "cached_tokens", None)
+    if cached is None:
+        cached = getattr(usage, "cache_read_input_tokens", None)
+    if cached is not None:
+        found["gen_ai.usage.cache_read.input_tokens"] = cached
+    out_details = getattr(usage, "output_tokens_details", None) or getattr(
+        usage, "completion_tokens_details", None
+    )
+    reasoning = (
+        out_details.get("reasoning_tokens")
+        if isinstance(out_details, dict)
+        else getattr(out_details, "reasoning_tokens", None)
+    )
+    if isinstance(reasoning, int) and not isinstance(reasoning, bool):
+        found["gen_ai.usage.reasoning.output_tokens"] = reasoning
+    return found
 
 
 def response_attributes(response: Any) -> dict[str, Any]:
@@ -91,12 +128,7 @@ def response_attributes(response: Any) -> dict[str, Any]:
         attributes["gen_ai.response.finish_reasons"] = [response.finish_reason]
     usage = getattr(response, "usage", None)
     if usage is not None:
-        attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
-        if usage.completion_tokens or getattr(response, "choices", None) is not None:
-            attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
-        details = usage.prompt_tokens_details
-        if details is not None and details.cached_tokens is not None:
-            attributes["gen_ai.usage.cache_read.input_tokens"] = details.cached_tokens
+        attributes.update(_usage(usage, chat=getattr(response, "choices", None) is not None))
     timings = getattr(response, "timings", None)
     if timings is not None:
         for name, attribute in _TIMINGS:

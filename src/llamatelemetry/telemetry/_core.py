@@ -23,7 +23,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvid
 
 from .._version import __version__
 from ..api import Timings
-from ..api._internal import BaseClient, Call, is_stream, observe_stream
+from ..api._internal import BaseClient, Call, final_of, is_stream, observe_stream
 from ._attributes import (
     PROVIDER,
     request_attributes,
@@ -138,7 +138,8 @@ class Telemetry:
 
     def _settle(self, op: _Operation, result: T) -> T:
         if is_stream(result):
-            observe_stream(result, _StreamTelemetry(self, op))  # type: ignore[arg-type]
+            observe = _StreamTelemetry(self, op, final_of(result))  # type: ignore[arg-type]
+            observe_stream(result, observe)  # type: ignore[arg-type]
         else:
             self._finish(op, result=result)
         return result
@@ -251,7 +252,13 @@ def _set_content(span: Span, body: Any) -> None:
 
 
 class _StreamTelemetry:
-    """Keeps a stream's span open while the user iterates; ends it exactly once."""
+    """Keeps a stream's span open while the user iterates; ends it exactly once.
+
+    Chat and completion chunks say what they are themselves (the last ones carry usage,
+    timings, finish reasons). The typed events of the Responses and Messages APIs are read
+    through the stream's own accumulator at the end, and only events that carry generated
+    text count as chunks for the time to first chunk and between chunks.
+    """
 
     __slots__ = (
         "_telemetry",
@@ -262,9 +269,11 @@ class _StreamTelemetry:
         "_reasons",
         "_text",
         "_point",
+        "_final",
+        "_first_content",
     )
 
-    def __init__(self, telemetry: Telemetry, op: _Operation) -> None:
+    def __init__(self, telemetry: Telemetry, op: _Operation, final: Any = None) -> None:
         self._telemetry = telemetry
         self._op = op
         self._first: float | None = None
@@ -273,9 +282,15 @@ class _StreamTelemetry:
         self._reasons: list[str] = []
         self._text: list[str] | None = [] if telemetry.wants_output else None
         self._point = metric_point(op.attributes)
+        self._final = final
+        self._first_content: float | None = None  # the answer's, after any thinking
 
     def on_chunk(self, chunk: Any) -> None:
         try:
+            choices = getattr(chunk, "choices", None)
+            piece = _piece_of(chunk, choices)
+            if choices is None and self._final is not None and not piece:
+                return  # an event without generated text (created, item added, ...)
             now = time.perf_counter()
             first = self._first is None
             if first:
@@ -285,42 +300,52 @@ class _StreamTelemetry:
             )
             self._last = now
             self._last_chunk = chunk
-            choices = getattr(chunk, "choices", None)
+            if piece and self._first_content is None:
+                self._first_content = now
             if choices and choices[0].finish_reason:
                 self._reasons.append(choices[0].finish_reason)
-            if self._text is not None:
-                piece = _piece_of(chunk)
-                if piece:
-                    self._text.append(piece)
+            if self._text is not None and piece:
+                self._text.append(piece)
         except Exception:  # noqa: BLE001
             log.debug("could not observe a stream chunk", exc_info=True)
 
     def on_close(self, error: BaseException | None, *, complete: bool) -> None:
         # Read once at the end rather than per chunk: the usage chunk comes last (after the
         # finish reason), and a native stream's last chunk carries its stop and timings.
-        extra = response_attributes(self._last_chunk) if self._last_chunk is not None else {}
+        last, extra = self._last_chunk, {}
+        if self._final is not None and getattr(last, "choices", None) is None:
+            try:
+                last = self._final()  # the events added up: a Response, a Message
+            except Exception:  # noqa: BLE001
+                log.debug("could not read a stream's final answer", exc_info=True)
+        if last is not None:
+            extra = response_attributes(last)
         if self._reasons:
             extra["gen_ai.response.finish_reasons"] = self._reasons
         if self._first is not None:
             extra["gen_ai.response.time_to_first_chunk"] = self._first - self._op.started
+        if self._first_content is not None:  # later than the first chunk when it thought first
+            extra["llama_cpp.stream.time_to_first_content"] = self._first_content - self._op.started
         if error is None and not complete:
             extra["llama_cpp.stream.closed_early"] = True
         output = None
         if self._text is not None:
-            output = stream_output_messages(
-                "".join(self._text), self._reasons, failed=error is not None
-            )
-        self._telemetry._finish(
-            self._op, error=error, extra=extra, output=output, last=self._last_chunk
-        )
+            reasons = self._reasons or list(extra.get("gen_ai.response.finish_reasons", ()))
+            output = stream_output_messages("".join(self._text), reasons, failed=error is not None)
+        self._telemetry._finish(self._op, error=error, extra=extra, output=output, last=last)
 
 
-def _piece_of(chunk: Any) -> str | None:
-    choices = getattr(chunk, "choices", None)
+def _piece_of(chunk: Any, choices: Any) -> str | None:
     if choices:
         delta = getattr(choices[0], "delta", None)
         if delta is not None:
             return delta.content  # type: ignore[no-any-return]
         return getattr(choices[0], "text", None)
+    delta = getattr(chunk, "delta", None)
+    if isinstance(delta, str):  # a Responses text delta
+        return delta if getattr(chunk, "type", "").endswith("output_text.delta") else None
+    if isinstance(delta, dict):  # a Messages content block delta
+        text = delta.get("text")
+        return text if isinstance(text, str) else None
     content = getattr(chunk, "content", None)
     return content if isinstance(content, str) else None

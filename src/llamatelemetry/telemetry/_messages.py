@@ -35,9 +35,11 @@ def input_messages(body: Any) -> str | None:
     if not isinstance(body, Mapping):
         return None
     messages = body.get("messages")
+    if not isinstance(messages, list) and isinstance(body.get("input"), list):
+        messages = body["input"]  # the Responses API's input items
     if isinstance(messages, list):
         return _bounded([_chat_message(m) for m in messages if isinstance(m, Mapping)])
-    prompt = body.get("prompt")
+    prompt = body.get("prompt", body.get("input"))
     if prompt is None:
         return None
     return _bounded([{"role": "user", "parts": _prompt_parts(prompt)}])
@@ -82,11 +84,7 @@ def output_messages(result: Any) -> str | None:
             if message is not None:
                 parts = _text_parts(getattr(message, "reasoning_content", None), "reasoning")
                 parts += _text_parts(message.content)
-                parts += [
-                    _tool_call(call)
-                    for call in message.tool_calls or ()
-                    if isinstance(call, Mapping)
-                ]
+                parts += [_tool_call(call) for call in message.tool_calls or ()]
             else:
                 parts = _text_parts(getattr(choice, "text", None))
             out.append(
@@ -98,6 +96,9 @@ def output_messages(result: Any) -> str | None:
             )
         return _bounded(out)
     content = getattr(result, "content", None)
+    for name in ("output_text", "text"):  # a Response, a Message
+        if not isinstance(content, str) and isinstance(getattr(result, name, None), str):
+            content = getattr(result, name)
     if isinstance(content, str):
         return _bounded(
             [
@@ -138,7 +139,7 @@ def _content_parts(content: Any) -> list[dict[str, Any]]:
         return _text_parts(content)
     parts = []
     for part in content:
-        if isinstance(part, Mapping) and part.get("type") == "text":
+        if isinstance(part, Mapping) and part.get("type") in ("text", "input_text", "output_text"):
             parts.append({"type": "text", "content": part.get("text")})
         elif isinstance(part, Mapping):
             # image_url, input_audio, ...: named, but their payload (often base64) is not
@@ -163,7 +164,8 @@ def _text_parts(text: Any, kind: str = "text") -> list[dict[str, Any]]:
     return [{"type": kind, "content": text if isinstance(text, str) else str(text)}]
 
 
-def _tool_call(call: Mapping[str, Any]) -> dict[str, Any]:
+def _tool_call(call: Any) -> dict[str, Any]:
+    """From a request's dict or a typed ``ToolCall`` (both answer ``.get``)."""
     function = call.get("function") or {}
     arguments = function.get("arguments")
     if isinstance(arguments, str):

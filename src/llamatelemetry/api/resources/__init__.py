@@ -7,6 +7,7 @@ from .health import Health
 from .lora import Lora
 from .metrics import Metrics
 from .models import Models, Props
+from .responses import Messages, Responses
 from .slots import Slots
 
 __all__ = [
@@ -16,8 +17,10 @@ __all__ = [
     "Embeddings",
     "Health",
     "Lora",
+    "Messages",
     "Metrics",
     "Models",
     "Props",
+    "Responses",
     "Slots",
 ]

@@ -23,6 +23,7 @@ from .._validation import (
 
 __all__ = [
     "SAMPLING_DEFAULTS",
+    "CoreSamplingParams",
     "SamplingParams",
     "check_extra",
     "generation_call",
@@ -32,9 +33,10 @@ __all__ = [
 INT32_MAX = 2**31 - 1  # llama.cpp reads counts into an int32; a larger value would wrap
 
 
-class SamplingParams(TypedDict, total=False):
-    """The sampling parameters of every generation call (chat, completions, ``complete``,
-    ``infill`` and the engine's calls), defined once.
+class CoreSamplingParams(TypedDict, total=False):
+    """The sampling parameters of every generation call but the constraints on the output's
+    form (``SamplingParams`` adds those; ``chat.completions.parse`` takes these, its own
+    ``response_format`` being a model class).
 
     The first eight are OpenAI's, with these defaults when left out: ``max_tokens`` 128,
     ``temperature`` 0.7, ``top_p`` 0.9, ``top_k`` 40, ``seed`` 0, ``stop`` None,
@@ -84,14 +86,21 @@ class SamplingParams(TypedDict, total=False):
     return_progress: bool
     logprobs: bool
     parallel_tool_calls: bool
-    json_schema: Mapping[str, Any]
-    response_format: Mapping[str, Any]
     chat_template_kwargs: Mapping[str, Any]
     stream_options: Mapping[str, Any]
-    grammar: str
     tools: Sequence[Mapping[str, Any]]
     tool_choice: str | Mapping[str, Any]
     logit_bias: Mapping[Any, float] | Sequence[Sequence[Any]]
+
+
+class SamplingParams(CoreSamplingParams, total=False):
+    """The sampling parameters of every generation call (chat, completions, ``complete``,
+    ``infill`` and the engine's calls), defined once: :class:`CoreSamplingParams` and the
+    constraints on the output's form, checked before sending."""
+
+    json_schema: Mapping[str, Any]
+    response_format: Mapping[str, Any]
+    grammar: str
 
 
 SAMPLING_DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(

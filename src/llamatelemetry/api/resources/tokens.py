@@ -8,7 +8,20 @@ from typing import Any
 from .._base import Call
 from .._validation import check_bool, check_messages, check_text, check_token_ids
 
-__all__ = ["tokenize_call", "detokenize_call", "apply_template_call"]
+__all__ = ["tokenize_call", "detokenize_call", "apply_template_call", "count_tokens_call"]
+
+
+def _input_tokens(data: Any) -> int:
+    count = data["input_tokens"]
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"input_tokens is not a count: {count!r}")
+    return count
+
+
+def count_tokens_call(path: str, body: dict[str, Any], timeout: Any) -> Call[int]:
+    """The prompt-token count of a request (the chat template applied), as llama-server's
+    counting endpoints give it: what a generation of the same request counts."""
+    return Call("POST", path, _input_tokens, body=body, timeout=timeout, operation="count_tokens")
 
 
 def _tokens(data: Mapping[str, Any]) -> list[Any]:
