@@ -16,6 +16,7 @@ from .._validation import (
     check_bool,
     check_int,
     check_json,
+    check_messages,
     check_number,
     check_stop,
     check_text,
@@ -26,6 +27,8 @@ __all__ = [
     "CoreSamplingParams",
     "SamplingParams",
     "check_extra",
+    "check_extra_body",
+    "prompt_fields",
     "generation_call",
     "sampling_body",
 ]
@@ -218,6 +221,26 @@ def check_extra(extra: Mapping[str, Any]) -> dict[str, Any]:
     return dict(extra)
 
 
+def check_extra_body(extra_body: Any) -> Mapping[str, Any]:
+    """Request fields the types do not name, sent as they are (merged last)."""
+    if extra_body is None:
+        return {}
+    if not isinstance(extra_body, Mapping):
+        raise TypeError(f"extra_body must be a dict, not {type(extra_body).__name__}")
+    check_json("extra_body", extra_body)
+    return extra_body
+
+
+def prompt_fields(messages: Any, tools: Any, model: Any) -> dict[str, Any]:
+    """The fields that make a prompt: its messages, the tools it offers, the model."""
+    fields: dict[str, Any] = {"messages": check_messages(messages)}
+    if tools is not None:
+        fields["tools"] = check_extra({"tools": tools})["tools"]
+    if model is not None:
+        fields["model"] = check_text("model", model)
+    return fields
+
+
 def sampling_body(params: Mapping[str, Any], *, native: bool) -> dict[str, Any]:
     """The request fields of ``params`` (a generation call's keywords): the sampling
     parameters, each defaulted from ``SAMPLING_DEFAULTS`` and checked, then llama.cpp's
@@ -277,11 +300,7 @@ def generation_call(
     body.update(sampling_body(params, native=not openai))
     check_bool("stream", stream)
     body["stream"] = stream
-    if extra_body is not None:
-        if not isinstance(extra_body, Mapping):
-            raise TypeError(f"extra_body must be a dict, not {type(extra_body).__name__}")
-        check_json("extra_body", extra_body)
-        body.update(extra_body)
+    body.update(check_extra_body(extra_body))
     if stream and openai:
         body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
     return Call(

@@ -18,7 +18,7 @@ from .._errors import APIError, StructuredOutputError, ToolsIgnoredWarning
 from .._streaming import Stream, StreamFormat
 from .._types import ChatCompletion, ChatCompletionChunk, M, ParsedChatCompletion
 from .._validation import check_messages, check_text
-from ._params import CoreSamplingParams, SamplingParams, check_extra, generation_call
+from ._params import CoreSamplingParams, SamplingParams, generation_call, prompt_fields
 from ._resource import Resource
 from .tokens import count_tokens_call
 
@@ -147,11 +147,7 @@ class ChatCompletions(Resource):
     ) -> int:
         """The number of prompt tokens a chat with these ``messages`` (and ``tools``) would
         have: the chat template applied, counted as a generation counts them."""
-        fields: dict[str, Any] = {"messages": check_messages(messages)}
-        if tools is not None:
-            fields["tools"] = check_extra({"tools": tools})["tools"]
-        if model is not None:
-            fields["model"] = check_text("model", model)
+        fields = prompt_fields(messages, tools, model)
         return self._client._execute(
             count_tokens_call("/v1/chat/completions/input_tokens", fields, timeout)
         )

@@ -28,7 +28,7 @@ from .._validation import (
     check_number,
     check_text,
 )
-from ._params import INT32_MAX, SAMPLING_DEFAULTS, check_extra
+from ._params import INT32_MAX, SAMPLING_DEFAULTS, check_extra, check_extra_body, prompt_fields
 from ._resource import Resource
 from .tokens import count_tokens_call
 
@@ -73,11 +73,7 @@ def _sampling(
     if tool_choice is not None:
         check_json("tool_choice", tool_choice)
         body["tool_choice"] = tool_choice
-    if extra_body is not None:
-        if not isinstance(extra_body, Mapping):
-            raise TypeError(f"extra_body must be a dict, not {type(extra_body).__name__}")
-        check_json("extra_body", extra_body)
-        body.update(extra_body)
+    body.update(check_extra_body(extra_body))
 
 
 def _call(
@@ -391,11 +387,7 @@ class Messages(Resource):
         timeout: TimeoutTypes = None,
     ) -> int:
         """The prompt tokens ``create`` would count for these messages (cached ones too)."""
-        body: dict[str, Any] = {"messages": check_messages(messages)}
+        body = prompt_fields(messages, tools, model)
         if system is not None:
             body["system"] = _system(system)
-        if tools is not None:
-            body["tools"] = check_extra({"tools": tools})["tools"]
-        if model is not None:
-            body["model"] = check_text("model", model)
         return self._client._execute(count_tokens_call("/v1/messages/count_tokens", body, timeout))
