@@ -516,3 +516,16 @@ def test_a_stream_that_breaks_counts_as_a_failure() -> None:
     assert isinstance(info.value.__cause__, StreamInterruptedError)
     after = recorder.snapshot(0.0)
     assert (after.requests, after.failures, after.cancelled) == (1, 1, 0)
+
+
+def test_engine_takes_the_template_and_reasoning_options(tmp_path: Path) -> None:
+    """Checked at construction, before any server starts (start=False)."""
+    template = Path(__file__).resolve().parents[1] / "data" / "tools-chatml.jinja"
+    engine = InferenceEngine(
+        tmp_path / "m.gguf", start=False, chat_template=template, reasoning_format="none"
+    )
+    engine.close()
+    with pytest.raises(ValueError, match="reasoning_format must be one of"):
+        InferenceEngine(tmp_path / "m.gguf", start=False, reasoning_format="loud")
+    with pytest.raises(TypeError, match="did you mean 'chat_template'"):
+        InferenceEngine(tmp_path / "m.gguf", start=False, chat_templat="chatml")
