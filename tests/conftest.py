@@ -133,3 +133,20 @@ def real_server(smollm2: Path, server_dir: Path) -> Iterator[ServerManager]:
 def real_client(real_server: ServerManager) -> Iterator[LlamaCppClient]:
     with LlamaCppClient(base_url=real_server.url) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def llama_server_binary() -> Path:
+    """A real llama-server executable (see tests/llama_server.py): skipped when none is
+    built, unless required."""
+    import os
+
+    from .llama_server import REQUIRE_ENV, binary_path
+
+    path = binary_path()
+    if not path.is_file():
+        message = f"no llama-server binary at {path}: run python -m tests.llama_server"
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path

@@ -72,6 +72,7 @@ def start_chat_server(
     api_key: str | None = None,
     n_parallel: int = 4,
     backend: Backend = "auto",
+    server_path: str | os.PathLike[str] | None = None,
     **start_options: Any,
 ) -> ServerManager:
     """Start a server for chat, completion, embeddings (pooling mean), metrics and slots.
@@ -94,7 +95,7 @@ def start_chat_server(
         "slot_save_path": directory / "slots",
         **start_options,
     }
-    return _started(directory, backend, files.model.path, options)
+    return _started(directory, backend, server_path, files.model.path, options)
 
 
 def start_rerank_server(
@@ -103,6 +104,7 @@ def start_rerank_server(
     api_key: str | None = None,
     n_parallel: int = 1,
     backend: Backend = "auto",
+    server_path: str | os.PathLike[str] | None = None,
     **start_options: Any,
 ) -> ServerManager:
     """Start a server for ``/v1/rerank`` (embedding with pooling rank) on a free port."""
@@ -115,12 +117,18 @@ def start_rerank_server(
         "api_key": api_key,
         **start_options,
     }
-    return _started(directory, backend, files.model.path, options)
+    return _started(directory, backend, server_path, files.model.path, options)
 
 
 def _started(
-    directory: Path, backend: Backend, model_path: Path, options: dict[str, Any]
+    directory: Path,
+    backend: Backend,
+    server_path: str | os.PathLike[str] | None,
+    model_path: Path,
+    options: dict[str, Any],
 ) -> ServerManager:
-    manager = ServerManager(port=0, backend=backend, log_dir=directory / "logs")
+    manager = ServerManager(
+        port=0, backend=backend, server_path=server_path, log_dir=directory / "logs"
+    )
     manager.start(model_path, **options)
     return manager

@@ -1,0 +1,13 @@
+"""What the tests need besides the project's packages, fetched or built once and cached:
+
+    python -m tests     # the real model (SmolLM2) and a real llama-server binary
+
+The README's test command and CI run it before pytest.
+"""
+
+from __future__ import annotations
+
+from . import llama_server, models
+
+print(f"model: {models.fetch()}")
+print(f"llama-server: {llama_server.build()}")
