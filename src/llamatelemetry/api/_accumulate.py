@@ -44,17 +44,15 @@ class ChatAccumulator:
     """Folds chat chunks into one completion (content, ``reasoning_content``, tool calls
     merged by index, finish reasons, usage, timings, ids)."""
 
-    __slots__ = ("_choices", "_first", "_usage", "_timings", "count")
+    __slots__ = ("_choices", "_first", "_usage", "_timings")
 
     def __init__(self) -> None:
         self._choices: dict[int, _ChoiceState] = {}
         self._first: ChatCompletionChunk | None = None
         self._usage: Usage | None = None
         self._timings: Timings | None = None
-        self.count = 0
 
     def add(self, chunk: ChatCompletionChunk) -> None:
-        self.count += 1
         if self._first is None:
             self._first = chunk
         for choice in chunk.choices:

@@ -9,6 +9,7 @@ events (``type`` names it) whose last one is ``response.completed`` (or ``.faile
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ._types import BaseType, Timings
@@ -317,8 +318,6 @@ class MessageAccumulator:
 
 
 def _json_or_text(text: str) -> Any:
-    import json
-
     try:
         return json.loads(text)
     except ValueError:

@@ -288,8 +288,15 @@ class _StreamTelemetry:
     def on_chunk(self, chunk: Any) -> None:
         try:
             choices = getattr(chunk, "choices", None)
-            piece = _piece_of(chunk, choices)
-            if choices is None and self._final is not None and not piece:
+            events = choices is None and self._final is not None
+            # The text is read only when something needs it: the chat hot path, once its
+            # first answer chunk is seen and no content is captured, reads none.
+            piece = (
+                _piece_of(chunk, choices)
+                if events or self._text is not None or self._first_content is None
+                else None
+            )
+            if events and not piece:
                 return  # an event without generated text (created, item added, ...)
             now = time.perf_counter()
             first = self._first is None

@@ -28,6 +28,8 @@ __all__ = [
     "SamplingParams",
     "check_extra",
     "check_extra_body",
+    "check_sampling",
+    "check_tools",
     "prompt_fields",
     "generation_call",
     "sampling_body",
@@ -231,14 +233,39 @@ def check_extra_body(extra_body: Any) -> Mapping[str, Any]:
     return extra_body
 
 
+def check_tools(tools: Any) -> list[Any]:
+    """A request's ``tools``: a list of tool dicts JSON can carry."""
+    return list(check_extra({"tools": tools})["tools"])
+
+
 def prompt_fields(messages: Any, tools: Any, model: Any) -> dict[str, Any]:
     """The fields that make a prompt: its messages, the tools it offers, the model."""
     fields: dict[str, Any] = {"messages": check_messages(messages)}
     if tools is not None:
-        fields["tools"] = check_extra({"tools": tools})["tools"]
+        fields["tools"] = check_tools(tools)
     if model is not None:
         fields["model"] = check_text("model", model)
     return fields
+
+
+# The named sampling parameters' ranges (the extras' are in _EXTRA_NUMBERS/_EXTRA_INTS):
+# every API that takes one (chat, completions, Responses, Messages) checks it alike.
+_NAMED_NUMBERS: dict[str, tuple[float | None, float | None]] = {
+    "temperature": (0.0, None),
+    "top_p": (0.0, 1.0),
+    "frequency_penalty": (-2.0, 2.0),
+    "presence_penalty": (-2.0, 2.0),
+}
+_NAMED_INTS: dict[str, tuple[int, int]] = {"top_k": (0, INT32_MAX), "seed": (-1, 2**32 - 1)}
+
+
+def check_sampling(name: str, value: Any) -> Any:
+    """One named sampling parameter, checked against its range; None passes."""
+    if name in _NAMED_INTS:
+        low, high = _NAMED_INTS[name]
+        return check_int(name, value, minimum=low, maximum=high)
+    low_f, high_f = _NAMED_NUMBERS[name]
+    return check_number(name, value, minimum=low_f, maximum=high_f)
 
 
 def sampling_body(params: Mapping[str, Any], *, native: bool) -> dict[str, Any]:
@@ -256,17 +283,8 @@ def sampling_body(params: Mapping[str, Any], *, native: bool) -> dict[str, Any]:
         "n_predict" if native else "max_tokens": check_int(
             "max_tokens", max_tokens, minimum=-1, maximum=INT32_MAX
         ),
-        "temperature": check_number("temperature", values["temperature"], minimum=0.0),
-        "top_p": check_number("top_p", values["top_p"], minimum=0.0, maximum=1.0),
-        "top_k": check_int("top_k", values["top_k"], minimum=0, maximum=INT32_MAX),
-        "seed": check_int("seed", values["seed"], minimum=-1, maximum=2**32 - 1),
+        **{name: check_sampling(name, values[name]) for name in (*_NAMED_NUMBERS, *_NAMED_INTS)},
         "stop": check_stop(values["stop"]),
-        "frequency_penalty": check_number(
-            "frequency_penalty", values["frequency_penalty"], minimum=-2.0, maximum=2.0
-        ),
-        "presence_penalty": check_number(
-            "presence_penalty", values["presence_penalty"], minimum=-2.0, maximum=2.0
-        ),
     }
     if max_tokens == 0 and not native:
         raise ValueError("max_tokens must be a positive number of tokens (or -1 for no limit)")

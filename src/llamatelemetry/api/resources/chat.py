@@ -17,7 +17,6 @@ from .._config import TimeoutTypes
 from .._errors import APIError, StructuredOutputError, ToolsIgnoredWarning
 from .._streaming import Stream, StreamFormat
 from .._types import ChatCompletion, ChatCompletionChunk, M, ParsedChatCompletion
-from .._validation import check_messages, check_text
 from ._params import CoreSamplingParams, SamplingParams, generation_call, prompt_fields
 from ._resource import Resource
 from .tokens import count_tokens_call
@@ -240,12 +239,9 @@ def chat_call(
 ) -> Call[Any]:
     """The request of a chat completion: ``params`` are its sampling parameters, ``options``
     the call's (``stream``, ``timeout``, ``total_timeout``, ``extra_headers``, ``extra_body``)."""
-    fields: dict[str, Any] = {"messages": check_messages(messages)}
-    if model is not None:
-        fields["model"] = check_text("model", model)
     return generation_call(
         "/v1/chat/completions",
-        fields,
+        prompt_fields(messages, None, model),
         params,
         parse=ChatCompletion.model_validate,
         stream_format=CHAT_STREAM,

@@ -25,10 +25,16 @@ from .._validation import (
     check_int,
     check_json,
     check_messages,
-    check_number,
     check_text,
 )
-from ._params import INT32_MAX, SAMPLING_DEFAULTS, check_extra, check_extra_body, prompt_fields
+from ._params import (
+    INT32_MAX,
+    SAMPLING_DEFAULTS,
+    check_extra_body,
+    check_sampling,
+    check_tools,
+    prompt_fields,
+)
 from ._resource import Resource
 from .tokens import count_tokens_call
 
@@ -62,14 +68,14 @@ def _sampling(
 ) -> None:
     """The fields both APIs share, checked and added to ``body``."""
     checked = {
-        "temperature": check_number("temperature", temperature, minimum=0.0),
-        "top_p": check_number("top_p", top_p, minimum=0.0, maximum=1.0),
+        "temperature": check_sampling("temperature", temperature),
+        "top_p": check_sampling("top_p", top_p),
         "model": None if model is None else check_text("model", model),
     }
     body.update({k: v for k, v in checked.items() if v is not None})
     body["stream"] = check_bool("stream", stream)
     if tools is not None:
-        body["tools"] = check_extra({"tools": tools})["tools"]
+        body["tools"] = check_tools(tools)
     if tool_choice is not None:
         check_json("tool_choice", tool_choice)
         body["tool_choice"] = tool_choice
@@ -182,7 +188,7 @@ def messages_call(
     if system is not None:
         body["system"] = _system(system)
     if top_k is not None:
-        body["top_k"] = check_int("top_k", top_k, minimum=0, maximum=INT32_MAX)
+        body["top_k"] = check_sampling("top_k", top_k)
     if stop_sequences is not None:
         body["stop_sequences"] = _stop_sequences(stop_sequences)
     _sampling(
