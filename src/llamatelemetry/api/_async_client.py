@@ -122,7 +122,13 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
 
     async def _send(self, call: Call[T]) -> T:  # type: ignore[override]
         """Send one call, retrying what is worth retrying; return its parsed answer (or an
-        AsyncStream)."""
+        AsyncStream), or what its ``follow`` flow makes of it."""
+        if call.follow is None:
+            return await self._send_one(call)
+        answer = await self._send_one(call)
+        return await self._run(call.follow(answer), call.total_timeout, traced=False)
+
+    async def _send_one(self, call: Call[T]) -> T:
         http = self._http_for_this_loop()
         request = self._build_request(call)
         attempts = Attempts(self, call)
@@ -169,8 +175,12 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
             body.add(part)
         return body.join()
 
-    async def _run(self, flow: Flow[T], total_timeout: float | None = None) -> T:  # type: ignore[override]
-        """Drive a multi-step operation: perform each step it yields, send back the result."""
+    async def _run(  # type: ignore[override]
+        self, flow: Flow[T], total_timeout: float | None = None, traced: bool = True
+    ) -> T:
+        """Drive a multi-step operation: perform each step it yields, send back the result.
+        Steps are calls of their own (``traced``) or parts of the call running the flow."""
+        execute = self._execute if traced else self._send
         value: Any = None
         failure: BaseException | None = None
         with self._flow_limit(total_timeout):
@@ -184,7 +194,7 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
                     if isinstance(step, Sleep):
                         await asyncio.sleep(self._sleep_seconds(step))
                     else:
-                        value = await self._execute(step)
+                        value = await execute(step)
                 except APIError as exc:
                     failure = exc
 

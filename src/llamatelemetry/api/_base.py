@@ -89,6 +89,9 @@ class Call(Generic[T]):
     headers: Mapping[str, str] | None = None
     operation: str = "http"  # what telemetry calls it: chat, embeddings, tokenize, ...
     total_timeout: float | None = None  # None: the client's total_timeout
+    # The rest of a multi-request operation (a model load and the polls that wait for it):
+    # a flow run on the answer, inside the same call, so telemetry sees one operation.
+    follow: Callable[[Any], Flow[Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +321,7 @@ class BaseClient:
     def _send(self, call: Call[T]) -> T:
         raise NotImplementedError
 
-    def _run(self, flow: Flow[T], total_timeout: float | None = None) -> T:
+    def _run(self, flow: Flow[T], total_timeout: float | None = None, traced: bool = True) -> T:
         raise NotImplementedError
 
     def _flow_limit(self, total_timeout: float | None) -> AbstractContextManager[None]:

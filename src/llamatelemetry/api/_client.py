@@ -83,7 +83,13 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
 
     def _send(self, call: Call[T]) -> T:
         """Send one call, retrying what is worth retrying; return its parsed answer (or a
-        Stream)."""
+        Stream), or what its ``follow`` flow makes of it."""
+        if call.follow is None:
+            return self._send_one(call)
+        answer = self._send_one(call)
+        return self._run(call.follow(answer), call.total_timeout, traced=False)  # type: ignore[no-any-return]
+
+    def _send_one(self, call: Call[T]) -> T:
         request = self._build_request(call)
         attempts = Attempts(self, call)
         tokens = attempts.enter()
@@ -129,8 +135,10 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
             body.add(part)
         return body.join()
 
-    def _run(self, flow: Flow[T], total_timeout: float | None = None) -> T:
-        """Drive a multi-step operation: perform each step it yields, send back the result."""
+    def _run(self, flow: Flow[T], total_timeout: float | None = None, traced: bool = True) -> T:
+        """Drive a multi-step operation: perform each step it yields, send back the result.
+        Steps are calls of their own (``traced``) or parts of the call running the flow."""
+        execute = self._execute if traced else self._send
         value: Any = None
         failure: BaseException | None = None
         with self._flow_limit(total_timeout):
@@ -144,7 +152,7 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
                     if isinstance(step, Sleep):
                         time.sleep(self._sleep_seconds(step))
                     else:
-                        value = self._execute(step)
+                        value = execute(step)
                 except APIError as exc:
                     failure = exc
 

@@ -14,6 +14,7 @@ LlamaTelemetryError
  │    ├── APIResponseError             the server answered with bytes we cannot decode
  │    │    └── StructuredOutputError   an answer that does not validate against its model
  │    ├── StreamError                  an ``error`` event inside a stream
+ │    ├── ModelLoadError               a router's model failed to load (``exit_code``)
  │    └── APIStatusError               a 4xx/5xx answer: status_code, message, type, body
  │         ├── BadRequestError          400
  │         ├── AuthenticationError      401
@@ -39,6 +40,7 @@ names the flag instead. `SERVER_OPTIONS` is the one table of both.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import requests
@@ -56,6 +58,7 @@ __all__ = [
     "APIConnectTimeoutError",
     "APIResponseError",
     "StreamError",
+    "ModelLoadError",
     "StructuredOutputError",
     "ToolsIgnoredWarning",
     "APIStatusError",
@@ -208,6 +211,16 @@ class StreamError(APIError):
         self.code = code
         self.type = type
         self.body = body
+
+
+class ModelLoadError(APIError):
+    """A router could not load a model (its instance exited): ``exit_code`` is the
+    instance's, ``status`` the model's entry in the router's ``/models``."""
+
+    def __init__(self, message: str, *, status: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = dict(status or {})
+        self.exit_code = self.status.get("exit_code")
 
 
 class APIStatusError(APIError):

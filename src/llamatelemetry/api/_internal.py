@@ -26,6 +26,7 @@ from ._validation import check_int, check_messages, check_number, check_text, ch
 from .resources.chat import chat_call
 from .resources.completions import complete_call
 from .resources.embeddings import embed_flow
+from .resources.models import model_state
 
 __all__ = [
     "API_KEY_ENV",
@@ -49,6 +50,7 @@ __all__ = [
     "chat_call",
     "complete_call",
     "embed_flow",
+    "model_state",
     "ServerOption",
     "missing_server_option",
 ]

@@ -55,6 +55,17 @@ class Timings(BaseType):
     predicted_ms: float | None = None
     predicted_per_token_ms: float | None = None
     predicted_per_second: float | None = None
+    # Speculative decoding (a server started with a draft model or an n-gram type):
+    # tokens drafted, and how many of them the model accepted.
+    draft_n: int | None = None
+    draft_n_accepted: int | None = None
+
+    @property
+    def draft_acceptance(self) -> float | None:
+        """The share of drafted tokens the model accepted (0..1); None without drafts."""
+        if not self.draft_n or self.draft_n_accepted is None:
+            return None
+        return self.draft_n_accepted / self.draft_n
 
     # The server's side of the latencies, defined here once for the engine, the load
     # generator and the telemetry alike. llama.cpp samples the first token right after the

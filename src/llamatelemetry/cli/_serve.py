@@ -17,7 +17,7 @@ from rich.text import Text
 
 from ..api import DEFAULT_BASE_URL
 from ..server import ServerManager, ServerStartError
-from ..server._internal import POOLING_TYPES, REASONING_FORMATS
+from ..server._internal import POOLING_TYPES, REASONING_FORMATS, SPECULATIVE_TYPES
 from ._client import API_KEY_ENV
 from ._errors import EXIT_INTERRUPTED, CliError, print_interrupted, start_error
 from ._output import err_console, out_console
@@ -80,8 +80,12 @@ def _start(manager: ServerManager, model: Path, options: dict[str, Any], console
     """Start the server under a spinner; seconds it took. Start failures become CliErrors."""
     started = time.perf_counter()
     try:
-        with console.status(f"Loading {model.name} …"):
-            manager.start(model, **options)
+        if manager.is_router:
+            with console.status(f"Starting a router over {model} …"):
+                manager.start(**options)
+        else:
+            with console.status(f"Loading {model.name} …"):
+                manager.start(model, **options)
     except FileNotFoundError as exc:
         raise CliError(f"{exc.strerror}: {exc.filename}") from None
     except ServerStartError as exc:
@@ -98,8 +102,10 @@ def _print_ready(console: Console, manager: ServerManager, seconds: float) -> No
     console.print(Text.assemble(
         ("✓ llama-server ready at ", "green"), (manager.url, "bold cyan"), f"  in {seconds:.2f} s",
     ))  # fmt: skip
-    rows = [("model", str(options.model_path)), ("backend", f"{manager.backend} llama.cpp"),
-            ("log", str(manager.log_path))]  # fmt: skip
+    served = ("model", str(options.model_path))
+    if options.models_dir is not None:
+        served = ("models", f"{options.models_dir}/*.gguf, loaded on demand")
+    rows = [served, ("backend", f"{manager.backend} llama.cpp"), ("log", str(manager.log_path))]
     if options.api_key:
         rows.append(("API key", "required (clients: --api-key or LLAMA_API_KEY)"))
     for name, value in rows:
@@ -122,7 +128,7 @@ def _path(**kwargs: Any) -> Any:
 
 
 @click.command()
-@click.argument("model", type=_path(dir_okay=False))
+@click.argument("model", type=_path())
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port",
@@ -196,6 +202,34 @@ def _path(**kwargs: Any) -> Any:
     help="-1: think without limit, 0: no thinking (a token budget needs the binary backend).",
 )
 @click.option(
+    "--models-max",
+    type=click.IntRange(min=0),
+    help="A router (MODEL is a folder): models loaded at once (0: no limit) [default: 4].",
+)
+@click.option(
+    "--no-models-autoload",
+    is_flag=True,
+    help="A router loads a model only when asked (POST /models/load), not on first use.",
+)
+@click.option(
+    "--sleep-idle-seconds",
+    type=click.IntRange(min=1),
+    help="Free the model after this many seconds without work; the next request reloads it.",
+)
+@click.option(
+    "--draft-model",
+    type=_path(dir_okay=False),
+    help="Speculative decoding with a small draft model sharing MODEL's vocabulary.",
+)
+@click.option(
+    "--speculative",
+    type=click.Choice(SPECULATIVE_TYPES),
+    multiple=True,
+    help="A speculative decoding type, e.g. ngram-mod (draft-less); repeatable.",
+)
+@click.option("--draft-max", type=click.IntRange(min=0), help="Most tokens drafted per step.")
+@click.option("--draft-min", type=click.IntRange(min=0), help="Fewest tokens drafted per step.")
+@click.option(
     "--backend",
     type=click.Choice(["auto", "binary", "embedded"]),
     default="auto",
@@ -230,19 +264,29 @@ def serve(
     no_slots: bool,
     parallel: int,
     threads: int | None,
+    models_max: int | None,
+    no_models_autoload: bool,
     **options: Any,
 ) -> None:
     """Run a llama.cpp server for the GGUF MODEL in the foreground; Ctrl-C stops it.
 
-    The server's own output goes to a log file (its path is printed). Talk to it with
-    `llamatelemetry chat`, `status` and friends, or any OpenAI-compatible client.
+    MODEL may be a folder of GGUF files: a router then loads each model when a request
+    names it (binary backend). The server's own output goes to a log file (its path is
+    printed). Talk to it with `llamatelemetry chat`, `status` and friends, or any
+    OpenAI-compatible client.
     """
+    router = model.is_dir()
     try:
-        manager = ServerManager(host, port, backend, server_path, log_dir)  # type: ignore[arg-type]
+        manager = ServerManager(
+            host, port, backend, server_path, log_dir,  # type: ignore[arg-type]
+            models_dir=model if router else None, models_max=models_max,
+        )  # fmt: skip
     except ValueError as exc:
         raise CliError(_cli_words(str(exc))) from None
     options.update(metrics=not no_metrics, slots=not no_slots, n_parallel=parallel,
                    n_threads=threads, lora=list(options["lora"]))  # fmt: skip
+    if no_models_autoload:
+        options["models_autoload"] = False
     console = out_console()
     with _stop_signals_interrupt(), manager:
         try:

@@ -86,7 +86,7 @@ def start_builtin_servers(
         lambda: start_rerank_server(work_dir, n_threads=threads),
     )
     options = chat.manager.options
-    model_path = options.model_path if options is not None else work_dir / "tiny-model.gguf"
+    model_path = options and options.model_path or work_dir / "tiny-model.gguf"
     return DemoServers(chat, rerank, model_path, builtin=True)
 
 

@@ -43,6 +43,12 @@ def build_params(config: dict[str, Any], api_key: str | None) -> Any:
             value = [
                 xllamacpp.CommonAdapterLoraInfo(path=a["path"], scale=a["scale"]) for a in value
             ]
+        elif key == "speculative.types":
+            kinds = xllamacpp.common_speculative_type
+            value = [
+                getattr(kinds, "COMMON_SPECULATIVE_TYPE_" + v.upper().replace("-", "_"))
+                for v in value
+            ]
         elif key == "model_alias":
             value = set(value)  # CommonParams.model_alias is a set[str]
         *parents, name = key.split(".")

@@ -385,12 +385,16 @@ class InferenceEngine(Closing):
         return f"<InferenceEngine model={model!r} {state} server={self._server!r}>"
 
 
+#: A router serves many models; an engine runs one.
+_ROUTER_ONLY = ("models_dir", "models_max", "models_autoload")
+
+
 def _check_option_names(server_options: Mapping[str, Any]) -> None:
     """Name a misspelt server option (and its likely meaning) instead of a dataclass error."""
     known = [
         f.name
         for f in dataclasses.fields(ServerOptions)
-        if f.name not in ("model_path", "host", "port")
+        if f.name not in ("model_path", "host", "port", *_ROUTER_ONLY)
     ]
     for name in server_options:
         if name not in known:

@@ -5,7 +5,7 @@ helpers'), and the option values the CLI offers. Not for users; see ``api/_inter
 
 from ._builtin import TinyModelFiles, build_tiny_files, start_chat_server, start_rerank_server
 from ._manager import Backend
-from ._options import POOLING_TYPES, REASONING_FORMATS
+from ._options import POOLING_TYPES, REASONING_FORMATS, SPECULATIVE_TYPES
 from ._tiny_model import CHATML_TEMPLATE, TinyModel, build_tiny_lora, build_tiny_model
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "CHATML_TEMPLATE",
     "POOLING_TYPES",
     "REASONING_FORMATS",
+    "SPECULATIVE_TYPES",
     "TinyModel",
     "TinyModelFiles",
     "build_tiny_files",

@@ -185,6 +185,9 @@ class ServerManager(Closing):
         backend: Backend = "auto",
         server_path: PathLike | None = None,
         log_dir: PathLike | None = None,
+        *,
+        models_dir: PathLike | None = None,
+        models_max: int | None = None,
     ) -> None:
         if backend not in _BACKENDS:
             raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
@@ -199,6 +202,15 @@ class ServerManager(Closing):
         self._backend: Backend = backend
         self._server_path = server_path
         self._log_dir = Path(os.fspath(log_dir)) if log_dir is not None else None
+        if models_dir is None and models_max is not None:
+            raise ValueError("models_max is a router option: it needs models_dir")
+        if models_dir is not None and backend == "embedded":
+            raise ValueError(
+                "router mode (models_dir) needs the llama-server binary: the embedded server "
+                "has it disabled; use backend='binary' or 'auto' with a llama-server executable"
+            )
+        self._models_dir = None if models_dir is None else Path(os.fspath(models_dir))
+        self._models_max = models_max
         self._options: ServerOptions | None = None
         self._timeout = 60.0
         self._process: subprocess.Popen[bytes] | None = None
@@ -260,9 +272,14 @@ class ServerManager(Closing):
 
     # -- lifecycle -------------------------------------------------------------------
 
+    @property
+    def is_router(self) -> bool:
+        """Whether this manager runs a router over ``models_dir`` rather than one model."""
+        return self._models_dir is not None
+
     def start(
         self,
-        model_path: PathLike,
+        model_path: PathLike | None = None,
         *,
         ctx_size: int = 2048,
         n_parallel: int = 1,
@@ -280,6 +297,12 @@ class ServerManager(Closing):
         chat_template: str | os.PathLike[str] | None = None,
         reasoning_format: str | None = None,
         reasoning_budget: int | None = None,
+        sleep_idle_seconds: int | None = None,
+        draft_model: PathLike | None = None,
+        speculative: str | Sequence[str] = (),
+        draft_max: int | None = None,
+        draft_min: int | None = None,
+        models_autoload: bool = True,
         extra_args: Sequence[str] = (),
         timeout: float = 60.0,
     ) -> None:
@@ -293,12 +316,34 @@ class ServerManager(Closing):
         makes ``tools`` work); ``reasoning_format`` ("none", "auto", "deepseek", ...) and
         ``reasoning_budget`` (-1: no limit, 0: no thinking) set how a reasoning model's
         thoughts come back.
+
+        A manager made with ``models_dir`` starts a router instead (no ``model_path``): it
+        loads the folder's models on demand, at most ``models_max`` at once, and the other
+        options become every model's defaults. ``sleep_idle_seconds`` lets the server free
+        its model after that long without work (the next request loads it again).
+        ``speculative`` names draft-less n-gram types ("ngram-mod", ...) and ``draft_model``
+        a small model sharing the main one's vocabulary; ``draft_max``/``draft_min`` bound
+        the tokens drafted per step.
         """
         with self._lock:
             if self.is_running:
                 raise ServerError(f"{self!r} is already running; stop() it first")
+            if self._models_dir is not None and model_path is not None:
+                raise ValueError(
+                    "this manager runs a router over models_dir: start() takes no model_path"
+                )
+            if self._models_dir is None and model_path is None:
+                raise TypeError("start() needs model_path: the GGUF model file to serve")
             options = ServerOptions(
-                model_path=Path(os.fspath(model_path)),
+                model_path=None if model_path is None else Path(os.fspath(model_path)),
+                models_dir=self._models_dir,
+                models_max=self._models_max,
+                models_autoload=models_autoload,
+                sleep_idle_seconds=sleep_idle_seconds,
+                draft_model=None if draft_model is None else Path(os.fspath(draft_model)),
+                speculative=(speculative,) if isinstance(speculative, str) else tuple(speculative),
+                draft_max=draft_max,
+                draft_min=draft_min,
                 host=self._host,
                 port=self._requested_port,
                 ctx_size=ctx_size,
@@ -399,7 +444,10 @@ class ServerManager(Closing):
         # Never the API key: reprs end up in logs and tracebacks.
         state = f"running pid={self.pid}" if self.is_running else "stopped"
         where = f"{_url_host(_connect_host(self._host))}:{self.port or 'auto'}"
-        model = self._options.model_path.name if self._options is not None else None
+        options = self._options
+        model = None
+        if options is not None:
+            model = options.model_path.name if options.model_path else f"{options.models_dir}/*"
         auth = ", api_key=***" if self._options is not None and self._options.api_key else ""
         return f"<ServerManager {where} backend={self.backend} model={model!r}{auth} {state}>"
 
@@ -442,7 +490,12 @@ class ServerManager(Closing):
 
     def _launch(self, options: ServerOptions, timeout: float) -> None:
         """Validate files, pick/check the port, start the child and wait until it is healthy."""
-        _check_gguf(options.model_path, "model file")
+        if options.model_path is not None:
+            _check_gguf(options.model_path, "model file")
+        if options.models_dir is not None and not options.models_dir.is_dir():
+            raise FileNotFoundError(f"models_dir {str(options.models_dir)!r} is not a folder")
+        if options.draft_model is not None:
+            _check_gguf(options.draft_model, "draft model")
         for adapter in options.lora:
             _check_gguf(adapter, "LoRA adapter")
         backend, binary = self._resolve_backend()
@@ -527,7 +580,7 @@ class ServerManager(Closing):
                 raise
         logger.info(
             "starting llama-server (%s) for %s at %s, pid %d, log %s",
-            backend, options.model_path, self.url, process.pid, log_path,
+            backend, _served(options), self.url, process.pid, log_path,
         )  # fmt: skip
         try:
             _release_sigint(held)
@@ -557,7 +610,7 @@ class ServerManager(Closing):
                     raise ServerStartError(
                         f"llama-server exited with status {process.returncode} before becoming "
                         "ready "
-                        f"(model {str(options.model_path)!r}); last lines of {log_path}:\n{tail}",
+                        f"({_served(options)}); last lines of {log_path}:\n{tail}",
                         log_tail=tail,
                         returncode=process.returncode,
                     )
@@ -588,6 +641,13 @@ class ServerManager(Closing):
                     )  # fmt: skip
                     next_progress = now + PROGRESS_LOG_INTERVAL
                 time.sleep(HEALTH_POLL_INTERVAL)
+
+
+def _served(options: ServerOptions) -> str:
+    """What a server serves, for messages: its model file, or a router's folder."""
+    if options.model_path is not None:
+        return f"model {options.model_path.name!r}"
+    return f"router over {str(options.models_dir)!r}"
 
 
 def _hold_sigint() -> Any:

@@ -23,7 +23,14 @@ from typing import Any
 
 from ..api._internal import API_KEY_ENV
 
-__all__ = ["API_KEY_ENV", "POOLING_TYPES", "ServerOptions", "check_port", "is_loopback_host"]
+__all__ = [
+    "API_KEY_ENV",
+    "POOLING_TYPES",
+    "SPECULATIVE_TYPES",
+    "ServerOptions",
+    "check_port",
+    "is_loopback_host",
+]
 
 #: llama-server's ``--reasoning-format`` values.
 REASONING_FORMATS = ("none", "auto", "deepseek", "deepseek-legacy")
@@ -46,6 +53,34 @@ def _chat_template(value: object) -> str | Path:
             "name of a built-in template (chatml, llama3, mistral-v7, ...)"
         )
     return value
+
+
+#: llama-server's ``--spec-type`` values: a draft model, or draft-less n-gram lookups.
+SPECULATIVE_TYPES = (
+    "draft-simple",
+    "draft-eagle3",
+    "draft-mtp",
+    "draft-dflash",
+    "draft-dspark",
+    "ngram-simple",
+    "ngram-map-k",
+    "ngram-map-k4v",
+    "ngram-mod",
+    "ngram-cache",
+)
+
+
+def _speculative(value: object) -> tuple[str, ...]:
+    """The speculative types as a tuple: one name, or a sequence of names."""
+    names = (value,) if isinstance(value, str) else value
+    if not isinstance(names, (tuple, list)) or not all(isinstance(n, str) for n in names):
+        raise TypeError(
+            f"speculative must be a type name or a list of them, e.g. 'ngram-mod', got {value!r}"
+        )
+    for name in names:
+        if name not in SPECULATIVE_TYPES:
+            raise ValueError(f"speculative type {name!r} is not one of {SPECULATIVE_TYPES}")
+    return tuple(names)
 
 
 #: llama-server's ``--pooling`` values (and the `xllamacpp.llama_pooling_type` suffixes).
@@ -93,7 +128,7 @@ class ServerOptions:
     ``n_parallel`` slots (llama-server's own rule).
     """
 
-    model_path: Path
+    model_path: Path | None
     host: str = "127.0.0.1"
     port: int = 8080
     ctx_size: int = 2048
@@ -112,6 +147,14 @@ class ServerOptions:
     chat_template: str | os.PathLike[str] | None = None
     reasoning_format: str | None = None
     reasoning_budget: int | None = None
+    models_dir: Path | None = None
+    models_max: int | None = None
+    models_autoload: bool = True
+    sleep_idle_seconds: int | None = None
+    draft_model: Path | None = None
+    speculative: tuple[str, ...] = ()
+    draft_max: int | None = None
+    draft_min: int | None = None
     extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -119,7 +162,44 @@ class ServerOptions:
         def put(name: str, value: object) -> None:
             object.__setattr__(self, name, value)
 
-        put("model_path", Path(os.fspath(self.model_path)).expanduser().absolute())
+        for name in ("model_path", "models_dir", "draft_model"):
+            value = getattr(self, name)
+            if value is not None:
+                put(name, Path(os.fspath(value)).expanduser().absolute())
+        if (self.model_path is None) == (self.models_dir is None):
+            raise ValueError(
+                "give a model file (model_path) for one server, or a folder of models "
+                "(models_dir) for a router, not both and not neither"
+            )
+        if self.models_dir is None:
+            for name in ("models_max",):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} is a router option: it needs models_dir")
+            if not self.models_autoload:
+                raise ValueError("models_autoload is a router option: it needs models_dir")
+        else:
+            if self.models_max is not None:
+                _integer("models_max", self.models_max, minimum=0)  # 0 = no limit
+            if self.alias is not None:
+                raise ValueError("a router names its models after their files: drop alias=")
+        if self.sleep_idle_seconds is not None:
+            # llama-server refuses 0; -1 (never) is what None says.
+            _integer("sleep_idle_seconds", self.sleep_idle_seconds, minimum=1)
+        put("speculative", _speculative(self.speculative))
+        for name in ("draft_max", "draft_min"):
+            if getattr(self, name) is not None:
+                _integer(name, getattr(self, name), minimum=0)
+        if (
+            self.draft_max is not None
+            and self.draft_min is not None
+            and self.draft_min > self.draft_max
+        ):
+            raise ValueError(f"draft_min {self.draft_min} is above draft_max {self.draft_max}")
+        if self.draft_model is None and any(t.startswith("draft-") for t in self.speculative):
+            raise ValueError(
+                f"speculative {list(self.speculative)!r} needs a draft model: pass draft_model="
+                "(a small GGUF sharing the model's vocabulary), or use an n-gram type"
+            )
         put("lora", tuple(Path(os.fspath(p)).expanduser().absolute() for p in self.lora))
         if self.slot_save_path is not None:
             put("slot_save_path", Path(os.fspath(self.slot_save_path)).expanduser().absolute())
@@ -160,7 +240,7 @@ class ServerOptions:
     def to_argv(self) -> list[str]:
         """``llama-server`` flags for these options (without the executable itself)."""
         argv = [
-            "-m", str(self.model_path),
+            *self._source_argv(),
             "--host", self.host,
             "--port", str(self.port),
             "-c", str(self.ctx_size),
@@ -191,7 +271,32 @@ class ServerOptions:
             argv += ["--reasoning-format", self.reasoning_format]
         if self.reasoning_budget is not None:
             argv += ["--reasoning-budget", str(self.reasoning_budget)]
+        if self.sleep_idle_seconds is not None:
+            argv += ["--sleep-idle-seconds", str(self.sleep_idle_seconds)]
+        if self.draft_model is not None:
+            argv += ["--spec-draft-model", str(self.draft_model)]
+        if self.speculative or self.draft_model is not None:
+            argv += ["--spec-type", ",".join(self._speculative_types())]
+        if self.draft_max is not None:
+            argv += ["--spec-draft-n-max", str(self.draft_max)]
+        if self.draft_min is not None:
+            argv += ["--spec-draft-n-min", str(self.draft_min)]
         argv += self.extra_args
+        return argv
+
+    def _speculative_types(self) -> tuple[str, ...]:
+        # A draft model alone drafts nothing on today's llama-server: it needs its type.
+        return self.speculative or ("draft-simple",)
+
+    def _source_argv(self) -> list[str]:
+        """The model file, or the router's folder of models and its limits."""
+        if self.models_dir is None:
+            return ["-m", str(self.model_path)]
+        argv = ["--models-dir", str(self.models_dir)]
+        if self.models_max is not None:
+            argv += ["--models-max", str(self.models_max)]
+        if not self.models_autoload:
+            argv.append("--no-models-autoload")
         return argv
 
     def to_embedded_config(self) -> dict[str, Any]:
@@ -204,6 +309,12 @@ class ServerOptions:
             raise ValueError(
                 f"extra_args {list(self.extra_args)!r} are llama-server command-line flags and "
                 "need the binary backend: pass backend='binary' with a llama-server executable "
+                "(server_path=..., $LLAMA_SERVER_PATH or PATH)"
+            )
+        if self.models_dir is not None:
+            raise ValueError(
+                "router mode (models_dir) needs the llama-server binary: the embedded server "
+                "has it disabled. Pass backend='binary' with a llama-server executable "
                 "(server_path=..., $LLAMA_SERVER_PATH or PATH)"
             )
         config: dict[str, Any] = {
@@ -241,6 +352,16 @@ class ServerOptions:
                     "llama-server binary (backend='binary')"
                 )
             config["enable_reasoning"] = self.reasoning_budget
+        if self.sleep_idle_seconds is not None:
+            config["sleep_idle_seconds"] = self.sleep_idle_seconds
+        if self.draft_model is not None:
+            config["speculative.draft.mparams.path"] = str(self.draft_model)
+        if self.speculative or self.draft_model is not None:
+            config["speculative.types"] = list(self._speculative_types())
+        if self.draft_max is not None:
+            config["speculative.draft.n_max"] = self.draft_max
+        if self.draft_min is not None:
+            config["speculative.draft.n_min"] = self.draft_min
         return config
 
     def child_env(self, base: Mapping[str, str]) -> dict[str, str]:

@@ -38,8 +38,12 @@ _TIMINGS = tuple(
         "predicted_ms",
         "predicted_per_token_ms",
         "predicted_per_second",
+        "draft_n",
+        "draft_n_accepted",
     )
 )
+#: The share of drafted tokens accepted, on a server doing speculative decoding.
+ACCEPTANCE = "llama_cpp.speculative.acceptance_rate"
 
 
 def span_name(operation: str, model: str | None) -> str:
@@ -135,6 +139,9 @@ def response_attributes(response: Any) -> dict[str, Any]:
             value = getattr(timings, name, None)
             if value is not None:
                 attributes[attribute] = value
+        acceptance = timings.draft_acceptance
+        if acceptance is not None:
+            attributes[ACCEPTANCE] = acceptance
         if usage is None and timings.prompt_n is not None:  # native endpoints have no usage
             attributes["gen_ai.usage.input_tokens"] = (timings.prompt_n or 0) + (
                 timings.cache_n or 0

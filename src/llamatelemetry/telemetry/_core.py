@@ -40,6 +40,7 @@ from ._messages import (
     tool_definitions,
 )
 from ._metrics import GenAIMetrics, metric_point
+from ._warmth import Warmth
 
 __all__ = ["Telemetry", "SCHEMA_URL", "INFERENCE_EVENT"]
 
@@ -77,6 +78,7 @@ class _Operation:
     attributes: dict[str, Any]
     started: float
     body: Any  # the request's, for the content the event carries
+    base_url: str
 
 
 class Telemetry:
@@ -109,13 +111,18 @@ class Telemetry:
             self.events is not None and self.capture.on_event
         )
         self.provider_name = provider_name
+        self.warmth = Warmth()
 
-    def _begin(self, base_url: str, call: Call[Any]) -> tuple[_Operation | None, Call[Any]]:
+    def _begin(
+        self, base_url: str, call: Call[Any], state: dict[str, Any]
+    ) -> tuple[_Operation | None, Call[Any]]:
         """Start the call's span; the call to send carries its W3C ``traceparent``."""
         span: Span | None = None
         try:
             attributes = request_attributes(call.operation, call.body, self.provider_name)
             attributes.update(_server(base_url))
+            if state:
+                attributes.update(state)
             span = self.tracer.start_span(
                 span_name(call.operation, attributes.get("gen_ai.request.model")),
                 kind=SpanKind.CLIENT,
@@ -128,7 +135,7 @@ class Telemetry:
             propagate.inject(headers, context=context)
             if headers:
                 call = dataclasses.replace(call, headers=headers)
-            op = _Operation(span, context, attributes, time.perf_counter(), call.body)
+            op = _Operation(span, context, attributes, time.perf_counter(), call.body, base_url)
             return op, call
         except Exception:  # noqa: BLE001 - telemetry must never break the call
             log.debug("could not start a span for %s", call.path, exc_info=True)
@@ -147,7 +154,17 @@ class Telemetry:
     def execute(self, client: C, call: Call[T], send: Callable[[C, Call[T]], T]) -> T:
         """Run ``send(client, call)`` (a sync transport's ``_send``, or what an instrumentor
         wrapped) inside the call's span."""
-        op, call = self._begin(client.base_url, call)
+        probe = self.warmth.probe(client.base_url, call)
+        state: dict[str, Any] = {}
+        try:
+            step = next(probe)
+            while True:
+                step = probe.send(client._send(step))
+        except StopIteration as stop:
+            state = stop.value
+        except Exception:  # noqa: BLE001 - the call itself will meet any trouble
+            log.debug("could not ask %s about its model", client.base_url, exc_info=True)
+        op, call = self._begin(client.base_url, call, state)
         if op is None:
             return send(client, call)
         token = attach(op.context)
@@ -165,7 +182,17 @@ class Telemetry:
     ) -> T:
         """The same for an async transport; the span is the current one only in this task,
         so concurrent calls are siblings under their caller, never nested in each other."""
-        op, call = self._begin(client.base_url, call)
+        probe = self.warmth.probe(client.base_url, call)
+        state: dict[str, Any] = {}
+        try:
+            step = next(probe)
+            while True:
+                step = probe.send(await client._send(step))
+        except StopIteration as stop:
+            state = stop.value
+        except Exception:  # noqa: BLE001 - the call itself will meet any trouble
+            log.debug("could not ask %s about its model", client.base_url, exc_info=True)
+        op, call = self._begin(client.base_url, call, state)
         if op is None:
             return await send(client, call)
         token = attach(op.context)
@@ -192,6 +219,7 @@ class Telemetry:
         span, attributes = op.span, op.attributes
         try:
             duration = time.perf_counter() - op.started
+            self.warmth.done(op.base_url, attributes["gen_ai.operation.name"])
             final = response_attributes(result) if result is not None else {}
             if extra:
                 final.update(extra)

@@ -69,6 +69,7 @@ TTFT_BUCKETS = [
     7.5,
     10.0,
 ]
+ACCEPTANCE_BUCKETS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0]
 TPOT_BUCKETS = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5]
 
 # The attributes a metric point carries: low-cardinality ones only (never ids or content).
@@ -80,6 +81,7 @@ _METRIC_KEYS = (
     "server.address",
     "server.port",
     "error.type",
+    "llama_cpp.cold_start",  # only on calls that waited for a model load
 )
 
 
@@ -98,6 +100,7 @@ class GenAIMetrics:
         "time_per_output_chunk",
         "server_ttft",
         "server_tpot",
+        "acceptance",
         "_recorder",
     )
 
@@ -144,6 +147,12 @@ class GenAIMetrics:
             "s",
             "Time per output token after the first (llama.cpp's predicted_ms / (n - 1)).",
             TPOT_BUCKETS,
+        )
+        self.acceptance = histogram(
+            "llama_cpp.speculative.acceptance_rate",
+            "1",
+            "Share of the drafted tokens the model accepted, per request (speculative decoding).",
+            ACCEPTANCE_BUCKETS,
         )
         self._recorder.attach(meter)
 
@@ -192,3 +201,6 @@ class GenAIMetrics:
         tpot = timings.tpot_s
         if tpot is not None:
             self.server_tpot.record(tpot, point, context)
+        acceptance = timings.draft_acceptance
+        if acceptance is not None:
+            self.acceptance.record(acceptance, point, context)

@@ -18,6 +18,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation, get_meter
@@ -68,6 +69,27 @@ SERVER_INSTRUMENTS: tuple[tuple[str, str, str, str, str], ...] = (
         "{call}",
         "llama_decode() calls.",
         "llamacpp:n_decode_total",
+    ),
+    (
+        "llama_cpp.server.speculative.draft_tokens",
+        "counter",
+        "{token}",
+        "Tokens drafted for speculative decoding.",
+        "llamacpp:spec_decode_num_draft_tokens_total",
+    ),
+    (
+        "llama_cpp.server.speculative.accepted_tokens",
+        "counter",
+        "{token}",
+        "Drafted tokens the model accepted.",
+        "llamacpp:spec_decode_num_accepted_tokens_total",
+    ),
+    (
+        "llama_cpp.server.speculative.drafts",
+        "counter",
+        "{step}",
+        "Speculative verification steps.",
+        "llamacpp:spec_decode_num_drafts_total",
     ),
     (
         "llama_cpp.server.prompt_throughput",
@@ -126,13 +148,21 @@ class _Instruments:
             description="Slots the server has.",
         )
 
+        meter.create_observable_gauge(
+            "llama_cpp.server.model.loaded",
+            callbacks=[self._loaded_observer],
+            unit="1",
+            description="1 while a router's model is in memory (loaded or asleep), else 0.",
+        )
+
     def _observer(self, sample: str) -> Any:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
             observations = []
             for bridge in list(self.bridges):
-                value = bridge._scrape()[0].get(sample)
-                if value is not None:
-                    observations.append(Observation(value, bridge._point))
+                for figures in bridge._scrape():
+                    value = figures.values.get(sample)
+                    if value is not None:
+                        observations.append(Observation(value, figures.point))
             return observations
 
         return observe
@@ -141,21 +171,43 @@ class _Instruments:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
             observations = []
             for bridge in list(self.bridges):
-                slots = bridge._scrape()[1]
-                if slots is not None:
-                    observations.append(Observation(slots[index], bridge._point))
+                for figures in bridge._scrape():
+                    if figures.slots is not None:
+                        observations.append(Observation(figures.slots[index], figures.point))
             return observations
 
         return observe
+
+    def _loaded_observer(self, options: CallbackOptions) -> Iterable[Observation]:
+        observations = []
+        for bridge in list(self.bridges):
+            for figures in bridge._scrape():
+                if figures.loaded is not None:
+                    observations.append(Observation(int(figures.loaded), figures.point))
+        return observations
 
 
 _instruments: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDictionary()
 _instruments_lock = threading.Lock()
 
 
+@dataclass(frozen=True, slots=True)
+class _Figures:
+    """One server's (or one of a router's models') figures from one scrape."""
+
+    point: dict[str, Any]
+    values: dict[str, float]
+    slots: tuple[int, int] | None
+    loaded: bool | None = None  # a router's model: in memory or not
+
+
 class LlamaServerMetrics(Closing):
     """Observable instruments fed by scraping one llama-server; any number of bridges
     (one per server) can share a meter provider, told apart by ``server.address``/``port``.
+
+    A router (``llama-server --models-dir``) has no figures of its own: each of its models
+    in memory is scraped (``?model=``, never loading one) and reported with its name in
+    ``gen_ai.request.model``, with ``llama_cpp.server.model.loaded`` for every model.
 
     A scrape (``/metrics`` and ``/slots``) happens at most every ``interval`` seconds,
     inside the SDK's collection, and is cut after ``timeout`` seconds of wall-clock time:
@@ -179,8 +231,8 @@ class LlamaServerMetrics(Closing):
         self._interval = float(interval)
         self._lock = threading.Lock()
         self._scraped_at = float("-inf")
-        self._values: dict[str, float] = {}
-        self._slots: tuple[int, int] | None = None
+        self._figures: list[_Figures] = []
+        self._router: bool | None = None  # asked at the first scrape
         self._closed = False
         self.scrapes = 0
         self.failures = 0
@@ -192,32 +244,61 @@ class LlamaServerMetrics(Closing):
                 shared = _instruments[meter] = _Instruments(meter)
             shared.bridges.add(self)
 
-    def _scrape(self) -> tuple[dict[str, float], tuple[int, int] | None]:
+    def _scrape(self) -> list[_Figures]:
         """The latest figures, fetched again when older than ``interval``."""
         with self._lock:
             if self._closed:
-                return {}, None
+                return []
             if time.monotonic() - self._scraped_at >= self._interval:
                 self._scraped_at = time.monotonic()
                 self.scrapes += 1
                 with deadline(self._timeout):
-                    self._scrape_now()
-            return self._values, self._slots
+                    self._figures = self._scrape_now()
+            return self._figures
 
-    def _scrape_now(self) -> None:
+    def _scrape_now(self) -> list[_Figures]:
+        if self._router is None:
+            try:
+                self._router = self._client.props.get().get("role") == "router"
+            except Exception as exc:  # noqa: BLE001 - a down server must not break export
+                self.failures += 1
+                log.debug("reading %s/props failed: %s", self._client.base_url, exc)
+                return []
+        if not self._router:
+            return [self._scrape_model(self._point, None)]
         try:
-            self._values = self._client.metrics.values()
+            models = self._client.models.list()
+        except Exception as exc:  # noqa: BLE001
+            self.failures += 1
+            log.debug("listing %s/models failed: %s", self._client.base_url, exc)
+            return []
+        figures = []
+        for entry in models:
+            name = str(entry.get("id"))
+            point = {**self._point, "gen_ai.request.model": name}
+            state = (entry.get("status") or {}).get("value")
+            if state in ("loaded", "sleeping"):
+                figures.append(self._scrape_model(point, name, loaded=True))
+            else:
+                figures.append(_Figures(point, {}, None, loaded=False))
+        return figures
+
+    def _scrape_model(
+        self, point: dict[str, Any], model: str | None, loaded: bool | None = None
+    ) -> _Figures:
+        values: dict[str, float] = {}
+        slots = None
+        try:
+            values = self._client.metrics.values(model=model)
         except Exception as exc:  # noqa: BLE001 - a down server must not break export
             self.failures += 1
-            self._values = {}
             log.debug("scraping %s/metrics failed: %s", self._client.base_url, exc)
         try:
-            slots = self._client.slots.list()
-            busy = sum(1 for s in slots if s["state"] == "processing")
-            self._slots = (busy, len(slots))
+            listed = self._client.slots.list(model=model)
+            slots = (sum(1 for s in listed if s["state"] == "processing"), len(listed))
         except Exception as exc:  # noqa: BLE001
-            self._slots = None
             log.debug("reading %s/slots failed: %s", self._client.base_url, exc)
+        return _Figures(point, values, slots, loaded)
 
     def close(self) -> None:
         """Stop reporting (OpenTelemetry has no way to remove the instruments themselves)."""

@@ -7,6 +7,7 @@ from typing import Any
 from .._base import Call
 from .._validation import check_int, check_text
 from ._resource import Resource
+from .models import model_params
 
 __all__ = ["Slots", "normalize_slot"]
 
@@ -49,9 +50,12 @@ def _dict(data: Any) -> dict[str, Any]:
 class Slots(Resource):
     __slots__ = ()
 
-    def list(self) -> list[dict[str, Any]]:
-        """Every slot as a dict with ``id`` and ``state`` ("idle"/"processing") and raw fields."""
-        return self._client._execute(Call("GET", "/slots", _slot_list, operation="slots"))
+    def list(self, model: str | None = None) -> list[dict[str, Any]]:
+        """Every slot as a dict with ``id`` and ``state`` ("idle"/"processing") and raw
+        fields; ``model=``: the slots of one of a router's loaded models."""
+        return self._client._execute(
+            Call("GET", "/slots", _slot_list, params=model_params(model), operation="slots")
+        )
 
     def _action(self, slot_id: Any, action: str, body: dict[str, Any] | None) -> Any:
         if slot_id is None:
