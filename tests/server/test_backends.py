@@ -151,3 +151,45 @@ def test_stop_frees_the_port(
     assert not server.is_running
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_port_taken_between_check_and_bind(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    tiny_files: TinyModelFiles,
+    backend: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A socket bound but not listening passes the manager's connect check, as a port
+    taken a moment after the check would: the server's own bind is what fails."""
+    from llamatelemetry.server import ServerStartError, _manager
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    taken = squatter.getsockname()[1]
+    try:
+        fixed = ServerManager(
+            port=taken, backend=backend, server_path=_server_path(backend, request),
+            log_dir=tmp_path / "fixed",  # type: ignore[arg-type]
+        )  # fmt: skip
+        with pytest.raises(ServerStartError, match=f"port {taken} .*taken") as caught:
+            fixed.start(tiny_files.model.path, n_threads=1)
+        assert not fixed.is_running and caught.value.returncode not in (None, 0)
+
+        # port=0: the picked port is taken before the server binds it; another is tried.
+        picks = iter([taken])
+        real_pick = _manager._free_port
+        monkeypatch.setattr(
+            _manager, "_free_port", lambda host: next(picks, None) or real_pick(host)
+        )
+        with ServerManager(
+            port=0, backend=backend, server_path=_server_path(backend, request),
+            log_dir=tmp_path / "auto",  # type: ignore[arg-type]
+        ) as auto:  # fmt: skip
+            auto.start(tiny_files.model.path, n_threads=1)
+            assert auto.port != taken
+            assert auto.client().health.check() == {"status": "ok"}
+        assert len(list((tmp_path / "auto").glob("llama-server-*.log"))) == 2
+    finally:
+        squatter.close()

@@ -525,6 +525,15 @@ class ServerManager(Closing):
                         "auto-picked port %d was taken meanwhile; trying another", run_options.port
                     )
                     continue
+                if bind_failed:
+                    raise ServerStartError(
+                        f"port {run_options.port} on {options.host} was taken: the server could "
+                        "not bind it (another process holds it, perhaps since the check just "
+                        "before launch). Stop the other one, or pass port=0 for a free port. "
+                        f"{exc}",
+                        log_tail=exc.log_tail,
+                        returncode=exc.returncode,
+                    ) from None
                 raise
 
     def _spawn_and_wait(

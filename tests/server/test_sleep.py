@@ -1,0 +1,114 @@
+"""Idle sleep on both backends: a server that freed its model after ``sleep_idle_seconds``
+says so without waking, and the call that wakes it is marked as a cold start, where a
+slow first token on an awake server is not."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llamatelemetry.api import LlamaCppClient
+from llamatelemetry.server import ServerManager
+from llamatelemetry.server._options import ServerOptions
+from llamatelemetry.telemetry import InstrumentedLlamaCppClient
+from llamatelemetry.testing import TinyModelFiles
+
+BACKENDS = ["embedded", "binary"]
+MESSAGES = [{"role": "user", "content": "What is GGUF?"}]
+
+
+def _server_path(backend: str, request: pytest.FixtureRequest) -> Path | None:
+    return request.getfixturevalue("llama_server_binary") if backend == "binary" else None
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def sleepy(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_files: TinyModelFiles,
+) -> Iterator[ServerManager]:
+    backend = request.param
+    with ServerManager(
+        port=0,
+        backend=backend,
+        server_path=_server_path(backend, request),
+        log_dir=tmp_path_factory.mktemp(f"sleep-{backend}"),
+    ) as server:
+        server.start(tiny_files.model.path, sleep_idle_seconds=1, n_threads=1)
+        yield server
+
+
+def wait_asleep(client: LlamaCppClient, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not client.props.is_sleeping():
+        assert time.monotonic() < deadline, "the server did not fall asleep"
+        time.sleep(0.1)
+
+
+def states(span_exporter: Any) -> list[tuple[Any, Any]]:
+    return [
+        (s.attributes.get("llama_cpp.model.state"), s.attributes.get("llama_cpp.cold_start"))
+        for s in span_exporter.get_finished_spans()
+        if s.name.startswith(("chat", "text_completion"))
+    ]
+
+
+def test_a_sleeping_server_says_so_without_waking(sleepy: ServerManager) -> None:
+    with sleepy.client() as client:
+        client.completions.create("Once", max_tokens=2)
+        assert client.props.is_sleeping() is False
+        wait_asleep(client)
+        assert client.props.is_sleeping() is True  # asking did not wake it
+        assert client.health.check() == {"status": "ok"}  # nor did a health check
+        assert client.props.is_sleeping() is True
+        reply = client.completions.create("Once", max_tokens=2)  # a request wakes it
+        assert reply.usage is not None and reply.usage.completion_tokens == 2
+        assert client.props.is_sleeping() is False
+
+
+def test_the_wake_up_call_is_a_cold_start(
+    sleepy: ServerManager, providers: Any, span_exporter: Any
+) -> None:
+    tracer_provider, meter_provider, _ = providers
+    with InstrumentedLlamaCppClient(
+        sleepy.url, tracer_provider=tracer_provider, meter_provider=meter_provider
+    ) as client:
+        client.chat.completions.create(messages=MESSAGES, max_tokens=2)
+        wait_asleep(client)
+        time.sleep(0.1)
+        woken = client.chat.completions.create(messages=MESSAGES, max_tokens=2, stream=True)
+        list(woken)
+        client.chat.completions.create(messages=MESSAGES, max_tokens=2)  # right after: awake
+    assert states(span_exporter) == [("loaded", None), ("sleeping", True), (None, None)]
+
+
+def test_a_slow_first_token_on_an_awake_server_is_no_cold_start(
+    chat_server: ServerManager, providers: Any, span_exporter: Any
+) -> None:
+    """A long prompt makes the first token slow; the server was awake all along."""
+    tracer_provider, meter_provider, _ = providers
+    long_prompt = [{"role": "user", "content": "GGUF " * 80}]
+    with InstrumentedLlamaCppClient(
+        chat_server.url, tracer_provider=tracer_provider, meter_provider=meter_provider
+    ) as client:
+        time.sleep(1.05)  # idle long enough that the telemetry asks
+        client.chat.completions.create(messages=long_prompt, max_tokens=2, cache_prompt=False)
+    assert states(span_exporter) == [("loaded", None)]
+
+
+def test_sleep_idle_seconds_is_checked_and_rendered(tmp_path: Path) -> None:
+    model = tmp_path / "m.gguf"
+    argv = ServerOptions(model, sleep_idle_seconds=30).to_argv()
+    assert argv[argv.index("--sleep-idle-seconds") + 1] == "30"
+    assert (
+        ServerOptions(model, sleep_idle_seconds=30).to_embedded_config()["sleep_idle_seconds"] == 30
+    )
+    assert "--sleep-idle-seconds" not in ServerOptions(model).to_argv()
+    with pytest.raises(ValueError, match="sleep_idle_seconds must be >= 1"):
+        ServerOptions(model, sleep_idle_seconds=0)
+    with pytest.raises(TypeError, match="sleep_idle_seconds must be an integer"):
+        ServerOptions(model, sleep_idle_seconds=1.5)  # type: ignore[arg-type]
