@@ -242,6 +242,7 @@ def test_json_results(chat_server: ServerManager) -> None:
     assert data["config"]["prompt_tokens"] == 16 and data["config"]["seed"] == 7
     assert data["model"] and data["started_at"]
     assert [run["concurrency"] for run in data["runs"]] == [1, 2]
+    assert [run["draft_acceptance"] for run in data["runs"]] == [None, None]  # no drafting
     for run in data["runs"]:
         assert run["completed"] + run["errors"] == run["requests"] == 6
         assert run["errors"] == 0 and run["output_tokens"] == 6 * 5

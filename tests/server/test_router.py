@@ -235,3 +235,39 @@ def test_the_async_client_loads_and_unloads(router: ServerManager, client: Llama
             ]
 
     assert asyncio.run(run()) == ["loaded", "loaded", "unloaded"]
+
+
+def test_serve_a_folder_runs_a_router(
+    models_dir: Path, llama_server_binary: Path, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from ..cli.test_commands import free_port, read_until
+
+    port = free_port()
+    command = [sys.executable, "-c", "from llamatelemetry.cli import main; main()",
+               "serve", str(models_dir),
+               "--backend", "binary", "--server-path", str(llama_server_binary),
+               "--port", str(port), "--models-max", "1", "--no-models-autoload",
+               "--threads", "1", "--log-dir", str(tmp_path)]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = read_until(process, "Press Ctrl-C to stop.")
+        assert f"{models_dir}/*.gguf, loaded on demand" in ready
+        with LlamaCppClient(f"http://127.0.0.1:{port}") as client:
+            props = client.props.get()
+            assert props["role"] == "router" and props["max_instances"] == 1
+            assert props["models_autoload"] is False
+            with pytest.raises(BadRequestError):  # no autoload: a call does not load it
+                client.completions.create("Once", model="tiny-a", max_tokens=2)
+            assert client.models.load("tiny-a") == "loaded"
+        process.send_signal(signal.SIGINT)
+        rest, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, ready + rest + err
+    assert "server stopped" in rest and "Traceback" not in err

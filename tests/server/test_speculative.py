@@ -94,6 +94,20 @@ def test_acceptance_on_spans_metrics_and_the_bridge(
     assert server_accepted.value == server_drafts.value
 
 
+def test_bench_reports_the_acceptance(drafted: ServerManager) -> None:
+    from ..bench.test_load import invoke, ok_json
+
+    args = ["--url", drafted.url, "-n", "3", "-c", "1", "--max-tokens", "12", "--temperature", "0"]
+    [run] = ok_json(*args)["runs"]
+    assert run["draft_acceptance"] == 1.0
+    drafted_n = [r["draft_tokens"] for r in run["per_request"]]
+    assert all(n > 0 for n in drafted_n)
+    assert [r["draft_accepted"] for r in run["per_request"]] == drafted_n
+    human = invoke(*args)
+    assert human.exit_code == 0 and "draft acceptance" in human.stdout
+    assert "100.0% (speculative decoding)" in human.stdout
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_draft_less_ngram_speculation(
     request: pytest.FixtureRequest, tmp_path: Path, tiny_files: TinyModelFiles, backend: str

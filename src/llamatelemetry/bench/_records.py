@@ -47,6 +47,8 @@ class RequestRecord:
     server_tpot: float | None = None
     server_latency: float | None = None
     server_output_tokens: int | None = None
+    draft_tokens: int | None = None  # speculative decoding: drafted, and accepted
+    draft_accepted: int | None = None
     model: str | None = None
     error: str | None = None
     error_type: str | None = None
@@ -70,6 +72,8 @@ class RequestRecord:
         self.server_latency = timings.e2e_s
         if timings.predicted_n is not None:
             self.server_output_tokens = timings.predicted_n
+        self.draft_tokens = timings.draft_n
+        self.draft_accepted = timings.draft_n_accepted
 
     def to_dict(self) -> dict[str, Any]:
         """The record in milliseconds, without the per-chunk gaps."""
@@ -90,6 +94,8 @@ class RequestRecord:
             "server_ttft_ms": ms(self.server_ttft),
             "server_tpot_ms": ms(self.server_tpot),
             "server_e2e_ms": ms(self.server_latency),
+            "draft_tokens": self.draft_tokens,
+            "draft_accepted": self.draft_accepted,
             "error_type": self.error_type,
             "error": self.error,
         }
@@ -138,6 +144,16 @@ class RunResult:
     @property
     def model(self) -> str | None:
         return next((r.model for r in self.records if r.model), None)
+
+    @property
+    def draft_acceptance(self) -> float | None:
+        """Of the tokens the server drafted (speculative decoding), the share it accepted,
+        over the completed requests; None when it drafted none."""
+        done = [r for r in self.records if r.ok and r.draft_tokens]
+        drafted = sum(r.draft_tokens or 0 for r in done)
+        if not drafted:
+            return None
+        return sum(r.draft_accepted or 0 for r in done) / drafted
 
     def values(self, metric: str, side: str = "client") -> list[float]:
         """The measurements (seconds) of ``metric`` ("ttft", "tpot", "itl", "e2e") on ``side``
@@ -206,6 +222,7 @@ class RunResult:
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "model": self.model,
+            "draft_acceptance": self.draft_acceptance,
             "metrics": metrics,
             "error_types": self.error_types(),
             "error_samples": self.error_samples(),

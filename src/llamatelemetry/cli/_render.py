@@ -266,6 +266,8 @@ def _print_run(console: Console, result: RunResult) -> None:
             f"{result.input_tokens / done:,.1f} in, {result.output_tokens / done:,.1f} out",
         ),
     ]
+    if result.draft_acceptance is not None:
+        rows.append(("draft acceptance", f"{result.draft_acceptance:.1%} (speculative decoding)"))
     for name, value in rows:
         console.print(Text.assemble((f"  {name:<25}", "dim"), value))
     if result.completed:
