@@ -11,6 +11,7 @@ Only the placeholders documented on docs/index.md are substituted:
 - ``http://127.0.0.1:8081`` → the session's rerank server
 - ``http://127.0.0.1:4318`` → a local OTLP receiver standing in for the collector
 - ``/path/to/model.gguf`` → the tiny model, ``/path/to/adapter.gguf`` → the chat server's LoRA
+- ``/path/to/models`` → a folder of two tiny models, ``/path/to/llama-server`` → the binary
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ REAL_URL = "http://127.0.0.1:8082"  # a server with a real model (SmolLM2), for 
 OTLP_URL = "http://127.0.0.1:4318"
 MODEL = "/path/to/model.gguf"
 ADAPTER = "/path/to/adapter.gguf"
+MODELS = "/path/to/models"  # a folder: model-a.gguf, model-b.gguf
+LLAMA_SERVER = "/path/to/llama-server"
 GENAI_METRICS = (
     "gen_ai.client.operation.duration",
     "gen_ai.client.token.usage",
@@ -55,6 +58,7 @@ GENAI_METRICS = (
     "gen_ai.client.operation.time_per_output_chunk",
     "gen_ai.server.time_to_first_token",
     "gen_ai.server.time_per_output_token",
+    "llama_cpp.speculative.acceptance_rate",
 )
 SERVER_METRICS = (
     "llama_cpp.server.prompt_tokens",
@@ -68,6 +72,10 @@ SERVER_METRICS = (
     "llama_cpp.server.requests_deferred",
     "llama_cpp.server.slots.busy",
     "llama_cpp.server.slots.total",
+    "llama_cpp.server.speculative.draft_tokens",
+    "llama_cpp.server.speculative.accepted_tokens",
+    "llama_cpp.server.speculative.drafts",
+    "llama_cpp.server.model.loaded",
 )
 
 # Fence languages a page may use. ```python blocks run; the others are shell sessions,
@@ -210,10 +218,13 @@ def substitute(
     receiver: OTLPReceiver,
     tiny_files: TinyModelFiles,
     real: ServerManager | None = None,
+    places: dict[str, str] | None = None,
 ) -> str:
     assert chat.options is not None
     if real is not None:
         code = code.replace(REAL_URL, real.url)
+    for placeholder, value in (places or {}).items():
+        code = code.replace(placeholder, value)
     code = (
         code.replace(CHAT_URL, chat.url)
         .replace(RERANK_URL, rerank.url)
@@ -235,6 +246,7 @@ def run_page(
     rerank: ServerManager,
     tiny_files: TinyModelFiles,
     real: ServerManager | None = None,
+    places: dict[str, str] | None = None,
 ) -> Page:
     scope: dict[str, Any] = {"__name__": f"docs_{Path(name).stem.replace('-', '_')}"}
     out = io.StringIO()
@@ -246,7 +258,7 @@ def run_page(
                 del os.environ[var]
             with contextlib.redirect_stdout(out):
                 for block in python_blocks(page_text(name)):
-                    code = substitute(block.code, chat, rerank, receiver, tiny_files, real)
+                    code = substitute(block.code, chat, rerank, receiver, tiny_files, real, places)
                     # Line numbers in tracebacks are the page's own.
                     code = "\n" * block.line + code
                     exec(compile(code, str(DOCS / name), "exec"), scope)
@@ -376,6 +388,7 @@ def check_telemetry(page: Page) -> None:
         "async: 3 replies",
         "server scraped 1 time(s)",
         "event gen_ai.client.inference.operation.details: user message, 4 output tokens",
+        "woke a sleeping server: 2 tokens",
     ):
         assert line in lines, line
     spans = page.receiver.spans()
@@ -388,9 +401,17 @@ def check_telemetry(page: Page) -> None:
         "chat",
         "embeddings tiny",
         "fan-out",
+        "props",
         "rerank",
+        "text_completion",
         "tokenize",
     ]
+    # The cold starts section: the call that woke the server says so.
+    woken = [
+        (s["attributes"].get("llama_cpp.model.state"), s["attributes"].get("llama_cpp.cold_start"))
+        for s in by_name["text_completion"]
+    ]
+    assert woken == [("loaded", None), ("sleeping", True)]
     chats = by_name["chat"]
     assert (
         len(chats) == 1 + 2 + 1 + 3 + 1 + 1
@@ -416,7 +437,9 @@ def check_telemetry(page: Page) -> None:
     ]
     assert json.loads(captured[0]["attributes"]["gen_ai.output.messages"])[0]["role"] == "assistant"
     metrics = page.receiver.metrics()
-    assert set(GENAI_METRICS) | set(SERVER_METRICS) <= set(metrics)
+    # No drafting server and no router on the page: the rest is all there.
+    beyond_the_page = {"llama_cpp.speculative.acceptance_rate", "llama_cpp.server.model.loaded"}
+    assert set(GENAI_METRICS) | set(SERVER_METRICS) <= set(metrics) | beyond_the_page
     slots = metrics["llama_cpp.server.slots.total"][0]
     assert slots["value"] == 4 and slots["attributes"]["server.port"] == page.chat.port
 
@@ -452,6 +475,12 @@ def check_server(page: Page) -> None:
         "closed: True",
         "model: tiny-model.gguf, adapter: tiny-lora.gguf",
         "same seed, same text: True",
+        "drafted True, accepted 100%",
+        "{'model-a': 'unloaded', 'model-b': 'unloaded'}",
+        "load: loaded",
+        "answered by model-a, slots: 2",
+        "model-a: unloaded, model-b: loaded",
+        "unload: unloaded",
     ):
         assert line in lines, line
     assert "16 tokens, finish_reason=length, streamed=False" in lines
@@ -512,8 +541,18 @@ def test_page_examples_run(
     request: pytest.FixtureRequest,
 ) -> None:
     assert name in PAGE_CHECKS, f"{name} has Python examples but no check of what they print"
-    real = request.getfixturevalue("real_server") if REAL_URL in page_text(name) else None
-    page = run_page(name, chat_server, rerank_server, tiny_files, real)
+    text = page_text(name)
+    real = request.getfixturevalue("real_server") if REAL_URL in text else None
+    places = {}
+    if LLAMA_SERVER in text:
+        places[LLAMA_SERVER] = str(request.getfixturevalue("llama_server_binary"))
+    if MODELS in text:
+        folder = request.getfixturevalue("tmp_path") / "models"
+        folder.mkdir()
+        for name_ in ("model-a", "model-b"):
+            (folder / f"{name_}.gguf").symlink_to(tiny_files.model.path)
+        places[MODELS] = str(folder)
+    page = run_page(name, chat_server, rerank_server, tiny_files, real, places)
     assert page.out.strip(), f"{name}: the examples printed nothing"
     PAGE_CHECKS[name](page)
 
@@ -559,9 +598,16 @@ class Emitted:
 
 
 @pytest.fixture(scope="module")
-def emitted(chat_server: ServerManager, rerank_server: ServerManager) -> Iterator[Emitted]:
+def emitted(
+    chat_server: ServerManager,
+    rerank_server: ServerManager,
+    tiny_files: TinyModelFiles,
+    llama_server_binary: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Emitted]:
     """Every operation and every kind of outcome, through one SDK pipeline: an in-memory
-    span exporter and metric reader, and a Prometheus scrape endpoint."""
+    span exporter and metric reader, and a Prometheus scrape endpoint. Besides the session's
+    servers: one drafting tokens for itself, one that sleeps when idle, and a router."""
     from opentelemetry.sdk.metrics.export import Gauge, Histogram, InMemoryMetricReader, Sum
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -583,6 +629,8 @@ def emitted(chat_server: ServerManager, rerank_server: ServerManager) -> Iterato
     providers = {"tracer_provider": handle.tracer_provider, "meter_provider": handle.meter_provider}
     assert chat_server.options is not None
     adapter = str(chat_server.options.lora[0])
+    servers = contextlib.ExitStack()
+    extra = reference_servers(servers, tiny_files, llama_server_binary, tmp_path_factory)
     with (
         InstrumentedLlamaCppClient(chat_server.url, capture_content=True, **providers) as client,
         InstrumentedLlamaCppClient(rerank_server.url, **providers) as reranker,
@@ -628,6 +676,7 @@ def emitted(chat_server: ServerManager, rerank_server: ServerManager) -> Iterato
         bridges = [
             LlamaServerMetrics(c, meter_provider=handle.meter_provider) for c in (client, reranker)
         ]
+        bridges += exercise_reference_servers(extra, providers)
         exposition = httpx.get(handle.prometheus_url).text  # type: ignore[arg-type]
         data = reader.get_metrics_data()
     handle.force_flush()
@@ -641,7 +690,58 @@ def emitted(chat_server: ServerManager, rerank_server: ServerManager) -> Iterato
     yield Emitted(list(spans.get_finished_spans()), metrics, exposition)
     for bridge in bridges:
         bridge.close()
+    servers.close()
     handle.shutdown()
+
+
+def reference_servers(
+    stack: contextlib.ExitStack,
+    tiny_files: TinyModelFiles,
+    binary: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, ServerManager]:
+    model = tiny_files.model.path
+    folder = tmp_path_factory.mktemp("reference-models")
+    (folder / "tiny.gguf").symlink_to(model)
+    drafted = stack.enter_context(ServerManager(port=0, backend="embedded"))
+    drafted.start(model, draft_model=model, n_threads=1)
+    sleepy = stack.enter_context(ServerManager(port=0, backend="embedded"))
+    sleepy.start(model, sleep_idle_seconds=1, n_threads=1)
+    router = stack.enter_context(
+        ServerManager(port=0, backend="binary", server_path=binary, models_dir=folder)
+    )
+    router.start(n_threads=1)
+    return {"drafted": drafted, "sleepy": sleepy, "router": router}
+
+
+def exercise_reference_servers(
+    servers: dict[str, ServerManager], providers: dict[str, Any]
+) -> list[Any]:
+    """Speculative decoding, a wake from idle sleep, a router's load and unload; the
+    bridges of the drafting server and of the router."""
+    from llamatelemetry.telemetry import InstrumentedLlamaCppClient, LlamaServerMetrics
+
+    clients = {
+        name: InstrumentedLlamaCppClient(server.url, **providers)
+        for name, server in servers.items()
+    }
+    messages = [{"role": "user", "content": "Hi"}]
+    clients["drafted"].chat.completions.create(messages=messages, max_tokens=8, temperature=0)
+    sleepy = clients["sleepy"]
+    sleepy.completions.create("Once", max_tokens=2)
+    deadline = time.monotonic() + 10
+    while not sleepy.props.is_sleeping() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    sleepy.completions.create("Once", max_tokens=2)
+    router = clients["router"]
+    router.models.load("tiny")
+    router.chat.completions.create(model="tiny", messages=messages, max_tokens=2)
+    bridges = [
+        LlamaServerMetrics(clients[name], meter_provider=providers["meter_provider"])
+        for name in ("drafted", "router")
+    ]
+    router.models.unload("tiny")  # after the bridge's scrape: the model is in memory then
+    return bridges
 
 
 def test_span_attribute_table_is_exactly_what_spans_carry(emitted: Emitted) -> None:
@@ -676,7 +776,9 @@ def test_operation_table_is_every_operation(emitted: Emitted) -> None:
 
     assert {span.kind for span in emitted.spans} == {SpanKind.CLIENT}
     assert {span.name for span in emitted.spans if span.attributes.get("gen_ai.request.model")} == {
-        "chat tiny"
+        "chat tiny",
+        "load_model tiny",
+        "unload_model tiny",
     }
 
 

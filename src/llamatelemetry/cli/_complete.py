@@ -25,7 +25,7 @@ def _as_json(response: NativeCompletion) -> dict[str, Any]:
         # prompt tokens reused from the slot's cache (tokens_cached counts the whole slot)
         "cached_tokens": response.timings.cache_n if response.timings else None,
         "model": response.model,
-        "timings": response.timings.model_dump() if response.timings else None,
+        "timings": response.timings.to_dict() if response.timings else None,
     }
 
 

@@ -68,7 +68,7 @@ def embed(client: LlamaCppClient, texts: tuple[str, ...], as_json: bool) -> None
             "model": response.model,
             "dims": len(vectors[0]) if vectors else 0,
             "data": [{"text": t, "embedding": v} for t, v in zip(texts, vectors, strict=True)],
-            "usage": response.usage.model_dump() if response.usage else None,
+            "usage": response.usage.to_dict() if response.usage else None,
         })  # fmt: skip
         return
     console = out_console()

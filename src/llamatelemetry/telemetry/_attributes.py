@@ -26,6 +26,8 @@ _REQUEST_PARAMS = {
     "presence_penalty": "gen_ai.request.presence_penalty",
     "stream": "gen_ai.request.stream",
 }
+#: The parameters the conventions type as double, whatever number the caller wrote.
+_DOUBLES = frozenset({"temperature", "top_p", "frequency_penalty", "presence_penalty"})
 _TIMINGS = tuple(
     (name, f"llama_cpp.timings.{name}")
     for name in (
@@ -67,7 +69,9 @@ def request_attributes(operation: str, body: Any, provider: str = PROVIDER) -> d
     for key, value in body.items():
         name = _REQUEST_PARAMS.get(key)
         if name is not None:
-            if isinstance(value, (bool, int, float)):
+            if key in _DOUBLES and isinstance(value, int) and not isinstance(value, bool):
+                attributes[name] = float(value)  # temperature=0 is the double 0.0
+            elif isinstance(value, (bool, int, float)):
                 attributes[name] = value
         elif key == "model":
             if isinstance(value, str):
