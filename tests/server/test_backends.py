@@ -22,13 +22,9 @@ from llamatelemetry.api import (
 from llamatelemetry.server import ServerManager
 from llamatelemetry.testing import TinyModelFiles, start_chat_server
 
-BACKENDS = ["embedded", "binary"]
-MESSAGES = [{"role": "user", "content": "What is GGUF?"}]
+from ._support import BACKENDS, MESSAGES, server_path
+
 TEMPLATE = Path(__file__).resolve().parents[1] / "data" / "tools-chatml.jinja"
-
-
-def _server_path(backend: str, request: pytest.FixtureRequest) -> Path | None:
-    return request.getfixturevalue("llama_server_binary") if backend == "binary" else None
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -38,7 +34,7 @@ def served(
     backend = request.param
     directory = tmp_path_factory.mktemp(f"backend-{backend}")
     with start_chat_server(
-        directory, backend=backend, server_path=_server_path(backend, request), n_parallel=2
+        directory, backend=backend, server_path=server_path(backend, request), n_parallel=2
     ) as server:
         yield server
 
@@ -80,7 +76,7 @@ def test_options_reach_the_server(
     with ServerManager(
         port=0,
         backend=backend,
-        server_path=_server_path(backend, request),
+        server_path=server_path(backend, request),
         log_dir=tmp_path,  # type: ignore[arg-type]
     ) as server:
         server.start(
@@ -118,7 +114,7 @@ def test_a_killed_server_breaks_the_stream_and_is_seen_stopped(
     server = start_chat_server(
         tmp_path / backend,
         backend=backend,
-        server_path=_server_path(backend, request),  # type: ignore[arg-type]
+        server_path=server_path(backend, request),  # type: ignore[arg-type]
     )
     port = server.port
     with server, LlamaCppClient(server.url, max_retries=0) as client:
@@ -143,7 +139,7 @@ def test_stop_frees_the_port(
     server = start_chat_server(
         tmp_path / backend,
         backend=backend,
-        server_path=_server_path(backend, request),  # type: ignore[arg-type]
+        server_path=server_path(backend, request),  # type: ignore[arg-type]
     )
     port = server.port
     server.stop()
@@ -170,7 +166,7 @@ def test_a_port_taken_between_check_and_bind(
     taken = squatter.getsockname()[1]
     try:
         fixed = ServerManager(
-            port=taken, backend=backend, server_path=_server_path(backend, request),
+            port=taken, backend=backend, server_path=server_path(backend, request),
             log_dir=tmp_path / "fixed",  # type: ignore[arg-type]
         )  # fmt: skip
         with pytest.raises(ServerStartError, match=f"port {taken} .*taken") as caught:
@@ -184,7 +180,7 @@ def test_a_port_taken_between_check_and_bind(
             _manager, "_free_port", lambda host: next(picks, None) or real_pick(host)
         )
         with ServerManager(
-            port=0, backend=backend, server_path=_server_path(backend, request),
+            port=0, backend=backend, server_path=server_path(backend, request),
             log_dir=tmp_path / "auto",  # type: ignore[arg-type]
         ) as auto:  # fmt: skip
             auto.start(tiny_files.model.path, n_threads=1)

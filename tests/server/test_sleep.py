@@ -17,12 +17,7 @@ from llamatelemetry.server._options import ServerOptions
 from llamatelemetry.telemetry import InstrumentedLlamaCppClient
 from llamatelemetry.testing import TinyModelFiles
 
-BACKENDS = ["embedded", "binary"]
-MESSAGES = [{"role": "user", "content": "What is GGUF?"}]
-
-
-def _server_path(backend: str, request: pytest.FixtureRequest) -> Path | None:
-    return request.getfixturevalue("llama_server_binary") if backend == "binary" else None
+from ._support import BACKENDS, MESSAGES, manager
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -32,12 +27,7 @@ def sleepy(
     tiny_files: TinyModelFiles,
 ) -> Iterator[ServerManager]:
     backend = request.param
-    with ServerManager(
-        port=0,
-        backend=backend,
-        server_path=_server_path(backend, request),
-        log_dir=tmp_path_factory.mktemp(f"sleep-{backend}"),
-    ) as server:
+    with manager(backend, request, tmp_path_factory.mktemp(f"sleep-{backend}")) as server:
         server.start(tiny_files.model.path, sleep_idle_seconds=1, n_threads=1)
         yield server
 

@@ -17,13 +17,7 @@ from llamatelemetry.telemetry import InstrumentedLlamaCppClient, LlamaServerMetr
 from llamatelemetry.testing import TinyModelFiles
 
 from ..telemetry.test_pipeline import points
-
-BACKENDS = ["embedded", "binary"]
-MESSAGES = [{"role": "user", "content": "What is GGUF?"}]
-
-
-def _server_path(backend: str, request: pytest.FixtureRequest) -> Path | None:
-    return request.getfixturevalue("llama_server_binary") if backend == "binary" else None
+from ._support import BACKENDS, MESSAGES, manager, server_path
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -34,12 +28,7 @@ def drafted(
 ) -> Iterator[ServerManager]:
     """The tiny model drafting for itself: at temperature 0 every draft is accepted."""
     backend = request.param
-    with ServerManager(
-        port=0,
-        backend=backend,
-        server_path=_server_path(backend, request),
-        log_dir=tmp_path_factory.mktemp(f"draft-{backend}"),
-    ) as server:
+    with manager(backend, request, tmp_path_factory.mktemp(f"draft-{backend}")) as server:
         server.start(
             tiny_files.model.path, draft_model=tiny_files.model.path, draft_max=4, n_threads=1
         )
@@ -115,7 +104,7 @@ def test_draft_less_ngram_speculation(
     with InferenceEngine(
         tiny_files.model.path,
         backend=backend,  # type: ignore[arg-type]
-        server_path=_server_path(backend, request),
+        server_path=server_path(backend, request),
         log_dir=tmp_path,
         speculative="ngram-mod",
         n_threads=1,
