@@ -155,9 +155,35 @@ def test_router_options_are_checked_and_rendered(tmp_path: Path) -> None:
         ServerOptions(None, models_dir=tmp_path, alias="x")
     with pytest.raises(ValueError, match="models_max must be >= 0"):
         ServerOptions(None, models_dir=tmp_path, models_max=-1)
+    for option in ({"draft_model": tmp_path / "d.gguf"}, {"lora": (tmp_path / "a.gguf",)}):
+        with pytest.raises(ValueError, match="fits one model, and a router gives its options"):
+            ServerOptions(None, models_dir=tmp_path, **option)  # type: ignore[arg-type]
     manager = ServerManager(models_dir=tmp_path / "missing", backend="binary")
     with pytest.raises(ValueError, match="takes no model_path"):
         manager.start(tmp_path / "m.gguf")
+    with pytest.raises(FileNotFoundError, match="models_dir not found"):
+        manager.start()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="models_dir is not a folder"):
+        ServerManager(models_dir=tmp_path / "file", backend="binary").start()
+    from llamatelemetry.server import InferenceEngine
+
+    with pytest.raises(TypeError, match="models_dir is a router's option"):
+        InferenceEngine(tmp_path / "m.gguf", start=False, models_dir=tmp_path)
+
+
+def test_an_empty_folder_is_a_warned_router(
+    llama_server_binary: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with caplog.at_level("WARNING", logger="llamatelemetry.server"):
+        with ServerManager(
+            port=0, backend="binary", server_path=llama_server_binary, models_dir=empty
+        ) as server:
+            server.start(n_threads=1)
+            assert server.client().models.list() == []
+    assert "holds no .gguf file" in caplog.text
 
 
 def test_loads_are_spans_and_cold_starts_are_marked(
@@ -240,9 +266,14 @@ def test_the_async_client_loads_and_unloads(router: ServerManager, client: Llama
 def test_serve_a_folder_runs_a_router(
     models_dir: Path, llama_server_binary: Path, tmp_path: Path
 ) -> None:
+    import json
     import signal
     import subprocess
     import sys
+
+    from click.testing import CliRunner
+
+    from llamatelemetry.cli import main
 
     from ..cli.test_commands import free_port, read_until
 
@@ -256,6 +287,7 @@ def test_serve_a_folder_runs_a_router(
     try:
         ready = read_until(process, "Press Ctrl-C to stop.")
         assert f"{models_dir}/*.gguf, loaded on demand" in ready
+        assert "--model NAME" in ready  # the hints a router needs
         with LlamaCppClient(f"http://127.0.0.1:{port}") as client:
             props = client.props.get()
             assert props["role"] == "router" and props["max_instances"] == 1
@@ -263,6 +295,26 @@ def test_serve_a_folder_runs_a_router(
             with pytest.raises(BadRequestError):  # no autoload: a call does not load it
                 client.completions.create("Once", model="tiny-a", max_tokens=2)
             assert client.models.load("tiny-a") == "loaded"
+        url = f"http://127.0.0.1:{port}"
+        listed = CliRunner().invoke(main, ["models", "--url", url], env={"COLUMNS": "200"})
+        assert listed.exit_code == 0, listed.output
+        rows = {line.split()[0]: line.split()[1] for line in listed.stdout.splitlines()
+                if line.strip().startswith(("tiny-", "broken"))}  # fmt: skip
+        assert rows == {"tiny-a": "loaded", "tiny-b": "unloaded", "broken": "unloaded"}
+        overview = CliRunner().invoke(main, ["status", "--url", url, "--json"])
+        state = json.loads(overview.stdout)
+        assert state["slots"] is None and "a router" in state["slots_disabled"]
+        one = json.loads(CliRunner().invoke(main, ["status", "--url", url, "--json",
+                                                   "--model", "tiny-a"]).stdout)  # fmt: skip
+        assert one["model"] == "tiny-a" and len(one["slots"]) == 1
+        unloaded = json.loads(CliRunner().invoke(main, ["status", "--url", url, "--json",
+                                                        "--model", "tiny-b"]).stdout)  # fmt: skip
+        assert unloaded["slots"] is None and "not loaded" in unloaded["slots_disabled"]
+        for command in (["chat", "Hi"], ["complete", "Once", "--no-stream"]):
+            ran = CliRunner().invoke(
+                main, [*command, "--url", url, "--model", "tiny-a", "--max-tokens", "2"]
+            )
+            assert ran.exit_code == 0, ran.output
         process.send_signal(signal.SIGINT)
         rest, err = process.communicate(timeout=30)
     finally:

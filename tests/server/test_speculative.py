@@ -140,7 +140,17 @@ def test_speculative_options_are_checked_and_rendered(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="speculative must be a type name"):
         ServerOptions(model, speculative=3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="draft_min 5 is above draft_max 2"):
-        ServerOptions(model, speculative="ngram-mod", draft_max=2, draft_min=5)
+        ServerOptions(model, draft_model=draft, draft_max=2, draft_min=5)
+    # Unchecked, the server would draft nothing at all (its default draft_max is 3).
+    with pytest.raises(ValueError, match="draft_min 5 is above the server's default draft_max 3"):
+        ServerOptions(model, draft_model=draft, draft_min=5)
+    with pytest.raises(ValueError, match="draft_max must be >= 1"):  # 0 crashes the server
+        ServerOptions(model, draft_model=draft, draft_max=0)
+    with pytest.raises(ValueError, match="draft_max bounds a draft model's drafts"):
+        ServerOptions(model, speculative="ngram-mod", draft_max=8)
+    # A draft model beside n-gram types is used too, not loaded for nothing.
+    mixed = ServerOptions(model, draft_model=draft, speculative="ngram-mod").to_argv()
+    assert mixed[mixed.index("--spec-type") + 1] == "ngram-mod,draft-simple"
     with pytest.raises(FileNotFoundError):
         ServerManager(port=0).start(model, draft_model=draft)
 

@@ -125,8 +125,10 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
         AsyncStream), or what its ``follow`` flow makes of it."""
         if call.follow is None:
             return await self._send_one(call)
-        answer = await self._send_one(call)
-        return await self._run(call.follow(answer), call.total_timeout, traced=False)
+        # One wall-clock limit for the request and the flow after it.
+        with self._flow_limit(call.total_timeout):
+            answer = await self._send_one(call)
+            return await self._run(call.follow(answer), call.total_timeout, traced=False)
 
     async def _send_one(self, call: Call[T]) -> T:
         http = self._http_for_this_loop()

@@ -86,8 +86,10 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
         Stream), or what its ``follow`` flow makes of it."""
         if call.follow is None:
             return self._send_one(call)
-        answer = self._send_one(call)
-        return self._run(call.follow(answer), call.total_timeout, traced=False)  # type: ignore[no-any-return]
+        # One wall-clock limit for the request and the flow after it.
+        with self._flow_limit(call.total_timeout):
+            answer = self._send_one(call)
+            return self._run(call.follow(answer), call.total_timeout, traced=False)  # type: ignore[no-any-return]
 
     def _send_one(self, call: Call[T]) -> T:
         request = self._build_request(call)

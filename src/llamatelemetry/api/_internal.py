@@ -23,6 +23,7 @@ from ._config import API_KEY_ENV, BASE_URL_ENV, ClientOptions, TimeoutTypes, che
 from ._errors import ServerOption, missing_server_option
 from ._streaming import AsyncStream, Stream, StreamObserver
 from ._validation import check_int, check_messages, check_number, check_text, check_texts
+from ._wire import call_deadline
 from .resources.chat import chat_call
 from .resources.completions import complete_call
 from .resources.embeddings import embed_flow
@@ -34,6 +35,7 @@ __all__ = [
     "BaseClient",
     "ClientOptions",
     "check_options",
+    "current_deadline",
     "Call",
     "Flow",
     "Sleep",
@@ -54,6 +56,11 @@ __all__ = [
     "ServerOption",
     "missing_server_option",
 ]
+
+
+def current_deadline() -> float | None:
+    """When the innermost ``deadline()`` block around this code ends (``time.monotonic()``)."""
+    return call_deadline.get()
 
 
 def is_stream(value: object) -> bool:

@@ -110,6 +110,7 @@ def chat(
     max_tokens: int | None,
     temperature: float | None,
     seed: int | None,
+    model: str | None,
 ) -> None:
     """Chat with the server's model: the answer to PROMPT streams as it is generated.
 
@@ -120,7 +121,7 @@ def chat(
     ends at --max-tokens even if the model would go on (-1: no limit).
     """
     history: list[Message] = [{"role": "system", "content": system}] if system else []
-    options = sampling(max_tokens, temperature, seed)
+    options = sampling(max_tokens, temperature, seed, model)
     if prompt == "-" or (prompt is None and not sys.stdin.isatty()):
         prompt = _read_prompt()
     if prompt is None:

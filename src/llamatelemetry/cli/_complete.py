@@ -68,13 +68,14 @@ def complete(
     max_tokens: int | None,
     temperature: float | None,
     seed: int | None,
+    model: str | None,
     as_json: bool,
 ) -> None:
     """Continue PROMPT as plain text (llama.cpp's native /completion, no chat template)."""
     if as_json and stream:
         raise CliError("--json prints one whole response; drop --stream")
     stream = not as_json if stream is None else stream
-    options = sampling(max_tokens, temperature, seed)
+    options = sampling(max_tokens, temperature, seed, model)
     if stream:
         _stream(cast(Stream[NativeCompletion], client.complete(prompt, stream=True, **options)))
         return

@@ -24,6 +24,10 @@ def sampling_options(max_tokens_default: int | None) -> Callable[[F], F]:
     no_limit = "until the model stops" if max_tokens_default is None else str(max_tokens_default)
 
     def add(fn: F) -> F:
+        fn = click.option(
+            "--model",
+            help="The model to use: a router serves many and needs one (loaded on demand).",
+        )(fn)
         fn = click.option("--seed", type=int, help="Sampling seed, for repeatable output.")(fn)
         fn = click.option(
             "--temperature", type=click.FloatRange(min=0.0), help="Sampling temperature."
@@ -38,10 +42,14 @@ def sampling_options(max_tokens_default: int | None) -> Callable[[F], F]:
     return add
 
 
-def sampling(max_tokens: int | None, temperature: float | None, seed: int | None) -> dict[str, Any]:
+def sampling(
+    max_tokens: int | None, temperature: float | None, seed: int | None, model: str | None
+) -> dict[str, Any]:
     """Keyword arguments for a generation call: what the user set, the server's defaults
     for everything else (the client's own defaults are switched off with None)."""
     return {
+        # The native endpoints take no model argument; a router reads it from the body.
+        "extra_body": None if model is None else {"model": model},
         "max_tokens": max_tokens,
         "temperature": temperature,
         "seed": seed,

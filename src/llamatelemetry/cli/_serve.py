@@ -39,6 +39,15 @@ _CLI_WORDS = {
     "backend='embedded'": "--backend embedded",
     "backend='binary'": "--backend binary",
     "server_path": "--server-path",
+    "models_max is a router option: it needs models_dir": (
+        "--models-max is for a router: MODEL must be a folder of GGUF files"
+    ),
+    "models_autoload is a router option: it needs models_dir": (
+        "--no-models-autoload is for a router: MODEL must be a folder of GGUF files"
+    ),
+    "drop alias=": "drop --alias",
+    "pass draft_model=": "pass --draft-model",
+    "backend='binary' or 'auto'": "--backend binary or auto",
 }
 
 
@@ -86,7 +95,7 @@ def _start(manager: ServerManager, model: Path, options: dict[str, Any], console
         else:
             with console.status(f"Loading {model.name} …"):
                 manager.start(model, **options)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, NotADirectoryError) as exc:
         raise CliError(f"{exc.strerror}: {exc.filename}") from None
     except ServerStartError as exc:
         error = start_error(exc)
@@ -111,8 +120,12 @@ def _print_ready(console: Console, manager: ServerManager, seconds: float) -> No
     for name, value in rows:
         console.print(Text.assemble((f"  {name:<8} ", "dim"), value), soft_wrap=True)
     url = "" if manager.url == DEFAULT_BASE_URL else f" --url {manager.url}"
-    console.print(f'Try:  llamatelemetry chat{url} "Hello"', soft_wrap=True)
-    console.print(f"      llamatelemetry status{url}", soft_wrap=True)
+    if manager.is_router:
+        console.print(f"Try:  llamatelemetry models{url}", soft_wrap=True)
+        console.print(f'      llamatelemetry chat{url} --model NAME "Hello"', soft_wrap=True)
+    else:
+        console.print(f'Try:  llamatelemetry chat{url} "Hello"', soft_wrap=True)
+        console.print(f"      llamatelemetry status{url}", soft_wrap=True)
     console.print(Text("Press Ctrl-C to stop.", style="dim"))
     console.file.flush()
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..api import LlamaCppClient, NotSupportedError
+from ..api import BadRequestError, LlamaCppClient, NotSupportedError
 from ._client import client_command
 from ._errors import disabled_reason
 from ._output import json_option, out_console, print_json
@@ -55,30 +55,45 @@ def _meta_value(key: str, value: Any) -> str:
 
 def _model_summary(model: dict[str, Any]) -> dict[str, Any]:
     meta = model.get("meta") or {}
-    return {"id": model.get("id"), **{key: meta.get(key) for key in _META}}
+    summary = {"id": model.get("id"), **{key: meta.get(key) for key in _META}}
+    status = model.get("status")
+    if isinstance(status, dict):  # a router's model: unloaded, loading, loaded, sleeping
+        summary["status"] = status.get("value")
+    return summary
 
 
-def _optional(fetch: Any) -> tuple[Any, str | None]:
-    """``fetch()``'s result, or None and why, when the server was started without it (501)."""
+def _optional(fetch: Any, *args: Any) -> tuple[Any, str | None]:
+    """``fetch()``'s result, or None and why: the server was started without it (501), or
+    a router's model is not loaded (400)."""
     try:
-        return fetch(), None
+        return fetch(*args), None
     except NotSupportedError as exc:
         return None, disabled_reason(exc)
+    except BadRequestError as exc:
+        return None, exc.message
 
 
-def _collect(client: LlamaCppClient) -> dict[str, Any]:
+def _collect(client: LlamaCppClient, model: str | None) -> dict[str, Any]:
     health = client.health.check()
     state: dict[str, Any] = {"url": client.base_url, "health": health}
     if health.get("status") != "ok":
         return state  # loading: the other endpoints would only answer 503
     state["models"] = [_model_summary(m) for m in client.models.list()]
-    slots, slots_disabled = _optional(client.slots.list)
+    props, _ = _optional(client.props.get)
+    if model is None and isinstance(props, dict) and props.get("role") == "router":
+        # A router has no slots or metrics of its own: each of its models has.
+        why = "a router: its models have them, see --model NAME"
+        state.update(slots=None, slots_disabled=why, metrics=None, metrics_disabled=why)
+        return state
+    if model is not None:
+        state["model"] = model
+    slots, slots_disabled = _optional(client.slots.list, model)
     state["slots"] = (
         None if slots is None
         else [{"id": s.get("id"), "state": s.get("state"), "n_ctx": s.get("n_ctx")} for s in slots]
     )  # fmt: skip
     state["slots_disabled"] = slots_disabled
-    values, metrics_disabled = _optional(client.metrics.values)
+    values, metrics_disabled = _optional(client.metrics.values, model)
     state["metrics"] = (
         None if values is None else {k: v for k, v in values.items() if k.startswith("llamacpp:")}
     )
@@ -94,7 +109,8 @@ def _overview(state: dict[str, Any]) -> Table:
     table.add_row("Server", Text(state["url"], style="cyan"))
     table.add_row("Health", Text(status, style="green" if status == "ok" else "yellow"))
     for model in state.get("models", []):
-        table.add_row("Model", str(model["id"]))
+        status = f"  ({model['status']})" if "status" in model else ""
+        table.add_row("Model", str(model["id"]) + status)
         for keys in (_META[:3], _META[3:]):  # context and width; vocabulary and size
             facts = [
                 f"{key} {_meta_value(key, model[key])}" for key in keys if model[key] is not None
@@ -149,11 +165,12 @@ def _print_status(console: Console, state: dict[str, Any]) -> None:
 
 
 @click.command()
+@click.option("--model", help="A router's model: its slots and metrics (never loads it).")
 @json_option
 @client_command
-def status(client: LlamaCppClient, as_json: bool) -> None:
+def status(client: LlamaCppClient, model: str | None, as_json: bool) -> None:
     """Health, model, slots and key metrics of a running llama-server."""
-    state = _collect(client)
+    state = _collect(client, model)
     if as_json:
         print_json(state)
     else:
@@ -169,10 +186,15 @@ def models(client: LlamaCppClient, as_json: bool) -> None:
     if as_json:
         print_json(listed)
         return
+    summaries = [_model_summary(m) for m in listed]
+    router = any("status" in m for m in summaries)  # a router lists its models' states
     table = Table(box=box.SIMPLE_HEAD)
     table.add_column("Model", overflow="fold")
+    if router:
+        table.add_column("Status")
     for key in _META:
         table.add_column(key, justify="right", no_wrap=True)
-    for model in map(_model_summary, listed):
-        table.add_row(str(model["id"]), *(_meta_value(key, model[key]) for key in _META))
+    for model in summaries:
+        state = [str(model.get("status"))] if router else []
+        table.add_row(str(model["id"]), *state, *(_meta_value(key, model[key]) for key in _META))
     out_console().print(table)

@@ -397,6 +397,11 @@ def _check_option_names(server_options: Mapping[str, Any]) -> None:
         if f.name not in ("model_path", "host", "port", *_ROUTER_ONLY)
     ]
     for name in server_options:
+        if name in _ROUTER_ONLY:
+            raise TypeError(
+                f"{name} is a router's option and an engine runs one model: start a router "
+                "with ServerManager(models_dir=...)"
+            )
         if name not in known:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(known)}"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -492,8 +493,8 @@ class ServerManager(Closing):
         """Validate files, pick/check the port, start the child and wait until it is healthy."""
         if options.model_path is not None:
             _check_gguf(options.model_path, "model file")
-        if options.models_dir is not None and not options.models_dir.is_dir():
-            raise FileNotFoundError(f"models_dir {str(options.models_dir)!r} is not a folder")
+        if options.models_dir is not None:
+            _check_models_dir(options.models_dir)
         if options.draft_model is not None:
             _check_gguf(options.draft_model, "draft model")
         for adapter in options.lora:
@@ -650,6 +651,19 @@ class ServerManager(Closing):
                     )  # fmt: skip
                     next_progress = now + PROGRESS_LOG_INTERVAL
                 time.sleep(HEALTH_POLL_INTERVAL)
+
+
+def _check_models_dir(folder: Path) -> None:
+    if not folder.exists():
+        raise FileNotFoundError(errno.ENOENT, "models_dir not found", str(folder))
+    if not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "models_dir is not a folder", str(folder))
+    if not any(folder.rglob("*.gguf")):
+        logger.warning(
+            "%s holds no .gguf file: the router will serve no model until one is added "
+            "(GET /models?reload=1 finds it)",
+            folder,
+        )
 
 
 def _served(options: ServerOptions) -> str:

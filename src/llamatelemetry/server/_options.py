@@ -83,6 +83,9 @@ def _speculative(value: object) -> tuple[str, ...]:
     return tuple(names)
 
 
+#: llama-server's ``--spec-draft-n-max`` when not given.
+DEFAULT_DRAFT_MAX = 3
+
 #: llama-server's ``--pooling`` values (and the `xllamacpp.llama_pooling_type` suffixes).
 POOLING_TYPES = ("none", "mean", "cls", "last", "rank")
 
@@ -182,19 +185,20 @@ class ServerOptions:
                 _integer("models_max", self.models_max, minimum=0)  # 0 = no limit
             if self.alias is not None:
                 raise ValueError("a router names its models after their files: drop alias=")
+            for name in ("draft_model", "lora"):
+                if getattr(self, name):
+                    # Every model of the folder would get it, and it fits one model only
+                    # (a draft needs the model's vocabulary, an adapter its shapes).
+                    raise ValueError(
+                        f"{name} fits one model, and a router gives its options to every model: "
+                        "set it per model in a preset file (extra_args=['--models-preset', "
+                        "FILE], see llama-server's README) or serve that model alone"
+                    )
         if self.sleep_idle_seconds is not None:
             # llama-server refuses 0; -1 (never) is what None says.
             _integer("sleep_idle_seconds", self.sleep_idle_seconds, minimum=1)
         put("speculative", _speculative(self.speculative))
-        for name in ("draft_max", "draft_min"):
-            if getattr(self, name) is not None:
-                _integer(name, getattr(self, name), minimum=0)
-        if (
-            self.draft_max is not None
-            and self.draft_min is not None
-            and self.draft_min > self.draft_max
-        ):
-            raise ValueError(f"draft_min {self.draft_min} is above draft_max {self.draft_max}")
+        self._check_drafts()
         if self.draft_model is None and any(t.startswith("draft-") for t in self.speculative):
             raise ValueError(
                 f"speculative {list(self.speculative)!r} needs a draft model: pass draft_model="
@@ -234,6 +238,22 @@ class ServerOptions:
         if self.api_key is not None and (not self.api_key or "," in self.api_key):
             # llama-server splits the variable on commas; an empty key would disable auth.
             raise ValueError("api_key must be a non-empty string without commas")
+
+    def _check_drafts(self) -> None:
+        for name, least in (("draft_max", 1), ("draft_min", 0)):  # 0 drafts crashes the server
+            if getattr(self, name) is not None:
+                _integer(name, getattr(self, name), minimum=least)
+                if self.draft_model is None:
+                    raise ValueError(
+                        f"{name} bounds a draft model's drafts and needs draft_model=...; the "
+                        "n-gram types have limits of their own (binary backend: extra_args="
+                        "['--spec-ngram-mod-n-max', '16'], see llama-server --help)"
+                    )
+        most = DEFAULT_DRAFT_MAX if self.draft_max is None else self.draft_max
+        if self.draft_min is not None and self.draft_min > most:
+            # The server would silently draft nothing at all.
+            which = "draft_max" if self.draft_max is not None else "the server's default draft_max"
+            raise ValueError(f"draft_min {self.draft_min} is above {which} {most}")
 
     # -- renderers -------------------------------------------------------------------
 
@@ -285,8 +305,13 @@ class ServerOptions:
         return argv
 
     def _speculative_types(self) -> tuple[str, ...]:
-        # A draft model alone drafts nothing on today's llama-server: it needs its type.
-        return self.speculative or ("draft-simple",)
+        # A draft model drafts nothing on today's llama-server without a draft type: it
+        # would be loaded and never used.
+        if self.draft_model is not None and not any(
+            t.startswith("draft-") for t in self.speculative
+        ):
+            return (*self.speculative, "draft-simple")
+        return self.speculative
 
     def _source_argv(self) -> list[str]:
         """The model file, or the router's folder of models and its limits."""

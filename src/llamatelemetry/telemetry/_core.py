@@ -23,7 +23,14 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvid
 
 from .._version import __version__
 from ..api import Timings
-from ..api._internal import BaseClient, Call, final_of, is_stream, observe_stream
+from ..api._internal import (
+    BaseClient,
+    Call,
+    current_deadline,
+    final_of,
+    is_stream,
+    observe_stream,
+)
 from ._attributes import (
     PROVIDER,
     request_attributes,
@@ -40,7 +47,7 @@ from ._messages import (
     tool_definitions,
 )
 from ._metrics import GenAIMetrics, metric_point
-from ._warmth import Warmth
+from ._warmth import MODEL_OPERATIONS, Probe, Warmth, probe_budget
 
 __all__ = ["Telemetry", "SCHEMA_URL", "INFERENCE_EVENT"]
 
@@ -154,16 +161,19 @@ class Telemetry:
     def execute(self, client: C, call: Call[T], send: Callable[[C, Call[T]], T]) -> T:
         """Run ``send(client, call)`` (a sync transport's ``_send``, or what an instrumentor
         wrapped) inside the call's span."""
-        probe = self.warmth.probe(client.base_url, call)
+        asked = self._asking(client, call)
         state: dict[str, Any] = {}
-        try:
-            step = next(probe)
-            while True:
-                step = probe.send(client._send(step))
-        except StopIteration as stop:
-            state = stop.value
-        except Exception:  # noqa: BLE001 - the call itself will meet any trouble
-            log.debug("could not ask %s about its model", client.base_url, exc_info=True)
+        if asked is not None:
+            probe, started = asked
+            try:
+                step = next(probe)
+                while True:
+                    step = probe.send(client._send(step))
+            except StopIteration as stop:
+                state = stop.value
+            except Exception:  # noqa: BLE001 - the call itself will meet any trouble
+                self._ask_failed(client)
+            call = _rest_of_limit(client, call, started)
         op, call = self._begin(client.base_url, call, state)
         if op is None:
             return send(client, call)
@@ -182,16 +192,19 @@ class Telemetry:
     ) -> T:
         """The same for an async transport; the span is the current one only in this task,
         so concurrent calls are siblings under their caller, never nested in each other."""
-        probe = self.warmth.probe(client.base_url, call)
+        asked = self._asking(client, call)
         state: dict[str, Any] = {}
-        try:
-            step = next(probe)
-            while True:
-                step = probe.send(await client._send(step))
-        except StopIteration as stop:
-            state = stop.value
-        except Exception:  # noqa: BLE001 - the call itself will meet any trouble
-            log.debug("could not ask %s about its model", client.base_url, exc_info=True)
+        if asked is not None:
+            probe, started = asked
+            try:
+                step = next(probe)
+                while True:
+                    step = probe.send(await client._send(step))
+            except StopIteration as stop:
+                state = stop.value
+            except Exception:  # noqa: BLE001 - the call itself will meet any trouble
+                self._ask_failed(client)
+            call = _rest_of_limit(client, call, started)
         op, call = self._begin(client.base_url, call, state)
         if op is None:
             return await send(client, call)
@@ -204,6 +217,18 @@ class Telemetry:
             raise
         detach(token)
         return self._settle(op, result)
+
+    def _asking(self, client: BaseClient, call: Call[Any]) -> tuple[Probe, float] | None:
+        """What to ask the server before ``call`` (see ``_warmth``), and when it started."""
+        if call.operation not in MODEL_OPERATIONS:
+            return None
+        bound = call.total_timeout if call.total_timeout is not None else client.total_timeout
+        budget = probe_budget(bound, current_deadline())
+        return self.warmth.probe(client.base_url, call, budget), time.monotonic()
+
+    def _ask_failed(self, client: BaseClient) -> None:
+        log.debug("could not ask %s about its model", client.base_url, exc_info=True)
+        self.warmth.failed(client.base_url)
 
     def _finish(
         self,
@@ -259,6 +284,15 @@ class Telemetry:
         self.events.emit(
             LogRecord(event_name=INFERENCE_EVENT, attributes=values, context=op.context)
         )
+
+
+def _rest_of_limit(client: BaseClient, call: Call[T], started: float) -> Call[T]:
+    """The call with what its time limit leaves after the ask: asking never lengthens it."""
+    bound = call.total_timeout if call.total_timeout is not None else client.total_timeout
+    spent = time.monotonic() - started
+    if bound is None or spent < 0.001:
+        return call
+    return dataclasses.replace(call, total_timeout=max(bound - spent, 0.001))
 
 
 def _end(span: Span) -> None:

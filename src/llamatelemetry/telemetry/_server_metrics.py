@@ -252,8 +252,13 @@ class LlamaServerMetrics(Closing):
             if time.monotonic() - self._scraped_at >= self._interval:
                 self._scraped_at = time.monotonic()
                 self.scrapes += 1
-                with deadline(self._timeout):
-                    self._figures = self._scrape_now()
+                try:
+                    with deadline(self._timeout):
+                        self._figures = self._scrape_now()
+                except Exception:  # noqa: BLE001 - one odd server must not silence the rest
+                    self.failures += 1
+                    self._figures = []
+                    log.debug("scraping %s failed", self._client.base_url, exc_info=True)
             return self._figures
 
     def _scrape_now(self) -> list[_Figures]:
@@ -274,9 +279,12 @@ class LlamaServerMetrics(Closing):
             return []
         figures = []
         for entry in models:
-            name = str(entry.get("id"))
+            status = entry.get("status")
+            if not isinstance(entry.get("id"), str) or not isinstance(status, dict):
+                continue  # not a router's model entry
+            name = entry["id"]
             point = {**self._point, "gen_ai.request.model": name}
-            state = (entry.get("status") or {}).get("value")
+            state = status.get("value")
             if state in ("loaded", "sleeping"):
                 figures.append(self._scrape_model(point, name, loaded=True))
             else:

@@ -11,7 +11,9 @@ the span ``llama_cpp.model.state`` (the model's state then) and, when it had to 
 Asking costs a request, so it is done only when the answer can be "cold": on a router,
 before every call (another client may have unloaded the model); on a single server, only
 after a second without any call of ours there, since llama-server sleeps after one
-second idle at the soonest.
+second idle at the soonest. Asking never costs the call its answer: it takes at most
+``PROBE_TIMEOUT`` and a tenth of what the call's own time limit leaves, the call keeps
+the rest of its limit, and a server that does not answer is not asked again for a minute.
 """
 
 from __future__ import annotations
@@ -23,15 +25,17 @@ from typing import Any
 
 from ..api._internal import Call, model_state
 
-__all__ = ["Warmth", "COLD_START", "MODEL_STATE"]
+__all__ = ["Warmth", "COLD_START", "MODEL_STATE", "MODEL_OPERATIONS", "Probe", "probe_budget"]
 
 MODEL_STATE = "llama_cpp.model.state"
 COLD_START = "llama_cpp.cold_start"
 #: llama-server refuses a shorter ``--sleep-idle-seconds``.
 MIN_IDLE_SECONDS = 1.0
-PROBE_TIMEOUT = 2.0
+PROBE_TIMEOUT = 0.25  # an answer from memory: a loopback server gives it in a millisecond
+PROBE_SHARE = 0.1  # at most this share of a time-limited call's limit
+QUIET_AFTER_FAILURE = 60.0
 #: The operations whose latency is watched, and which need the model in memory.
-_MODEL_OPERATIONS = frozenset({"chat", "text_completion", "embeddings", "rerank"})
+MODEL_OPERATIONS = frozenset({"chat", "text_completion", "embeddings", "rerank"})
 
 Probe = Generator[Call[Any], Any, dict[str, Any]]
 
@@ -40,13 +44,25 @@ Probe = Generator[Call[Any], Any, dict[str, Any]]
 class _Server:
     router: bool | None = None  # unknown until first asked
     last_seen: float = float("-inf")  # when a call of ours last started or ended there
+    quiet_until: float = float("-inf")  # not asked again until then, after a failed ask
 
 
-def _probe(path: str) -> Call[Any]:
+def _probe(path: str, budget: float) -> Call[Any]:
     return Call(
-        "GET", path, lambda data: data, retries=0, timeout=PROBE_TIMEOUT,
-        total_timeout=PROBE_TIMEOUT, operation="probe",
+        "GET", path, lambda data: data, retries=0, timeout=budget,
+        total_timeout=budget, operation="probe",
     )  # fmt: skip
+
+
+def probe_budget(bound: float | None, outer_deadline: float | None) -> float | None:
+    """Seconds an ask may take before a call limited to ``bound`` seconds (inside a
+    ``deadline()`` ending at ``outer_deadline``); None: too little time to ask."""
+    budget = PROBE_TIMEOUT
+    if bound is not None:
+        budget = min(budget, bound * PROBE_SHARE)
+    if outer_deadline is not None:
+        budget = min(budget, (outer_deadline - time.monotonic()) * PROBE_SHARE)
+    return budget if budget >= 0.005 else None
 
 
 def _state(value: str) -> dict[str, Any]:
@@ -67,18 +83,21 @@ class Warmth:
             server = self._servers.setdefault(base_url, _Server())  # atomic: threads agree
         return server
 
-    def probe(self, base_url: str, call: Call[Any]) -> Probe:
-        """Yields the requests to ask (answers are sent back; a failed one ends it), and
-        returns the span attributes."""
-        if call.operation not in _MODEL_OPERATIONS:
+    def probe(self, base_url: str, call: Call[Any], budget: float | None) -> Probe:
+        """Yields the requests to ask, each within ``budget`` seconds (answers are sent
+        back; a failed one ends it: tell `failed`), and returns the span attributes."""
+        if call.operation not in MODEL_OPERATIONS:
             return {}
         server = self._server(base_url)
         now = time.monotonic()
         idle = now - server.last_seen >= MIN_IDLE_SECONDS
         server.last_seen = now
+        if budget is None or now < server.quiet_until:
+            return {}
         if server.router is None or (idle and not server.router):
-            props = yield _probe("/props")
+            props = yield _probe("/props", budget)
             if not isinstance(props, dict):
+                self.failed(base_url)
                 return {}
             server.router = props.get("role") == "router"
             if not server.router:
@@ -88,10 +107,15 @@ class Warmth:
         model = call.body.get("model") if isinstance(call.body, dict) else None
         if not isinstance(model, str):
             return {}  # the router will refuse the call itself
-        state = model_state((yield _probe("/models")), model)
+        state = model_state((yield _probe("/models", budget)), model)
         return {} if state is None else _state(state)
+
+    def failed(self, base_url: str) -> None:
+        """An ask went wrong (no answer in time, an error, an answer of unexpected shape):
+        this server is not asked again for a while."""
+        self._server(base_url).quiet_until = time.monotonic() + QUIET_AFTER_FAILURE
 
     def done(self, base_url: str, operation: str) -> None:
         """A call (or its stream) has ended: the server was busy until now."""
-        if operation in _MODEL_OPERATIONS:
+        if operation in MODEL_OPERATIONS:
             self._server(base_url).last_seen = time.monotonic()

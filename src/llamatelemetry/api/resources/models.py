@@ -48,34 +48,54 @@ def model_params(model: str | None) -> dict[str, str] | None:
     return {"model": check_text("model", model), "autoload": "false"}
 
 
+def _aliases(entry: dict[str, Any]) -> tuple[Any, ...]:
+    aliases = entry.get("aliases")
+    return tuple(aliases) if isinstance(aliases, (list, tuple)) else ()
+
+
 def model_status(models: list[dict[str, Any]], name: str) -> dict[str, Any]:
-    """The ``status`` object of ``name`` in a router's model list (``{"value": ...}``)."""
+    """The ``status`` object of ``name`` in a router's model list (``{"value": ...}``);
+    `NotFoundError` naming the known models when it is not listed, and a `TypeError`
+    (an answer of unexpected shape, to the caller) when the list is not one of models."""
     for entry in models:
-        if entry.get("id") == name or name in (entry.get("aliases") or ()):
+        if not isinstance(entry, dict):
+            raise TypeError(f"a model entry is {type(entry).__name__}, not an object")
+        if entry.get("id") == name or name in _aliases(entry):
             status = entry.get("status")
-            if isinstance(status, dict):
-                return status
-            # A single-model server lists its model without a status: it is loaded.
-            return {"value": "loaded"}
+            if status is None:
+                # A single-model server lists its model without a status: it is loaded.
+                return {"value": "loaded"}
+            if not isinstance(status, dict) or not isinstance(status.get("value"), str):
+                raise TypeError(f"{name!r} has a status of unexpected shape: {status!r}")
+            return status
     known = ", ".join(repr(e.get("id")) for e in models) or "none"
     raise NotFoundError(404, f"model {name!r} is not among the server's models ({known})")
 
 
 def model_state(data: Any, name: str) -> str | None:
-    """``name``'s status value in a raw ``/models`` answer; None when it is not listed."""
+    """``name``'s status in a raw ``/models`` answer, when it is one a router reports;
+    None otherwise (not listed, an answer of unexpected shape)."""
     try:
-        return str(model_status(_model_list(data), name).get("value"))
+        value = model_status(_model_list(data), name)["value"]
     except (NotFoundError, LookupError, TypeError, AttributeError):
         return None
+    return value if value in MODEL_STATUSES else None
 
 
-def _list_call() -> Call[list[dict[str, Any]]]:
-    return Call("GET", "/models", _model_list, retries=0, operation="models")
+def _status_call(name: str) -> Call[dict[str, Any]]:
+    # Parsed inside the call, so an answer of unexpected shape is an APIResponseError.
+    # GETs: retried like any other (a 503 during a long load must not end the wait).
+    return Call(
+        "GET",
+        "/models",
+        lambda data: model_status(_model_list(data), name),
+        operation="models",
+    )
 
 
 def _change_call(action: str, name: str, timeout: float, wait: bool) -> Call[str]:
     """``POST /models/{action}``, then (``wait``) the polls until the change is done, all in
-    one call: telemetry sees one operation lasting as long as the load."""
+    one call within ``timeout``: telemetry sees one operation lasting as long as the load."""
     body = {"model": name}
     return Call(
         "POST",
@@ -92,11 +112,24 @@ def _change_call(action: str, name: str, timeout: float, wait: bool) -> Call[str
     )
 
 
+def _error_code(error: dict[str, Any]) -> int:
+    code = error.get("code")
+    return code if isinstance(code, int) and not isinstance(code, bool) else 400
+
+
 def _change_flow(action: str, name: str, answer: dict[str, Any], wait: bool) -> Flow[str]:
     error = answer.get("error")
-    if isinstance(error, dict) and error.get("code") == 404:
-        models = yield _list_call()
-        model_status(models, name)  # an unknown model: its own NotFoundError
+    if isinstance(error, dict) and _error_code(error) == 404:
+        try:
+            yield _status_call(name)  # an unknown model: its own NotFoundError
+        except NotFoundError as exc:
+            if "not among" in exc.message:
+                raise
+            raise NotFoundError(
+                404,
+                "this server has no /models: loading and unloading models takes a router "
+                "(llama-server --models-dir DIR, or ServerManager(models_dir=...))",
+            ) from None
         raise NotFoundError(
             404,
             f"this server serves {name!r} alone and cannot {action} models: that takes a "
@@ -108,25 +141,31 @@ def _change_flow(action: str, name: str, answer: dict[str, Any], wait: bool) -> 
         message = str(error.get("message", ""))
         if not ("already running" in message or "not running" in message):
             raise status_error(
-                int(error.get("code") or 400), message, error.get("type"), answer,
+                _error_code(error), message, error.get("type"), answer,
                 method="POST", url=f"/models/{action}",
             )  # fmt: skip
     wanted = _RESIDENT if action == "load" else frozenset({"unloaded"})
     deadline = call_deadline.get()
+    gone_since: float | None = None
     while True:
-        status = model_status((yield _list_call()), name)
-        value = status.get("value")
+        status = yield _status_call(name)
+        value = status["value"]
         if value in wanted or not wait:
             return str(value)
-        if action == "load" and (status.get("failed") or value == "unloaded"):
+        now = time.monotonic()
+        if action == "load" and value == "unloaded":
+            gone_since = now if gone_since is None else gone_since
+        if action == "load" and (status.get("failed") or (gone_since and now - gone_since > 1.0)):
             code = status.get("exit_code")
+            why = "its instance exited" if status.get("failed") else "it was unloaded again"
             raise ModelLoadError(
-                f"the router could not load {name!r}"
-                + (f" (its instance exited with status {code})" if code is not None else "")
-                + "; the router's log says why",
+                f"the router could not load {name!r} ({why}"
+                + (f" with status {code}" if code is not None else "")
+                + "); the router's log says why (ServerManager.log_tail(), when a manager "
+                "started it)",
                 status=status,
             )
-        if deadline is not None and time.monotonic() + _POLL_INTERVAL > deadline:
+        if deadline is not None and now + _POLL_INTERVAL > deadline:
             raise APITimeoutError(f"{name!r} was still {value} when the {action} timed out")
         yield Sleep(_POLL_INTERVAL)
 
@@ -148,7 +187,7 @@ class Models(Resource):
             Call(
                 "GET",
                 "/models",
-                lambda data: str(model_status(_model_list(data), name).get("value")),
+                lambda data: str(model_status(_model_list(data), name)["value"]),
                 operation="models",
             )
         )
