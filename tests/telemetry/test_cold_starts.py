@@ -202,3 +202,23 @@ def test_probe_answers_are_json_objects() -> None:
                 reply = client.chat.completions.create(messages=MESSAGES, max_tokens=1)
                 assert reply.choices[0].message.content == "ok"
         assert asked(s, "/props") == 1
+
+
+def test_the_async_client_asks_once_within_its_budget_too() -> None:
+    import asyncio
+
+    from llamatelemetry.telemetry import InstrumentedAsyncLlamaCppClient
+
+    async def calls(url: str) -> list[float]:
+        took = []
+        async with InstrumentedAsyncLlamaCppClient(url, max_retries=0) as client:
+            for _ in range(3):
+                started = time.monotonic()
+                await client.chat.completions.create(messages=MESSAGES, max_tokens=1)
+                took.append(time.monotonic() - started)
+        return took
+
+    with FaultServer(routed({"/props": Reply(200, {}, delay=5.0)})) as server:
+        took = asyncio.run(calls(server.url))
+        assert asked(server, "/props") == 1
+    assert took[0] < PROBE_TIMEOUT + 0.5 and max(took[1:]) < 0.2
