@@ -286,7 +286,7 @@ def test_human_output_and_plot(chat_server: ServerManager, tmp_path: Path) -> No
         "client",
         "server",
         "req/s",
-        "Concurrency sweep",
+        "Sweep",
     ):
         assert text in result.stdout
     assert "Traceback" not in result.output

@@ -22,16 +22,36 @@ mean, median, p90 and p99 in milliseconds and ``to_dict()`` the JSON that ``--js
 from ._load import Workload, open_client, run_load, run_sweep
 from ._plot import plot_results
 from ._prompts import (
+    FilePrompts,
     Messages,
+    PromptSource,
+    SyntheticPrompts,
     load_prompts_file,
     repeat_prompts,
     synthetic_prompts,
+    synthetic_source,
+    template_prefix_tokens,
     tokens_per_word,
 )
 from ._records import METRIC_TITLES, METRICS, RequestRecord, RunResult
+from ._schedule import Arrivals, arrival_times
+from ._slo import SLO, Attainment, find_capacity
 from ._stats import Summary, percentile
+from ._watch import ServerSample, ServerWatch
 
 __all__ = [
+    "SLO",
+    "Arrivals",
+    "Attainment",
+    "FilePrompts",
+    "PromptSource",
+    "ServerSample",
+    "ServerWatch",
+    "SyntheticPrompts",
+    "arrival_times",
+    "find_capacity",
+    "synthetic_source",
+    "template_prefix_tokens",
     "METRICS",
     "METRIC_TITLES",
     "Messages",

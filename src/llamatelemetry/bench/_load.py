@@ -1,6 +1,8 @@
-"""The load generator: N chat requests, C at a time, each one timed from the client's side
-and from the server's own ``timings`` into a `RequestRecord` (``_records`` defines the
-figures), gathered into a `RunResult` per concurrency level.
+"""The load generator: N chat requests, C at a time (closed loop) or on a schedule of
+arrivals (open loop, ``_schedule``), each one timed from the client's side and from the
+server's own ``timings`` into a `RequestRecord` (``_records`` defines the figures),
+gathered into a `RunResult` per level with the server's side sampled meanwhile
+(``_watch``) and the generator's own CPU time.
 """
 
 from __future__ import annotations
@@ -15,37 +17,59 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from ..api import AsyncLlamaCppClient, ChatCompletion
-from ._prompts import Messages
+from ._prompts import FilePrompts, Messages, PromptSource
 from ._records import RequestRecord, RunResult
+from ._schedule import Arrivals, arrival_times
+from ._watch import ServerWatch
 
 __all__ = ["Workload", "open_client", "run_load", "run_sweep"]
 
 
 @dataclass(frozen=True)
 class Workload:
-    """What each run sends: one request per prompt, with these generation settings.
+    """What each run sends: ``requests`` requests (with a list of prompts: one per prompt)
+    from ``prompts``, with these generation settings.
 
-    ``temperature`` None keeps the server's default; ``seed`` is passed to every request
-    (None: the server picks). ``ignore_eos`` makes a real model generate all ``max_tokens``.
-    ``warmup`` requests (from the same prompts) run before each measured run and are not
-    counted.
+    ``prompts`` is a list (each run sends the same ones: the server's cache may serve them
+    again, and the report says so) or a `PromptSource`, which hands every run, warm-up
+    and level prompts no earlier request sent. ``temperature`` None keeps the server's
+    default; ``seed`` is passed to every request (None: the server picks). ``ignore_eos``
+    makes a real model generate all ``max_tokens``. ``warmup`` requests run before each
+    measured run and are not counted. ``max_concurrency`` caps the requests in flight of
+    an open-loop run (the schedule then slips, and the lag says by how much).
     """
 
-    prompts: Sequence[Messages]
+    prompts: Sequence[Messages] | PromptSource
     max_tokens: int = 128
     stream: bool = True
     temperature: float | None = None
     seed: int | None = 0
     ignore_eos: bool = False
     warmup: int = 1
+    requests: int | None = None
+    max_concurrency: int | None = None
 
     def __post_init__(self) -> None:
-        if not self.prompts:
-            raise ValueError("a workload needs at least one prompt")
+        if isinstance(self.prompts, Sequence):
+            if not self.prompts:
+                raise ValueError("a workload needs at least one prompt")
+            if self.requests is None:
+                object.__setattr__(self, "requests", len(self.prompts))
+            object.__setattr__(self, "prompts", FilePrompts(self.prompts))
+        elif self.requests is None:
+            raise ValueError("a workload from a prompt source needs requests=N")
+        if self.requests is not None and self.requests < 1:
+            raise ValueError(f"requests must be >= 1, got {self.requests}")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
+
+    @property
+    def source(self) -> PromptSource:
+        return cast(PromptSource, self.prompts)
 
     def request_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {
@@ -113,6 +137,7 @@ async def _one(
                                 record.itl.append(now - last)
                             last = now
                             chunks += 1
+                    record.chunks += 1
                     if chunk.usage is not None:
                         record.prompt_tokens = chunk.usage.prompt_tokens
                         record.output_tokens = chunk.usage.completion_tokens
@@ -145,38 +170,76 @@ async def _one(
 async def run_load(
     client: AsyncLlamaCppClient,
     workload: Workload,
-    concurrency: int,
+    concurrency: int | None = None,
     *,
+    arrivals: Arrivals | None = None,
+    watch: ServerWatch | None = None,
     on_request: Callable[[RequestRecord], None] | None = None,
 ) -> RunResult:
-    """Run the workload's warm-up, then one request per prompt with at most ``concurrency``
-    in flight; ``on_request`` is told of each measured request as it ends."""
-    if concurrency < 1:
+    """Run the workload's warm-up, then its requests: closed loop with at most
+    ``concurrency`` in flight, or open loop on the ``arrivals`` schedule (whatever the
+    server does). ``watch`` samples the server meanwhile; ``on_request`` is told of each
+    measured request as it ends."""
+    if (concurrency is None) == (arrivals is None):
+        raise ValueError("give a concurrency (closed loop) or arrivals (open loop), not both")
+    if concurrency is not None and concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-    prompts = workload.prompts
+    source = workload.source
     if workload.warmup:
-        gate = asyncio.Semaphore(concurrency)
+        warm_gate = asyncio.Semaphore(concurrency or workload.max_concurrency or workload.warmup)
+        warm_prompts = source.take(workload.warmup)
 
         async def warm(i: int) -> None:
-            async with gate:
-                await _one(client, prompts[i % len(prompts)], workload, RequestRecord(i))
+            async with warm_gate:
+                await _one(client, warm_prompts[i], workload, RequestRecord(i))
 
         await asyncio.gather(*(warm(i) for i in range(workload.warmup)))
 
-    gate = asyncio.Semaphore(concurrency)
-    records = [RequestRecord(i) for i in range(len(prompts))]
+    schedule = None
+    if arrivals is not None:
+        schedule = arrival_times(arrivals, None if arrivals.duration else workload.requests)
+    count = len(schedule) if schedule is not None else cast(int, workload.requests)
+    prompts = source.take(count)
+    records = [RequestRecord(i) for i in range(count)]
+    cap = concurrency or workload.max_concurrency
+    gate = asyncio.Semaphore(cap) if cap else None
+    cpu_start = time.process_time()
     origin = time.perf_counter()
+    if watch is not None:
+        watch.start(origin)
 
     async def measured(record: RequestRecord) -> None:
-        async with gate:
+        if schedule is not None:
+            record.scheduled = schedule[record.index]
+            delay = origin + record.scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        if gate is not None:
+            await gate.acquire()
+        try:
             record.started = time.perf_counter() - origin
             await _one(client, prompts[record.index], workload, record)
+        finally:
+            if gate is not None:
+                gate.release()
         if on_request is not None:
             on_request(record)
 
-    await asyncio.gather(*(measured(r) for r in records))
+    try:
+        await asyncio.gather(*(measured(r) for r in records))
+    finally:
+        samples = await watch.stop() if watch is not None else []
     duration = max((r.started + r.latency for r in records), default=0.0)
-    return RunResult(concurrency, workload.stream, workload.max_tokens, records, duration)
+    return RunResult(
+        concurrency,
+        workload.stream,
+        workload.max_tokens,
+        records,
+        duration,
+        arrivals=arrivals,
+        server=samples,
+        cpu_seconds=time.process_time() - cpu_start,
+    )
 
 
 async def run_sweep(
@@ -184,13 +247,23 @@ async def run_sweep(
     workload: Workload,
     levels: Sequence[int],
     *,
+    rates: Sequence[Arrivals] = (),
+    watch: ServerWatch | None = None,
     on_request: Callable[[RequestRecord], None] | None = None,
-    on_level: Callable[[int], None] | None = None,
+    on_level: Callable[[int | float], None] | None = None,
 ) -> list[RunResult]:
-    """`run_load` once per concurrency level, in order; ``on_level`` is told as each begins."""
+    """`run_load` once per concurrency level, then once per open-loop schedule, in order
+    (fresh prompts for each when the workload has a `PromptSource`); ``on_level`` is told
+    of each concurrency or rate as it begins."""
     results = []
     for level in levels:
         if on_level is not None:
             on_level(level)
-        results.append(await run_load(client, workload, level, on_request=on_request))
+        results.append(await run_load(client, workload, level, watch=watch, on_request=on_request))
+    for arrivals in rates:
+        if on_level is not None:
+            on_level(arrivals.rate)
+        results.append(
+            await run_load(client, workload, arrivals=arrivals, watch=watch, on_request=on_request)
+        )
     return results

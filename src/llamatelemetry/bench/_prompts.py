@@ -1,18 +1,35 @@
-"""What a benchmark sends: synthetic prompts of about P tokens, or prompts from a JSONL file."""
+"""What a benchmark sends: synthetic prompts of about P tokens, or prompts from a JSONL file.
+
+A benchmark must measure the server, not its prompt cache: a `PromptSource` hands out
+prompts that no earlier request of the run (a warm-up, another level) has sent, and
+`SyntheticPrompts` without a seed differ from run to run too, so a second run against the
+same live server finds nothing cached either. A shared prefix (``shared_prefix_tokens``)
+puts the cache in the measurement on purpose.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import random
+import secrets
 from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from ..api import AsyncLlamaCppClient
 from ..api._internal import check_messages
 
-__all__ = ["Messages", "load_prompts_file", "repeat_prompts", "synthetic_prompts"]
+__all__ = [
+    "FilePrompts",
+    "Messages",
+    "PromptSource",
+    "SyntheticPrompts",
+    "load_prompts_file",
+    "repeat_prompts",
+    "synthetic_prompts",
+    "template_prefix_tokens",
+]
 
 Messages = Sequence[Mapping[str, Any]]
 
@@ -87,12 +104,100 @@ async def synthetic_prompts(
     """``count`` distinct user prompts of about ``tokens`` tokens each (the chat template
     adds its own few), calibrated with the server's ``/tokenize``; ``seed`` makes them
     repeatable."""
+    return (await synthetic_source(client, tokens, seed)).take(count)
+
+
+class PromptSource(Protocol):
+    """Where a run's prompts come from: each `take` continues where the last one stopped."""
+
+    def take(self, count: int) -> list[Messages]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+class SyntheticPrompts:
+    """Prompts of random words, about ``words`` each, none sent twice in a run; ``seed``
+    (None: a fresh one per source, so runs differ) makes a run's sequence repeatable. With
+    ``shared_words``, every prompt starts with the same words (a prefix the server's
+    cache may reuse), then its own."""
+
+    def __init__(self, words: int, seed: int | None = None, shared_words: int = 0) -> None:
+        if words < 1:
+            raise ValueError(f"words must be >= 1, got {words}")
+        if shared_words < 0:
+            raise ValueError(f"shared_words must be >= 0, got {shared_words}")
+        self.seed = secrets.randbits(63) if seed is None else seed
+        self.seeded = seed is not None
+        self._rng = random.Random(self.seed)
+        self._words = words
+        self._prefix = " ".join(self._rng.choice(WORDS) for _ in range(shared_words))
+        # The first words go round a shuffled list: no two prompts of a run begin alike
+        # (until hundreds have been sent), so the cache finds no shared start by chance.
+        self._firsts = list(WORDS)
+        self._rng.shuffle(self._firsts)
+        self.taken = 0
+
+    def take(self, count: int) -> list[Messages]:
+        prompts: list[Messages] = []
+        for _ in range(count):
+            first = self._firsts[self.taken % len(self._firsts)]
+            self.taken += 1
+            rest = (self._rng.choice(WORDS) for _ in range(self._words - 1))
+            own = " ".join((first, *rest))
+            text = f"{self._prefix}\n\n{own}" if self._prefix else own
+            prompts.append([{"role": "user", "content": text}])
+        return prompts
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "synthetic", "seed": self.seed if self.seeded else None}
+
+
+class FilePrompts:
+    """The prompts of a file (or any list), in order, cycled: a run longer than the list
+    sends some twice, and the server's cache may then serve them (the report says so)."""
+
+    def __init__(self, prompts: Sequence[Messages], name: str | None = None) -> None:
+        if not prompts:
+            raise ValueError("no prompts")
+        self._prompts = list(prompts)
+        self._name = name
+        self.taken = 0
+
+    def take(self, count: int) -> list[Messages]:
+        start = self.taken
+        self.taken += count
+        return [self._prompts[(start + i) % len(self._prompts)] for i in range(count)]
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "file", "path": self._name, "prompts": len(self._prompts)}
+
+
+async def synthetic_source(
+    client: AsyncLlamaCppClient, tokens: int, seed: int | None = None, shared_tokens: int = 0
+) -> SyntheticPrompts:
+    """A `SyntheticPrompts` of about ``tokens`` tokens a prompt (``shared_tokens`` of them
+    the same in every prompt), calibrated with the server's ``/tokenize``."""
     if tokens < 1:
         raise ValueError(f"tokens must be >= 1, got {tokens}")
-    per_word = await tokens_per_word(client, seed)
-    words = max(1, round(tokens / per_word))
-    rng = random.Random(seed + 1)
-    return [
-        [{"role": "user", "content": " ".join(rng.choice(WORDS) for _ in range(words))}]
-        for _ in range(count)
-    ]
+    per_word = await tokens_per_word(client, seed or 0)
+    return SyntheticPrompts(max(1, round(tokens / per_word)), seed, round(shared_tokens / per_word))
+
+
+MARKER = "\u2063llamatelemetry\u2063"
+
+
+async def template_prefix_tokens(client: AsyncLlamaCppClient) -> int | None:
+    """How many tokens the chat template puts before a user's text (its fixed prefix: a
+    system prompt, role markers): what the server's cache may serve to any request without
+    the benchmark measuring its cache. None when the server cannot tell."""
+    try:
+        text = await cast(
+            Awaitable[str], client.apply_template([{"role": "user", "content": MARKER}])
+        )
+        before = text.split(MARKER, 1)[0]
+        if not before:
+            return 0
+        tokens = await cast(Awaitable[list[Any]], client.tokenize(before, add_special=True))
+    except Exception:  # noqa: BLE001 - an older server or a proxy: no warning then
+        return None
+    return len(tokens)

@@ -12,11 +12,13 @@ The difference between the two sides is time spent queueing for a slot and on th
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..api import Timings
+from ._schedule import Arrivals
 from ._stats import Summary
+from ._watch import ServerSample
 
 __all__ = ["METRICS", "METRIC_TITLES", "RequestRecord", "RunResult"]
 
@@ -29,6 +31,18 @@ METRIC_TITLES = {
     "e2e": "End-to-end latency",
 }
 ERROR_SAMPLES = 5  # distinct error messages kept per run
+#: Tokens two different prompts may share at their start by chance (a first word, say).
+CACHE_SLACK_TOKENS = 8
+#: The server's figures sampled during a run (`ServerSample` fields).
+SERVER_FIGURES = ("busy_slots", "deferred", "context_used", "generated_per_s", "prompt_per_s")
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000.0, 4)
+
+
+def _us(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1e6, 2)
 
 
 @dataclass
@@ -49,6 +63,8 @@ class RequestRecord:
     server_output_tokens: int | None = None
     draft_tokens: int | None = None  # speculative decoding: drafted, and accepted
     draft_accepted: int | None = None
+    scheduled: float | None = None  # open loop: when it was due to leave
+    chunks: int = 0  # stream chunks received
     model: str | None = None
     error: str | None = None
     error_type: str | None = None
@@ -56,6 +72,11 @@ class RequestRecord:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def lag(self) -> float | None:
+        """Open loop: how late the generator sent it (its schedule slipped by this much)."""
+        return None if self.scheduled is None else max(self.started - self.scheduled, 0.0)
 
     @property
     def tpot(self) -> float | None:
@@ -85,6 +106,7 @@ class RequestRecord:
             "index": self.index,
             "ok": self.ok,
             "start_ms": ms(self.started),
+            "lag_ms": ms(self.lag),
             "e2e_ms": ms(self.latency),
             "ttft_ms": ms(self.ttft),
             "tpot_ms": ms(self.tpot),
@@ -103,13 +125,90 @@ class RequestRecord:
 
 @dataclass
 class RunResult:
-    """Every request of one run at one concurrency level, and what they add up to."""
+    """Every request of one run at one level (a concurrency, or an open-loop schedule of
+    arrivals), what they add up to, the server as sampled meanwhile, and the CPU time the
+    generator itself spent."""
 
-    concurrency: int
+    concurrency: int | None
     stream: bool
     max_tokens: int
     records: list[RequestRecord]
     duration: float  # seconds from the first request's start to the last one's end
+    arrivals: Arrivals | None = None
+    server: list[ServerSample] = field(default_factory=list)
+    cpu_seconds: float | None = None  # the generator's process CPU time during the run
+    cache_prefix_tokens: int | None = None  # what the cache may serve without a warning
+
+    @property
+    def rate(self) -> float | None:
+        """The open-loop rate asked for (requests per second); None for a closed loop."""
+        return None if self.arrivals is None else self.arrivals.rate
+
+    @property
+    def level(self) -> str:
+        return (
+            f"{self.rate:g} req/s" if self.rate is not None else f"concurrency {self.concurrency}"
+        )
+
+    def lag(self) -> Summary | None:
+        """How late the generator sent its open-loop requests, in milliseconds."""
+        found = Summary.of(r.lag for r in self.records if r.lag is not None)
+        return None if found is None else found.scaled(1000.0)
+
+    def cached(self) -> Summary | None:
+        """Prompt tokens per request the server took from its cache."""
+        return Summary.of(
+            r.cached_tokens for r in self.records if r.ok and r.cached_tokens is not None
+        )
+
+    def cache_warning(self) -> str | None:
+        """Words for the reader when the server's cache served more of some prompts than
+        the chat template's fixed prefix (and any prefix shared on purpose): then the run
+        measured the cache too."""
+        cached = self.cached()
+        if cached is None or self.cache_prefix_tokens is None:
+            return None
+        allowed = self.cache_prefix_tokens + CACHE_SLACK_TOKENS
+        over = [r for r in self.records if r.ok and (r.cached_tokens or 0) > allowed]
+        if not over:
+            return None
+        return (
+            f"{len(over)} of {self.completed} requests found more than {allowed} prompt "
+            f"tokens in the server's cache (up to {cached.max:.0f}; the chat template's "
+            f"prefix and any shared prefix are {self.cache_prefix_tokens}): prompts were "
+            "sent twice, so this run measured the prompt cache, not only the server"
+        )
+
+    def cpu_per_request(self) -> float | None:
+        """The generator's CPU seconds per request."""
+        return (
+            None
+            if self.cpu_seconds is None or not self.records
+            else self.cpu_seconds / len(self.records)
+        )
+
+    def cpu_per_chunk(self) -> float | None:
+        """The generator's CPU seconds per stream chunk received."""
+        chunks = sum(r.chunks for r in self.records)
+        return None if self.cpu_seconds is None or not chunks else self.cpu_seconds / chunks
+
+    def generator_load(self) -> float | None:
+        """The generator's CPU time over the run's wall time: near 1.0, its one event loop
+        was the bottleneck, and the latencies include its own delays."""
+        if self.cpu_seconds is None or self.duration <= 0:
+            return None
+        return self.cpu_seconds / self.duration
+
+    def server_summary(self, field_name: str) -> Summary | None:
+        """A sampled server figure over the run (``busy_slots``, ``deferred``,
+        ``context_used``, ``generated_per_s``, ``prompt_per_s``)."""
+        return Summary.of(
+            float(v) for v in (getattr(s, field_name) for s in self.server) if v is not None
+        )
+
+    @property
+    def total_slots(self) -> int | None:
+        return next((s.total_slots for s in self.server if s.total_slots), None)
 
     @property
     def requests(self) -> int:
@@ -209,8 +308,15 @@ class RunResult:
                 found = self.summary(metric, side)
                 sides[side] = None if found is None else found.to_dict()
             metrics[f"{metric}_ms"] = sides
+        server: dict[str, Any] = {}
+        for name in SERVER_FIGURES:
+            found = self.server_summary(name)
+            server[name] = None if found is None else found.to_dict()
+        lag, cached = self.lag(), self.cached()
         data: dict[str, Any] = {
             "concurrency": self.concurrency,
+            "rate": self.rate,
+            "arrivals": None if self.arrivals is None else asdict(self.arrivals),
             "stream": self.stream,
             "max_tokens": self.max_tokens,
             "requests": self.requests,
@@ -223,6 +329,20 @@ class RunResult:
             "output_tokens": self.output_tokens,
             "model": self.model,
             "draft_acceptance": self.draft_acceptance,
+            "lag_ms": None if lag is None else lag.to_dict(),
+            "cached_tokens": None if cached is None else cached.to_dict(),
+            "cache_prefix_tokens": self.cache_prefix_tokens,
+            "cache_warning": self.cache_warning(),
+            "generator": {
+                "cpu_s": None if self.cpu_seconds is None else round(self.cpu_seconds, 6),
+                "cpu_per_request_ms": _ms(self.cpu_per_request()),
+                "cpu_per_chunk_us": _us(self.cpu_per_chunk()),
+                "load": None
+                if self.generator_load() is None
+                else round(self.generator_load() or 0, 4),
+            },
+            "server": {"total_slots": self.total_slots, **server},
+            "server_samples": [s.to_dict() for s in self.server],
             "metrics": metrics,
             "error_types": self.error_types(),
             "error_samples": self.error_samples(),

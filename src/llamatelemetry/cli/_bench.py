@@ -11,6 +11,7 @@ import datetime
 import platform
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +22,27 @@ from rich.text import Text
 
 from ..api import DEFAULT_BASE_URL, AsyncLlamaCppClient, redact_url
 from ..bench import (
+    SLO,
+    Arrivals,
+    FilePrompts,
     Messages,
+    PromptSource,
     RequestRecord,
     RunResult,
+    ServerWatch,
     Workload,
+    find_capacity,
     load_prompts_file,
     open_client,
-    repeat_prompts,
-    run_sweep,
-    synthetic_prompts,
+    run_load,
+    synthetic_source,
+    template_prefix_tokens,
 )
 from ..server import ServerManager, ServerStartError
 from ._client import API_KEY_ENV, BASE_URL_ENV
 from ._errors import EXIT_INTERRUPTED, CliError, api_errors, print_interrupted, start_error
 from ._output import err_console, json_option, out_console, print_json
-from ._render import _print_run, _print_sweep
+from ._render import _print_capacity, _print_run, _print_sweep
 from ._telemetry import _setup_telemetry
 
 __all__ = ["bench"]
@@ -67,6 +74,34 @@ def _levels(value: str) -> list[int]:
 
 def _parse_levels(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
     return _levels(value)
+
+
+def _parse_rates(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float]:
+    """``"0.5,1,2"`` → ``[0.5, 1.0, 2.0]`` requests per second."""
+    if value is None:
+        return []
+    rates: list[float] = []
+    for part in value.split(","):
+        try:
+            rate = float(part)
+        except ValueError:
+            raise click.BadParameter(
+                f"{part.strip()!r} is not a number of requests per second"
+            ) from None
+        if not 0 < rate < 1e6:
+            raise click.BadParameter(f"{rate:g} is not a rate above 0 requests per second")
+        if rate not in rates:
+            rates.append(rate)
+    return rates
+
+
+def _parse_slo(ctx: click.Context, param: click.Parameter, value: str | None) -> SLO | None:
+    if value is None:
+        return None
+    try:
+        return SLO.parse(value, attainment=ctx.params.get("slo_attainment", 0.9))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _ctx_size(
@@ -129,11 +164,9 @@ class _Progress:
     def __exit__(self, *exc: object) -> None:
         self._bar.stop()
 
-    def level(self, concurrency: int) -> None:
+    def level(self, label: str, total: int | None) -> None:
         self._errors = 0
-        self._task = self._bar.add_task(
-            f"concurrency {concurrency:>3}", total=self._requests, errors=""
-        )
+        self._task = self._bar.add_task(label, total=total, errors="")
 
     def request(self, record: RequestRecord) -> None:
         if not record.ok:
@@ -143,65 +176,128 @@ class _Progress:
         )
 
 
-async def _prompts(
-    client: AsyncLlamaCppClient,
-    url: str,
-    requests: int,
-    prompt_tokens: int,
-    file_prompts: list[Messages] | None,
-    seed: int,
-) -> list[Messages]:
-    if file_prompts is not None:
-        return repeat_prompts(file_prompts, requests)
-    with api_errors(url):
-        return await synthetic_prompts(client, requests, prompt_tokens, seed)
+@dataclass
+class _Plan:
+    """What the command line asked to run."""
+
+    levels: list[int]
+    rates: list[float]
+    workload_options: dict[str, Any]
+    requests: int
+    prompt_tokens: int
+    shared_prefix: int
+    file_prompts: list[Messages] | None
+    prompts_file: str | None
+    seed: int | None
+    arrivals: dict[str, Any]  # burstiness, ramp_up, duration
+    slo: SLO | None
+    capacity: str | None  # "rate" or "concurrency": search the highest meeting the SLO
+    scrape_interval: float
+
+
+async def _source(client: AsyncLlamaCppClient, plan: _Plan) -> PromptSource:
+    if plan.file_prompts is not None:
+        return FilePrompts(plan.file_prompts, plan.prompts_file)
+    with api_errors(client.base_url):
+        return await synthetic_source(client, plan.prompt_tokens, plan.seed, plan.shared_prefix)
 
 
 async def _run(
-    url: str,
-    api_key: str | None,
-    levels: list[int],
-    workload_options: dict[str, Any],
-    requests: int,
-    prompt_tokens: int,
-    file_prompts: list[Messages] | None,
-    timeout: float,
-    telemetry: Any,
-    progress: _Progress,
-) -> list[RunResult]:
+    url: str, api_key: str | None, plan: _Plan, timeout: float, telemetry: Any, progress: _Progress
+) -> tuple[list[RunResult], float | None, dict[str, Any]]:
+    """Every run the plan asks for; the capacity found (when searching); the prompts'
+    description."""
     providers: dict[str, Any] = {}
     if telemetry is not None:
         providers = {
             "tracer_provider": telemetry.tracer_provider,
             "meter_provider": telemetry.meter_provider,
         }
+    in_flight = max([*plan.levels, plan.workload_options.get("max_concurrency") or 0, 1])
+    if plan.rates or plan.capacity:
+        in_flight = max(in_flight, plan.workload_options.get("max_concurrency") or 1024)
     try:
         client = open_client(
-            url, api_key=api_key, concurrency=max(levels), timeout=timeout, **providers
+            url, api_key=api_key, concurrency=in_flight, timeout=timeout, **providers
         )
     except ValueError as exc:  # a malformed URL or key
         raise CliError(f"{'--api-key' if 'api_key' in str(exc) else '--url'}: {exc}") from None
+    watch = ServerWatch(url, api_key, plan.scrape_interval) if plan.scrape_interval else None
     async with client:
-        prompts = await _prompts(
-            client, client.base_url, requests, prompt_tokens, file_prompts, workload_options["seed"]
-        )
-        workload = Workload(prompts, **workload_options)
-        with progress:
-            return await run_sweep(
-                client, workload, levels, on_request=progress.request, on_level=progress.level
-            )
+        source = await _source(client, plan)
+        prefix = await template_prefix_tokens(client)
+        if prefix is not None:
+            prefix += plan.shared_prefix
+        workload = Workload(source, requests=plan.requests, **plan.workload_options)
+
+        async def level_run(concurrency: int | None, rate: float | None) -> RunResult:
+            arrivals = None
+            if rate is not None:
+                arrivals = Arrivals(rate, seed=plan.seed, **plan.arrivals)
+                total = None if arrivals.duration else plan.requests
+                progress.level(f"{rate:>7.3g} req/s", total)
+            else:
+                progress.level(f"concurrency {concurrency:>3}", plan.requests)
+            result = await run_load(
+                client, workload, concurrency, arrivals=arrivals, watch=watch,
+                on_request=progress.request,
+            )  # fmt: skip
+            result.cache_prefix_tokens = prefix
+            return result
+
+        results: list[RunResult] = []
+        capacity = None
+        try:
+            with progress:
+                for level in plan.levels:
+                    results.append(await level_run(level, None))
+                for rate in plan.rates:
+                    results.append(await level_run(None, rate))
+                if plan.capacity is not None:
+                    assert plan.slo is not None
+                    by_rate = plan.capacity == "rate"
+                    start = (plan.rates or [1.0])[0] if by_rate else float((plan.levels or [1])[0])
+                    capacity, tried = await find_capacity(
+                        lambda level: (
+                            level_run(None, level) if by_rate else level_run(int(level), None)
+                        ),
+                        plan.slo,
+                        start,
+                        integer=not by_rate,
+                    )
+                    results.extend(tried)
+        finally:
+            if watch is not None:
+                await watch.aclose()
+        return results, capacity, source.describe()
 
 
 def _report(
-    url: str, config: dict[str, Any], results: list[RunResult], started_at: str
+    url: str,
+    config: dict[str, Any],
+    results: list[RunResult],
+    started_at: str,
+    slo: SLO | None,
+    capacity: float | None,
+    prompts: dict[str, Any],
 ) -> dict[str, Any]:
+    runs = []
+    for result in results:
+        run = result.to_dict()
+        if slo is not None:
+            run["slo"] = slo.evaluate(result).to_dict()
+        runs.append(run)
+    searched = config.get("find_capacity")
     return {
         "url": url,
         "model": next((r.model for r in results if r.model), None),
         "started_at": started_at,
         "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}",
         "config": config,
-        "runs": [r.to_dict() for r in results],
+        "prompts": prompts,
+        "slo": None if slo is None else slo.to_dict(),
+        "capacity": None if searched is None else {"by": searched, "highest_meeting_slo": capacity},
+        "runs": runs,
     }
 
 
@@ -299,9 +395,8 @@ def _check_plot_available() -> None:
 @click.option(
     "--seed",
     type=int,
-    default=0,
-    show_default=True,
-    help="Seed of the synthetic prompts and of sampling.",
+    help="Seed of the synthetic prompts, the arrivals and sampling: repeatable runs "
+    "[default: new prompts every run, so a live server's cache holds none of them].",
 )
 @click.option(
     "--warmup",
@@ -316,6 +411,73 @@ def _check_plot_available() -> None:
     default=600.0,
     show_default=True,
     help="Seconds one request may take.",
+)
+@click.option(
+    "--rate",
+    "rates",
+    callback=_parse_rates,
+    metavar="R[,R...]",
+    help="Open loop: requests leave at R per second on average (Poisson), whatever the "
+    "server does; a list runs one rate after another. Without -c, no closed-loop run.",
+)
+@click.option(
+    "--burstiness",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="With --rate: gamma shape of the gaps between arrivals (1: Poisson, <1: burstier).",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    help="With --rate: seconds each rate runs (instead of -n requests).",
+)
+@click.option(
+    "--ramp-up",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="With --rate: seconds over which the rate rises from 0 to R.",
+)
+@click.option(
+    "--max-concurrency",
+    type=click.IntRange(min=1),
+    help="With --rate: at most this many requests in flight (the schedule slips behind).",
+)
+@click.option(
+    "--shared-prefix",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Synthetic prompts start with the same N tokens: measures the prompt cache on purpose.",
+)
+@click.option(
+    "--slo-attainment",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    default=0.9,
+    show_default=True,
+    is_eager=True,
+    help="Share of requests that must meet --slo for a run to meet it.",
+)
+@click.option(
+    "--slo",
+    callback=_parse_slo,
+    metavar="SPEC",
+    help="Objectives every request should meet, e.g. ttft=200ms,tpot=50ms,e2e=2s: "
+    "reports goodput (requests per second that met them all).",
+)
+@click.option(
+    "--find-capacity",
+    type=click.Choice(["rate", "concurrency"]),
+    help="Search the highest rate (or concurrency) whose run meets --slo: doubling, then "
+    "bisecting (starting from the first --rate or -c).",
+)
+@click.option(
+    "--scrape-interval",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Seconds between samples of the server's /metrics and /slots (0: none).",
 )
 @click.option(
     "--plot",
@@ -348,21 +510,35 @@ def bench(
     seed: int,
     warmup: int,
     timeout: float,
+    rates: list[float],
+    burstiness: float,
+    duration: float | None,
+    ramp_up: float,
+    max_concurrency: int | None,
+    shared_prefix: int,
+    slo_attainment: float,
+    slo: SLO | None,
+    find_capacity: str | None,
+    scrape_interval: float,
     plot: Path | None,
     otlp_endpoint: str | None,
     as_json: bool,
 ) -> None:
-    """Measure a llama-server under load: N requests, C at a time.
+    """Measure a llama-server under load: N requests, C at a time, or at R per second.
 
     Reports request and token throughput and the mean, median, p90 and p99 of time to
     first token (TTFT), time per output token (TPOT), inter-token latency (ITL) and
     end-to-end latency, as this client measured them and as llama.cpp's own timings
-    report them. Exits with status 1 when every request failed.
+    report them, beside the server's busy slots and waiting requests sampled during the
+    run. Every run sends prompts no earlier request sent (unless --prompts-file repeats
+    them), and says when the server's cache served more than the chat template's prefix.
+    Exits with status 1 when every request failed.
 
     \b
     Examples:
       llamatelemetry bench --url http://127.0.0.1:8080 -n 64 -c 1,2,4,8 --plot bench.png
       llamatelemetry bench --model model.gguf --prompt-tokens 512 --max-tokens 256 --json
+      llamatelemetry bench --rate 1,2,4 --duration 30 --slo ttft=500ms,tpot=50ms
     """
     if model is not None and ctx.get_parameter_source("url") is ParameterSource.COMMANDLINE:
         raise CliError("--url and --model: use one (--model starts its own server)")
@@ -370,6 +546,21 @@ def bench(
         raise CliError("--ctx-size and --threads are for the server --model starts")
     if prompts_file is not None and prompt_tokens is not None:
         raise CliError("--prompt-tokens and --prompts-file: use one")
+    if prompts_file is not None and shared_prefix:
+        raise CliError("--shared-prefix is for synthetic prompts, not --prompts-file")
+    if not rates and find_capacity != "rate":
+        for name, given in (("--duration", duration is not None), ("--ramp-up", ramp_up > 0),
+                            ("--burstiness", burstiness != 1.0),
+                            ("--max-concurrency", max_concurrency is not None)):  # fmt: skip
+            if given:
+                raise CliError(f"{name} is for open-loop runs: add --rate")
+    if find_capacity is not None and slo is None:
+        raise CliError("--find-capacity searches for the highest load meeting --slo: add --slo")
+    if slo is not None and slo.needs_stream and not stream:
+        raise CliError("--slo with ttft or tpot needs streamed answers: drop --no-stream")
+    explicit_levels = ctx.get_parameter_source("levels") is ParameterSource.COMMANDLINE
+    if (rates or find_capacity == "rate") and not explicit_levels:
+        levels = []  # open loop only
     if plot is not None:
         _check_plot_available()
     file_prompts = None
@@ -386,14 +577,26 @@ def bench(
         "seed": seed,
         "ignore_eos": ignore_eos,
         "warmup": warmup,
+        "max_concurrency": max_concurrency,
     }
+    arrivals = {"burstiness": burstiness, "ramp_up": ramp_up, "duration": duration}
     config = {
         "requests": requests,
         "concurrency": levels,
+        "rates": rates,
+        **arrivals,
         "prompt_tokens": None if file_prompts else prompt_tokens,
+        "shared_prefix": shared_prefix,
         "prompts_file": str(prompts_file) if prompts_file else None,
+        "find_capacity": find_capacity,
+        "scrape_interval": scrape_interval,
         **workload_options,
     }
+    plan = _Plan(
+        levels, rates, workload_options, requests, prompt_tokens, shared_prefix, file_prompts,
+        str(prompts_file) if prompts_file else None, seed, arrivals, slo, find_capacity,
+        scrape_interval,
+    )  # fmt: skip
     started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
     with ExitStack() as stack:
@@ -403,35 +606,23 @@ def bench(
                 telemetry = _setup_telemetry(otlp_endpoint)
                 stack.callback(telemetry.shutdown)  # flushes every span before exit
             if model is not None:
+                slots = max(levels or [4])
                 size = (
                     ctx_size
                     if ctx_size is not None
-                    else _ctx_size(levels, prompt_tokens, max_tokens, file_prompts)
+                    else _ctx_size([slots], prompt_tokens + shared_prefix, max_tokens, file_prompts)
                 )
-                server = stack.enter_context(
-                    _started_server(model, max(levels), size, threads, as_json)
-                )
+                server = stack.enter_context(_started_server(model, slots, size, threads, as_json))
                 url, api_key = server.url, None
             progress = _Progress(requests, disabled=as_json)
-            results = asyncio.run(
-                _run(
-                    url,
-                    api_key,
-                    levels,
-                    workload_options,
-                    requests,
-                    prompt_tokens,
-                    file_prompts,
-                    timeout,
-                    telemetry,
-                    progress,
-                )
+            results, capacity, prompts = asyncio.run(
+                _run(url, api_key, plan, timeout, telemetry, progress)
             )
         except KeyboardInterrupt:
             print_interrupted(err_console(), "the benchmark was stopped.")
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
         target = redact_url(url.rstrip("/"))  # a password in --url stays out of the report
-        report = _report(target, config, results, started_at)
+        report = _report(target, config, results, started_at, slo, capacity, prompts)
         failed_everywhere = all(r.completed == 0 for r in results)
 
         if as_json:
@@ -451,9 +642,11 @@ def bench(
             ), soft_wrap=True)  # fmt: skip
             console.print()
             for result in results:
-                _print_run(console, result)
+                _print_run(console, result, slo)
             if len(results) > 1:
-                _print_sweep(console, results)
+                _print_sweep(console, results, slo)
+            if find_capacity is not None and slo is not None:
+                _print_capacity(console, find_capacity, capacity, results, slo)
         if failed_everywhere:
             samples = [s for r in results for s in r.error_samples()]
             total = sum(r.requests for r in results)

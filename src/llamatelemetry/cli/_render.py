@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .._version import __version__
-from ..bench import METRIC_TITLES, METRICS, RunResult
+from ..bench import METRIC_TITLES, METRICS, SLO, RunResult
 from ._calls import CallRecord
 from ._servers import DemoServers
 from ._steps import Step
@@ -250,10 +250,10 @@ def _metrics_table(result: RunResult) -> Table:
     return table
 
 
-def _print_run(console: Console, result: RunResult) -> None:
+def _print_run(console: Console, result: RunResult, slo: SLO | None = None) -> None:
     errors = Text(f"{result.errors} errors", style="red" if result.errors else "dim")
     console.print(Text.assemble(
-        (f"Concurrency {result.concurrency}", "bold"),
+        (result.level[0].upper() + result.level[1:], "bold"),
         f"  ·  {result.completed}/{result.requests} completed  ·  ", errors,
         f"  ·  {result.duration:,.2f} s",
     ))  # fmt: skip
@@ -266,8 +266,39 @@ def _print_run(console: Console, result: RunResult) -> None:
             f"{result.input_tokens / done:,.1f} in, {result.output_tokens / done:,.1f} out",
         ),
     ]
+    cached = result.cached()
+    if cached is not None:
+        rows.append(("cached prompt tokens", f"{cached.mean:,.1f} mean, {cached.max:,.0f} max"))
     if result.draft_acceptance is not None:
         rows.append(("draft acceptance", f"{result.draft_acceptance:.1%} (speculative decoding)"))
+    if slo is not None:
+        met = slo.evaluate(result)
+        verdict = "meets" if met.ok else "misses"
+        share = f"{met.share:.1%} of requests met it ({verdict} {slo.attainment:.0%})"
+        rows.append(("SLO", f"{share}; goodput {met.goodput:,.2f} req/s"))
+    busy, deferred = result.server_summary("busy_slots"), result.server_summary("deferred")
+    if busy is not None:
+        total = f" of {result.total_slots}" if result.total_slots else ""
+        waiting = (
+            ""
+            if deferred is None
+            else f"; waiting for a slot {deferred.mean:,.1f} mean, {deferred.max:,.0f} max"
+        )
+        rows.append(
+            (
+                "server (sampled)",
+                f"busy slots {busy.mean:,.1f}{total} mean, {busy.max:,.0f} max{waiting}",
+            )
+        )
+    lag = result.lag()
+    if lag is not None:
+        rows.append(("schedule lag", f"{lag.median:,.2f} ms median, {lag.p99:,.2f} ms p99"))
+    per_request, load = result.cpu_per_request(), result.generator_load()
+    if per_request is not None and load is not None:
+        per_chunk = result.cpu_per_chunk()
+        chunk = "" if per_chunk is None else f", {per_chunk * 1e6:,.0f} µs per chunk"
+        rows.append(("generator CPU", f"{per_request * 1000:,.2f} ms per request{chunk}; "
+                                      f"{load:.0%} of one core"))  # fmt: skip
     for name, value in rows:
         console.print(Text.assemble((f"  {name:<25}", "dim"), value))
     if result.completed:
@@ -276,7 +307,35 @@ def _print_run(console: Console, result: RunResult) -> None:
         console.print(Text(f"  {count} × {kind}", style="red"))
     for sample in result.error_samples()[:3]:
         console.print(Text(f"    {sample}", style="dim red"), soft_wrap=True)
+    for warning in _warnings(result):
+        console.print(Text(f"  ! {warning}", style="yellow"), soft_wrap=True)
     console.print()
+
+
+#: Above this share of one core, the generator's own event loop delays what it measures.
+GENERATOR_SATURATED = 0.9
+#: An open-loop request sent this late (p99) no longer follows the asked-for arrivals.
+LAG_WARNING_S = 0.05
+
+
+def _warnings(result: RunResult) -> list[str]:
+    found = []
+    cache = result.cache_warning()
+    if cache is not None:
+        found.append(cache)
+    load = result.generator_load()
+    if load is not None and load >= GENERATOR_SATURATED:
+        found.append(
+            f"the load generator used {load:.0%} of a CPU core: its own delays are in these "
+            "latencies; fewer requests in flight, or several generators, measure the server"
+        )
+    lag = result.lag()
+    if lag is not None and lag.p99 >= LAG_WARNING_S * 1000:
+        found.append(
+            f"requests left up to {lag.max:,.0f} ms behind their schedule (p99 "
+            f"{lag.p99:,.0f} ms): the load was below the rate asked for"
+        )
+    return found
 
 
 def _median(result: RunResult, metric: str, side: str = "client") -> str:
@@ -284,32 +343,59 @@ def _median(result: RunResult, metric: str, side: str = "client") -> str:
     return _ms(summary.median if summary else None, 2)
 
 
-def _print_sweep(console: Console, results: list[RunResult]) -> None:
-    table = Table(title="Concurrency sweep (medians, ms)", box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in (
-        "conc.",
-        "ok",
-        "err",
-        "req/s",
-        "tok/s",
-        "TTFT\nclient",
-        "TTFT\nserver",
-        "TPOT\nclient",
-        "TPOT\nserver",
-        "E2E\nclient",
-    ):
+def _percentile(result: RunResult, metric: str, which: str) -> str:
+    summary = result.summary(metric)
+    return _ms(getattr(summary, which) if summary else None, 1)
+
+
+def _print_sweep(console: Console, results: list[RunResult], slo: SLO | None = None) -> None:
+    table = Table(title="Sweep (client-side ms)", box=box.SIMPLE_HEAD, pad_edge=False)
+    columns = ["level", "ok", "err", "req/s"]
+    if slo is not None:
+        columns += ["goodput\nreq/s", "met\nSLO"]
+    columns += ["tok/s", "TTFT\np50", "TTFT\np99", "TPOT\np50", "TPOT\np99",
+                "TTFT\nserver", "busy\nslots", "wait-\ning"]  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="right")
     for r in results:
-        table.add_row(
-            str(r.concurrency),
-            str(r.completed),
-            str(r.errors),
-            f"{r.request_throughput:,.1f}",
+        row = [r.level, str(r.completed), str(r.errors), f"{r.request_throughput:,.2f}"]
+        if slo is not None:
+            met = slo.evaluate(r)
+            row += [f"{met.goodput:,.2f}", f"{met.share:.0%}" + ("" if met.ok else " ✗")]
+        busy, deferred = r.server_summary("busy_slots"), r.server_summary("deferred")
+        row += [
             f"{r.output_throughput:,.0f}",
-            _median(r, "ttft"),
+            _percentile(r, "ttft", "median"),
+            _percentile(r, "ttft", "p99"),
+            _percentile(r, "tpot", "median"),
+            _percentile(r, "tpot", "p99"),
             _median(r, "ttft", "server"),
-            _median(r, "tpot"),
-            _median(r, "tpot", "server"),
-            _median(r, "e2e"),
-        )
+            "-" if busy is None else f"{busy.mean:,.1f}",
+            "-" if deferred is None else f"{deferred.mean:,.1f}",
+        ]
+        table.add_row(*row)
     console.print(table)
+
+
+def _print_capacity(
+    console: Console, by: str, capacity: float | None, results: list[RunResult], slo: SLO
+) -> None:
+    if capacity is None:
+        console.print(Text(f"No {by} tried met the SLO ({slo.describe()}).", style="yellow"))
+        return
+    at = next(
+        (r for r in reversed(results)
+         if (r.rate if by == "rate" else r.concurrency) == capacity),
+        None,
+    )  # fmt: skip
+    level = f"{capacity:g} req/s" if by == "rate" else f"concurrency {capacity:g}"
+    line = f"Highest {by} meeting the SLO ({slo.describe()}): {level}"
+    if at is not None:
+        busy, deferred = at.server_summary("busy_slots"), at.server_summary("deferred")
+        if busy is not None and at.total_slots:
+            line += (
+                f"; there the server's {at.total_slots} slots were {busy.mean:,.1f} busy on average"
+            )
+            if deferred is not None:
+                line += f", {deferred.mean:,.1f} requests waiting for one"
+    console.print(Text(line, style="bold green"), soft_wrap=True)
