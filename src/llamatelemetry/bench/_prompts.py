@@ -133,18 +133,29 @@ class SyntheticPrompts:
         self._prefix = " ".join(self._rng.choice(WORDS) for _ in range(shared_words))
         # The first words go round a shuffled list: no two prompts of a run begin alike
         # (until hundreds have been sent), so the cache finds no shared start by chance.
-        self._firsts = list(WORDS)
+        self._firsts = sorted(set(WORDS))
         self._rng.shuffle(self._firsts)
+        self._seconds = list(self._firsts)
+        self._rng.shuffle(self._seconds)
+        self.shared_tokens = 0  # the shared prefix in the server's tokens, once measured
         self.taken = 0
+
+    @property
+    def shared_text(self) -> str:
+        """What every prompt starts with (empty without a shared prefix)."""
+        return f"{self._prefix}\n\n" if self._prefix else ""
 
     def take(self, count: int) -> list[Messages]:
         prompts: list[Messages] = []
         for _ in range(count):
-            first = self._firsts[self.taken % len(self._firsts)]
+            # Two words no other prompt of the first ~20,000 begins with.
+            cycle = len(self._firsts)
+            first = self._firsts[self.taken % cycle]
+            second = self._seconds[(self.taken // cycle) % cycle]
             self.taken += 1
-            rest = (self._rng.choice(WORDS) for _ in range(self._words - 1))
-            own = " ".join((first, *rest))
-            text = f"{self._prefix}\n\n{own}" if self._prefix else own
+            rest = (self._rng.choice(WORDS) for _ in range(self._words - 2))
+            own = " ".join((first, second, *rest))
+            text = self.shared_text + own
             prompts.append([{"role": "user", "content": text}])
         return prompts
 
@@ -180,7 +191,14 @@ async def synthetic_source(
     if tokens < 1:
         raise ValueError(f"tokens must be >= 1, got {tokens}")
     per_word = await tokens_per_word(client, seed or 0)
-    return SyntheticPrompts(max(1, round(tokens / per_word)), seed, round(shared_tokens / per_word))
+    words, shared = max(2, round(tokens / per_word)), round(shared_tokens / per_word)
+    source = SyntheticPrompts(words, seed, shared)
+    if source.shared_text:
+        measured = await cast(
+            Awaitable[list[Any]], client.tokenize(source.shared_text, add_special=False)
+        )
+        source.shared_tokens = len(measured)
+    return source
 
 
 MARKER = "\u2063llamatelemetry\u2063"

@@ -227,7 +227,7 @@ async def _run(
         source = await _source(client, plan)
         prefix = await template_prefix_tokens(client)
         if prefix is not None:
-            prefix += plan.shared_prefix
+            prefix += getattr(source, "shared_tokens", 0)
         workload = Workload(source, requests=plan.requests, **plan.workload_options)
 
         async def level_run(concurrency: int | None, rate: float | None) -> RunResult:

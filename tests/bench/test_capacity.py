@@ -1,0 +1,279 @@
+"""``bench`` for capacity planning: no run measures the prompt cache unless asked to,
+open-loop arrivals leave on schedule whatever the server does, goodput against SLOs, the
+search for the highest load meeting them, the server sampled during the run."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llamatelemetry.bench import (
+    SLO,
+    Arrivals,
+    RequestRecord,
+    RunResult,
+    SyntheticPrompts,
+    Workload,
+    arrival_times,
+    find_capacity,
+    open_client,
+    run_load,
+)
+from llamatelemetry.server import ServerManager
+from llamatelemetry.testing import start_chat_server
+from llamatelemetry.testing._fault_server import FaultServer, Reply
+
+from .test_load import invoke, ok_json
+
+CHAT = {
+    "id": "c",
+    "object": "chat.completion",
+    "model": "m",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                 "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fresh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerManager]:
+    """A server of this module's own: what its cache holds comes from these tests only."""
+    with start_chat_server(tmp_path_factory.mktemp("bench-cache"), n_parallel=2) as server:
+        yield server
+
+
+def cached_per_request(run: dict[str, Any]) -> list[int]:
+    return [r["cached_tokens"] for r in run["per_request"]]
+
+
+def test_no_run_level_or_warmup_finds_its_prompts_in_the_cache(
+    fresh_server: ServerManager,
+) -> None:
+    args = ["--url", fresh_server.url, "-n", "4", "-c", "1,2", "--max-tokens", "4",
+            "--prompt-tokens", "48", "--warmup", "2"]  # fmt: skip
+    for _ in range(2):  # a second run against the same live server: nothing cached either
+        data = ok_json(*args)
+        for run in data["runs"]:
+            prefix = run["cache_prefix_tokens"]
+            assert prefix is not None and prefix > 0  # the chat template's own
+            assert run["cache_warning"] is None, run["cache_warning"]
+            assert max(cached_per_request(run)) <= prefix + 8
+        assert data["prompts"]["kind"] == "synthetic" and data["prompts"]["seed"] is None
+
+
+def test_a_repeated_seed_is_a_repeated_run_and_the_report_says_so(
+    fresh_server: ServerManager,
+) -> None:
+    args = ["--url", fresh_server.url, "-n", "3", "-c", "1", "--max-tokens", "2",
+            "--prompt-tokens", "48", "--seed", "11", "--warmup", "0"]  # fmt: skip
+    first = ok_json(*args)["runs"][0]
+    again = ok_json(*args)["runs"][0]
+    assert first["cache_warning"] is None
+    assert (
+        again["cache_warning"] is not None and "measured the prompt cache" in again["cache_warning"]
+    )
+    assert min(cached_per_request(again)) > again["cache_prefix_tokens"] + 8
+    human = invoke(*args)
+    assert human.exit_code == 0 and "measured the prompt cache" in human.stdout
+
+
+def test_a_shared_prefix_measures_the_cache_on_purpose(fresh_server: ServerManager) -> None:
+    [run] = ok_json("--url", fresh_server.url, "-n", "4", "-c", "1", "--max-tokens", "2",
+                    "--prompt-tokens", "32", "--shared-prefix", "64")["runs"]  # fmt: skip
+    assert run["cache_warning"] is None
+    assert run["cache_prefix_tokens"] >= 64
+    # After the warm-up put the prefix in the cache, every request finds it there.
+    assert min(cached_per_request(run)) >= 48
+
+
+def test_synthetic_prompts_never_repeat_within_a_source() -> None:
+    source = SyntheticPrompts(words=6, seed=3)
+    taken = [p[0]["content"] for p in source.take(150) + source.take(150)]
+    assert len(set(taken)) == 300
+    starts = [tuple(text.split()[:2]) for text in taken]
+    assert len(set(starts)) == 300  # no two begin alike
+    assert all(len(text.split()) == 6 for text in taken)
+    again = [p[0]["content"] for p in SyntheticPrompts(words=6, seed=3).take(5)]
+    assert again == taken[:5]  # a seed repeats a run
+    assert SyntheticPrompts(6).take(1) != SyntheticPrompts(6).take(1)  # no seed: new ones
+
+
+# -- open loop ---------------------------------------------------------------------------
+
+
+def test_arrivals_follow_the_asked_for_process() -> None:
+    gaps = lambda times: [b - a for a, b in zip([0.0, *times], times, strict=False)]  # noqa: E731
+    poisson = arrival_times(Arrivals(20.0, seed=1), 4000)
+    assert statistics.fmean(gaps(poisson)) == pytest.approx(1 / 20, rel=0.05)
+    cv = statistics.pstdev(gaps(poisson)) / statistics.fmean(gaps(poisson))
+    assert cv == pytest.approx(1.0, abs=0.06)  # exponential gaps
+    bursty = gaps(arrival_times(Arrivals(20.0, burstiness=0.25, seed=1), 4000))
+    assert statistics.pstdev(bursty) / statistics.fmean(bursty) == pytest.approx(2.0, rel=0.1)
+    ramped = arrival_times(Arrivals(20.0, ramp_up=10.0, duration=20.0, seed=2))
+    first_half = sum(1 for t in ramped if t < 10.0)
+    assert first_half == pytest.approx(100, abs=30) and len(ramped) - first_half == pytest.approx(
+        200, abs=45
+    )
+    assert all(t < 20.0 for t in ramped) and ramped == sorted(ramped)
+    with pytest.raises(ValueError, match="rate must be a positive number"):
+        Arrivals(0.0)
+    with pytest.raises(ValueError, match="needs a number of requests or a duration"):
+        arrival_times(Arrivals(1.0))
+
+
+async def test_requests_leave_on_schedule_while_the_server_falls_behind() -> None:
+    """Each answer takes 0.6 s; 12 requests at 40/s must all leave within their 0.3 s
+    schedule, not one answer after another."""
+    with FaultServer(Reply(200, CHAT, delay=0.6)) as server:
+        async with open_client(server.url, concurrency=64) as client:
+            workload = Workload(SyntheticPrompts(4, seed=1), requests=12, stream=False, warmup=0)
+            result = await run_load(client, workload, arrivals=Arrivals(40.0, seed=5))
+    assert result.completed == 12 and result.rate == 40.0
+    schedule = [r.scheduled for r in result.records]
+    assert schedule == arrival_times(Arrivals(40.0, seed=5), 12)
+    lag = result.lag()
+    assert lag is not None and lag.max < 50.0  # ms: every request left on time
+    assert max(r.started for r in result.records) < max(schedule) + 0.05  # type: ignore[type-var]
+    assert result.duration < max(schedule) + 0.6 + 0.3  # type: ignore[operator]
+    assert len(server.requests) == 12
+
+
+async def test_max_concurrency_makes_the_schedule_slip_and_says_so() -> None:
+    with FaultServer(Reply(200, CHAT, delay=0.2)) as server:
+        async with open_client(server.url, concurrency=8) as client:
+            workload = Workload(
+                SyntheticPrompts(4, seed=1), requests=6, stream=False, warmup=0, max_concurrency=1
+            )
+            result = await run_load(client, workload, arrivals=Arrivals(100.0, seed=1))
+    lag = result.lag()
+    assert lag is not None and lag.max > 600.0  # the sixth waited for five answers
+
+
+def test_the_command_line_runs_rates_and_reports_lag_and_the_server(
+    fresh_server: ServerManager,
+) -> None:
+    data = ok_json("--url", fresh_server.url, "--rate", "30,60", "--duration", "0.5",
+                   "--max-tokens", "3", "--prompt-tokens", "16",
+                   "--scrape-interval", "0.1")  # fmt: skip
+    assert [run["rate"] for run in data["runs"]] == [30.0, 60.0]
+    assert all(run["concurrency"] is None for run in data["runs"])  # no closed loop asked
+    for run in data["runs"]:
+        assert run["arrivals"]["duration"] == 0.5 and run["arrivals"]["burstiness"] == 1.0
+        assert 3 <= run["requests"] <= run["rate"] * 1.5 and run["errors"] == 0
+        assert run["lag_ms"]["count"] == run["requests"]
+        samples = run["server_samples"]
+        assert len(samples) >= 3
+        assert all(0 <= s["busy_slots"] <= s["total_slots"] == 2 for s in samples)
+        assert run["server"]["total_slots"] == 2 and run["server"]["busy_slots"]["max"] <= 2
+        generator = run["generator"]
+        assert generator["cpu_per_request_ms"] > 0 and generator["cpu_per_chunk_us"] > 0
+        assert 0 < generator["load"] < 4
+    quiet = ok_json("--url", fresh_server.url, "-n", "2", "--max-tokens", "2",
+                    "--scrape-interval", "0")["runs"][0]  # fmt: skip
+    assert quiet["server_samples"] == [] and quiet["server"]["busy_slots"] is None
+
+
+# -- SLOs and capacity -------------------------------------------------------------------
+
+
+def record(ttft: float, latency: float, tokens: int = 5, ok: bool = True) -> RequestRecord:
+    found = RequestRecord(0, latency=latency, ttft=ttft, output_tokens=tokens)
+    if not ok:
+        found.error, found.error_type = "boom", "APIError"
+    return found
+
+
+def test_slos_parse_and_count_goodput() -> None:
+    slo = SLO.parse("ttft=200ms, tpot=50ms,e2e=1.5s", attainment=0.5)
+    assert (slo.ttft, slo.tpot, slo.e2e) == (0.2, 0.05, 1.5)
+    assert SLO.parse("e2e=250").e2e == 250.0  # no unit: seconds
+    records = [
+        record(0.1, 0.3),  # tpot 0.05: met
+        record(0.3, 0.4),  # ttft too slow
+        record(0.1, 0.9),  # tpot 0.2: too slow
+        record(0.1, 0.2, ok=False),  # failed
+    ]
+    result = RunResult(1, True, 5, records, duration=2.0)
+    met = slo.evaluate(result)
+    assert (met.met, met.requests, met.share, met.goodput, met.ok) == (1, 4, 0.25, 0.5, False)
+    for bad, message in (("ttft=fast", "not an objective"), ("ttft=1s,ttft=2s", "twice"),
+                         ("itl=5ms", "not an objective")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            SLO.parse(bad)
+    with pytest.raises(ValueError, match="at least one objective"):
+        SLO()
+
+
+def fake_runs(limit: float, tried: list[float]) -> Any:
+    """Runs whose requests all meet the SLO up to ``limit``, none above."""
+
+    async def run(level: float) -> RunResult:
+        tried.append(level)
+        latency = 0.1 if level <= limit else 5.0
+        return RunResult(None, True, 5, [record(0.05, latency)], duration=1.0)
+
+    return run
+
+
+def test_the_capacity_search_doubles_then_bisects() -> None:
+    slo = SLO(e2e=1.0)
+    tried: list[float] = []
+    best, runs = asyncio.run(find_capacity(fake_runs(6.3, tried), slo, 1.0, bisections=4))
+    assert tried == [1.0, 2.0, 4.0, 8.0, 6.0, 7.0, 6.5, 6.25] and len(runs) == len(tried)
+    assert best == 6.25
+    tried = []
+    best, _ = asyncio.run(find_capacity(fake_runs(5, tried), slo, 4.0, integer=True))
+    assert best == 5.0 and tried == [4.0, 8.0, 6.0, 5.0]
+    tried = []
+    best, _ = asyncio.run(find_capacity(fake_runs(0.3, tried), slo, 4.0))
+    assert tried[:4] == [4.0, 2.0, 1.0, 0.5] and best is not None and 0.25 <= best <= 0.3
+    best, _ = asyncio.run(find_capacity(fake_runs(-1, []), slo, 4.0))
+    assert best is None
+
+
+def test_the_command_line_finds_the_capacity(fresh_server: ServerManager) -> None:
+    data = ok_json("--url", fresh_server.url, "-n", "3", "-c", "1", "--max-tokens", "2",
+                   "--prompt-tokens", "16", "--slo", "e2e=30s", "--find-capacity", "concurrency",
+                   "--scrape-interval", "0", "--warmup", "0")  # fmt: skip
+    assert data["slo"]["e2e_ms"] == 30000 and data["capacity"]["by"] == "concurrency"
+    levels = [run["concurrency"] for run in data["runs"]]
+    assert levels[:3] == [1, 1, 2]  # the -c level, then the search from it
+    assert data["capacity"]["highest_meeting_slo"] == max(levels[1:])  # every level met it
+    assert all(run["slo"]["ok"] and run["slo"]["share"] == 1.0 for run in data["runs"])
+    human = invoke("--url", fresh_server.url, "-n", "2", "--max-tokens", "2", "--warmup", "0",
+                   "--slo", "ttft=1us", "--find-capacity", "rate", "--rate", "4",
+                   "--scrape-interval", "0")  # fmt: skip
+    assert human.exit_code == 0, human.output
+    assert "No rate tried met the SLO (ttft≤0.001ms for 90% of requests)" in human.stdout
+    assert "goodput" in human.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--duration", "5"], "--duration is for open-loop runs: add --rate"),
+        (["--find-capacity", "rate"], "add --slo"),
+        (["--slo", "ttft=1s", "--no-stream"], "drop --no-stream"),
+        (["--slo", "speed=fast"], "not an objective"),
+        (["--rate", "0"], "not a rate above 0"),
+        (["--rate", "x"], "not a number of requests per second"),
+    ],
+)
+def test_open_loop_and_slo_options_are_checked(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    result = invoke("--url", "http://127.0.0.1:9", *args)
+    assert result.exit_code != 0 and message in result.output, result.output
+
+
+def test_a_run_is_timed_by_the_clock_it_reports(fresh_server: ServerManager) -> None:
+    started = time.monotonic()
+    [run] = ok_json("--url", fresh_server.url, "-n", "2", "--max-tokens", "2",
+                    "--scrape-interval", "0")["runs"]  # fmt: skip
+    assert run["duration_s"] <= time.monotonic() - started
