@@ -30,6 +30,7 @@ BENCHMARKS = {
     "telemetry": ("bench_telemetry.py", [], ["--rounds", "3", "--ops", "10"]),
     "async": ("bench_async.py", [], ["--rounds", "2", "--calls", "32"]),
     "server_start": ("bench_server_start.py", [], ["--rounds", "3"]),
+    "generator": ("bench_generator.py", [], ["--rounds", "1", "--requests", "64"]),
 }
 
 # "  per call, ours / raw httpx      1.032   target <= 1.10   OK"

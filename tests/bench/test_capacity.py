@@ -277,3 +277,70 @@ def test_a_run_is_timed_by_the_clock_it_reports(fresh_server: ServerManager) -> 
     [run] = ok_json("--url", fresh_server.url, "-n", "2", "--max-tokens", "2",
                     "--scrape-interval", "0")["runs"]  # fmt: skip
     assert run["duration_s"] <= time.monotonic() - started
+
+
+# -- comparing runs ----------------------------------------------------------------------
+
+
+def fake_report(shift_ms: float, throughputs: list[float], seed: int) -> dict[str, Any]:
+    import random
+
+    rng, same = random.Random(seed), random.Random(99)  # TPOT: the same on every side
+    runs = []
+    for throughput in throughputs:
+        requests = [
+            {"ok": True, "ttft_ms": 100 + shift_ms + rng.gauss(0, 10),
+             "tpot_ms": 20 + same.gauss(0, 2), "e2e_ms": 500 + shift_ms + rng.gauss(0, 30)}
+            for _ in range(60)
+        ]  # fmt: skip
+        runs.append({"concurrency": 2, "rate": None, "per_request": requests,
+                     "request_throughput": throughput,
+                     "output_throughput": throughput * 10})  # fmt: skip
+    return {"runs": runs}
+
+
+def test_comparisons_tell_a_change_from_the_noise() -> None:
+    from llamatelemetry.bench import compare_reports
+
+    before = fake_report(0, [10.0, 10.4, 9.8], seed=1)
+    same = {c.metric: c for c in compare_reports(fake_report(0, [10.1, 9.9, 10.2], seed=2), before)}
+    slower = {
+        c.metric: c for c in compare_reports(fake_report(40, [7.0, 7.2, 6.9], seed=3), before)
+    }
+    assert same["TTFT p50 (ms)"].verdict == "within noise"
+    assert same["req/s"].verdict == "within noise"
+    assert slower["TTFT p50 (ms)"].verdict == "higher"
+    low, high = slower["TTFT p50 (ms)"].low, slower["TTFT p50 (ms)"].high
+    assert low is not None and high is not None and 25 < low <= high < 55  # the shift: 40 ms
+    assert slower["req/s"].verdict == "lower" and slower["req/s"].relative == pytest.approx(
+        -0.3, abs=0.02
+    )
+    assert slower["TPOT p50 (ms)"].verdict == "within noise"  # it did not change
+    once = compare_reports(fake_report(0, [10.0], seed=4), fake_report(0, [9.0], seed=5))
+    assert {c.metric: c.verdict for c in once}["req/s"].startswith("no noise estimate")
+    assert compare_reports({"runs": [{"rate": 5.0, "concurrency": None}]}, before) == []
+
+
+def test_repeats_a_baseline_and_an_html_report(fresh_server: ServerManager, tmp_path: Path) -> None:
+    args = ["--url", fresh_server.url, "-n", "4", "-c", "2", "--max-tokens", "3",
+            "--prompt-tokens", "16", "--repeat", "3", "--scrape-interval", "0"]  # fmt: skip
+    first = ok_json(*args)
+    assert [run["concurrency"] for run in first["runs"]] == [2, 2, 2]
+    baseline = tmp_path / "before.json"
+    baseline.write_text(__import__("json").dumps(first))
+    page = tmp_path / "report.html"
+    second = ok_json(*args, "--baseline", str(baseline), "--html", str(page))
+    changes = {c["metric"]: c for c in second["comparison"]["changes"]}
+    assert set(changes) == {"TTFT p50 (ms)", "TPOT p50 (ms)", "E2E p50 (ms)", "req/s", "tok/s"}
+    assert all(c["level"] == "concurrency 2" and c["ci95"] is not None for c in changes.values())
+    text = page.read_text()
+    assert text.startswith("<!doctype html>") and "data:image/png;base64," in text
+    assert "Compared with" in text and "http" not in text.split("<pre>")[0].replace(
+        fresh_server.url, ""
+    ).replace("http://", "")  # nothing fetched from anywhere
+    human = invoke(*args, "--baseline", str(baseline))
+    assert human.exit_code == 0 and "Compared with" in human.stdout
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    refused = invoke(*args, "--baseline", str(bad))
+    assert refused.exit_code != 0 and "not a report of" in refused.output

@@ -222,3 +222,19 @@ def test_the_async_client_asks_once_within_its_budget_too() -> None:
         took = asyncio.run(calls(server.url))
         assert asked(server, "/props") == 1
     assert took[0] < PROBE_TIMEOUT + 0.5 and max(took[1:]) < 0.2
+
+
+def test_a_dropped_load_is_sent_again(fast_backoff: None) -> None:
+    """Loading is idempotent (a loaded model answers "already running"): a load request
+    the router dropped is retried, as a GET would be."""
+    running = {"error": {"code": 400, "message": "model is already running"}}
+    loads = iter([Reply(drop=True), Reply(400, running)])
+
+    def answer(request: SeenRequest) -> Reply:
+        if request.path == "/models/load":
+            return next(loads)
+        return Reply(200, router_models({"value": "loaded"}))
+
+    with FaultServer(answer) as server, LlamaCppClient(server.url, max_retries=2) as client:
+        assert client.models.load("m") == "loaded"
+        assert asked(server, "/models/load") == 2

@@ -19,6 +19,8 @@ end-to-end) and server-reported (llama.cpp's ``timings``) side by side; ``summar
 mean, median, p90 and p99 in milliseconds and ``to_dict()`` the JSON that ``--json`` prints.
 """
 
+from ._compare import Change, compare_reports
+from ._html import write_html
 from ._load import Workload, open_client, run_load, run_sweep
 from ._plot import plot_results
 from ._prompts import (
@@ -41,6 +43,9 @@ from ._watch import ServerSample, ServerWatch
 
 __all__ = [
     "SLO",
+    "Change",
+    "compare_reports",
+    "write_html",
     "Arrivals",
     "Attainment",
     "FilePrompts",

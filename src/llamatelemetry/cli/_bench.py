@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import platform
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -31,18 +32,20 @@ from ..bench import (
     RunResult,
     ServerWatch,
     Workload,
+    compare_reports,
     find_capacity,
     load_prompts_file,
     open_client,
     run_load,
     synthetic_source,
     template_prefix_tokens,
+    write_html,
 )
 from ..server import ServerManager, ServerStartError
 from ._client import API_KEY_ENV, BASE_URL_ENV
 from ._errors import EXIT_INTERRUPTED, CliError, api_errors, print_interrupted, start_error
 from ._output import err_console, json_option, out_console, print_json
-from ._render import _print_capacity, _print_run, _print_sweep
+from ._render import _print_capacity, _print_changes, _print_run, _print_sweep
 from ._telemetry import _setup_telemetry
 
 __all__ = ["bench"]
@@ -193,6 +196,7 @@ class _Plan:
     slo: SLO | None
     capacity: str | None  # "rate" or "concurrency": search the highest meeting the SLO
     scrape_interval: float
+    repeat: int = 1
 
 
 async def _source(client: AsyncLlamaCppClient, plan: _Plan) -> PromptSource:
@@ -250,9 +254,11 @@ async def _run(
         try:
             with progress:
                 for level in plan.levels:
-                    results.append(await level_run(level, None))
+                    for _ in range(plan.repeat):
+                        results.append(await level_run(level, None))
                 for rate in plan.rates:
-                    results.append(await level_run(None, rate))
+                    for _ in range(plan.repeat):
+                        results.append(await level_run(None, rate))
                 if plan.capacity is not None:
                     assert plan.slo is not None
                     by_rate = plan.capacity == "rate"
@@ -480,6 +486,24 @@ def _check_plot_available() -> None:
     help="Seconds between samples of the server's /metrics and /slots (0: none).",
 )
 @click.option(
+    "--repeat",
+    type=click.IntRange(min=1, max=100),
+    default=1,
+    show_default=True,
+    help="Run every level this many times (fresh prompts each): the spread between them "
+    "is the noise --baseline compares against.",
+)
+@click.option(
+    "--baseline",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A previous --json report: print how every level changed, with 95% intervals.",
+)
+@click.option(
+    "--html",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a self-contained HTML report (tables, and the plots when matplotlib is there).",
+)
+@click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write a PNG of the latency distributions and TTFT vs concurrency.",
@@ -520,11 +544,14 @@ def bench(
     slo: SLO | None,
     find_capacity: str | None,
     scrape_interval: float,
+    repeat: int,
+    baseline: Path | None,
+    html: Path | None,
     plot: Path | None,
     otlp_endpoint: str | None,
     as_json: bool,
 ) -> None:
-    """Measure a llama-server under load: N requests, C at a time, or at R per second.
+    """Measure a llama-server under load, closed or open loop.
 
     Reports request and token throughput and the mean, median, p90 and p99 of time to
     first token (TTFT), time per output token (TPOT), inter-token latency (ITL) and
@@ -563,6 +590,14 @@ def bench(
         levels = []  # open loop only
     if plot is not None:
         _check_plot_available()
+    earlier = None
+    if baseline is not None:
+        try:
+            earlier = json.loads(baseline.read_text(encoding="utf-8"))
+            if not isinstance(earlier, dict) or not isinstance(earlier.get("runs"), list):
+                raise ValueError("not a report of `llamatelemetry bench --json`")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CliError(f"--baseline {baseline}: {exc}") from None
     file_prompts = None
     if prompts_file is not None:
         try:
@@ -590,12 +625,13 @@ def bench(
         "prompts_file": str(prompts_file) if prompts_file else None,
         "find_capacity": find_capacity,
         "scrape_interval": scrape_interval,
+        "repeat": repeat,
         **workload_options,
     }
     plan = _Plan(
         levels, rates, workload_options, requests, prompt_tokens, shared_prefix, file_prompts,
         str(prompts_file) if prompts_file else None, seed, arrivals, slo, find_capacity,
-        scrape_interval,
+        scrape_interval, repeat,
     )  # fmt: skip
     started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -623,6 +659,12 @@ def bench(
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
         target = redact_url(url.rstrip("/"))  # a password in --url stays out of the report
         report = _report(target, config, results, started_at, slo, capacity, prompts)
+        changes = [] if earlier is None else compare_reports(report, earlier)
+        if earlier is not None:
+            report["comparison"] = {
+                "baseline": str(baseline),
+                "changes": [change.to_dict() for change in changes],
+            }
         failed_everywhere = all(r.completed == 0 for r in results)
 
         if as_json:
@@ -647,12 +689,18 @@ def bench(
                 _print_sweep(console, results, slo)
             if find_capacity is not None and slo is not None:
                 _print_capacity(console, find_capacity, capacity, results, slo)
+            if earlier is not None:
+                _print_changes(console, changes, str(baseline))
         if failed_everywhere:
             samples = [s for r in results for s in r.error_samples()]
             total = sum(r.requests for r in results)
             raise CliError(
                 f"all {total} requests to {target} failed", samples[0] if samples else ""
             )
+        if html is not None:
+            path = write_html(report, results, html)
+            if not as_json:
+                err_console().print(Text(f"report written to {path}", style="dim"))
         if plot is not None:
             from ..bench import plot_results
 

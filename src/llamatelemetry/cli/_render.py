@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .._version import __version__
-from ..bench import METRIC_TITLES, METRICS, SLO, RunResult
+from ..bench import METRIC_TITLES, METRICS, SLO, Change, RunResult
 from ._calls import CallRecord
 from ._servers import DemoServers
 from ._steps import Step
@@ -374,6 +374,22 @@ def _print_sweep(console: Console, results: list[RunResult], slo: SLO | None = N
             "-" if deferred is None else f"{deferred.mean:,.1f}",
         ]
         table.add_row(*row)
+    console.print(table)
+
+
+def _print_changes(console: Console, changes: list[Change], baseline: str) -> None:
+    if not changes:
+        console.print(Text(f"No level of this run is in {baseline}: nothing to compare.",
+                           style="yellow"))  # fmt: skip
+        return
+    table = Table(title=f"Compared with {baseline}", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("level", "figure", "before", "now", "change", "95% interval", ""):
+        table.add_column(column, justify="left" if column in ("level", "figure", "") else "right")
+    for change in changes:
+        relative = "" if change.relative is None else f"{change.relative:+.1%}"
+        interval = "" if change.low is None else f"{change.low:+,.2f} .. {change.high or 0:+,.2f}"
+        table.add_row(change.level, change.metric, f"{change.baseline:,.2f}",
+                      f"{change.current:,.2f}", relative, interval, change.verdict)  # fmt: skip
     console.print(table)
 
 

@@ -105,7 +105,8 @@ def _change_call(action: str, name: str, timeout: float, wait: bool) -> Call[str
         # "already running" / "not running" is an answer: the change is already made; a
         # 404 ("File Not Found") is explained by the model list.
         ok_statuses=frozenset({400, 404}),
-        retries=0,
+        # Idempotent (loading a loaded model is an answer, not a second load): a request
+        # the router dropped is retried like a GET.
         operation=f"{action}_model",
         follow=lambda answer: _change_flow(action, name, answer, wait),
         total_timeout=timeout,

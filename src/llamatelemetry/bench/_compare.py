@@ -1,0 +1,142 @@
+"""Comparing a benchmark with an earlier one, with an honest estimate of the noise.
+
+Runs are matched by level (a concurrency, or an open-loop rate). A latency's change is
+the difference of the medians of the requests of each side, with a 95% bootstrap
+confidence interval (the requests resampled); a throughput has one value per run, so its
+interval needs repeated runs (``--repeat``) on both sides, else it is reported without
+one. A change whose interval holds zero is within the noise.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._stats import percentile
+
+__all__ = ["Change", "compare_reports"]
+
+#: Client-side latencies compared (per-request values in the JSON report, milliseconds).
+LATENCIES = (("ttft_ms", "TTFT"), ("tpot_ms", "TPOT"), ("e2e_ms", "E2E"))
+THROUGHPUTS = (("request_throughput", "req/s"), ("output_throughput", "tok/s"))
+RESAMPLES = 2000
+# Two-sided 95% quantiles of Student's t for small degrees of freedom (then ~normal).
+_T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One figure of one level, then and now."""
+
+    level: str
+    metric: str
+    baseline: float
+    current: float
+    low: float | None  # the 95% interval of current - baseline; None: no noise estimate
+    high: float | None
+
+    @property
+    def relative(self) -> float | None:
+        return None if self.baseline == 0 else (self.current - self.baseline) / self.baseline
+
+    @property
+    def verdict(self) -> str:
+        if self.low is None or self.high is None:
+            return "no noise estimate (one run each side: use --repeat)"
+        if self.low <= 0 <= self.high:
+            return "within noise"
+        return "higher" if self.low > 0 else "lower"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "level": self.level,
+            "metric": self.metric,
+            "baseline": round(self.baseline, 4),
+            "current": round(self.current, 4),
+            "relative": None if self.relative is None else round(self.relative, 4),
+            "ci95": None if self.low is None else [round(self.low, 4), round(self.high or 0, 4)],
+            "verdict": self.verdict,
+        }
+
+
+def _level(run: dict[str, Any]) -> str:
+    if run.get("rate") is not None:
+        return f"{run['rate']:g} req/s"
+    return f"concurrency {run['concurrency']}"
+
+
+def _by_level(report: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    levels: dict[str, list[dict[str, Any]]] = {}
+    for run in report.get("runs", []):
+        levels.setdefault(_level(run), []).append(run)
+    return levels
+
+
+def _values(runs: Sequence[dict[str, Any]], key: str) -> list[float]:
+    return [
+        float(r[key])
+        for run in runs
+        for r in run.get("per_request", [])
+        if r.get("ok") and r.get(key) is not None
+    ]
+
+
+def _median_change_ci(
+    before: list[float], after: list[float], rng: random.Random
+) -> tuple[float, float]:
+    diffs = sorted(
+        statistics.median(rng.choices(after, k=len(after)))
+        - statistics.median(rng.choices(before, k=len(before)))
+        for _ in range(RESAMPLES)
+    )
+    return percentile(diffs, 2.5), percentile(diffs, 97.5)
+
+
+def _mean_change_ci(before: list[float], after: list[float]) -> tuple[float, float] | None:
+    """Welch's interval for the difference of the means; None with fewer than 2 a side."""
+    if len(before) < 2 or len(after) < 2:
+        return None
+    va, vb = statistics.variance(after) / len(after), statistics.variance(before) / len(before)
+    spread = math.sqrt(va + vb)
+    if spread == 0:
+        delta = statistics.fmean(after) - statistics.fmean(before)
+        return delta, delta
+    # Welch-Satterthwaite degrees of freedom
+    df = (va + vb) ** 2 / (va**2 / (len(after) - 1) + vb**2 / (len(before) - 1))
+    t = _T95.get(max(1, math.floor(df)), 1.96 if df > 30 else 2.2)
+    delta = statistics.fmean(after) - statistics.fmean(before)
+    return delta - t * spread, delta + t * spread
+
+
+def compare_reports(
+    current: dict[str, Any], baseline: dict[str, Any], seed: int = 0
+) -> list[Change]:
+    """The changes from ``baseline`` to ``current`` (both ``bench --json`` reports), for
+    every level both have."""
+    rng = random.Random(seed)
+    before_levels, changes = _by_level(baseline), []
+    for level, runs in _by_level(current).items():
+        before = before_levels.get(level)
+        if not before:
+            continue
+        for key, name in LATENCIES:
+            old, new = _values(before, key), _values(runs, key)
+            if old and new:
+                low, high = _median_change_ci(old, new, rng)
+                changes.append(
+                    Change(level, f"{name} p50 (ms)", statistics.median(old),
+                           statistics.median(new), low, high)
+                )  # fmt: skip
+        for key, name in THROUGHPUTS:
+            old_t = [float(run[key]) for run in before]
+            new_t = [float(run[key]) for run in runs]
+            interval = _mean_change_ci(old_t, new_t)
+            changes.append(
+                Change(level, name, statistics.fmean(old_t), statistics.fmean(new_t),
+                       *(interval or (None, None)))
+            )  # fmt: skip
+    return changes
