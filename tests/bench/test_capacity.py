@@ -243,8 +243,9 @@ def test_the_command_line_finds_the_capacity(fresh_server: ServerManager) -> Non
                    "--scrape-interval", "0", "--warmup", "0")  # fmt: skip
     assert data["slo"]["e2e_ms"] == 30000 and data["capacity"]["by"] == "concurrency"
     levels = [run["concurrency"] for run in data["runs"]]
-    assert levels[:3] == [1, 1, 2]  # the -c level, then the search from it
-    assert data["capacity"]["highest_meeting_slo"] == max(levels[1:])  # every level met it
+    # The -c level, reused by the search, which doubles up to the run's 3 requests.
+    assert levels == [1, 2, 3]
+    assert data["capacity"] == {"by": "concurrency", "highest_meeting_slo": 3.0, "bounded": False}
     assert all(run["slo"]["ok"] and run["slo"]["share"] == 1.0 for run in data["runs"])
     human = invoke("--url", fresh_server.url, "-n", "2", "--max-tokens", "2", "--warmup", "0",
                    "--slo", "ttft=1us", "--find-capacity", "rate", "--rate", "4",
@@ -261,7 +262,13 @@ def test_the_command_line_finds_the_capacity(fresh_server: ServerManager) -> Non
         (["--find-capacity", "rate"], "add --slo"),
         (["--slo", "ttft=1s", "--no-stream"], "drop --no-stream"),
         (["--slo", "speed=fast"], "not an objective"),
-        (["--rate", "0"], "not a rate above 0"),
+        (["--rate", "0"], "not a rate of 0.001 to 1e6"),
+        (["--rate", "nan"], "not a rate of 0.001 to 1e6"),
+        (["--rate", "1", "--duration", "inf"], "not a finite number"),
+        (["--rate", "1", "--ramp-up", "nan"], "not a finite number"),
+        (["--scrape-interval", "nan"], "not a finite number"),
+        (["--slo-attainment", "0.5"], "add --slo"),
+        (["--html", "/no/such/folder/r.html"], "no folder /no/such/folder"),
         (["--rate", "x"], "not a number of requests per second"),
     ],
 )
@@ -344,3 +351,27 @@ def test_repeats_a_baseline_and_an_html_report(fresh_server: ServerManager, tmp_
     bad.write_text("[1, 2]")
     refused = invoke(*args, "--baseline", str(bad))
     assert refused.exit_code != 0 and "not a report of" in refused.output
+
+
+def test_odd_baselines_are_refused_before_the_run_or_their_odd_runs_left_out(
+    tmp_path: Path,
+) -> None:
+    from llamatelemetry.bench import compare_reports
+
+    for text in ('{"runs": [1]}', '{"runs": [{}]}', "[]", '{"runs": [{"concurrency": 1}]}'):
+        path = tmp_path / "odd.json"
+        path.write_text(text)
+        refused = invoke("--url", "http://127.0.0.1:9", "--baseline", str(path))
+        assert refused.exit_code != 0 and "not a report of" in refused.output, text
+    good = fake_report(0, [10.0, 10.2], seed=1)
+    odd = {"runs": [*good["runs"], {"concurrency": 2, "request_throughput": "x"},
+                    {"concurrency": 2, "request_throughput": 1.0, "output_throughput": 2.0,
+                     "per_request": [{"ok": True, "ttft_ms": "slow"}, None]}]}  # fmt: skip
+    changes = {c.metric: c for c in compare_reports(good, odd)}
+    assert changes["TTFT p50 (ms)"].verdict == "within noise"  # the odd requests left out
+
+
+def test_a_tpot_objective_is_met_by_a_one_token_answer() -> None:
+    slo = SLO(tpot=0.01)
+    assert slo.met(record(0.1, 0.2, tokens=1))
+    assert not slo.met(record(0.1, 0.5, tokens=3))  # (0.5 - 0.1) / 2 = 0.2 s per token

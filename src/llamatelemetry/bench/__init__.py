@@ -19,7 +19,7 @@ end-to-end) and server-reported (llama.cpp's ``timings``) side by side; ``summar
 mean, median, p90 and p99 in milliseconds and ``to_dict()`` the JSON that ``--json`` prints.
 """
 
-from ._compare import Change, compare_reports
+from ._compare import Change, compare_reports, usable_runs
 from ._html import write_html
 from ._load import Workload, open_client, run_load, run_sweep
 from ._plot import plot_results
@@ -45,6 +45,7 @@ __all__ = [
     "SLO",
     "Change",
     "compare_reports",
+    "usable_runs",
     "write_html",
     "Arrivals",
     "Attainment",

@@ -46,7 +46,7 @@ class Change:
     @property
     def verdict(self) -> str:
         if self.low is None or self.high is None:
-            return "no noise estimate (one run each side: use --repeat)"
+            return "no noise estimate (fewer than 2 runs on a side: use --repeat)"
         if self.low <= 0 <= self.high:
             return "within noise"
         return "higher" if self.low > 0 else "lower"
@@ -69,9 +69,27 @@ def _level(run: dict[str, Any]) -> str:
     return f"concurrency {run['concurrency']}"
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def usable_runs(report: Any) -> list[dict[str, Any]]:
+    """The runs of a report that can be compared: a level, throughputs and per-request
+    figures of the right types (anything else in a hand-edited file is left out)."""
+    runs = report.get("runs") if isinstance(report, dict) else None
+    found = []
+    for run in runs if isinstance(runs, list) else []:
+        if not isinstance(run, dict) or not isinstance(run.get("per_request", []), list):
+            continue
+        level = run.get("rate") if run.get("rate") is not None else run.get("concurrency")
+        if _number(level) and all(_number(run.get(key)) for key, _ in THROUGHPUTS):
+            found.append(run)
+    return found
+
+
 def _by_level(report: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     levels: dict[str, list[dict[str, Any]]] = {}
-    for run in report.get("runs", []):
+    for run in usable_runs(report):
         levels.setdefault(_level(run), []).append(run)
     return levels
 
@@ -81,7 +99,7 @@ def _values(runs: Sequence[dict[str, Any]], key: str) -> list[float]:
         float(r[key])
         for run in runs
         for r in run.get("per_request", [])
-        if r.get("ok") and r.get(key) is not None
+        if isinstance(r, dict) and r.get("ok") is True and _number(r.get(key))
     ]
 
 

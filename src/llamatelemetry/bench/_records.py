@@ -176,7 +176,7 @@ class RunResult:
             f"{len(over)} of {self.completed} requests found more than {allowed} prompt "
             f"tokens in the server's cache (up to {cached.max:.0f}; the chat template's "
             f"prefix and any shared prefix are {self.cache_prefix_tokens}): prompts were "
-            "sent twice, so this run measured the prompt cache, not only the server"
+            "sent twice, or begin alike, so this run measured the prompt cache too"
         )
 
     def cpu_per_request(self) -> float | None:

@@ -37,9 +37,9 @@ class Arrivals:
             )
         if not (math.isfinite(self.burstiness) and self.burstiness > 0):
             raise ValueError(f"burstiness must be > 0 (1: Poisson), got {self.burstiness}")
-        if self.ramp_up < 0:
+        if not (math.isfinite(self.ramp_up) and self.ramp_up >= 0):
             raise ValueError(f"ramp_up must be >= 0 seconds, got {self.ramp_up}")
-        if self.duration is not None and self.duration <= 0:
+        if self.duration is not None and not (math.isfinite(self.duration) and self.duration > 0):
             raise ValueError(f"duration must be > 0 seconds, got {self.duration}")
 
 

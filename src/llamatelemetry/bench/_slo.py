@@ -66,7 +66,9 @@ class SLO:
     def met(self, record: RequestRecord) -> bool:
         if not record.ok:
             return False
-        for bound, value in ((self.ttft, record.ttft), (self.tpot, record.tpot),
+        # TPOT is undefined for an answer of one token: nothing to miss.
+        tpot = record.tpot if record.output_tokens >= 2 else 0.0
+        for bound, value in ((self.ttft, record.ttft), (self.tpot, tpot),
                              (self.e2e, record.latency)):  # fmt: skip
             if bound is not None and (value is None or value > bound):
                 return False
@@ -123,10 +125,13 @@ async def find_capacity(
     integer: bool = False,
     bisections: int = 3,
     max_doublings: int = 8,
+    ceiling: float | None = None,
 ) -> tuple[float | None, list[RunResult]]:
     """The highest level (a rate, or with ``integer`` a concurrency) at which ``run(level)``
     meets ``slo``, and every run made to find it (in order). None when even the lowest
-    level tried fails: halving from ``start`` a few times first."""
+    level tried fails: halving from ``start`` a few times first. Doubling stops at
+    ``ceiling`` (a concurrency above the requests of a run means nothing); when no level
+    failed, the level returned is a lower bound, not the capacity."""
     results: list[RunResult] = []
 
     async def ok(level: float) -> bool:
@@ -144,6 +149,10 @@ async def find_capacity(
         good = level
         for _ in range(max_doublings):
             level = step(level, 2)
+            if ceiling is not None and level > ceiling:
+                if good >= ceiling:
+                    break
+                level = ceiling
             if not await ok(level):
                 bad = level
                 break

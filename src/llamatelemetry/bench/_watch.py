@@ -46,7 +46,15 @@ def _context_used(slots: list[dict[str, Any]]) -> float | None:
         if slot.get("state") != "processing":
             continue
         decoded = sum(int(t.get("n_decoded") or 0) for t in slot.get("next_token") or [])
-        used += int(slot.get("n_prompt_tokens") or 0) + decoded
+        if "n_prompt_tokens_processed" in slot:
+            # Today's server: n_prompt_tokens grows with the decoded tokens; the prompt
+            # is what came from the cache plus what was processed.
+            prompt = int(slot.get("n_prompt_tokens_cache") or 0) + int(
+                slot.get("n_prompt_tokens_processed") or 0
+            )
+        else:
+            prompt = int(slot.get("n_prompt_tokens") or 0)
+        used += prompt + decoded
     return used / total
 
 
@@ -72,7 +80,8 @@ class ServerWatch:
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> list[ServerSample]:
-        """Stop sampling (after a last sample) and hand over this run's samples."""
+        """Stop sampling and hand over this run's samples: every one taken while the run
+        ran (none at its very start or after its end, when the server is idle)."""
         if self._task is not None:
             self._task.cancel()
             try:
@@ -80,7 +89,6 @@ class ServerWatch:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        await self.sample()  # the state at the end
         samples, self.samples, self._last = self.samples, [], None
         return samples
 
@@ -88,11 +96,12 @@ class ServerWatch:
         await self._client.aclose()
 
     async def _loop(self) -> None:
+        await self.sample(record=False)  # the counters' starting point
         while True:
-            await self.sample()
             await asyncio.sleep(self._interval)
+            await self.sample()
 
-    async def sample(self) -> None:
+    async def sample(self, record: bool = True) -> None:
         now = time.perf_counter()
         values: dict[str, float] = {}
         slots: list[dict[str, Any]] | None = None
@@ -116,6 +125,8 @@ class ServerWatch:
                         rates[key] = max(values[name] - before[name], 0.0) / elapsed
         if values:
             self._last = (now, values)
+        if not record:
+            return
         self.samples.append(
             ServerSample(
                 t=now - self._origin,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import math
 import platform
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -39,6 +40,7 @@ from ..bench import (
     run_load,
     synthetic_source,
     template_prefix_tokens,
+    usable_runs,
     write_html,
 )
 from ..server import ServerManager, ServerStartError
@@ -55,6 +57,7 @@ DEFAULT_REQUESTS = 32
 DEFAULT_PROMPT_TOKENS = 128
 DEFAULT_MAX_TOKENS = 128
 MAX_CONCURRENCY = 4096
+MIN_RATE = 0.001  # requests per second: one in about 17 minutes
 
 
 def _levels(value: str) -> list[int]:
@@ -91,11 +94,19 @@ def _parse_rates(ctx: click.Context, param: click.Parameter, value: str | None) 
             raise click.BadParameter(
                 f"{part.strip()!r} is not a number of requests per second"
             ) from None
-        if not 0 < rate < 1e6:
-            raise click.BadParameter(f"{rate:g} is not a rate above 0 requests per second")
+        if not MIN_RATE <= rate < 1e6:  # NaN fails here too
+            raise click.BadParameter(
+                f"{rate:g} is not a rate of {MIN_RATE:g} to 1e6 requests per second"
+            )
         if rate not in rates:
             rates.append(rate)
     return rates
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
 
 
 def _parse_slo(ctx: click.Context, param: click.Parameter, value: str | None) -> SLO | None:
@@ -234,10 +245,17 @@ async def _run(
             prefix += getattr(source, "shared_tokens", 0)
         workload = Workload(source, requests=plan.requests, **plan.workload_options)
 
+        runs_made = 0
+        done: dict[tuple[int | None, float | None], RunResult] = {}
+
         async def level_run(concurrency: int | None, rate: float | None) -> RunResult:
+            nonlocal runs_made
+            runs_made += 1
             arrivals = None
             if rate is not None:
-                arrivals = Arrivals(rate, seed=plan.seed, **plan.arrivals)
+                # Each run its own arrivals (repeats included), repeatable with --seed.
+                seed = None if plan.seed is None else plan.seed + runs_made
+                arrivals = Arrivals(rate, seed=seed, **plan.arrivals)
                 total = None if arrivals.duration else plan.requests
                 progress.level(f"{rate:>7.3g} req/s", total)
             else:
@@ -247,7 +265,14 @@ async def _run(
                 on_request=progress.request,
             )  # fmt: skip
             result.cache_prefix_tokens = prefix
+            done[(concurrency, rate)] = result
             return result
+
+        async def search_run(level: float) -> RunResult:
+            key = (None, level) if plan.capacity == "rate" else (int(level), None)
+            if key in done:  # the sweep ran this level already
+                return done[key]
+            return await level_run(*key)
 
         results: list[RunResult] = []
         capacity = None
@@ -264,14 +289,14 @@ async def _run(
                     by_rate = plan.capacity == "rate"
                     start = (plan.rates or [1.0])[0] if by_rate else float((plan.levels or [1])[0])
                     capacity, tried = await find_capacity(
-                        lambda level: (
-                            level_run(None, level) if by_rate else level_run(int(level), None)
-                        ),
+                        search_run,
                         plan.slo,
                         start,
                         integer=not by_rate,
+                        # more in flight than a run has requests measures nothing new
+                        ceiling=None if by_rate else float(plan.requests),
                     )
-                    results.extend(tried)
+                    results.extend(r for r in tried if all(r is not s for s in results))
         finally:
             if watch is not None:
                 await watch.aclose()
@@ -294,6 +319,16 @@ def _report(
             run["slo"] = slo.evaluate(result).to_dict()
         runs.append(run)
     searched = config.get("find_capacity")
+    found = None
+    if searched is not None:
+        # A capacity is found when a higher level failed; else it is only a lower bound.
+        level = "rate" if searched == "rate" else "concurrency"
+        bounded = capacity is not None and slo is not None and any(
+            getattr(r, level) is not None and getattr(r, level) > capacity
+            and not slo.evaluate(r).ok
+            for r in results
+        )  # fmt: skip
+        found = {"by": searched, "highest_meeting_slo": capacity, "bounded": bounded}
     return {
         "url": url,
         "model": next((r.model for r in results if r.model), None),
@@ -302,7 +337,7 @@ def _report(
         "config": config,
         "prompts": prompts,
         "slo": None if slo is None else slo.to_dict(),
-        "capacity": None if searched is None else {"by": searched, "highest_meeting_slo": capacity},
+        "capacity": found,
         "runs": runs,
     }
 
@@ -395,6 +430,7 @@ def _check_plot_available() -> None:
 )
 @click.option(
     "--temperature",
+    callback=_finite,
     type=click.FloatRange(min=0.0),
     help="Sampling temperature [default: the server's].",
 )
@@ -413,6 +449,7 @@ def _check_plot_available() -> None:
 )
 @click.option(
     "--timeout",
+    callback=_finite,
     type=click.FloatRange(min=0, min_open=True),
     default=600.0,
     show_default=True,
@@ -428,6 +465,7 @@ def _check_plot_available() -> None:
 )
 @click.option(
     "--burstiness",
+    callback=_finite,
     type=click.FloatRange(min=0, min_open=True),
     default=1.0,
     show_default=True,
@@ -435,11 +473,13 @@ def _check_plot_available() -> None:
 )
 @click.option(
     "--duration",
+    callback=_finite,
     type=click.FloatRange(min=0, min_open=True),
     help="With --rate: seconds each rate runs (instead of -n requests).",
 )
 @click.option(
     "--ramp-up",
+    callback=_finite,
     type=click.FloatRange(min=0),
     default=0.0,
     show_default=True,
@@ -459,6 +499,7 @@ def _check_plot_available() -> None:
 )
 @click.option(
     "--slo-attainment",
+    callback=_finite,
     type=click.FloatRange(min=0, max=1, min_open=True),
     default=0.9,
     show_default=True,
@@ -480,6 +521,7 @@ def _check_plot_available() -> None:
 )
 @click.option(
     "--scrape-interval",
+    callback=_finite,
     type=click.FloatRange(min=0),
     default=1.0,
     show_default=True,
@@ -586,16 +628,22 @@ def bench(
     if slo is not None and slo.needs_stream and not stream:
         raise CliError("--slo with ttft or tpot needs streamed answers: drop --no-stream")
     explicit_levels = ctx.get_parameter_source("levels") is ParameterSource.COMMANDLINE
-    if (rates or find_capacity == "rate") and not explicit_levels:
-        levels = []  # open loop only
+    if (rates or find_capacity) and not explicit_levels:
+        levels = []  # only what was asked for: no default closed-loop level
+    if slo is None and ctx.get_parameter_source("slo_attainment") is ParameterSource.COMMANDLINE:
+        raise CliError("--slo-attainment is the share of requests meeting --slo: add --slo")
+    if html is not None and not html.parent.is_dir():
+        raise CliError(f"--html: no folder {html.parent} to write {html.name} in")
+    if plot is not None and not plot.parent.is_dir():
+        raise CliError(f"--plot: no folder {plot.parent} to write {plot.name} in")
     if plot is not None:
         _check_plot_available()
     earlier = None
     if baseline is not None:
         try:
             earlier = json.loads(baseline.read_text(encoding="utf-8"))
-            if not isinstance(earlier, dict) or not isinstance(earlier.get("runs"), list):
-                raise ValueError("not a report of `llamatelemetry bench --json`")
+            if not usable_runs(earlier):
+                raise ValueError("not a report of `llamatelemetry bench --json` with runs")
         except (ValueError, UnicodeDecodeError) as exc:
             raise CliError(f"--baseline {baseline}: {exc}") from None
     file_prompts = None
@@ -642,7 +690,7 @@ def bench(
                 telemetry = _setup_telemetry(otlp_endpoint)
                 stack.callback(telemetry.shutdown)  # flushes every span before exit
             if model is not None:
-                slots = max(levels or [4])
+                slots = max([*levels, max_concurrency or 0, 4])
                 size = (
                     ctx_size
                     if ctx_size is not None
@@ -678,7 +726,8 @@ def bench(
                 else f"~{prompt_tokens} prompt tokens"
             )
             mode = "streaming" if stream else "not streaming"
-            what = f"{requests} requests per level · {prompt} · max {max_tokens} tokens · {mode}"
+            per_level = f"{duration:g} s per rate" if duration else f"{requests} requests per level"
+            what = f"{per_level} · {prompt} · max {max_tokens} tokens · {mode}"
             console.print(Text.assemble(
                 ("Benchmark ", "bold"), (target, "cyan"), f"  ({name})\n", (what, "dim"),
             ), soft_wrap=True)  # fmt: skip

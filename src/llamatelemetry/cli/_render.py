@@ -320,6 +320,8 @@ LAG_WARNING_S = 0.05
 
 def _warnings(result: RunResult) -> list[str]:
     found = []
+    if not result.records:
+        found.append("no request fell within this run (--duration shorter than the gaps?)")
     cache = result.cache_warning()
     if cache is not None:
         found.append(cache)
@@ -405,6 +407,9 @@ def _print_capacity(
         None,
     )  # fmt: skip
     level = f"{capacity:g} req/s" if by == "rate" else f"concurrency {capacity:g}"
+    higher = [r for r in results if ((r.rate if by == "rate" else r.concurrency) or 0) > capacity]
+    if not any(not slo.evaluate(r).ok for r in higher):
+        level = f"at least {level} (no level tried failed it: the search stopped there)"
     line = f"Highest {by} meeting the SLO ({slo.describe()}): {level}"
     if at is not None:
         busy, deferred = at.server_summary("busy_slots"), at.server_summary("deferred")
