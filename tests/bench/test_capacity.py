@@ -375,3 +375,71 @@ def test_a_tpot_objective_is_met_by_a_one_token_answer() -> None:
     slo = SLO(tpot=0.01)
     assert slo.met(record(0.1, 0.2, tokens=1))
     assert not slo.met(record(0.1, 0.5, tokens=3))  # (0.5 - 0.1) / 2 = 0.2 s per token
+
+
+# -- workloads ----------------------------------------------------------------------------
+
+
+def test_sharegpt_conversations_and_traces_load(tmp_path: Path) -> None:
+    import json
+
+    from llamatelemetry.bench import Prompt, load_prompts_file
+
+    sharegpt = tmp_path / "sharegpt.json"
+    sharegpt.write_text(json.dumps([
+        {"conversations": [{"from": "system", "value": "Be brief."},
+                           {"from": "human", "value": "What is GGUF?"},
+                           {"from": "gpt", "value": "x" * 40}, {"from": "human", "value": "And?"}]},
+        {"conversations": [{"from": "gpt", "value": "a greeting nobody asked for"}]},
+        {"conversations": [{"from": "human", "value": "Hi"}]},
+    ]))  # fmt: skip
+    first, second = load_prompts_file(sharegpt)
+    assert first == Prompt(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is GGUF?"}],
+        max_tokens=10,  # its answer: 40 characters, about 10 tokens
+    )
+    assert second == Prompt([{"role": "user", "content": "Hi"}], None)
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text('{"prompt": "a", "timestamp": 3.5, "max_tokens": 4}\n{"prompt": "b"}\n')
+    assert load_prompts_file(trace) == [Prompt([{"role": "user", "content": "a"}], 4, 3.5),
+                                        [{"role": "user", "content": "b"}]]  # fmt: skip
+    alien = '[{"conversations": [{"from": "alien", "value": "x"}]}]'
+    for bad, message in (('{"prompt": "a", "max_tokens": 0}', "max_tokens must be"),
+                         ('{"prompt": "a", "timestamp": -1}', "timestamp must be"),
+                         ('[{"conversations": 5}]', "no 'conversations' list"),
+                         (alien, "turn")):  # fmt: skip
+        trace.write_text(bad)
+        with pytest.raises(ValueError, match=message):
+            load_prompts_file(trace)
+
+
+def test_a_trace_is_replayed_at_its_recorded_times(
+    fresh_server: ServerManager, tmp_path: Path
+) -> None:
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text("".join(
+        f'{{"prompt": "request number {i} of the trace", "timestamp": {10 + 0.25 * i}, '
+        f'"max_tokens": {2 + i}}}\n' for i in range(4)
+    ))  # fmt: skip
+    [run] = ok_json("--url", fresh_server.url, "--prompts-file", str(trace), "--replay",
+                    "--ignore-eos", "--scrape-interval", "0", "--warmup", "0")["runs"]  # fmt: skip
+    assert run["replay"] is True and run["requests"] == 4
+    starts = [r["start_ms"] for r in run["per_request"]]
+    for i, start in enumerate(starts):
+        assert 250 * i <= start < 250 * i + 60  # left on the recorded schedule
+    assert [r["output_tokens"] for r in run["per_request"]] == [2, 3, 4, 5]  # their own lengths
+    refused = invoke("--url", fresh_server.url, "--replay")
+    assert refused.exit_code != 0 and "--replay sends a --prompts-file trace" in refused.output
+
+
+def test_lengths_drawn_from_a_spread(fresh_server: ServerManager) -> None:
+    [run] = ok_json("--url", fresh_server.url, "-n", "12", "--max-tokens", "10",
+                    "--prompt-tokens", "40", "--length-spread", "0.5", "--ignore-eos",
+                    "--scrape-interval", "0", "--seed", "3")["runs"]  # fmt: skip
+    outputs = [r["output_tokens"] for r in run["per_request"]]
+    prompts = [r["prompt_tokens"] for r in run["per_request"]]
+    assert all(5 <= n <= 15 for n in outputs) and len(set(outputs)) >= 4
+    assert max(prompts) - min(prompts) >= 10  # prompt lengths spread too
+    [flat] = ok_json("--url", fresh_server.url, "-n", "4", "--max-tokens", "6", "--ignore-eos",
+                     "--scrape-interval", "0")["runs"]  # fmt: skip
+    assert {r["output_tokens"] for r in flat["per_request"]} == {6}

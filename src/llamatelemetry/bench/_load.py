@@ -17,7 +17,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from ..api import AsyncLlamaCppClient, ChatCompletion
-from ._prompts import FilePrompts, Messages, PromptSource
+from ._prompts import FilePrompts, Item, Prompt, PromptSource, messages_of
 from ._records import RequestRecord, RunResult
 from ._schedule import Arrivals, arrival_times
 from ._watch import ServerWatch
@@ -39,7 +39,7 @@ class Workload:
     an open-loop run (the schedule then slips, and the lag says by how much).
     """
 
-    prompts: Sequence[Messages] | PromptSource
+    prompts: Sequence[Item] | PromptSource
     max_tokens: int = 128
     stream: bool = True
     temperature: float | None = None
@@ -114,10 +114,13 @@ def open_client(
 
 
 async def _one(
-    client: AsyncLlamaCppClient, messages: Messages, workload: Workload, record: RequestRecord
+    client: AsyncLlamaCppClient, item: Item, workload: Workload, record: RequestRecord
 ) -> None:
     """Send one request and fill ``record`` in (``record.started`` is set by the caller)."""
     options = workload.request_options()
+    messages = messages_of(item)
+    if isinstance(item, Prompt) and item.max_tokens is not None:
+        options["max_tokens"] = item.max_tokens  # this request's own output length
     clock = time.perf_counter
     started = clock()
     try:
@@ -173,15 +176,19 @@ async def run_load(
     concurrency: int | None = None,
     *,
     arrivals: Arrivals | None = None,
+    replay: bool = False,
     watch: ServerWatch | None = None,
     on_request: Callable[[RequestRecord], None] | None = None,
 ) -> RunResult:
     """Run the workload's warm-up, then its requests: closed loop with at most
-    ``concurrency`` in flight, or open loop on the ``arrivals`` schedule (whatever the
-    server does). ``watch`` samples the server meanwhile; ``on_request`` is told of each
-    measured request as it ends."""
-    if (concurrency is None) == (arrivals is None):
-        raise ValueError("give a concurrency (closed loop) or arrivals (open loop), not both")
+    ``concurrency`` in flight, open loop on the ``arrivals`` schedule (whatever the server
+    does), or ``replay``: a trace's requests at the times it recorded (`Prompt.at`).
+    ``watch`` samples the server meanwhile; ``on_request`` is told of each measured
+    request as it ends."""
+    if sum((concurrency is not None, arrivals is not None, replay)) != 1:
+        raise ValueError(
+            "give one of: a concurrency (closed loop), arrivals (open loop), replay=True"
+        )
     if concurrency is not None and concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     source = workload.source
@@ -200,6 +207,11 @@ async def run_load(
         schedule = arrival_times(arrivals, None if arrivals.duration else workload.requests)
     count = len(schedule) if schedule is not None else cast(int, workload.requests)
     prompts = source.take(count)
+    if replay:
+        times = [p.at for p in prompts if isinstance(p, Prompt) and p.at is not None]
+        if len(times) != len(prompts):
+            raise ValueError("replay needs a trace: every request with its timestamp")
+        schedule = [at - min(times) for at in times]
     records = [RequestRecord(i) for i in range(count)]
     cap = concurrency or workload.max_concurrency
     gate = asyncio.Semaphore(cap) if cap else None
@@ -237,6 +249,7 @@ async def run_load(
         records,
         duration,
         arrivals=arrivals,
+        replayed=replay,
         server=samples,
         cpu_seconds=time.process_time() - cpu_start,
     )

@@ -14,14 +14,18 @@ import os
 import random
 import secrets
 from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, Union, cast
 
 from ..api import AsyncLlamaCppClient
 from ..api._internal import check_messages
 
 __all__ = [
     "FilePrompts",
+    "Item",
+    "Prompt",
+    "messages_of",
     "Messages",
     "PromptSource",
     "SyntheticPrompts",
@@ -32,6 +36,29 @@ __all__ = [
 ]
 
 Messages = Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A request of a workload that says more than its messages: its own output length
+    (``max_tokens``), and in a trace when it was sent (``at``, seconds from the start)."""
+
+    messages: Messages
+    max_tokens: int | None = None
+    at: float | None = None
+
+
+Item = Union[Messages, Prompt]  # noqa: UP007 - a runtime alias
+
+
+def messages_of(item: Item) -> Messages:
+    return item.messages if isinstance(item, Prompt) else item
+
+
+#: ShareGPT's speakers, as chat roles.
+_SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
+                   "assistant": "assistant"}  # fmt: skip
+CHARS_PER_TOKEN = 4  # a ShareGPT answer's length in tokens, roughly, without a tokenizer
 
 #: Plain words that every tokenizer knows; random sequences of them make prompts that no
 #: two requests share (so the server's prompt cache cannot skip the prefill).
@@ -50,14 +77,22 @@ WORDS = (
 CALIBRATION_WORDS = 1000
 
 
-def load_prompts_file(path: str | os.PathLike[str]) -> list[Messages]:
-    """Chat messages from a JSONL file: one ``{"prompt": "..."}`` (a user message) or
-    ``{"messages": [...]}`` object per line; blank lines are skipped.
+def load_prompts_file(path: str | os.PathLike[str]) -> list[Item]:
+    """The requests of a file: JSONL, one ``{"prompt": "..."}`` (a user message) or
+    ``{"messages": [...]}`` object per line, each optionally with its own ``max_tokens``
+    and, for a trace, the ``timestamp`` (seconds) it was sent at; or a ShareGPT JSON
+    array of ``{"conversations": [{"from": "human", "value": ...}, ...]}``, each sent up
+    to its first human turn, its answer's length (about 4 characters a token) as its
+    ``max_tokens``. Blank lines are skipped.
 
-    Raises ``ValueError`` naming the file and line of the first bad entry.
+    Raises ``ValueError`` naming the file and line (or entry) of the first bad one.
     """
     path = Path(path)
-    prompts: list[Messages] = []
+    with path.open(encoding="utf-8") as fh:
+        head = fh.read(1024).lstrip()
+    if head.startswith("["):
+        return _sharegpt(path)
+    prompts: list[Item] = []
     with path.open(encoding="utf-8") as fh:
         for number, line in enumerate(fh, 1):
             if not line.strip():
@@ -71,15 +106,62 @@ def load_prompts_file(path: str | os.PathLike[str]) -> list[Messages]:
                 raise ValueError(f"{where}: expected an object with 'prompt' or 'messages'")
             if isinstance(entry.get("messages"), list):
                 try:
-                    prompts.append(check_messages(entry["messages"]))
+                    messages: Messages = check_messages(entry["messages"])
                 except (TypeError, ValueError) as exc:
                     raise ValueError(f"{where}: {exc}") from None
             elif isinstance(entry.get("prompt"), str) and entry["prompt"]:
-                prompts.append([{"role": "user", "content": entry["prompt"]}])
+                messages = [{"role": "user", "content": entry["prompt"]}]
             else:
                 raise ValueError(f'{where}: expected {{"prompt": "text"}} or {{"messages": [...]}}')
+            prompts.append(_item(messages, entry, where))
     if not prompts:
         raise ValueError(f"{path}: no prompts in the file")
+    return prompts
+
+
+def _item(messages: Messages, entry: Mapping[str, Any], where: str) -> Item:
+    max_tokens, at = entry.get("max_tokens"), entry.get("timestamp")
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+    ):
+        raise ValueError(f"{where}: max_tokens must be a whole number >= 1, got {max_tokens!r}")
+    if at is not None and (
+        isinstance(at, bool) or not isinstance(at, (int, float)) or not 0 <= at < 1e9
+    ):
+        raise ValueError(f"{where}: timestamp must be seconds >= 0, got {at!r}")
+    if max_tokens is None and at is None:
+        return messages
+    return Prompt(messages, max_tokens, None if at is None else float(at))
+
+
+def _sharegpt(path: Path) -> list[Item]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+    prompts: list[Item] = []
+    for number, entry in enumerate(data if isinstance(data, list) else [], 1):
+        turns = entry.get("conversations") if isinstance(entry, dict) else None
+        if not isinstance(turns, list):
+            raise ValueError(f"{path}: entry {number} has no 'conversations' list")
+        messages: list[dict[str, Any]] = []
+        answer: str | None = None
+        for turn in turns:
+            role = _SHAREGPT_ROLES.get(str(turn.get("from"))) if isinstance(turn, dict) else None
+            text = turn.get("value") if isinstance(turn, dict) else None
+            if role is None or not isinstance(text, str):
+                raise ValueError(f"{path}: entry {number} has a turn that is not "
+                                 '{"from": "human"|"gpt"|"system", "value": "..."}')  # fmt: skip
+            if any(m["role"] == "user" for m in messages):
+                answer = text if role == "assistant" else None
+                break
+            messages.append({"role": role, "content": text})
+        if not any(m["role"] == "user" for m in messages):
+            continue  # a conversation without a question: nothing to send
+        length = None if not answer else max(1, round(len(answer) / CHARS_PER_TOKEN))
+        prompts.append(Prompt(messages, length))
+    if not prompts:
+        raise ValueError(f"{path}: no conversations with a human turn in the file")
     return prompts
 
 
@@ -104,13 +186,13 @@ async def synthetic_prompts(
     """``count`` distinct user prompts of about ``tokens`` tokens each (the chat template
     adds its own few), calibrated with the server's ``/tokenize``; ``seed`` makes them
     repeatable."""
-    return (await synthetic_source(client, tokens, seed)).take(count)
+    return [messages_of(p) for p in (await synthetic_source(client, tokens, seed)).take(count)]
 
 
 class PromptSource(Protocol):
     """Where a run's prompts come from: each `take` continues where the last one stopped."""
 
-    def take(self, count: int) -> list[Messages]: ...
+    def take(self, count: int) -> list[Item]: ...
 
     def describe(self) -> dict[str, Any]: ...
 
@@ -121,11 +203,24 @@ class SyntheticPrompts:
     ``shared_words``, every prompt starts with the same words (a prefix the server's
     cache may reuse), then its own."""
 
-    def __init__(self, words: int, seed: int | None = None, shared_words: int = 0) -> None:
+    def __init__(
+        self,
+        words: int,
+        seed: int | None = None,
+        shared_words: int = 0,
+        *,
+        spread: float = 0.0,
+        max_tokens: int | None = None,
+    ) -> None:
         if words < 1:
             raise ValueError(f"words must be >= 1, got {words}")
         if shared_words < 0:
             raise ValueError(f"shared_words must be >= 0, got {shared_words}")
+        if not 0.0 <= spread < 1.0:
+            raise ValueError(f"spread must be within [0, 1), got {spread}")
+        # Lengths drawn uniformly within ±spread of the asked-for ones, each request its own.
+        self._spread = spread
+        self._max_tokens = max_tokens
         self.seed = secrets.randbits(63) if seed is None else seed
         self.seeded = seed is not None
         self._rng = random.Random(self.seed)
@@ -145,18 +240,27 @@ class SyntheticPrompts:
         """What every prompt starts with (empty without a shared prefix)."""
         return f"{self._prefix}\n\n" if self._prefix else ""
 
-    def take(self, count: int) -> list[Messages]:
-        prompts: list[Messages] = []
+    def _length(self, mean: int) -> int:
+        if not self._spread:
+            return mean
+        return max(1, round(mean * self._rng.uniform(1 - self._spread, 1 + self._spread)))
+
+    def take(self, count: int) -> list[Item]:
+        prompts: list[Item] = []
         for _ in range(count):
             # Two words no other prompt of the first ~20,000 begins with.
             cycle = len(self._firsts)
             first = self._firsts[self.taken % cycle]
             second = self._seconds[(self.taken // cycle) % cycle]
             self.taken += 1
-            rest = (self._rng.choice(WORDS) for _ in range(self._words - 2))
+            words = max(2, self._length(self._words))
+            rest = (self._rng.choice(WORDS) for _ in range(words - 2))
             own = " ".join((first, second, *rest))
-            text = self.shared_text + own
-            prompts.append([{"role": "user", "content": text}])
+            messages = [{"role": "user", "content": self.shared_text + own}]
+            if self._spread and self._max_tokens is not None:
+                prompts.append(Prompt(messages, self._length(self._max_tokens)))
+            else:
+                prompts.append(messages)
         return prompts
 
     def describe(self) -> dict[str, Any]:
@@ -167,14 +271,23 @@ class FilePrompts:
     """The prompts of a file (or any list), in order, cycled: a run longer than the list
     sends some twice, and the server's cache may then serve them (the report says so)."""
 
-    def __init__(self, prompts: Sequence[Messages], name: str | None = None) -> None:
+    def __init__(self, prompts: Sequence[Item], name: str | None = None) -> None:
         if not prompts:
             raise ValueError("no prompts")
         self._prompts = list(prompts)
         self._name = name
         self.taken = 0
 
-    def take(self, count: int) -> list[Messages]:
+    @property
+    def timed(self) -> bool:
+        """A trace: every request says when it was sent."""
+        return all(isinstance(p, Prompt) and p.at is not None for p in self._prompts)
+
+    @property
+    def span(self) -> int:
+        return len(self._prompts)
+
+    def take(self, count: int) -> list[Item]:
         start = self.taken
         self.taken += count
         return [self._prompts[(start + i) % len(self._prompts)] for i in range(count)]
@@ -184,7 +297,13 @@ class FilePrompts:
 
 
 async def synthetic_source(
-    client: AsyncLlamaCppClient, tokens: int, seed: int | None = None, shared_tokens: int = 0
+    client: AsyncLlamaCppClient,
+    tokens: int,
+    seed: int | None = None,
+    shared_tokens: int = 0,
+    *,
+    spread: float = 0.0,
+    max_tokens: int | None = None,
 ) -> SyntheticPrompts:
     """A `SyntheticPrompts` of about ``tokens`` tokens a prompt (``shared_tokens`` of them
     the same in every prompt), calibrated with the server's ``/tokenize``."""
@@ -192,7 +311,7 @@ async def synthetic_source(
         raise ValueError(f"tokens must be >= 1, got {tokens}")
     per_word = await tokens_per_word(client, seed or 0)
     words, shared = max(2, round(tokens / per_word)), round(shared_tokens / per_word)
-    source = SyntheticPrompts(words, seed, shared)
+    source = SyntheticPrompts(words, seed, shared, spread=spread, max_tokens=max_tokens)
     if source.shared_text:
         measured = await cast(
             Awaitable[list[Any]], client.tokenize(source.shared_text, add_special=False)

@@ -138,6 +138,7 @@ class RunResult:
     server: list[ServerSample] = field(default_factory=list)
     cpu_seconds: float | None = None  # the generator's process CPU time during the run
     cache_prefix_tokens: int | None = None  # what the cache may serve without a warning
+    replayed: bool = False  # a trace sent at its recorded times
 
     @property
     def rate(self) -> float | None:
@@ -146,6 +147,8 @@ class RunResult:
 
     @property
     def level(self) -> str:
+        if self.replayed:
+            return "trace replay"
         return (
             f"{self.rate:g} req/s" if self.rate is not None else f"concurrency {self.concurrency}"
         )
@@ -316,6 +319,7 @@ class RunResult:
         data: dict[str, Any] = {
             "concurrency": self.concurrency,
             "rate": self.rate,
+            "replay": self.replayed,
             "arrivals": None if self.arrivals is None else asdict(self.arrivals),
             "stream": self.stream,
             "max_tokens": self.max_tokens,

@@ -27,7 +27,8 @@ from ..bench import (
     SLO,
     Arrivals,
     FilePrompts,
-    Messages,
+    Item,
+    Prompt,
     PromptSource,
     RequestRecord,
     RunResult,
@@ -36,6 +37,7 @@ from ..bench import (
     compare_reports,
     find_capacity,
     load_prompts_file,
+    messages_of,
     open_client,
     run_load,
     synthetic_source,
@@ -119,12 +121,15 @@ def _parse_slo(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 
 def _ctx_size(
-    levels: Sequence[int], prompt_tokens: int, max_tokens: int, prompts: Sequence[Messages] | None
+    levels: Sequence[int], prompt_tokens: int, max_tokens: int, prompts: Sequence[Item] | None
 ) -> int:
     """A context that holds the longest request in each of ``max(levels)`` slots."""
     if prompts is not None:  # about 3 characters a token, generously rounded up
-        longest = max(len(str(m.get("content", ""))) for p in prompts for m in p)
-        prompt_tokens = longest // 3 + 16 * max(len(p) for p in prompts)
+        chats = [messages_of(p) for p in prompts]
+        longest = max(len(str(m.get("content", ""))) for p in chats for m in p)
+        prompt_tokens = longest // 3 + 16 * max(len(p) for p in chats)
+        own = (p.max_tokens or 0 for p in prompts if isinstance(p, Prompt))
+        max_tokens = max([max_tokens, *own])
     per_slot = int(prompt_tokens * 1.25) + max_tokens + 128
     total = max(levels) * per_slot
     return max(2048, -(-total // 256) * 256)
@@ -200,7 +205,7 @@ class _Plan:
     requests: int
     prompt_tokens: int
     shared_prefix: int
-    file_prompts: list[Messages] | None
+    file_prompts: list[Item] | None
     prompts_file: str | None
     seed: int | None
     arrivals: dict[str, Any]  # burstiness, ramp_up, duration
@@ -208,13 +213,18 @@ class _Plan:
     capacity: str | None  # "rate" or "concurrency": search the highest meeting the SLO
     scrape_interval: float
     repeat: int = 1
+    replay: bool = False
+    spread: float = 0.0
 
 
 async def _source(client: AsyncLlamaCppClient, plan: _Plan) -> PromptSource:
     if plan.file_prompts is not None:
         return FilePrompts(plan.file_prompts, plan.prompts_file)
     with api_errors(client.base_url):
-        return await synthetic_source(client, plan.prompt_tokens, plan.seed, plan.shared_prefix)
+        return await synthetic_source(
+            client, plan.prompt_tokens, plan.seed, plan.shared_prefix,
+            spread=plan.spread, max_tokens=plan.workload_options["max_tokens"],
+        )  # fmt: skip
 
 
 async def _run(
@@ -248,11 +258,15 @@ async def _run(
         runs_made = 0
         done: dict[tuple[int | None, float | None], RunResult] = {}
 
-        async def level_run(concurrency: int | None, rate: float | None) -> RunResult:
+        async def level_run(
+            concurrency: int | None, rate: float | None, replay: bool = False
+        ) -> RunResult:
             nonlocal runs_made
             runs_made += 1
             arrivals = None
-            if rate is not None:
+            if replay:
+                progress.level("trace replay", plan.requests)
+            elif rate is not None:
                 # Each run its own arrivals (repeats included), repeatable with --seed.
                 seed = None if plan.seed is None else plan.seed + runs_made
                 arrivals = Arrivals(rate, seed=seed, **plan.arrivals)
@@ -261,7 +275,7 @@ async def _run(
             else:
                 progress.level(f"concurrency {concurrency:>3}", plan.requests)
             result = await run_load(
-                client, workload, concurrency, arrivals=arrivals, watch=watch,
+                client, workload, concurrency, arrivals=arrivals, replay=replay, watch=watch,
                 on_request=progress.request,
             )  # fmt: skip
             result.cache_prefix_tokens = prefix
@@ -278,6 +292,9 @@ async def _run(
         capacity = None
         try:
             with progress:
+                if plan.replay:
+                    for _ in range(plan.repeat):
+                        results.append(await level_run(None, None, replay=True))
                 for level in plan.levels:
                     for _ in range(plan.repeat):
                         results.append(await level_run(level, None))
@@ -528,6 +545,21 @@ def _check_plot_available() -> None:
     help="Seconds between samples of the server's /metrics and /slots (0: none).",
 )
 @click.option(
+    "--replay",
+    is_flag=True,
+    help="Send --prompts-file's requests at the times their 'timestamp' fields recorded "
+    "(a trace, replayed as it was), once per --repeat.",
+)
+@click.option(
+    "--length-spread",
+    type=click.FloatRange(min=0, max=1, max_open=True),
+    default=0.0,
+    show_default=True,
+    callback=_finite,
+    help="Synthetic prompts' and answers' lengths drawn uniformly within ±this share of "
+    "--prompt-tokens and --max-tokens (0: all alike).",
+)
+@click.option(
     "--repeat",
     type=click.IntRange(min=1, max=100),
     default=1,
@@ -586,6 +618,8 @@ def bench(
     slo: SLO | None,
     find_capacity: str | None,
     scrape_interval: float,
+    replay: bool,
+    length_spread: float,
     repeat: int,
     baseline: Path | None,
     html: Path | None,
@@ -628,7 +662,12 @@ def bench(
     if slo is not None and slo.needs_stream and not stream:
         raise CliError("--slo with ttft or tpot needs streamed answers: drop --no-stream")
     explicit_levels = ctx.get_parameter_source("levels") is ParameterSource.COMMANDLINE
-    if (rates or find_capacity) and not explicit_levels:
+    if replay and (prompts_file is None or rates or find_capacity or explicit_levels):
+        raise CliError("--replay sends a --prompts-file trace as recorded: give --prompts-file, "
+                       "and no -c, --rate or --find-capacity")  # fmt: skip
+    if length_spread and prompts_file is not None:
+        raise CliError("--length-spread is for synthetic prompts, not --prompts-file")
+    if (rates or find_capacity or replay) and not explicit_levels:
         levels = []  # only what was asked for: no default closed-loop level
     if slo is None and ctx.get_parameter_source("slo_attainment") is ParameterSource.COMMANDLINE:
         raise CliError("--slo-attainment is the share of requests meeting --slo: add --slo")
@@ -652,6 +691,10 @@ def bench(
             file_prompts = load_prompts_file(prompts_file)
         except (ValueError, UnicodeDecodeError) as exc:
             raise CliError(f"--prompts-file: {exc}") from None
+        if replay:
+            if not all(isinstance(p, Prompt) and p.at is not None for p in file_prompts):
+                raise CliError("--replay: every line of --prompts-file needs its 'timestamp'")
+            requests = len(file_prompts)  # the whole trace, once
     prompt_tokens = prompt_tokens or DEFAULT_PROMPT_TOKENS
     workload_options = {
         "max_tokens": max_tokens,
@@ -674,12 +717,14 @@ def bench(
         "find_capacity": find_capacity,
         "scrape_interval": scrape_interval,
         "repeat": repeat,
+        "replay": replay,
+        "length_spread": length_spread,
         **workload_options,
     }
     plan = _Plan(
         levels, rates, workload_options, requests, prompt_tokens, shared_prefix, file_prompts,
         str(prompts_file) if prompts_file else None, seed, arrivals, slo, find_capacity,
-        scrape_interval, repeat,
+        scrape_interval, repeat, replay, length_spread,
     )  # fmt: skip
     started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
