@@ -443,3 +443,38 @@ def test_lengths_drawn_from_a_spread(fresh_server: ServerManager) -> None:
     [flat] = ok_json("--url", fresh_server.url, "-n", "4", "--max-tokens", "6", "--ignore-eos",
                      "--scrape-interval", "0")["runs"]  # fmt: skip
     assert {r["output_tokens"] for r in flat["per_request"]} == {6}
+
+
+def test_multi_turn_sessions_replay_their_history(fresh_server: ServerManager) -> None:
+    [run] = ok_json("--url", fresh_server.url, "-n", "3", "-c", "2", "--turns", "3",
+                    "--max-tokens", "4", "--prompt-tokens", "24", "--scrape-interval", "0",
+                    "--warmup", "0")["runs"]  # fmt: skip
+    requests = run["per_request"]
+    assert run["requests"] == 9 and run["errors"] == 0
+    assert sorted((r["session"], r["turn"]) for r in requests) == [
+        (s, t) for s in range(3) for t in range(3)
+    ]
+    for session in range(3):
+        turns = sorted((r for r in requests if r["session"] == session), key=lambda r: r["turn"])
+        prompts = [r["prompt_tokens"] for r in turns]
+        assert prompts[0] < prompts[1] < prompts[2]  # each turn carries the history
+        assert turns[2]["cached_tokens"] > run["cache_prefix_tokens"] + 8  # found in the cache
+        assert [r["start_ms"] for r in turns] == sorted(r["start_ms"] for r in turns)
+    assert run["cache_warning"] is None  # a session's own history is not a repeated prompt
+
+
+async def test_a_failed_turn_ends_its_session() -> None:
+    replies = iter([Reply(200, CHAT), Reply(500, {"error": {"code": 500, "message": "boom"}})])
+    with FaultServer(lambda request: next(replies, Reply(200, CHAT))) as server:
+        async with open_client(server.url) as client:
+            workload = Workload(
+                SyntheticPrompts(4, seed=1), requests=1, turns=4, stream=False, warmup=0
+            )
+            result = await run_load(client, workload, 1)
+    assert [r.error_type for r in result.records] == [
+        None,
+        "InternalServerError",
+        "SessionAborted",
+        "SessionAborted",
+    ]
+    assert len(server.requests) == 2 and result.completed == 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -48,6 +48,7 @@ class Workload:
     warmup: int = 1
     requests: int | None = None
     max_concurrency: int | None = None
+    turns: int = 1  # >1: each request is a session of this many turns, history replayed
 
     def __post_init__(self) -> None:
         if isinstance(self.prompts, Sequence):
@@ -64,6 +65,8 @@ class Workload:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if self.turns < 1:
+            raise ValueError(f"turns must be >= 1, got {self.turns}")
         if self.max_concurrency is not None and self.max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
 
@@ -114,11 +117,17 @@ def open_client(
 
 
 async def _one(
-    client: AsyncLlamaCppClient, item: Item, workload: Workload, record: RequestRecord
+    client: AsyncLlamaCppClient,
+    item: Item,
+    workload: Workload,
+    record: RequestRecord,
+    history: Sequence[Mapping[str, Any]] = (),
+    answer: list[str] | None = None,
 ) -> None:
-    """Send one request and fill ``record`` in (``record.started`` is set by the caller)."""
+    """Send one request (after a session's ``history``) and fill ``record`` in
+    (``record.started`` is set by the caller); ``answer`` gathers the reply's text."""
     options = workload.request_options()
-    messages = messages_of(item)
+    messages = [*history, *messages_of(item)] if history else messages_of(item)
     if isinstance(item, Prompt) and item.max_tokens is not None:
         options["max_tokens"] = item.max_tokens  # this request's own output length
     clock = time.perf_counter
@@ -132,6 +141,8 @@ async def _one(
                 async for chunk in stream:
                     if chunk.choices:
                         delta = chunk.choices[0].delta
+                        if answer is not None and delta.content:
+                            answer.append(delta.content)
                         if delta.content or delta.reasoning_content:
                             now = clock()
                             if record.ttft is None:
@@ -163,6 +174,8 @@ async def _one(
                 record.cached_tokens = details.cached_tokens if details else None
             record.add_server(reply.timings)
             record.model = reply.model
+            if answer is not None and reply.choices:
+                answer.append(reply.choices[0].message.content or "")
     except Exception as exc:  # noqa: BLE001 - a failed request is a result, not a crash
         record.error_type = type(exc).__name__
         record.error = str(exc) or type(exc).__name__
@@ -206,13 +219,14 @@ async def run_load(
     if arrivals is not None:
         schedule = arrival_times(arrivals, None if arrivals.duration else workload.requests)
     count = len(schedule) if schedule is not None else cast(int, workload.requests)
-    prompts = source.take(count)
+    turns = workload.turns
+    prompts = source.take(count * turns)
     if replay:
         times = [p.at for p in prompts if isinstance(p, Prompt) and p.at is not None]
         if len(times) != len(prompts):
             raise ValueError("replay needs a trace: every request with its timestamp")
         schedule = [at - min(times) for at in times]
-    records = [RequestRecord(i) for i in range(count)]
+    records = [RequestRecord(i) for i in range(count * turns)]
     cap = concurrency or workload.max_concurrency
     gate = asyncio.Semaphore(cap) if cap else None
     cpu_start = time.process_time()
@@ -220,25 +234,49 @@ async def run_load(
     if watch is not None:
         watch.start(origin)
 
-    async def measured(record: RequestRecord) -> None:
+    async def session(number: int) -> None:
+        """One request, or a session's turns one after another, each sending the whole
+        conversation so far (its history may come from the server's cache: that is what
+        a session measures)."""
+        first = records[number * turns]
         if schedule is not None:
-            record.scheduled = schedule[record.index]
-            delay = origin + record.scheduled - time.perf_counter()
+            first.scheduled = schedule[number]
+            delay = origin + first.scheduled - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
         if gate is not None:
             await gate.acquire()
         try:
-            record.started = time.perf_counter() - origin
-            await _one(client, prompts[record.index], workload, record)
+            history: list[Mapping[str, Any]] = []
+            previous: RequestRecord | None = None
+            for turn in range(turns):
+                record = records[number * turns + turn]
+                item = prompts[number * turns + turn]
+                if turns > 1:
+                    record.session, record.turn = number, turn
+                if previous is not None:
+                    record.history_tokens = (previous.prompt_tokens or 0) + previous.output_tokens
+                answer: list[str] | None = [] if turn < turns - 1 else None
+                record.started = time.perf_counter() - origin
+                await _one(client, item, workload, record, history, answer)
+                if on_request is not None:
+                    on_request(record)
+                if not record.ok:
+                    for rest in records[number * turns + turn + 1 : (number + 1) * turns]:
+                        rest.error_type = "SessionAborted"  # a failed session does not go on
+                        rest.error = f"turn {turn} of this session failed"
+                    break
+                history += [
+                    *messages_of(item),
+                    {"role": "assistant", "content": "".join(answer or [])},
+                ]
+                previous = record
         finally:
             if gate is not None:
                 gate.release()
-        if on_request is not None:
-            on_request(record)
 
     try:
-        await asyncio.gather(*(measured(r) for r in records))
+        await asyncio.gather(*(session(n) for n in range(count)))
     finally:
         samples = await watch.stop() if watch is not None else []
     duration = max((r.started + r.latency for r in records), default=0.0)

@@ -64,6 +64,9 @@ class RequestRecord:
     draft_tokens: int | None = None  # speculative decoding: drafted, and accepted
     draft_accepted: int | None = None
     scheduled: float | None = None  # open loop: when it was due to leave
+    session: int | None = None  # a multi-turn session's number, and this request's turn
+    turn: int | None = None
+    history_tokens: int = 0  # tokens of the session so far: the cache may hold them
     chunks: int = 0  # stream chunks received
     model: str | None = None
     error: str | None = None
@@ -107,6 +110,8 @@ class RequestRecord:
             "ok": self.ok,
             "start_ms": ms(self.started),
             "lag_ms": ms(self.lag),
+            "session": self.session,
+            "turn": self.turn,
             "e2e_ms": ms(self.latency),
             "ttft_ms": ms(self.ttft),
             "tpot_ms": ms(self.tpot),
@@ -172,7 +177,10 @@ class RunResult:
         if cached is None or self.cache_prefix_tokens is None:
             return None
         allowed = self.cache_prefix_tokens + CACHE_SLACK_TOKENS
-        over = [r for r in self.records if r.ok and (r.cached_tokens or 0) > allowed]
+        over = [
+            r for r in self.records
+            if r.ok and (r.cached_tokens or 0) > allowed + r.history_tokens
+        ]  # fmt: skip
         if not over:
             return None
         return (

@@ -545,6 +545,14 @@ def _check_plot_available() -> None:
     help="Seconds between samples of the server's /metrics and /slots (0: none).",
 )
 @click.option(
+    "--turns",
+    type=click.IntRange(min=1, max=100),
+    default=1,
+    show_default=True,
+    help="Each request a session of this many turns, each sending the conversation so far "
+    "(its history may come from the server's cache: that is the point). -n counts sessions.",
+)
+@click.option(
     "--replay",
     is_flag=True,
     help="Send --prompts-file's requests at the times their 'timestamp' fields recorded "
@@ -618,6 +626,7 @@ def bench(
     slo: SLO | None,
     find_capacity: str | None,
     scrape_interval: float,
+    turns: int,
     replay: bool,
     length_spread: float,
     repeat: int,
@@ -704,6 +713,7 @@ def bench(
         "ignore_eos": ignore_eos,
         "warmup": warmup,
         "max_concurrency": max_concurrency,
+        "turns": turns,
     }
     arrivals = {"burstiness": burstiness, "ramp_up": ramp_up, "duration": duration}
     config = {
