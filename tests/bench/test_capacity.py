@@ -29,16 +29,8 @@ from llamatelemetry.server import ServerManager
 from llamatelemetry.testing import start_chat_server
 from llamatelemetry.testing._fault_server import FaultServer, Reply
 
+from ..replies import CHAT
 from .test_load import invoke, ok_json
-
-CHAT = {
-    "id": "c",
-    "object": "chat.completion",
-    "model": "m",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
-                 "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -15,17 +15,10 @@ from llamatelemetry.telemetry import InstrumentedLlamaCppClient, LlamaServerMetr
 from llamatelemetry.telemetry._warmth import PROBE_TIMEOUT
 from llamatelemetry.testing._fault_server import FaultServer, Reply, SeenRequest
 
+from ..replies import CHAT
 from .test_pipeline import points
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
-CHAT = {
-    "id": "c",
-    "object": "chat.completion",
-    "model": "m",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
-                 "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-}  # fmt: skip
 
 
 def routed(routes: dict[str, Reply]) -> Any:
