@@ -470,3 +470,16 @@ async def test_a_failed_turn_ends_its_session() -> None:
         "SessionAborted",
     ]
     assert len(server.requests) == 2 and result.completed == 1
+
+
+async def test_failed_samples_are_counted_not_hidden() -> None:
+    from llamatelemetry.bench import ServerWatch
+
+    with FaultServer(Reply(200, CHAT, delay=0.05)) as server:  # no /metrics, no /slots
+        watch = ServerWatch(server.url, interval=0.02)
+        async with open_client(server.url, concurrency=2) as client:
+            workload = Workload(SyntheticPrompts(4, seed=1), requests=6, stream=False, warmup=0)
+            result = await run_load(client, workload, 1, watch=watch)
+        await watch.aclose()
+    assert result.server == [] and result.server_failures >= 4
+    assert result.to_dict()["server_sample_failures"] == result.server_failures

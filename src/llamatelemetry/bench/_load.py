@@ -279,6 +279,7 @@ async def run_load(
         await asyncio.gather(*(session(n) for n in range(count)))
     finally:
         samples = await watch.stop() if watch is not None else []
+    failed_samples = watch.run_failures if watch is not None else 0
     duration = max((r.started + r.latency for r in records), default=0.0)
     return RunResult(
         concurrency,
@@ -289,6 +290,7 @@ async def run_load(
         arrivals=arrivals,
         replayed=replay,
         server=samples,
+        server_failures=failed_samples,
         cpu_seconds=time.process_time() - cpu_start,
     )
 

@@ -141,6 +141,7 @@ class RunResult:
     duration: float  # seconds from the first request's start to the last one's end
     arrivals: Arrivals | None = None
     server: list[ServerSample] = field(default_factory=list)
+    server_failures: int = 0  # scrapes of /metrics or /slots that failed during the run
     cpu_seconds: float | None = None  # the generator's process CPU time during the run
     cache_prefix_tokens: int | None = None  # what the cache may serve without a warning
     replayed: bool = False  # a trace sent at its recorded times
@@ -189,6 +190,8 @@ class RunResult:
             f"prefix and any shared prefix are {self.cache_prefix_tokens}): prompts were "
             "sent twice, or begin alike, so this run measured the prompt cache too"
         )
+
+    # The generator's CPU is its whole process's (every thread: an OTLP exporter's too).
 
     def cpu_per_request(self) -> float | None:
         """The generator's CPU seconds per request."""
@@ -355,6 +358,7 @@ class RunResult:
             },
             "server": {"total_slots": self.total_slots, **server},
             "server_samples": [s.to_dict() for s in self.server],
+            "server_sample_failures": self.server_failures,
             "metrics": metrics,
             "error_types": self.error_types(),
             "error_samples": self.error_samples(),

@@ -73,7 +73,8 @@ class ServerWatch:
         self._task: asyncio.Task[None] | None = None
         self._origin = 0.0
         self._last: tuple[float, dict[str, float]] | None = None
-        self.failures = 0
+        self.failures = 0  # scrapes that failed in the current run
+        self.run_failures = 0  # ... and in the run `stop` ended
 
     def start(self, origin: float) -> None:
         self._origin = origin
@@ -90,6 +91,7 @@ class ServerWatch:
                 pass
             self._task = None
         samples, self.samples, self._last = self.samples, [], None
+        self.run_failures, self.failures = self.failures, 0
         return samples
 
     async def aclose(self) -> None:
