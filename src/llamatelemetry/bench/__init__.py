@@ -40,7 +40,7 @@ from ._prompts import (
 )
 from ._records import METRIC_TITLES, METRICS, RequestRecord, RunResult
 from ._schedule import Arrivals, arrival_times
-from ._slo import SLO, Attainment, find_capacity
+from ._slo import SLO, Attainment, capacity_bounded, find_capacity
 from ._stats import Summary, percentile
 from ._watch import ServerSample, ServerWatch
 
@@ -61,6 +61,7 @@ __all__ = [
     "ServerWatch",
     "SyntheticPrompts",
     "arrival_times",
+    "capacity_bounded",
     "find_capacity",
     "synthetic_source",
     "template_prefix_tokens",

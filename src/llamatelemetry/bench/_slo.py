@@ -11,13 +11,13 @@ fails, then bisecting between the last good and the first bad level.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ._records import RequestRecord, RunResult
 
-__all__ = ["SLO", "Attainment", "find_capacity"]
+__all__ = ["SLO", "Attainment", "capacity_bounded", "find_capacity"]
 
 _UNITS = {"ms": 1e-3, "s": 1.0, "us": 1e-6}
 _OBJECTIVE = re.compile(r"^\s*(ttft|tpot|e2e)\s*=\s*([0-9]*\.?[0-9]+)\s*(ms|s|us)?\s*$")
@@ -115,6 +115,19 @@ class Attainment:
             "goodput": round(self.goodput, 4),
             "ok": self.ok,
         }
+
+
+def capacity_bounded(
+    capacity: float | None, by: str, results: Sequence[RunResult], slo: SLO
+) -> bool:
+    """Whether ``capacity`` (a rate, or with ``by="concurrency"`` a concurrency) is the
+    capacity rather than a lower bound: some higher level among ``results`` missed ``slo``."""
+    if capacity is None:
+        return False
+    return any(
+        ((r.rate if by == "rate" else r.concurrency) or 0) > capacity and not slo.evaluate(r).ok
+        for r in results
+    )
 
 
 async def find_capacity(

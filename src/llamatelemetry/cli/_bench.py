@@ -34,6 +34,7 @@ from ..bench import (
     RunResult,
     ServerWatch,
     Workload,
+    capacity_bounded,
     compare_reports,
     find_capacity,
     load_prompts_file,
@@ -339,12 +340,7 @@ def _report(
     found = None
     if searched is not None:
         # A capacity is found when a higher level failed; else it is only a lower bound.
-        level = "rate" if searched == "rate" else "concurrency"
-        bounded = capacity is not None and slo is not None and any(
-            getattr(r, level) is not None and getattr(r, level) > capacity
-            and not slo.evaluate(r).ok
-            for r in results
-        )  # fmt: skip
+        bounded = slo is not None and capacity_bounded(capacity, searched, results, slo)
         found = {"by": searched, "highest_meeting_slo": capacity, "bounded": bounded}
     return {
         "url": url,

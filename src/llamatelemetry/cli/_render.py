@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .._version import __version__
-from ..bench import METRIC_TITLES, METRICS, SLO, Change, RunResult
+from ..bench import METRIC_TITLES, METRICS, SLO, Change, RunResult, capacity_bounded
 from ._calls import CallRecord
 from ._servers import DemoServers
 from ._steps import Step
@@ -407,8 +407,7 @@ def _print_capacity(
         None,
     )  # fmt: skip
     level = f"{capacity:g} req/s" if by == "rate" else f"concurrency {capacity:g}"
-    higher = [r for r in results if ((r.rate if by == "rate" else r.concurrency) or 0) > capacity]
-    if not any(not slo.evaluate(r).ok for r in higher):
+    if not capacity_bounded(capacity, by, results, slo):
         level = f"at least {level} (no level tried failed it: the search stopped there)"
     line = f"Highest {by} meeting the SLO ({slo.describe()}): {level}"
     if at is not None:
