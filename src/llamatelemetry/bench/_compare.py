@@ -18,7 +18,7 @@ from typing import Any
 
 from ._stats import percentile
 
-__all__ = ["Change", "compare_reports"]
+__all__ = ["Change", "compare_reports", "level_of", "usable_runs"]
 
 #: Client-side latencies compared (per-request values in the JSON report, milliseconds).
 LATENCIES = (("ttft_ms", "TTFT"), ("tpot_ms", "TPOT"), ("e2e_ms", "E2E"))
@@ -63,7 +63,11 @@ class Change:
         }
 
 
-def _level(run: dict[str, Any]) -> str:
+def level_of(run: dict[str, Any]) -> str:
+    """A JSON run's level, as `RunResult.level` named it (reports older than that field:
+    from its rate or concurrency)."""
+    if isinstance(run.get("level"), str):
+        return str(run["level"])
     if run.get("rate") is not None:
         return f"{run['rate']:g} req/s"
     return f"concurrency {run['concurrency']}"
@@ -90,7 +94,7 @@ def usable_runs(report: Any) -> list[dict[str, Any]]:
 def _by_level(report: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     levels: dict[str, list[dict[str, Any]]] = {}
     for run in usable_runs(report):
-        levels.setdefault(_level(run), []).append(run)
+        levels.setdefault(level_of(run), []).append(run)
     return levels
 
 

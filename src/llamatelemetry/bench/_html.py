@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._compare import level_of
 from ._records import RunResult
 
 __all__ = ["write_html"]
@@ -49,9 +50,7 @@ def _runs_table(report: dict[str, Any]) -> str:
             found = metrics[metric]["client"]
             return None if found is None else found[stat]
 
-        level = (
-            f"{run['rate']:g} req/s" if run.get("rate") is not None else f"c={run['concurrency']}"
-        )
+        level = level_of(run)
         server = run.get("server") or {}
         busy = (server.get("busy_slots") or {}).get("mean")
         waiting = (server.get("deferred") or {}).get("mean")

@@ -328,6 +328,7 @@ class RunResult:
             server[name] = None if found is None else found.to_dict()
         lag, cached = self.lag(), self.cached()
         data: dict[str, Any] = {
+            "level": self.level,
             "concurrency": self.concurrency,
             "rate": self.rate,
             "replay": self.replayed,
