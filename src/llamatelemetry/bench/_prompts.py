@@ -169,7 +169,7 @@ def repeat_prompts(prompts: Sequence[Messages], count: int) -> list[Messages]:
     """``count`` prompts: the given ones in order, cycled as often as needed."""
     if not prompts:
         raise ValueError("no prompts to repeat")
-    return [prompts[i % len(prompts)] for i in range(count)]
+    return [messages_of(p) for p in FilePrompts(prompts).take(count)]
 
 
 async def tokens_per_word(client: AsyncLlamaCppClient, seed: int = 0) -> float:

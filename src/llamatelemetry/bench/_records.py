@@ -37,8 +37,8 @@ CACHE_SLACK_TOKENS = 8
 SERVER_FIGURES = ("busy_slots", "deferred", "context_used", "generated_per_s", "prompt_per_s")
 
 
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000.0, 4)
+def _ms(seconds: float | None, digits: int = 4) -> float | None:
+    return None if seconds is None else round(seconds * 1000.0, digits)
 
 
 def _us(seconds: float | None) -> float | None:
@@ -103,7 +103,7 @@ class RequestRecord:
         """The record in milliseconds, without the per-chunk gaps."""
 
         def ms(value: float | None) -> float | None:
-            return None if value is None else round(value * 1000.0, 3)
+            return _ms(value, 3)
 
         return {
             "index": self.index,

@@ -222,7 +222,7 @@ class Telemetry:
         """What to ask the server before ``call`` (see ``_warmth``), and when it started."""
         if call.operation not in MODEL_OPERATIONS:
             return None
-        bound = call.total_timeout if call.total_timeout is not None else client.total_timeout
+        bound = _time_limit(client, call)
         budget = probe_budget(bound, current_deadline())
         return self.warmth.probe(client.base_url, call, budget), time.monotonic()
 
@@ -286,9 +286,14 @@ class Telemetry:
         )
 
 
+def _time_limit(client: BaseClient, call: Call[Any]) -> float | None:
+    """The wall-clock limit the call runs under: its own ``total_timeout``, else the client's."""
+    return call.total_timeout if call.total_timeout is not None else client.total_timeout
+
+
 def _rest_of_limit(client: BaseClient, call: Call[T], started: float) -> Call[T]:
     """The call with what its time limit leaves after the ask: asking never lengthens it."""
-    bound = call.total_timeout if call.total_timeout is not None else client.total_timeout
+    bound = _time_limit(client, call)
     spent = time.monotonic() - started
     if bound is None or spent < 0.001:
         return call
