@@ -21,8 +21,8 @@ from llamatelemetry.api import (
     APIConnectionError,
     APIResponseError,
     ChatCompletionChunk,
+    Completion,
     LlamaTelemetryError,
-    NativeCompletion,
     StreamError,
     StreamInterruptedError,
     _sse,
@@ -34,11 +34,17 @@ from llamatelemetry.api._sse import (
     SSEDecoder,
 )
 from llamatelemetry.api._streaming import ChunkDecoder, StreamFormat
+from llamatelemetry.api.resources.chat import CHAT_STREAM
+from llamatelemetry.api.resources.completions import COMPLETION_STREAM, NATIVE_STREAM
 from llamatelemetry.testing._fault_server import sse
 
 SEEDS = range(300)
-CHAT = StreamFormat(ChatCompletionChunk.model_validate)
-NATIVE = StreamFormat(NativeCompletion.model_validate, ends_with_done=False)
+CHAT = CHAT_STREAM  # what the client uses: events read straight from bytes when they can be
+NATIVE = NATIVE_STREAM
+# The same chunk types through json.loads and model_validate only: the reference the fast
+# path must match, chunk for chunk and error for error.
+CHAT_PLAIN = StreamFormat(ChatCompletionChunk.model_validate)
+COMPLETION_PLAIN = StreamFormat(Completion.model_validate)
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -726,6 +732,94 @@ def test_random_bytes_raise_only_library_errors(format: StreamFormat[Any]) -> No
     # the fuzzing reached the interesting paths, not only the framing
     wanted = {"StreamError", "APIResponseError", "StreamInterruptedError", "complete"}
     assert wanted <= outcomes, outcomes
+
+
+def decoded(format: StreamFormat[Any], pieces: list[bytes]) -> tuple[Any, ...]:
+    chunks, error, decoder = decode(format, pieces)
+    return (
+        [(type(c).__name__, repr(c.model_dump())) for c in chunks],  # repr: nan == nan
+        None if error is None else (type(error).__name__, str(error)),
+        decoder.done,
+    )
+
+
+ODD_EVENTS = [
+    pytest.param(b'{"choices": [{"delta": {"content": "\xff\xfe"}}]}', id="bad-utf8"),
+    pytest.param(b'{"choices": [{"delta": {"content": "\\ud800"}}]}', id="lone-surrogate"),
+    pytest.param(b'{"choices": [], "x": NaN}', id="nan"),
+    pytest.param(b'{"choices": [], "x": 1e999}', id="huge-float"),
+    pytest.param(b'{"choices": [], "created": "12"}', id="number-as-text"),
+    pytest.param(b'{"choices": [], "id": 1, "id": "last"}', id="duplicate-key"),
+    pytest.param(b'{"error": {"message": "m", "code": 500}}', id="error"),
+    pytest.param(b'{"choices": [], "x": "\\"error\\""}', id="error-in-text"),
+    pytest.param(b'{"choices": [], "x": "error"}', id="error-as-value"),
+    pytest.param(b'{"choices": "nope"}', id="wrong-shape"),
+    pytest.param(b"[1, 2]", id="array"),
+    pytest.param(b'"text"', id="string"),
+    pytest.param(b"{not json", id="not-json"),
+    pytest.param(b"[" * 10_000, id="deep"),
+    pytest.param(b"", id="empty"),
+    pytest.param(b" [DONE]", id="done-with-space"),
+]
+# Lines that may sit in an event beside its data: each sends it the long way.
+ODD_LINES = [b"event: error", b"event: message", b"id: 7", b"retry: 10", b": ping", b"data:x"]
+
+
+def framed_stream(rng: random.Random) -> list[bytes]:
+    """Reads of whole events, as llama-server sends them (the fast path's ground), now and
+    then with another field in an event, a comment, a CR, or an event split over reads."""
+    first = sse(chat_chunk("first"))[0]  # the first read is never taken the fast way
+    events = []
+    for _ in range(rng.randint(1, 12)):
+        roll = rng.random()
+        if roll < 0.5:
+            payload = json.dumps(chat_chunk(rng.choice(["a", "é", "🦙", "", None]))).encode()
+        elif roll < 0.85:
+            payload = rng.choice(ODD_EVENTS).values[0]
+        else:
+            payload = b"[DONE]"
+        event = b"data: " + payload
+        if rng.random() < 0.15:
+            lines = [event, rng.choice(ODD_LINES)]
+            rng.shuffle(lines)
+            event = b"\n".join(lines)
+        events.append(event + (b"\r\n\r\n" if rng.random() < 0.05 else b"\n\n"))
+    reads, i = [first], 0
+    while i < len(events):
+        n = rng.randint(1, 3)
+        reads.append(b"".join(events[i : i + n]))
+        i += n
+    if rng.random() < 0.2:  # an event split over two reads
+        data = b"".join(reads[1:])
+        cut = rng.randint(0, len(data))
+        reads[1:] = [data[:cut], data[cut:]]
+    return reads
+
+
+def test_chunks_read_straight_from_bytes_match_json_loads_then_validate() -> None:
+    """The fast path (pydantic's JSON parser on the event's bytes) gives what json.loads and
+    model_validate give: the same chunks, the same errors and messages, the same end."""
+    paths: set[str] = set()
+    for seed in range(3000):
+        rng = random.Random(seed)
+        if seed % 3:
+            pieces = framed_stream(rng)
+        else:
+            data = random_stream(rng)
+            pieces = random_split(data, rng) if seed % 2 else [data]
+        expected = decoded(CHAT_PLAIN, pieces)
+        assert decoded(CHAT, pieces) == expected, (seed, pieces)
+        assert decoded(COMPLETION_STREAM, pieces) == decoded(COMPLETION_PLAIN, pieces), seed
+        paths.add(expected[1][0] if expected[1] else "complete" if expected[0] else "empty")
+    assert {"StreamError", "APIResponseError", "complete", "empty"} <= paths, paths
+
+
+@pytest.mark.parametrize("event", ODD_EVENTS)
+def test_odd_events_read_straight_from_bytes_as_through_json_loads(event: bytes) -> None:
+    first = sse(chat_chunk("first"))[0]
+    data = b"data: " + event + b"\n\n"
+    for pieces in ([first, data], [first, data + b"".join(sse())], [first + data]):
+        assert decoded(CHAT, pieces) == decoded(CHAT_PLAIN, pieces), pieces
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 
+from ._body import abody, body
+
 __all__ = ["ContentDecoder", "content", "acontent"]
 
 PIECE = 1 << 20
@@ -80,15 +82,20 @@ def decoder_for(response: httpx.Response) -> ContentDecoder | None:
     )
 
 
-def content(response: httpx.Response) -> Iterator[bytes]:
-    """The body's bytes as they arrive, inflated in bounded pieces when compressed."""
+def content(response: httpx.Response, *, own_connection: bool = False) -> Iterator[bytes]:
+    """The body's bytes as they arrive, inflated in bounded pieces when compressed.
+
+    ``own_connection``: the connection closes after this answer (a stream), so its body
+    may be read straight from the connection (see ``_body``)."""
     decoder = decoder_for(response)
-    return response.iter_raw() if decoder is None else _decoded(response.iter_raw(), decoder)
+    raw = body(response) if own_connection else response.iter_raw()
+    return raw if decoder is None else _decoded(raw, decoder)
 
 
-def acontent(response: httpx.Response) -> AsyncIterator[bytes]:
+def acontent(response: httpx.Response, *, own_connection: bool = False) -> AsyncIterator[bytes]:
     decoder = decoder_for(response)
-    return response.aiter_raw() if decoder is None else _adecoded(response.aiter_raw(), decoder)
+    raw = abody(response) if own_connection else response.aiter_raw()
+    return raw if decoder is None else _adecoded(raw, decoder)
 
 
 def _decoded(raw: Iterator[bytes], decoder: ContentDecoder) -> Iterator[bytes]:

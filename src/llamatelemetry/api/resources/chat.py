@@ -23,7 +23,7 @@ from .tokens import count_tokens_call
 
 __all__ = ["Chat", "ChatCompletions", "CHAT_STREAM"]
 
-CHAT_STREAM = StreamFormat(ChatCompletionChunk.model_validate, accumulator=ChatAccumulator)
+CHAT_STREAM = StreamFormat.of(ChatCompletionChunk, accumulator=ChatAccumulator)
 
 
 class ChatCompletions(Resource):

@@ -18,8 +18,8 @@ from ._resource import Resource
 
 __all__ = ["Completions", "complete_call", "infill_call"]
 
-COMPLETION_STREAM = StreamFormat(Completion.model_validate)
-NATIVE_STREAM = StreamFormat(NativeCompletion.model_validate, ends_with_done=False)
+COMPLETION_STREAM = StreamFormat.of(Completion)
+NATIVE_STREAM = StreamFormat.of(NativeCompletion, ends_with_done=False)
 
 
 def _check_prompt(prompt: Any) -> Any:
