@@ -73,12 +73,14 @@ def test_a_collection_right_after_calls_sees_them(
     ) as client:
         for _ in range(3):
             client.chat.completions.create(messages=MESSAGES, max_tokens=2)
-        for _chunk in client.chat.completions.create(messages=MESSAGES, max_tokens=4, stream=True):
-            pass
+        chunks = list(client.chat.completions.create(messages=MESSAGES, max_tokens=4, stream=True))
         queued = len(paused._queue)
         found = points(reader)
-    # an entry per call (expanded into its points when recorded), one per stream chunk
-    assert queued >= 3 + 4 + 1
+    # an entry per call (expanded into its points when recorded); a stream's: its first
+    # chunk, the times between its chunks (one entry for all of them), the call
+    assert queued == 3 + 3
+    gaps = found["gen_ai.client.operation.time_per_output_chunk"]
+    assert sum(p.count for p in gaps) == len(chunks) - 1 >= 4
     assert sum(p.count for p in found["gen_ai.client.operation.duration"]) == 4
     usage = {p.attributes["gen_ai.token.type"]: p for p in found["gen_ai.client.token.usage"]}
     assert usage["output"].sum == 10 and usage["output"].count == 4
@@ -267,3 +269,31 @@ def test_global_providers_set_after_instrumenting(chat_server: ServerManager) ->
     assert result["counts"]["gen_ai.client.operation.duration"] == 1
     assert result["counts"]["gen_ai.client.token.usage"] == 2
     assert "llamatelemetry.telemetry.queued_points" not in result["counts"]
+
+
+@pytest.mark.parametrize("stop_after", [None, 100])
+def test_every_gap_of_a_long_stream_is_a_point(
+    chat_server: ServerManager, providers: Any, stop_after: int | None
+) -> None:
+    """Gaps go to the metrics GAP_BATCH at a time and at the end, early end included."""
+    tracer_provider, meter_provider, reader = providers
+    with InstrumentedLlamaCppClient(
+        chat_server.url, tracer_provider=tracer_provider, meter_provider=meter_provider
+    ) as client:
+        stream = client.chat.completions.create(
+            messages=MESSAGES, max_tokens=300, stream=True, ignore_eos=True
+        )
+        chunks = []
+        for chunk in stream:
+            chunks.append(chunk)
+            if len(chunks) == stop_after:
+                stream.close()
+        found = points(reader)
+    [gaps] = found["gen_ai.client.operation.time_per_output_chunk"]
+    [first] = found["gen_ai.client.operation.time_to_first_chunk"]
+    [duration] = found["gen_ai.client.operation.duration"]
+    assert len(chunks) == (stop_after or 300 + 3)  # role, 300 tokens, finish, usage
+    assert gaps.count == len(chunks) - 1
+    # the gaps add up to the time from the first chunk to the last: none lost, none doubled
+    assert first.sum + gaps.sum <= duration.sum
+    assert first.sum + gaps.sum > 0.8 * duration.sum

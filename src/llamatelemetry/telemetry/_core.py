@@ -318,6 +318,9 @@ def _set_content(span: Span, body: Any) -> None:
             span.set_attribute(key, text)
 
 
+GAP_BATCH = 64  # at llama.cpp's pace on a CPU, a second or two of a stream
+
+
 class _StreamTelemetry:
     """Keeps a stream's span open while the user iterates; ends it exactly once.
 
@@ -338,6 +341,7 @@ class _StreamTelemetry:
         "_point",
         "_final",
         "_first_content",
+        "_gaps",
     )
 
     def __init__(self, telemetry: Telemetry, op: _Operation, final: Any = None) -> None:
@@ -351,6 +355,9 @@ class _StreamTelemetry:
         self._point = metric_point(op.attributes)
         self._final = final
         self._first_content: float | None = None  # the answer's, after any thinking
+        # Times between chunks, handed to the metrics GAP_BATCH at a time and at the end:
+        # one queued entry for many points (see _bulk).
+        self._gaps: list[float] = []
 
     def on_chunk(self, chunk: Any) -> None:
         try:
@@ -366,12 +373,16 @@ class _StreamTelemetry:
             if events and not piece:
                 return  # an event without generated text (created, item added, ...)
             now = time.perf_counter()
-            first = self._first is None
-            if first:
+            if self._first is None:
                 self._first = now
-            self._telemetry.metrics.record_chunk(
-                now - self._last, self._point, self._op.context, first=first
-            )
+                self._telemetry.metrics.record_first_chunk(
+                    now - self._last, self._point, self._op.context
+                )
+            else:
+                gaps = self._gaps
+                gaps.append(now - self._last)
+                if len(gaps) >= GAP_BATCH:
+                    self._record_gaps()
             self._last = now
             self._last_chunk = chunk
             if piece and self._first_content is None:
@@ -383,7 +394,13 @@ class _StreamTelemetry:
         except Exception:  # noqa: BLE001
             log.debug("could not observe a stream chunk", exc_info=True)
 
+    def _record_gaps(self) -> None:
+        gaps, self._gaps = self._gaps, []
+        self._telemetry.metrics.record_chunk_gaps(gaps, self._point, self._op.context)
+
     def on_close(self, error: BaseException | None, *, complete: bool) -> None:
+        if self._gaps:
+            self._record_gaps()
         # Read once at the end rather than per chunk: the usage chunk comes last (after the
         # finish reason), and a native stream's last chunk carries its stop and timings.
         last, extra = self._last_chunk, {}

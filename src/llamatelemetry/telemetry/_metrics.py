@@ -9,6 +9,7 @@ from opentelemetry.metrics import Histogram, Meter
 
 from ..api import Timings
 from . import _recorder
+from ._bulk import record_many
 
 __all__ = [
     "GenAIMetrics",
@@ -168,12 +169,23 @@ class GenAIMetrics:
         exemplars."""
         self._recorder.defer(self._record_operation, duration, (attributes, timings), context)
 
-    def record_chunk(
-        self, seconds: float, point: dict[str, Any], context: Context | None, *, first: bool
+    def record_first_chunk(
+        self, seconds: float, point: dict[str, Any], context: Context | None
     ) -> None:
-        """A stream's time to its first chunk, or between two chunks."""
-        histogram = self.time_to_first_chunk if first else self.time_per_output_chunk
-        self._recorder.defer(histogram.record, seconds, point, context)
+        """A stream's time to its first chunk."""
+        self._recorder.defer(self.time_to_first_chunk.record, seconds, point, context)
+
+    def record_chunk_gaps(
+        self, gaps: list[float], point: dict[str, Any], context: Context | None
+    ) -> None:
+        """Times between consecutive chunks of one stream (``gaps`` must not change
+        after): one queued entry, each value a point of ``time_per_output_chunk``."""
+        self._recorder.defer(self._record_gaps, gaps, point, context)
+
+    def _record_gaps(
+        self, gaps: list[float], point: dict[str, Any], context: Context | None
+    ) -> None:
+        record_many(self.time_per_output_chunk, gaps, point, context)
 
     def _record_operation(
         self,

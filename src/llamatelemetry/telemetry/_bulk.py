@@ -1,0 +1,105 @@
+"""Many values of one histogram with one set of attributes, at a fraction of the SDK's cost.
+
+A stream records the time between every two of its chunks. The SDK's ``Histogram.record``
+cleans, hashes and looks up the attributes for each value (about 12 µs, more than the
+client spends reading the chunk), though all the values of a stream share them. Here the
+first value goes through ``record`` (which creates the point and validates everything),
+and the others go straight into the aggregations that ``record`` found, each reader's own:
+the count, sum, min, max and buckets come out exactly as if every value had been recorded.
+The stream's span is offered as an exemplar with its first and its last value.
+
+This reaches into the SDK's objects; whenever they are not as expected (another SDK, a
+proxy instrument, a newer version, a point past the cardinality limit) every value goes
+through ``record``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry.context import Context, get_current
+from opentelemetry.metrics import Histogram
+
+__all__ = ["record_many"]
+
+log = logging.getLogger("llamatelemetry.telemetry")
+
+try:
+    from opentelemetry.sdk.metrics._internal._view_instrument_match import _hash_attributes
+    from opentelemetry.sdk.metrics._internal.measurement import Measurement
+except ImportError:  # another SDK, or none
+    _hash_attributes = None  # type: ignore[assignment]
+    Measurement = None  # type: ignore[assignment,misc]
+
+
+def record_many(
+    histogram: Histogram,
+    values: Sequence[float],
+    attributes: Mapping[str, Any],
+    context: Context | None = None,
+) -> None:
+    """``histogram.record(value, attributes, context)`` for every value, in order."""
+    if not values:
+        return
+    histogram.record(values[0], attributes, context)
+    rest = values[1:]
+    if not rest:
+        return
+    targets = _aggregations(histogram, attributes)
+    if targets is None:
+        for value in rest:
+            histogram.record(value, attributes, context)
+        return
+    kept = [value for value in rest if 0 <= value < math.inf]  # NaN is not either
+    if len(kept) < len(rest):  # record refuses those values, and says so
+        for value in rest:
+            if not 0 <= value < math.inf:
+                histogram.record(value, attributes, context)
+        if not kept:
+            return
+    now = time.time_ns()
+    instrument: Any = histogram
+    context = context or get_current()  # as record does
+    *middle, last = kept
+    for aggregation in targets:
+        for value in middle:
+            aggregation.aggregate(Measurement(value, now, instrument, context), False)
+        # the last is offered as an exemplar, as record would
+        aggregation.aggregate(Measurement(last, now, instrument, context, attributes), True)
+
+
+def _aggregations(histogram: Histogram, attributes: Mapping[str, Any]) -> list[Any] | None:
+    """Each reader's aggregation of ``attributes`` for ``histogram``, as ``record`` just
+    used them; None when they cannot be found for certain."""
+    if _hash_attributes is None or Measurement is None:
+        return None
+    try:
+        if not histogram._is_enabled():  # type: ignore[attr-defined]
+            return []
+        storages = histogram._measurement_consumer._reader_storages  # type: ignore[attr-defined]
+        found: list[Any] = []
+        for storage in storages.values():
+            matches = storage._instrument_view_instrument_matches.get(histogram)
+            if not matches:
+                return None
+            for match in matches:
+                if match._reset_on_collect:  # a delta reader's collection swaps aggregations
+                    return None
+                keys = match._view._attribute_keys
+                kept = (
+                    dict(attributes)
+                    if keys is None
+                    else {k: v for k, v in attributes.items() if k in keys}
+                )
+                aggregation = match._attributes_aggregation.get(_hash_attributes(kept))
+                if aggregation is None:  # past the cardinality limit: the overflow point
+                    return None
+                found.append(aggregation)
+        return found
+    except (AttributeError, TypeError):
+        log.debug("recording histogram values one by one", exc_info=True)
+        return None

@@ -1,0 +1,131 @@
+"""``record_many`` leaves every reader's histogram exactly as ``record`` per value would."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import Histogram, MeterProvider
+from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import set_span_in_context
+
+from llamatelemetry.telemetry._bulk import record_many
+
+POINT = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "tiny", "server.port": 8080}
+BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5]
+DELTA = {Histogram: AggregationTemporality.DELTA}
+
+
+def readers_for(setup: str) -> tuple[list[InMemoryMetricReader], list[View]]:
+    if setup == "cumulative":
+        return [InMemoryMetricReader()], []
+    if setup == "delta":
+        return [InMemoryMetricReader(preferred_temporality=DELTA)], []
+    if setup == "two readers":
+        return [InMemoryMetricReader(), InMemoryMetricReader(preferred_temporality=DELTA)], []
+    if setup == "view keeping one attribute":
+        return [InMemoryMetricReader()], [View(instrument_name="h", attribute_keys={"server.port"})]
+    if setup == "exponential view":
+        view = View(instrument_name="h", aggregation=ExponentialBucketHistogramAggregation())
+        return [InMemoryMetricReader()], [view]
+    if setup == "two views":
+        return [InMemoryMetricReader()], [
+            View(instrument_name="h"),
+            View(instrument_name="h", name="h.port", attribute_keys={"server.port"}),
+        ]
+    raise AssertionError(setup)
+
+
+SETUPS = [
+    "cumulative",
+    "delta",
+    "two readers",
+    "view keeping one attribute",
+    "exponential view",
+    "two views",
+]
+
+
+def points(readers: list[InMemoryMetricReader]) -> list[Any]:
+    """Everything exported but the timestamps and exemplars."""
+    out = []
+    for reader in readers:
+        data = reader.get_metrics_data()
+        for resource in data.resource_metrics if data else []:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    for point in metric.data.data_points:
+                        fields = {
+                            k: v
+                            for k, v in vars(point).items()
+                            if k not in ("time_unix_nano", "start_time_unix_nano", "exemplars")
+                        }
+                        fields["sum"] = round(fields["sum"], 12)
+                        out.append((metric.name, repr(sorted(fields.items()))))
+    return sorted(out)
+
+
+def run(setup: str, batches: list[list[float]], record: Callable[..., None]) -> list[Any]:
+    readers, views = readers_for(setup)
+    provider = MeterProvider(metric_readers=readers, views=views)
+    histogram = provider.get_meter("t").create_histogram(
+        "h", unit="s", explicit_bucket_boundaries_advisory=BUCKETS
+    )
+    with TracerProvider().get_tracer("t").start_as_current_span("stream") as span:
+        context = set_span_in_context(span)
+    collected = []
+    for i, batch in enumerate(batches):
+        record(histogram, batch, POINT if i % 3 else {**POINT, "error.type": "x"}, context)
+        if i % 2:  # collections between batches: delta readers start afresh
+            collected.append(points(readers))
+    collected.append(points(readers))
+    provider.shutdown()
+    return collected
+
+
+def one_by_one(histogram: Any, values: list[float], attributes: Any, context: Any) -> None:
+    for value in values:
+        histogram.record(value, attributes, context)
+
+
+@pytest.mark.parametrize("setup", SETUPS)
+def test_record_many_exports_what_record_per_value_does(setup: str) -> None:
+    rng = random.Random(setup)
+    batches = [
+        [rng.choice((0.0, 0.005, 1e-7, 3.0)) if rng.random() < 0.1 else rng.expovariate(60)
+         for _ in range(rng.choice((1, 2, 64, 200)))]
+        for _ in range(9)
+    ]  # fmt: skip
+    expected = run(setup, batches, one_by_one)
+    assert any(expected)
+    assert run(setup, batches, record_many) == expected
+
+
+def test_the_bulk_path_is_taken_with_the_sdk_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Else the figures of the benchmarks would silently go back to a record per chunk."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    histogram = provider.get_meter("t").create_histogram("h", unit="s")
+    calls: list[float] = []
+    real = histogram.record
+
+    def counted(value: float, *args: Any, **kwargs: Any) -> None:
+        calls.append(value)
+        real(value, *args, **kwargs)
+
+    monkeypatch.setattr(histogram, "record", counted)
+    record_many(histogram, [0.01] * 100, POINT)
+    assert calls == [0.01]
+    [point] = points([reader])
+    assert "('count', 100)" in point[1]
+
+
+def test_non_finite_and_negative_values_are_refused_as_record_refuses_them() -> None:
+    values = [0.01, math.inf, -1.0, math.nan, 0.02]
+    for setup in ("cumulative", "delta"):
+        assert run(setup, [values], record_many) == run(setup, [values], one_by_one)
