@@ -65,7 +65,6 @@ def points(readers: list[InMemoryMetricReader]) -> list[Any]:
                             for k, v in vars(point).items()
                             if k not in ("time_unix_nano", "start_time_unix_nano", "exemplars")
                         }
-                        fields["sum"] = round(fields["sum"], 12)
                         out.append((metric.name, repr(sorted(fields.items()))))
     return sorted(out)
 

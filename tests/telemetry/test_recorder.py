@@ -19,7 +19,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from llamatelemetry.server import ServerManager
-from llamatelemetry.telemetry import InstrumentedLlamaCppClient, _recorder, setup_telemetry
+from llamatelemetry.telemetry import InstrumentedLlamaCppClient, _core, _recorder, setup_telemetry
 from llamatelemetry.telemetry._recorder import DeferredRecorder, recorder
 from llamatelemetry.testing._otlp import OTLPReceiver
 
@@ -297,3 +297,23 @@ def test_every_gap_of_a_long_stream_is_a_point(
     # the gaps add up to the time from the first chunk to the last: none lost, none doubled
     assert first.sum + gaps.sum <= duration.sum
     assert first.sum + gaps.sum > 0.8 * duration.sum
+
+
+def test_a_long_streams_gaps_reach_a_collection_before_its_end(
+    chat_server: ServerManager, providers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only at the end: once GAP_EVERY_S has passed and GAP_BATCH are held."""
+    monkeypatch.setattr(_core, "GAP_EVERY_S", 0.0)
+    tracer_provider, meter_provider, reader = providers
+    with InstrumentedLlamaCppClient(
+        chat_server.url, tracer_provider=tracer_provider, meter_provider=meter_provider
+    ) as client:
+        stream = client.chat.completions.create(
+            messages=MESSAGES, max_tokens=300, stream=True, ignore_eos=True
+        )
+        for seen, _chunk in enumerate(stream, start=1):
+            if seen == 150:
+                [gaps] = points(reader)["gen_ai.client.operation.time_per_output_chunk"]
+                assert gaps.count == 128  # two batches of GAP_BATCH, the rest still held
+        [gaps] = points(reader)["gen_ai.client.operation.time_per_output_chunk"]
+        assert gaps.count == seen - 1

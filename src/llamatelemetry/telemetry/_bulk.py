@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,10 +31,14 @@ log = logging.getLogger("llamatelemetry.telemetry")
 
 try:
     from opentelemetry.sdk.metrics._internal._view_instrument_match import _hash_attributes
+    from opentelemetry.sdk.metrics._internal.aggregation import (
+        _ExplicitBucketHistogramAggregation as _ExplicitBuckets,
+    )
     from opentelemetry.sdk.metrics._internal.measurement import Measurement
 except ImportError:  # another SDK, or none
     _hash_attributes = None  # type: ignore[assignment]
     Measurement = None  # type: ignore[assignment,misc]
+    _ExplicitBuckets = None  # type: ignore[assignment,misc]
 
 
 def record_many(
@@ -65,11 +70,35 @@ def record_many(
     instrument: Any = histogram
     context = context or get_current()  # as record does
     *middle, last = kept
+    # Not offered as an exemplar, a measurement is read for its value only and not kept:
+    # one serves them all (a frozen dataclass, hence object.__setattr__).
+    carrier = Measurement(0.0, now, instrument, context)
     for aggregation in targets:
-        for value in middle:
-            aggregation.aggregate(Measurement(value, now, instrument, context), False)
+        if not _add_to_buckets(aggregation, middle):
+            for value in middle:
+                object.__setattr__(carrier, "value", value)
+                aggregation.aggregate(carrier, False)
         # the last is offered as an exemplar, as record would
         aggregation.aggregate(Measurement(last, now, instrument, context, attributes), True)
+
+
+def _add_to_buckets(aggregation: Any, values: list[float]) -> bool:
+    """What ``aggregate`` does for each value of an explicit-bucket histogram (the
+    default), done for all of them under one hold of its lock; False for any other kind."""
+    if type(aggregation) is not _ExplicitBuckets or not values:
+        return not values
+    with aggregation._lock:
+        if aggregation._value is None:
+            aggregation._value = aggregation._get_empty_bucket_counts()
+        counts, bounds, total = aggregation._value, aggregation._boundaries, aggregation._sum
+        for value in values:
+            total += value  # in order, so the sum is the same to the last bit
+            counts[bisect_left(bounds, value)] += 1
+        aggregation._sum = total
+        if aggregation._record_min_max:
+            aggregation._min = min(aggregation._min, min(values))
+            aggregation._max = max(aggregation._max, max(values))
+    return True
 
 
 def _aggregations(histogram: Histogram, attributes: Mapping[str, Any]) -> list[Any] | None:

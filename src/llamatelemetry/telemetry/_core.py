@@ -318,7 +318,10 @@ def _set_content(span: Span, body: Any) -> None:
             span.set_attribute(key, text)
 
 
-GAP_BATCH = 64  # at llama.cpp's pace on a CPU, a second or two of a stream
+# A stream's times between chunks reach the metrics at its end, and on the way once a
+# second has passed and at least GAP_BATCH are held (a point's cost is mostly per batch).
+GAP_BATCH = 64
+GAP_EVERY_S = 1.0
 
 
 class _StreamTelemetry:
@@ -342,6 +345,7 @@ class _StreamTelemetry:
         "_final",
         "_first_content",
         "_gaps",
+        "_gaps_since",
     )
 
     def __init__(self, telemetry: Telemetry, op: _Operation, final: Any = None) -> None:
@@ -355,9 +359,10 @@ class _StreamTelemetry:
         self._point = metric_point(op.attributes)
         self._final = final
         self._first_content: float | None = None  # the answer's, after any thinking
-        # Times between chunks, handed to the metrics GAP_BATCH at a time and at the end:
-        # one queued entry for many points (see _bulk).
+        # Times between chunks, handed to the metrics in batches: one queued entry for
+        # many points (see _bulk).
         self._gaps: list[float] = []
+        self._gaps_since = op.started
 
     def on_chunk(self, chunk: Any) -> None:
         try:
@@ -381,14 +386,17 @@ class _StreamTelemetry:
             else:
                 gaps = self._gaps
                 gaps.append(now - self._last)
-                if len(gaps) >= GAP_BATCH:
+                if len(gaps) >= GAP_BATCH and now - self._gaps_since >= GAP_EVERY_S:
+                    self._gaps_since = now
                     self._record_gaps()
             self._last = now
             self._last_chunk = chunk
             if piece and self._first_content is None:
                 self._first_content = now
-            if choices and choices[0].finish_reason:
-                self._reasons.append(choices[0].finish_reason)
+            for choice in choices or ():  # the first (iterated: no ChoiceList indexing)
+                if choice.finish_reason:
+                    self._reasons.append(choice.finish_reason)
+                break
             if self._text is not None and piece:
                 self._text.append(piece)
         except Exception:  # noqa: BLE001
