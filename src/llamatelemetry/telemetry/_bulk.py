@@ -87,6 +87,7 @@ def _add_to_buckets(aggregation: Any, values: list[float]) -> bool:
     default), done for all of them under one hold of its lock; False for any other kind."""
     if type(aggregation) is not _ExplicitBuckets or not values:
         return not values
+    aggregation = _untyped(aggregation)  # the SDK's own annotations of these are loose
     with aggregation._lock:
         if aggregation._value is None:
             aggregation._value = aggregation._get_empty_bucket_counts()
@@ -99,6 +100,10 @@ def _add_to_buckets(aggregation: Any, values: list[float]) -> bool:
             aggregation._min = min(aggregation._min, min(values))
             aggregation._max = max(aggregation._max, max(values))
     return True
+
+
+def _untyped(value: Any) -> Any:
+    return value
 
 
 def _aggregations(histogram: Histogram, attributes: Mapping[str, Any]) -> list[Any] | None:
