@@ -31,7 +31,22 @@ BENCHMARKS = {
     "async": ("bench_async.py", [], ["--rounds", "2", "--calls", "32"]),
     "server_start": ("bench_server_start.py", [], ["--rounds", "3"]),
     "generator": ("bench_generator.py", [], ["--rounds", "1", "--requests", "64"]),
-    "cpu": ("bench_cpu.py", [], ["--rounds", "2", "--streams", "1", "--tokens", "100"]),
+    "cpu": (
+        "bench_cpu.py",
+        [],
+        [
+            "--rounds",
+            "2",
+            "--streams",
+            "1",
+            "--tokens",
+            "100",
+            "--calls",
+            "20",
+            "--concurrent",
+            "16",
+        ],
+    ),
 }
 
 # "  per call, ours / raw httpx      1.032   target <= 1.10   OK"

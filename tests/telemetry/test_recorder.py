@@ -3,6 +3,7 @@ sees every finished operation, exactly once, with exemplars that point at its sp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -271,24 +272,31 @@ def test_global_providers_set_after_instrumenting(chat_server: ServerManager) ->
     assert "llamatelemetry.telemetry.queued_points" not in result["counts"]
 
 
+@contextlib.contextmanager
+def long_stream(server: ServerManager, providers: Any) -> Iterator[Any]:
+    """A 300-token stream of an instrumented client (its client closed after)."""
+    tracer_provider, meter_provider, _ = providers
+    with InstrumentedLlamaCppClient(
+        server.url, tracer_provider=tracer_provider, meter_provider=meter_provider
+    ) as client:
+        yield client.chat.completions.create(
+            messages=MESSAGES, max_tokens=300, stream=True, ignore_eos=True
+        )
+
+
 @pytest.mark.parametrize("stop_after", [None, 100])
 def test_every_gap_of_a_long_stream_is_a_point(
     chat_server: ServerManager, providers: Any, stop_after: int | None
 ) -> None:
     """Gaps go to the metrics GAP_BATCH at a time and at the end, early end included."""
-    tracer_provider, meter_provider, reader = providers
-    with InstrumentedLlamaCppClient(
-        chat_server.url, tracer_provider=tracer_provider, meter_provider=meter_provider
-    ) as client:
-        stream = client.chat.completions.create(
-            messages=MESSAGES, max_tokens=300, stream=True, ignore_eos=True
-        )
-        chunks = []
+    reader = providers[2]
+    chunks = []
+    with long_stream(chat_server, providers) as stream:
         for chunk in stream:
             chunks.append(chunk)
             if len(chunks) == stop_after:
                 stream.close()
-        found = points(reader)
+    found = points(reader)
     [gaps] = found["gen_ai.client.operation.time_per_output_chunk"]
     [first] = found["gen_ai.client.operation.time_to_first_chunk"]
     [duration] = found["gen_ai.client.operation.duration"]
@@ -304,13 +312,8 @@ def test_a_long_streams_gaps_reach_a_collection_before_its_end(
 ) -> None:
     """Not only at the end: once GAP_EVERY_S has passed and GAP_BATCH are held."""
     monkeypatch.setattr(_core, "GAP_EVERY_S", 0.0)
-    tracer_provider, meter_provider, reader = providers
-    with InstrumentedLlamaCppClient(
-        chat_server.url, tracer_provider=tracer_provider, meter_provider=meter_provider
-    ) as client:
-        stream = client.chat.completions.create(
-            messages=MESSAGES, max_tokens=300, stream=True, ignore_eos=True
-        )
+    reader = providers[2]
+    with long_stream(chat_server, providers) as stream:
         for seen, _chunk in enumerate(stream, start=1):
             if seen == 150:
                 [gaps] = points(reader)["gen_ai.client.operation.time_per_output_chunk"]

@@ -282,8 +282,9 @@ def _taken_over(response: httpx.Response) -> tuple[Any, bytes, Framing] | None:
     return network, held, framing
 
 
-class _Body(Iterator[bytes]):
-    """The body's bytes as they arrive, each read bounded by the request's read timeout."""
+class _Reading:
+    """What the sync and async readers share: the bytes h11 held come first, then reads
+    bounded by the request's read timeout, each undone by the framing."""
 
     __slots__ = ("_framing", "_held", "_network", "_request", "_timeout")
 
@@ -294,55 +295,58 @@ class _Body(Iterator[bytes]):
         self._request = response.request
         self._timeout = response.request.extensions.get("timeout", {}).get("read")
 
+    def _from_held(self) -> bytes:
+        data, self._held = self._held, b""
+        return self._framing.feed(data)
+
+    def _from_read(self, data: bytes) -> bytes:
+        """The body in ``data`` as read from the connection (b"" at its end)."""
+        if not data:
+            self._framing.end()  # raises unless the body was complete
+            return b""
+        return self._framing.feed(data)
+
+    def _error(self, exc: Exception) -> Exception | None:
+        """The httpx error for an error of httpcore's network stream (None: no such)."""
+        mapped = _httpx_error(exc, self._request)
+        return None if mapped is exc else mapped
+
+
+class _Body(_Reading, Iterator[bytes]):
+    __slots__ = ()
+
     def __next__(self) -> bytes:
-        framing = self._framing
-        while not framing.done:
+        while not self._framing.done:
             if self._held:
-                data, self._held = self._held, b""
+                out = self._from_held()
             else:
                 try:
                     data = self._network.read(READ_BYTES, self._timeout)
                 except Exception as exc:
-                    mapped = _httpx_error(exc, self._request)
-                    if mapped is exc:
+                    if (mapped := self._error(exc)) is None:
                         raise
                     raise mapped from exc
-                if not data:
-                    framing.end()
-                    break
-            out = framing.feed(data)
+                out = self._from_read(data)
             if out:
                 return out
         raise StopIteration
 
 
-class _AsyncBody(AsyncIterator[bytes]):
-    __slots__ = ("_framing", "_held", "_network", "_request", "_timeout")
-
-    def __init__(self, response: httpx.Response, network: Any, held: bytes, framing: Framing):
-        self._network = network
-        self._held = held
-        self._framing = framing
-        self._request = response.request
-        self._timeout = response.request.extensions.get("timeout", {}).get("read")
+class _AsyncBody(_Reading, AsyncIterator[bytes]):
+    __slots__ = ()
 
     async def __anext__(self) -> bytes:
-        framing = self._framing
-        while not framing.done:
+        while not self._framing.done:
             if self._held:
-                data, self._held = self._held, b""
+                out = self._from_held()
             else:
                 try:
                     data = await self._network.read(READ_BYTES, self._timeout)
                 except Exception as exc:
-                    mapped = _httpx_error(exc, self._request)
-                    if mapped is exc:
+                    if (mapped := self._error(exc)) is None:
                         raise
                     raise mapped from exc
-                if not data:
-                    framing.end()
-                    break
-            out = framing.feed(data)
+                out = self._from_read(data)
             if out:
                 return out
         raise StopAsyncIteration
