@@ -94,6 +94,11 @@ BROKEN = [
     b"1" * 21 + b"\r\n",  # a size of 21 digits
     b"-1\r\n",
     b" 1\r\na\r\n0\r\n\r\n",  # a space before the size
+    b"3\r\nabc\r\n0\r\nContent-Length: abc\r\n\r\n",  # trailers h11 refuses
+    b"3\r\nabc\r\n0\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    b"3\r\nabc\r\n0\r\nTransfer-Encoding: gzip\r\n\r\n",
+    b"3\r\nabc\r\n0\r\n folded\r\n\r\n",
+    b"3\r\nabc\r\n0\r\nno colon\r\n\r\n",
 ]
 
 
@@ -118,6 +123,22 @@ def test_broken_chunked_framing_is_an_error_as_in_h11(data: bytes) -> None:
     for pieces in ([data], [data[i : i + 1] for i in range(len(data))]):
         got, our_error = ours(data, ChunkedFraming(), pieces)
         assert our_error is not None and got == expected, (pieces, our_error)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"3;" + b"x" * 9000 + b"\r\nabc\r\n0\r\n\r\n",  # a long extension
+        b"3\r\nabc\r\n0\r\n" + b"X-T: " + b"v" * 9000 + b"\r\n\r\n",  # a long trailer
+        b"3\r\nabc\r\n0\r\nA: 1\r\n  folded\r\nB: 2\n\n",  # a fold, bare LFs
+    ],
+)
+def test_long_lines_within_h11s_limit_are_read_in_any_split(data: bytes) -> None:
+    expected = h11_body(data, CHUNKED_HEAD)
+    assert expected == (b"abc", None)
+    for size in (1, 7, 600, 8600, len(data)):
+        pieces = [data[i : i + size] for i in range(0, len(data), size)]
+        assert ours(data, ChunkedFraming(), pieces) == expected, size
 
 
 def test_an_endless_chunk_size_line_is_cut_at_the_line_limit() -> None:
@@ -193,17 +214,23 @@ CASES: dict[str, tuple[bytes, list[bytes], str]] = {
         "",
     ),
     "chunked, bad size": (b"Transfer-Encoding: chunked\r\n", [b"nope\r\n" + EVENTS], ""),
+    "chunked, bad size after data, then a stall": (
+        b"Transfer-Encoding: chunked\r\n",
+        [b"", b"%x\r\n" % len(EVENTS[:100]) + EVENTS[:100] + b"\r\nzz\r\n"],
+        "hang",
+    ),
     "length": (b"Content-Length: %d\r\n" % len(EVENTS), split(EVENTS, random.Random(4)), "hang"),
     "length, short": (b"Content-Length: %d\r\n" % len(EVENTS), [EVENTS[:-14]], ""),  # no [DONE]
     "until close": (b"Connection: close\r\n", split(EVENTS, random.Random(5)), ""),
 }
 
 
-def outcome(driver: Any) -> tuple[list[Any], str | None]:
-    chunks, error, _ = driver.stream()
+def outcome(driver: Any) -> tuple[list[Any], Any]:
+    seconds, (chunks, error, _), _ = elapsed(driver.stream)
     return (
         [c.choices[0].delta.content for c in chunks],
-        None if error is None else type(error).__name__,
+        None if error is None else (type(error).__name__, getattr(error, "method", None)),
+        seconds < 1.5,  # what ended the stream was not the total_timeout of 3 s
     )
 
 
@@ -230,9 +257,20 @@ def test_a_hostile_stream_reads_as_through_httpx(
     assert taken == [True]
     assert got == expected
     if case in ("chunked", "length", "until close") or "bytewise" in case or "trailers" in case:
-        assert got == (["Hel", "lo", None], None)
+        assert got == (["Hel", "lo", None], None, True)
     else:
-        assert got[1] in ("StreamInterruptedError", "APIResponseError"), got
+        assert got[1] == ("StreamInterruptedError", "POST"), got  # the request named
+        assert got[2], got
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_an_answer_without_a_body_is_not_read_as_one(drivers: Any, status: int) -> None:
+    head = status_line(status) + SSE_HEAD + b"Content-Length: 5\r\n\r\n"
+    with Hostile(serving(head, [], "hang")) as server:
+        driver = drivers(server.url, max_retries=0, total_timeout=3)
+        seconds, (chunks, error, _), _ = elapsed(driver.stream)
+    assert chunks == [] and type(error).__name__ == "StreamInterruptedError"
+    assert seconds < 1.0
 
 
 def test_a_stalled_body_is_cut_by_the_total_timeout(drivers: Any) -> None:

@@ -26,7 +26,7 @@ import httpx
 __all__ = ["ChunkedFraming", "Framing", "LengthFraming", "UntilCloseFraming", "body", "abody"]
 
 READ_BYTES = 64 * 1024  # as httpcore
-MAX_LINE = 8 * 1024  # a chunk-size or trailer line (a few bytes from llama-server)
+MAX_LINE = 100 * 1024  # bytes of an incomplete line held: h11's limit in httpcore
 
 # httpcore's errors as httpx raises them (what httpx's own mapping does for its streams).
 _ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
@@ -55,7 +55,7 @@ def _httpx_error(exc: Exception, request: httpx.Request) -> Exception:
 def _incomplete(detail: str) -> httpx.RemoteProtocolError:
     # h11's words, so the error reads as it did when httpx read the body
     return httpx.RemoteProtocolError(
-        f"peer closed connection without sending complete message body: {detail}"
+        f"peer closed connection without sending complete message body ({detail})"
     )
 
 
@@ -63,6 +63,8 @@ class Framing:
     """Sans-IO: the bytes of the connection in, the bytes of the body out."""
 
     done = False
+    # An error found after body bytes of the same read: raised once they are delivered.
+    error: httpx.RemoteProtocolError | None = None
 
     def feed(self, data: bytes) -> bytes:
         raise NotImplementedError
@@ -107,23 +109,25 @@ class LengthFraming(Framing):
 class ChunkedFraming(Framing):
     """``Transfer-Encoding: chunked``, read as h11 reads it: a size line of 1 to 20 hex
     digits (extensions ignored), the data, CRLF; a zero size, then trailer lines up to a
-    blank line, checked as header lines. A size line, or the trailers, may take at most
-    ``MAX_LINE`` bytes, so a server cannot make the client hold an endless one."""
+    blank line, checked as h11 checks them. An incomplete line may hold at most
+    ``MAX_LINE`` bytes (h11's limit in httpcore), and one that arrives in many reads is
+    appended and searched once, not once a read."""
 
-    __slots__ = ("_buffer", "_error", "_left", "_state", "done")
+    __slots__ = ("_buffer", "_left", "_scan", "_state", "done", "error")
 
     _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
 
     def __init__(self) -> None:
-        self._buffer = b""  # an incomplete line, or a split CRLF after the data
+        self._buffer = bytearray()  # bytes not framed yet: an incomplete line, a split CRLF
+        self._scan = 0  # where in _buffer the search for a line end resumes
         self._left = 0  # bytes of the current chunk's data still to come
         self._state = self._SIZE
-        self._error: httpx.RemoteProtocolError | None = None  # after the data before it
+        self.error = None
         self.done = False
 
     def feed(self, data: bytes) -> bytes:
-        if self._error is not None:
-            raise self._error
+        if self.error is not None:
+            raise self.error
         if self.done:
             return b""
         if self._state == self._SIZE and not self._buffer:
@@ -133,94 +137,103 @@ class ChunkedFraming(Framing):
                 size = _chunk_size(data[:end])
                 if size and end + 4 + size == len(data):
                     return data[end + 2 : -2]
-        return self._feed(data)
-
-    def _feed(self, data: bytes) -> bytes:
         out: list[bytes] = []
         try:
             self._frames(data, out)
         except httpx.RemoteProtocolError as exc:
             if not out:
                 raise
-            self._error = exc  # raised by the next feed or end: the data first, as h11
+            self.error = exc  # raised after the data before it is delivered, as h11 does
         return b"".join(out)
 
-    def _frames(self, data: bytes, out: list[bytes]) -> None:
+    def _frames(self, fresh: bytes, out: list[bytes]) -> None:
+        data: bytes | bytearray = fresh
         if self._buffer:
-            data = self._buffer + data
-            self._buffer = b""
+            self._buffer += fresh
+            data = self._buffer
+        scan, self._scan = self._scan, 0
         i, n = 0, len(data)
-        while i < n and not self.done:
-            state = self._state
-            if state == self._DATA:
-                take = min(self._left, n - i)
-                out.append(data[i : i + take])
-                i += take
-                self._left -= take
-                if not self._left:
-                    self._state = self._DATA_END
-            elif state == self._DATA_END:
-                footer = data[i : i + 2]
-                if footer != b"\r\n"[: len(footer)]:
-                    raise _protocol_error(f"malformed chunk footer: {footer!r}")
-                if len(footer) < 2:
-                    self._buffer = footer
-                    break
-                i += 2
-                self._state = self._SIZE
-            elif state == self._SIZE:
-                end = data.find(b"\r\n", i)
-                if end < 0 or end - i > MAX_LINE:
-                    if n - i > MAX_LINE:
-                        raise _protocol_error("chunk header line too long")
-                    self._buffer = data[i:]
-                    break
-                line = data[i:end]
-                size = _chunk_size(line)
-                if size is None:
-                    raise _protocol_error(f"illegal chunk header: {line[:40]!r}")
-                i = end + 2
-                if size == 0:
-                    self._state = self._TRAILER
+        try:
+            while i < n and not self.done:
+                state = self._state
+                if state == self._DATA:
+                    take = min(self._left, n - i)
+                    out.append(bytes(data[i : i + take]))
+                    i += take
+                    self._left -= take
+                    if not self._left:
+                        self._state = self._DATA_END
+                elif state == self._DATA_END:
+                    footer = bytes(data[i : i + 2])
+                    if footer != b"\r\n"[: len(footer)]:
+                        raise _protocol_error(f"malformed chunk footer: {footer!r}")
+                    if len(footer) < 2:
+                        break
+                    i += 2
+                    self._state = self._SIZE
+                elif state == self._SIZE:
+                    end = data.find(b"\r\n", max(i, scan))
+                    if end < 0:
+                        self._scan = max(0, n - i - 1)
+                        break
+                    line = bytes(data[i:end])
+                    size = _chunk_size(line)
+                    if size is None:
+                        raise _protocol_error(f"illegal chunk header: {line[:40]!r}")
+                    i = end + 2
+                    if size == 0:
+                        self._state = self._TRAILER
+                    else:
+                        self._left = size
+                        self._state = self._DATA
                 else:
-                    self._left = size
-                    self._state = self._DATA
-            else:
-                i = self._trailers(data, i)
-
-    def _trailers(self, data: bytes, i: int) -> int:
-        """Up to the blank line that ends them (a bare LF counts, as in h11's header
-        reading); returns where the reading stopped."""
-        rest = data[i:]
-        if rest[:1] == b"\n" or rest[:2] == b"\r\n":
-            self.done = True
-            return len(data)
-        blank = _BLANK_LINE.search(rest)
-        if blank is None:
-            if len(rest) > MAX_LINE:
-                raise _protocol_error("chunked trailers too long")
-            self._buffer = rest
-            return len(data)
-        lines = [line.removesuffix(b"\r") for line in rest[: blank.start()].split(b"\n")]
-        joined: list[bytes] = []
-        for line in lines:
-            if line[:1] in (b" ", b"\t"):  # an obsolete line fold continues the last line
-                if not joined:
-                    raise _protocol_error("continuation line at start of trailers")
-                joined[-1] += b" " + line.lstrip(b" \t")
-            else:
-                joined.append(line)
-        for line in joined:
-            if not _HEADER_LINE.fullmatch(line):
-                raise _protocol_error(f"illegal trailer line: {line[:40]!r}")
-        self.done = True
-        return len(data)
+                    if data[i : i + 1] == b"\n" or data[i : i + 2] == b"\r\n":
+                        self.done = True  # no trailers
+                        break
+                    blank = _BLANK_LINE.search(data, max(i, scan))
+                    if blank is None:
+                        self._scan = max(0, n - i - 2)
+                        break
+                    _check_trailers(bytes(data[i : blank.start()]))
+                    self.done = True
+        finally:
+            rest = n - i
+            if rest > MAX_LINE and not self.done:
+                raise _protocol_error("Receive buffer too long")
+            if data is self._buffer:
+                del self._buffer[:i]
+            elif rest and not self.done:
+                self._buffer = bytearray(data[i:])
 
     def end(self) -> None:
-        if self._error is not None:
-            raise self._error
+        if self.error is not None:
+            raise self.error
         if not self.done:
             raise _incomplete("incomplete chunked read")
+
+
+def _check_trailers(block: bytes) -> None:
+    """Trailer lines as h11 takes them: obsolete line folds joined, each a header line,
+    then the fields validated as h11 validates an EndOfMessage's headers."""
+    fields: list[tuple[bytes, bytes]] = []
+    lines: list[bytes] = []
+    for line in block.split(b"\n"):
+        line = line.removesuffix(b"\r")
+        if line[:1] in (b" ", b"\t"):  # an obsolete line fold continues the last line
+            if not lines:
+                raise _protocol_error("continuation line at start of trailers")
+            lines[-1] += b" " + line.lstrip(b" \t")
+        else:
+            lines.append(line)
+    for line in lines:
+        if not _HEADER_LINE.fullmatch(line):
+            raise _protocol_error(f"illegal trailer line: {line[:40]!r}")
+        name, _, value = line.partition(b":")
+        fields.append((name, value.strip(b" \t")))
+    try:
+        h11.EndOfMessage(headers=fields)
+    except h11.ProtocolError as exc:
+        raise _protocol_error(f"bad trailers: {exc}") from None
 
 
 # h11's grammar (its _abnf module), for chunk-size lines and trailer lines.
@@ -248,6 +261,8 @@ def _taken_over(response: httpx.Response) -> tuple[Any, bytes, Framing] | None:
         return None
     if "trace" in response.request.extensions:  # its hooks see httpcore read the body
         return None
+    if response.status_code in (204, 304) or response.request.method == "HEAD":
+        return None  # no body whatever the headers say: httpx knows what to do
     network = response.extensions.get("network_stream")
     # httpx's bound stream > httpx's response stream > httpcore's pool stream > the
     # connection's own stream > the connection
@@ -297,14 +312,23 @@ class _Reading:
 
     def _from_held(self) -> bytes:
         data, self._held = self._held, b""
-        return self._framing.feed(data)
+        return self._from_read(data)
 
     def _from_read(self, data: bytes) -> bytes:
         """The body in ``data`` as read from the connection (b"" at its end)."""
-        if not data:
-            self._framing.end()  # raises unless the body was complete
-            return b""
-        return self._framing.feed(data)
+        try:
+            if not data:
+                self._framing.end()  # raises unless the body was complete
+                return b""
+            return self._framing.feed(data)
+        except httpx.TransportError as exc:
+            exc.request = self._request  # as httpx's errors carry it: the method and URL
+            raise
+
+    def _raise_pending(self) -> None:
+        """An error found after the bytes already delivered: before reading any more."""
+        if self._framing.error is not None:
+            self._from_read(b"")
 
     def _error(self, exc: Exception) -> Exception | None:
         """The httpx error for an error of httpcore's network stream (None: no such)."""
@@ -320,6 +344,7 @@ class _Body(_Reading, Iterator[bytes]):
             if self._held:
                 out = self._from_held()
             else:
+                self._raise_pending()
                 try:
                     data = self._network.read(READ_BYTES, self._timeout)
                 except Exception as exc:
@@ -340,6 +365,7 @@ class _AsyncBody(_Reading, AsyncIterator[bytes]):
             if self._held:
                 out = self._from_held()
             else:
+                self._raise_pending()
                 try:
                     data = await self._network.read(READ_BYTES, self._timeout)
                 except Exception as exc:
