@@ -12,9 +12,10 @@ from opentelemetry.sdk.metrics import Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 from opentelemetry.trace import set_span_in_context
 
-from llamatelemetry.telemetry._bulk import record_many
+from llamatelemetry.telemetry._bulk import record_many, record_one
 
 POINT = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "tiny", "server.port": 8080}
 BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5]
@@ -51,8 +52,9 @@ SETUPS = [
 ]
 
 
-def points(readers: list[InMemoryMetricReader]) -> list[Any]:
-    """Everything exported but the timestamps and exemplars."""
+def points(readers: list[InMemoryMetricReader], exemplars: bool = False) -> list[Any]:
+    """Everything exported but the timestamps (and the exemplars, unless asked for: their
+    values and spans)."""
     out = []
     for reader in readers:
         data = reader.get_metrics_data()
@@ -65,24 +67,36 @@ def points(readers: list[InMemoryMetricReader]) -> list[Any]:
                             for k, v in vars(point).items()
                             if k not in ("time_unix_nano", "start_time_unix_nano", "exemplars")
                         }
+                        if exemplars:
+                            fields["exemplars"] = sorted(
+                                (e.value, bool(e.span_id), repr(e.filtered_attributes))
+                                for e in point.exemplars
+                            )
                         out.append((metric.name, repr(sorted(fields.items()))))
     return sorted(out)
 
 
-def run(setup: str, batches: list[list[float]], record: Callable[..., None]) -> list[Any]:
+def run(
+    setup: str,
+    batches: list[list[float]],
+    record: Callable[..., None],
+    exemplars: bool = False,
+    sampled: bool = True,
+) -> list[Any]:
     readers, views = readers_for(setup)
     provider = MeterProvider(metric_readers=readers, views=views)
     histogram = provider.get_meter("t").create_histogram(
         "h", unit="s", explicit_bucket_boundaries_advisory=BUCKETS
     )
-    with TracerProvider().get_tracer("t").start_as_current_span("stream") as span:
+    tracer = TracerProvider(sampler=ALWAYS_ON if sampled else ALWAYS_OFF).get_tracer("t")
+    with tracer.start_as_current_span("stream") as span:
         context = set_span_in_context(span)
     collected = []
     for i, batch in enumerate(batches):
         record(histogram, batch, POINT if i % 3 else {**POINT, "error.type": "x"}, context)
         if i % 2:  # collections between batches: delta readers start afresh
-            collected.append(points(readers))
-    collected.append(points(readers))
+            collected.append(points(readers, exemplars))
+    collected.append(points(readers, exemplars))
     provider.shutdown()
     return collected
 
@@ -103,6 +117,21 @@ def test_record_many_exports_what_record_per_value_does(setup: str) -> None:
     expected = run(setup, batches, one_by_one)
     assert any(expected)
     assert run(setup, batches, record_many) == expected
+
+
+def one_at_a_time(histogram: Any, values: list[float], attributes: Any, context: Any) -> None:
+    for value in values:
+        record_one(histogram, value, attributes, context)
+
+
+@pytest.mark.parametrize("sampled", [True, False], ids=["sampled", "not-sampled"])
+@pytest.mark.parametrize("setup", SETUPS)
+def test_record_one_exports_what_record_does_exemplars_included(setup: str, sampled: bool) -> None:
+    rng = random.Random(setup)
+    batches = [[rng.expovariate(60) for _ in range(rng.choice((1, 3, 20)))] for _ in range(9)]
+    expected = run(setup, batches, one_by_one, exemplars=True, sampled=sampled)
+    assert any(expected)
+    assert run(setup, batches, one_at_a_time, exemplars=True, sampled=sampled) == expected
 
 
 def test_the_bulk_path_is_taken_with_the_sdk_installed(monkeypatch: pytest.MonkeyPatch) -> None:

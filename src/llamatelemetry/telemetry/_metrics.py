@@ -9,7 +9,7 @@ from opentelemetry.metrics import Histogram, Meter
 
 from ..api import Timings
 from . import _recorder
-from ._bulk import record_many
+from ._bulk import record_many, record_one
 
 __all__ = [
     "GenAIMetrics",
@@ -195,7 +195,7 @@ class GenAIMetrics:
     ) -> None:
         attributes, timings = operation
         point = metric_point(attributes)
-        self.duration.record(duration, point, context)
+        record_one(self.duration, duration, point, context)
         if "error.type" in point:
             return
         for key, kind in (
@@ -204,15 +204,15 @@ class GenAIMetrics:
         ):
             tokens = attributes.get(key)
             if tokens is not None:
-                self.token_usage.record(tokens, {**point, "gen_ai.token.type": kind}, context)
+                record_one(self.token_usage, tokens, {**point, "gen_ai.token.type": kind}, context)
         if timings is None:
             return
         ttft = timings.ttft_s
         if ttft is not None:
-            self.server_ttft.record(ttft, point, context)
+            record_one(self.server_ttft, ttft, point, context)
         tpot = timings.tpot_s
         if tpot is not None:
-            self.server_tpot.record(tpot, point, context)
+            record_one(self.server_tpot, tpot, point, context)
         acceptance = timings.draft_acceptance
         if acceptance is not None:
-            self.acceptance.record(acceptance, point, context)
+            record_one(self.acceptance, acceptance, point, context)
