@@ -41,6 +41,8 @@ from llamatelemetry.server import InferenceEngine, ServerManager
 from llamatelemetry.testing import TinyModelFiles
 from llamatelemetry.testing._otlp import OTLPReceiver
 
+from .cli.test_commands import INTERRUPTIBLE
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 CHAT_URL = "http://127.0.0.1:8080"
@@ -881,6 +883,7 @@ def cli_env(url: str, columns: str = "200") -> dict[str, str]:
 def run_serve(args: list[str], tiny_files: TinyModelFiles) -> list[str]:
     """``serve`` runs until Ctrl-C: start it on a free port, wait for it, interrupt it."""
     command = [
+        *INTERRUPTIBLE,
         sys.executable,
         "-c",
         "from llamatelemetry.cli import main; main()",

@@ -61,6 +61,17 @@ def clean_failure(*args: str) -> str:
     return result.output
 
 
+# Runs the rest of its arguments with SIGINT's default action restored: a child of a
+# background job (a CI step started with &) inherits an ignored SIGINT and would never see
+# the Ctrl-C a test sends it.
+INTERRUPTIBLE = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])",
+]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -399,13 +410,7 @@ def test_serve_runs_until_ctrl_c(tmp_path: Path, tiny_files: TinyModelFiles) -> 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     secret = "serve-secret-91ab"
-    # The shim restores SIGINT's default action: a child of a background job would
-    # inherit an ignored SIGINT and never see the Ctrl-C.
-    shim = (
-        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-        "os.execv(sys.argv[1], sys.argv[1:])"
-    )
-    command = [sys.executable, "-c", shim, str(SCRIPT), "serve", str(tiny_files.model.path),
+    command = [*INTERRUPTIBLE, str(SCRIPT), "serve", str(tiny_files.model.path),
                "--port", str(port), "--threads", "1", "--parallel", "2", "--embedding",
                "--pooling", "mean", "--api-key", secret, "--log-dir", str(tmp_path),
                "--chat-template", str(TOOLS_TEMPLATE)]  # fmt: skip

@@ -275,10 +275,10 @@ def test_serve_a_folder_runs_a_router(
 
     from llamatelemetry.cli import main
 
-    from ..cli.test_commands import free_port, read_until
+    from ..cli.test_commands import INTERRUPTIBLE, free_port, read_until
 
     port = free_port()
-    command = [sys.executable, "-c", "from llamatelemetry.cli import main; main()",
+    command = [*INTERRUPTIBLE, sys.executable, "-c", "from llamatelemetry.cli import main; main()",
                "serve", str(models_dir),
                "--backend", "binary", "--server-path", str(llama_server_binary),
                "--port", str(port), "--models-max", "1", "--no-models-autoload",
