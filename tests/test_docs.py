@@ -78,6 +78,7 @@ SERVER_METRICS = (
     "llama_cpp.server.speculative.accepted_tokens",
     "llama_cpp.server.speculative.drafts",
     "llama_cpp.server.model.loaded",
+    "llama_cpp.server.up",
 )
 
 # Fence languages a page may use. ```python blocks run; the others are shell sessions,
@@ -881,7 +882,8 @@ def cli_env(url: str, columns: str = "200") -> dict[str, str]:
 
 
 def run_serve(args: list[str], tiny_files: TinyModelFiles) -> list[str]:
-    """``serve`` runs until Ctrl-C: start it on a free port, wait for it, interrupt it."""
+    """``serve`` (or ``exporter``) runs until Ctrl-C: start it on a free port, wait for
+    it, interrupt it."""
     command = [
         *INTERRUPTIBLE,
         sys.executable,
@@ -930,7 +932,7 @@ def test_cli_page_output_has_the_shape_the_commands_print(
 
     for shown in shown_commands():
         args = [rerank_server.url if a == RERANK_URL else a for a in shown.args]
-        if args[0] == "serve":
+        if args[0] in ("serve", "exporter"):  # both run until Ctrl-C
             actual = run_serve(args, tiny_files)
             failed = False
         elif args == ["--help"]:

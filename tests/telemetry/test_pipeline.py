@@ -4,6 +4,7 @@ bridge: the real OpenTelemetry SDK against the real llama.cpp server."""
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
 
 import httpx
@@ -27,6 +28,7 @@ from llamatelemetry.telemetry import (
     LlamaServerMetrics,
     setup_telemetry,
 )
+from llamatelemetry.testing._fault_server import FaultServer, Reply, SeenRequest
 from llamatelemetry.testing._otlp import OTLPReceiver
 
 MESSAGES = [{"role": "user", "content": "What is GGUF?"}]
@@ -342,3 +344,35 @@ def test_per_signal_endpoint_variables(monkeypatch: pytest.MonkeyPatch) -> None:
             assert receiver.metrics() == {}
         finally:
             telemetry.shutdown()
+
+
+def test_a_server_with_metrics_off_is_up_one_that_is_gone_is_down() -> None:
+    """Up means the server answered: an error status (``--no-metrics``: 501) is an answer."""
+
+    def no_metrics(request: SeenRequest) -> Reply:
+        if request.path.startswith("/props"):
+            return Reply(200, {"role": "model"})
+        return Reply(
+            501, {"error": {"code": 501, "message": "This server does not support metrics"}}
+        )
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    with FaultServer(no_metrics) as server, LlamaCppClient(server.url, max_retries=0) as up:
+        closed = socket.socket()  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        gone_port = closed.getsockname()[1]
+        closed.close()
+        gone = LlamaCppClient(f"http://127.0.0.1:{gone_port}", max_retries=0)
+        bridges = [
+            LlamaServerMetrics(client, interval=0, meter_provider=provider, timeout=1)
+            for client in (up, gone)
+        ]
+        found = {
+            p.attributes["server.port"]: p.value for p in points(reader)["llama_cpp.server.up"]
+        }
+        assert found == {server.port: 1, gone_port: 0}
+        assert bridges[0].failures >= 1 and bridges[0].up is True
+        assert bridges[1].up is False
+        gone.close()
+    provider.shutdown()

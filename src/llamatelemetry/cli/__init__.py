@@ -9,6 +9,7 @@ from ._bench import bench
 from ._chat import chat
 from ._complete import complete
 from ._demo import demo
+from ._exporter import exporter
 from ._serve import serve
 from ._status import models, status
 from ._text import embed, rerank, tokenize
@@ -35,9 +36,21 @@ def main() -> None:
     Serve a model with `llamatelemetry serve MODEL.gguf`, then talk to it with `chat`,
     `complete`, `embed`, `tokenize`, `rerank`, `status` and `models` (they take --url,
     default $LLAMA_BASE_URL or http://127.0.0.1:8080). Measure a server under load with
-    `llamatelemetry bench`.
+    `llamatelemetry bench`; give Prometheus many servers' metrics with `exporter`.
     """
 
 
-for _command in (demo, serve, chat, complete, embed, tokenize, rerank, status, models, bench):
+for _command in (
+    demo,
+    serve,
+    chat,
+    complete,
+    embed,
+    tokenize,
+    rerank,
+    status,
+    models,
+    bench,
+    exporter,
+):
     main.add_command(_command)

@@ -25,7 +25,7 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation, g
 
 from .._closing import Closing
 from .._version import __version__
-from ..api import LlamaCppClient, deadline
+from ..api import APIConnectionError, APITimeoutError, LlamaCppClient, deadline
 from ..api._internal import check_number
 from ._attributes import server_attributes
 
@@ -149,6 +149,12 @@ class _Instruments:
         )
 
         meter.create_observable_gauge(
+            "llama_cpp.server.up",
+            callbacks=[self._up_observer],
+            unit="1",
+            description="1 when the server answered its last scrape, 0 when it did not.",
+        )
+        meter.create_observable_gauge(
             "llama_cpp.server.model.loaded",
             callbacks=[self._loaded_observer],
             unit="1",
@@ -177,6 +183,14 @@ class _Instruments:
             return observations
 
         return observe
+
+    def _up_observer(self, options: CallbackOptions) -> Iterable[Observation]:
+        observations = []
+        for bridge in list(self.bridges):
+            bridge._scrape()
+            if bridge.up is not None:
+                observations.append(Observation(int(bridge.up), bridge._point))
+        return observations
 
     def _loaded_observer(self, options: CallbackOptions) -> Iterable[Observation]:
         observations = []
@@ -236,6 +250,10 @@ class LlamaServerMetrics(Closing):
         self._closed = False
         self.scrapes = 0
         self.failures = 0
+        # Whether the last scrape found the server answering (None before the first): a
+        # server that goes away is reported down, its other series absent, until it is back.
+        self.up: bool | None = None
+        self._reached = True
         self._point = server_attributes(client.base_url)
         meter = get_meter("llamatelemetry.server", __version__, meter_provider=meter_provider)
         with _instruments_lock:
@@ -252,21 +270,32 @@ class LlamaServerMetrics(Closing):
             if time.monotonic() - self._scraped_at >= self._interval:
                 self._scraped_at = time.monotonic()
                 self.scrapes += 1
+                self._reached = True
                 try:
                     with deadline(self._timeout):
                         self._figures = self._scrape_now()
-                except Exception:  # noqa: BLE001 - one odd server must not silence the rest
-                    self.failures += 1
+                except Exception as exc:  # noqa: BLE001 - one odd server must not silence the rest
+                    self._failed(exc)
                     self._figures = []
                     log.debug("scraping %s failed", self._client.base_url, exc_info=True)
+                self.up = self._reached
+                if not self.up:
+                    self._figures = []  # what it answered before it went away is stale
             return self._figures
+
+    def _failed(self, exc: BaseException) -> None:
+        """A failed request of a scrape: the server is down when it could not be reached or
+        did not answer in time (an error status is an answer: /metrics may be off)."""
+        self.failures += 1
+        if isinstance(exc, (APIConnectionError, APITimeoutError)):
+            self._reached = False
 
     def _scrape_now(self) -> list[_Figures]:
         if self._router is None:
             try:
                 self._router = self._client.props.get().get("role") == "router"
             except Exception as exc:  # noqa: BLE001 - a down server must not break export
-                self.failures += 1
+                self._failed(exc)
                 log.debug("reading %s/props failed: %s", self._client.base_url, exc)
                 return []
         if not self._router:
@@ -274,7 +303,7 @@ class LlamaServerMetrics(Closing):
         try:
             models = self._client.models.list()
         except Exception as exc:  # noqa: BLE001
-            self.failures += 1
+            self._failed(exc)
             log.debug("listing %s/models failed: %s", self._client.base_url, exc)
             return []
         figures = []
@@ -299,7 +328,7 @@ class LlamaServerMetrics(Closing):
         try:
             values = self._client.metrics.values(model=model)
         except Exception as exc:  # noqa: BLE001 - a down server must not break export
-            self.failures += 1
+            self._failed(exc)
             log.debug("scraping %s/metrics failed: %s", self._client.base_url, exc)
         try:
             listed = self._client.slots.list(model=model)

@@ -1,0 +1,114 @@
+"""``llamatelemetry exporter``: many llama-servers' ``/metrics`` and ``/slots`` as one
+Prometheus scrape target, each server's series told apart by ``server_address`` and
+``server_port``, and ``llama_cpp_server_up`` saying which servers answered."""
+
+from __future__ import annotations
+
+import time
+
+import click
+from rich.text import Text
+
+from ..api import LlamaCppClient
+from ._errors import CliError
+from ._output import out_console
+from ._serve import _stop_signals_interrupt
+
+__all__ = ["exporter"]
+
+POLL_SECONDS = 0.2
+
+
+@click.command()
+@click.option(
+    "--server",
+    "servers",
+    multiple=True,
+    required=True,
+    metavar="URL",
+    help="A llama-server to scrape (repeat for each; a router reports each of its models).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=9464,
+    show_default=True,
+    help="Port of the /metrics endpoint (0: a free one).",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Scrape each server at most this often, in seconds (0: at every collection).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.001),
+    default=2.0,
+    show_default=True,
+    help="Give up on a server's scrape after this many seconds: it is reported down.",
+)
+@click.option(
+    "--api-key",
+    envvar="LLAMA_API_KEY",
+    default=None,
+    help="The servers' API key [default: $LLAMA_API_KEY].",
+)
+def exporter(
+    servers: tuple[str, ...],
+    host: str,
+    port: int,
+    interval: float,
+    timeout: float,
+    api_key: str | None,
+) -> None:
+    """Serve many llama-servers' metrics as one Prometheus endpoint, until Ctrl-C.
+
+    Each server is scraped at most every --interval seconds, inside Prometheus's own
+    scrape; a server that goes away is reported with llama_cpp_server_up 0 (its other
+    series absent) and picked up again when it comes back.
+    """
+    from ..telemetry import LlamaServerMetrics, setup_telemetry
+
+    if len(set(servers)) < len(servers):
+        raise CliError("a --server is given twice: each server once")
+    try:
+        clients = [
+            LlamaCppClient(url, api_key=api_key, max_retries=0, timeout=timeout) for url in servers
+        ]
+    except (TypeError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    try:
+        handle = setup_telemetry(
+            "llamatelemetry-exporter", prometheus_port=port, prometheus_host=host, set_global=False
+        )
+    except OSError as exc:
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    bridges = [
+        LlamaServerMetrics(client, interval, meter_provider=handle.meter_provider, timeout=timeout)
+        for client in clients
+    ]
+    console = out_console()
+    console.print(
+        f"Exporting the metrics of {len(servers)} server(s) at {handle.prometheus_url}",
+        soft_wrap=True,
+    )
+    for client in clients:
+        console.print(f"  {client.base_url}", soft_wrap=True)
+    console.print(Text("Press Ctrl-C to stop.", style="dim"))
+    console.file.flush()
+    try:
+        with _stop_signals_interrupt():
+            while True:
+                time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for bridge in bridges:
+            bridge.close()
+        for client in clients:
+            client.close()
+        handle.shutdown()
+    console.print(Text("\n✓ exporter stopped", style="green"))

@@ -1,0 +1,94 @@
+"""``llamatelemetry exporter``: many servers as one Prometheus target, through a server
+going away and coming back."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
+
+from llamatelemetry.cli import main
+from llamatelemetry.server import ServerManager
+from llamatelemetry.testing import TinyModelFiles
+
+from .test_commands import INTERRUPTIBLE, free_port, read_until
+
+Samples = dict[tuple[str, str], float]  # (metric, server port) -> value
+
+
+def scrape(url: str) -> Samples:
+    text = httpx.get(url, timeout=10, trust_env=False).text
+    return {
+        (sample.name, sample.labels.get("server_port", "")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("llama_cpp_server_")
+    }
+
+
+def test_one_target_for_many_servers_through_one_going_away_and_back(
+    chat_server: ServerManager, tiny_files: TinyModelFiles, tmp_path: Path
+) -> None:
+    second = ServerManager(port=free_port(), log_dir=tmp_path)
+    options = {"n_parallel": 2, "n_threads": 1, "metrics": True, "slots": True}
+    second.start(tiny_files.model.path, **options)
+    one, two = str(chat_server.port), str(second.port)
+    target = f"http://127.0.0.1:{free_port()}/metrics"
+    command = [*INTERRUPTIBLE, sys.executable, "-c", "from llamatelemetry.cli import main; main()",
+               "exporter", "--server", chat_server.url, "--server", second.url,
+               "--port", target.split(":")[2].split("/")[0], "--interval", "0",
+               "--timeout", "1"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready = read_until(process, "Press Ctrl-C to stop.")
+        assert target in ready and chat_server.url in ready and second.url in ready
+        with chat_server.client() as client:  # a figure that moves: tokens generated
+            client.chat.completions.create(messages=[{"role": "user", "content": "Hi"}],
+                                           max_tokens=3)  # fmt: skip
+        both = scrape(target)
+        assert both[("llama_cpp_server_up", one)] == both[("llama_cpp_server_up", two)] == 1
+        assert both[("llama_cpp_server_slots_total", two)] == 2
+        assert both[("llama_cpp_server_slots_total", one)] == 4
+        assert both[("llama_cpp_server_generated_tokens_total", one)] >= 3
+
+        second.stop()
+        down = scrape(target)  # the exporter is still there, the server marked down
+        assert down[("llama_cpp_server_up", two)] == 0
+        assert down[("llama_cpp_server_up", one)] == 1
+        assert ("llama_cpp_server_slots_total", two) not in down
+        assert down[("llama_cpp_server_slots_total", one)] == 4
+
+        second.start(tiny_files.model.path, **options)  # back, on the same port
+        back = scrape(target)
+        assert back[("llama_cpp_server_up", two)] == 1
+        assert back[("llama_cpp_server_slots_total", two)] == 2
+
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        second.stop()
+    assert process.returncode == 0, err
+    assert "exporter stopped" in out and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--server", "http://a:1", "--server", "http://a:1"], "given twice"),
+        (["--server", "ftp://a:1"], "http"),
+        ([], "Missing option '--server'"),
+    ],
+)
+def test_bad_servers_are_refused_before_anything_starts(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, ["exporter", *args, "--port", "0"])
+    assert result.exit_code != 0
+    assert message in result.output
