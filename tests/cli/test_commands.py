@@ -72,6 +72,19 @@ INTERRUPTIBLE = [
 ]
 
 
+def interrupt(process: subprocess.Popen[str]) -> tuple[str, str]:
+    """A Ctrl-C, then the rest of the process's output (stdout, stderr)."""
+    process.send_signal(signal.SIGINT)
+    return process.communicate(timeout=30)
+
+
+def reap(process: subprocess.Popen[str]) -> None:
+    """Kill a process a failed test left running."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -423,12 +436,9 @@ def test_serve_runs_until_ctrl_c(tmp_path: Path, tiny_files: TinyModelFiles) -> 
             assert len(client.embed("x")) == 64
             caps = client.props.get()["chat_template_caps"]
             assert caps["supports_tools"] is True  # the template given, not the model's own
-        process.send_signal(signal.SIGINT)
-        rest, err = process.communicate(timeout=30)
+        rest, err = interrupt(process)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        reap(process)
     out = ready + rest
     assert process.returncode == 0, out + err
     assert f"llama-server ready at {url}" in out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,8 @@ from click.testing import CliRunner
 
 from llamatelemetry import __version__
 from llamatelemetry.cli import main
+
+from .test_commands import interrupt, reap
 
 SCRIPT = Path(sys.executable).parent / "llamatelemetry"
 
@@ -263,12 +264,9 @@ def test_console_script_ctrl_c_stops_the_servers(tmp_path: Path) -> None:
         # SIGINT that lands inside subprocess.Popen orphans the child before ServerManager
         # learns its pid; see the report on ServerManager.)
         wait_for_log_line(tmp_path / "logs", "listening on")
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
+        out, err = interrupt(process)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        reap(process)
     assert process.returncode == 130, out + err
     assert "Interrupted: the servers were stopped." in err
     assert "Traceback" not in out + err

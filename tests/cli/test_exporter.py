@@ -3,7 +3,6 @@ going away and coming back."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from llamatelemetry.cli import main
 from llamatelemetry.server import ServerManager
 from llamatelemetry.testing import TinyModelFiles
 
-from .test_commands import INTERRUPTIBLE, free_port, read_until
+from .test_commands import INTERRUPTIBLE, free_port, interrupt, read_until, reap
 
 Samples = dict[tuple[str, str], float]  # (metric, server port) -> value
 
@@ -69,12 +68,9 @@ def test_one_target_for_many_servers_through_one_going_away_and_back(
         assert back[("llama_cpp_server_up", two)] == 1
         assert back[("llama_cpp_server_slots_total", two)] == 2
 
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
+        out, err = interrupt(process)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        reap(process)
         second.stop()
     assert process.returncode == 0, err
     assert "exporter stopped" in out and "Traceback" not in err

@@ -267,7 +267,6 @@ def test_serve_a_folder_runs_a_router(
     models_dir: Path, llama_server_binary: Path, tmp_path: Path
 ) -> None:
     import json
-    import signal
     import subprocess
     import sys
 
@@ -275,7 +274,7 @@ def test_serve_a_folder_runs_a_router(
 
     from llamatelemetry.cli import main
 
-    from ..cli.test_commands import INTERRUPTIBLE, free_port, read_until
+    from ..cli.test_commands import INTERRUPTIBLE, free_port, interrupt, read_until, reap
 
     port = free_port()
     command = [*INTERRUPTIBLE, sys.executable, "-c", "from llamatelemetry.cli import main; main()",
@@ -315,11 +314,8 @@ def test_serve_a_folder_runs_a_router(
                 main, [*command, "--url", url, "--model", "tiny-a", "--max-tokens", "2"]
             )
             assert ran.exit_code == 0, ran.output
-        process.send_signal(signal.SIGINT)
-        rest, err = process.communicate(timeout=30)
+        rest, err = interrupt(process)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        reap(process)
     assert process.returncode == 0, ready + rest + err
     assert "server stopped" in rest and "Traceback" not in err
