@@ -232,3 +232,19 @@ def test_the_fleet_as_prometheus_sees_it_after_calls_through_nginx(fleet: Fleet)
     assert sum(per_server.values()) == calls * tokens  # every token, once
     assert len(per_server) == SERVERS
     print("generated tokens per server:", json.dumps(per_server))
+
+
+def test_no_request_is_lost_between_nginx_and_llama_server(fleet: Fleet) -> None:
+    """llama-server closes a connection just after a streamed answer: an upstream keepalive
+    in nginx sent requests on such connections and lost 2 to 3 in 96 as 502s."""
+    from click.testing import CliRunner
+
+    from llamatelemetry.cli import main
+
+    result = CliRunner().invoke(main, ["bench", "--url", fleet.balancer, "-n", "96",
+                                       "--concurrency", "6", "--max-tokens", "16",
+                                       "--warmup", "0", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    [run] = json.loads(result.stdout)["runs"]
+    assert (run["completed"], run["errors"]) == (96, 0), run.get("error_samples")
+    assert run["output_tokens"] == 96 * 16
