@@ -28,6 +28,7 @@ import yaml
 from llamatelemetry.server import ServerManager
 from llamatelemetry.telemetry import InstrumentedLlamaCppClient, setup_telemetry
 from llamatelemetry.testing import start_chat_server
+from llamatelemetry.testing._otlp import OTLPReceiver
 
 from .. import debian
 from ..cli.test_commands import INTERRUPTIBLE, free_port, read_until
@@ -64,7 +65,9 @@ pid {root}/nginx.pid;
 error_log {root}/error.log warn;
 events {{ worker_connections 256; }}
 http {{
-    access_log {root}/access.log;
+    # what a trace needs to cross the hop: the header nginx passed on, and to which server
+    log_format hop '$request_method $uri "$http_traceparent" $upstream_addr';
+    access_log {root}/access.log hop;
     client_body_temp_path {root}/body;
     proxy_temp_path {root}/proxy;
     fastcgi_temp_path {root}/fastcgi;
@@ -94,6 +97,7 @@ def prometheus_config(root: Path, exporter: str, client: str) -> Path:
 
 @dataclass
 class Fleet:
+    root: Path  # nginx's logs among them
     servers: list[ServerManager]
     balancer: str  # nginx's URL
     prometheus: str
@@ -157,7 +161,7 @@ def fleet() -> Iterator[Fleet]:
             url = f"http://127.0.0.1:{prometheus_port}"
             for target in (f"{balancer}/health", f"{url}/-/ready"):
                 _wait_for(target, processes)
-            yield Fleet(servers, balancer, url, handle)
+            yield Fleet(root, servers, balancer, url, handle)
         finally:
             for process in processes:
                 process.terminate()
@@ -248,3 +252,39 @@ def test_no_request_is_lost_between_nginx_and_llama_server(fleet: Fleet) -> None
     [run] = json.loads(result.stdout)["runs"]
     assert (run["completed"], run["errors"]) == (96, 0), run.get("error_samples")
     assert run["output_tokens"] == 96 * 16
+
+
+def test_a_trace_continues_across_nginx(fleet: Fleet) -> None:
+    """The client's span is the parent nginx passes on: llama-server's own spans (when it
+    exports them) hang under it."""
+    with OTLPReceiver() as receiver:
+        telemetry = setup_telemetry(
+            "fleet-trace", otlp_endpoint=receiver.url, set_global=False, export_interval_s=3600
+        )
+        tracer = telemetry.tracer_provider.get_tracer("app")
+        with InstrumentedLlamaCppClient(
+            fleet.balancer, tracer_provider=telemetry.tracer_provider
+        ) as client:
+            with tracer.start_as_current_span("handle request"):
+                for stream in (False, True):
+                    reply = client.chat.completions.create(
+                        messages=[{"role": "user", "content": "Hi"}], max_tokens=2, stream=stream
+                    )
+                    if stream:
+                        list(reply)  # type: ignore[call-overload]
+        assert telemetry.force_flush()
+        spans = receiver.spans()
+        telemetry.shutdown()
+    [app] = [s for s in spans if s["name"] == "handle request"]
+    calls = [s for s in spans if s["name"].startswith("chat")]
+    assert len(calls) == 2
+    assert all((s["trace_id"], s["parent_span_id"]) == (app["trace_id"], app["span_id"])
+               for s in calls)  # fmt: skip
+    hops = [line.split(" ") for line in (fleet.root / "access.log").read_text().splitlines()
+            if line.startswith("POST /v1/chat/completions")][-2:]  # fmt: skip
+    servers = {s.url.split("//")[1] for s in fleet.servers}
+    for (_method, _uri, header, upstream), call in zip(hops, calls, strict=True):
+        version, trace_id, span_id, flags = header.strip('"').split("-")
+        assert (version, trace_id, span_id) == ("00", call["trace_id"], call["span_id"])
+        assert int(flags, 16) & 1  # sampled: the server records its part
+        assert upstream in servers
