@@ -25,6 +25,7 @@ import httpx
 import pytest
 import yaml
 
+from llamatelemetry.api import APIStatusError
 from llamatelemetry.server import ServerManager
 from llamatelemetry.telemetry import InstrumentedLlamaCppClient, setup_telemetry
 from llamatelemetry.testing import start_chat_server
@@ -288,3 +289,38 @@ def test_a_trace_continues_across_nginx(fleet: Fleet) -> None:
         assert (version, trace_id, span_id) == ("00", call["trace_id"], call["span_id"])
         assert int(flags, 16) & 1  # sampled: the server records its part
         assert upstream in servers
+
+
+def test_dashboard_queries_on_the_fleet(fleet: Fleet) -> None:
+    """Every query of deploy/grafana-dashboard.json, as Grafana would send it, on the
+    fleet's Prometheus after traffic: answered, and with data unless it shows a feature
+    this fleet does not run."""
+    from ..test_docs import dashboard_queries
+
+    with InstrumentedLlamaCppClient(
+        fleet.balancer, meter_provider=fleet.client_metrics.meter_provider
+    ) as client:
+        for stream in (False, True) * 4:
+            reply = client.chat.completions.create(
+                messages=[{"role": "user", "content": "Hi"}], max_tokens=4, stream=stream
+            )
+            if stream:
+                list(reply)  # type: ignore[call-overload]
+        with pytest.raises(APIStatusError):  # a failure, for the errors panel
+            client.chat.completions.create(
+                messages=[{"role": "user", "content": "word " * 4000}], max_tokens=4
+            )
+    fleet.settled("sum(gen_ai_client_operation_duration_seconds_count)", bool)
+    time.sleep(4)  # a few scrapes, so that rate() has two points for every series
+    empty = []
+    for query in dashboard_queries():
+        promql = re.sub(r"\$__(rate_)?interval", "1m", query)
+        promql = re.sub(r"\$[a-z_]+", ".*", promql)  # every variable: all its values
+        if promql.startswith("label_values("):
+            continue  # a variable's definition, not PromQL
+        if not fleet.query(promql):
+            empty.append(query)
+    print("queries without data:", json.dumps(empty, indent=1))
+    # speculative decoding and a router's models: not run by this fleet
+    assert [q for q in empty if "speculative" not in q and "model_loaded" not in q] == []
+    assert len(empty) <= 2
