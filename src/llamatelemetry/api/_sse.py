@@ -160,10 +160,6 @@ class SSEDecoder:
         if chunk.count(b"\n") != 2 * len(events):  # a line in an event that is not its data
             return None
         limit = self._limit
-        if len(events) == 1:
-            if limit is not None and len(chunk) - 2 > limit:
-                return None
-            return [chunk[6:-2]]
         for event in events:
             if not event.startswith(b"data: ") or (limit is not None and len(event) > limit):
                 return None
