@@ -6,7 +6,9 @@ client spends reading the chunk), though all the values of a stream share them. 
 first value goes through ``record`` (which creates the point and validates everything),
 and the others go straight into the aggregations that ``record`` found, each reader's own:
 the count, sum, min, max and buckets come out exactly as if every value had been recorded.
-The stream's span is offered as an exemplar with its first and its last value.
+The stream's span is offered as an exemplar with a batch's last value (and its first, when
+the first goes through ``record``). Once a point's aggregations are known, the next batches
+and single values (``record_one``) go straight to them.
 
 This reaches into the SDK's objects; whenever they are not as expected (another SDK, a
 proxy instrument, a newer version, a point past the cardinality limit) every value goes
@@ -48,22 +50,22 @@ def record_many(
     context: Context | None = None,
 ) -> None:
     """``histogram.record(value, attributes, context)`` for every value, in order."""
-    if not values:
-        return
-    histogram.record(values[0], attributes, context)
-    rest = values[1:]
-    if not rest:
-        return
-    targets = _aggregations(histogram, attributes)
-    if targets is None:
-        for value in rest:
-            histogram.record(value, attributes, context)
-        return
-    kept = [value for value in rest if 0 <= value < math.inf]  # NaN is not either
-    if len(kept) < len(rest):  # record refuses those values, and says so
-        for value in rest:
+    kept = [value for value in values if 0 <= value < math.inf]  # NaN is not either
+    if len(kept) < len(values):  # record refuses those values, and says so
+        for value in values:
             if not 0 <= value < math.inf:
                 histogram.record(value, attributes, context)
+    if not kept:
+        return
+    targets = _known_targets(histogram, attributes)
+    if targets is None:  # the first value makes the point, and finds its aggregations
+        histogram.record(kept[0], attributes, context)
+        kept = kept[1:]
+        targets = _remember(histogram, attributes)
+        if targets is None:
+            for value in kept:
+                histogram.record(value, attributes, context)
+            return
         if not kept:
             return
     now = time.time_ns()
@@ -90,31 +92,37 @@ def record_one(
     """``histogram.record(value, attributes, context)``; once a point has been recorded
     through ``record``, the next values of the same point go straight to its aggregations
     (at about half the cost: the attributes are not looked up again)."""
-    key = (id(histogram), tuple(attributes.items()))
+    record_many(histogram, (value,), attributes, context)
+
+
+def _known_targets(histogram: Histogram, attributes: Mapping[str, Any]) -> list[Any] | None:
+    """The aggregations of this point, when a value of it was recorded before and the
+    histogram's readers are still the same ones."""
     try:
-        known = _known.get(key)
+        known = _known.get((id(histogram), tuple(attributes.items())))
     except TypeError:  # an attribute value that cannot be hashed (a list)
-        histogram.record(value, attributes, context)
-        return
-    consumer = getattr(histogram, "_measurement_consumer", None)
-    storages = getattr(consumer, "_reader_storages", None)
-    if (
-        known is None
-        or known[0] is not histogram
-        or known[1] is not storages  # a reader added or removed since
-        or not 0 <= value < math.inf
-    ):
-        histogram.record(value, attributes, context)
-        if known is None and storages is not None and 0 <= value < math.inf:
-            targets = _aggregations(histogram, attributes)
-            if targets:
-                if len(_known) >= MAX_KNOWN:
-                    _known.clear()
-                _known[key] = (histogram, storages, targets)
-        return
-    instrument: Any = histogram
-    context = context or get_current()
-    _offer(histogram, known[2], Measurement(value, time.time_ns(), instrument, context, attributes))
+        return None
+    if known is None or known[0] is not histogram or known[1] is not _storages(histogram):
+        return None  # another histogram at a reused id, or a reader added or removed since
+    return known[2]
+
+
+def _remember(histogram: Histogram, attributes: Mapping[str, Any]) -> list[Any] | None:
+    """The aggregations ``record`` just used for this point, kept for the next values."""
+    targets = _aggregations(histogram, attributes)
+    if targets:
+        try:
+            key = (id(histogram), tuple(attributes.items()))
+            if len(_known) >= MAX_KNOWN:
+                _known.clear()
+            _known[key] = (histogram, _storages(histogram), targets)
+        except TypeError:  # not hashable: found again every time
+            pass
+    return targets
+
+
+def _storages(histogram: Histogram) -> Any:
+    return getattr(getattr(histogram, "_measurement_consumer", None), "_reader_storages", None)
 
 
 def _offer(histogram: Any, targets: list[Any], measurement: Any) -> None:
@@ -137,23 +145,19 @@ def _add_to_buckets(aggregation: Any, values: list[float]) -> bool:
     default), done for all of them under one hold of its lock; False for any other kind."""
     if type(aggregation) is not _ExplicitBuckets or not values:
         return not values
-    aggregation = _untyped(aggregation)  # the SDK's own annotations of these are loose
-    with aggregation._lock:
-        if aggregation._value is None:
-            aggregation._value = aggregation._get_empty_bucket_counts()
-        counts, bounds, total = aggregation._value, aggregation._boundaries, aggregation._sum
+    buckets: Any = aggregation  # the SDK's own annotations of these fields are loose
+    with buckets._lock:
+        if buckets._value is None:
+            buckets._value = buckets._get_empty_bucket_counts()
+        counts, bounds, total = buckets._value, buckets._boundaries, buckets._sum
         for value in values:
             total += value  # in order, so the sum is the same to the last bit
             counts[bisect_left(bounds, value)] += 1
-        aggregation._sum = total
-        if aggregation._record_min_max:
-            aggregation._min = min(aggregation._min, min(values))
-            aggregation._max = max(aggregation._max, max(values))
+        buckets._sum = total
+        if buckets._record_min_max:
+            buckets._min = min(buckets._min, min(values))
+            buckets._max = max(buckets._max, max(values))
     return True
-
-
-def _untyped(value: Any) -> Any:
-    return value
 
 
 def _aggregations(histogram: Histogram, attributes: Mapping[str, Any]) -> list[Any] | None:
