@@ -374,5 +374,10 @@ def test_a_server_with_metrics_off_is_up_one_that_is_gone_is_down() -> None:
         assert found == {server.port: 1, gone_port: 0}
         assert bridges[0].failures >= 1 and bridges[0].up is True
         assert bridges[1].up is False
+        for bridge in bridges:
+            bridge.close()
+        assert "llama_cpp.server.up" not in points(reader) or all(
+            not p for p in points(reader)["llama_cpp.server.up"]
+        )  # a closed bridge reports nothing
         gone.close()
     provider.shutdown()

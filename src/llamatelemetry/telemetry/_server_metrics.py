@@ -341,3 +341,4 @@ class LlamaServerMetrics(Closing):
         """Stop reporting (OpenTelemetry has no way to remove the instruments themselves)."""
         with self._lock:
             self._closed = True
+            self.up = None  # nothing reported for it any more, its up gauge included
