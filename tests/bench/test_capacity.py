@@ -483,3 +483,20 @@ async def test_failed_samples_are_counted_not_hidden() -> None:
         await watch.aclose()
     assert result.server == [] and result.server_failures >= 4
     assert result.to_dict()["server_sample_failures"] == result.server_failures
+
+
+def test_a_shared_prefix_holds_the_tokens_asked_for(chat_server: ServerManager) -> None:
+    """Its words are calibrated to tokens on average: a prefix short of them is grown."""
+    from llamatelemetry.api import AsyncLlamaCppClient
+    from llamatelemetry.bench._prompts import synthetic_source
+
+    async def measured() -> list[int]:
+        async with AsyncLlamaCppClient(chat_server.url) as client:
+            return [
+                (await synthetic_source(client, 32, seed, shared_tokens=64)).shared_tokens
+                for seed in range(40)
+            ]
+
+    shared = asyncio.run(measured())
+    assert min(shared) >= 64
+    assert max(shared) <= 64 + 16  # grown a word or a few at a time, not doubled

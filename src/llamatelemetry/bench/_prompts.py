@@ -312,11 +312,17 @@ async def synthetic_source(
     per_word = await tokens_per_word(client, seed or 0)
     words, shared = max(2, round(tokens / per_word)), round(shared_tokens / per_word)
     source = SyntheticPrompts(words, seed, shared, spread=spread, max_tokens=max_tokens)
-    if source.shared_text:
+    while source.shared_text:
         measured = await cast(
             Awaitable[list[Any]], client.tokenize(source.shared_text, add_special=False)
         )
         source.shared_tokens = len(measured)
+        # Words are about per_word tokens each: grow the prefix until it holds the tokens
+        # asked for (a word is at least a token, so this ends by then).
+        if source.shared_tokens >= shared_tokens or shared >= shared_tokens:
+            break
+        shared += max(1, int((shared_tokens - source.shared_tokens) / per_word))
+        source = SyntheticPrompts(words, seed, shared, spread=spread, max_tokens=max_tokens)
     return source
 
 
