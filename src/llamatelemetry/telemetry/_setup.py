@@ -38,6 +38,7 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from .._closing import Closing
+from ._prometheus import PrometheusEndpoint
 
 __all__ = ["setup_telemetry", "TelemetryHandle"]
 
@@ -53,8 +54,21 @@ class TelemetryHandle(Closing):
 
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
-    prometheus_url: str | None = None
+    prometheus: PrometheusEndpoint | None = None
     _closers: list[Any] = field(default_factory=list, repr=False)
+
+    @property
+    def prometheus_url(self) -> str | None:
+        """The Prometheus scrape endpoint's URL, when ``prometheus_port`` was given."""
+        return self.prometheus.url if self.prometheus is not None else None
+
+    def wait_for_scrape(self, timeout: float) -> bool:
+        """Wait until Prometheus has scraped the endpoint once more (at most ``timeout``
+        seconds), so that it holds every figure recorded so far: call it before a
+        short-lived process exits. False when no scrape came in time."""
+        if self.prometheus is None:
+            raise RuntimeError("no Prometheus endpoint to wait on: pass prometheus_port")
+        return self.prometheus.wait_for_scrape(timeout)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         spans = self.tracer_provider.force_flush(timeout_millis)
@@ -124,8 +138,8 @@ def _otlp_exporters(
     )
 
 
-def _prometheus(port: int, host: str) -> tuple[MetricReader, str, Any]:
-    from prometheus_client import CollectorRegistry, start_http_server
+def _prometheus(port: int, host: str) -> tuple[MetricReader, PrometheusEndpoint]:
+    from prometheus_client import CollectorRegistry
 
     try:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -135,14 +149,7 @@ def _prometheus(port: int, host: str) -> tuple[MetricReader, str, Any]:
         ) from exc
     registry = CollectorRegistry()
     reader = PrometheusMetricReader(registry=registry)
-    server, thread = start_http_server(port, addr=host, registry=registry)
-
-    def close() -> None:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-    return reader, f"http://{host}:{server.server_port}/metrics", close
+    return reader, PrometheusEndpoint(registry, host, port)
 
 
 def setup_telemetry(
@@ -185,7 +192,7 @@ def setup_telemetry(
     readers: list[MetricReader] = list(metric_readers)
     exporters: list[SpanExporter] = list(span_exporters)
     closers: list[Any] = []
-    prometheus_url = None
+    endpoint: PrometheusEndpoint | None = None
     if not disabled:
         span_exporter, metric_exporter = _otlp_exporters(
             otlp_endpoint, chosen, headers, export_timeout_s
@@ -204,9 +211,9 @@ def setup_telemetry(
                 )
             )
         if prometheus_port is not None:
-            reader, prometheus_url, close = _prometheus(prometheus_port, prometheus_host)
+            reader, endpoint = _prometheus(prometheus_port, prometheus_host)
             readers.append(reader)
-            closers.append(close)
+            closers.append(endpoint.close)
     for exporter in exporters:
         tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
@@ -219,4 +226,4 @@ def setup_telemetry(
         len(exporters),
         len(readers),
     )
-    return TelemetryHandle(tracer_provider, meter_provider, prometheus_url, closers)
+    return TelemetryHandle(tracer_provider, meter_provider, endpoint, closers)

@@ -1,0 +1,119 @@
+"""The Prometheus scrape endpoint of ``setup_telemetry(prometheus_port=...)``.
+
+prometheus_client's own exposition, served by a small threaded WSGI server of ours so that
+the endpoint knows when a scrape has been answered: a short-lived process (a benchmark, a
+batch job) can wait for one last scrape before it exits, and its final figures reach
+Prometheus instead of vanishing with it.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+__all__ = ["PrometheusEndpoint"]
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def _bindable(host: str, port: int) -> tuple[socket.AddressFamily, str]:
+    """The address family and address to bind ``host`` with (an IPv6 host needs AF_INET6)."""
+    family, _, _, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    return family, str(address[0])
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a scrape in flight never holds the process at exit
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
+        """Scrapes are not logged: one every few seconds, for the process's lifetime."""
+
+
+class _Answer:
+    """A scrape's body; wsgiref closes it once the last byte has gone to the socket."""
+
+    def __init__(self, body: Iterable[bytes], on_close: Callable[[], None]) -> None:
+        self._body = body
+        self._on_close = on_close
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()
+        self._on_close()
+
+
+class PrometheusEndpoint:
+    """A registry's metrics at ``http://host:port/metrics``, noting when scrapes finish."""
+
+    def __init__(self, registry: Any, host: str, port: int) -> None:
+        from prometheus_client import make_wsgi_app
+
+        self._exposition: WSGIApp = make_wsgi_app(registry)
+        self._answered = threading.Condition()
+        self._last_start: float | None = None  # when the last answered scrape began
+        self.scrapes = 0
+        family, address = _bindable(host, port)
+        server = type("_Server", (_Server,), {"address_family": family})
+        self._server: WSGIServer = make_server(
+            address, port, self._app, server, handler_class=_Quiet
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="llamatelemetry-prometheus", daemon=True
+        )
+        self._thread.start()
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown}:{self._server.server_port}/metrics"
+
+    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        began = time.monotonic()
+        status: list[str] = []
+
+        def start(code: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+            status.append(code)
+            return start_response(code, headers, *exc_info)
+
+        body = self._exposition(environ, start)
+        scrape = (
+            environ.get("REQUEST_METHOD") == "GET" and environ.get("PATH_INFO") != "/favicon.ico"
+        )
+        return _Answer(body, lambda: self._done(began, scrape and status[-1:] == ["200 OK"]))
+
+    def _done(self, began: float, scrape: bool) -> None:
+        if not scrape:
+            return
+        with self._answered:
+            self.scrapes += 1
+            if self._last_start is None or began > self._last_start:
+                self._last_start = began
+            self._answered.notify_all()
+
+    def wait_for_scrape(self, timeout: float) -> bool:
+        """Whether a scrape that began after this call was answered within ``timeout``
+        seconds: then every figure recorded before the call has been taken."""
+        since = time.monotonic()
+        end = since + timeout
+        with self._answered:
+            while self._last_start is None or self._last_start < since:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._answered.wait(left)
+        return True
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
