@@ -7,10 +7,14 @@ The tiny model never emits its end-of-sequence token, so every request generates
 from __future__ import annotations
 
 import json
+import re
 import socket
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner, Result
 from hypothesis import given
@@ -35,6 +39,8 @@ from llamatelemetry.cli import main
 from llamatelemetry.server import ServerManager
 from llamatelemetry.testing import TinyModelFiles, start_chat_server
 from llamatelemetry.testing._otlp import OTLPReceiver
+
+from ..cli.test_commands import free_port
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MESSAGES = [{"role": "user", "content": "Say something."}]
@@ -401,6 +407,93 @@ def test_spans_exported_over_otlp(chat_server: ServerManager) -> None:
     assert len(chats) == 3 + 1  # the warm-up request is a span too
     assert all(s["attributes"]["gen_ai.request.max_tokens"] == 2 for s in chats)
     assert any(s["name"].startswith("tokenize") for s in spans)  # the prompt calibration
+
+
+def _chat_count(exposition: str) -> float | None:
+    found = re.search(r'(?m)^gen_ai_client_operation_duration_seconds_count\{[^}]*'
+                      r'gen_ai_operation_name="chat"[^}]*\} (\S+)$', exposition)  # fmt: skip
+    return float(found.group(1)) if found else None
+
+
+def test_prometheus_holds_the_last_figures_of_the_run(chat_server: ServerManager) -> None:
+    """A scraper every 0.3 s, as Prometheus: bench exits only after a scrape that took every
+    request (the warm-up's too), and serves its client metrics while it runs."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    scraped: list[tuple[float, str]] = []
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while not stop.wait(0.3):
+            try:
+                scraped.append((time.monotonic(), httpx.get(url, timeout=5).text))
+            except httpx.HTTPError:
+                pass
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    try:
+        result = invoke("--url", chat_server.url, "-n", "6", "-c", "2", "--max-tokens", "4",
+                        "--prompt-tokens", "8", "--warmup", "1", "--prometheus-port", str(port),
+                        "--prometheus-wait", "20", "--json")  # fmt: skip
+        ended = time.monotonic()
+    finally:
+        stop.set()
+        scraper.join()
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["runs"][0]["completed"] == 6
+    assert f"client metrics for Prometheus at {url}" in result.stderr
+    assert "waiting up to 20 s" in result.stderr and "warning" not in result.stderr
+    before_exit = [text for at, text in scraped if at <= ended]
+    assert _chat_count(before_exit[-1]) == 6 + 1  # the last scrape: every request
+    assert not _listening(port)  # the endpoint is gone with the run
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_without_a_scrape_bench_waits_as_long_as_told_and_warns(
+    chat_server: ServerManager,
+) -> None:
+    began = time.monotonic()
+    result = invoke("--url", chat_server.url, "-n", "2", "--max-tokens", "2", "--prompt-tokens",
+                    "8", "--warmup", "0", "--prometheus-port", "0", "--prometheus-wait", "1.5",
+                    "--json")  # fmt: skip
+    took = time.monotonic() - began
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["runs"][0]["completed"] == 2  # the report is whole
+    assert "warning: no scrape of http://127.0.0.1:" in result.stderr
+    assert "in 1.5 s: Prometheus lacks the run's last figures" in result.stderr
+    assert took >= 1.5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--prometheus-wait", "5"], "--prometheus-wait is for the client metrics' endpoint"),
+        (["--prometheus-host", "0.0.0.0"], "--prometheus-host is for the client metrics'"),
+        (["--prometheus-port", "70000"], "70000 is not in the range 0<=x<=65535"),
+        (["--prometheus-port", "0", "--prometheus-wait", "-1"], "-1.0 is not in the range x>=0"),
+    ],
+)
+def test_prometheus_options_are_checked_before_the_run(args: list[str], message: str) -> None:
+    result = invoke("--url", dead_url(), *args)
+    assert result.exit_code in (1, 2)
+    assert message in result.output and "Traceback" not in result.output
+    assert "requests" not in result.output  # nothing was sent
+
+
+def test_a_taken_prometheus_port_is_a_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = invoke("--url", dead_url(), "--prometheus-port", str(port))
+    assert result.exit_code == 1
+    assert f"--prometheus-port: cannot listen on 127.0.0.1:{port}" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_otlp_endpoint_without_a_collector_fails_before_the_run() -> None:

@@ -51,7 +51,7 @@ from ._client import API_KEY_ENV, BASE_URL_ENV
 from ._errors import EXIT_INTERRUPTED, CliError, api_errors, print_interrupted, start_error
 from ._output import err_console, json_option, out_console, print_json
 from ._render import _print_capacity, _print_changes, _print_run, _print_sweep
-from ._telemetry import _setup_telemetry
+from ._telemetry import _last_scrape, _setup_telemetry
 
 __all__ = ["bench"]
 
@@ -592,6 +592,26 @@ def _check_plot_available() -> None:
     help="Export a span (and GenAI metrics) for every request over OTLP/HTTP, "
     "e.g. http://127.0.0.1:4318.",
 )
+@click.option(
+    "--prometheus-port",
+    type=click.IntRange(0, 65535),
+    help="Serve the run's client metrics (every request's GenAI histograms) for Prometheus "
+    "on this port while it runs; at the end, wait for one last scrape.",
+)
+@click.option(
+    "--prometheus-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address of the --prometheus-port endpoint (0.0.0.0: reachable from other hosts).",
+)
+@click.option(
+    "--prometheus-wait",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="With --prometheus-port: seconds to wait after the run for Prometheus's last "
+    "scrape, so that it holds the final figures (0: exit at once).",
+)
 @json_option
 @click.pass_context
 def bench(
@@ -630,6 +650,9 @@ def bench(
     html: Path | None,
     plot: Path | None,
     otlp_endpoint: str | None,
+    prometheus_port: int | None,
+    prometheus_host: str,
+    prometheus_wait: float,
     as_json: bool,
 ) -> None:
     """Measure a llama-server under load, closed or open loop.
@@ -676,6 +699,12 @@ def bench(
         levels = []  # only what was asked for: no default closed-loop level
     if slo is None and ctx.get_parameter_source("slo_attainment") is ParameterSource.COMMANDLINE:
         raise CliError("--slo-attainment is the share of requests meeting --slo: add --slo")
+    if prometheus_port is None:
+        for name, given in (("--prometheus-host", prometheus_host != "127.0.0.1"),
+                            ("--prometheus-wait", ctx.get_parameter_source("prometheus_wait")
+                             is ParameterSource.COMMANDLINE)):  # fmt: skip
+            if given:
+                raise CliError(f"{name} is for the client metrics' endpoint: add --prometheus-port")
     if html is not None and not html.parent.is_dir():
         raise CliError(f"--html: no folder {html.parent} to write {html.name} in")
     if plot is not None and not plot.parent.is_dir():
@@ -737,9 +766,13 @@ def bench(
     with ExitStack() as stack:
         try:
             telemetry = None
-            if otlp_endpoint is not None:
-                telemetry = _setup_telemetry(otlp_endpoint)
+            if otlp_endpoint is not None or prometheus_port is not None:
+                telemetry = _setup_telemetry(otlp_endpoint, prometheus_port, prometheus_host)
                 stack.callback(telemetry.shutdown)  # flushes every span before exit
+                if prometheus_port is not None:
+                    stack.push(_last_scrape(telemetry, prometheus_wait))
+                    where = f"client metrics for Prometheus at {telemetry.prometheus_url}"
+                    err_console().print(Text(where, style="dim"), soft_wrap=True)
             if model is not None:
                 slots = max([*levels, max_concurrency or 0, 4])
                 size = (

@@ -4,8 +4,8 @@ A real OpenTelemetry SDK pipeline (``TracerProvider`` → ``SimpleSpanProcessor`
 ``InMemorySpanExporter``), private to the demo: the global tracer provider is left alone.
 The SDK is an optional extra; without it the demo runs with plain clients and says so.
 
-Also the OTLP pipeline of ``llamatelemetry bench --otlp-endpoint``, set up only once a
-collector answers at the endpoint.
+Also the pipeline of ``llamatelemetry bench --otlp-endpoint`` (set up only once a collector
+answers at the endpoint) and ``--prometheus-port``.
 """
 
 from __future__ import annotations
@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from rich.text import Text
+
 from ..api import LlamaCppClient
 from ..server import ServerManager
 from ._calls import CallRecord
 from ._errors import CliError
+from ._output import err_console
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -187,18 +190,56 @@ def _check_collector(endpoint: str) -> None:
         raise CliError(f"--otlp-endpoint {endpoint}: no collector answers there ({exc})") from None
 
 
-def _setup_telemetry(endpoint: str) -> Any:
-    _check_collector(endpoint)
+def _setup_telemetry(
+    endpoint: str | None, prometheus_port: int | None, prometheus_host: str = "127.0.0.1"
+) -> Any:
+    """bench's own pipeline: spans and metrics over OTLP, metrics on a Prometheus endpoint,
+    or both."""
+    if endpoint is not None:
+        _check_collector(endpoint)
     try:
         from ..telemetry import setup_telemetry
 
         return setup_telemetry(
             "llamatelemetry-bench",
             otlp_endpoint=endpoint,
+            prometheus_port=prometheus_port,
+            prometheus_host=prometheus_host,
             set_global=False,
             export_timeout_s=EXPORT_TIMEOUT,
         )
     except ImportError:
+        option = "--otlp-endpoint" if endpoint is not None else "--prometheus-port"
         raise CliError(
-            "--otlp-endpoint needs the OpenTelemetry SDK: pip install 'llamatelemetry[otel]'"
+            f"{option} needs the OpenTelemetry SDK: pip install 'llamatelemetry[otel]'"
         ) from None
+    except RuntimeError as exc:  # the Prometheus exporter is not installed
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        where = f"{prometheus_host}:{prometheus_port}"
+        raise CliError(
+            f"--prometheus-port: cannot listen on {where} ({exc.strerror or exc})"
+        ) from None
+
+
+def _last_scrape(telemetry: Any, seconds: float) -> Any:
+    """An exit callback that gives Prometheus the run's last figures: it waits (at most
+    ``seconds``) for a scrape begun after the run, unless the run was interrupted."""
+
+    def wait(exc_type: type[BaseException] | None, *_: object) -> None:
+        if seconds == 0 or (exc_type is not None and not issubclass(exc_type, CliError)):
+            return
+        console = err_console()
+        url = telemetry.prometheus_url
+        console.print(Text(f"waiting up to {seconds:g} s for Prometheus to scrape the last "
+                           f"figures at {url}", style="dim"), soft_wrap=True)  # fmt: skip
+        try:
+            scraped = telemetry.wait_for_scrape(seconds)
+        except KeyboardInterrupt:
+            return  # not waiting any longer, as asked: the report is out already
+        if not scraped:
+            console.print(Text(f"warning: no scrape of {url} in "
+                               f"{seconds:g} s: Prometheus lacks the run's last figures",
+                               style="yellow"), soft_wrap=True)  # fmt: skip
+
+    return wait
