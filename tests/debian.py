@@ -1,4 +1,5 @@
-"""nginx and Prometheus for the fleet tests, from Debian's packages, installed once.
+"""nginx, Prometheus and curl for the fleet tests (which run the deployment page's shell
+commands), from Debian's packages, installed once.
 
 ``python -m tests`` calls :func:`install`: as root with ``apt-get`` it installs what is
 missing; otherwise it says what to install, and the fleet tests skip (or fail, under
@@ -11,7 +12,11 @@ import os
 import shutil
 import subprocess
 
-PACKAGES = {"nginx": "nginx-light", "prometheus": "prometheus"}  # program -> package
+PACKAGES = {
+    "nginx": "nginx-light",
+    "prometheus": "prometheus",
+    "curl": "curl",
+}  # program -> package
 SBIN = "/usr/sbin:/sbin"
 
 
@@ -25,7 +30,7 @@ def missing() -> list[str]:
 def install() -> str:
     needed = missing()
     if not needed:
-        return "nginx and prometheus present"
+        return f"{', '.join(PACKAGES)} present"
     if shutil.which("apt-get") is None or os.geteuid() != 0:
         return f"missing: run `apt-get install {' '.join(needed)}` as root (fleet tests skip)"
     command = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *needed]

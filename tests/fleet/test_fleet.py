@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -47,9 +46,9 @@ REQUESTS, TOKENS = 96, 16  # the page's bench
 
 
 def _programs() -> str:
-    """PATH with nginx and Prometheus on it (Debian puts nginx in /usr/sbin)."""
+    """PATH with nginx, Prometheus and curl on it (Debian puts nginx in /usr/sbin)."""
     path = f"{os.environ.get('PATH', '')}:{debian.SBIN}"
-    if shutil.which("nginx", path=path) is None or shutil.which("prometheus", path=path) is None:
+    if debian.missing():
         why = f"{', '.join(debian.missing())} not installed: run python -m tests (as root)"
         if os.environ.get(REQUIRE_ENV) == "1":
             pytest.fail(why)
