@@ -1,10 +1,11 @@
 """Throughput of several llama-servers behind nginx (``deploy/nginx.conf``) against one of
 them alone, as ``llamatelemetry bench`` measures it through each; with ``--keepalive``,
-also nginx with the upstream keep-alive pool that ``deploy/nginx.conf`` leaves out, to
-count the requests it loses.
+also nginx with the upstream keep-alive pool that ``deploy/nginx.conf`` leaves out, and
+with ``--max-conns``, nginx allowing each server only as many connections as it has slots:
+both count the requests they lose.
 
     python benchmarks/bench_fleet.py [--servers 3] [--rounds 2] [-n 96] [--concurrency 6]
-        [--max-tokens 64] [--keepalive]
+        [--max-tokens 64] [--keepalive] [--max-conns]
 
 Every server runs the tiny model with 2 slots and 1 thread; the rounds alternate the
 candidates in turn, each run a fresh bench process with fresh prompts. Needs nginx
@@ -38,13 +39,17 @@ SBIN = "/usr/sbin:/sbin"
 SLOTS = 2
 
 
-def nginx_conf(root: Path, name: str, listen: int, upstreams: list[str], keepalive: bool) -> Path:
+def nginx_conf(
+    folder: Path, listen: int, upstreams: list[str], keepalive: bool, max_conns: bool
+) -> None:
     """deploy/nginx.conf with these servers (as the deployment page's sed makes it), inside
-    a main configuration of its own; with ``keepalive``, an upstream connection pool."""
+    a main configuration of its own; with ``keepalive``, an upstream connection pool; with
+    ``max_conns``, at most as many connections to a server as it has slots."""
     snippet = (ROOT / "deploy" / "nginx.conf").read_text()
     line = re.search(r"(?m)^( *)server llama-1:8080( [^;]*;)\n", snippet)
     assert line, "deploy/nginx.conf no longer names llama-1:8080 as expected"
-    servers = "".join(f"{line[1]}server {u}{line[2]}\n" for u in upstreams)
+    limit = f" max_conns={SLOTS}" if max_conns else ""
+    servers = "".join(f"{line[1]}server {u}{limit}{line[2]}\n" for u in upstreams)
     snippet = re.sub(r"(?m)^ *server llama-\d+:8080[^;]*;\n", "", snippet)
     snippet = snippet.replace("    least_conn;\n", "    least_conn;\n" + servers, 1)
     snippet = snippet.replace("listen 8080;", f"listen 127.0.0.1:{listen};")
@@ -54,7 +59,6 @@ def nginx_conf(root: Path, name: str, listen: int, upstreams: list[str], keepali
             "proxy_http_version 1.1;",
             'proxy_http_version 1.1;\n        proxy_set_header Connection "";',
         )
-    folder = root / name
     folder.mkdir()
     (folder / "llama.conf").write_text(snippet)
     temp = "".join(
@@ -64,7 +68,6 @@ def nginx_conf(root: Path, name: str, listen: int, upstreams: list[str], keepali
     main = f"pid nginx.pid;\nevents {{}}\nhttp {{\n    access_log off;\n{temp}"
     main += "    include llama.conf;\n}\n"
     (folder / "nginx.conf").write_text(main)
-    return folder
 
 
 def free_port() -> int:
@@ -109,6 +112,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=6)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--keepalive", action="store_true", help="also nginx with keepalive 32")
+    parser.add_argument(
+        "--max-conns", action="store_true", help="also nginx with max_conns = slots per server"
+    )
     args = parser.parse_args()
     nginx = shutil.which("nginx", path=f"{os.environ.get('PATH', '')}:{SBIN}")
     if nginx is None:
@@ -122,12 +128,15 @@ def main() -> None:
         ]
         upstreams = [s.url.split("//")[1] for s in servers]
         candidates = {"one server": servers[0].url}
-        variants = (
-            {"nginx": False, "nginx + keepalive": True} if args.keepalive else {"nginx": False}
-        )
-        for name, keepalive in variants.items():
+        variants = {"nginx": (False, False)}
+        if args.keepalive:
+            variants["nginx + keepalive"] = (True, False)
+        if args.max_conns:
+            variants[f"nginx + max_conns={SLOTS}"] = (False, True)
+        for name, (keepalive, max_conns) in variants.items():
             port = free_port()
-            folder = nginx_conf(root, name.replace(" + ", "-"), port, upstreams, keepalive)
+            folder = root / re.sub(r"\W+", "-", name)
+            nginx_conf(folder, port, upstreams, keepalive, max_conns)
             process = subprocess.Popen(
                 [
                     nginx,
@@ -158,14 +167,14 @@ def main() -> None:
           f"{args.concurrency} --max-tokens {args.max_tokens}, {args.rounds} rounds; "
           f"every server {SLOTS} slots, 1 thread")  # fmt: skip
     base = statistics.median(r["requests/s"] for r in runs["one server"])
-    print(f"  {'':<28} {'requests/s':>18} {'tokens/s':>18} {'errors':>10} {'ratio':>6}")
+    print(f"  {'':<32} {'requests/s':>18} {'tokens/s':>18} {'errors':>10} {'ratio':>6}")
     for name, results in runs.items():
         rate = [r["requests/s"] for r in results]
         tokens = [r["tokens/s"] for r in results]
         errors = [int(r["errors"]) for r in results]
         spans = f"{min(rate):8.1f}–{max(rate):<8.1f} {min(tokens):8.0f}–{max(tokens):<8.0f}"
         ratio = statistics.median(rate) / base
-        print(f"  {name:<28} {spans} {'/'.join(map(str, errors)):>10} {ratio:6.2f}")
+        print(f"  {name:<32} {spans} {'/'.join(map(str, errors)):>10} {ratio:6.2f}")
 
 
 if __name__ == "__main__":
