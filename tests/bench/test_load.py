@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -40,7 +42,7 @@ from llamatelemetry.server import ServerManager
 from llamatelemetry.testing import TinyModelFiles, start_chat_server
 from llamatelemetry.testing._otlp import OTLPReceiver
 
-from ..cli.test_commands import free_port
+from ..cli.test_commands import INTERRUPTIBLE, free_port, interrupt, reap
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MESSAGES = [{"role": "user", "content": "Say something."}]
@@ -469,10 +471,52 @@ def test_without_a_scrape_bench_waits_as_long_as_told_and_warns(
     assert took >= 1.5
 
 
+def test_an_error_before_any_request_does_not_wait_for_prometheus() -> None:
+    began = time.monotonic()
+    result = invoke("--url", dead_url(), "--prometheus-port", "0", "--prometheus-wait", "30")
+    assert result.exit_code == 1
+    assert "waiting" not in result.output and "warning" not in result.output
+    assert time.monotonic() - began < 15
+
+
+def test_ctrl_c_while_waiting_for_prometheus_says_so(chat_server: ServerManager) -> None:
+    process = subprocess.Popen(
+        [*INTERRUPTIBLE, sys.executable, "-c", "from llamatelemetry.cli import main; main()",
+         "bench", "--url", chat_server.url, "-n", "2", "--max-tokens", "2", "--prompt-tokens",
+         "8", "--warmup", "0", "--prometheus-port", "0", "--prometheus-wait", "60", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        while "waiting up to 60 s" not in process.stderr.readline():
+            assert process.poll() is None
+        began = time.monotonic()
+        out, err = interrupt(process)
+        assert time.monotonic() - began < 10
+        assert process.returncode == 130
+        assert json.loads(out)["runs"][0]["completed"] == 2  # the report came first
+        assert "Interrupted: stopped waiting: Prometheus may lack the run's last figures." in err
+    finally:
+        reap(process)
+
+
+def test_prometheus_port_with_telemetry_switched_off_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    result = invoke("--url", dead_url(), "--prometheus-port", "0")
+    assert result.exit_code == 1
+    assert "--prometheus-port: OTEL_SDK_DISABLED=true switches telemetry off" in result.output
+    assert "Traceback" not in result.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--prometheus-wait", "5"], "--prometheus-wait is for the client metrics' endpoint"),
+        (["--prometheus-host", "127.0.0.1"], "--prometheus-host is for the client metrics'"),
+        (["--prometheus-port", "0", "--prometheus-wait", "inf"], "inf is not a finite number"),
+        (["--prometheus-port", "0", "--prometheus-wait", "nan"], "nan is not a finite number"),
         (["--prometheus-host", "0.0.0.0"], "--prometheus-host is for the client metrics'"),
         (["--prometheus-port", "70000"], "70000 is not in the range 0<=x<=65535"),
         (["--prometheus-port", "0", "--prometheus-wait", "-1"], "-1.0 is not in the range x>=0"),

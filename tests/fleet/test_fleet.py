@@ -45,15 +45,13 @@ START_SECONDS = 90  # four servers loading on two cores, nginx, Prometheus
 REQUESTS, TOKENS = 96, 16  # the page's bench
 
 
-def _programs() -> str:
-    """PATH with nginx, Prometheus and curl on it (Debian puts nginx in /usr/sbin)."""
-    path = f"{os.environ.get('PATH', '')}:{debian.SBIN}"
+def _programs() -> None:
+    """nginx, Prometheus and curl are there (the page adds Debian's /usr/sbin to PATH)."""
     if debian.missing():
         why = f"{', '.join(debian.missing())} not installed: run python -m tests (as root)"
         if os.environ.get(REQUIRE_ENV) == "1":
             pytest.fail(why)
         pytest.skip(why)
-    return path
 
 
 def page_blocks() -> list[str]:
@@ -141,7 +139,7 @@ def _end_group(group: int, seconds: float = 20) -> None:
 
 @pytest.fixture(scope="module")
 def fleet(tiny_files: TinyModelFiles, llama_server_binary: Path) -> Iterator[Fleet]:
-    path = _programs()
+    _programs()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "deploy").symlink_to(ROOT / "deploy")
@@ -151,7 +149,10 @@ def fleet(tiny_files: TinyModelFiles, llama_server_binary: Path) -> Iterator[Fle
         ports = {port: free_port() for port in PORTS}
         blocks = localized(page_blocks(), ports, tiny_files.model.path, models)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LLAMA_", "OTEL_"))}
-        env["PATH"] = f"{Path(sys.executable).parent}:{path}"
+        path = os.environ.get("PATH", "").split(":")
+        # this environment's llamatelemetry, and PATH as a user has it: no /usr/sbin
+        path = [Path(sys.executable).parent.as_posix()] + [p for p in path if "sbin" not in p]
+        env["PATH"] = ":".join(path)
         env["LLAMA_SERVER_PATH"] = str(llama_server_binary)
         log = (root / "start.log").open("w")
         start = subprocess.Popen(

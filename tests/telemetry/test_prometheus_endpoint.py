@@ -3,7 +3,10 @@ began after its last figure has been answered, and no earlier one counts."""
 
 from __future__ import annotations
 
+import math
 import re
+import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -90,6 +93,94 @@ def test_only_answered_metric_scrapes_count(held: tuple[PrometheusEndpoint, _Hel
         httpx.post(endpoint.url, timeout=5)
         assert waited.result(5) is False
     assert endpoint.scrapes == 0
+
+
+class _Big:
+    """A collector whose exposition outgrows the socket buffers: writes block on a reader."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        time.sleep(self.delay)
+        family = CounterMetricFamily("big", "a large figure", labels=["i"])
+        for i in range(60_000):
+            family.add_metric([f"{i:060d}"], i)
+        yield family
+
+
+def _endpoint(collector: Any) -> PrometheusEndpoint:
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return PrometheusEndpoint(registry, "127.0.0.1", 0)
+
+
+def test_a_scrape_cut_by_its_scraper_is_not_answered() -> None:
+    """The scraper reads a little of a large answer and resets the connection: the server's
+    write fails, so nothing was taken."""
+    endpoint = _endpoint(_Big())
+    try:
+        port = int(endpoint.url.split(":")[2].split("/")[0])
+        with ThreadPoolExecutor(1) as pool:
+            waited = pool.submit(endpoint.wait_for_scrape, 4)
+            time.sleep(0.1)
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert sock.recv(17)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            assert waited.result(10) is False
+        assert endpoint.scrapes == 0
+        assert len(httpx.get(endpoint.url, timeout=30).content) > 4_000_000  # whole ones count
+        assert endpoint.scrapes == 1
+    finally:
+        endpoint.close()
+
+
+@pytest.mark.parametrize(("timeout_header", "answered"), [("0.3", False), ("10", True)])
+def test_a_scrape_prometheus_gave_up_on_is_not_answered(
+    timeout_header: str, answered: bool
+) -> None:
+    """Prometheus says how long it waits (X-Prometheus-Scrape-Timeout-Seconds): an answer
+    written after that went to a scraper that no longer reads it."""
+    endpoint = _endpoint(_Big(delay=0.6))
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            waited = pool.submit(endpoint.wait_for_scrape, 3)
+            time.sleep(0.1)
+            headers = {"X-Prometheus-Scrape-Timeout-Seconds": timeout_header}
+            httpx.get(endpoint.url, headers=headers, timeout=30)
+            assert waited.result(10) is answered
+    finally:
+        endpoint.close()
+
+
+def test_a_filtered_scrape_is_not_answered(held: tuple[PrometheusEndpoint, _Held]) -> None:
+    endpoint, collector = held
+    collector.release.set()
+    with ThreadPoolExecutor(1) as pool:
+        waited = pool.submit(endpoint.wait_for_scrape, 1)
+        time.sleep(0.1)
+        filtered = httpx.get(endpoint.url, params={"name[]": "nothing"}, timeout=5)
+        assert filtered.status_code == 200 and "held" not in filtered.text
+        assert waited.result(5) is False
+
+
+def test_wait_timeouts(held: tuple[PrometheusEndpoint, _Held]) -> None:
+    endpoint, collector = held
+    collector.release.set()
+    for bad in (math.nan, -1.0):
+        with pytest.raises(ValueError, match="timeout must be >= 0 seconds"):
+            endpoint.wait_for_scrape(bad)
+    assert endpoint.wait_for_scrape(0) is False
+    with ThreadPoolExecutor(1) as pool:
+        waited = pool.submit(endpoint.wait_for_scrape, math.inf)  # however long it takes
+        time.sleep(0.3)
+        assert not waited.done()
+        httpx.get(endpoint.url, timeout=5)
+        assert waited.result(5) is True
 
 
 def test_the_telemetry_handle_waits_for_its_endpoint() -> None:

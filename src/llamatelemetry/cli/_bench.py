@@ -609,6 +609,7 @@ def _check_plot_available() -> None:
     type=click.FloatRange(min=0),
     default=60.0,
     show_default=True,
+    callback=_finite,
     help="With --prometheus-port: seconds to wait after the run for Prometheus's last "
     "scrape, so that it holds the final figures (0: exit at once).",
 )
@@ -700,10 +701,9 @@ def bench(
     if slo is None and ctx.get_parameter_source("slo_attainment") is ParameterSource.COMMANDLINE:
         raise CliError("--slo-attainment is the share of requests meeting --slo: add --slo")
     if prometheus_port is None:
-        for name, given in (("--prometheus-host", prometheus_host != "127.0.0.1"),
-                            ("--prometheus-wait", ctx.get_parameter_source("prometheus_wait")
-                             is ParameterSource.COMMANDLINE)):  # fmt: skip
-            if given:
+        for name in ("--prometheus-host", "--prometheus-wait"):
+            source = ctx.get_parameter_source(name[2:].replace("-", "_"))
+            if source is ParameterSource.COMMANDLINE:
                 raise CliError(f"{name} is for the client metrics' endpoint: add --prometheus-port")
     if html is not None and not html.parent.is_dir():
         raise CliError(f"--html: no folder {html.parent} to write {html.name} in")
@@ -770,7 +770,6 @@ def bench(
                 telemetry = _setup_telemetry(otlp_endpoint, prometheus_port, prometheus_host)
                 stack.callback(telemetry.shutdown)  # flushes every span before exit
                 if prometheus_port is not None:
-                    stack.push(_last_scrape(telemetry, prometheus_wait))
                     where = f"client metrics for Prometheus at {telemetry.prometheus_url}"
                     err_console().print(Text(where, style="dim"), soft_wrap=True)
             if model is not None:
@@ -786,6 +785,8 @@ def bench(
             results, capacity, prompts = asyncio.run(
                 _run(url, api_key, plan, timeout, telemetry, progress)
             )
+            if prometheus_port is not None:  # requests were sent: Prometheus gets the last
+                stack.push(_last_scrape(telemetry, prometheus_wait))
         except KeyboardInterrupt:
             print_interrupted(err_console(), "the benchmark was stopped.")
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None

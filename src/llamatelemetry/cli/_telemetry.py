@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import click
 from rich.text import Text
 
 from ..api import LlamaCppClient
 from ..server import ServerManager
 from ._calls import CallRecord
-from ._errors import CliError
+from ._errors import EXIT_INTERRUPTED, CliError, print_interrupted
 from ._output import err_console
 
 if TYPE_CHECKING:
@@ -200,7 +201,7 @@ def _setup_telemetry(
     try:
         from ..telemetry import setup_telemetry
 
-        return setup_telemetry(
+        telemetry = setup_telemetry(
             "llamatelemetry-bench",
             otlp_endpoint=endpoint,
             prometheus_port=prometheus_port,
@@ -220,11 +221,16 @@ def _setup_telemetry(
         raise CliError(
             f"--prometheus-port: cannot listen on {where} ({exc.strerror or exc})"
         ) from None
+    if prometheus_port is not None and telemetry.prometheus_url is None:
+        telemetry.shutdown()
+        raise CliError("--prometheus-port: OTEL_SDK_DISABLED=true switches telemetry off")
+    return telemetry
 
 
 def _last_scrape(telemetry: Any, seconds: float) -> Any:
     """An exit callback that gives Prometheus the run's last figures: it waits (at most
-    ``seconds``) for a scrape begun after the run, unless the run was interrupted."""
+    ``seconds``) for a scrape begun after the run, unless the run ended in an error of
+    its own (an interruption, a crash; a run whose every request failed still waits)."""
 
     def wait(exc_type: type[BaseException] | None, *_: object) -> None:
         if seconds == 0 or (exc_type is not None and not issubclass(exc_type, CliError)):
@@ -236,7 +242,10 @@ def _last_scrape(telemetry: Any, seconds: float) -> Any:
         try:
             scraped = telemetry.wait_for_scrape(seconds)
         except KeyboardInterrupt:
-            return  # not waiting any longer, as asked: the report is out already
+            print_interrupted(
+                console, "stopped waiting: Prometheus may lack the run's last figures."
+            )
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
         if not scraped:
             console.print(Text(f"warning: no scrape of {url} in "
                                f"{seconds:g} s: Prometheus lacks the run's last figures",

@@ -8,12 +8,15 @@ Prometheus instead of vanishing with it.
 
 from __future__ import annotations
 
+import math
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from socketserver import ThreadingMixIn
 from typing import Any
+from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 __all__ = ["PrometheusEndpoint"]
@@ -39,20 +42,41 @@ class _Quiet(WSGIRequestHandler):
 
 
 class _Answer:
-    """A scrape's body; wsgiref closes it once the last byte has gone to the socket."""
+    """A scrape's body. wsgiref closes it after the last write, or after a write failed
+    (with the error in flight): only the first is an answered scrape."""
 
-    def __init__(self, body: Iterable[bytes], on_close: Callable[[], None]) -> None:
+    def __init__(self, body: Iterable[bytes], on_close: Callable[[bool], None]) -> None:
         self._body = body
         self._on_close = on_close
+        self._sent = False
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self._body)
+        yield from self._body
+        self._sent = True  # every chunk was taken, and written (a failed write stops here)
 
     def close(self) -> None:
         close = getattr(self._body, "close", None)
         if close is not None:
             close()
-        self._on_close()
+        self._on_close(self._sent and sys.exc_info()[0] is None)
+
+
+def _deadline(environ: dict[str, Any]) -> float:
+    """Seconds Prometheus waits for this scrape (its own header), else no limit."""
+    try:
+        seconds = float(environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS", "inf"))
+    except ValueError:
+        return math.inf
+    return seconds if seconds > 0 else math.inf
+
+
+def _whole_scrape(environ: dict[str, Any]) -> bool:
+    """A GET of every series: not a HEAD, not the favicon, not filtered with ``name[]``."""
+    return (
+        environ.get("REQUEST_METHOD") == "GET"
+        and environ.get("PATH_INFO") != "/favicon.ico"
+        and "name[]" not in parse_qs(environ.get("QUERY_STRING", ""))
+    )
 
 
 class PrometheusEndpoint:
@@ -86,14 +110,17 @@ class PrometheusEndpoint:
             return start_response(code, headers, *exc_info)
 
         body = self._exposition(environ, start)
-        scrape = (
-            environ.get("REQUEST_METHOD") == "GET" and environ.get("PATH_INFO") != "/favicon.ico"
-        )
-        return _Answer(body, lambda: self._done(began, scrape and status[-1:] == ["200 OK"]))
+        counts = _whole_scrape(environ)
+        deadline = began + _deadline(environ)
 
-    def _done(self, began: float, scrape: bool) -> None:
-        if not scrape:
-            return
+        def closed(sent: bool) -> None:
+            # Written in full, in time for a Prometheus that had not given up on it.
+            if counts and sent and status[-1:] == ["200 OK"] and time.monotonic() < deadline:
+                self._answer(began)
+
+        return _Answer(body, closed)
+
+    def _answer(self, began: float) -> None:
         with self._answered:
             self.scrapes += 1
             if self._last_start is None or began > self._last_start:
@@ -102,15 +129,18 @@ class PrometheusEndpoint:
 
     def wait_for_scrape(self, timeout: float) -> bool:
         """Whether a scrape that began after this call was answered within ``timeout``
-        seconds: then every figure recorded before the call has been taken."""
+        seconds (``math.inf``: however long it takes): then every figure recorded before
+        the call has been taken."""
+        if math.isnan(timeout) or timeout < 0:
+            raise ValueError(f"timeout must be >= 0 seconds, got {timeout}")
         since = time.monotonic()
         end = since + timeout
         with self._answered:
-            while self._last_start is None or self._last_start < since:
+            while self._last_start is None or self._last_start <= since:
                 left = end - time.monotonic()
                 if left <= 0:
                     return False
-                self._answered.wait(left)
+                self._answered.wait(min(left, threading.TIMEOUT_MAX))
         return True
 
     def close(self) -> None:

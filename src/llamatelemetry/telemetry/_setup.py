@@ -54,21 +54,17 @@ class TelemetryHandle(Closing):
 
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
-    prometheus: PrometheusEndpoint | None = None
+    prometheus_url: str | None = None
     _closers: list[Any] = field(default_factory=list, repr=False)
-
-    @property
-    def prometheus_url(self) -> str | None:
-        """The Prometheus scrape endpoint's URL, when ``prometheus_port`` was given."""
-        return self.prometheus.url if self.prometheus is not None else None
+    _prometheus: PrometheusEndpoint | None = field(default=None, repr=False)
 
     def wait_for_scrape(self, timeout: float) -> bool:
         """Wait until Prometheus has scraped the endpoint once more (at most ``timeout``
         seconds), so that it holds every figure recorded so far: call it before a
         short-lived process exits. False when no scrape came in time."""
-        if self.prometheus is None:
+        if self._prometheus is None:
             raise RuntimeError("no Prometheus endpoint to wait on: pass prometheus_port")
-        return self.prometheus.wait_for_scrape(timeout)
+        return self._prometheus.wait_for_scrape(timeout)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         spans = self.tracer_provider.force_flush(timeout_millis)
@@ -197,6 +193,10 @@ def setup_telemetry(
         span_exporter, metric_exporter = _otlp_exporters(
             otlp_endpoint, chosen, headers, export_timeout_s
         )
+        if prometheus_port is not None:  # before any reader's thread: a taken port leaks none
+            reader, endpoint = _prometheus(prometheus_port, prometheus_host)
+            readers.append(reader)
+            closers.append(endpoint.close)
         if span_exporter is not None:
             exporters.append(span_exporter)
         if metric_exporter is not None:
@@ -210,10 +210,6 @@ def setup_telemetry(
                     ConsoleMetricExporter(), export_interval_millis=interval_ms
                 )
             )
-        if prometheus_port is not None:
-            reader, endpoint = _prometheus(prometheus_port, prometheus_host)
-            readers.append(reader)
-            closers.append(endpoint.close)
     for exporter in exporters:
         tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
@@ -226,4 +222,5 @@ def setup_telemetry(
         len(exporters),
         len(readers),
     )
-    return TelemetryHandle(tracer_provider, meter_provider, endpoint, closers)
+    url = endpoint.url if endpoint is not None else None
+    return TelemetryHandle(tracer_provider, meter_provider, url, closers, endpoint)
