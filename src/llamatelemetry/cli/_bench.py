@@ -596,7 +596,8 @@ def _check_plot_available() -> None:
     "--prometheus-port",
     type=click.IntRange(0, 65535),
     help="Serve the run's client metrics (every request's GenAI histograms) for Prometheus "
-    "on this port while it runs; at the end, wait for one last scrape.",
+    "on this port while it runs; at the end, wait for one last scrape (0: a free port, "
+    "printed).",
 )
 @click.option(
     "--prometheus-host",
