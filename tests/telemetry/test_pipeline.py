@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from typing import Any
 
 import httpx
@@ -381,3 +382,60 @@ def test_a_server_with_metrics_off_is_up_one_that_is_gone_is_down() -> None:
         )  # a closed bridge reports nothing
         gone.close()
     provider.shutdown()
+
+
+def test_a_collection_scrapes_each_server_once(chat_server: ServerManager) -> None:
+    """interval=0 means at every collection, not at every one of the bridge's instruments
+    (it scraped 16 times per collection)."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    with LlamaCppClient(chat_server.url) as client:
+        bridge = LlamaServerMetrics(client, interval=0, meter_provider=provider)
+        before = client.metrics.values()["llamacpp:tokens_predicted_total"]
+        found = points(reader)
+        assert bridge.scrapes == 1
+        assert found["llama_cpp.server.generated_tokens"][0].value == before
+        client.chat.completions.create(messages=MESSAGES, max_tokens=3)
+        found = points(reader)  # the next collection: fresh figures
+        assert bridge.scrapes == 2
+        assert found["llama_cpp.server.generated_tokens"][0].value == before + 3
+        assert found["llama_cpp.server.slots.total"][0].value == 4
+        bridge.close()
+    provider.shutdown()
+
+
+def test_stalled_servers_are_waited_for_together(chat_server: ServerManager) -> None:
+    """Six servers that accept and never answer, beside a good one: a collection waits for
+    the slowest (one time limit), not six in a row, so the SDK's own collection limit is
+    never reached and the good server is reported."""
+    stalled = [socket.socket() for _ in range(6)]
+    clients = []
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    try:
+        for sock in stalled:
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(8)
+            port = sock.getsockname()[1]
+            clients.append(LlamaCppClient(f"http://127.0.0.1:{port}", max_retries=0))
+        clients.append(LlamaCppClient(chat_server.url, max_retries=0))
+        bridges = [
+            LlamaServerMetrics(c, interval=0, meter_provider=provider, timeout=1) for c in clients
+        ]
+        began = time.monotonic()
+        found = points(reader)
+        took = time.monotonic() - began
+        assert took < 3  # one at a time: 6 s
+        up = {p.attributes["server.port"]: p.value for p in found["llama_cpp.server.up"]}
+        assert up[chat_server.port] == 1
+        assert sorted(up.values()) == [0] * 6 + [1]
+        [total] = found["llama_cpp.server.slots.total"]
+        assert (total.attributes["server.port"], total.value) == (chat_server.port, 4)
+        for bridge in bridges:
+            bridge.close()
+    finally:
+        for client in clients:
+            client.close()
+        for sock in stalled:
+            sock.close()
+        provider.shutdown()

@@ -128,6 +128,8 @@ class _Instruments:
 
     def __init__(self, meter: Any) -> None:
         self.bridges: weakref.WeakSet[LlamaServerMetrics] = weakref.WeakSet()
+        self._round_lock = threading.Lock()
+        self._called: set[str] = set()  # the observers called in this collection so far
         for name, kind, unit, description, sample in SERVER_INSTRUMENTS:
             create = (
                 meter.create_observable_counter
@@ -161,11 +163,26 @@ class _Instruments:
             description="1 while a router's model is in memory (loaded or asleep), else 0.",
         )
 
+    def _collecting(self, observer: str) -> list[LlamaServerMetrics]:
+        """The bridges, their figures fresh for this collection.
+
+        A collection calls every observer once: an observer called again starts the next
+        one, whose first observer scrapes every bridge due (all at once, so a collection
+        waits for the slowest server, not for the sum of them); the others read.
+        """
+        with self._round_lock:
+            if observer in self._called:
+                self._called.clear()
+            if not self._called:
+                _scrape_all([b for b in list(self.bridges) if b._due()])
+            self._called.add(observer)
+        return list(self.bridges)
+
     def _observer(self, sample: str) -> Any:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
             observations = []
-            for bridge in list(self.bridges):
-                for figures in bridge._scrape():
+            for bridge in self._collecting(sample):
+                for figures in bridge._latest():
                     value = figures.values.get(sample)
                     if value is not None:
                         observations.append(Observation(value, figures.point))
@@ -176,8 +193,8 @@ class _Instruments:
     def _slot_observer(self, index: int) -> Any:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
             observations = []
-            for bridge in list(self.bridges):
-                for figures in bridge._scrape():
+            for bridge in self._collecting(f"slots {index}"):
+                for figures in bridge._latest():
                     if figures.slots is not None:
                         observations.append(Observation(figures.slots[index], figures.point))
             return observations
@@ -186,19 +203,34 @@ class _Instruments:
 
     def _up_observer(self, options: CallbackOptions) -> Iterable[Observation]:
         observations = []
-        for bridge in list(self.bridges):
-            bridge._scrape()
+        for bridge in self._collecting("up"):
             if bridge.up is not None:
                 observations.append(Observation(int(bridge.up), bridge._point))
         return observations
 
     def _loaded_observer(self, options: CallbackOptions) -> Iterable[Observation]:
         observations = []
-        for bridge in list(self.bridges):
-            for figures in bridge._scrape():
+        for bridge in self._collecting("loaded"):
+            for figures in bridge._latest():
                 if figures.loaded is not None:
                     observations.append(Observation(int(figures.loaded), figures.point))
         return observations
+
+
+def _scrape_all(bridges: list[LlamaServerMetrics]) -> None:
+    """Scrape these bridges' servers at once, each within its own time limit."""
+    if len(bridges) <= 1:
+        for bridge in bridges:
+            bridge._scrape()
+        return
+    threads = [
+        threading.Thread(target=bridge._scrape, name="llamatelemetry-scrape", daemon=True)
+        for bridge in bridges
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 _instruments: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDictionary()
@@ -223,9 +255,11 @@ class LlamaServerMetrics(Closing):
     in memory is scraped (``?model=``, never loading one) and reported with its name in
     ``gen_ai.request.model``, with ``llama_cpp.server.model.loaded`` for every model.
 
-    A scrape (``/metrics`` and ``/slots``) happens at most every ``interval`` seconds,
-    inside the SDK's collection, and is cut after ``timeout`` seconds of wall-clock time:
-    a slow server leaves its figures out of that collection but never holds the others.
+    A scrape (``/metrics`` and ``/slots``) happens at most every ``interval`` seconds (0:
+    once per collection), inside the SDK's collection, and is cut after ``timeout`` seconds
+    of wall-clock time. The bridges of one meter are scraped at once, so a slow server
+    leaves its figures out of that collection but never holds the others, and a
+    collection takes one ``timeout`` at most, however many servers stall.
     """
 
     def __init__(
@@ -261,6 +295,14 @@ class LlamaServerMetrics(Closing):
             if shared is None:
                 shared = _instruments[meter] = _Instruments(meter)
             shared.bridges.add(self)
+
+    def _due(self) -> bool:
+        return not self._closed and time.monotonic() - self._scraped_at >= self._interval
+
+    def _latest(self) -> list[_Figures]:
+        """The figures of the last scrape (none once closed)."""
+        with self._lock:
+            return [] if self._closed else self._figures
 
     def _scrape(self) -> list[_Figures]:
         """The latest figures, fetched again when older than ``interval``."""
