@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -88,3 +89,55 @@ def test_bad_servers_are_refused_before_anything_starts(args: list[str], message
     result = CliRunner().invoke(main, ["exporter", *args, "--port", "0"])
     assert result.exit_code != 0
     assert message in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--server", "http://a:1", "--server", "http://a:1/v1"], "share a:1"),
+        (["--server", "http://a", "--server", "http://a:80/x"], "share a:80"),
+        (["--server", "http://a:1", "--interval", "nan"], "nan is not a finite number"),
+        (["--server", "http://a:1", "--interval", "inf"], "inf is not a finite number"),
+        (["--server", "http://a:1", "--timeout", "10"], "0.001<=x<=8.0"),
+    ],
+)
+def test_servers_and_limits_that_would_mix_or_lose_series_are_refused(
+    args: list[str], message: str
+) -> None:
+    result = CliRunner().invoke(main, ["exporter", *args, "--port", "0"])
+    assert result.exit_code != 0
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_a_huge_metrics_body_holds_no_other_server(chat_server: ServerManager) -> None:
+    """One 'server' answers 30 MB of /metrics: refused unread past 2 MiB, so every scrape
+    of the exporter stays within its --timeout and the real server keeps its figures."""
+    from llamatelemetry.testing._fault_server import FaultServer, Reply, SeenRequest
+
+    huge = b"llamacpp:prompt_tokens_total 1\n" * 1_000_000
+
+    def answer(request: SeenRequest) -> Reply:
+        if request.path.startswith("/props"):
+            return Reply(200, {"role": "model"})
+        return Reply(200, huge if request.path.startswith("/metrics") else [])
+
+    with FaultServer(answer) as bomb:
+        port = free_port()
+        command = [*INTERRUPTIBLE, sys.executable, "-c",
+                   "from llamatelemetry.cli import main; main()", "exporter", "--server",
+                   bomb.url, "--server", chat_server.url, "--port", str(port), "--interval",
+                   "0", "--timeout", "2"]  # fmt: skip
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            read_until(process, "Press Ctrl-C to stop.")
+            for _ in range(3):
+                began = time.monotonic()
+                samples = scrape(f"http://127.0.0.1:{port}/metrics")
+                assert time.monotonic() - began < 4
+                assert samples[("llama_cpp_server_slots_total", str(chat_server.port))] == 4
+                assert ("llama_cpp_server_prompt_tokens_total", str(bomb.port)) not in samples
+            interrupt(process)
+        finally:
+            reap(process)

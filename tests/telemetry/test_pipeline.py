@@ -439,3 +439,35 @@ def test_stalled_servers_are_waited_for_together(chat_server: ServerManager) -> 
         for sock in stalled:
             sock.close()
         provider.shutdown()
+
+
+def test_a_server_that_comes_back_as_a_router_is_read_as_one() -> None:
+    """Whether a server is a router is asked again once it was down: it may be back as
+    something else on the same port."""
+    phase = {"now": "model"}
+
+    def answer(request: SeenRequest) -> Reply:
+        if phase["now"] == "down":
+            return Reply(drop=True)
+        if request.path.startswith("/props"):
+            return Reply(200, {"role": phase["now"]})
+        if request.path.startswith("/v1/models"):
+            return Reply(200, {"data": [{"id": "m", "status": {"value": "unloaded"}}]})
+        if request.path.startswith("/metrics"):
+            return Reply(200, "llamacpp:tokens_predicted_total 5\n", content_type="text/plain")
+        return Reply(200, [])
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    with FaultServer(answer) as server, LlamaCppClient(server.url, max_retries=0) as client:
+        bridge = LlamaServerMetrics(client, interval=0, meter_provider=provider, timeout=1)
+        assert points(reader)["llama_cpp.server.generated_tokens"][0].value == 5
+        phase["now"] = "down"
+        assert [p.value for p in points(reader)["llama_cpp.server.up"]] == [0]
+        phase["now"] = "router"
+        found = points(reader)
+        [loaded] = found["llama_cpp.server.model.loaded"]
+        assert (loaded.attributes["gen_ai.request.model"], loaded.value) == ("m", 0)
+        assert [p.value for p in found["llama_cpp.server.up"]] == [1]
+        bridge.close()
+    provider.shutdown()

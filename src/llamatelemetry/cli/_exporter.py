@@ -4,12 +4,13 @@ Prometheus scrape target, each server's series told apart by ``server_address`` 
 
 from __future__ import annotations
 
+import math
 import time
 
 import click
 from rich.text import Text
 
-from ..api import LlamaCppClient
+from ..api import LlamaCppClient, redact_url
 from ._errors import CliError
 from ._output import out_console
 from ._serve import _stop_signals_interrupt
@@ -17,6 +18,18 @@ from ._serve import _stop_signals_interrupt
 __all__ = ["exporter"]
 
 POLL_SECONDS = 0.2
+# A server's /metrics is a few KB and its /slots some KB a slot: a body past this is not a
+# llama-server's, and parsing it would hold every other server's figures.
+MAX_BODY_BYTES = 2 * 1024 * 1024
+# The OpenTelemetry SDK gives one collection 10 s: a scrape must end well before, or the
+# collection fails and every server's figures with it.
+MAX_TIMEOUT_S = 8.0
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
 
 
 @click.command()
@@ -41,14 +54,16 @@ POLL_SECONDS = 0.2
     type=click.FloatRange(min=0),
     default=5.0,
     show_default=True,
+    callback=_finite,
     help="Scrape each server at most this often, in seconds (0: at every collection).",
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0.001),
+    type=click.FloatRange(min=0.001, max=MAX_TIMEOUT_S),
     default=2.0,
     show_default=True,
-    help="Give up on a server's scrape after this many seconds: it is reported down.",
+    help="Give up on a server's scrape after this many seconds: it is reported down "
+    f"(at most {MAX_TIMEOUT_S:g}: the servers share one collection's 10 s).",
 )
 @click.option(
     "--api-key",
@@ -71,15 +86,29 @@ def exporter(
     series absent) and picked up again when it comes back.
     """
     from ..telemetry import LlamaServerMetrics, setup_telemetry
+    from ..telemetry._attributes import server_attributes
 
     if len(set(servers)) < len(servers):
         raise CliError("a --server is given twice: each server once")
     try:
         clients = [
-            LlamaCppClient(url, api_key=api_key, max_retries=0, timeout=timeout) for url in servers
-        ]
+            LlamaCppClient(url, api_key=api_key, max_retries=0, timeout=timeout,
+                           max_response_bytes=MAX_BODY_BYTES)
+            for url in servers
+        ]  # fmt: skip
     except (TypeError, ValueError) as exc:
         raise CliError(str(exc)) from None
+    seen: dict[tuple[str, int], str] = {}
+    for client in clients:  # series are told apart by address and port: two must differ
+        attributes = server_attributes(client.base_url)
+        where = (attributes["server.address"], attributes["server.port"])
+        if where in seen:
+            for each in clients:
+                each.close()
+            raise CliError(f"--server {redact_url(client.base_url)} and "
+                           f"{redact_url(seen[where])} share {where[0]}:{where[1]}: their "
+                           "series could not be told apart")  # fmt: skip
+        seen[where] = client.base_url
     try:
         handle = setup_telemetry(
             "llamatelemetry-exporter", prometheus_port=port, prometheus_host=host, set_global=False

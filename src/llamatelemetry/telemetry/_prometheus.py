@@ -37,6 +37,8 @@ class _Server(ThreadingMixIn, WSGIServer):
 
 
 class _Quiet(WSGIRequestHandler):
+    timeout = 30  # seconds a connection may sit silent before its thread lets it go
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
         """Scrapes are not logged: one every few seconds, for the process's lifetime."""
 

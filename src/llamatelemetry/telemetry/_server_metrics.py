@@ -323,6 +323,7 @@ class LlamaServerMetrics(Closing):
                 self.up = self._reached
                 if not self.up:
                     self._figures = []  # what it answered before it went away is stale
+                    self._router = None  # it may come back as a router, or as no router
             return self._figures
 
     def _failed(self, exc: BaseException) -> None:
