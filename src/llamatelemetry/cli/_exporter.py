@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import time
+from urllib.parse import urlsplit
 
 import click
 from rich.text import Text
@@ -86,7 +87,6 @@ def exporter(
     series absent) and picked up again when it comes back.
     """
     from ..telemetry import LlamaServerMetrics, setup_telemetry
-    from ..telemetry._attributes import server_attributes
 
     if len(set(servers)) < len(servers):
         raise CliError("a --server is given twice: each server once")
@@ -100,8 +100,8 @@ def exporter(
         raise CliError(str(exc)) from None
     seen: dict[tuple[str, int], str] = {}
     for client in clients:  # series are told apart by address and port: two must differ
-        attributes = server_attributes(client.base_url)
-        where = (attributes["server.address"], attributes["server.port"])
+        parts = urlsplit(client.base_url)
+        where = (parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
         if where in seen:
             for each in clients:
                 each.close()
