@@ -123,6 +123,13 @@ def _check_api_key(key: Any) -> None:
         )
 
 
+def host_and_port(url: str) -> tuple[str, int]:
+    """The host a URL reaches and its port (the scheme's own when the URL names none);
+    ``ValueError`` for a port that is not a number."""
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+
+
 _USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*:/+)?/*)(.*)@(.*)$", re.DOTALL)
 
 

@@ -10,6 +10,8 @@ their neighbours noticing. Users should not import it; nothing here is stable fo
   (or the async one) itself, so a call is never recorded twice.
 - Streams: telemetry watches a stream through :func:`observe_stream`.
 - Validation: the checks behind the client's own ``TypeError``/``ValueError`` messages.
+- URLs: the host and port a base URL reaches (`host_and_port`), which name a server in
+  telemetry and tell servers apart on the command line.
 - Server options: what a refusal asks the server to be started with (`missing_server_option`),
   so the command line can name the flag where the client's ``hint`` names the keyword.
 """
@@ -19,7 +21,14 @@ from __future__ import annotations
 from typing import Any
 
 from ._base import BaseClient, Call, Flow, Sleep
-from ._config import API_KEY_ENV, BASE_URL_ENV, ClientOptions, TimeoutTypes, check_options
+from ._config import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    ClientOptions,
+    TimeoutTypes,
+    check_options,
+    host_and_port,
+)
 from ._errors import ServerOption, missing_server_option
 from ._streaming import AsyncStream, Stream, StreamObserver
 from ._validation import check_int, check_messages, check_number, check_text, check_texts
@@ -35,6 +44,7 @@ __all__ = [
     "BaseClient",
     "ClientOptions",
     "check_options",
+    "host_and_port",
     "current_deadline",
     "Call",
     "Flow",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-import math
 import platform
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -48,7 +47,14 @@ from ..bench import (
 )
 from ..server import ServerManager, ServerStartError
 from ._client import API_KEY_ENV, BASE_URL_ENV
-from ._errors import EXIT_INTERRUPTED, CliError, api_errors, print_interrupted, start_error
+from ._errors import (
+    EXIT_INTERRUPTED,
+    CliError,
+    api_errors,
+    finite,
+    print_interrupted,
+    start_error,
+)
 from ._output import err_console, json_option, out_console, print_json
 from ._render import _print_capacity, _print_changes, _print_run, _print_sweep
 from ._telemetry import _last_scrape, _setup_telemetry
@@ -104,12 +110,6 @@ def _parse_rates(ctx: click.Context, param: click.Parameter, value: str | None) 
         if rate not in rates:
             rates.append(rate)
     return rates
-
-
-def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    if value is not None and not math.isfinite(value):
-        raise click.BadParameter(f"{value} is not a finite number")
-    return value
 
 
 def _parse_slo(ctx: click.Context, param: click.Parameter, value: str | None) -> SLO | None:
@@ -443,7 +443,7 @@ def _check_plot_available() -> None:
 )
 @click.option(
     "--temperature",
-    callback=_finite,
+    callback=finite,
     type=click.FloatRange(min=0.0),
     help="Sampling temperature [default: the server's].",
 )
@@ -462,7 +462,7 @@ def _check_plot_available() -> None:
 )
 @click.option(
     "--timeout",
-    callback=_finite,
+    callback=finite,
     type=click.FloatRange(min=0, min_open=True),
     default=600.0,
     show_default=True,
@@ -478,7 +478,7 @@ def _check_plot_available() -> None:
 )
 @click.option(
     "--burstiness",
-    callback=_finite,
+    callback=finite,
     type=click.FloatRange(min=0, min_open=True),
     default=1.0,
     show_default=True,
@@ -486,13 +486,13 @@ def _check_plot_available() -> None:
 )
 @click.option(
     "--duration",
-    callback=_finite,
+    callback=finite,
     type=click.FloatRange(min=0, min_open=True),
     help="With --rate: seconds each rate runs (instead of -n requests).",
 )
 @click.option(
     "--ramp-up",
-    callback=_finite,
+    callback=finite,
     type=click.FloatRange(min=0),
     default=0.0,
     show_default=True,
@@ -512,7 +512,7 @@ def _check_plot_available() -> None:
 )
 @click.option(
     "--slo-attainment",
-    callback=_finite,
+    callback=finite,
     type=click.FloatRange(min=0, max=1, min_open=True),
     default=0.9,
     show_default=True,
@@ -534,7 +534,7 @@ def _check_plot_available() -> None:
 )
 @click.option(
     "--scrape-interval",
-    callback=_finite,
+    callback=finite,
     type=click.FloatRange(min=0),
     default=1.0,
     show_default=True,
@@ -559,7 +559,7 @@ def _check_plot_available() -> None:
     type=click.FloatRange(min=0, max=1, max_open=True),
     default=0.0,
     show_default=True,
-    callback=_finite,
+    callback=finite,
     help="Synthetic prompts' and answers' lengths drawn uniformly within ±this share of "
     "--prompt-tokens and --max-tokens (0: all alike).",
 )
@@ -610,7 +610,7 @@ def _check_plot_available() -> None:
     type=click.FloatRange(min=0),
     default=60.0,
     show_default=True,
-    callback=_finite,
+    callback=finite,
     help="With --prometheus-port: seconds to wait after the run for Prometheus's last "
     "scrape, so that it holds the final figures (0: exit at once).",
 )

@@ -7,6 +7,7 @@ into `CliError`s worded for someone at a terminal.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from ..server import ServerStartError
 __all__ = [
     "EXIT_INTERRUPTED",
     "CliError",
+    "finite",
     "api_errors",
     "disabled_reason",
     "print_error",
@@ -111,3 +113,10 @@ def api_errors(url: str) -> Iterator[None]:
         ) from None
     except APIError as exc:  # timeouts, undecodable answers, errors inside a stream
         raise CliError(str(exc)) from None
+
+
+def finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """An option callback: inf and nan pass click's FloatRange, and mean nothing here."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value

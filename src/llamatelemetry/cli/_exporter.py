@@ -4,15 +4,14 @@ Prometheus scrape target, each server's series told apart by ``server_address`` 
 
 from __future__ import annotations
 
-import math
 import time
-from urllib.parse import urlsplit
 
 import click
 from rich.text import Text
 
 from ..api import LlamaCppClient, redact_url
-from ._errors import CliError
+from ..api._internal import host_and_port
+from ._errors import CliError, finite
 from ._output import out_console
 from ._serve import _stop_signals_interrupt
 
@@ -25,12 +24,6 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 # The OpenTelemetry SDK gives one collection 10 s: a scrape must end well before, or the
 # collection fails and every server's figures with it.
 MAX_TIMEOUT_S = 8.0
-
-
-def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
-    if not math.isfinite(value):
-        raise click.BadParameter(f"{value} is not a finite number")
-    return value
 
 
 @click.command()
@@ -55,7 +48,7 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
     type=click.FloatRange(min=0),
     default=5.0,
     show_default=True,
-    callback=_finite,
+    callback=finite,
     help="Scrape each server at most this often, in seconds (0: at every collection).",
 )
 @click.option(
@@ -100,8 +93,7 @@ def exporter(
         raise CliError(str(exc)) from None
     seen: dict[tuple[str, int], str] = {}
     for client in clients:  # series are told apart by address and port: two must differ
-        parts = urlsplit(client.base_url)
-        where = (parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+        where = host_and_port(client.base_url)
         if where in seen:
             for each in clients:
                 each.close()

@@ -21,6 +21,7 @@ import click
 from rich.text import Text
 
 from ..api import LlamaCppClient
+from ..api._internal import host_and_port
 from ..server import ServerManager
 from ._calls import CallRecord
 from ._errors import EXIT_INTERRUPTED, CliError, print_interrupted
@@ -184,8 +185,7 @@ def _check_collector(endpoint: str) -> None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise CliError(f"--otlp-endpoint must look like http://127.0.0.1:4318, got {endpoint!r}")
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        with socket.create_connection((parts.hostname, port), timeout=COLLECTOR_CHECK_TIMEOUT):
+        with socket.create_connection(host_and_port(endpoint), timeout=COLLECTOR_CHECK_TIMEOUT):
             pass
     except (OSError, ValueError) as exc:
         raise CliError(f"--otlp-endpoint {endpoint}: no collector answers there ({exc})") from None

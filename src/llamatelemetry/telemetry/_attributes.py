@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+
+from ..api._internal import host_and_port
 
 __all__ = ["request_attributes", "response_attributes", "server_attributes", "span_name"]
 
@@ -53,9 +54,8 @@ def span_name(operation: str, model: str | None) -> str:
 
 
 def server_attributes(base_url: str) -> dict[str, Any]:
-    parts = urlsplit(base_url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return {"server.address": parts.hostname or "", "server.port": port}
+    host, port = host_and_port(base_url)
+    return {"server.address": host, "server.port": port}
 
 
 def request_attributes(operation: str, body: Any, provider: str = PROVIDER) -> dict[str, Any]:

@@ -309,7 +309,7 @@ class LlamaServerMetrics(Closing):
         with self._lock:
             if self._closed:
                 return []
-            if time.monotonic() - self._scraped_at >= self._interval:
+            if self._due():
                 self._scraped_at = time.monotonic()
                 self.scrapes += 1
                 self._reached = True
