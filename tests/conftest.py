@@ -3,10 +3,12 @@ llama.cpp server (or a ``llama-server`` binary from ``LLAMA_SERVER_PATH``/PATH).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
@@ -20,6 +22,17 @@ from llamatelemetry.testing import (
     build_tiny_files,
     start_chat_server,
     start_rerank_server,
+)
+
+# Property tests: in CI (``CI`` set, as .ci/run sets it) the same examples every run, so a
+# run can never fail on luck; locally, new random examples every run, to keep exploring.
+# ``HYPOTHESIS_PROFILE=ci|dev`` picks one by name. A failure found locally prints the
+# example to add with ``@example`` so that CI runs it from then on.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+# Hypothesis loads its own "ci" profile when it sees CI; "dev" starts from its defaults.
+settings.register_profile("dev", settings.get_profile("default"), print_blob=True)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 )
 
 API_KEY = "test-key-5f1c"

@@ -16,7 +16,11 @@ and shrinks.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -553,6 +557,12 @@ header_values = st.text(
         ),
     ),
 )
+@example(400, b'{"error":""}', "application/json", {})  # found by a fresh clone's CI run
+@example(400, b'{"error":{"message":"","type":""}}', "application/json", {})
+@example(500, b'{"error":"   "}', "application/json", {})
+@example(422, b'{"detail":""}', "application/json", {})
+@example(499, b"", "", {})  # a status with no reason phrase and no body
+@example(502, b"<html><title></title></html>", "text/html", {})
 def test_any_error_answer_maps_to_its_status_error(
     status: int, body: bytes, content_type: str, headers: dict[str, str]
 ) -> None:
@@ -568,7 +578,7 @@ def test_any_error_answer_maps_to_its_status_error(
     expected = _BY_STATUS.get(status) or (InternalServerError if status >= 500 else APIStatusError)
     assert type(error) is expected
     assert error.status_code == status
-    assert isinstance(error.message, str) and error.message
+    assert isinstance(error.message, str) and error.message.strip()  # always says something
     assert str(error).startswith(str(status))
     assert error.retry_after is None or isinstance(error.retry_after, float)
     delay = client._retry_delay(error, 0)  # a retry decision is always possible, and bounded
@@ -576,3 +586,31 @@ def test_any_error_answer_maps_to_its_status_error(
     if "<html" in body.decode("utf-8", "replace").lower()[:20] and not body.startswith(b"{"):
         assert "<html" not in error.message.lower()
     tally(property_examples=1)
+
+
+# --- the profile ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "derandomized"),
+    [({"CI": "1"}, True), ({"CI": ""}, False), ({"CI": "1", "HYPOTHESIS_PROFILE": "dev"}, False)],
+)
+def test_ci_runs_the_same_examples_every_time(env: dict[str, str], derandomized: bool) -> None:
+    """CI can never fail on luck: with ``CI`` set, every property test draws the same
+    examples (and keeps no example database between runs); locally they are new each run."""
+    probe = (
+        "import tests.conftest\n"
+        "from hypothesis import settings\n"
+        "print(settings.default.derandomize, settings.default.database is None)\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if k not in ("CI", "HYPOTHESIS_PROFILE")}
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**environ, **env},
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.split() == [str(derandomized), str(derandomized)]

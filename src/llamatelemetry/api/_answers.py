@@ -114,7 +114,9 @@ def _excerpt(body: bytes, limit: int = 500) -> str:
 
 def _error_details(response: httpx.Response, body: bytes) -> tuple[str, str | None, Any]:
     """The server's own message and type, from llama.cpp's ``{"error": {...}}`` or whatever
-    a proxy in between sent (plain text, an HTML page)."""
+    a proxy in between sent (plain text, an HTML page). The message always says something:
+    where the server said nothing (``{"error": ""}``, an empty body), it is the status and
+    its reason."""
     try:
         parsed: Any = json.loads(body) if body else None
     except (ValueError, RecursionError):
@@ -124,9 +126,9 @@ def _error_details(response: httpx.Response, body: bytes) -> tuple[str, str | No
         if isinstance(err, dict):
             message = err.get("message") or err.get("detail") or json.dumps(err)[:500]
             type_ = err.get("type")
-            return str(message), type_ if isinstance(type_, str) else None, parsed
+            return _or_status(str(message), response), _type_name(type_), parsed
         if isinstance(err, str):
-            return err, None, parsed
+            return _or_status(err, response), None, parsed
     text = _excerpt(body).strip()
     content_type = response.headers.get("content-type", "")
     if "html" in content_type or text.lower().startswith(("<!doctype", "<html")):
@@ -134,8 +136,16 @@ def _error_details(response: httpx.Response, body: bytes) -> tuple[str, str | No
         title = text[start + 7 : end].strip() if 0 <= start < end else ""
         shown = f": {title}" if title else ""
         text = f"HTML error page{shown} (from a proxy in front of llama-server?)"
-    return (
-        text or response.reason_phrase or "no message",
-        None,
-        parsed if parsed is not None else text,
-    )
+    return _or_status(text, response), None, parsed if parsed is not None else text
+
+
+def _or_status(message: str, response: httpx.Response) -> str:
+    """``message``, or, where it is blank or an empty JSON value, what the status says."""
+    if message.strip() and message.strip() not in ("{}", "[]", '""', "null"):
+        return message
+    reason = response.reason_phrase or "no reason given"
+    return f"the server sent no error message ({response.status_code} {reason})"
+
+
+def _type_name(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
