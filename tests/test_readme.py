@@ -58,7 +58,8 @@ def test_readme_examples_run(tiny_files: TinyModelFiles, tmp_path: Path) -> None
     assert len(scope["text"]) > 0  # type: ignore[arg-type]
     lines = out.getvalue().splitlines()
     assert lines[0] == "Server status: ok"
-    assert "Embedding dims: 64" in lines and "Active slots: 4" in lines
+    assert "Embedding dims: 64" in lines and "Slots: 4, busy: 0" in lines
+    assert "Same answer twice: True" in lines
     assert "8 replies, 128 tokens" in lines
     assert any(re.fullmatch(r"32 tokens, TTFT \d+\.\d ms, \d+ tokens/s", line) for line in lines)
     assert any(line.startswith("EngineStats(requests=9,") for line in lines)

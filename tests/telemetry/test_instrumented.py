@@ -83,6 +83,39 @@ def test_chat_span_attributes_match_response(
     assert span.status.status_code is StatusCode.UNSET
 
 
+def test_spans_mark_the_defaults_the_caller_never_set(
+    tclient: InstrumentedLlamaCppClient, exporter: InMemorySpanExporter
+) -> None:
+    """The client sends the spec's defaults (seed 0, temperature 0.7, ...); a span shows
+    what was sent, and names which of those values the caller did not choose."""
+    tclient.chat.completions.create(messages=MESSAGES, max_tokens=2)
+    a = only_span(exporter).attributes
+    assert a["gen_ai.request.seed"] == 0 and a["gen_ai.request.temperature"] == 0.7
+    assert a["llamatelemetry.request.defaulted"] == (
+        "gen_ai.request.frequency_penalty",
+        "gen_ai.request.presence_penalty",
+        "gen_ai.request.seed",
+        "gen_ai.request.temperature",
+        "gen_ai.request.top_k",
+        "gen_ai.request.top_p",
+    )
+    exporter.clear()
+    tclient.chat.completions.create(
+        messages=MESSAGES, seed=7, temperature=0.7, top_p=0.9, extra_body={"top_k": 40}
+    )
+    a = only_span(exporter).attributes
+    assert a["gen_ai.request.seed"] == 7
+    assert a["llamatelemetry.request.defaulted"] == (
+        "gen_ai.request.frequency_penalty",
+        "gen_ai.request.max_tokens",
+        "gen_ai.request.presence_penalty",
+    )
+    exporter.clear()
+    tclient.complete("GGUF is", n_predict=2, seed=None, temperature=0, top_p=1, top_k=0,
+                     frequency_penalty=0, presence_penalty=0)  # fmt: skip
+    assert "llamatelemetry.request.defaulted" not in only_span(exporter).attributes
+
+
 def test_model_in_request_names_the_span(
     tclient: InstrumentedLlamaCppClient, exporter: InMemorySpanExporter
 ) -> None:

@@ -92,6 +92,9 @@ class Call(Generic[T]):
     # The rest of a multi-request operation (a model load and the polls that wait for it):
     # a flow run on the answer, inside the same call, so telemetry sees one operation.
     follow: Callable[[Any], Flow[Any]] | None = None
+    # The body's fields the client filled in from its defaults, not the caller: telemetry
+    # marks them (``llamatelemetry.request.defaulted``).
+    defaulted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

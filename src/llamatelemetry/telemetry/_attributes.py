@@ -7,11 +7,12 @@ surface (the instrumented client, the instrumentor, streams) names things alike.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from ..api._internal import host_and_port
 
-__all__ = ["request_attributes", "response_attributes", "server_attributes", "span_name"]
+__all__ = ["DEFAULTED", "request_attributes", "response_attributes", "server_attributes", "span_name"]
 
 PROVIDER = "llama.cpp"
 
@@ -58,7 +59,14 @@ def server_attributes(base_url: str) -> dict[str, Any]:
     return {"server.address": host, "server.port": port}
 
 
-def request_attributes(operation: str, body: Any, provider: str = PROVIDER) -> dict[str, Any]:
+#: The ``gen_ai.request.*`` attributes of a span whose values the client filled in from
+#: its defaults (the spec's ``seed=0``, ``temperature=0.7``, ...) rather than the caller.
+DEFAULTED = "llamatelemetry.request.defaulted"
+
+
+def request_attributes(
+    operation: str, body: Any, provider: str = PROVIDER, defaulted: tuple[str, ...] = ()
+) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": operation,
         "gen_ai.provider.name": provider,
@@ -78,7 +86,16 @@ def request_attributes(operation: str, body: Any, provider: str = PROVIDER) -> d
                 attributes["gen_ai.request.model"] = value
         elif key in ("stop", "stop_sequences") and isinstance(value, list) and value:
             attributes["gen_ai.request.stop_sequences"] = [str(s) for s in value]
+    if defaulted:
+        marked = _defaulted_names(defaulted)
+        if marked:
+            attributes[DEFAULTED] = marked
     return attributes
+
+
+@lru_cache(maxsize=64)
+def _defaulted_names(fields: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sorted({_REQUEST_PARAMS[f] for f in fields if f in _REQUEST_PARAMS}))
 
 
 def _usage(usage: Any, *, chat: bool) -> dict[str, Any]:

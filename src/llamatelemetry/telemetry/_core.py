@@ -126,7 +126,9 @@ class Telemetry:
         """Start the call's span; the call to send carries its W3C ``traceparent``."""
         span: Span | None = None
         try:
-            attributes = request_attributes(call.operation, call.body, self.provider_name)
+            attributes = request_attributes(
+                call.operation, call.body, self.provider_name, call.defaulted
+            )
             attributes.update(_server(base_url))
             if state:
                 attributes.update(state)

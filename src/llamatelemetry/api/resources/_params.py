@@ -30,6 +30,7 @@ __all__ = [
     "check_extra_body",
     "check_sampling",
     "check_tools",
+    "defaulted_fields",
     "prompt_fields",
     "generation_call",
     "sampling_body",
@@ -318,7 +319,8 @@ def generation_call(
     body.update(sampling_body(params, native=not openai))
     check_bool("stream", stream)
     body["stream"] = stream
-    body.update(check_extra_body(extra_body))
+    extra = check_extra_body(extra_body)
+    body.update(extra)
     if stream and openai:
         body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
     return Call(
@@ -331,4 +333,20 @@ def generation_call(
         total_timeout=check_total_timeout(total_timeout),
         headers=extra_headers,
         operation=operation,
+        defaulted=defaulted_fields(params, extra, native=not openai),
     )
+
+
+def defaulted_fields(
+    params: Mapping[str, Any], extra_body: Mapping[str, Any], *, native: bool
+) -> tuple[str, ...]:
+    """The body's fields that hold ``SAMPLING_DEFAULTS`` the caller never gave (neither as
+    a keyword nor in ``extra_body``): telemetry marks them, so a span does not present the
+    spec's ``seed=0`` as the caller's choice."""
+    defaulted = []
+    for name, value in SAMPLING_DEFAULTS.items():
+        field = "n_predict" if native and name == "max_tokens" else name
+        given = (name, field)
+        if value is not None and not any(g in params or g in extra_body for g in given):
+            defaulted.append(field)
+    return tuple(defaulted)
