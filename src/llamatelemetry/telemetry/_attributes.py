@@ -12,7 +12,13 @@ from typing import Any
 
 from ..api._internal import host_and_port
 
-__all__ = ["DEFAULTED", "request_attributes", "response_attributes", "server_attributes", "span_name"]
+__all__ = [
+    "DEFAULTED",
+    "request_attributes",
+    "response_attributes",
+    "server_attributes",
+    "span_name",
+]
 
 PROVIDER = "llama.cpp"
 
