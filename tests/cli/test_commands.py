@@ -20,6 +20,7 @@ from click.testing import CliRunner, Result
 
 from llamatelemetry.api import LlamaCppClient
 from llamatelemetry.cli import main
+from llamatelemetry.cli._errors import CliError, api_errors
 from llamatelemetry.server import ServerManager
 from llamatelemetry.testing import TinyModelFiles, start_chat_server, start_rerank_server
 
@@ -324,6 +325,15 @@ def test_status_with_metrics_and_slots_disabled(tmp_path: Path) -> None:
         out = ok("status", "--url", server.url).output
         assert "Slots: disabled (start with --slots)" in out
         assert "Metrics: disabled (start with --metrics)" in out
+        with server.client() as client:  # a command that needs them: the server's hint, once
+            for call, flag in (
+                (client.metrics.values, "--metrics"),
+                (client.slots.list, "--slots"),
+            ):
+                with pytest.raises(CliError) as refused, api_errors(server.url):
+                    call()
+                assert f"Start it with `{flag}`" in refused.value.message
+                assert refused.value.detail == ""
 
 
 def test_piped_tables_keep_long_values_whole_without_trailing_spaces(tmp_path: Path) -> None:
@@ -371,6 +381,8 @@ def test_server_refusal_shows_status_and_message(url: str) -> None:
     assert "HTTP 501" in out and "Start it with `--reranking`" in out  # the server's words
     assert "llamatelemetry serve MODEL ... --reranking" in out  # and the fix, as a command
     assert "reranking=True" not in out  # not the Python keyword
+    assert out.lower().count("start") == 1, out  # the hint once: the server's, not ours too
+    assert out.count("--reranking") == 2, out  # in the hint, and in the command
 
 
 def test_embed_without_pooling_says_how_to_serve_embeddings(tmp_path: Path) -> None:
@@ -378,6 +390,7 @@ def test_embed_without_pooling_says_how_to_serve_embeddings(tmp_path: Path) -> N
         out = clean_failure("embed", "What is CUDA?", "--url", server.url)
     assert "Pooling type 'none' is not OAI compatible" in out  # the server's words
     assert "llamatelemetry serve MODEL ... --pooling mean" in out
+    assert out.count("--pooling mean") == 1, out  # the fix said once
     assert 'pooling="mean"' not in out
 
 
@@ -443,7 +456,7 @@ def test_serve_runs_until_ctrl_c(tmp_path: Path, tiny_files: TinyModelFiles) -> 
     assert process.returncode == 0, out + err
     assert f"llama-server ready at {url}" in out
     assert str(tmp_path / f"llama-server-{port}.log") in out
-    assert "server stopped" in out
+    assert f"server stopped; its log is kept at {tmp_path / f'llama-server-{port}.log'}" in out
     assert "Traceback" not in out + err
     assert secret not in out + err
     with pytest.raises(OSError):

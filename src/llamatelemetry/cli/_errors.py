@@ -82,16 +82,20 @@ def disabled_reason(error: APIStatusError) -> str:
 
 
 def _server_fix(error: APIStatusError) -> str:
-    """How to start a server that can answer, in command-line words ("" when unknown).
+    """How to start a server that can answer, in command-line words, said once ("" when
+    unknown or already said).
 
-    The client's own ``hint`` names the Python keyword; here it is the flag.
+    The client's own ``hint`` names the Python keyword; here it is the flag. A 501's own
+    message already names the flag (``Start it with `--reranking```): only the command
+    is added then, and nothing for --metrics and --slots, which `serve` has on anyway.
     """
     option = missing_server_option(error.status_code, error.message)
     if option is None:
         return ""
-    if option.flag in ("--metrics", "--slots"):  # `serve` has them, unless --no-metrics/slots
-        return f"start llama-server with {option.flag}"
-    return f"start the server with {option.flag}: llamatelemetry serve MODEL ... {option.flag}"
+    command = f"`llamatelemetry serve MODEL ... {option.flag}`"
+    if error.status_code != 501:  # the pooling error, which names no flag
+        return f"start the server with {command}"
+    return "" if option.flag in ("--metrics", "--slots") else f"e.g. {command}"
 
 
 @contextmanager

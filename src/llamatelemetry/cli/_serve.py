@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +28,8 @@ __all__ = ["serve"]
 
 POLL_SECONDS = 0.2
 LOG_TAIL_LINES = 20
+#: Said after the tail of a log that lived in serve's own temporary folder.
+LOG_REMOVED = "the log was removed with its temporary folder (--log-dir DIR keeps it)"
 #: Signals that stop the server as cleanly as Ctrl-C does (a closed terminal, `kill`).
 _STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
@@ -73,6 +77,20 @@ def _stop_signals_interrupt() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextmanager
+def _log_folder(log_dir: Path | None) -> Iterator[Path]:
+    """``log_dir`` as given (kept), else a new temporary folder, removed with the log in it
+    on the way out, however serve ends."""
+    if log_dir is not None:
+        yield log_dir
+        return
+    folder = Path(tempfile.mkdtemp(prefix="llamatelemetry-server-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _log_tail(path: Path | None) -> str:
@@ -134,6 +152,38 @@ def _wait(manager: ServerManager) -> None:
     """Return when the server process ends on its own; Ctrl-C raises KeyboardInterrupt."""
     while manager.is_running:
         time.sleep(POLL_SECONDS)
+
+
+def _run(manager: ServerManager, model: Path, options: dict[str, Any], temporary: bool) -> None:
+    """Start the server, print how to reach it, and serve until a stop signal (return) or
+    the server's own end (a CliError quoting its log)."""
+    console = out_console()
+    with _stop_signals_interrupt(), manager:
+        try:
+            seconds = _start(manager, model, options, console)
+        except KeyboardInterrupt:
+            print_interrupted(err_console(), "the server was stopped before it was ready.")
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+        try:  # a stop signal may land while the ready lines are printed
+            _print_ready(console, manager, seconds)
+            _wait(manager)
+        except KeyboardInterrupt:
+            manager.stop()
+            return
+    where = "" if temporary else f" {manager.log_path}"
+    raise CliError(
+        f"llama-server stopped unexpectedly; the end of its log{where}:",
+        _log_tail(manager.log_path),
+    )
+
+
+def _print_stopped(log_path: Path | None, temporary: bool, folder: Path) -> None:
+    """The last line: the server is gone, and so is its log, or where the log is kept."""
+    if temporary:
+        fate = f"its log was removed with the temporary folder {folder} (--log-dir DIR keeps it)"
+    else:
+        fate = f"its log is kept at {log_path}"
+    out_console().print(Text(f"\n✓ server stopped; {fate}", style="green"), soft_wrap=True)
 
 
 def _path(**kwargs: Any) -> Any:
@@ -285,36 +335,28 @@ def serve(
 
     MODEL may be a folder of GGUF files: a router then loads each model when a request
     names it (binary backend). The server's own output goes to a log file (its path is
-    printed). Talk to it with `llamatelemetry chat`, `status` and friends, or any
-    OpenAI-compatible client.
+    printed), in a temporary folder that is removed when serve stops, unless --log-dir
+    names one to keep it in. Talk to it with `llamatelemetry chat`, `status` and friends,
+    or any OpenAI-compatible client.
     """
     router = model.is_dir()
-    try:
-        manager = ServerManager(
-            host, port, backend, server_path, log_dir,  # type: ignore[arg-type]
-            models_dir=model if router else None, models_max=models_max,
-        )  # fmt: skip
-    except ValueError as exc:
-        raise CliError(_cli_words(str(exc))) from None
+    temporary = log_dir is None
     options.update(metrics=not no_metrics, slots=not no_slots, n_parallel=parallel,
                    n_threads=threads, lora=list(options["lora"]))  # fmt: skip
     if no_models_autoload:
         options["models_autoload"] = False
-    console = out_console()
-    with _stop_signals_interrupt(), manager:
+    with _log_folder(log_dir) as folder:
         try:
-            seconds = _start(manager, model, options, console)
-        except KeyboardInterrupt:
-            print_interrupted(err_console(), "the server was stopped before it was ready.")
-            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
-        try:  # a stop signal may land while the ready lines are printed
-            _print_ready(console, manager, seconds)
-            _wait(manager)
-        except KeyboardInterrupt:
-            manager.stop()
-            console.print(Text("\n✓ server stopped", style="green"))
-            return
-    raise CliError(
-        f"llama-server stopped unexpectedly; the end of its log {manager.log_path}:",
-        _log_tail(manager.log_path),
-    )
+            manager = ServerManager(
+                host, port, backend, server_path, folder,  # type: ignore[arg-type]
+                models_dir=model if router else None, models_max=models_max,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise CliError(_cli_words(str(exc))) from None
+        try:
+            _run(manager, model, options, temporary)
+        except CliError as exc:
+            if temporary and manager.log_path is not None:  # its tail is all that is left
+                exc.detail = "\n".join(filter(None, [exc.detail, LOG_REMOVED]))
+            raise
+    _print_stopped(manager.log_path, temporary, folder)
