@@ -45,6 +45,7 @@ import httpx
 from .._closing import Closing
 from ._errors import ServerError, ServerStartError
 from ._options import ServerOptions, check_port, is_loopback_host
+from ._parent_death import exit_with_parent, spawn
 
 if TYPE_CHECKING:
     from llamatelemetry.api import LlamaCppClient
@@ -560,20 +561,27 @@ class ServerManager(Closing):
                 # Own process group: Ctrl-C in a terminal reaches us, not the server, and
                 # stop() can signal every process the server may have spawned.
                 popen_kwargs["start_new_session"] = True
+            if backend == "binary" and (arm := exit_with_parent()) is not None:
+                # A parent killed with SIGKILL runs no clean-up: the kernel stops the
+                # binary instead (the embedded backend's child watches its parent itself).
+                popen_kwargs["preexec_fn"] = arm
             # Ctrl-C during Popen would leave a forked server nobody knows of: hold SIGINT
             # until the child is registered, then let a pending one land inside the
             # clean-up below.
             held = _hold_sigint()
             try:
                 try:
-                    process = subprocess.Popen(
-                        command,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        env=self._child_env(options),
-                        close_fds=True,
-                        **popen_kwargs,
+                    env = self._child_env(options)
+                    process = spawn(
+                        lambda: subprocess.Popen(
+                            command,
+                            stdin=subprocess.DEVNULL,
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                            env=env,
+                            close_fds=True,
+                            **popen_kwargs,
+                        )
                     )
                 except OSError as exc:  # not executable, wrong format, ...
                     raise ServerStartError(f"could not launch {command[0]!r}: {exc}") from exc

@@ -1,0 +1,133 @@
+"""A llama-server never outlives the process that started it, even one killed with
+SIGKILL (which runs no clean-up): a ``ServerManager`` script and ``llamatelemetry serve``,
+on both backends, are killed, and their server must go, freeing its port. A server started
+from a thread that then ends must not go with that thread."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from llamatelemetry.testing import TinyModelFiles
+
+from ..cli.test_commands import SCRIPT, read_until, reap
+from ..cli.test_serve import children
+from ._support import BACKENDS
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+
+STARTER = """
+import json, sys, threading, time
+from llamatelemetry.server import ServerManager
+
+model, backend, binary, in_thread = sys.argv[1:5]
+manager = ServerManager(port=0, backend=backend, server_path=binary or None)
+
+def start():
+    manager.start(model, n_threads=1, n_parallel=1)
+
+if in_thread == "1":  # a short-lived thread, as in a pool: it ends once the server is up
+    worker = threading.Thread(target=start)
+    worker.start()
+    worker.join()
+else:
+    start()
+print(json.dumps({"port": manager.port}), flush=True)
+time.sleep(600)
+"""
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody reaped has ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def ends_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def binary_for(backend: str, request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue("llama_server_binary")) if backend == "binary" else ""
+
+
+def the_server(parent: int) -> int:
+    """The one llama-server process under ``parent`` (the embedded backend runs it in a
+    Python child of its own)."""
+    (server,) = children(parent)
+    return server
+
+
+@contextmanager
+def watched(command: list[str]) -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
+    """``command`` running, and a list to put its server's pid in: whatever the test's
+    outcome, both are gone afterwards (no leaked server, no open pipe)."""
+    servers: list[int] = []
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            yield process, servers
+        finally:
+            reap(process)
+            for server in servers:
+                if alive(server):
+                    os.kill(server, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("in_thread", [False, True], ids=["main-thread", "short-lived-thread"])
+def test_a_killed_parent_takes_its_server_with_it(
+    backend: str, in_thread: bool, tiny_files: TinyModelFiles, request: pytest.FixtureRequest
+) -> None:
+    script = [sys.executable, "-c", STARTER, str(tiny_files.model.path), backend,
+              binary_for(backend, request), "1" if in_thread else "0"]  # fmt: skip
+    with watched(script) as (parent, servers):
+        port = json.loads(read_until(parent, "}"))["port"]
+        servers.append(server := the_server(parent.pid))
+        # The thread that started it has ended (the kernel signals at once when a forking
+        # thread ends): the server must still be serving.
+        assert alive(server) and not port_free(port)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
+        assert ends_within(server, 60), f"llama-server {server} outlived its parent"
+        assert port_free(port)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_killed_serve_takes_its_server_with_it(
+    backend: str, tiny_files: TinyModelFiles, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    command = [str(SCRIPT), "serve", str(tiny_files.model.path), "--port", "0", "--threads",
+               "1", "--backend", backend, "--log-dir", str(tmp_path)]  # fmt: skip
+    if backend == "binary":
+        command += ["--server-path", binary_for(backend, request)]
+    with watched(command) as (process, servers):
+        read_until(process, "Press Ctrl-C to stop.")
+        servers.append(server := the_server(process.pid))
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        assert ends_within(server, 60), f"llama-server {server} outlived serve"
