@@ -524,7 +524,12 @@ def check_beyond_chat(page: Page) -> None:
     assert first == second
 
 
+def check_benchmarks(page: Page) -> None:
+    assert "measured: 4 tokens" in lines_of(page)
+
+
 PAGE_CHECKS: dict[str, Callable[[Page], None]] = {
+    "benchmarks.md": check_benchmarks,
     "beyond-chat.md": check_beyond_chat,
     "deployment.md": check_deployment,
     "telemetry.md": check_telemetry,

@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from llamatelemetry.api import ChatCompletion, StreamInterruptedError
 from llamatelemetry.server import ServerManager
-from llamatelemetry.telemetry import InstrumentedLlamaCppClient
+from llamatelemetry.telemetry import InstrumentedLlamaCppClient, unmeasured
 from llamatelemetry.testing._fault_server import FaultServer, Reply, sse
 
 MESSAGES = [{"role": "user", "content": "What is GGUF?"}]
@@ -114,6 +114,40 @@ def test_spans_mark_the_defaults_the_caller_never_set(
     tclient.complete("GGUF is", n_predict=2, seed=None, temperature=0, top_p=1, top_k=0,
                      frequency_penalty=0, presence_penalty=0)  # fmt: skip
     assert "llamatelemetry.request.defaulted" not in only_span(exporter).attributes
+
+
+def test_unmeasured_calls_are_traced_but_add_no_metric_points(
+    chat_server: ServerManager,
+    providers: tuple[TracerProvider, Any, Any],
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    """Warm-ups and calibration are spans, never points in the GenAI histograms: a stream
+    begun inside ``unmeasured()`` stays unmeasured when read after the block."""
+    tracer_provider, meter_provider, reader = providers
+    with InstrumentedLlamaCppClient(
+        chat_server.url, tracer_provider=tracer_provider, meter_provider=meter_provider
+    ) as client:
+        with unmeasured():
+            client.chat.completions.create(messages=MESSAGES, max_tokens=2)
+            stream = client.chat.completions.create(messages=MESSAGES, max_tokens=4, stream=True)
+        assert len(list(stream)) > 2
+        assert reader.get_metrics_data() is None or not _points(reader)
+        client.chat.completions.create(messages=MESSAGES, max_tokens=2)
+    assert len(span_exporter.get_finished_spans()) == 3
+    assert _points(reader)["gen_ai.client.operation.duration"] == 1
+
+
+def _points(reader: Any) -> dict[str, int]:
+    """Each metric's number of recorded values, over all its points."""
+    data = reader.get_metrics_data()
+    found: dict[str, int] = {}
+    for resource in data.resource_metrics if data else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                counts = [getattr(p, "count", 0) for p in metric.data.data_points]
+                if sum(counts):
+                    found[metric.name] = sum(counts)
+    return found
 
 
 def test_model_in_request_names_the_span(

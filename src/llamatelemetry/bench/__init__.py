@@ -17,11 +17,16 @@ asyncio.run(main())
 Each `RunResult` holds every request's `RequestRecord`, client-measured (TTFT, ITL, TPOT,
 end-to-end) and server-reported (llama.cpp's ``timings``) side by side; ``summary()`` gives
 mean, median, p90 and p99 in milliseconds and ``to_dict()`` the JSON that ``--json`` prints.
+`METRIC_DEFINITIONS` says what each figure is (our TPOT is guidellm's ITL; our ITL is
+vLLM's). Synthetic prompts are as long as asked in the server's count, its chat
+template's tokens included. With telemetry, the calibration and the warm-ups are left out
+of the metrics, and every span carries `PHASE_ATTRIBUTE`.
 """
 
 from ._compare import Change, compare_reports, usable_runs
 from ._html import write_html
 from ._load import Workload, open_client, run_load, run_sweep
+from ._phase import PHASE_ATTRIBUTE, phase
 from ._plot import plot_results
 from ._prompts import (
     FilePrompts,
@@ -36,9 +41,10 @@ from ._prompts import (
     synthetic_prompts,
     synthetic_source,
     template_prefix_tokens,
+    template_tokens,
     tokens_per_word,
 )
-from ._records import METRIC_TITLES, METRICS, RequestRecord, RunResult
+from ._records import METRIC_DEFINITIONS, METRIC_TITLES, METRICS, RequestRecord, RunResult
 from ._schedule import Arrivals, arrival_times
 from ._slo import SLO, Attainment, capacity_bounded, find_capacity
 from ._stats import Summary, percentile
@@ -65,8 +71,11 @@ __all__ = [
     "find_capacity",
     "synthetic_source",
     "template_prefix_tokens",
+    "template_tokens",
     "METRICS",
+    "METRIC_DEFINITIONS",
     "METRIC_TITLES",
+    "PHASE_ATTRIBUTE",
     "Messages",
     "RequestRecord",
     "RunResult",
@@ -75,6 +84,7 @@ __all__ = [
     "load_prompts_file",
     "open_client",
     "percentile",
+    "phase",
     "plot_results",
     "repeat_prompts",
     "run_load",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ._compare import level_of
-from ._records import RunResult
+from ._records import METRIC_DEFINITIONS, RunResult
 
 __all__ = ["write_html"]
 
@@ -99,6 +99,18 @@ def write_html(
     if report.get("capacity"):
         parts.append(f"<p><b>Capacity:</b> {html.escape(json.dumps(report['capacity']))}</p>")
     parts.append("<h2>Runs</h2>" + _runs_table(report))
+    definitions = report.get("metric_definitions") or {
+        f"{metric}_ms": text for metric, text in METRIC_DEFINITIONS.items()
+    }
+    parts.append(
+        "<dl>"
+        + "".join(
+            f"<dt>{html.escape(metric.removesuffix('_ms').upper())}</dt>"
+            f"<dd>{html.escape(text)}</dd>"
+            for metric, text in definitions.items()
+        )
+        + "</dl>"
+    )
     warnings = [run["cache_warning"] for run in report["runs"] if run.get("cache_warning")]
     parts += [f"<p class='warn'>{html.escape(w)}</p>" for w in warnings]
     comparison = report.get("comparison")

@@ -17,6 +17,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from ..api import AsyncLlamaCppClient, ChatCompletion
+from ._phase import MEASURED, WARMUP, mark_phases, phase
 from ._prompts import FilePrompts, Item, Prompt, PromptSource, messages_of
 from ._records import RequestRecord, RunResult
 from ._schedule import Arrivals, arrival_times
@@ -90,6 +91,15 @@ class Workload:
         return options
 
 
+def _client_options(concurrency: int, timeout: float) -> dict[str, Any]:
+    return {
+        "timeout": timeout,
+        "max_retries": 0,
+        "max_connections": max(concurrency, 1),
+        "max_keepalive_connections": max(concurrency, 1),
+    }
+
+
 def open_client(
     url: str,
     *,
@@ -100,17 +110,16 @@ def open_client(
     meter_provider: MeterProvider | None = None,
 ) -> AsyncLlamaCppClient:
     """A client fit for load: a pool as large as the concurrency and no retries (a failed
-    request is counted, not hidden). With a provider, every request is also a span."""
-    options: dict[str, Any] = {
-        "timeout": timeout,
-        "max_retries": 0,
-        "max_connections": max(concurrency, 1),
-        "max_keepalive_connections": max(concurrency, 1),
-    }
+    request is counted, not hidden). With a provider, every request is also a span (with
+    ``llamatelemetry.bench.phase`` when sent during a benchmark's phase) and metric
+    points (none for the requests of a benchmark's calibration and warm-ups)."""
+    options = _client_options(concurrency, timeout)
     if tracer_provider is None and meter_provider is None:
         return AsyncLlamaCppClient(url, api_key, **options)
     from ..telemetry import InstrumentedAsyncLlamaCppClient
 
+    if tracer_provider is not None:
+        mark_phases(tracer_provider)
     return InstrumentedAsyncLlamaCppClient(
         url, api_key, tracer_provider=tracer_provider, meter_provider=meter_provider, **options
     )
@@ -192,12 +201,14 @@ async def run_load(
     replay: bool = False,
     watch: ServerWatch | None = None,
     on_request: Callable[[RequestRecord], None] | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> RunResult:
     """Run the workload's warm-up, then its requests: closed loop with at most
     ``concurrency`` in flight, open loop on the ``arrivals`` schedule (whatever the server
     does), or ``replay``: a trace's requests at the times it recorded (`Prompt.at`).
-    ``watch`` samples the server meanwhile; ``on_request`` is told of each measured
-    request as it ends."""
+    ``watch`` samples the server meanwhile; ``on_start`` is told when the warm-up is over
+    and the run's clock starts (its ``duration`` counts from then), ``on_request`` of each
+    measured request as it ends."""
     if sum((concurrency is not None, arrivals is not None, replay)) != 1:
         raise ValueError(
             "give one of: a concurrency (closed loop), arrivals (open loop), replay=True"
@@ -213,7 +224,8 @@ async def run_load(
             async with warm_gate:
                 await _one(client, warm_prompts[i], workload, RequestRecord(i))
 
-        await asyncio.gather(*(warm(i) for i in range(workload.warmup)))
+        with phase(WARMUP):
+            await asyncio.gather(*(warm(i) for i in range(workload.warmup)))
 
     schedule = None
     if arrivals is not None:
@@ -229,6 +241,8 @@ async def run_load(
     records = [RequestRecord(i) for i in range(count * turns)]
     cap = concurrency or workload.max_concurrency
     gate = asyncio.Semaphore(cap) if cap else None
+    if on_start is not None:
+        on_start()
     cpu_start = time.process_time()
     origin = time.perf_counter()
     if watch is not None:
@@ -276,7 +290,8 @@ async def run_load(
                 gate.release()
 
     try:
-        await asyncio.gather(*(session(n) for n in range(count)))
+        with phase(MEASURED):
+            await asyncio.gather(*(session(n) for n in range(count)))
     finally:
         samples = await watch.stop() if watch is not None else []
     failed_samples = watch.run_failures if watch is not None else 0
@@ -308,15 +323,14 @@ async def run_sweep(
     """`run_load` once per concurrency level, then once per open-loop schedule, in order
     (fresh prompts for each when the workload has a `PromptSource`); ``on_level`` is told
     of each concurrency or rate as it begins."""
+    options: dict[str, Any] = {"watch": watch, "on_request": on_request}
     results = []
     for level in levels:
         if on_level is not None:
             on_level(level)
-        results.append(await run_load(client, workload, level, watch=watch, on_request=on_request))
+        results.append(await run_load(client, workload, level, **options))
     for arrivals in rates:
         if on_level is not None:
             on_level(arrivals.rate)
-        results.append(
-            await run_load(client, workload, arrivals=arrivals, watch=watch, on_request=on_request)
-        )
+        results.append(await run_load(client, workload, arrivals=arrivals, **options))
     return results

@@ -20,6 +20,7 @@ from typing import Any, Protocol, Union, cast
 
 from ..api import AsyncLlamaCppClient
 from ..api._internal import check_messages
+from ._phase import CALIBRATION, phase
 
 __all__ = [
     "FilePrompts",
@@ -33,6 +34,7 @@ __all__ = [
     "repeat_prompts",
     "synthetic_prompts",
     "template_prefix_tokens",
+    "template_tokens",
 ]
 
 Messages = Sequence[Mapping[str, Any]]
@@ -180,12 +182,27 @@ async def tokens_per_word(client: AsyncLlamaCppClient, seed: int = 0) -> float:
     return max(len(tokens), 1) / CALIBRATION_WORDS
 
 
+async def template_tokens(client: AsyncLlamaCppClient, sample: str) -> int | None:
+    """How many tokens the server's chat template adds around a user's message (a system
+    prompt, role markers, the assistant's cue): what the server counts beyond the text of
+    ``sample``. None when the server cannot tell (no ``/apply-template``)."""
+    try:
+        text = await cast(
+            Awaitable[str], client.apply_template([{"role": "user", "content": sample}])
+        )
+        whole = await cast(Awaitable[list[Any]], client.tokenize(text, add_special=True))
+        alone = await cast(Awaitable[list[Any]], client.tokenize(sample, add_special=False))
+    except Exception:  # noqa: BLE001 - an older server or a proxy: the text alone, then
+        return None
+    return max(len(whole) - len(alone), 0)
+
+
 async def synthetic_prompts(
     client: AsyncLlamaCppClient, count: int, tokens: int, seed: int = 0
 ) -> list[Messages]:
-    """``count`` distinct user prompts of about ``tokens`` tokens each (the chat template
-    adds its own few), calibrated with the server's ``/tokenize``; ``seed`` makes them
-    repeatable."""
+    """``count`` distinct user prompts that the server counts as about ``tokens`` tokens
+    each, its chat template's included, calibrated with the server's ``/apply-template``
+    and ``/tokenize``; ``seed`` makes them repeatable."""
     return [messages_of(p) for p in (await synthetic_source(client, tokens, seed)).take(count)]
 
 
@@ -201,7 +218,9 @@ class SyntheticPrompts:
     """Prompts of random words, about ``words`` each, none sent twice in a run; ``seed``
     (None: a fresh one per source, so runs differ) makes a run's sequence repeatable. With
     ``shared_words``, every prompt starts with the same words (a prefix the server's
-    cache may reuse), then its own."""
+    cache may reuse), then its own. With a ``spread``, each prompt's length is drawn
+    within ±spread of the whole request's, ``template_words`` (what the chat template
+    adds, in words) included."""
 
     def __init__(
         self,
@@ -211,6 +230,7 @@ class SyntheticPrompts:
         *,
         spread: float = 0.0,
         max_tokens: int | None = None,
+        template_words: float = 0.0,
     ) -> None:
         if words < 1:
             raise ValueError(f"words must be >= 1, got {words}")
@@ -232,7 +252,13 @@ class SyntheticPrompts:
         self._rng.shuffle(self._firsts)
         self._seconds = list(self._firsts)
         self._rng.shuffle(self._seconds)
+        self._template_words = template_words
         self.shared_tokens = 0  # the shared prefix in the server's tokens, once measured
+        # Once calibrated: the length asked for (the server's count), what the chat
+        # template adds to it, and the fewest a prompt can have (the template, two words).
+        self.tokens: int | None = None
+        self.template_tokens: int | None = None
+        self.fewest_tokens: int | None = None
         self.taken = 0
 
     @property
@@ -253,7 +279,12 @@ class SyntheticPrompts:
             first = self._firsts[self.taken % cycle]
             second = self._seconds[(self.taken // cycle) % cycle]
             self.taken += 1
-            words = max(2, self._length(self._words))
+            if self._spread and self._template_words:  # the whole request's length varies
+                whole = self._words + self._template_words
+                drawn = whole * self._rng.uniform(1 - self._spread, 1 + self._spread)
+                words = max(2, round(drawn - self._template_words))
+            else:
+                words = max(2, self._length(self._words))
             rest = (self._rng.choice(WORDS) for _ in range(words - 2))
             own = " ".join((first, second, *rest))
             messages = [{"role": "user", "content": self.shared_text + own}]
@@ -264,7 +295,13 @@ class SyntheticPrompts:
         return prompts
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "synthetic", "seed": self.seed if self.seeded else None}
+        return {
+            "kind": "synthetic",
+            "seed": self.seed if self.seeded else None,
+            "tokens": self.tokens,  # per prompt, as the server counts them
+            "template_tokens": self.template_tokens,
+            "fewest_tokens": self.fewest_tokens,
+        }
 
 
 class FilePrompts:
@@ -305,13 +342,42 @@ async def synthetic_source(
     spread: float = 0.0,
     max_tokens: int | None = None,
 ) -> SyntheticPrompts:
-    """A `SyntheticPrompts` of about ``tokens`` tokens a prompt (``shared_tokens`` of them
-    the same in every prompt), calibrated with the server's ``/tokenize``."""
+    """A `SyntheticPrompts` whose requests the server counts as about ``tokens`` prompt
+    tokens, the chat template's own included (what a capacity plan counts: the server
+    processes and caches them all), plus ``shared_tokens`` that every prompt starts with;
+    calibrated with the server's ``/apply-template`` and ``/tokenize``. A server that
+    cannot apply its template gets prompts of ``tokens`` tokens of text."""
     if tokens < 1:
         raise ValueError(f"tokens must be >= 1, got {tokens}")
+    with phase(CALIBRATION):
+        return await _calibrated(client, tokens, seed, shared_tokens, spread, max_tokens)
+
+
+async def _calibrated(
+    client: AsyncLlamaCppClient,
+    tokens: int,
+    seed: int | None,
+    shared_tokens: int,
+    spread: float,
+    max_tokens: int | None,
+) -> SyntheticPrompts:
     per_word = await tokens_per_word(client, seed or 0)
-    words, shared = max(2, round(tokens / per_word)), round(shared_tokens / per_word)
-    source = SyntheticPrompts(words, seed, shared, spread=spread, max_tokens=max_tokens)
+    rng = random.Random(seed or 0)
+    sample = " ".join(rng.choice(WORDS) for _ in range(max(2, round(tokens / per_word))))
+    template = await template_tokens(client, sample)
+    words = max(2, round((tokens - (template or 0)) / per_word))
+    shared = round(shared_tokens / per_word)
+
+    def source_of(shared: int) -> SyntheticPrompts:
+        found = SyntheticPrompts(
+            words, seed, shared, spread=spread, max_tokens=max_tokens,
+            template_words=(template or 0) / per_word,
+        )  # fmt: skip
+        found.tokens, found.template_tokens = tokens, template
+        found.fewest_tokens = (template or 0) + round(2 * per_word)
+        return found
+
+    source = source_of(shared)
     while source.shared_text:
         measured = await cast(
             Awaitable[list[Any]], client.tokenize(source.shared_text, add_special=False)
@@ -322,7 +388,7 @@ async def synthetic_source(
         if source.shared_tokens >= shared_tokens or shared >= shared_tokens:
             break
         shared += max(1, int((shared_tokens - source.shared_tokens) / per_word))
-        source = SyntheticPrompts(words, seed, shared, spread=spread, max_tokens=max_tokens)
+        source = source_of(shared)
     return source
 
 
@@ -333,6 +399,11 @@ async def template_prefix_tokens(client: AsyncLlamaCppClient) -> int | None:
     """How many tokens the chat template puts before a user's text (its fixed prefix: a
     system prompt, role markers): what the server's cache may serve to any request without
     the benchmark measuring its cache. None when the server cannot tell."""
+    with phase(CALIBRATION):
+        return await _prefix_tokens(client)
+
+
+async def _prefix_tokens(client: AsyncLlamaCppClient) -> int | None:
     try:
         text = await cast(
             Awaitable[str], client.apply_template([{"role": "user", "content": MARKER}])

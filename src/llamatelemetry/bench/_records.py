@@ -7,6 +7,10 @@ ITL (the gaps between chunks with text), TPOT ((end-to-end - TTFT) / (output tok
 and end-to-end latency. Server-side, from llama.cpp's ``timings``: its ``ttft_s``,
 ``tpot_s`` and ``e2e_s`` (``prompt_ms``, ``predicted_ms / (predicted_n - 1)``, their sum).
 The difference between the two sides is time spent queueing for a slot and on the wire.
+
+Tools name these figures differently: our TPOT is vLLM's TPOT and guidellm's ITL (one
+figure per request); our ITL is vLLM's ITL (every gap of every request, pooled).
+`METRIC_DEFINITIONS` says so wherever the figures are shown.
 """
 
 from __future__ import annotations
@@ -20,16 +24,47 @@ from ._schedule import Arrivals
 from ._stats import Summary
 from ._watch import ServerSample
 
-__all__ = ["METRICS", "METRIC_TITLES", "RequestRecord", "RunResult"]
+__all__ = [
+    "ITL_NOTE",
+    "METRICS",
+    "METRIC_DEFINITIONS",
+    "METRIC_TITLES",
+    "RequestRecord",
+    "RunResult",
+    "TPOT_NOTE",
+]
 
 #: The latency metrics, in the order they are shown.
 METRICS = ("ttft", "tpot", "itl", "e2e")
 METRIC_TITLES = {
     "ttft": "Time to first token",
-    "tpot": "Time per output token",
-    "itl": "Inter-token latency",
+    "tpot": "Time per output token (TPOT)",
+    "itl": "Inter-token latency (ITL)",
     "e2e": "End-to-end latency",
 }
+#: What each figure is, in the JSON report (``metric_definitions``) and the HTML one:
+#: other tools give the same names to other figures.
+METRIC_DEFINITIONS = {
+    "ttft": "Time to first token, per request. Client: from sending the request to the "
+    "first streamed chunk with generated text (waiting for a slot and the wire included). "
+    "Server: llama.cpp's prompt_ms (the prompt's processing alone).",
+    "tpot": "Time per output token, one figure per request: (end-to-end - TTFT) / (output "
+    "tokens - 1), then its distribution over the requests. Server: llama.cpp's "
+    "predicted_ms / (predicted_n - 1). The same figure as vLLM's TPOT and guidellm's ITL "
+    "((last token - first token) / (tokens - 1)); guidellm's own TPOT divides by all the "
+    "tokens.",
+    "itl": "Inter-token latency: every gap between two consecutive streamed chunks with "
+    "text, of all requests pooled into one distribution (a chunk may hold several tokens; "
+    "long answers weigh more). The same figure as vLLM's ITL; not guidellm's ITL, which is "
+    "our TPOT. Client-side only.",
+    "e2e": "End-to-end latency, per request. Client: from sending the request to the end "
+    "of its answer. Server: llama.cpp's prompt_ms + predicted_ms.",
+}
+#: The same, in a line under a table.
+TPOT_NOTE = (
+    "TPOT: each request's (end-to-end − TTFT) / (output tokens − 1) = vLLM's TPOT = guidellm's ITL"
+)
+ITL_NOTE = "ITL: every gap between streamed chunks, all requests pooled = vLLM's ITL"
 ERROR_SAMPLES = 5  # distinct error messages kept per run
 #: Tokens two different prompts may share at their start by chance (a first word, say).
 CACHE_SLACK_TOKENS = 8

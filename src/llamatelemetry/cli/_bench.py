@@ -11,18 +11,20 @@ import datetime
 import json
 import platform
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AsyncExitStack, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 from click.core import ParameterSource
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn
 from rich.text import Text
 
 from ..api import DEFAULT_BASE_URL, AsyncLlamaCppClient, redact_url
 from ..bench import (
+    METRIC_DEFINITIONS,
+    METRICS,
     SLO,
     Arrivals,
     FilePrompts,
@@ -66,6 +68,9 @@ DEFAULT_REQUESTS = 32
 DEFAULT_PROMPT_TOKENS = 128
 DEFAULT_MAX_TOKENS = 128
 MAX_CONCURRENCY = 4096
+#: The slots of a server --model starts for runs without a fixed concurrency: llama-server's
+#: own default.
+DEFAULT_SLOTS = 4
 MIN_RATE = 0.001  # requests per second: one in about 17 minutes
 
 
@@ -136,6 +141,28 @@ def _ctx_size(
     return max(2048, -(-total // 256) * 256)
 
 
+def _slots(levels: Sequence[int], max_concurrency: int | None, unbounded: bool) -> int:
+    """The slots of the server --model starts: one for each request of the largest -c.
+    Runs without a fixed concurrency (``unbounded``: --rate, --replay, --find-capacity)
+    get at least --max-concurrency, else llama-server's own default."""
+    floor = (max_concurrency or DEFAULT_SLOTS) if unbounded else 1
+    return max([*levels, floor])
+
+
+def _started(manager: ServerManager) -> dict[str, Any]:
+    """What the started server says it is: its slots, and each slot's context."""
+    try:
+        with manager.client() as client:
+            props = client.props.get()
+    except Exception:  # noqa: BLE001 - the run itself will meet any trouble
+        props = {}
+    settings = props.get("default_generation_settings") or {}
+    return {
+        "total_slots": props.get("total_slots"),
+        "slot_context": settings.get("n_ctx"),
+    }
+
+
 @contextmanager
 def _started_server(
     model: Path, parallel: int, ctx_size: int, threads: int | None, quiet: bool
@@ -160,17 +187,31 @@ def _started_server(
         yield manager
 
 
+class _LevelClock(ProgressColumn):
+    """A level's own clock: still during its warm-up, then the seconds since its measured
+    requests began, and once it ended the duration its report gives."""
+
+    def render(self, task: Task) -> Text:
+        duration = task.fields.get("duration")
+        if duration is not None:
+            return Text(f"{duration:,.2f} s")
+        if not task.started:
+            return Text("warm-up" if task.fields.get("warmup") else "", style="dim")
+        return Text(f"{task.elapsed or 0.0:,.2f} s")
+
+
 class _Progress:
     """One bar per concurrency level on stderr; nothing at all when ``disabled``."""
 
-    def __init__(self, requests: int, disabled: bool) -> None:
+    def __init__(self, requests: int, disabled: bool, warmup: bool = False) -> None:
         self._requests = requests
+        self._warmup = warmup
         self._bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("[red]{task.fields[errors]}"),
-            TimeElapsedColumn(),
+            _LevelClock(),
             console=err_console(),
             disable=disabled,
         )
@@ -186,7 +227,18 @@ class _Progress:
 
     def level(self, label: str, total: int | None) -> None:
         self._errors = 0
-        self._task = self._bar.add_task(label, total=total, errors="")
+        self._task = self._bar.add_task(
+            label, total=total, errors="", start=False, warmup=self._warmup, duration=None
+        )
+
+    def start(self) -> None:
+        """The level's warm-up is over: its clock starts."""
+        self._bar.start_task(self._task)
+
+    def finish(self, duration: float) -> None:
+        """The level ended: its bar shows the duration its report gives."""
+        self._bar.update(self._task, duration=duration)
+        self._bar.stop_task(self._task)
 
     def request(self, record: RequestRecord) -> None:
         if not record.ok:
@@ -243,13 +295,16 @@ async def _run(
     if plan.rates or plan.capacity:
         in_flight = max(in_flight, plan.workload_options.get("max_concurrency") or 1024)
     try:
+        # Calibration and warm-ups are sent in phases of their own: with telemetry, their
+        # spans say so and they are left out of the metrics.
         client = open_client(
             url, api_key=api_key, concurrency=in_flight, timeout=timeout, **providers
         )
     except ValueError as exc:  # a malformed URL or key
         raise CliError(f"{'--api-key' if 'api_key' in str(exc) else '--url'}: {exc}") from None
     watch = ServerWatch(url, api_key, plan.scrape_interval) if plan.scrape_interval else None
-    async with client:
+    async with AsyncExitStack() as clients:
+        await clients.enter_async_context(client)
         source = await _source(client, plan)
         prefix = await template_prefix_tokens(client)
         if prefix is not None:
@@ -277,8 +332,9 @@ async def _run(
                 progress.level(f"concurrency {concurrency:>3}", plan.requests)
             result = await run_load(
                 client, workload, concurrency, arrivals=arrivals, replay=replay, watch=watch,
-                on_request=progress.request,
+                on_request=progress.request, on_start=progress.start,
             )  # fmt: skip
+            progress.finish(result.duration)
             result.cache_prefix_tokens = prefix
             done[(concurrency, rate)] = result
             return result
@@ -329,6 +385,7 @@ def _report(
     slo: SLO | None,
     capacity: float | None,
     prompts: dict[str, Any],
+    started: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     runs = []
     for result in results:
@@ -348,11 +405,33 @@ def _report(
         "started_at": started_at,
         "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}",
         "config": config,
+        "started_server": started,  # what the server --model started says it is
         "prompts": prompts,
+        # Other tools give these names to other figures: what each one is here.
+        "metric_definitions": {f"{m}_ms": METRIC_DEFINITIONS[m] for m in METRICS},
         "slo": None if slo is None else slo.to_dict(),
         "capacity": found,
         "runs": runs,
     }
+
+
+def _prompt_length(tokens: int, shared: int, prompts: dict[str, Any]) -> str:
+    """The synthetic prompts' length, as the server counts it."""
+    template = prompts.get("template_tokens")
+    if template is None:  # the server could not apply its template for us
+        return f"~{tokens + shared} prompt tokens of text (and the chat template's own)"
+    described = f"~{tokens + shared} prompt tokens as the server counts them"
+    if shared:
+        return f"{described} (chat template's {template} included; {shared} alike in all)"
+    return f"{described} (chat template's {template} included)"
+
+
+def _server_line(started: dict[str, Any]) -> str:
+    slots, context = started.get("total_slots"), started.get("slot_context")
+    if slots is None:
+        return "a llama-server started for this run"
+    line = f"a llama-server started for this run: {slots} slot{'s' if slots != 1 else ''}"
+    return line if context is None else f"{line} of {context:,} tokens of context"
 
 
 def _check_plot_available() -> None:
@@ -382,8 +461,10 @@ def _check_plot_available() -> None:
     "--model",
     "model",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Start a llama-server for this GGUF model (slots = the largest "
-    "concurrency) instead of using --url; stopped at the end.",
+    help="Start a llama-server for this GGUF model instead of using --url (stopped at the "
+    "end), with one slot for each request of the largest -c; runs without a fixed "
+    "concurrency (--rate, --replay, --find-capacity) get at least --max-concurrency "
+    "slots, else llama-server's default of 4.",
 )
 @click.option(
     "--ctx-size",
@@ -415,8 +496,9 @@ def _check_plot_available() -> None:
 @click.option(
     "--prompt-tokens",
     type=click.IntRange(min=1),
-    help=f"Length of the synthetic prompts in tokens, calibrated with the server's "
-    f"/tokenize [default: {DEFAULT_PROMPT_TOKENS}].",
+    help=f"Length of the synthetic prompts in tokens as the server counts them, its chat "
+    f"template's included (calibrated with its /apply-template and /tokenize) "
+    f"[default: {DEFAULT_PROMPT_TOKENS}].",
 )
 @click.option(
     "--prompts-file",
@@ -773,8 +855,9 @@ def bench(
                 if prometheus_port is not None:
                     where = f"client metrics for Prometheus at {telemetry.prometheus_url}"
                     err_console().print(Text(where, style="dim"), soft_wrap=True)
+            started = None
             if model is not None:
-                slots = max([*levels, max_concurrency or 0, 4])
+                slots = _slots(levels, max_concurrency, bool(rates or find_capacity or replay))
                 size = (
                     ctx_size
                     if ctx_size is not None
@@ -782,7 +865,8 @@ def bench(
                 )
                 server = stack.enter_context(_started_server(model, slots, size, threads, as_json))
                 url, api_key = server.url, None
-            progress = _Progress(requests, disabled=as_json)
+                started = {"model": str(model), **_started(server)}
+            progress = _Progress(requests, disabled=as_json, warmup=warmup > 0)
             results, capacity, prompts = asyncio.run(
                 _run(url, api_key, plan, timeout, telemetry, progress)
             )
@@ -792,7 +876,7 @@ def bench(
             print_interrupted(err_console(), "the benchmark was stopped.")
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
         target = redact_url(url.rstrip("/"))  # a password in --url stays out of the report
-        report = _report(target, config, results, started_at, slo, capacity, prompts)
+        report = _report(target, config, results, started_at, slo, capacity, prompts, started)
         changes = [] if earlier is None else compare_reports(report, earlier)
         if earlier is not None:
             report["comparison"] = {
@@ -809,14 +893,23 @@ def bench(
             prompt = (
                 "prompts from " + str(prompts_file)
                 if file_prompts
-                else f"~{prompt_tokens} prompt tokens"
+                else _prompt_length(prompt_tokens, shared_prefix, prompts)
             )
             mode = "streaming" if stream else "not streaming"
             per_level = f"{duration:g} s per rate" if duration else f"{requests} requests per level"
             what = f"{per_level} · {prompt} · max {max_tokens} tokens · {mode}"
+            if started is not None:
+                what += "\n" + _server_line(started)
             console.print(Text.assemble(
                 ("Benchmark ", "bold"), (target, "cyan"), f"  ({name})\n", (what, "dim"),
             ), soft_wrap=True)  # fmt: skip
+            fewest, template = prompts.get("fewest_tokens"), prompts.get("template_tokens")
+            if not file_prompts and template is not None and prompt_tokens < (fewest or 0):
+                console.print(Text(
+                    f"! --prompt-tokens {prompt_tokens} is less than the chat template's own "
+                    f"{template} tokens and two words: the server counts "
+                    f"about {fewest} tokens a prompt", style="yellow",
+                ), soft_wrap=True)  # fmt: skip
             console.print()
             for result in results:
                 _print_run(console, result, slo)

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from .._version import __version__
 from ..bench import METRIC_TITLES, METRICS, SLO, Change, RunResult, capacity_bounded
+from ..bench._records import ITL_NOTE, TPOT_NOTE
 from ._calls import CallRecord
 from ._servers import DemoServers
 from ._steps import Step
@@ -275,8 +276,8 @@ def _print_run(console: Console, result: RunResult, slo: SLO | None = None) -> N
         rows.append(("draft acceptance", f"{result.draft_acceptance:.1%} (speculative decoding)"))
     if slo is not None:
         met = slo.evaluate(result)
-        verdict = "meets" if met.ok else "misses"
-        share = f"{met.share:.1%} of requests met it ({verdict} {slo.attainment:.0%})"
+        verdict = "met" if met.ok else "missed"
+        share = f"{met.share:.1%} of requests met it (target {slo.attainment:.0%}: {verdict})"
         rows.append(("SLO", f"{share}; goodput {met.goodput:,.2f} req/s"))
     busy, deferred = result.server_summary("busy_slots"), result.server_summary("deferred")
     if busy is not None:
@@ -305,6 +306,10 @@ def _print_run(console: Console, result: RunResult, slo: SLO | None = None) -> N
         console.print(Text.assemble((f"  {name:<25}", "dim"), value))
     if result.completed:
         console.print(_metrics_table(result))
+        notes = [TPOT_NOTE] if result.summary("tpot") is not None else []
+        notes += [ITL_NOTE] if result.summary("itl") is not None else []
+        for note in notes:
+            console.print(Text(f" {note}", style="dim"), soft_wrap=True)
     for kind, count in result.error_types().items():
         console.print(Text(f"  {count} × {kind}", style="red"))
     for sample in result.error_samples()[:3]:
@@ -379,6 +384,8 @@ def _print_sweep(console: Console, results: list[RunResult], slo: SLO | None = N
         ]
         table.add_row(*row)
     console.print(table)
+    if any(r.summary("tpot") is not None for r in results):
+        console.print(Text(f" {TPOT_NOTE}", style="dim"), soft_wrap=True)
 
 
 def _print_changes(console: Console, changes: list[Change], baseline: str) -> None:

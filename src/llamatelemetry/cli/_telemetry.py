@@ -237,9 +237,9 @@ def _last_scrape(telemetry: Any, seconds: float) -> Any:
             return
         console = err_console()
         url = telemetry.prometheus_url
-        console.print(Text(f"waiting up to {seconds:g} s for Prometheus to scrape the last "
-                           f"figures at {url}", style="dim"), soft_wrap=True)  # fmt: skip
-        try:
+        try:  # a Ctrl-C as soon as the line is out is one while waiting
+            console.print(Text(f"waiting up to {seconds:g} s for Prometheus to scrape the "
+                               f"last figures at {url}", style="dim"), soft_wrap=True)  # fmt: skip
             scraped = telemetry.wait_for_scrape(seconds)
         except KeyboardInterrupt:
             print_interrupted(

@@ -3,7 +3,7 @@
 from typing import TYPE_CHECKING
 
 from ._capture import CAPTURE_CONTENT_ENV, EMIT_EVENT_ENV, ContentCapture
-from ._core import INFERENCE_EVENT, SCHEMA_URL, Telemetry
+from ._core import INFERENCE_EVENT, SCHEMA_URL, Telemetry, unmeasured
 from ._instrumented import InstrumentedAsyncLlamaCppClient, InstrumentedLlamaCppClient
 from ._metrics import DURATION_BUCKETS, TOKEN_BUCKETS, TPOT_BUCKETS, TTFT_BUCKETS
 
@@ -47,4 +47,5 @@ __all__ = [
     "Telemetry",
     "TelemetryHandle",
     "setup_telemetry",
+    "unmeasured",
 ]

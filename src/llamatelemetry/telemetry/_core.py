@@ -11,7 +11,9 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -78,6 +80,21 @@ def _fail(span: Span, attributes: dict[str, Any], error: BaseException) -> None:
     span.set_status(Status(StatusCode.ERROR, str(error)[:500]))
 
 
+_unmeasured: ContextVar[bool] = ContextVar("llamatelemetry.unmeasured", default=False)
+
+
+@contextmanager
+def unmeasured() -> Iterator[None]:
+    """Calls begun in this block (and in the tasks it starts) are traced as usual but add
+    no point to the GenAI metrics: for requests that are not measurements, such as a load
+    generator's warm-ups and calibration, which would skew the histograms."""
+    token = _unmeasured.set(True)
+    try:
+        yield
+    finally:
+        _unmeasured.reset(token)
+
+
 @dataclasses.dataclass(slots=True)
 class _Operation:
     span: Span
@@ -86,6 +103,7 @@ class _Operation:
     started: float
     body: Any  # the request's, for the content the event carries
     base_url: str
+    measured: bool = True  # False: begun inside `unmeasured`, so no metric points
 
 
 class Telemetry:
@@ -144,7 +162,10 @@ class Telemetry:
             propagate.inject(headers, context=context)
             if headers:
                 call = dataclasses.replace(call, headers=headers)
-            op = _Operation(span, context, attributes, time.perf_counter(), call.body, base_url)
+            op = _Operation(
+                span, context, attributes, time.perf_counter(), call.body, base_url,
+                not _unmeasured.get(),
+            )  # fmt: skip
             return op, call
         except Exception:  # noqa: BLE001 - telemetry must never break the call
             log.debug("could not start a span for %s", call.path, exc_info=True)
@@ -261,7 +282,8 @@ class Telemetry:
             timings = getattr(result if result is not None else last, "timings", None)
             if not isinstance(timings, Timings):
                 timings = None
-            self.metrics.record(attributes, duration, op.context, timings)
+            if op.measured:
+                self.metrics.record(attributes, duration, op.context, timings)
             if self.events is not None and attributes["gen_ai.operation.name"] in _INFERENCES:
                 self._emit(op, attributes, output)
         except Exception:  # noqa: BLE001
@@ -382,9 +404,10 @@ class _StreamTelemetry:
             now = time.perf_counter()
             if self._first is None:
                 self._first = now
-                self._telemetry.metrics.record_first_chunk(
-                    now - self._last, self._point, self._op.context
-                )
+                if self._op.measured:
+                    self._telemetry.metrics.record_first_chunk(
+                        now - self._last, self._point, self._op.context
+                    )
             else:
                 gaps = self._gaps
                 gaps.append(now - self._last)
@@ -406,7 +429,8 @@ class _StreamTelemetry:
 
     def _record_gaps(self) -> None:
         gaps, self._gaps = self._gaps, []
-        self._telemetry.metrics.record_chunk_gaps(gaps, self._point, self._op.context)
+        if self._op.measured:
+            self._telemetry.metrics.record_chunk_gaps(gaps, self._point, self._op.context)
 
     def on_close(self, error: BaseException | None, *, complete: bool) -> None:
         if self._gaps:
