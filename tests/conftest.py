@@ -28,9 +28,10 @@ from llamatelemetry.testing import (
 # run can never fail on luck; locally, new random examples every run, to keep exploring.
 # ``HYPOTHESIS_PROFILE=ci|dev`` picks one by name. A failure found locally prints the
 # example to add with ``@example`` so that CI runs it from then on.
-settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+# No deadline in either: a busy machine must not fail an example by its speed.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, print_blob=True)
 # Hypothesis loads its own "ci" profile when it sees CI; "dev" starts from its defaults.
-settings.register_profile("dev", settings.get_profile("default"), print_blob=True)
+settings.register_profile("dev", settings.get_profile("default"), deadline=None, print_blob=True)
 settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 )
