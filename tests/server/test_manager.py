@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -421,6 +422,35 @@ def test_start_timeout_kills_the_child(tmp_path: Path, tiny: TinyModelFiles) -> 
     pid = int(info.value.log_tail.rsplit("pid ", 1)[1].split()[0])
     assert process_gone(pid)
     assert not server.is_running
+
+
+def test_stop_from_another_thread_cancels_a_start(tmp_path: Path, tiny: TinyModelFiles) -> None:
+    """stop() does not wait out a start() in progress (40 s here): it cancels it, and the
+    start raises, saying so."""
+    marker = tmp_path / "launched"
+    binary = fake_server(tmp_path, f'echo "pid $$" > {marker}; exec sleep 60')
+    server = ServerManager(port=0, backend="binary", server_path=binary, log_dir=tmp_path / "logs")
+    outcome: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            server.start(tiny.model.path, timeout=40)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome.append(exc)
+
+    starter = threading.Thread(target=start)
+    starter.start()
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:  # the child is running
+        time.sleep(0.01)
+    pid = int(marker.read_text().split()[1])
+    stopped = time.monotonic()
+    server.stop()
+    starter.join(timeout=30)
+    assert not starter.is_alive() and time.monotonic() - stopped < 20  # not the 40 s timeout
+    [error] = outcome
+    assert isinstance(error, ServerStartError) and "cancelled by stop()" in str(error)
+    assert process_gone(pid) and not server.is_running
 
 
 def test_binary_backend_without_an_executable(tmp_path: Path, tiny: TinyModelFiles) -> None:

@@ -220,6 +220,9 @@ class ServerManager(Closing):
         self._log_path: Path | None = None
         self._log_offset = 0  # where the current run's output starts in the log
         self._lock = threading.RLock()
+        # Set by stop() before it waits for the lock: a start() waiting for health (which
+        # holds the lock) gives up at once instead of making stop() wait it out.
+        self._stopping = threading.Event()
 
     # -- properties ------------------------------------------------------------------
 
@@ -387,20 +390,30 @@ class ServerManager(Closing):
             self._launch(self._options, self._timeout if timeout is None else timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Terminate the server (SIGTERM, then SIGKILL after ``timeout`` s). Idempotent."""
+        """Terminate the server (SIGTERM, then SIGKILL after ``timeout`` s). Idempotent.
+
+        Called from another thread while `start` waits for the server, it cancels that
+        start (which raises `ServerStartError`) rather than waiting it out."""
+        self._stopping.set()
         with self._lock:
-            process = self._process
-            if process is None:
-                return
-            if process.poll() is not None:
-                logger.warning(
-                    "llama-server pid %d had already exited (%s); last lines of %s:\n%s",
-                    process.pid, _exit_status(process.returncode), self._log_path,
-                    self.log_tail(),
-                )  # fmt: skip
-            else:
-                logger.info("stopping llama-server pid %d at %s", process.pid, self.url)
-            self._terminate(timeout)
+            try:
+                self._stop(timeout)
+            finally:
+                self._stopping.clear()
+
+    def _stop(self, timeout: float) -> None:
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is not None:
+            logger.warning(
+                "llama-server pid %d had already exited (%s); last lines of %s:\n%s",
+                process.pid, _exit_status(process.returncode), self._log_path,
+                self.log_tail(),
+            )  # fmt: skip
+        else:
+            logger.info("stopping llama-server pid %d at %s", process.pid, self.url)
+        self._terminate(timeout)
 
     def _terminate(self, timeout: float) -> None:
         """End the process (group) and reap it; forget it even if signalling fails."""
@@ -658,7 +671,12 @@ class ServerManager(Closing):
                         self.url, now - started, last,
                     )  # fmt: skip
                     next_progress = now + PROGRESS_LOG_INTERVAL
-                time.sleep(HEALTH_POLL_INTERVAL)
+                if self._stopping.wait(HEALTH_POLL_INTERVAL):
+                    raise ServerStartError(
+                        f"start() of llama-server at {self.url} was cancelled by stop()",
+                        log_tail=_tail(log_path, offset),
+                        returncode=None,
+                    )
 
 
 def _check_models_dir(folder: Path) -> None:
