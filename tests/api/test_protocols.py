@@ -150,3 +150,69 @@ def test_real_model_answers_through_both(real_client: LlamaCppClient) -> None:
             [{"role": "system", "content": SYSTEM}, *QUESTION]
         )
     )
+
+
+# -- a Messages stream from a hostile server -------------------------------------------------
+
+START = {"type": "message_start", "message": {"id": "m", "content": [], "usage": {}}}
+STOP = {"type": "message_stop"}
+
+
+def _block_start(index: int) -> dict[str, Any]:
+    return {"type": "content_block_start", "index": index,
+            "content_block": {"type": "text", "text": ""}}  # fmt: skip
+
+
+def _delta(index: int, text: Any) -> dict[str, Any]:
+    return {"type": "content_block_delta", "index": index,
+            "delta": {"type": "text_delta", "text": text}}  # fmt: skip
+
+
+def _hostile_messages(*events: dict[str, Any]) -> Any:
+    from llamatelemetry.testing._fault_server import FaultServer, Reply, sse
+
+    return FaultServer(Reply(chunks=sse(*events, done=False), content_type="text/event-stream"))
+
+
+def test_a_delta_before_its_block_start_keeps_its_text() -> None:
+    events = (START, _delta(0, "Hel"), _block_start(0), _delta(0, "lo"), STOP)
+    with _hostile_messages(*events) as server, LlamaCppClient(server.url) as client:
+        stream = client.messages.create(QUESTION, 4, stream=True)
+        assert stream.get_final_completion().text == "Hello"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        _delta(0, 5),  # a number where the text goes
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": "many"},
+        },  # fmt: skip
+    ],
+    ids=["numeric-text", "string-output-tokens"],
+)
+def test_a_malformed_message_event_is_the_clients_own_error_and_fails_the_span(
+    bad: dict[str, Any],
+    providers: Any,
+    span_exporter: InMemorySpanExporter,
+) -> None:
+    from opentelemetry.trace import StatusCode
+
+    from llamatelemetry.api import APIResponseError
+
+    tracer_provider, meter_provider, _ = providers
+    events = (START, _block_start(0), _delta(0, "Hi"), bad, STOP)
+    with (
+        _hostile_messages(*events) as server,
+        InstrumentedLlamaCppClient(
+            server.url, tracer_provider=tracer_provider, meter_provider=meter_provider
+        ) as client,
+    ):
+        stream = client.messages.create(QUESTION, 4, stream=True)
+        with pytest.raises(APIResponseError, match="message event"):
+            stream.get_final_completion()
+    [span] = span_exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes is not None and span.attributes["error.type"] == "APIResponseError"

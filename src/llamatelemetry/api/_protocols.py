@@ -12,6 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pydantic import ValidationError
+
+from ._errors import APIResponseError
 from ._types import BaseType, Timings
 
 __all__ = [
@@ -272,12 +275,17 @@ class MessageAccumulator:
             piece = event.delta.get("text") or event.delta.get("thinking")
             if piece is None:
                 piece = event.delta.get("partial_json")
+            if piece and not isinstance(piece, str):
+                raise _malformed(f"a content_block_delta carries {piece!r}, not text")
             if piece:
                 block["pieces"].append(piece)
         elif kind == "content_block_start" and event.content_block is not None:
-            self._blocks[event.index or 0] = {
+            # A delta that came before its block's start keeps its text.
+            index = event.index or 0
+            earlier = self._blocks.get(index, {}).get("pieces", [])
+            self._blocks[index] = {
                 **event.content_block.model_dump(exclude_none=True),
-                "pieces": [],
+                "pieces": earlier,
             }
         elif kind == "message_start" and event.message is not None:
             self._message = event.message
@@ -287,7 +295,12 @@ class MessageAccumulator:
             delta = event.delta or {}
             self._stop_reason = delta.get("stop_reason") or self._stop_reason
             self._stop_sequence = delta.get("stop_sequence") or self._stop_sequence
-            self._usage.update(event.usage or {})
+            usage = {**self._usage, **(event.usage or {})}
+            try:
+                MessageUsage.model_validate(usage)
+            except ValidationError as exc:
+                raise _malformed(f"a message_delta's usage is not counts: {exc}") from None
+            self._usage = usage
         if event.timings is not None:
             self._timings = event.timings
 
@@ -315,6 +328,10 @@ class MessageAccumulator:
                 "timings": self._timings,
             }
         )
+
+
+def _malformed(what: str) -> APIResponseError:
+    return APIResponseError(f"malformed message event from the server: {what}")
 
 
 def _json_or_text(text: str) -> Any:
