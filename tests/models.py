@@ -14,9 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from llamatelemetry.server._real_model import cache_dir, fetch_smollm2, smollm2_path
+from llamatelemetry.server._internal import fetch_smollm2, smollm2_path
 
 __all__ = ["REQUIRE_ENV", "cache_dir", "fetch", "smollm2_path"]
+
+
+def cache_dir() -> Path:
+    """Where the project's cached downloads and builds are kept (the model's folder)."""
+    return smollm2_path().parent
+
 
 REQUIRE_ENV = "LLAMATELEMETRY_REQUIRE_REAL_MODEL"
 

@@ -44,7 +44,15 @@ from ._prompts import (
     template_tokens,
     tokens_per_word,
 )
-from ._records import METRIC_DEFINITIONS, METRIC_TITLES, METRICS, RequestRecord, RunResult
+from ._records import (
+    ITL_NOTE,
+    METRIC_DEFINITIONS,
+    METRIC_TITLES,
+    METRICS,
+    TPOT_NOTE,
+    RequestRecord,
+    RunResult,
+)
 from ._schedule import Arrivals, arrival_times
 from ._slo import SLO, Attainment, capacity_bounded, find_capacity
 from ._stats import Summary, percentile
@@ -73,6 +81,7 @@ __all__ = [
     "template_prefix_tokens",
     "template_tokens",
     "METRICS",
+    "ITL_NOTE",
     "METRIC_DEFINITIONS",
     "METRIC_TITLES",
     "PHASE_ATTRIBUTE",
@@ -80,6 +89,7 @@ __all__ = [
     "RequestRecord",
     "RunResult",
     "Summary",
+    "TPOT_NOTE",
     "Workload",
     "load_prompts_file",
     "open_client",

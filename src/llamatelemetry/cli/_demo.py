@@ -14,7 +14,7 @@ from rich.text import Text
 
 from ..api import APIError, LlamaCppClient, LlamaTelemetryError
 from ..server import ServerStartError
-from ..server._real_model import SIZE_MB, SMOLLM2, ModelFetchError, fetch_smollm2
+from ..server._internal import SIZE_MB, SMOLLM2, ModelFetchError, fetch_smollm2
 from . import _render
 from ._calls import CallRecord
 from ._errors import EXIT_INTERRUPTED, CliError, print_interrupted, start_error

@@ -15,8 +15,16 @@ from rich.table import Table
 from rich.text import Text
 
 from .._version import __version__
-from ..bench import METRIC_TITLES, METRICS, SLO, Change, RunResult, capacity_bounded
-from ..bench._records import ITL_NOTE, TPOT_NOTE
+from ..bench import (
+    ITL_NOTE,
+    METRIC_TITLES,
+    METRICS,
+    SLO,
+    TPOT_NOTE,
+    Change,
+    RunResult,
+    capacity_bounded,
+)
 from ._calls import CallRecord
 from ._servers import DemoServers
 from ._steps import Step
