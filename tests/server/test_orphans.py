@@ -48,12 +48,21 @@ time.sleep(600)
 
 
 def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie nobody reaped has ended)."""
+    """Whether any thread of process ``pid`` still runs. A process whose main thread has
+    ended shows as a zombie while its other threads (a server's) go on holding its port,
+    so every thread is looked at; a zombie that nobody reaped has ended."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return False
-    return state not in ("Z", "X")
+    for task in tasks:
+        try:
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:  # this thread ended meanwhile
+            continue
+        if state not in ("Z", "X"):
+            return True
+    return False
 
 
 def ends_within(pid: int, seconds: float) -> bool:
