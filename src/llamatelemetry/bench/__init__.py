@@ -23,7 +23,7 @@ template's tokens included. With telemetry, the calibration and the warm-ups are
 of the metrics, and every span carries `PHASE_ATTRIBUTE`.
 """
 
-from ._compare import Change, compare_reports, usable_runs
+from ._compare import Change, compare_reports, load_baseline, usable_runs
 from ._html import write_html
 from ._load import Workload, open_client, run_load, run_sweep
 from ._phase import PHASE_ATTRIBUTE, phase
@@ -53,7 +53,7 @@ from ._records import (
     RequestRecord,
     RunResult,
 )
-from ._schedule import Arrivals, arrival_times
+from ._schedule import DURATION_GRACE, Arrivals, arrival_times, burstiness_problem
 from ._slo import SLO, Attainment, capacity_bounded, find_capacity
 from ._stats import Summary, percentile
 from ._watch import ServerSample, ServerWatch
@@ -62,9 +62,11 @@ __all__ = [
     "SLO",
     "Change",
     "compare_reports",
+    "load_baseline",
     "usable_runs",
     "write_html",
     "Arrivals",
+    "DURATION_GRACE",
     "Attainment",
     "FilePrompts",
     "Item",
@@ -75,6 +77,7 @@ __all__ = [
     "ServerWatch",
     "SyntheticPrompts",
     "arrival_times",
+    "burstiness_problem",
     "capacity_bounded",
     "find_capacity",
     "synthetic_source",

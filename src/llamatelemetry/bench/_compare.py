@@ -10,19 +10,27 @@ one. A change whose interval holds zero is within the noise.
 from __future__ import annotations
 
 import math
+import os
 import random
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from ._jsonfile import read_json, show_number
 from ._stats import percentile
 
-__all__ = ["Change", "compare_reports", "level_of", "usable_runs"]
+__all__ = ["Change", "compare_reports", "level_of", "load_baseline", "usable_runs"]
 
 #: Client-side latencies compared (per-request values in the JSON report, milliseconds).
 LATENCIES = (("ttft_ms", "TTFT"), ("tpot_ms", "TPOT"), ("e2e_ms", "E2E"))
 THROUGHPUTS = (("request_throughput", "req/s"), ("output_throughput", "tok/s"))
+#: A run's own figures: its level and its throughputs.
+RUN_FIGURES = ("rate", "concurrency", *(key for key, _ in THROUGHPUTS))
+#: The largest figure a report holds (milliseconds, requests or tokens per second): a
+#: larger one is a hand-edited number the statistics would overflow on.
+MAX_FIGURE = 1e12
 RESAMPLES = 2000
 # Two-sided 95% quantiles of Student's t for small degrees of freedom (then ~normal).
 _T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
@@ -74,7 +82,49 @@ def level_of(run: dict[str, Any]) -> str:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A figure a report can hold: a finite number within ±`MAX_FIGURE` (int and float
+    compare exactly, so an int too large for a float is no figure, and raises nothing)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return (isinstance(value, int) or math.isfinite(value)) and abs(value) <= MAX_FIGURE
+
+
+def _odd_figure(report: Any) -> str | None:
+    """The first figure of a report's runs that is a number, but not one a report can
+    hold (NaN, infinity, a number beyond `MAX_FIGURE`), and where it is."""
+    runs = report.get("runs") if isinstance(report, dict) else None
+    for i, run in enumerate(runs if isinstance(runs, list) else []):
+        if not isinstance(run, dict):
+            continue
+        found = [(f"runs[{i}].{key}", run.get(key)) for key in RUN_FIGURES]
+        requests = run.get("per_request")
+        for j, request in enumerate(requests if isinstance(requests, list) else []):
+            if isinstance(request, dict):
+                found += [(f"runs[{i}].per_request[{j}].{k}", request.get(k)) for k, _ in LATENCIES]
+        for where, value in found:
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if numeric and not _number(value):
+                return (
+                    f"{where} is {show_number(value)}, not a figure a report holds "
+                    f"(a finite number within ±{MAX_FIGURE:,.0f})"
+                )
+    return None
+
+
+def load_baseline(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A report of ``llamatelemetry bench --json`` to compare with, read from ``path``
+    (UTF-8, with or without a byte order mark) and checked whole, so that nothing in it
+    fails the comparison after the run: raises ``ValueError`` naming the file, and the
+    run and field of a figure no report holds. Runs that cannot be compared (no level, a
+    figure of another type) are left out, as `usable_runs` says; a report without any is
+    refused."""
+    report = read_json(Path(path))
+    problem = _odd_figure(report)
+    if problem is not None:
+        raise ValueError(f"{path}: {problem}")
+    if not isinstance(report, dict) or not usable_runs(report):
+        raise ValueError(f"{path}: not a report of `llamatelemetry bench --json` with runs")
+    return report
 
 
 def usable_runs(report: Any) -> list[dict[str, Any]]:

@@ -3,6 +3,12 @@ arrivals (open loop, ``_schedule``), each one timed from the client's side and f
 server's own ``timings`` into a `RequestRecord` (``_records`` defines the figures),
 gathered into a `RunResult` per level with the server's side sampled meanwhile
 (``_watch``) and the generator's own CPU time.
+
+A request ends within its client's ``timeout``, all of it (its connection, the wait for
+its answer and its whole stream: `open_client` makes it the ``total_timeout`` too); an
+answer without a single output token is an error (`EMPTY_ANSWER`), and an open-loop run
+of a duration stops waiting for its requests its ``grace`` after that duration
+(`UNFINISHED`).
 """
 
 from __future__ import annotations
@@ -16,10 +22,10 @@ from typing import Any, cast
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from ..api import AsyncLlamaCppClient, ChatCompletion
+from ..api import APITimeoutError, AsyncLlamaCppClient, ChatCompletion, ChatCompletionChunk
 from ._phase import MEASURED, WARMUP, mark_phases, phase
 from ._prompts import FilePrompts, Item, Prompt, PromptSource, messages_of
-from ._records import RequestRecord, RunResult
+from ._records import EMPTY_ANSWER, UNFINISHED, RequestRecord, RunResult
 from ._schedule import Arrivals, arrival_times
 from ._watch import ServerWatch
 
@@ -94,6 +100,7 @@ class Workload:
 def _client_options(concurrency: int, timeout: float) -> dict[str, Any]:
     return {
         "timeout": timeout,
+        "total_timeout": timeout,  # a whole request, stream and all: not each socket wait
         "max_retries": 0,
         "max_connections": max(concurrency, 1),
         "max_keepalive_connections": max(concurrency, 1),
@@ -109,10 +116,12 @@ def open_client(
     tracer_provider: TracerProvider | None = None,
     meter_provider: MeterProvider | None = None,
 ) -> AsyncLlamaCppClient:
-    """A client fit for load: a pool as large as the concurrency and no retries (a failed
-    request is counted, not hidden). With a provider, every request is also a span (with
-    ``llamatelemetry.bench.phase`` when sent during a benchmark's phase) and metric
-    points (none for the requests of a benchmark's calibration and warm-ups)."""
+    """A client fit for load: a pool as large as the concurrency, no retries (a failed
+    request is counted, not hidden), and ``timeout`` seconds for each request in all (a
+    server trickling its answer forever fails it then, as an ``APITimeoutError``). With a
+    provider, every request is also a span (with ``llamatelemetry.bench.phase`` when sent
+    during a benchmark's phase) and metric points (none for the requests of a benchmark's
+    calibration and warm-ups)."""
     options = _client_options(concurrency, timeout)
     if tracer_provider is None and meter_provider is None:
         return AsyncLlamaCppClient(url, api_key, **options)
@@ -125,6 +134,23 @@ def open_client(
     )
 
 
+def _produced(chunk: ChatCompletionChunk) -> bool:
+    """Whether a stream chunk holds output: text, reasoning or a tool call."""
+    if not chunk.choices:
+        return False
+    delta = chunk.choices[0].delta
+    return bool(delta.content or delta.reasoning_content or delta.tool_calls)
+
+
+def _empty_answer(record: RequestRecord, what: str, counted: bool = True) -> None:
+    """Count the request an `EMPTY_ANSWER`, unless (``counted``) the server says it
+    generated tokens: a token it held back (an incomplete UTF-8 byte, say) is one too."""
+    if counted and (record.output_tokens or record.server_output_tokens):
+        return
+    record.error_type = EMPTY_ANSWER
+    record.error = f"no output token: {what} held no text, reasoning or tool call"
+
+
 async def _one(
     client: AsyncLlamaCppClient,
     item: Item,
@@ -134,7 +160,9 @@ async def _one(
     answer: list[str] | None = None,
 ) -> None:
     """Send one request (after a session's ``history``) and fill ``record`` in
-    (``record.started`` is set by the caller); ``answer`` gathers the reply's text."""
+    (``record.started`` is set by the caller); ``answer`` gathers the reply's text. An
+    answer without a single output token (none seen, none counted by the server) is an
+    error (`EMPTY_ANSWER`): every request asks for at least one."""
     options = workload.request_options()
     messages = [*history, *messages_of(item)] if history else messages_of(item)
     if isinstance(item, Prompt) and item.max_tokens is not None:
@@ -145,6 +173,7 @@ async def _one(
         if workload.stream:
             stream = await client.chat.completions.create(messages=messages, stream=True, **options)
             chunks = 0
+            produced = False
             last = started
             async with stream:
                 async for chunk in stream:
@@ -160,6 +189,7 @@ async def _one(
                                 record.itl.append(now - last)
                             last = now
                             chunks += 1
+                        produced = produced or _produced(chunk)
                     record.chunks += 1
                     if chunk.usage is not None:
                         record.prompt_tokens = chunk.usage.prompt_tokens
@@ -172,6 +202,8 @@ async def _one(
                         record.model = chunk.model
             if not record.output_tokens:
                 record.output_tokens = chunks
+            if not produced:
+                _empty_answer(record, f"the stream ({record.chunks} chunks)")
         else:
             reply = cast(
                 ChatCompletion, await client.chat.completions.create(messages=messages, **options)
@@ -183,11 +215,18 @@ async def _one(
                 record.cached_tokens = details.cached_tokens if details else None
             record.add_server(reply.timings)
             record.model = reply.model
-            if answer is not None and reply.choices:
-                answer.append(reply.choices[0].message.content or "")
+            message = reply.choices[0].message if reply.choices else None
+            if answer is not None and message is not None:
+                answer.append(message.content or "")
+            if message is None:  # no choice at all: nothing held a token, whatever it says
+                _empty_answer(record, "the answer (no choices)", counted=False)
+            elif not (message.content or message.reasoning_content or message.tool_calls):
+                _empty_answer(record, "the answer's message")
     except Exception as exc:  # noqa: BLE001 - a failed request is a result, not a crash
         record.error_type = type(exc).__name__
         record.error = str(exc) or type(exc).__name__
+        if isinstance(exc, APITimeoutError) and client.total_timeout is not None:
+            record.error = f"no whole answer within the {client.total_timeout:g} s timeout: {exc}"
     finally:
         record.latency = clock() - started
 
@@ -208,7 +247,12 @@ async def run_load(
     does), or ``replay``: a trace's requests at the times it recorded (`Prompt.at`).
     ``watch`` samples the server meanwhile; ``on_start`` is told when the warm-up is over
     and the run's clock starts (its ``duration`` counts from then), ``on_request`` of each
-    measured request as it ends."""
+    measured request as it ends.
+
+    An open-loop run of a duration stops waiting ``arrivals.grace`` seconds after its
+    duration: the requests still in flight then (or still waiting under
+    ``max_concurrency``, never sent) are cancelled and counted `UNFINISHED`; the others
+    are bounded by the client's timeout."""
     if sum((concurrency is not None, arrivals is not None, replay)) != 1:
         raise ValueError(
             "give one of: a concurrency (closed loop), arrivals (open loop), replay=True"
@@ -239,6 +283,8 @@ async def run_load(
             raise ValueError("replay needs a trace: every request with its timestamp")
         schedule = [at - min(times) for at in times]
     records = [RequestRecord(i) for i in range(count * turns)]
+    sent: set[int] = set()  # the records whose request left, and those that ended
+    ended: set[int] = set()
     cap = concurrency or workload.max_concurrency
     gate = asyncio.Semaphore(cap) if cap else None
     if on_start is not None:
@@ -272,7 +318,9 @@ async def run_load(
                     record.history_tokens = (previous.prompt_tokens or 0) + previous.output_tokens
                 answer: list[str] | None = [] if turn < turns - 1 else None
                 record.started = time.perf_counter() - origin
+                sent.add(record.index)
                 await _one(client, item, workload, record, history, answer)
+                ended.add(record.index)
                 if on_request is not None:
                     on_request(record)
                 if not record.ok:
@@ -289,10 +337,29 @@ async def run_load(
             if gate is not None:
                 gate.release()
 
+    stop_at = None
+    if arrivals is not None and arrivals.duration is not None:
+        stop_at = origin + arrivals.duration + arrivals.grace
+    tasks: list[asyncio.Task[None]] = []
     try:
-        with phase(MEASURED):
-            await asyncio.gather(*(session(n) for n in range(count)))
+        with phase(MEASURED):  # the tasks copy the phase now
+            tasks = [asyncio.ensure_future(session(n)) for n in range(count)]
+        if stop_at is None or not tasks:
+            await asyncio.gather(*tasks)
+        else:
+            done, pending = await asyncio.wait(tasks, timeout=stop_at - time.perf_counter())
+            for task in done:
+                task.result()  # a crash of the generator itself is raised, not counted
+            if pending:
+                assert arrivals is not None
+                now = time.perf_counter() - origin
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                _unfinished(records, sent, ended, now, arrivals)
     finally:
+        for task in tasks:
+            task.cancel()  # none left, unless the run itself was interrupted
         samples = await watch.stop() if watch is not None else []
     failed_samples = watch.run_failures if watch is not None else 0
     duration = max((r.started + r.latency for r in records), default=0.0)
@@ -308,6 +375,27 @@ async def run_load(
         server_failures=failed_samples,
         cpu_seconds=time.process_time() - cpu_start,
     )
+
+
+def _unfinished(
+    records: Sequence[RequestRecord],
+    sent: set[int],
+    ended: set[int],
+    now: float,
+    arrivals: Arrivals,
+) -> None:
+    """Count the requests of a run that stopped waiting ``now`` seconds in (its sessions
+    cancelled) unfinished: those in flight, and those never sent."""
+    when = f"{arrivals.grace:g} s after the {arrivals.duration:g} s duration"
+    for record in records:
+        if record.index in ended or record.error_type is not None:
+            continue  # answered, failed, or a later turn of a failed session
+        record.error_type = UNFINISHED
+        if record.index in sent:
+            record.error = f"still in flight when the run stopped waiting, {when}"
+        else:  # waiting for a place under max_concurrency, or a later turn
+            record.started, record.latency = now, 0.0
+            record.error = f"never sent: still waiting when the run stopped, {when}"
 
 
 async def run_sweep(

@@ -9,7 +9,6 @@ puts the cache in the measurement on purpose.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import secrets
@@ -20,6 +19,7 @@ from typing import Any, Protocol, Union, cast
 
 from ..api import AsyncLlamaCppClient
 from ..api._internal import check_messages
+from ._jsonfile import loads, read_json, show_number, undecodable, unsendable
 from ._phase import CALIBRATION, phase
 
 __all__ = [
@@ -77,6 +77,8 @@ WORDS = (
     "good new first last long great little own other old big high different local"
 ).split()
 CALIBRATION_WORDS = 1000
+#: The most tokens a request may ask for: llama.cpp reads the count into an int32.
+MAX_TOKENS = 2**31 - 1
 
 
 def load_prompts_file(path: str | os.PathLike[str]) -> list[Item]:
@@ -85,62 +87,77 @@ def load_prompts_file(path: str | os.PathLike[str]) -> list[Item]:
     and, for a trace, the ``timestamp`` (seconds) it was sent at; or a ShareGPT JSON
     array of ``{"conversations": [{"from": "human", "value": ...}, ...]}``, each sent up
     to its first human turn, its answer's length (about 4 characters a token) as its
-    ``max_tokens``. Blank lines are skipped.
+    ``max_tokens``. Blank lines are skipped; UTF-8, with or without a byte order mark.
 
-    Raises ``ValueError`` naming the file and line (or entry) of the first bad one.
+    The whole file is checked here, so that no request of a run fails for what it says:
+    raises ``ValueError`` naming the file and line (or entry), and the field, of the first
+    bad one.
     """
     path = Path(path)
-    with path.open(encoding="utf-8") as fh:
-        head = fh.read(1024).lstrip()
-    if head.startswith("["):
-        return _sharegpt(path)
-    prompts: list[Item] = []
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                entry = json.loads(line)
-            except ValueError as exc:
-                raise ValueError(f"{where}: not JSON ({exc})") from None
-            if not isinstance(entry, dict):
-                raise ValueError(f"{where}: expected an object with 'prompt' or 'messages'")
-            if isinstance(entry.get("messages"), list):
-                try:
-                    messages: Messages = check_messages(entry["messages"])
-                except (TypeError, ValueError) as exc:
-                    raise ValueError(f"{where}: {exc}") from None
-            elif isinstance(entry.get("prompt"), str) and entry["prompt"]:
-                messages = [{"role": "user", "content": entry["prompt"]}]
-            else:
-                raise ValueError(f'{where}: expected {{"prompt": "text"}} or {{"messages": [...]}}')
-            prompts.append(_item(messages, entry, where))
+    try:
+        with path.open(encoding="utf-8-sig") as fh:
+            head = fh.read(1024).lstrip()
+        if head.startswith("["):
+            return _sharegpt(path)
+        prompts: list[Item] = []
+        with path.open(encoding="utf-8-sig") as fh:
+            for number, line in enumerate(fh, 1):
+                if line.strip():
+                    prompts.append(_line(line, f"{path}:{number}"))
+    except UnicodeDecodeError:
+        raise ValueError(undecodable(path)) from None
     if not prompts:
         raise ValueError(f"{path}: no prompts in the file")
     return prompts
 
 
+def _line(line: str, where: str) -> Item:
+    """One JSONL line's request; ``ValueError`` starting with ``where`` for a bad one."""
+    entry = loads(line, where)
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}: expected an object with 'prompt' or 'messages'")
+    if isinstance(entry.get("messages"), list):
+        messages: Messages = entry["messages"]
+    elif isinstance(entry.get("prompt"), str) and entry["prompt"]:
+        messages = [{"role": "user", "content": entry["prompt"]}]
+    else:
+        raise ValueError(f'{where}: expected {{"prompt": "text"}} or {{"messages": [...]}}')
+    return _item(_sendable(messages, where), entry, where)
+
+
+def _sendable(messages: Any, where: str) -> Messages:
+    """Messages a request can carry as they are, else ``ValueError`` saying which field."""
+    problem = unsendable(messages, "messages")
+    if problem is not None:
+        raise ValueError(f"{where}: {problem}")
+    try:
+        return check_messages(messages)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
 def _item(messages: Messages, entry: Mapping[str, Any], where: str) -> Item:
     max_tokens, at = entry.get("max_tokens"), entry.get("timestamp")
     if max_tokens is not None and (
-        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+        isinstance(max_tokens, bool)
+        or not isinstance(max_tokens, int)
+        or not 1 <= max_tokens <= MAX_TOKENS
     ):
-        raise ValueError(f"{where}: max_tokens must be a whole number >= 1, got {max_tokens!r}")
+        raise ValueError(
+            f"{where}: max_tokens must be a whole number of 1 to {MAX_TOKENS}, "
+            f"got {show_number(max_tokens)}"
+        )
     if at is not None and (
         isinstance(at, bool) or not isinstance(at, (int, float)) or not 0 <= at < 1e9
     ):
-        raise ValueError(f"{where}: timestamp must be seconds >= 0, got {at!r}")
+        raise ValueError(f"{where}: timestamp must be seconds >= 0, got {show_number(at)}")
     if max_tokens is None and at is None:
         return messages
     return Prompt(messages, max_tokens, None if at is None else float(at))
 
 
 def _sharegpt(path: Path) -> list[Item]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ValueError(f"{path}: not JSON ({exc})") from None
+    data = read_json(path)
     prompts: list[Item] = []
     for number, entry in enumerate(data if isinstance(data, list) else [], 1):
         turns = entry.get("conversations") if isinstance(entry, dict) else None
@@ -161,7 +178,7 @@ def _sharegpt(path: Path) -> list[Item]:
         if not any(m["role"] == "user" for m in messages):
             continue  # a conversation without a question: nothing to send
         length = None if not answer else max(1, round(len(answer) / CHARS_PER_TOKEN))
-        prompts.append(Prompt(messages, length))
+        prompts.append(Prompt(_sendable(messages, f"{path}: entry {number}"), length))
     if not prompts:
         raise ValueError(f"{path}: no conversations with a human turn in the file")
     return prompts

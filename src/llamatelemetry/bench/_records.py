@@ -25,6 +25,7 @@ from ._stats import Summary
 from ._watch import ServerSample
 
 __all__ = [
+    "EMPTY_ANSWER",
     "ITL_NOTE",
     "METRICS",
     "METRIC_DEFINITIONS",
@@ -32,6 +33,7 @@ __all__ = [
     "RequestRecord",
     "RunResult",
     "TPOT_NOTE",
+    "UNFINISHED",
 ]
 
 #: The latency metrics, in the order they are shown.
@@ -66,6 +68,13 @@ TPOT_NOTE = (
 )
 ITL_NOTE = "ITL: every gap between streamed chunks, all requests pooled = vLLM's ITL"
 ERROR_SAMPLES = 5  # distinct error messages kept per run
+#: The error type of a request answered without a single output token: an error, never
+#: goodput (a stream of nothing but ``[DONE]``, a reply whose ``choices`` are empty).
+EMPTY_ANSWER = "EmptyAnswer"
+#: The error type of a request a run stopped waiting for: an open-loop run of a duration
+#: ends its ``grace`` after it, and what is still in flight (or still waiting to be sent)
+#: then is unfinished.
+UNFINISHED = "Unfinished"
 #: Tokens two different prompts may share at their start by chance (a first word, say).
 CACHE_SLACK_TOKENS = 8
 #: The server's figures sampled during a run (`ServerSample` fields).
@@ -269,7 +278,13 @@ class RunResult:
 
     @property
     def errors(self) -> int:
+        """Requests that did not complete: failed, or unfinished (`unfinished` of them)."""
         return self.requests - self.completed
+
+    @property
+    def unfinished(self) -> int:
+        """Requests still in flight, or never sent, when the run stopped waiting for them."""
+        return sum(1 for r in self.records if r.error_type == UNFINISHED)
 
     @property
     def input_tokens(self) -> int:
@@ -373,6 +388,7 @@ class RunResult:
             "requests": self.requests,
             "completed": self.completed,
             "errors": self.errors,
+            "unfinished": self.unfinished,
             "duration_s": round(self.duration, 6),
             "request_throughput": round(self.request_throughput, 6),
             "output_throughput": round(self.output_throughput, 6),

@@ -7,6 +7,8 @@ sampled: the run goes on.
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import time
 from collections.abc import Awaitable
 from dataclasses import asdict, dataclass
@@ -15,6 +17,8 @@ from typing import Any, cast
 from ..api import AsyncLlamaCppClient
 
 __all__ = ["ServerSample", "ServerWatch"]
+
+log = logging.getLogger(__name__)
 
 PROCESSED = "llamacpp:tokens_predicted_total"
 PROMPTED = "llamacpp:prompt_tokens_total"
@@ -37,25 +41,86 @@ class ServerSample:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
+#: The most a slot's count (its context, tokens) can be: llama.cpp keeps them in an int32.
+MAX_COUNT = 2**31 - 1
+
+
+def _count(slot: dict[str, Any], name: str) -> int:
+    """A slot's count: absent (0), or a whole number llama.cpp could hold; anything else
+    raises ``ValueError`` (and the sample is not taken)."""
+    value = slot.get(name)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise ValueError(f"a slot's {name} is {value!r:.40}, not a count")
+    return value
+
+
+def _decoded(slot: dict[str, Any]) -> int:
+    """The tokens a slot decoded so far: ``next_token`` is a list of objects on today's
+    server, one object on older (or compatible) ones."""
+    next_token = slot.get("next_token")
+    if next_token is None:
+        return 0
+    entries = [next_token] if isinstance(next_token, dict) else next_token
+    if not isinstance(entries, list) or not all(isinstance(t, dict) for t in entries):
+        raise ValueError(f"a slot's next_token is {next_token!r:.40}, not an object or a list")
+    return sum(_count(t, "n_decoded") for t in entries)
+
+
 def _context_used(slots: list[dict[str, Any]]) -> float | None:
-    total = sum(int(s.get("n_ctx") or 0) for s in slots)
+    total = sum(_count(s, "n_ctx") for s in slots)
     if not total:
         return None
     used = 0
     for slot in slots:
         if slot.get("state") != "processing":
             continue
-        decoded = sum(int(t.get("n_decoded") or 0) for t in slot.get("next_token") or [])
+        decoded = _decoded(slot)
         if "n_prompt_tokens_processed" in slot:
             # Today's server: n_prompt_tokens grows with the decoded tokens; the prompt
             # is what came from the cache plus what was processed.
-            prompt = int(slot.get("n_prompt_tokens_cache") or 0) + int(
-                slot.get("n_prompt_tokens_processed") or 0
+            prompt = _count(slot, "n_prompt_tokens_cache") + _count(
+                slot, "n_prompt_tokens_processed"
             )
         else:
-            prompt = int(slot.get("n_prompt_tokens") or 0)
+            prompt = _count(slot, "n_prompt_tokens")
         used += prompt + decoded
     return used / total
+
+
+@dataclass(frozen=True)
+class _Slots:
+    """What one answer of ``/slots`` says."""
+
+    busy: int
+    total: int
+    context_used: float | None
+
+    @classmethod
+    def of(cls, slots: Any) -> _Slots:
+        """Raises ``ValueError`` (or ``TypeError``) for an answer not shaped as slots."""
+        if not isinstance(slots, list) or not all(isinstance(s, dict) for s in slots):
+            raise ValueError("/slots did not answer a list of slots")
+        busy = sum(1 for s in slots if s.get("state") == "processing")
+        return cls(busy, len(slots), _context_used(slots))
+
+
+def _figures(values: Any) -> dict[str, float]:
+    """The counters a sample reads, each a finite number >= 0; ``ValueError`` else."""
+    if not isinstance(values, dict):
+        raise ValueError("/metrics did not parse")
+    figures: dict[str, float] = {}
+    for name in (PROCESSED, PROMPTED, DEFERRED):
+        value = values.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} is {value!r:.40}, not a number")
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} is {value!r}, not a count")
+        figures[name] = float(value)
+    return figures
 
 
 class ServerWatch:
@@ -82,14 +147,18 @@ class ServerWatch:
 
     async def stop(self) -> list[ServerSample]:
         """Stop sampling and hand over this run's samples: every one taken while the run
-        ran (none at its very start or after its end, when the server is idle)."""
+        ran (none at its very start or after its end, when the server is idle). Never
+        raises for what the server answered: a sample that failed is counted instead."""
         if self._task is not None:
-            self._task.cancel()
+            task, self._task = self._task, None
+            task.cancel()
             try:
-                await self._task
+                await task
             except asyncio.CancelledError:
                 pass
-            self._task = None
+            except Exception:  # noqa: BLE001 - the run keeps its report whatever happened
+                log.debug("sampling %s ended in an error", self._client.base_url, exc_info=True)
+                self.failures += 1
         samples, self.samples, self._last = self.samples, [], None
         self.run_failures, self.failures = self.failures, 0
         return samples
@@ -98,23 +167,41 @@ class ServerWatch:
         await self._client.aclose()
 
     async def _loop(self) -> None:
-        await self.sample(record=False)  # the counters' starting point
+        await self._sample_counted(record=False)  # the counters' starting point
         while True:
             await asyncio.sleep(self._interval)
-            await self.sample()
+            await self._sample_counted()
+
+    async def _sample_counted(self, record: bool = True) -> None:
+        try:
+            await self.sample(record)
+        except Exception:  # noqa: BLE001 - a sample lost, not the run
+            log.debug("a sample of %s failed", self._client.base_url, exc_info=True)
+            self.failures += 1
+
+    async def _metrics(self) -> dict[str, float]:
+        """The counters a sample reads; empty (and a failure counted) when ``/metrics``
+        is missing, or says something that is not those counters."""
+        try:
+            return _figures(await cast(Awaitable[Any], self._client.metrics.values()))
+        except Exception:  # noqa: BLE001 - no /metrics (or a router), or an odd one
+            self.failures += 1
+            return {}
+
+    async def _slots(self) -> _Slots | None:
+        """What ``/slots`` says; None (and a failure counted) when it is missing or odd."""
+        try:
+            return _Slots.of(await cast(Awaitable[Any], self._client.slots.list()))
+        except Exception:  # noqa: BLE001 - no /slots, or slots of a shape not known here
+            self.failures += 1
+            return None
 
     async def sample(self, record: bool = True) -> None:
+        """One look at the server. A part that fails (the server's answer missing, or not
+        of a shape read here) is left out of the sample and counted in `failures`."""
         now = time.perf_counter()
-        values: dict[str, float] = {}
-        slots: list[dict[str, Any]] | None = None
-        try:
-            values = await cast(Awaitable[dict[str, float]], self._client.metrics.values())
-        except Exception:  # noqa: BLE001 - no /metrics (or a router): nothing to sample
-            self.failures += 1
-        try:
-            slots = await cast(Awaitable[list[dict[str, Any]]], self._client.slots.list())
-        except Exception:  # noqa: BLE001
-            self.failures += 1
+        values = await self._metrics()
+        slots = await self._slots()
         if not values and slots is None:
             return
         rates: dict[str, float | None] = {"generated_per_s": None, "prompt_per_s": None}
@@ -132,12 +219,10 @@ class ServerWatch:
         self.samples.append(
             ServerSample(
                 t=now - self._origin,
-                busy_slots=None
-                if slots is None
-                else sum(1 for s in slots if s.get("state") == "processing"),
-                total_slots=None if slots is None else len(slots),
+                busy_slots=None if slots is None else slots.busy,
+                total_slots=None if slots is None else slots.total,
                 deferred=values.get(DEFERRED),
-                context_used=None if slots is None else _context_used(slots),
+                context_used=None if slots is None else slots.context_used,
                 **rates,
             )
         )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 import platform
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack, ExitStack, contextmanager
@@ -23,6 +22,7 @@ from rich.text import Text
 
 from ..api import DEFAULT_BASE_URL, AsyncLlamaCppClient, redact_url
 from ..bench import (
+    DURATION_GRACE,
     METRIC_DEFINITIONS,
     METRICS,
     SLO,
@@ -35,16 +35,17 @@ from ..bench import (
     RunResult,
     ServerWatch,
     Workload,
+    burstiness_problem,
     capacity_bounded,
     compare_reports,
     find_capacity,
+    load_baseline,
     load_prompts_file,
     messages_of,
     open_client,
     run_load,
     synthetic_source,
     template_prefix_tokens,
-    usable_runs,
     write_html,
 )
 from ..server import ServerManager, ServerStartError
@@ -115,6 +116,15 @@ def _parse_rates(ctx: click.Context, param: click.Parameter, value: str | None) 
         if rate not in rates:
             rates.append(rate)
     return rates
+
+
+def _parse_burstiness(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """A gamma shape the arrivals' sampler represents faithfully, refused with the reason
+    before anything is planned or sent."""
+    problem = burstiness_problem(value)
+    if problem is not None:
+        raise click.BadParameter(f"{value:g}: {problem}")
+    return value
 
 
 def _parse_slo(ctx: click.Context, param: click.Parameter, value: str | None) -> SLO | None:
@@ -325,7 +335,10 @@ async def _run(
             elif rate is not None:
                 # Each run its own arrivals (repeats included), repeatable with --seed.
                 seed = None if plan.seed is None else plan.seed + runs_made
-                arrivals = Arrivals(rate, seed=seed, **plan.arrivals)
+                try:  # a capacity search may double a rate past what a schedule holds
+                    arrivals = Arrivals(rate, seed=seed, **plan.arrivals)
+                except ValueError as exc:
+                    raise CliError(f"--rate {rate:g}: {exc}") from None
                 total = None if arrivals.duration else plan.requests
                 progress.level(f"{rate:>7.3g} req/s", total)
             else:
@@ -507,7 +520,7 @@ def _check_plot_available() -> None:
 )
 @click.option(
     "--max-tokens",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=2**31 - 1),  # llama.cpp reads it into an int32
     default=DEFAULT_MAX_TOKENS,
     show_default=True,
     help="Tokens to generate per request (at most).",
@@ -548,7 +561,8 @@ def _check_plot_available() -> None:
     type=click.FloatRange(min=0, min_open=True),
     default=600.0,
     show_default=True,
-    help="Seconds one request may take.",
+    help="Seconds one request may take in all (its wait and its whole stream): then it "
+    "fails, counted as an APITimeoutError.",
 )
 @click.option(
     "--rate",
@@ -560,17 +574,19 @@ def _check_plot_available() -> None:
 )
 @click.option(
     "--burstiness",
-    callback=finite,
-    type=click.FloatRange(min=0, min_open=True),
+    callback=_parse_burstiness,
+    type=float,
     default=1.0,
     show_default=True,
-    help="With --rate: gamma shape of the gaps between arrivals (1: Poisson, <1: burstier).",
+    help="With --rate: gamma shape of the gaps between arrivals (1: Poisson, <1: burstier; "
+    "0.02 to 1e6).",
 )
 @click.option(
     "--duration",
     callback=finite,
     type=click.FloatRange(min=0, min_open=True),
-    help="With --rate: seconds each rate runs (instead of -n requests).",
+    help="With --rate: seconds each rate sends requests (instead of -n requests); requests "
+    f"still unanswered {DURATION_GRACE:g} s after it are counted unfinished.",
 )
 @click.option(
     "--ramp-up",
@@ -747,7 +763,7 @@ def bench(
     report them, beside the server's busy slots and waiting requests sampled during the
     run. Every run sends prompts no earlier request sent (unless --prompts-file repeats
     them), and says when the server's cache served more than the chat template's prefix.
-    Exits with status 1 when every request failed.
+    Exits with status 1 when every request failed, or no request was scheduled.
 
     \b
     Examples:
@@ -769,6 +785,11 @@ def bench(
                             ("--max-concurrency", max_concurrency is not None)):  # fmt: skip
             if given:
                 raise CliError(f"{name} is for open-loop runs: add --rate")
+    for rate in rates:  # a schedule of more requests than one can hold is refused now
+        try:
+            Arrivals(rate, burstiness, ramp_up, duration)
+        except ValueError as exc:
+            raise CliError(f"--rate {rate:g}: {exc}") from None
     if find_capacity is not None and slo is None:
         raise CliError("--find-capacity searches for the highest load meeting --slo: add --slo")
     if slo is not None and slo.needs_stream and not stream:
@@ -796,18 +817,20 @@ def bench(
         _check_plot_available()
     earlier = None
     if baseline is not None:
-        try:
-            earlier = json.loads(baseline.read_text(encoding="utf-8"))
-            if not usable_runs(earlier):
-                raise ValueError("not a report of `llamatelemetry bench --json` with runs")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise CliError(f"--baseline {baseline}: {exc}") from None
+        try:  # checked whole now: nothing in it may fail the comparison after the run
+            earlier = load_baseline(baseline)
+        except ValueError as exc:  # it names the file, and the line or field
+            raise CliError(f"--baseline: {exc}") from None
+        except OSError as exc:
+            raise CliError(f"--baseline: {baseline}: {exc.strerror or exc}") from None
     file_prompts = None
     if prompts_file is not None:
-        try:
+        try:  # every line checked now: no request of the run fails for what it says
             file_prompts = load_prompts_file(prompts_file)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except ValueError as exc:
             raise CliError(f"--prompts-file: {exc}") from None
+        except OSError as exc:
+            raise CliError(f"--prompts-file: {prompts_file}: {exc.strerror or exc}") from None
         if replay:
             if not all(isinstance(p, Prompt) and p.at is not None for p in file_prompts):
                 raise CliError("--replay: every line of --prompts-file needs its 'timestamp'")
@@ -922,6 +945,16 @@ def bench(
         if failed_everywhere:
             samples = [s for r in results for s in r.error_samples()]
             total = sum(r.requests for r in results)
+            if total == 0:  # only empty schedules: nothing failed, and nothing was measured
+                held = dict.fromkeys(
+                    f"{a.expected(a.duration):.2g} at {a.rate:g} req/s"
+                    for a in (r.arrivals for r in results)
+                    if a is not None and a.duration is not None
+                )
+                raise CliError(
+                    f"no request was scheduled: --duration {duration:g} s holds on average "
+                    f"{', '.join(held)} requests; lengthen --duration or raise --rate"
+                )
             raise CliError(
                 f"all {total} requests to {target} failed", samples[0] if samples else ""
             )
