@@ -331,8 +331,8 @@ def test_error_event_inside_stream_raises_stream_error() -> None:
 
 def test_stream_stall_hits_read_timeout() -> None:
     chunks = sse(chunk("a"), chunk("b"))
-    with FaultServer(Reply(chunks=chunks, chunk_delay=1.0)) as server:
-        with LlamaCppClient(server.url, timeout=0.2) as client:
+    with FaultServer(Reply(chunks=chunks, chunk_delay=10.0)) as server:  # "a" at once
+        with LlamaCppClient(server.url, timeout=2.0) as client:
             stream = chat(client, stream=True)
             assert next(stream).choices[0].delta.content == "a"
             with pytest.raises(requests.Timeout):

@@ -5,7 +5,9 @@ search for the highest load meeting them, the server sampled during the run."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import statistics
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +29,7 @@ from llamatelemetry.bench import (
 )
 from llamatelemetry.server import ServerManager
 from llamatelemetry.testing import start_chat_server
-from llamatelemetry.testing._fault_server import FaultServer, Reply
+from llamatelemetry.testing._fault_server import FaultServer, Reply, SeenRequest
 
 from ..replies import CHAT
 from .test_load import invoke, ok_json
@@ -121,7 +123,8 @@ def test_arrivals_follow_the_asked_for_process() -> None:
 
 async def test_requests_leave_on_schedule_while_the_server_falls_behind() -> None:
     """Each answer takes 0.6 s; 12 requests at 40/s must all leave within their 0.3 s
-    schedule, not one answer after another."""
+    schedule, not one answer after another (that would put the second more than 0.5 s
+    behind, the last 6 s)."""
     with FaultServer(Reply(200, CHAT, delay=0.6)) as server:
         async with open_client(server.url, concurrency=64) as client:
             workload = Workload(SyntheticPrompts(4, seed=1), requests=12, stream=False, warmup=0)
@@ -130,9 +133,9 @@ async def test_requests_leave_on_schedule_while_the_server_falls_behind() -> Non
     schedule = [r.scheduled for r in result.records]
     assert schedule == arrival_times(Arrivals(40.0, seed=5), 12)
     lag = result.lag()
-    assert lag is not None and lag.max < 50.0  # ms: every request left on time
-    assert max(r.started for r in result.records) < max(schedule) + 0.05  # type: ignore[type-var]
-    assert result.duration < max(schedule) + 0.6 + 0.3  # type: ignore[operator]
+    assert lag is not None and lag.max < 250.0  # ms: every request left on time
+    assert max(r.started for r in result.records) < max(schedule) + 0.25  # type: ignore[type-var]
+    assert result.duration < max(schedule) + 0.6 + 1.0  # type: ignore[operator]
     assert len(server.requests) == 12
 
 
@@ -152,7 +155,7 @@ def test_the_command_line_runs_rates_and_reports_lag_and_the_server(
 ) -> None:
     data = ok_json("--url", fresh_server.url, "--rate", "30,60", "--duration", "0.5",
                    "--max-tokens", "3", "--prompt-tokens", "16",
-                   "--scrape-interval", "0.1")  # fmt: skip
+                   "--scrape-interval", "0.05")  # fmt: skip
     assert [run["rate"] for run in data["runs"]] == [30.0, 60.0]
     assert all(run["concurrency"] is None for run in data["runs"])  # no closed loop asked
     for run in data["runs"]:
@@ -160,8 +163,10 @@ def test_the_command_line_runs_rates_and_reports_lag_and_the_server(
         assert 3 <= run["requests"] <= run["rate"] * 1.5 and run["errors"] == 0
         assert run["lag_ms"]["count"] == run["requests"]
         samples = run["server_samples"]
-        assert len(samples) >= 3
+        assert len(samples) >= 1  # how many fit in the run depends on how busy the machine is
         assert all(0 <= s["busy_slots"] <= s["total_slots"] == 2 for s in samples)
+        times = [s["t"] for s in samples]
+        assert 0 < times[0] and times == sorted(times)  # taken while the run ran, in turn
         assert run["server"]["total_slots"] == 2 and run["server"]["busy_slots"]["max"] <= 2
         generator = run["generator"]
         assert generator["cpu_per_request_ms"] > 0 and generator["cpu_per_chunk_us"] > 0
@@ -418,7 +423,7 @@ def test_a_trace_is_replayed_at_its_recorded_times(
     assert run["replay"] is True and run["requests"] == 4
     starts = [r["start_ms"] for r in run["per_request"]]
     for i, start in enumerate(starts):
-        assert 250 * i <= start < 250 * i + 60  # left on the recorded schedule
+        assert 250 * i <= start < 250 * (i + 1)  # left on the recorded schedule, in its turn
     assert [r["output_tokens"] for r in run["per_request"]] == [2, 3, 4, 5]  # their own lengths
     refused = invoke("--url", fresh_server.url, "--replay")
     assert refused.exit_code != 0 and "--replay sends a --prompts-file trace" in refused.output
@@ -475,7 +480,20 @@ async def test_a_failed_turn_ends_its_session() -> None:
 async def test_failed_samples_are_counted_not_hidden() -> None:
     from llamatelemetry.bench import ServerWatch
 
-    with FaultServer(Reply(200, CHAT, delay=0.05)) as server:  # no /metrics, no /slots
+    looks = itertools.count(1)
+    sampled = threading.Event()
+
+    def answer(request: SeenRequest) -> Reply:
+        """No /metrics, no /slots: chat answers to them too. The run's own answers wait
+        until the watch has failed two samples (4 failures): it asks /metrics a third time
+        only after it has counted them."""
+        if request.path.split("?")[0] == "/metrics" and next(looks) == 3:
+            sampled.set()
+        elif request.path.endswith("/chat/completions"):
+            assert sampled.wait(60)
+        return Reply(200, CHAT)
+
+    with FaultServer(answer) as server:
         watch = ServerWatch(server.url, interval=0.02)
         async with open_client(server.url, concurrency=2) as client:
             workload = Workload(SyntheticPrompts(4, seed=1), requests=6, stream=False, warmup=0)

@@ -119,6 +119,7 @@ def test_odd_slots_and_metrics_cost_samples_not_the_report(prompts: Path) -> Non
         human = invoke("--url", server.url, *args)
     assert human.exit_code == 0, human.output
     assert "Benchmark" in human.stdout and "concurrency" in human.stdout
+    assert "server samples lost" in human.stdout  # the human report says so too
 
 
 async def test_a_watch_survives_every_odd_answer() -> None:

@@ -10,6 +10,7 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -163,18 +164,38 @@ def test_one_stream_read_by_two_threads() -> None:
     assert stream.closed
 
 
+class GatedChunks(list[bytes]):
+    """A stream's chunks, of which the second is sent only once ``release`` is set."""
+
+    def __init__(self, chunks: list[bytes], release: threading.Event) -> None:
+        super().__init__(chunks)
+        self.release = release
+
+    def __iter__(self) -> Iterator[bytes]:
+        for i, part in enumerate(super().__iter__()):
+            if i == 1:
+                self.release.wait(30)
+            yield part
+
+
 def test_one_async_stream_read_by_two_tasks() -> None:
+    release = threading.Event()
+
     async def main(url: str) -> list[Any]:
         async with AsyncLlamaCppClient(url) as client:
             stream = await client.chat.completions.create(messages=MESSAGES, stream=True)
-            chunks = [await stream.__anext__()]  # the next one comes 20 ms later
+            chunks = [await stream.__anext__()]  # the next one waits for the release
             second = asyncio.ensure_future(stream.__anext__())
             await asyncio.sleep(0.005)  # that task now waits inside the stream
-            with pytest.raises(ConcurrentIterationError, match="one reader only"):
-                await stream.__anext__()
+            try:
+                with pytest.raises(ConcurrentIterationError, match="one reader only"):
+                    await stream.__anext__()
+            finally:
+                release.set()
             return chunks + [await second] + [item async for item in stream]
 
-    with FaultServer(SLOW_STREAM) as server:
+    events = sse(*[chunk(str(i)) for i in range(40)], chunk(finish="stop"))
+    with FaultServer(Reply(chunks=GatedChunks(events, release))) as server:
         chunks = asyncio.run(main(server.url))
     assert [c.choices[0].delta.content for c in chunks] == [str(i) for i in range(40)] + [None]
 

@@ -40,6 +40,21 @@ class _Held:
         yield CounterMetricFamily("held", "a held figure", value=value)
 
 
+def waiting(endpoint: PrometheusEndpoint) -> threading.Event:
+    """Set once a ``wait_for_scrape`` has begun to wait: every scrape that begins after it
+    is one that the wait counts (a handshake, where a sleep would only make it likely)."""
+    began = threading.Event()
+    answered = endpoint._answered
+    wait = answered.wait
+
+    def spy(timeout: float | None = None) -> bool:
+        began.set()
+        return wait(timeout)
+
+    answered.wait = spy  # type: ignore[method-assign]
+    return began
+
+
 @pytest.fixture
 def held() -> Iterator[tuple[PrometheusEndpoint, _Held]]:
     registry = CollectorRegistry()
@@ -59,15 +74,16 @@ def test_a_scrape_in_flight_when_the_wait_begins_does_not_count(
         early = pool.submit(httpx.get, endpoint.url, timeout=10)
         assert collector.entered.wait(5)  # the early scrape is collecting
         collector.entered.clear()
-        waited = pool.submit(endpoint.wait_for_scrape, 10)
-        time.sleep(0.2)  # the wait has begun
+        began = waiting(endpoint)
+        waited = pool.submit(endpoint.wait_for_scrape, 30)
+        assert began.wait(10)  # the wait has begun
         collector.value = 7  # recorded after the early scrape began
         collector.release.set()
         assert "held_total 0.0" in early.result().text  # it took the old figure...
         time.sleep(0.3)
         assert not waited.done()  # ...so the wait goes on
         late = httpx.get(endpoint.url, timeout=10)
-        assert waited.result(5) is True
+        assert waited.result(30) is True
         assert "held_total 7.0" in late.text
     assert endpoint.scrapes == 2
 
@@ -86,9 +102,10 @@ def test_without_a_scrape_the_wait_ends_at_its_timeout(
 def test_only_answered_metric_scrapes_count(held: tuple[PrometheusEndpoint, _Held]) -> None:
     endpoint, collector = held
     collector.release.set()
+    began = waiting(endpoint)
     with ThreadPoolExecutor(1) as pool:
         waited = pool.submit(endpoint.wait_for_scrape, 2)
-        time.sleep(0.1)
+        assert began.wait(10)
         httpx.get(endpoint.url.replace("/metrics", "/favicon.ico"), timeout=5)
         httpx.post(endpoint.url, timeout=5)
         assert waited.result(5) is False
@@ -124,9 +141,10 @@ def test_a_scrape_cut_by_its_scraper_is_not_answered() -> None:
     endpoint = _endpoint(_Big())
     try:
         port = int(endpoint.url.split(":")[2].split("/")[0])
+        began = waiting(endpoint)
         with ThreadPoolExecutor(1) as pool:
             waited = pool.submit(endpoint.wait_for_scrape, 4)
-            time.sleep(0.1)
+            assert began.wait(10)
             with socket.create_connection(("127.0.0.1", port)) as sock:
                 sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
                 assert sock.recv(17)
@@ -139,20 +157,24 @@ def test_a_scrape_cut_by_its_scraper_is_not_answered() -> None:
         endpoint.close()
 
 
-@pytest.mark.parametrize(("timeout_header", "answered"), [("0.3", False), ("10", True)])
+@pytest.mark.parametrize(("timeout_header", "answered"), [("0.3", False), ("60", True)])
 def test_a_scrape_prometheus_gave_up_on_is_not_answered(
     timeout_header: str, answered: bool
 ) -> None:
     """Prometheus says how long it waits (X-Prometheus-Scrape-Timeout-Seconds): an answer
     written after that went to a scraper that no longer reads it."""
-    endpoint = _endpoint(_Big(delay=0.6))
+    endpoint = _endpoint(_Big(delay=0.6))  # always later than 0.3 s
     try:
+        began = waiting(endpoint)
         with ThreadPoolExecutor(1) as pool:
-            waited = pool.submit(endpoint.wait_for_scrape, 3)
-            time.sleep(0.1)
+            waited = pool.submit(endpoint.wait_for_scrape, 60)  # ends at the answered scrape
+            assert began.wait(10)
             headers = {"X-Prometheus-Scrape-Timeout-Seconds": timeout_header}
-            httpx.get(endpoint.url, headers=headers, timeout=30)
-            assert waited.result(10) is answered
+            httpx.get(endpoint.url, headers=headers, timeout=60)
+            if not answered:  # that one did not end the wait: the next, unhurried, does
+                httpx.get(endpoint.url, timeout=60)
+            assert waited.result(60) is True
+        assert endpoint.scrapes == 1
     finally:
         endpoint.close()
 
@@ -160,9 +182,10 @@ def test_a_scrape_prometheus_gave_up_on_is_not_answered(
 def test_a_filtered_scrape_is_not_answered(held: tuple[PrometheusEndpoint, _Held]) -> None:
     endpoint, collector = held
     collector.release.set()
+    began = waiting(endpoint)
     with ThreadPoolExecutor(1) as pool:
         waited = pool.submit(endpoint.wait_for_scrape, 1)
-        time.sleep(0.1)
+        assert began.wait(10)
         filtered = httpx.get(endpoint.url, params={"name[]": "nothing"}, timeout=5)
         assert filtered.status_code == 200 and "held" not in filtered.text
         assert waited.result(5) is False
@@ -175,24 +198,28 @@ def test_wait_timeouts(held: tuple[PrometheusEndpoint, _Held]) -> None:
         with pytest.raises(ValueError, match="timeout must be >= 0 seconds"):
             endpoint.wait_for_scrape(bad)
     assert endpoint.wait_for_scrape(0) is False
+    began = waiting(endpoint)
     with ThreadPoolExecutor(1) as pool:
         waited = pool.submit(endpoint.wait_for_scrape, math.inf)  # however long it takes
+        assert began.wait(10)
         time.sleep(0.3)
         assert not waited.done()
         httpx.get(endpoint.url, timeout=5)
-        assert waited.result(5) is True
+        assert waited.result(30) is True
 
 
 def test_the_telemetry_handle_waits_for_its_endpoint() -> None:
     telemetry = setup_telemetry("scraped", prometheus_port=0, set_global=False)
     try:
         counter = telemetry.meter_provider.get_meter("t").create_counter("jobs")
+        assert telemetry._prometheus is not None
+        began = waiting(telemetry._prometheus)
         with ThreadPoolExecutor(1) as pool:
             counter.add(3)
-            waited = pool.submit(telemetry.wait_for_scrape, 10)
-            time.sleep(0.1)
+            waited = pool.submit(telemetry.wait_for_scrape, 30)
+            assert began.wait(10)
             text = httpx.get(telemetry.prometheus_url, timeout=5).text  # type: ignore[arg-type]
-            assert waited.result(5) is True
+            assert waited.result(30) is True
         assert re.search(r"(?m)^jobs_total\{.*\} 3\.0$", text)
     finally:
         telemetry.shutdown()

@@ -301,6 +301,13 @@ def _print_run(console: Console, result: RunResult, slo: SLO | None = None) -> N
                 f"busy slots {busy.mean:,.1f}{total} mean, {busy.max:,.0f} max{waiting}",
             )
         )
+    if result.server_failures:
+        rows.append(
+            (
+                "server samples lost",
+                f"{result.server_failures:,} (its /slots or /metrics answer could not be read)",
+            )
+        )
     lag = result.lag()
     if lag is not None:
         rows.append(("schedule lag", f"{lag.median:,.2f} ms median, {lag.p99:,.2f} ms p99"))
