@@ -51,6 +51,20 @@ REPLY = {
 }
 
 
+def wait_until_idle(server: ServerManager, timeout: float = 30.0) -> None:
+    """Wait until none of ``server``'s slots is busy: a stream an earlier test closed early
+    may still hold its slot for a moment (the server notices at its next write), and a
+    test of slot states or token counts must start from a server at rest."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    with server.client() as client:
+        while any(slot["state"] != "idle" for slot in client.slots.list()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{server.url} still busy after {timeout} s")
+            time.sleep(0.02)
+
+
 @pytest.fixture
 def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep retry waits short; the policy (counts, Retry-After) is what is under test."""

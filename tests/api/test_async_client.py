@@ -27,7 +27,7 @@ from llamatelemetry.server import ServerManager
 from llamatelemetry.telemetry import InstrumentedAsyncLlamaCppClient, LlamaCppInstrumentor
 from llamatelemetry.testing._fault_server import FaultServer, Reply, sse
 
-from ..conftest import API_KEY
+from ..conftest import API_KEY, wait_until_idle
 
 MESSAGES = [{"role": "user", "content": "What is GGUF?"}]
 
@@ -124,8 +124,9 @@ async def test_32_concurrent_streams_complete_without_interleaving(
 
 
 async def test_cancelled_task_frees_connection_and_slot(
-    aclient: AsyncLlamaCppClient, caplog: pytest.LogCaptureFixture
+    aclient: AsyncLlamaCppClient, caplog: pytest.LogCaptureFixture, chat_server: ServerManager
 ) -> None:
+    wait_until_idle(chat_server)  # the one busy slot must be this test's
     caplog.set_level(logging.ERROR, logger="asyncio")
     started = asyncio.Event()
     holder: dict[str, AsyncStream[ChatCompletionChunk]] = {}

@@ -28,7 +28,7 @@ from llamatelemetry.api import (
 from llamatelemetry.server import ServerManager
 from llamatelemetry.testing import TinyModelFiles
 
-from ..conftest import API_KEY
+from ..conftest import API_KEY, wait_until_idle
 
 MESSAGES = [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -342,7 +342,10 @@ def test_models_list_and_props(
     assert "<|im_start|>" in props["chat_template"]
 
 
-def test_slots_list_normalized_and_processing(client: LlamaCppClient) -> None:
+def test_slots_list_normalized_and_processing(
+    client: LlamaCppClient, chat_server: ServerManager
+) -> None:
+    wait_until_idle(chat_server)
     slots = client.slots.list()
     assert [s["id"] for s in slots] == [0, 1, 2, 3]
     assert all(s["state"] == "idle" and s["is_processing"] is False for s in slots)
@@ -408,7 +411,8 @@ def test_health(client: LlamaCppClient) -> None:
     assert client.health.wait_until_ready(timeout=5) == {"status": "ok"}
 
 
-def test_metrics_rise_after_a_call(client: LlamaCppClient) -> None:
+def test_metrics_rise_after_a_call(client: LlamaCppClient, chat_server: ServerManager) -> None:
+    wait_until_idle(chat_server)  # no earlier generation still adding to the counters
     text = client.metrics.get()
     assert "# TYPE llamacpp:prompt_tokens_total counter" in text
     before = client.metrics.values()

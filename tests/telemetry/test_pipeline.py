@@ -32,6 +32,8 @@ from llamatelemetry.telemetry import (
 from llamatelemetry.testing._fault_server import FaultServer, Reply, SeenRequest
 from llamatelemetry.testing._otlp import OTLPReceiver
 
+from ..conftest import wait_until_idle
+
 MESSAGES = [{"role": "user", "content": "What is GGUF?"}]
 
 
@@ -264,6 +266,7 @@ def test_prometheus_endpoint(chat_server: ServerManager) -> None:
 
 
 def test_server_metrics_bridge(chat_server: ServerManager) -> None:
+    wait_until_idle(chat_server)  # its counters must not move but by this test's calls
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     with LlamaCppClient(chat_server.url) as client:
@@ -387,6 +390,7 @@ def test_a_server_with_metrics_off_is_up_one_that_is_gone_is_down() -> None:
 def test_a_collection_scrapes_each_server_once(chat_server: ServerManager) -> None:
     """interval=0 means at every collection, not at every one of the bridge's instruments
     (it scraped 16 times per collection)."""
+    wait_until_idle(chat_server)
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     with LlamaCppClient(chat_server.url) as client:
