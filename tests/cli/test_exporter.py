@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -141,3 +142,65 @@ def test_a_huge_metrics_body_holds_no_other_server(chat_server: ServerManager) -
             interrupt(process)
         finally:
             reap(process)
+
+
+def test_bodies_costly_to_read_cost_no_other_server_its_figures() -> None:
+    """Ten 'servers' each answer /metrics with just under the 2 MiB cap of labelled
+    series (46,000 lines, a second of CPU each to parse in full): the exporter reads what
+    it reports within the collection's time bound, so every scrape answers, the honest
+    server's series are there, and the others are reported down."""
+    from llamatelemetry.testing._fault_server import FaultServer, Reply, SeenRequest
+
+    line = 'llamacpp:prompt_tokens_total{{slot="{}"}} 1\n'
+    lines = [line.format(i) for i in range(46_000)]
+    heavy = "".join(lines)
+    assert len(heavy) < 2 * 1024 * 1024
+
+    def answer(body: str) -> Any:
+        def reply(request: SeenRequest) -> Reply:
+            if request.path.startswith("/props"):
+                return Reply(200, {"total_slots": 1})
+            if request.path.startswith("/metrics"):
+                return Reply(200, body, content_type="text/plain")
+            return Reply(200, [{"id": 0, "is_processing": False}])
+
+        return reply
+
+    honest_body = "llamacpp:prompt_tokens_total 42\nllamacpp:tokens_predicted_total 7\n"
+    hostile = [FaultServer(answer(heavy)) for _ in range(10)]
+    with FaultServer(answer(honest_body)) as honest:
+        port = free_port()
+        servers = [arg for s in [*hostile, honest] for arg in ("--server", s.url)]
+        command = [*INTERRUPTIBLE, sys.executable, "-c",
+                   "from llamatelemetry.cli import main; main()", "exporter", *servers,
+                   "--port", str(port), "--interval", "0", "--timeout", "2"]  # fmt: skip
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            read_until(process, "Press Ctrl-C to stop.")
+            for _ in range(2):
+                began = time.monotonic()
+                reply = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30, trust_env=False)
+                took = time.monotonic() - began
+                assert reply.status_code == 200, reply.text[-2000:]
+                samples = {
+                    (s.name, s.labels.get("server_port", "")): s.value
+                    for family in text_string_to_metric_families(reply.text)
+                    for s in family.samples
+                }
+                mine = str(honest.port)
+                assert samples[("llama_cpp_server_up", mine)] == 1
+                assert samples[("llama_cpp_server_prompt_tokens_total", mine)] == 42
+                assert samples[("llama_cpp_server_slots_total", mine)] == 1
+                for server in hostile:
+                    assert samples[("llama_cpp_server_up", str(server.port))] == 0
+                    assert ("llama_cpp_server_slots_total", str(server.port)) not in samples
+                # Generous: the bound is --timeout (2 s) plus a little; reading every body
+                # in full took 8 s and more (10.8 s and a 500 with ten of them).
+                assert took < 6, took
+            interrupt(process)
+        finally:
+            reap(process)
+            for server in hostile:
+                server.close()

@@ -172,9 +172,10 @@ def test_an_odd_router_does_not_silence_the_other_bridges(providers: Any) -> Non
         "/v1/models": Reply(200, {"data": [{"id": "m", "status": "loaded"}, 7]}),
     }
     with FaultServer(routed(healthy_routes)) as healthy, FaultServer(routed(odd_routes)) as odd:
+        clients = [LlamaCppClient(s.url) for s in (odd, healthy)]
         bridges = [
-            LlamaServerMetrics(LlamaCppClient(s.url), interval=0, meter_provider=meter_provider)
-            for s in (odd, healthy)
+            LlamaServerMetrics(client, interval=0, meter_provider=meter_provider)
+            for client in clients
         ]
         try:
             found = points(reader)
@@ -182,6 +183,8 @@ def test_an_odd_router_does_not_silence_the_other_bridges(providers: Any) -> Non
         finally:
             for bridge in bridges:
                 bridge.close()
+            for client in clients:  # the bridge leaves the caller's client open
+                client.close()
     [prompt] = found["llama_cpp.server.prompt_tokens"]
     assert prompt.value == 42 and prompt.attributes["server.port"] == int(
         healthy.url.split(":")[-1]

@@ -56,8 +56,9 @@ MAX_TIMEOUT_S = 8.0
     type=click.FloatRange(min=0.001, max=MAX_TIMEOUT_S),
     default=2.0,
     show_default=True,
-    help="Give up on a server's scrape after this many seconds: it is reported down "
-    f"(at most {MAX_TIMEOUT_S:g}: the servers share one collection's 10 s).",
+    help="Give up on a server's scrape after this many seconds, reading its answers "
+    f"included: it is reported down (at most {MAX_TIMEOUT_S:g}: the servers share one "
+    "collection's 10 s).",
 )
 @click.option(
     "--api-key",
@@ -77,7 +78,9 @@ def exporter(
 
     Each server is scraped at most every --interval seconds, inside Prometheus's own
     scrape; a server that goes away is reported with llama_cpp_server_up 0 (its other
-    series absent) and picked up again when it comes back.
+    series absent) and picked up again when it comes back. A router's models in memory
+    are asked at once, each with its own llama_cpp_server_up (with gen_ai_request_model);
+    a server redeployed as a router, or back, is read in its new role at the next scrape.
     """
     from ..telemetry import LlamaServerMetrics, setup_telemetry
 

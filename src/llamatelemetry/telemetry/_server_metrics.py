@@ -13,11 +13,15 @@ bridge.close()
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import logging
+import math
+import re
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +29,13 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation, g
 
 from .._closing import Closing
 from .._version import __version__
-from ..api import APIConnectionError, APITimeoutError, LlamaCppClient, deadline
+from ..api import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    LlamaCppClient,
+    deadline,
+)
 from ..api._internal import check_number
 from ._attributes import server_attributes
 
@@ -122,6 +132,109 @@ SERVER_INSTRUMENTS: tuple[tuple[str, str, str, str, str], ...] = (
 )
 
 
+# A router's models are asked at once, this many requests at a time: one after another, four
+# models answering in 0.6 s each took longer than the whole scrape's timeout.
+MODEL_CONCURRENCY = 8
+# A router's models reported at most (those in memory first): a listing of more costs every
+# other server its time, and the SDK keeps 2,000 series of an instrument (then one overflow).
+MAX_ROUTER_MODELS = 1_000
+# A llama-server's /metrics has a few dozen lines: a body with more is not one's, and reading
+# it would cost every other server its time (2 MiB of series: a second of CPU to parse).
+MAX_METRICS_LINES = 10_000
+# How long past the scrapes' timeout a collection waits for what was fetched to be read,
+# before it reports a server whose scrape has not ended as not answering in time.
+GRACE_S = 0.5
+_CHUNK = 256 * 1024  # /metrics is read this many characters at a time, the clock checked between
+_RESIDENT = ("loaded", "sleeping")
+
+
+def _sample_line() -> re.Pattern[str]:
+    """An unlabelled sample of one of the reported names: ``name [{}] value [timestamp]``."""
+    names = "|".join(re.escape(sample) for *_, sample in SERVER_INSTRUMENTS)
+    return re.compile(rf"^({names})(?:\{{\s*\}})?[ \t]+([^ \t\r\n]+)", re.M)
+
+
+_SAMPLE_LINE = _sample_line()
+
+
+class TooCostlyError(Exception):
+    """An answer that could not be read within the scrape's time: it is left out, and its
+    server (or router's model) reported as not answering."""
+
+
+def read_values(text: str, end: float = math.inf) -> dict[str, float]:
+    """The unlabelled samples of the names the bridge reports, from ``/metrics`` text:
+    only those lines are read, and reading stops at ``end`` (``time.monotonic()``).
+
+    Raises `TooCostlyError` for a body of more than ``MAX_METRICS_LINES`` lines, or one not
+    read by ``end``.
+    """
+    lines = text.count("\n")
+    if lines > MAX_METRICS_LINES:
+        raise TooCostlyError(
+            f"/metrics has {lines:,} lines, more than {MAX_METRICS_LINES:,} (a llama-server's "
+            "has a few dozen): not read"
+        )
+    values: dict[str, float] = {}
+    start = 0
+    while start < len(text):
+        if time.monotonic() > end:
+            raise TooCostlyError("/metrics was still being read when the scrape's time was up")
+        stop = text.find("\n", start + _CHUNK)
+        stop = len(text) if stop < 0 else stop + 1
+        for match in _SAMPLE_LINE.finditer(text, start, stop):
+            try:
+                values[match[1]] = float(match[2])
+            except ValueError:
+                continue  # not a number: the sample is left out, like an absent one
+        start = stop
+    return values
+
+
+@dataclass(frozen=True, slots=True)
+class _Figures:
+    """One server's (or one of a router's models') figures from one scrape."""
+
+    point: dict[str, Any]
+    values: dict[str, float]
+    slots: tuple[int, int] | None
+    loaded: bool | None = None  # a router's model: in memory or not
+    up: bool | None = None  # a router's model in memory: answered its scrape in time or not
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    """What one bridge reports in one collection."""
+
+    point: dict[str, Any]
+    up: bool | None
+    figures: list[_Figures]
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """One request of a scrape: its figures, or why there are none."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+    @property
+    def answered(self) -> bool:
+        """Answered in time and readable: an error status is an answer (/metrics may be off);
+        no connection, no answer in time, or an answer too costly to read is none."""
+        return not isinstance(self.error, (APIConnectionError, APITimeoutError, TooCostlyError))
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """What one target (a server, or one of a router's models) answered in one scrape."""
+
+    values: dict[str, float]
+    slots: tuple[int, int] | None
+    answered: bool  # every request answered in time
+    status_error: bool  # some request answered with an error status: the role may have changed
+
+
 class _Instruments:
     """One set of observable instruments per meter, reporting every live bridge on it:
     OpenTelemetry drops a second instrument of the same name, so bridges must share."""
@@ -130,6 +243,7 @@ class _Instruments:
         self.bridges: weakref.WeakSet[LlamaServerMetrics] = weakref.WeakSet()
         self._round_lock = threading.Lock()
         self._called: set[str] = set()  # the observers called in this collection so far
+        self._states: list[_State] = []  # what this collection reports
         for name, kind, unit, description, sample in SERVER_INSTRUMENTS:
             create = (
                 meter.create_observable_counter
@@ -154,7 +268,8 @@ class _Instruments:
             "llama_cpp.server.up",
             callbacks=[self._up_observer],
             unit="1",
-            description="1 when the server answered its last scrape, 0 when it did not.",
+            description="1 when the server (with gen_ai.request.model: a router's model in "
+            "memory) answered its last scrape in time, 0 when it did not.",
         )
         meter.create_observable_gauge(
             "llama_cpp.server.model.loaded",
@@ -163,26 +278,29 @@ class _Instruments:
             description="1 while a router's model is in memory (loaded or asleep), else 0.",
         )
 
-    def _collecting(self, observer: str) -> list[LlamaServerMetrics]:
-        """The bridges, their figures fresh for this collection.
+    def _collecting(self, observer: str) -> list[_State]:
+        """What each bridge reports in this collection, fresh.
 
         A collection calls every observer once: an observer called again starts the next
         one, whose first observer scrapes every bridge due (all at once, so a collection
-        waits for the slowest server, not for the sum of them); the others read.
+        waits for the slowest server, not for the sum of them, and never much past the
+        scrapes' timeout) and notes what each reports; the others read that.
         """
         with self._round_lock:
             if observer in self._called:
                 self._called.clear()
             if not self._called:
-                _scrape_all([b for b in list(self.bridges) if b._due()])
+                bridges = list(self.bridges)
+                _scrape_all([b for b in bridges if b._due()])
+                self._states = [s for s in (b._state() for b in bridges) if s is not None]
             self._called.add(observer)
-        return list(self.bridges)
+            return self._states
 
     def _observer(self, sample: str) -> Any:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
             observations = []
-            for bridge in self._collecting(sample):
-                for figures in bridge._latest():
+            for state in self._collecting(sample):
+                for figures in state.figures:
                     value = figures.values.get(sample)
                     if value is not None:
                         observations.append(Observation(value, figures.point))
@@ -193,8 +311,8 @@ class _Instruments:
     def _slot_observer(self, index: int) -> Any:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
             observations = []
-            for bridge in self._collecting(f"slots {index}"):
-                for figures in bridge._latest():
+            for state in self._collecting(f"slots {index}"):
+                for figures in state.figures:
                     if figures.slots is not None:
                         observations.append(Observation(figures.slots[index], figures.point))
             return observations
@@ -203,25 +321,28 @@ class _Instruments:
 
     def _up_observer(self, options: CallbackOptions) -> Iterable[Observation]:
         observations = []
-        for bridge in self._collecting("up"):
-            if bridge.up is not None:
-                observations.append(Observation(int(bridge.up), bridge._point))
+        for state in self._collecting("up"):
+            if state.up is not None:
+                observations.append(Observation(int(state.up), state.point))
+            for figures in state.figures:
+                if figures.up is not None:
+                    observations.append(Observation(int(figures.up), figures.point))
         return observations
 
     def _loaded_observer(self, options: CallbackOptions) -> Iterable[Observation]:
         observations = []
-        for bridge in self._collecting("loaded"):
-            for figures in bridge._latest():
+        for state in self._collecting("loaded"):
+            for figures in state.figures:
                 if figures.loaded is not None:
                     observations.append(Observation(int(figures.loaded), figures.point))
         return observations
 
 
 def _scrape_all(bridges: list[LlamaServerMetrics]) -> None:
-    """Scrape these bridges' servers at once, each within its own time limit."""
-    if len(bridges) <= 1:
-        for bridge in bridges:
-            bridge._scrape()
+    """Scrape these bridges' servers at once, each within its own time limit; a scrape not
+    ended ``GRACE_S`` past the longest limit (its answers still being read) is reported as
+    not answering in time, and the collection goes on without it."""
+    if not bridges:
         return
     threads = [
         threading.Thread(target=bridge._scrape, name="llamatelemetry-scrape", daemon=True)
@@ -229,22 +350,46 @@ def _scrape_all(bridges: list[LlamaServerMetrics]) -> None:
     ]
     for thread in threads:
         thread.start()
+    end = time.monotonic() + max(bridge._timeout for bridge in bridges) + GRACE_S
     for thread in threads:
-        thread.join()
+        thread.join(max(0.0, end - time.monotonic()))
+    for bridge, thread in zip(bridges, threads, strict=True):
+        if thread.is_alive():
+            bridge._late()
+
+
+def _gather(calls: list[Callable[[], _Outcome]], end: float) -> list[_Outcome]:
+    """Make these calls, ``MODEL_CONCURRENCY`` at a time; a call not made or not ended
+    ``GRACE_S`` past ``end`` is one that did not answer in time."""
+    if len(calls) <= 2:  # one target's /metrics and /slots: in turn, on this thread
+        return [call() for call in calls]
+    results: list[_Outcome | None] = [None] * len(calls)
+    pending = iter(range(len(calls)))
+    lock = threading.Lock()
+    contexts = [contextvars.copy_context() for _ in calls]  # each call, the caller's context
+
+    def work() -> None:
+        while True:
+            with lock:
+                index = next(pending, None)
+            if index is None:
+                return
+            results[index] = contexts[index].run(calls[index])
+
+    workers = [
+        threading.Thread(target=work, name="llamatelemetry-scrape-model", daemon=True)
+        for _ in range(min(MODEL_CONCURRENCY, len(calls)))
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(max(0.0, end + GRACE_S - time.monotonic()))
+    late = TooCostlyError("not answered and read when the scrape's time was up")
+    return [_Outcome(error=late) if result is None else result for result in list(results)]
 
 
 _instruments: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDictionary()
 _instruments_lock = threading.Lock()
-
-
-@dataclass(frozen=True, slots=True)
-class _Figures:
-    """One server's (or one of a router's models') figures from one scrape."""
-
-    point: dict[str, Any]
-    values: dict[str, float]
-    slots: tuple[int, int] | None
-    loaded: bool | None = None  # a router's model: in memory or not
 
 
 class LlamaServerMetrics(Closing):
@@ -252,14 +397,20 @@ class LlamaServerMetrics(Closing):
     (one per server) can share a meter provider, told apart by ``server.address``/``port``.
 
     A router (``llama-server --models-dir``) has no figures of its own: each of its models
-    in memory is scraped (``?model=``, never loading one) and reported with its name in
-    ``gen_ai.request.model``, with ``llama_cpp.server.model.loaded`` for every model.
+    in memory is scraped (``?model=``, never loading one; ``MODEL_CONCURRENCY`` requests at
+    a time) and reported with its name in ``gen_ai.request.model``, with
+    ``llama_cpp.server.model.loaded`` for every model and ``llama_cpp.server.up`` for each
+    one in memory (0: its figures did not arrive in time; the router's own ``up`` says
+    whether the router answered). A server that changes role (redeployed as a router, or
+    back) is noticed from its answers and read in its new role in the same scrape.
 
     A scrape (``/metrics`` and ``/slots``) happens at most every ``interval`` seconds (0:
     once per collection), inside the SDK's collection, and is cut after ``timeout`` seconds
-    of wall-clock time. The bridges of one meter are scraped at once, so a slow server
-    leaves its figures out of that collection but never holds the others, and a
-    collection takes one ``timeout`` at most, however many servers stall.
+    of wall-clock time. Of ``/metrics`` only the reported samples are read, within the same
+    time; a body of more than ``MAX_METRICS_LINES`` lines is not read. The bridges of one
+    meter are scraped at once, so a slow server (or one whose answers are costly to read)
+    leaves its figures out of that collection but never holds the others, and a collection
+    takes one ``timeout`` (and ``GRACE_S``) at most, however many servers stall.
     """
 
     def __init__(
@@ -277,12 +428,15 @@ class LlamaServerMetrics(Closing):
         self._timeout = float(timeout)
         self._client = client
         self._interval = float(interval)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards what a scrape publishes
+        self._scraping = threading.Lock()  # held by the scrape in flight (one at a time)
         self._scraped_at = float("-inf")
         self._figures: list[_Figures] = []
-        self._router: bool | None = None  # asked at the first scrape
+        self._router: bool | None = None  # asked at the first scrape, again when in doubt
         self._closed = False
+        self._warned = False
         self.scrapes = 0
+        self._published = 0  # the last scrape whose figures were published
         self.failures = 0
         # Whether the last scrape found the server answering (None before the first): a
         # server that goes away is reported down, its other series absent, until it is back.
@@ -304,81 +458,199 @@ class LlamaServerMetrics(Closing):
         with self._lock:
             return [] if self._closed else self._figures
 
-    def _scrape(self) -> list[_Figures]:
-        """The latest figures, fetched again when older than ``interval``."""
+    def _state(self) -> _State | None:
+        """What this bridge reports now (None once closed)."""
         with self._lock:
-            if self._closed:
-                return []
-            if self._due():
+            return None if self._closed else _State(self._point, self.up, self._figures)
+
+    def _late(self) -> None:
+        """The collection could not wait for this scrape to end: for it, the server did not
+        answer in time (the scrape's figures, when it ends, are the next collection's)."""
+        with self._lock:
+            if not self._closed and self._published != self.scrapes:
+                self.up = False
+                self._figures = []
+
+    def _scrape(self) -> list[_Figures]:
+        """The latest figures, fetched again when older than ``interval`` (unless a scrape
+        of this server is still in flight: then it is left to end)."""
+        if not self._scraping.acquire(blocking=False):
+            return self._latest()
+        try:
+            with self._lock:
+                if self._closed or not self._due():
+                    return [] if self._closed else self._figures
                 self._scraped_at = time.monotonic()
                 self.scrapes += 1
-                self._reached = True
-                try:
-                    with deadline(self._timeout):
-                        self._figures = self._scrape_now()
-                except Exception as exc:  # noqa: BLE001 - one odd server must not silence the rest
-                    self._failed(exc)
-                    self._figures = []
-                    log.debug("scraping %s failed", self._client.base_url, exc_info=True)
-                self.up = self._reached
-                if not self.up:
-                    self._figures = []  # what it answered before it went away is stale
-                    self._router = None  # it may come back as a router, or as no router
-            return self._figures
+            self._reached = True
+            end = time.monotonic() + self._timeout
+            try:
+                with deadline(self._timeout):
+                    figures = self._scrape_now(end)
+            except Exception as exc:  # noqa: BLE001 - one odd server must not silence the rest
+                self._failed(exc)
+                figures = []
+                log.debug("scraping %s failed", self._client.base_url, exc_info=True)
+            up = self._reached
+            if not up:
+                figures = []  # what it answered before it went away is stale
+                self._router = None  # it may come back as a router, or as no router
+            with self._lock:
+                if self._closed:
+                    return []
+                self.up = up
+                self._figures = figures
+                self._published = self.scrapes
+                return figures
+        finally:
+            self._scraping.release()
 
     def _failed(self, exc: BaseException) -> None:
         """A failed request of a scrape: the server is down when it could not be reached or
         did not answer in time (an error status is an answer: /metrics may be off)."""
         self.failures += 1
-        if isinstance(exc, (APIConnectionError, APITimeoutError)):
+        if not _Outcome(error=exc).answered:
             self._reached = False
 
-    def _scrape_now(self) -> list[_Figures]:
-        if self._router is None:
-            try:
-                self._router = self._client.props.get().get("role") == "router"
-            except Exception as exc:  # noqa: BLE001 - a down server must not break export
+    def _ask_role(self, again: bool = False) -> bool:
+        """Ask ``/props`` whether the server is a router; False when it could not tell.
+        Asked ``again`` (an answer did not fit its role), a failure leaves the answers
+        already had standing: the server answered them."""
+        try:
+            self._router = self._client.props.get().get("role") == "router"
+        except Exception as exc:  # noqa: BLE001 - a down server must not break export
+            if not again:
                 self._failed(exc)
-                log.debug("reading %s/props failed: %s", self._client.base_url, exc)
-                return []
-        if not self._router:
-            return [self._scrape_model(self._point, None)]
+            log.debug("reading %s/props failed: %s", self._client.base_url, exc)
+            return False
+        return True
+
+    def _scrape_now(self, end: float) -> list[_Figures]:
+        asked = self._router is None
+        if asked and not self._ask_role():
+            return []
+        if self._router:
+            return self._scrape_router(end, asked)
+        figures, in_doubt = self._scrape_single(end)
+        # A router answers /metrics and /slots without ?model= with an error: redeployed as
+        # one since it was asked? Then it is read as one, in this scrape.
+        if in_doubt and not asked and self._ask_role(again=True) and self._router:
+            return self._scrape_router(end, asked=True)
+        return figures
+
+    def _scrape_single(self, end: float) -> tuple[list[_Figures], bool]:
+        """A server's own figures, and whether an answer was an error status."""
+        [read] = self._read([None], end)
+        if not read.answered:
+            self._reached = False
+            return [], read.status_error
+        return [_Figures(self._point, read.values, read.slots)], read.status_error
+
+    def _scrape_router(self, end: float, asked: bool) -> list[_Figures]:
         try:
             models = self._client.models.list()
         except Exception as exc:  # noqa: BLE001
             self._failed(exc)
             log.debug("listing %s/models failed: %s", self._client.base_url, exc)
+            # A single server behind a proxy may have no /v1/models: redeployed as one?
+            if isinstance(exc, APIStatusError) and not asked and self._no_longer_router():
+                return self._scrape_single(end)[0]
             return []
+        entries = {
+            entry["id"]: status.get("value")
+            for entry in models
+            if isinstance(entry, dict)
+            and isinstance(entry.get("id"), str)
+            and isinstance(status := entry.get("status"), dict)
+        }
+        if len(entries) < len(models):
+            # A single server lists its model without a status: redeployed as one since it
+            # was asked? Then it is read as one, in this scrape.
+            if not entries and not asked and self._no_longer_router():
+                return self._scrape_single(end)[0]
+            self.failures += 1  # entries that are not a router's model entries: skipped
+            log.debug("%s/models lists entries of another shape", self._client.base_url)
+        if len(entries) > MAX_ROUTER_MODELS:
+            kept = sorted(entries, key=lambda name: entries[name] not in _RESIDENT)
+            entries = {name: entries[name] for name in kept[:MAX_ROUTER_MODELS]}
+            if not self._warned:
+                self._warned = True  # once: it would be every few seconds
+                log.warning(
+                    "%s/models lists %d models: %d reported (those in memory first)",
+                    self._client.base_url, len(kept), MAX_ROUTER_MODELS,
+                )  # fmt: skip
+        resident = [name for name, state in entries.items() if state in _RESIDENT]
+        reads = dict(zip(resident, self._read(resident, end), strict=True))
         figures = []
-        for entry in models:
-            status = entry.get("status")
-            if not isinstance(entry.get("id"), str) or not isinstance(status, dict):
-                continue  # not a router's model entry
-            name = entry["id"]
+        for name in entries:
             point = {**self._point, "gen_ai.request.model": name}
-            state = status.get("value")
-            if state in ("loaded", "sleeping"):
-                figures.append(self._scrape_model(point, name, loaded=True))
-            else:
+            read = reads.get(name)
+            if read is None:
                 figures.append(_Figures(point, {}, None, loaded=False))
+            elif read.answered:
+                figures.append(_Figures(point, read.values, read.slots, loaded=True, up=True))
+            else:
+                figures.append(_Figures(point, {}, None, loaded=True, up=False))
         return figures
 
-    def _scrape_model(
-        self, point: dict[str, Any], model: str | None, loaded: bool | None = None
-    ) -> _Figures:
-        values: dict[str, float] = {}
-        slots = None
+    def _no_longer_router(self) -> bool:
+        """Whether a server taken for a router says it is not one any more."""
+        return self._ask_role(again=True) and not self._router
+
+    def _read(self, models: list[str | None], end: float) -> list[_Read]:
+        """Each target's ``/metrics`` and ``/slots`` (a router's model: ``?model=``), all
+        asked at once, ``MODEL_CONCURRENCY`` at a time, within ``end``."""
+        calls: list[Callable[[], _Outcome]] = []
+        for model in models:
+            calls.append(functools.partial(self._request, self._metrics, model, end))
+            calls.append(functools.partial(self._request, self._slots, model, end))
+        outcomes = _gather(calls, end)
+        reads = []
+        for index, model in enumerate(models):
+            metrics, slots = outcomes[2 * index], outcomes[2 * index + 1]
+            for outcome, path in ((metrics, "metrics"), (slots, "slots")):
+                if outcome.error is not None:
+                    self._note(path, model, outcome.error)
+            if metrics.error is not None:
+                self.failures += 1
+            reads.append(
+                _Read(
+                    values=metrics.value if metrics.error is None else {},
+                    slots=slots.value if slots.error is None else None,
+                    answered=metrics.answered and slots.answered,
+                    status_error=isinstance(metrics.error, APIStatusError)
+                    or isinstance(slots.error, APIStatusError),
+                )
+            )
+        return reads
+
+    def _note(self, path: str, model: str | None, error: BaseException) -> None:
+        where = f"{self._client.base_url}/{path}" + ("" if model is None else f"?model={model}")
+        if isinstance(error, TooCostlyError) and not self._warned:
+            self._warned = True  # once: it would be every few seconds
+            log.warning("%s: %s; its figures are left out", where, error)
+        else:
+            log.debug("reading %s failed: %s", where, error)
+
+    @staticmethod
+    def _request(
+        ask: Callable[[str | None, float], Any], model: str | None, end: float
+    ) -> _Outcome:
+        left = end - time.monotonic()
+        if left <= 0:
+            return _Outcome(error=APITimeoutError("not asked: the scrape's time was up"))
         try:
-            values = self._client.metrics.values(model=model)
+            with deadline(left):
+                return _Outcome(ask(model, end))
         except Exception as exc:  # noqa: BLE001 - a down server must not break export
-            self._failed(exc)
-            log.debug("scraping %s/metrics failed: %s", self._client.base_url, exc)
-        try:
-            listed = self._client.slots.list(model=model)
-            slots = (sum(1 for s in listed if s["state"] == "processing"), len(listed))
-        except Exception as exc:  # noqa: BLE001
-            log.debug("reading %s/slots failed: %s", self._client.base_url, exc)
-        return _Figures(point, values, slots, loaded)
+            return _Outcome(error=exc)
+
+    def _metrics(self, model: str | None, end: float) -> dict[str, float]:
+        return read_values(self._client.metrics.get(model=model), end)
+
+    def _slots(self, model: str | None, end: float) -> tuple[int, int]:
+        listed = self._client.slots.list(model=model)
+        return sum(1 for s in listed if s["state"] == "processing"), len(listed)
 
     def close(self) -> None:
         """Stop reporting (OpenTelemetry has no way to remove the instruments themselves)."""
