@@ -110,21 +110,24 @@ def exporter(
         )
     except OSError as exc:
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    bridges = [
-        LlamaServerMetrics(client, interval, meter_provider=handle.meter_provider, timeout=timeout)
-        for client in clients
-    ]
+    bridges: list[LlamaServerMetrics] = []
     console = out_console()
-    console.print(
-        f"Exporting the metrics of {len(servers)} server(s) at {handle.prometheus_url}",
-        soft_wrap=True,
-    )
-    for client in clients:
-        console.print(f"  {client.base_url}", soft_wrap=True)
-    console.print(Text("Press Ctrl-C to stop.", style="dim"))
-    console.file.flush()
-    try:
+    try:  # from here, a Ctrl-C at any moment (even just after the line saying so) stops it
         with _stop_signals_interrupt():
+            bridges += [
+                LlamaServerMetrics(
+                    client, interval, meter_provider=handle.meter_provider, timeout=timeout
+                )
+                for client in clients
+            ]
+            console.print(
+                f"Exporting the metrics of {len(servers)} server(s) at {handle.prometheus_url}",
+                soft_wrap=True,
+            )
+            for client in clients:
+                console.print(f"  {client.base_url}", soft_wrap=True)
+            console.print(Text("Press Ctrl-C to stop.", style="dim"))
+            console.file.flush()
             while True:
                 time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
