@@ -93,6 +93,19 @@ def free_port() -> int:
         return port
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` different free ports: each held open until all are chosen, so the kernel
+    cannot hand the same one out twice (separate `free_port` calls may)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def prompt_tokens(output: str) -> list[int]:
     """The prompt token counts of the stats lines, in order."""
     return [int(n) for n in re.findall(r"\[(\d+) prompt tokens", output)]

@@ -32,7 +32,7 @@ from llamatelemetry.testing import TinyModelFiles
 from llamatelemetry.testing._otlp import OTLPReceiver
 
 from .. import debian
-from ..cli.test_commands import free_port
+from ..cli.test_commands import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "deployment.md"
@@ -146,7 +146,7 @@ def fleet(tiny_files: TinyModelFiles, llama_server_binary: Path) -> Iterator[Fle
         models = root / "models"
         models.mkdir()
         (models / "tiny.gguf").symlink_to(tiny_files.model.path)
-        ports = {port: free_port() for port in PORTS}
+        ports = dict(zip(PORTS, free_ports(len(PORTS)), strict=True))
         blocks = localized(page_blocks(), ports, tiny_files.model.path, models)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LLAMA_", "OTEL_"))}
         path = os.environ.get("PATH", "").split(":")
