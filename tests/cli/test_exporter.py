@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -149,22 +148,14 @@ def test_bodies_costly_to_read_cost_no_other_server_its_figures() -> None:
     series (46,000 lines, a second of CPU each to parse in full): the exporter reads what
     it reports within the collection's time bound, so every scrape answers, the honest
     server's series are there, and the others are reported down."""
-    from llamatelemetry.testing._fault_server import FaultServer, Reply, SeenRequest
+    from llamatelemetry.testing._fault_server import FaultServer
 
     line = 'llamacpp:prompt_tokens_total{{slot="{}"}} 1\n'
     lines = [line.format(i) for i in range(46_000)]
     heavy = "".join(lines)
     assert len(heavy) < 2 * 1024 * 1024
 
-    def answer(body: str) -> Any:
-        def reply(request: SeenRequest) -> Reply:
-            if request.path.startswith("/props"):
-                return Reply(200, {"total_slots": 1})
-            if request.path.startswith("/metrics"):
-                return Reply(200, body, content_type="text/plain")
-            return Reply(200, [{"id": 0, "is_processing": False}])
-
-        return reply
+    from ..telemetry.test_server_metrics_faults import single_server as answer
 
     honest_body = "llamacpp:prompt_tokens_total 42\nllamacpp:tokens_predicted_total 7\n"
     hostile = [FaultServer(answer(heavy)) for _ in range(10)]

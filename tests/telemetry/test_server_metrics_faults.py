@@ -5,7 +5,7 @@ answers that are costly to read."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -249,6 +249,19 @@ def test_metrics_text_too_costly_to_read_is_refused() -> None:
         read_values("llamacpp:prompt_tokens_total 1\n", end=time.monotonic() - 1)
 
 
+def single_server(metrics: str) -> Callable[[SeenRequest], Reply]:
+    """A single-model server with one idle slot whose /metrics answers ``metrics``."""
+
+    def reply(request: SeenRequest) -> Reply:
+        if request.path.startswith("/props"):
+            return Reply(200, {"total_slots": 1})
+        if request.path.startswith("/metrics"):
+            return Reply(200, metrics, content_type="text/plain")
+        return Reply(200, [{"id": 0, "is_processing": False}])
+
+    return reply
+
+
 def test_a_costly_metrics_body_leaves_out_its_server_alone(
     reader: tuple[MeterProvider, InMemoryMetricReader],
 ) -> None:
@@ -258,16 +271,7 @@ def test_a_costly_metrics_body_leaves_out_its_server_alone(
     heavy = "".join(f'llamacpp:prompt_tokens_total{{slot="{i}"}} 1\n' for i in range(40_000))
     bodies = {"heavy": heavy, "honest": exposition(7)}
 
-    def answer(body: str) -> Any:
-        def reply(request: SeenRequest) -> Reply:
-            if request.path.startswith("/props"):
-                return Reply(200, {"total_slots": 1})
-            if request.path.startswith("/metrics"):
-                return Reply(200, body, content_type="text/plain")
-            return Reply(200, [{"id": 0, "is_processing": False}])
-
-        return reply
-
+    answer = single_server
     with (
         FaultServer(answer(bodies["heavy"])) as hostile,
         FaultServer(answer(bodies["honest"])) as honest,
