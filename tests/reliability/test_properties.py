@@ -35,6 +35,7 @@ from llamatelemetry.api import (
     LlamaTelemetryError,
     Stream,
 )
+from llamatelemetry.api._attempts import retry_delay
 from llamatelemetry.api._base import Call
 from llamatelemetry.api._errors import _BY_STATUS, InternalServerError
 from llamatelemetry.api._sse import ServerSentEvent, SSEDecoder
@@ -581,7 +582,7 @@ def test_any_error_answer_maps_to_its_status_error(
     assert isinstance(error.message, str) and error.message.strip()  # always says something
     assert str(error).startswith(str(status))
     assert error.retry_after is None or isinstance(error.retry_after, float)
-    delay = client._retry_delay(error, 0)  # a retry decision is always possible, and bounded
+    delay = retry_delay(error, 0)  # a retry decision is always possible, and bounded
     assert delay is None or 0 <= delay <= 60
     if "<html" in body.decode("utf-8", "replace").lower()[:20] and not body.startswith(b"{"):
         assert "<html" not in error.message.lower()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
@@ -22,9 +22,9 @@ from ._errors import (
 from ._transport_errors import is_stale_connection_error
 
 if TYPE_CHECKING:
-    from ._base import BaseClient, Call
+    from ._base import Call
 
-__all__ = ["Attempts", "Body", "decoding_error", "retry_delay"]
+__all__ = ["Attempts", "Body", "Limits", "decoding_error", "retry_delay"]
 
 log = logging.getLogger("llamatelemetry")
 
@@ -32,6 +32,22 @@ INITIAL_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 8.0
 MAX_RETRY_AFTER = 60.0
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+class Limits(Protocol):
+    """What a call's attempts read of the client that sends it (its public settings)."""
+
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def max_retries(self) -> int: ...
+
+    @property
+    def total_timeout(self) -> float | None: ...
+
+    @property
+    def max_response_bytes(self) -> int | None: ...
 
 
 def retry_delay(error: APIError, attempt: int) -> float | None:
@@ -55,7 +71,7 @@ class Body:
 
     __slots__ = ("_limit", "_call", "_response", "_parts", "_size")
 
-    def __init__(self, client: BaseClient, call: Call[Any], response: httpx.Response) -> None:
+    def __init__(self, client: Limits, call: Call[Any], response: httpx.Response) -> None:
         self._limit = client.max_response_bytes
         self._call = call
         self._response = response
@@ -117,10 +133,10 @@ class Attempts:
         "_trace",
     )
 
-    def __init__(self, client: BaseClient, call: Call[Any]) -> None:
+    def __init__(self, client: Limits, call: Call[Any]) -> None:
         self._client = client
         self._call = call
-        self._left = client._retries_for(call)
+        self._left = client.max_retries if call.retries is None else call.retries
         self._attempt = 0
         self._resend_available = True
         total = client.total_timeout if call.total_timeout is None else call.total_timeout
@@ -211,7 +227,7 @@ class Attempts:
         """Seconds to wait before the next attempt; raises ``error`` when there is none."""
         if self.expired():
             raise self.timed_out(error)
-        delay = self._client._retry_delay(error, self._attempt) if self._left > 0 else None
+        delay = retry_delay(error, self._attempt) if self._left > 0 else None
         if delay is None:
             raise error
         if self.deadline is not None and time.monotonic() + delay >= self.deadline:

@@ -29,7 +29,6 @@ import httpx
 from .._version import __version__
 from . import _wire
 from ._answers import answer_error, not_a_stream, parse_answer
-from ._attempts import retry_delay
 from ._config import (
     API_KEY_ENV,
     BASE_URL_ENV,
@@ -47,7 +46,7 @@ from ._config import (
     _tls_verify,
     to_timeout,
 )
-from ._errors import APIError, APIResponseError, APIStatusError, ForkError
+from ._errors import APIResponseError, APIStatusError, ForkError
 from ._sse import DEFAULT_MAX_EVENT_BYTES
 from ._streaming import StreamFormat
 from ._validation import check_int, encode_json
@@ -373,9 +372,6 @@ class BaseClient:
     def _not_a_stream(self, call: Call[Any], response: httpx.Response) -> APIResponseError | None:
         return not_a_stream(call, response)
 
-    def _retries_for(self, call: Call[Any]) -> int:
-        return self.max_retries if call.retries is None else call.retries
-
     def _is_success(self, call: Call[Any], status: int) -> bool:
         return status < 400 or status in call.ok_statuses
 
@@ -384,6 +380,3 @@ class BaseClient:
 
     def _parse(self, call: Call[T], response: httpx.Response, body: bytes) -> T:
         return parse_answer(call, response, body)
-
-    def _retry_delay(self, error: APIError, attempt: int) -> float | None:
-        return retry_delay(error, attempt)
