@@ -138,8 +138,6 @@ class BaseClient:
     """Configuration and everything that does no I/O."""
 
     _http: httpx.Client | httpx.AsyncClient
-    # Whether this client asked its server if the chat template can use tools (once).
-    _tools_checked = False
 
     def __init__(
         self,

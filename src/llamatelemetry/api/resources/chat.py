@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, overload
 
@@ -24,6 +25,9 @@ from .tokens import count_tokens_call
 __all__ = ["Chat", "ChatCompletions", "CHAT_STREAM"]
 
 CHAT_STREAM = StreamFormat.of(ChatCompletionChunk, accumulator=ChatAccumulator)
+
+# The clients that have asked their server whether its chat template can use tools (once).
+_TOOLS_CHECKED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 class ChatCompletions(Resource):
@@ -156,13 +160,13 @@ def send_chat(client: Any, call: Call[Any]) -> Any:
     """Run a chat call. The client's first call with ``tools`` asks the server (``/props``)
     whether its chat template can use them: llama-server drops them silently otherwise."""
     body = call.body
-    if not (isinstance(body, dict) and body.get("tools")) or client._tools_checked:
+    if not (isinstance(body, dict) and body.get("tools")) or client in _TOOLS_CHECKED:
         return client._execute(call)
     return client._run(_tools_checked(client, call))
 
 
 def _tools_checked(client: Any, call: Call[Any]) -> Flow[Any]:
-    client._tools_checked = True
+    _TOOLS_CHECKED.add(client)
     try:
         props = yield Call("GET", "/props", dict, retries=0, operation="props")
     except APIError:
