@@ -54,9 +54,10 @@ import httpx
 from prometheus_client.samples import Sample
 from typing_extensions import Self, Unpack
 
-from ._base import BaseClient, Call, Flow
+from ._base import BaseClient
 from ._config import ClientOptions, TimeoutTypes
 from ._protocols import Message, MessageStreamEvent, Response, ResponseStreamEvent
+from ._seam import Call, Flow
 from ._streaming import AsyncStream
 from ._types import (
     ChatCompletion,
@@ -156,15 +157,15 @@ def _resource_properties() -> list[tuple[str, str]]:
 
 
 def _transport_methods() -> list[str]:
-    """``__init__`` and the transport hooks, from the async client itself."""
+    """``__init__`` and the seam's methods (``_seam.Caller``), from the async client itself."""
     cls = _load("_async_client.py", "AsyncLlamaCppClient")
     lines = []
     for node in cls.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in (
             "__init__",
-            "_execute",
-            "_send",
-            "_run",
+            "execute_call",
+            "send_call",
+            "run_flow",
         ):
             asynchronous = isinstance(node, ast.AsyncFunctionDef)
             line = f"    {_signature(node, asynchronous=asynchronous)}"

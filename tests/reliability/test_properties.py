@@ -312,7 +312,7 @@ class _Captured(Exception):
 class _Recorder(LlamaCppClient):
     """Builds the Call a public method would send, and sends nothing."""
 
-    def _execute(self, call: Call[Any]) -> Any:
+    def execute_call(self, call: Call[Any]) -> Any:
         raise _Captured(call)
 
 

@@ -231,7 +231,7 @@ def test_tracer_meter_and_events_carry_the_schema_url(
 
 
 def _counting(previous: Any, seen: list[str], asynchronous: bool = False) -> Any:
-    """Another library's wrapper around ``_execute``."""
+    """Another library's wrapper around ``execute_call``."""
     if asynchronous:
 
         async def wrapper(client: Any, call: Any) -> Any:
@@ -252,22 +252,22 @@ def test_uninstrument_leaves_a_wrapper_put_on_after_it(
     chat_server: ServerManager, providers: Any, span_exporter: InMemorySpanExporter
 ) -> None:
     tracer_provider, meter_provider, _ = providers
-    original = LlamaCppClient.__dict__["_execute"]
+    original = LlamaCppClient.__dict__["execute_call"]
     instrumentor = LlamaCppInstrumentor()
     instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
     seen: list[str] = []
-    theirs = _counting(LlamaCppClient.__dict__["_execute"], seen)
-    LlamaCppClient._execute = theirs  # type: ignore[method-assign]
+    theirs = _counting(LlamaCppClient.__dict__["execute_call"], seen)
+    LlamaCppClient.execute_call = theirs  # type: ignore[method-assign]
     try:
         with LlamaCppClient(chat_server.url) as client:
             client.tokenize("a")
             instrumentor.uninstrument()
-            assert LlamaCppClient.__dict__["_execute"] is theirs  # still in place
+            assert LlamaCppClient.__dict__["execute_call"] is theirs  # still in place
             client.tokenize("b")
         assert seen == ["tokenize", "tokenize"]  # their wrapper saw both calls
         assert len(span_exporter.get_finished_spans()) == 1  # ours only the first
     finally:
-        LlamaCppClient._execute = original  # type: ignore[method-assign]
+        LlamaCppClient.execute_call = original  # type: ignore[method-assign]
         instrumentor.uninstrument()
 
 
@@ -275,27 +275,27 @@ async def test_uninstrument_restores_a_wrapper_put_on_before_it(
     chat_server: ServerManager, providers: Any, span_exporter: InMemorySpanExporter
 ) -> None:
     tracer_provider, meter_provider, _ = providers
-    originals = {c: c.__dict__["_execute"] for c in (LlamaCppClient, AsyncLlamaCppClient)}
+    originals = {c: c.__dict__["execute_call"] for c in (LlamaCppClient, AsyncLlamaCppClient)}
     seen: list[str] = []
-    LlamaCppClient._execute = _counting(originals[LlamaCppClient], seen)  # type: ignore[method-assign]
-    AsyncLlamaCppClient._execute = _counting(  # type: ignore[method-assign]
+    LlamaCppClient.execute_call = _counting(originals[LlamaCppClient], seen)  # type: ignore[method-assign]
+    AsyncLlamaCppClient.execute_call = _counting(  # type: ignore[method-assign]
         originals[AsyncLlamaCppClient], seen, asynchronous=True
     )
-    theirs = {c: c.__dict__["_execute"] for c in originals}
+    theirs = {c: c.__dict__["execute_call"] for c in originals}
     instrumentor = LlamaCppInstrumentor()
     try:
         instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
         async with AsyncLlamaCppClient(chat_server.url) as aclient:
             await aclient.tokenize("a")
         instrumentor.uninstrument()
-        assert {c: c.__dict__["_execute"] for c in originals} == theirs
+        assert {c: c.__dict__["execute_call"] for c in originals} == theirs
         async with AsyncLlamaCppClient(chat_server.url) as aclient:
             await aclient.tokenize("b")
         assert seen == ["tokenize", "tokenize"]
         assert len(span_exporter.get_finished_spans()) == 1
     finally:
         for cls, method in originals.items():
-            cls._execute = method  # type: ignore[method-assign]
+            cls.execute_call = method  # type: ignore[method-assign]
 
 
 def test_traceparent_comes_from_telemetry_only(providers: Any) -> None:

@@ -6,15 +6,13 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import ValidationError
 
 from ._errors import APIResponseError, APIStatusError, status_error
-
-if TYPE_CHECKING:
-    from ._base import Call
+from ._seam import Call
 
 __all__ = ["answer_error", "not_a_stream", "parse_answer"]
 

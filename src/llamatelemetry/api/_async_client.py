@@ -2,7 +2,7 @@
 
 Every resource and convenience method is the sync client's own code: it validates its
 arguments at once (so bad input raises before anything is awaited) and returns the
-coroutine of this transport's ``_execute``.
+coroutine of this transport's ``execute_call``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 import threading
 import warnings
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
@@ -20,11 +21,12 @@ from typing_extensions import Unpack
 
 from .._closing import AsyncClosing
 from ._attempts import Attempts, Body, decoding_error
-from ._base import BaseClient, Call, Flow, Sleep
+from ._base import BaseClient
 from ._config import ClientOptions, check_options
 from ._content import acontent
 from ._convenience import ConvenienceMixin
 from ._errors import APIError, EventLoopError
+from ._seam import Call, Flow, Sleep
 from ._streaming import AsyncStream, close_soon
 from ._transport_errors import translate_transport_error
 from ._wire import install_deadline_backend
@@ -116,11 +118,11 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
             self._http = self._new_http()
             gc.collect()  # their transports warn when collected; they are collected here
 
-    async def _execute(self, call: Call[T]) -> T:  # type: ignore[override]
-        """Every call goes through here: the hook telemetry wraps (see ``_internal``)."""
-        return await self._send(call)
+    async def execute_call(self, call: Call[T]) -> T:  # type: ignore[override]
+        """Every call goes through here: the hook telemetry wraps (see ``_seam.Caller``)."""
+        return await self.send_call(call)
 
-    async def _send(self, call: Call[T]) -> T:  # type: ignore[override]
+    async def send_call(self, call: Call[T]) -> T:  # type: ignore[override]
         """Send one call, retrying what is worth retrying; return its parsed answer (or an
         AsyncStream), or what its ``follow`` flow makes of it."""
         if call.follow is None:
@@ -128,7 +130,7 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
         # One wall-clock limit for the request and the flow after it.
         with self._flow_limit(call.total_timeout):
             answer = await self._send_one(call)
-            return await self._run(call.follow(answer), call.total_timeout, traced=False)
+            return await self._drive(call.follow(answer), call.total_timeout, self.send_call)
 
     async def _send_one(self, call: Call[T]) -> T:
         http = self._http_for_this_loop()
@@ -177,12 +179,21 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
             body.add(part)
         return body.join()
 
-    async def _run(  # type: ignore[override]
-        self, flow: Flow[T], total_timeout: float | None = None, traced: bool = True
+    async def run_flow(  # type: ignore[override]
+        self, flow: Flow[T], total_timeout: float | None = None
     ) -> T:
         """Drive a multi-step operation: perform each step it yields, send back the result.
-        Steps are calls of their own (``traced``) or parts of the call running the flow."""
-        execute = self._execute if traced else self._send
+        Each call it yields is a call of its own (``execute_call``)."""
+        return await self._drive(flow, total_timeout, self.execute_call)
+
+    async def _drive(
+        self,
+        flow: Flow[T],
+        total_timeout: float | None,
+        execute: Callable[[Call[Any]], Awaitable[Any]],
+    ) -> T:
+        """Run ``flow``, each call it yields by ``execute``: calls of their own
+        (``execute_call``) or parts of the call whose ``follow`` it is (``send_call``)."""
         value: Any = None
         failure: BaseException | None = None
         with self._flow_limit(total_timeout):

@@ -12,9 +12,10 @@ import httpx
 from prometheus_client.samples import Sample
 from typing_extensions import Self, Unpack
 
-from ._base import BaseClient, Call, Flow
+from ._base import BaseClient
 from ._config import ClientOptions, TimeoutTypes
 from ._protocols import Message, MessageStreamEvent, Response, ResponseStreamEvent
+from ._seam import Call, Flow
 from ._streaming import AsyncStream
 from ._types import (
     ChatCompletion,
@@ -280,10 +281,10 @@ class AsyncLlamaCppClient(BaseClient):
         http_client: httpx.AsyncClient | None = None,
         **options: Unpack[ClientOptions],
     ) -> None: ...
-    async def _execute(self, call: Call[T]) -> T: ...  # type: ignore[override]
-    async def _send(self, call: Call[T]) -> T: ...  # type: ignore[override]
-    async def _run(  # type: ignore[override]
-        self, flow: Flow[T], total_timeout: float | None = None, traced: bool = True
+    async def execute_call(self, call: Call[T]) -> T: ...  # type: ignore[override]
+    async def send_call(self, call: Call[T]) -> T: ...  # type: ignore[override]
+    async def run_flow(  # type: ignore[override]
+        self, flow: Flow[T], total_timeout: float | None = None
     ) -> T: ...
     @property
     def chat(self) -> AsyncChat: ...  # type: ignore[override]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import httpx
 
@@ -19,10 +19,8 @@ from ._errors import (
     APITimeoutError,
     TLSVerificationError,
 )
+from ._seam import Call
 from ._transport_errors import is_stale_connection_error
-
-if TYPE_CHECKING:
-    from ._base import Call
 
 __all__ = ["Attempts", "Body", "Limits", "decoding_error", "retry_delay"]
 

@@ -1,13 +1,11 @@
 """The request/response core that sync and async clients share.
 
 Endpoints are described, not performed: a resource method validates its arguments and
-returns a :class:`Call` (one request: method, path, body, how to parse the answer) or a
-*flow* (a generator that yields Calls and :class:`Sleep` steps and receives their results,
-for operations of several requests). A client only runs them: ``LlamaCppClient`` with
-``httpx.Client`` and ``time.sleep``, ``AsyncLlamaCppClient`` with ``httpx.AsyncClient``
-and ``asyncio.sleep``. Everything else lives once, here (headers, the pool) and beside it:
-configuration in ``_config``, retries and body limits in ``_attempts``, what an answer
-becomes in ``_answers``.
+returns a :class:`Call` or a :data:`Flow` (see ``_seam``), which a client only runs:
+``LlamaCppClient`` with ``httpx.Client`` and ``time.sleep``, ``AsyncLlamaCppClient`` with
+``httpx.AsyncClient`` and ``asyncio.sleep``. Everything that does no I/O lives once, here
+(headers, the pool, the resources) and beside it: configuration in ``_config``, retries and
+body limits in ``_attempts``, what an answer becomes in ``_answers``.
 """
 
 from __future__ import annotations
@@ -18,11 +16,10 @@ import os
 import ssl
 import time
 import weakref
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -47,61 +44,26 @@ from ._config import (
     to_timeout,
 )
 from ._errors import APIResponseError, APIStatusError, ForkError
+from ._seam import Call, Flow, Sleep
 from ._sse import DEFAULT_MAX_EVENT_BYTES
-from ._streaming import StreamFormat
 from ._validation import check_int, encode_json
+from .resources import (
+    Chat,
+    Completions,
+    Embeddings,
+    Health,
+    Lora,
+    Messages,
+    Metrics,
+    Models,
+    Props,
+    Responses,
+    Slots,
+)
 
-if TYPE_CHECKING:
-    from .resources import (
-        Chat,
-        Completions,
-        Embeddings,
-        Health,
-        Lora,
-        Messages,
-        Metrics,
-        Models,
-        Props,
-        Responses,
-        Slots,
-    )
-
-__all__ = ["Call", "Sleep", "Flow", "BaseClient"]
+__all__ = ["BaseClient"]
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Call(Generic[T]):
-    """One HTTP request and what its answer becomes."""
-
-    method: str
-    path: str
-    parse: Callable[[Any], T]
-    body: Any = None
-    params: Mapping[str, Any] | None = None
-    text: bool = False  # the answer is text (Prometheus), not JSON
-    stream: StreamFormat[Any] | None = None
-    ok_statuses: frozenset[int] = frozenset()  # error statuses that are an answer, not a failure
-    retries: int | None = None  # None: the client's max_retries
-    timeout: TimeoutTypes | None = None
-    headers: Mapping[str, str] | None = None
-    operation: str = "http"  # what telemetry calls it: chat, embeddings, tokenize, ...
-    total_timeout: float | None = None  # None: the client's total_timeout
-    # The rest of a multi-request operation (a model load and the polls that wait for it):
-    # a flow run on the answer, inside the same call, so telemetry sees one operation.
-    follow: Callable[[Any], Flow[Any]] | None = None
-    # The body's fields the client filled in from its defaults, not the caller: telemetry
-    # marks them (``llamatelemetry.request.defaulted``).
-    defaulted: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Sleep:
-    seconds: float
-
-
-Flow = Generator[Call[Any] | Sleep, Any, T]
 
 
 @lru_cache(maxsize=256)
@@ -135,7 +97,11 @@ if hasattr(os, "register_at_fork"):
 
 
 class BaseClient:
-    """Configuration and everything that does no I/O."""
+    """Configuration and everything that does no I/O.
+
+    A client is what ``_seam.Caller`` describes (``AsyncCaller`` for the async one): the
+    resources, telemetry and the server's engine use it through that and nothing else.
+    """
 
     _http: httpx.Client | httpx.AsyncClient
 
@@ -249,79 +215,60 @@ class BaseClient:
 
     @cached_property
     def chat(self) -> Chat:
-        from .resources import Chat
-
         return Chat(self)
 
     @cached_property
     def completions(self) -> Completions:
-        from .resources import Completions
-
         return Completions(self)
 
     @cached_property
     def embeddings(self) -> Embeddings:
-        from .resources import Embeddings
-
         return Embeddings(self)
 
     @cached_property
     def models(self) -> Models:
-        from .resources import Models
-
         return Models(self)
 
     @cached_property
     def props(self) -> Props:
-        from .resources import Props
-
         return Props(self)
 
     @cached_property
     def slots(self) -> Slots:
-        from .resources import Slots
-
         return Slots(self)
 
     @cached_property
     def lora(self) -> Lora:
-        from .resources import Lora
-
         return Lora(self)
 
     @cached_property
     def health(self) -> Health:
-        from .resources import Health
-
         return Health(self)
 
     @cached_property
     def metrics(self) -> Metrics:
-        from .resources import Metrics
-
         return Metrics(self)
 
     @cached_property
     def responses(self) -> Responses:
-        from .resources import Responses
-
         return Responses(self)
 
     @cached_property
     def messages(self) -> Messages:
-        from .resources import Messages
-
         return Messages(self)
 
-    # --- what the transports implement -----------------------------------------------
+    # --- what the transports implement (the seam: see _seam.Caller) -------------------
 
-    def _execute(self, call: Call[T]) -> T:
+    def execute_call(self, call: Call[T]) -> T:
+        """Run one call as an operation of its own (package seam, see ``_seam.Caller``)."""
         raise NotImplementedError
 
-    def _send(self, call: Call[T]) -> T:
+    def send_call(self, call: Call[T]) -> T:
+        """Send one call, with no telemetry (package seam, see ``_seam.Caller``)."""
         raise NotImplementedError
 
-    def _run(self, flow: Flow[T], total_timeout: float | None = None, traced: bool = True) -> T:
+    def run_flow(self, flow: Flow[T], total_timeout: float | None = None) -> T:
+        """Drive a multi-step operation (package seam, see ``_seam.Caller``)."""
         raise NotImplementedError
 
     def _flow_limit(self, total_timeout: float | None) -> AbstractContextManager[None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import httpx
@@ -11,11 +12,12 @@ from typing_extensions import Unpack
 
 from .._closing import Closing
 from ._attempts import Attempts, Body, decoding_error
-from ._base import BaseClient, Call, Flow, Sleep
+from ._base import BaseClient
 from ._config import ClientOptions, check_options
 from ._content import content
 from ._convenience import ConvenienceMixin
 from ._errors import APIError
+from ._seam import Call, Flow, Sleep
 from ._streaming import Stream
 from ._transport_errors import translate_transport_error
 from ._wire import install_deadline_backend
@@ -77,11 +79,11 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
             except Exception:  # noqa: BLE001 - interpreter shutdown may have torn httpx down
                 pass
 
-    def _execute(self, call: Call[T]) -> T:
-        """Every call goes through here: the hook telemetry wraps (see ``_internal``)."""
-        return self._send(call)
+    def execute_call(self, call: Call[T]) -> T:
+        """Every call goes through here: the hook telemetry wraps (see ``_seam.Caller``)."""
+        return self.send_call(call)
 
-    def _send(self, call: Call[T]) -> T:
+    def send_call(self, call: Call[T]) -> T:
         """Send one call, retrying what is worth retrying; return its parsed answer (or a
         Stream), or what its ``follow`` flow makes of it."""
         if call.follow is None:
@@ -89,7 +91,7 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
         # One wall-clock limit for the request and the flow after it.
         with self._flow_limit(call.total_timeout):
             answer = self._send_one(call)
-            return self._run(call.follow(answer), call.total_timeout, traced=False)  # type: ignore[no-any-return]
+            return self._drive(call.follow(answer), call.total_timeout, self.send_call)  # type: ignore[no-any-return]
 
     def _send_one(self, call: Call[T]) -> T:
         request = self._build_request(call)
@@ -137,10 +139,16 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
             body.add(part)
         return body.join()
 
-    def _run(self, flow: Flow[T], total_timeout: float | None = None, traced: bool = True) -> T:
+    def run_flow(self, flow: Flow[T], total_timeout: float | None = None) -> T:
         """Drive a multi-step operation: perform each step it yields, send back the result.
-        Steps are calls of their own (``traced``) or parts of the call running the flow."""
-        execute = self._execute if traced else self._send
+        Each call it yields is a call of its own (``execute_call``)."""
+        return self._drive(flow, total_timeout, self.execute_call)
+
+    def _drive(
+        self, flow: Flow[T], total_timeout: float | None, execute: Callable[[Call[Any]], Any]
+    ) -> T:
+        """Run ``flow``, each call it yields by ``execute``: calls of their own
+        (``execute_call``) or parts of the call whose ``follow`` it is (``send_call``)."""
         value: Any = None
         failure: BaseException | None = None
         with self._flow_limit(total_timeout):

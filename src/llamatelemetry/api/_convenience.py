@@ -1,7 +1,7 @@
 """The llama.cpp calls that sit on the client itself (``client.tokenize(...)`` and friends).
 
 Written once for both clients: each method validates, describes the call and hands it to
-the client's ``_execute``, which the sync client runs at once and the async one awaits.
+the client's ``execute_call``, which the sync client runs at once and the async one awaits.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class ConvenienceMixin(_Base):
     def embed(self, text: Sequence[str]) -> list[list[float]]: ...
     def embed(self, text: str | Sequence[str]) -> list[float] | list[list[float]]:
         """The embedding vector of ``text`` as a flat list (a list of them for a list of texts)."""
-        return self._run(embed_flow(text))  # type: ignore[no-any-return]
+        return self.run_flow(embed_flow(text))  # type: ignore[no-any-return]
 
     def tokenize(
         self,
@@ -116,7 +116,7 @@ class ConvenienceMixin(_Base):
     ) -> list[Any]:
         """Token ids of ``text`` (with BOS when ``add_special``); with ``with_pieces``, dicts
         ``{"id": ..., "piece": ...}`` instead."""
-        return self._execute(
+        return self.execute_call(
             tokenize_call(
                 text, add_special=add_special, parse_special=parse_special, with_pieces=with_pieces
             )
@@ -124,11 +124,11 @@ class ConvenienceMixin(_Base):
 
     def detokenize(self, ids: Sequence[int]) -> str:
         """The text of token ``ids``."""
-        return self._execute(detokenize_call(ids))
+        return self.execute_call(detokenize_call(ids))
 
     def apply_template(self, messages: Sequence[Mapping[str, Any]]) -> str:
         """The prompt the model's chat template makes of ``messages``."""
-        return self._execute(apply_template_call(messages))
+        return self.execute_call(apply_template_call(messages))
 
     def rerank(
         self,
@@ -139,7 +139,7 @@ class ConvenienceMixin(_Base):
         return_documents: bool = False,
     ) -> list[dict[str, Any]]:
         """Documents by relevance to ``query``, best first (needs ``--reranking``)."""
-        return self._execute(
+        return self.execute_call(
             rerank_call(query, documents, top_n=top_n, return_documents=return_documents)
         )
 
@@ -187,7 +187,7 @@ class ConvenienceMixin(_Base):
         **params: Unpack[SamplingParams],
     ) -> NativeCompletion | Stream[NativeCompletion]:
         """llama.cpp's native ``/completion``: ``.content``, ``.tokens_predicted``, ``.timings``."""
-        return self._execute(  # type: ignore[no-any-return]
+        return self.execute_call(  # type: ignore[no-any-return]
             complete_call(
                 prompt,
                 params,
@@ -255,7 +255,7 @@ class ConvenienceMixin(_Base):
     ) -> NativeCompletion | Stream[NativeCompletion]:
         """Fill in the middle between ``input_prefix`` and ``input_suffix`` (code models
         with FIM tokens); ``input_extra`` adds context files."""
-        return self._execute(  # type: ignore[no-any-return]
+        return self.execute_call(  # type: ignore[no-any-return]
             infill_call(
                 input_prefix,
                 input_suffix,

@@ -5,9 +5,10 @@ their neighbours noticing. Users should not import it; nothing here is stable fo
 - Calls: a resource describes one request as a :class:`Call` (or several as a :data:`Flow`);
   the call builders here are the ones the client's own methods use, so the engine sends
   exactly what the client would.
-- The transport hook: a client's ``_execute(call)`` runs every call, by handing it to the
-  transport's ``_send``; telemetry wraps ``_execute`` and calls ``LlamaCppClient._send``
-  (or the async one) itself, so a call is never recorded twice.
+- Clients: what the other layers need of one is :class:`Caller` (:class:`AsyncCaller`):
+  ``execute_call`` runs every call (telemetry wraps it: an instrumented client overrides
+  it, the instrumentor patches it on the class), ``send_call`` is the transport under it
+  (telemetry sends through it, so a call is never recorded twice), ``run_flow`` runs a flow.
 - Streams: telemetry watches a stream through :func:`observe_stream`.
 - Validation: the checks behind the client's own ``TypeError``/``ValueError`` messages.
 - URLs: the host and port a base URL reaches (`host_and_port`), which name a server in
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._base import BaseClient, Call, Flow, Sleep
 from ._config import (
     API_KEY_ENV,
     BASE_URL_ENV,
@@ -30,7 +30,8 @@ from ._config import (
     host_and_port,
 )
 from ._errors import ServerOption, missing_server_option
-from ._streaming import AsyncStream, Stream, StreamObserver
+from ._seam import AsyncCaller, Call, Caller, Flow, Sleep, StreamObserver
+from ._streaming import AsyncStream, Stream
 from ._validation import check_int, check_messages, check_number, check_text, check_texts
 from ._wire import call_deadline
 from .resources.chat import chat_call
@@ -41,7 +42,6 @@ from .resources.models import model_state
 __all__ = [
     "API_KEY_ENV",
     "BASE_URL_ENV",
-    "BaseClient",
     "ClientOptions",
     "check_options",
     "host_and_port",
@@ -49,6 +49,8 @@ __all__ = [
     "Call",
     "Flow",
     "Sleep",
+    "Caller",
+    "AsyncCaller",
     "TimeoutTypes",
     "StreamObserver",
     "observe_stream",
@@ -85,5 +87,5 @@ def final_of(stream: Stream[Any] | AsyncStream[Any]) -> Any:
 
 
 def observe_stream(stream: Stream[Any] | AsyncStream[Any], observer: StreamObserver) -> None:
-    """Have ``observer`` told of the stream's chunks and its end (one observer per stream)."""
+    """Have ``observer`` told of every chunk and its end (one observer per stream)."""
     stream._observer = observer

@@ -14,11 +14,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from .._closing import AsyncClosing, Closing
 from . import _wire
@@ -33,6 +32,7 @@ from ._errors import (
     StreamError,
     StreamInterruptedError,
 )
+from ._seam import StreamFormat, StreamObserver
 from ._sse import DEFAULT_MAX_EVENT_BYTES, EventTooLargeError, SSEDecoder
 from ._transport_errors import translate_transport_error
 
@@ -41,11 +41,9 @@ if TYPE_CHECKING:
     from ._types import ChatCompletion, ChatCompletionChunk
 
 __all__ = [
-    "StreamFormat",
     "ChunkDecoder",
     "Stream",
     "AsyncStream",
-    "StreamObserver",
     "close_soon",
 ]
 
@@ -53,38 +51,6 @@ log = logging.getLogger("llamatelemetry")
 
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class StreamFormat(Generic[T]):
-    """How one endpoint streams: the chunk type, and how the stream says it is complete.
-
-    OpenAI-style endpoints end with ``data: [DONE]``; llama.cpp's native endpoints end with
-    a chunk whose ``stop`` is true.
-    """
-
-    parse: Callable[[Any], T]
-    ends_with_done: bool = True
-    # Typed-event streams (Responses, Messages) end with an event of one of these types.
-    last_types: frozenset[str] = frozenset()
-    # Folds the chunks into the whole answer, for get_final_completion() (chat streams).
-    accumulator: Callable[[], Any] | None = None
-    # The same type as ``parse``, validated straight from the event's bytes: a chunk is
-    # parsed once, by pydantic's JSON parser, instead of by json.loads and then validated.
-    # Anything it refuses goes the way of ``parse``, which names what is wrong.
-    parse_json: Callable[[bytes], T] | None = None
-
-    @classmethod
-    def of(cls, model: type[BaseModel], **options: Any) -> StreamFormat[Any]:
-        """The format of a stream of ``model``s, with its fast path when it ends with
-        ``[DONE]`` (whose end a parsed chunk never has to tell)."""
-        fast = options.get("ends_with_done", True) and not options.get("last_types")
-        parse: Callable[[Any], Any] = model.model_validate
-        return cls(
-            parse,
-            parse_json=model.__pydantic_validator__.validate_json if fast else None,
-            **options,
-        )
 
 
 class ChunkDecoder(Generic[T]):
@@ -199,14 +165,6 @@ def _stream_error(obj: Any) -> StreamError:
             body=obj,
         )
     return StreamError(str(err), body=obj)
-
-
-class StreamObserver(Protocol):
-    """Told of every chunk and, exactly once, of the end: what telemetry hooks into."""
-
-    def on_chunk(self, chunk: Any) -> None: ...
-
-    def on_close(self, error: BaseException | None, *, complete: bool) -> None: ...
 
 
 class _Step(enum.Enum):

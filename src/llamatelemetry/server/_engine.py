@@ -39,6 +39,7 @@ from .._closing import Closing
 from ..api import SamplingParams
 from ..api._internal import (
     Call,
+    Caller,
     Flow,
     chat_call,
     check_int,
@@ -223,13 +224,13 @@ class InferenceEngine(Closing):
         """Send a call (or run a flow) built, and so validated, beforehand; count it; return
         the answer and when it was sent. Building first means bad input never starts a lazy
         server."""
-        client = self._ensure_client()
+        client: Caller = self._ensure_client()
         self._stats.request(embed=embed)
         started = time.perf_counter()
         try:
             if isinstance(call, Call):
-                return client._execute(call), started
-            return client._run(call), started
+                return client.execute_call(call), started
+            return client.run_flow(call), started
         except BaseException:
             self._stats.failure()
             raise

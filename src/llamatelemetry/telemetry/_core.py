@@ -1,8 +1,9 @@
 """One place that turns a client call into a span and metric points.
 
-``Telemetry.execute(client, call, send)`` wraps any transport's ``_execute``: the
-instrumented client calls it directly, the instrumentor patches it in. It never lets a
-telemetry failure reach the caller: instrumentation must not break what it observes.
+``Telemetry.execute(client, call, send)`` wraps any client's ``execute_call`` (the
+``Caller`` seam of the api layer): the instrumented client calls it directly, the
+instrumentor patches it in. It never lets a telemetry failure reach the caller:
+instrumentation must not break what it observes.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvid
 from .._version import __version__
 from ..api import Timings
 from ..api._internal import (
-    BaseClient,
+    AsyncCaller,
     Call,
+    Caller,
     current_deadline,
     final_of,
     is_stream,
@@ -56,7 +58,8 @@ __all__ = ["Telemetry", "SCHEMA_URL", "INFERENCE_EVENT"]
 log = logging.getLogger("llamatelemetry.telemetry")
 
 T = TypeVar("T")
-C = TypeVar("C", bound=BaseClient)
+C = TypeVar("C", bound=Caller)
+A = TypeVar("A", bound=AsyncCaller)
 
 SCOPE = "llamatelemetry"
 # The semantic conventions our attribute, metric and event names were checked against.
@@ -182,8 +185,8 @@ class Telemetry:
         return result
 
     def execute(self, client: C, call: Call[T], send: Callable[[C, Call[T]], T]) -> T:
-        """Run ``send(client, call)`` (a sync transport's ``_send``, or what an instrumentor
-        wrapped) inside the call's span."""
+        """Run ``send(client, call)`` (a sync client's ``send_call``, or the ``execute_call``
+        an instrumentor wrapped) inside the call's span."""
         asked = self._asking(client, call)
         state: dict[str, Any] = {}
         if asked is not None:
@@ -191,7 +194,7 @@ class Telemetry:
             try:
                 step = next(probe)
                 while True:
-                    step = probe.send(client._send(step))
+                    step = probe.send(client.send_call(step))
             except StopIteration as stop:
                 state = stop.value
             except Exception:  # noqa: BLE001 - the call itself will meet any trouble
@@ -211,7 +214,7 @@ class Telemetry:
         return self._settle(op, result)
 
     async def execute_async(
-        self, client: C, call: Call[T], send: Callable[[C, Call[T]], Awaitable[T]]
+        self, client: A, call: Call[T], send: Callable[[A, Call[T]], Awaitable[T]]
     ) -> T:
         """The same for an async transport; the span is the current one only in this task,
         so concurrent calls are siblings under their caller, never nested in each other."""
@@ -222,7 +225,7 @@ class Telemetry:
             try:
                 step = next(probe)
                 while True:
-                    step = probe.send(await client._send(step))
+                    step = probe.send(await client.send_call(step))
             except StopIteration as stop:
                 state = stop.value
             except Exception:  # noqa: BLE001 - the call itself will meet any trouble
@@ -241,7 +244,7 @@ class Telemetry:
         detach(token)
         return self._settle(op, result)
 
-    def _asking(self, client: BaseClient, call: Call[Any]) -> tuple[Probe, float] | None:
+    def _asking(self, client: Caller | AsyncCaller, call: Call[Any]) -> tuple[Probe, float] | None:
         """What to ask the server before ``call`` (see ``_warmth``), and when it started."""
         if call.operation not in MODEL_OPERATIONS:
             return None
@@ -249,7 +252,7 @@ class Telemetry:
         budget = probe_budget(bound, current_deadline())
         return self.warmth.probe(client.base_url, call, budget), time.monotonic()
 
-    def _ask_failed(self, client: BaseClient) -> None:
+    def _ask_failed(self, client: Caller | AsyncCaller) -> None:
         log.debug("could not ask %s about its model", client.base_url, exc_info=True)
         self.warmth.failed(client.base_url)
 
@@ -310,12 +313,12 @@ class Telemetry:
         )
 
 
-def _time_limit(client: BaseClient, call: Call[Any]) -> float | None:
+def _time_limit(client: Caller | AsyncCaller, call: Call[Any]) -> float | None:
     """The wall-clock limit the call runs under: its own ``total_timeout``, else the client's."""
     return call.total_timeout if call.total_timeout is not None else client.total_timeout
 
 
-def _rest_of_limit(client: BaseClient, call: Call[T], started: float) -> Call[T]:
+def _rest_of_limit(client: Caller | AsyncCaller, call: Call[T], started: float) -> Call[T]:
     """The call with what its time limit leaves after the ask: asking never lengthens it."""
     bound = _time_limit(client, call)
     spent = time.monotonic() - started

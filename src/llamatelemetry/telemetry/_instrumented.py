@@ -103,10 +103,10 @@ class InstrumentedLlamaCppClient(_Instrumented, LlamaCppClient):
             **options: Unpack[ClientOptions],
         ) -> None: ...
 
-    def _execute(self, call: Call[T]) -> T:
-        # The transport itself, not LlamaCppClient._execute: the instrumentor may have
+    def execute_call(self, call: Call[T]) -> T:
+        # The transport itself, not LlamaCppClient.execute_call: the instrumentor may have
         # wrapped that, and a call must be recorded once.
-        return self._telemetry.execute(self, call, LlamaCppClient._send)
+        return self._telemetry.execute(self, call, LlamaCppClient.send_call)
 
 
 class InstrumentedAsyncLlamaCppClient(_Instrumented, AsyncLlamaCppClient):
@@ -133,5 +133,5 @@ class InstrumentedAsyncLlamaCppClient(_Instrumented, AsyncLlamaCppClient):
             self, payload: Mapping[str, Any]
         ) -> ChatCompletion: ...
 
-    async def _execute(self, call: Call[T]) -> T:  # type: ignore[override]
-        return await self._telemetry.execute_async(self, call, AsyncLlamaCppClient._send)
+    async def execute_call(self, call: Call[T]) -> T:  # type: ignore[override]
+        return await self._telemetry.execute_async(self, call, AsyncLlamaCppClient.send_call)

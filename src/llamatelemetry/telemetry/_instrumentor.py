@@ -32,15 +32,19 @@ __all__ = ["LlamaCppInstrumentor"]
 _instruments = ("llamatelemetry >= 0.1",)
 
 
+# The method every call of a client goes through (the api layer's ``Caller`` seam).
+_WRAPPED = "execute_call"
+
+
 class _Patch:
-    """One wrapper this instrumentor put on a class's ``_execute``, and what was there
+    """One wrapper this instrumentor put on a class's ``execute_call``, and what was there
     before it (the transport's own, or another library's wrapper)."""
 
     __slots__ = ("cls", "previous", "wrapper", "telemetry")
 
     def __init__(self, cls: type, telemetry: Telemetry, asynchronous: bool) -> None:
         self.cls = cls
-        self.previous: Any = cls.__dict__["_execute"]
+        self.previous: Any = cls.__dict__[_WRAPPED]
         self.telemetry: Telemetry | None = telemetry
         previous, patch = self.previous, self
 
@@ -62,15 +66,15 @@ class _Patch:
 
         wrapper.__wrapped__ = previous  # type: ignore[attr-defined]
         self.wrapper = wrapper
-        cls._execute = wrapper  # type: ignore[attr-defined]
+        setattr(cls, _WRAPPED, wrapper)
 
     def remove(self) -> None:
         """Take this wrapper out: restore what it wrapped when it is still the outermost;
         when another library wrapped it since, leave their wrapper in place and make ours a
         plain pass-through (removing it would remove theirs too)."""
         self.telemetry = None
-        if self.cls.__dict__.get("_execute") is self.wrapper:
-            self.cls._execute = self.previous  # type: ignore[attr-defined]
+        if self.cls.__dict__.get(_WRAPPED) is self.wrapper:
+            setattr(self.cls, _WRAPPED, self.previous)
 
 
 class LlamaCppInstrumentor(BaseInstrumentor):  # type: ignore[misc]

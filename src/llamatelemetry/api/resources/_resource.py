@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .._base import BaseClient
+from .._seam import Caller
 
 __all__ = ["Resource"]
 
 
 class Resource:
-    """Resources only describe calls; ``self._client`` (sync or async) performs them."""
+    """Resources only describe calls; ``self._client`` (sync or async) performs them,
+    through what ``Caller`` names and nothing else."""
 
     __slots__ = ("_client",)
 
-    def __init__(self, client: BaseClient) -> None:
+    def __init__(self, client: Caller) -> None:
         self._client = client
 
     def __repr__(self) -> str:

@@ -13,10 +13,10 @@ from pydantic import BaseModel, ValidationError
 from typing_extensions import Unpack
 
 from .._accumulate import ChatAccumulator
-from .._base import Call, Flow
 from .._config import TimeoutTypes
 from .._errors import APIError, StructuredOutputError, ToolsIgnoredWarning
-from .._streaming import Stream, StreamFormat
+from .._seam import Call, Caller, Flow, StreamFormat
+from .._streaming import Stream
 from .._types import ChatCompletion, ChatCompletionChunk, M, ParsedChatCompletion
 from ._params import CoreSamplingParams, SamplingParams, generation_call, prompt_fields
 from ._resource import Resource
@@ -27,7 +27,7 @@ __all__ = ["Chat", "ChatCompletions", "CHAT_STREAM"]
 CHAT_STREAM = StreamFormat.of(ChatCompletionChunk, accumulator=ChatAccumulator)
 
 # The clients that have asked their server whether its chat template can use tools (once).
-_TOOLS_CHECKED: weakref.WeakSet[Any] = weakref.WeakSet()
+_TOOLS_CHECKED: weakref.WeakSet[Caller] = weakref.WeakSet()
 
 
 class ChatCompletions(Resource):
@@ -151,21 +151,21 @@ class ChatCompletions(Resource):
         """The number of prompt tokens a chat with these ``messages`` (and ``tools``) would
         have: the chat template applied, counted as a generation counts them."""
         fields = prompt_fields(messages, tools, model)
-        return self._client._execute(
+        return self._client.execute_call(
             count_tokens_call("/v1/chat/completions/input_tokens", fields, timeout)
         )
 
 
-def send_chat(client: Any, call: Call[Any]) -> Any:
+def send_chat(client: Caller, call: Call[Any]) -> Any:
     """Run a chat call. The client's first call with ``tools`` asks the server (``/props``)
     whether its chat template can use them: llama-server drops them silently otherwise."""
     body = call.body
     if not (isinstance(body, dict) and body.get("tools")) or client in _TOOLS_CHECKED:
-        return client._execute(call)
-    return client._run(_tools_checked(client, call))
+        return client.execute_call(call)
+    return client.run_flow(_tools_checked(client, call))
 
 
-def _tools_checked(client: Any, call: Call[Any]) -> Flow[Any]:
+def _tools_checked(client: Caller, call: Call[Any]) -> Flow[Any]:
     _TOOLS_CHECKED.add(client)
     try:
         props = yield Call("GET", "/props", dict, retries=0, operation="props")
@@ -260,6 +260,6 @@ class Chat(Resource):
 
     __slots__ = ("completions",)
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Caller) -> None:
         super().__init__(client)
         self.completions = ChatCompletions(client)

@@ -8,9 +8,9 @@ from typing import Any, Literal, overload
 
 from typing_extensions import Unpack
 
-from .._base import Call
 from .._config import TimeoutTypes
-from .._streaming import Stream, StreamFormat
+from .._seam import Call, StreamFormat
+from .._streaming import Stream
 from .._types import Completion, NativeCompletion
 from .._validation import check_text, check_token_ids
 from ._params import SamplingParams, generation_call
@@ -106,7 +106,7 @@ class Completions(Resource):
         fields: dict[str, Any] = {"prompt": _check_prompt(prompt)}
         if model is not None:
             fields["model"] = check_text("model", model)
-        return self._client._execute(  # type: ignore[no-any-return]
+        return self._client.execute_call(  # type: ignore[no-any-return]
             generation_call(
                 "/v1/completions",
                 fields,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from .._base import Call, Flow
 from .._config import TimeoutTypes, check_total_timeout
+from .._seam import Call, Flow
 from .._types import EmbeddingsResponse
 from .._validation import check_text, check_texts, check_token_ids
 from ._params import check_extra
@@ -107,7 +107,7 @@ class Embeddings(Resource):
 
         The server needs ``--embedding`` (else :class:`NotSupportedError` names the flag).
         """
-        return self._client._execute(
+        return self._client.execute_call(
             embeddings_call(
                 input,
                 model=model,

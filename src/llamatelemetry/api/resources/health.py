@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .._base import Call, Flow, Sleep
 from .._errors import APIConnectionError, APITimeoutError
+from .._seam import Call, Flow, Sleep
 from .._validation import check_number
 from .._wire import call_deadline
 from ._resource import Resource
@@ -73,7 +73,7 @@ class Health(Resource):
             total = self._client.total_timeout
             timeout = PROBE_TIMEOUT if total is None else min(total, PROBE_TIMEOUT)
         check_number("timeout", timeout, minimum=0.001)
-        return self._client._execute(_check_call(float(timeout)))
+        return self._client.execute_call(_check_call(float(timeout)))
 
     def wait_until_ready(self, timeout: float = 60.0, interval: float = 0.1) -> dict[str, Any]:
         """Poll until the server answers ok; raise :class:`APITimeoutError` once ``timeout``
@@ -87,6 +87,6 @@ class Health(Resource):
         if outer is not None and outer < time.monotonic() + timeout:
             within = "the deadline() block around it"
         # timeout=0 still asks once: the first probe gets a moment.
-        return self._client._run(
+        return self._client.run_flow(
             _wait_flow(float(interval), within), total_timeout=max(float(timeout), 0.05)
         )

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from .._base import Call, Flow
+from .._seam import Call, Flow
 from .._validation import check_int, check_number, check_text
 from ._resource import Resource
 
@@ -57,14 +57,14 @@ class Lora(Resource):
 
     def list(self) -> list[dict[str, Any]]:
         """The adapters as dicts with ``id``, ``path`` and ``scale``."""
-        return self._client._execute(_list_call())
+        return self._client.execute_call(_list_call())
 
     def apply(self, path: str, scale: float = 1.0) -> Adapters:
         """Set the scale of the adapter loaded from ``path``; returns the adapters as they
         now are."""
         check_text("path", path)
         check_number("scale", scale)
-        return self._client._run(_apply_flow(path, float(scale)))
+        return self._client.run_flow(_apply_flow(path, float(scale)))
 
     def set_scales(self, scales: Mapping[int, float]) -> Adapters:
         """Set the scales of the adapters by id (others keep theirs); returns the new list."""
@@ -77,4 +77,4 @@ class Lora(Resource):
         for adapter_id, scale in scales.items():
             check_int("adapter id", adapter_id, minimum=0)
             check_number(f"scale of adapter {adapter_id}", scale)
-        return self._client._run(_set_flow({k: float(v) for k, v in scales.items()}))
+        return self._client.run_flow(_set_flow({k: float(v) for k, v in scales.items()}))

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from .._base import Call
+from .._seam import Call
 from ._resource import Resource
 from .models import model_params
 
@@ -33,15 +33,17 @@ class Metrics(Resource):
 
     def get(self, model: str | None = None) -> str:
         """The raw Prometheus text (``llamacpp:prompt_tokens_total`` and friends)."""
-        return self._client._execute(_metrics_call(_text, model))
+        return self._client.execute_call(_metrics_call(_text, model))
 
     def parse(self, model: str | None = None) -> list[Sample]:
         """The samples (``name``, ``labels``, ``value``), parsed by prometheus_client."""
-        return self._client._execute(_metrics_call(lambda text: parse_prometheus(str(text)), model))
+        return self._client.execute_call(
+            _metrics_call(lambda text: parse_prometheus(str(text)), model)
+        )
 
     def values(self, model: str | None = None) -> dict[str, float]:
         """``{sample name: value}`` for unlabelled samples: the quick way to read a counter."""
-        return self._client._execute(_metrics_call(_unlabelled, model))
+        return self._client.execute_call(_metrics_call(_unlabelled, model))
 
 
 def _unlabelled(text: Any) -> dict[str, float]:

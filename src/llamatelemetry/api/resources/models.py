@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .._base import Call, Flow, Sleep
 from .._errors import APITimeoutError, ModelLoadError, NotFoundError, status_error
+from .._seam import Call, Flow, Sleep
 from .._validation import check_number, check_text
 from .._wire import call_deadline
 from ._resource import Resource
@@ -177,14 +177,14 @@ class Models(Resource):
     def list(self) -> list[dict[str, Any]]:
         """The models as dicts (``id``, ``meta`` with ``n_embd``, ``n_ctx_train``, ...); a
         router lists every model it can load, each with its ``status``."""
-        return self._client._execute(Call("GET", "/v1/models", _model_list, operation="models"))
+        return self._client.execute_call(Call("GET", "/v1/models", _model_list, operation="models"))
 
     def status(self, model: str) -> str:
         """A router's model's status: ``"unloaded"``, ``"loading"``, ``"loaded"`` or
         ``"sleeping"`` (a single-model server's model is ``"loaded"``). `NotFoundError`
         for a model the server does not have."""
         name = check_text("model", model)
-        return self._client._execute(
+        return self._client.execute_call(
             Call(
                 "GET",
                 "/models",
@@ -212,7 +212,7 @@ class Models(Resource):
         if not isinstance(wait, bool):
             raise TypeError(f"wait must be True or False, not {wait!r}")
         check_number("timeout", timeout, minimum=0.001)
-        return self._client._execute(_change_call(action, name, float(timeout), wait))
+        return self._client.execute_call(_change_call(action, name, float(timeout), wait))
 
 
 class Props(Resource):
@@ -222,7 +222,7 @@ class Props(Resource):
         """The server's properties: default generation settings, slots, chat template,
         ``is_sleeping``, ...; a router's own (``role: "router"``), or with ``model=`` those
         of one of its loaded models (`BadRequestError` when it is not loaded)."""
-        return self._client._execute(
+        return self._client.execute_call(
             Call("GET", "/props", _as_dict, params=model_params(model), operation="props")
         )
 

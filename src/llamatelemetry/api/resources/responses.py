@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, overload
 
-from .._base import Call
 from .._config import TimeoutTypes, check_total_timeout
 from .._protocols import (
     MESSAGE_LAST_EVENTS,
@@ -19,7 +18,8 @@ from .._protocols import (
     ResponseAccumulator,
     ResponseStreamEvent,
 )
-from .._streaming import Stream, StreamFormat
+from .._seam import Call, StreamFormat
+from .._streaming import Stream
 from .._validation import (
     check_bool,
     check_int,
@@ -276,7 +276,7 @@ class Responses(Resource):
         server's default, which is no cap). Streamed, the events are typed
         (``response.output_text.delta`` ... ``response.completed``) and the stream's
         ``get_final_completion()`` is the whole :class:`Response`."""
-        return self._client._execute(  # type: ignore[no-any-return]
+        return self._client.execute_call(  # type: ignore[no-any-return]
             responses_call(
                 input,
                 instructions=instructions,
@@ -363,7 +363,7 @@ class Messages(Resource):
         Anthropic's parameter names (``max_tokens`` is required there, and here).
         Streamed, the events are typed (``message_start`` ... ``message_stop``) and the
         stream's ``get_final_completion()`` is the whole :class:`Message`."""
-        return self._client._execute(  # type: ignore[no-any-return]
+        return self._client.execute_call(  # type: ignore[no-any-return]
             messages_call(
                 messages,
                 max_tokens,
@@ -396,4 +396,6 @@ class Messages(Resource):
         body = prompt_fields(messages, tools, model)
         if system is not None:
             body["system"] = _system(system)
-        return self._client._execute(count_tokens_call("/v1/messages/count_tokens", body, timeout))
+        return self._client.execute_call(
+            count_tokens_call("/v1/messages/count_tokens", body, timeout)
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._base import Call
+from .._seam import Call
 from .._validation import check_int, check_text
 from ._resource import Resource
 from .models import model_params
@@ -53,7 +53,7 @@ class Slots(Resource):
     def list(self, model: str | None = None) -> list[dict[str, Any]]:
         """Every slot as a dict with ``id`` and ``state`` ("idle"/"processing") and raw
         fields; ``model=``: the slots of one of a router's loaded models."""
-        return self._client._execute(
+        return self._client.execute_call(
             Call("GET", "/slots", _slot_list, params=model_params(model), operation="slots")
         )
 
@@ -61,7 +61,7 @@ class Slots(Resource):
         if slot_id is None:
             raise TypeError("slot_id must be an int (see slots.list() for the ids), not None")
         check_int("slot_id", slot_id, minimum=0)
-        return self._client._execute(
+        return self._client.execute_call(
             Call(
                 "POST",
                 f"/slots/{slot_id}",
