@@ -9,7 +9,8 @@ their neighbours noticing. Users should not import it; nothing here is stable fo
   ``execute_call`` runs every call (telemetry wraps it: an instrumented client overrides
   it, the instrumentor patches it on the class), ``send_call`` is the transport under it
   (telemetry sends through it, so a call is never recorded twice), ``run_flow`` runs a flow.
-- Streams: telemetry watches a stream through :func:`observe_stream`.
+- Streams: a call's stream is an :class:`ObservableStream`; telemetry watches it through
+  its ``observe(observer)`` (a :class:`StreamObserver`) and reads its ``accumulator``.
 - Validation: the checks behind the client's own ``TypeError``/``ValueError`` messages.
 - URLs: the host and port a base URL reaches (`host_and_port`), which name a server in
   telemetry and tell servers apart on the command line.
@@ -18,8 +19,6 @@ their neighbours noticing. Users should not import it; nothing here is stable fo
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from ._config import (
     API_KEY_ENV,
@@ -30,8 +29,16 @@ from ._config import (
     host_and_port,
 )
 from ._errors import ServerOption, missing_server_option
-from ._seam import AsyncCaller, Call, Caller, Flow, Sleep, StreamObserver
-from ._streaming import AsyncStream, Stream
+from ._seam import (
+    Accumulator,
+    AsyncCaller,
+    Call,
+    Caller,
+    Flow,
+    ObservableStream,
+    Sleep,
+    StreamObserver,
+)
 from ._validation import check_int, check_messages, check_number, check_text, check_texts
 from ._wire import call_deadline
 from .resources.chat import chat_call
@@ -52,10 +59,9 @@ __all__ = [
     "Caller",
     "AsyncCaller",
     "TimeoutTypes",
+    "Accumulator",
+    "ObservableStream",
     "StreamObserver",
-    "observe_stream",
-    "final_of",
-    "is_stream",
     "check_int",
     "check_messages",
     "check_number",
@@ -73,19 +79,3 @@ __all__ = [
 def current_deadline() -> float | None:
     """When the innermost ``deadline()`` block around this code ends (``time.monotonic()``)."""
     return call_deadline.get()
-
-
-def is_stream(value: object) -> bool:
-    return isinstance(value, (Stream, AsyncStream))
-
-
-def final_of(stream: Stream[Any] | AsyncStream[Any]) -> Any:
-    """A function giving what the stream's chunks have added up to so far (its
-    ``get_final_completion()`` without reading on), or None for a stream with none."""
-    state = stream._state
-    return None if state.accumulator is None else state.final
-
-
-def observe_stream(stream: Stream[Any] | AsyncStream[Any], observer: StreamObserver) -> None:
-    """Have ``observer`` told of every chunk and its end (one observer per stream)."""
-    stream._observer = observer

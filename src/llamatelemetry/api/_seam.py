@@ -8,8 +8,9 @@ receives their results, for operations of several requests). A client only runs 
 What the rest of the package needs of a client is :class:`Caller` (or its async twin
 :class:`AsyncCaller`): resources describe calls and hand them to ``execute_call`` or
 ``run_flow``; telemetry wraps ``execute_call`` and sends through ``send_call``, so a call is
-recorded once; the server's engine runs the calls it builds. A stream's observer
-(:class:`StreamObserver`) is told of every chunk and of the end.
+recorded once; the server's engine runs the calls it builds. What telemetry needs of a
+stream a call returned is :class:`ObservableStream`: an observer told of every chunk and of
+the end (:class:`StreamObserver`), and the stream's :class:`Accumulator`.
 
 These names are public within the package, not to users. Nothing here imports another
 module of the client, so every module (resources, transports, telemetry) can stand on it.
@@ -26,16 +27,28 @@ from pydantic import BaseModel
 from ._config import TimeoutTypes
 
 __all__ = [
+    "Accumulator",
     "AsyncCaller",
     "Call",
     "Caller",
     "Flow",
+    "ObservableStream",
     "Sleep",
     "StreamFormat",
     "StreamObserver",
 ]
 
 T = TypeVar("T")
+
+
+class Accumulator(Protocol):
+    """Folds a stream's chunks into the whole answer (``get_final_completion()``)."""
+
+    def add(self, chunk: Any) -> None: ...
+
+    def completion(self) -> Any:
+        """What the chunks added so far make: the whole answer once all have been added."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +64,7 @@ class StreamFormat(Generic[T]):
     # Typed-event streams (Responses, Messages) end with an event of one of these types.
     last_types: frozenset[str] = frozenset()
     # Folds the chunks into the whole answer, for get_final_completion() (chat streams).
-    accumulator: Callable[[], Any] | None = None
+    accumulator: Callable[[], Accumulator] | None = None
     # The same type as ``parse``, validated straight from the event's bytes: a chunk is
     # parsed once, by pydantic's JSON parser, instead of by json.loads and then validated.
     # Anything it refuses goes the way of ``parse``, which names what is wrong.
@@ -117,6 +130,8 @@ class Caller(Protocol):
       ``execute_call``. ``total_timeout`` bounds its steps together (default: the client's).
     - ``base_url`` and ``total_timeout``: where the server is, and the client's wall-clock
       limit on a call.
+
+    The answer of a streaming call is a stream (an :class:`ObservableStream`).
     """
 
     @property
@@ -154,3 +169,25 @@ class StreamObserver(Protocol):
     def on_chunk(self, chunk: Any) -> None: ...
 
     def on_close(self, error: BaseException | None, *, complete: bool) -> None: ...
+
+
+class ObservableStream:
+    """A stream a call returned, as telemetry sees it. ``Stream`` and ``AsyncStream``
+    derive from it, as must the streams of any client built on this seam: telemetry tells a
+    stream from an answer with one ``isinstance``.
+
+    - ``observe(observer)``: have the observer told of every chunk handed to the reader
+      and, exactly once, of the end (one observer per stream: a second replaces the first).
+    - ``accumulator``: what folds the chunks into the whole answer (its ``completion()`` is
+      what they add up to so far, without reading on), or None for a stream whose chunks
+      add up to nothing (completion streams).
+    """
+
+    __slots__ = ()
+
+    def observe(self, observer: StreamObserver) -> None:
+        raise NotImplementedError
+
+    @property
+    def accumulator(self) -> Accumulator | None:
+        raise NotImplementedError

@@ -32,7 +32,7 @@ from ._errors import (
     StreamError,
     StreamInterruptedError,
 )
-from ._seam import StreamFormat, StreamObserver
+from ._seam import Accumulator, ObservableStream, StreamFormat, StreamObserver
 from ._sse import DEFAULT_MAX_EVENT_BYTES, EventTooLargeError, SSEDecoder
 from ._transport_errors import translate_transport_error
 
@@ -203,7 +203,9 @@ class _StreamState(Generic[T]):
         self.error: BaseException | None = None
         self.complete = False
         self.observer = observer
-        self.accumulator = None if format.accumulator is None else format.accumulator()
+        self.accumulator: Accumulator | None = (
+            None if format.accumulator is None else format.accumulator()
+        )
 
     def next_step(self) -> T | _Step:
         """The next chunk to hand out, or what the transport must do first."""
@@ -282,7 +284,7 @@ _CONCURRENT = (
 )
 
 
-class Stream(Closing, Generic[T]):
+class Stream(ObservableStream, Closing, Generic[T]):
     """An iterator of typed chunks that owns its HTTP response.
 
     Iterate it, use it as a context manager, or ``close()`` it when you stop early: its
@@ -305,13 +307,16 @@ class Stream(Closing, Generic[T]):
         self._reads: Iterator[bytes] | None = None
         self._reading = threading.Lock()
 
-    @property
-    def _observer(self) -> StreamObserver | None:
-        return self._state.observer
-
-    @_observer.setter
-    def _observer(self, observer: StreamObserver | None) -> None:
+    def observe(self, observer: StreamObserver) -> None:
+        """Have ``observer`` told of every chunk handed out and, exactly once, of the end
+        (one observer per stream: a second replaces the first). The hook telemetry uses."""
         self._state.observer = observer
+
+    @property
+    def accumulator(self) -> Accumulator | None:
+        """What folds the chunks into the whole answer (its ``completion()`` is what they
+        add up to so far), or None for a stream whose chunks add up to nothing."""
+        return self._state.accumulator
 
     def __next__(self) -> T:
         if not self._reading.acquire(blocking=False):
@@ -418,7 +423,7 @@ def close_soon(aclose: Callable[[], Coroutine[Any, Any, None]]) -> None:
     task.add_done_callback(_closing_tasks.discard)
 
 
-class AsyncStream(AsyncClosing, Generic[T]):
+class AsyncStream(ObservableStream, AsyncClosing, Generic[T]):
     """The async twin of :class:`Stream`: ``async for``, ``async with``, ``aclose()``.
 
     A task cancelled while it waits for the next chunk closes the response before the
@@ -440,13 +445,16 @@ class AsyncStream(AsyncClosing, Generic[T]):
         self._reading = False
         self._loop = asyncio.get_running_loop()
 
-    @property
-    def _observer(self) -> StreamObserver | None:
-        return self._state.observer
-
-    @_observer.setter
-    def _observer(self, observer: StreamObserver | None) -> None:
+    def observe(self, observer: StreamObserver) -> None:
+        """Have ``observer`` told of every chunk handed out and, exactly once, of the end
+        (one observer per stream: a second replaces the first). The hook telemetry uses."""
         self._state.observer = observer
+
+    @property
+    def accumulator(self) -> Accumulator | None:
+        """What folds the chunks into the whole answer (its ``completion()`` is what they
+        add up to so far), or None for a stream whose chunks add up to nothing."""
+        return self._state.accumulator
 
     async def __anext__(self) -> T:
         if self._reading:  # no await between the check and the set: tasks cannot interleave

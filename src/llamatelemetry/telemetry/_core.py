@@ -30,10 +30,8 @@ from ..api._internal import (
     AsyncCaller,
     Call,
     Caller,
+    ObservableStream,
     current_deadline,
-    final_of,
-    is_stream,
-    observe_stream,
 )
 from ._attributes import (
     PROVIDER,
@@ -177,9 +175,10 @@ class Telemetry:
             return None, call
 
     def _settle(self, op: _Operation, result: T) -> T:
-        if is_stream(result):
-            observe = _StreamTelemetry(self, op, final_of(result))  # type: ignore[arg-type]
-            observe_stream(result, observe)  # type: ignore[arg-type]
+        if isinstance(result, ObservableStream):
+            accumulator = result.accumulator
+            final = None if accumulator is None else accumulator.completion
+            result.observe(_StreamTelemetry(self, op, final))
         else:
             self._finish(op, result=result)
         return result
@@ -375,7 +374,9 @@ class _StreamTelemetry:
         "_gaps_since",
     )
 
-    def __init__(self, telemetry: Telemetry, op: _Operation, final: Any = None) -> None:
+    def __init__(
+        self, telemetry: Telemetry, op: _Operation, final: Callable[[], Any] | None = None
+    ) -> None:
         self._telemetry = telemetry
         self._op = op
         self._first: float | None = None
