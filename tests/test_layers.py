@@ -91,6 +91,50 @@ def test_imports_point_down_through_public_packages_or_seams() -> None:
     assert wrong == []
 
 
+def _module_edges(module: str, path: Path, modules: set[str]) -> set[str]:
+    """The package's modules ``module`` imports, at any depth. ``from . import _wire`` is
+    an edge to ``_wire`` only: a package is imported before any of its modules anyway."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            target = node.module or ""
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            for alias in node.names:
+                whole = f"{target}.{alias.name}"
+                found.add(whole if whole in modules else target)
+    return (found & modules) - {module}
+
+
+def test_the_api_layer_has_no_import_circle() -> None:
+    """Its modules stand on floors (``_seam`` near the bottom, resources above it, the
+    clients on top): no module imports, even inside a function or for typing only, one
+    that imports it back."""
+    found = {m: p for m, p in _modules() if _layer(m) == "api"}
+    edges = {m: _module_edges(m, p, set(found)) for m, p in found.items()}
+    floors: dict[str, int] = {}
+    visiting: list[str] = []
+
+    def floor(module: str) -> int:
+        if module in visiting:
+            circle = visiting[visiting.index(module) :] + [module]
+            raise AssertionError("an import circle: " + " -> ".join(circle))
+        if module not in floors:
+            visiting.append(module)
+            floors[module] = 1 + max((floor(m) for m in edges[module]), default=-1)
+            visiting.pop()
+        return floors[module]
+
+    for module in edges:
+        floor(module)
+    assert floors[f"{PACKAGE}.api._seam"] <= 1  # the seam stands on (almost) nothing
+
+
 def test_the_api_layer_does_not_import_opentelemetry() -> None:
     found = [
         f"{path.relative_to(SRC)}:{line} imports {name}"
