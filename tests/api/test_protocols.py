@@ -216,3 +216,21 @@ def test_a_malformed_message_event_is_the_clients_own_error_and_fails_the_span(
     [span] = span_exporter.get_finished_spans()
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes is not None and span.attributes["error.type"] == "APIResponseError"
+
+
+def test_a_null_count_in_a_message_delta_keeps_message_starts_count() -> None:
+    """Anthropic's delta usage has nullable fields: a null is no count, not a new one."""
+    start = {"type": "message_start",
+             "message": {"id": "m", "content": [], "usage": {"input_tokens": 7,
+                                                            "output_tokens": 1}}}  # fmt: skip
+    end = {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+           "usage": {"input_tokens": None, "output_tokens": 3,
+                     "cache_read_input_tokens": None,
+                     "cache_creation_input_tokens": None}}  # fmt: skip
+    events = (start, _block_start(0), _delta(0, "Hi"), end, STOP)
+    with _hostile_messages(*events) as server, LlamaCppClient(server.url) as client:
+        message = client.messages.create(QUESTION, 4, stream=True).get_final_completion()
+    assert message.text == "Hi" and message.stop_reason == "end_turn"
+    assert message.usage is not None
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (7, 3)
+    assert message.usage.cache_read_input_tokens is None

@@ -485,9 +485,9 @@ async def test_failed_samples_are_counted_not_hidden() -> None:
 
     def answer(request: SeenRequest) -> Reply:
         """No /metrics, no /slots: chat answers to them too. The run's own answers wait
-        until the watch has failed two samples (4 failures): it asks /metrics a third time
-        only after it has counted them."""
-        if request.path.split("?")[0] == "/metrics" and next(looks) == 3:
+        until the watch has failed four samples (one failure each, however many of its
+        parts failed): it asks /metrics a fifth time only after it has counted them."""
+        if request.path.split("?")[0] == "/metrics" and next(looks) == 5:
             sampled.set()
         elif request.path.endswith("/chat/completions"):
             assert sampled.wait(60)

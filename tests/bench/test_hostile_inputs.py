@@ -134,10 +134,101 @@ async def test_a_watch_survives_every_odd_answer() -> None:
         finally:
             await watch.aclose()
     # Of each round of ten /slots answers, only the object-shaped next_token reads;
-    # every one of the other nine costs a sample (and the metrics that did not parse).
-    assert watch.run_failures >= 2 * (len(ODD_SLOTS) - 1)
+    # every one of the other nine costs a sample, and one only, whatever /metrics said.
+    assert 2 * (len(ODD_SLOTS) - 1) <= watch.run_failures <= 2 * len(ODD_SLOTS)
     assert [s.busy_slots for s in samples if s.busy_slots is not None] == [1, 1]
     assert all(s.generated_per_s is None or s.generated_per_s >= 0 for s in samples)
+
+
+# -- a server started without --metrics (or --slots): an endpoint off is not a lost sample --
+
+#: llama-server's answer on /metrics when started without ``--metrics`` (its default).
+METRICS_OFF = Reply(501, {"error": {"code": 501, "type": "not_supported_error", "message":
+    "This server does not support metrics endpoint. Start it with `--metrics`"}})  # fmt: skip
+SLOTS = [{"id": 0, "is_processing": False, "n_ctx": 4096}]
+
+
+def switched_off(slots: Reply, metrics: Reply) -> Callable[[SeenRequest], Reply]:
+    """Chat answered as a server would; /slots and /metrics always as given."""
+
+    def answer(request: SeenRequest) -> Reply:
+        path = request.path.split("?", 1)[0]
+        if path.endswith("/chat/completions"):
+            return Reply(200, CHAT, delay=0.03)
+        return {"/slots": slots, "/metrics": metrics}.get(path, NOT_FOUND)
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("slots", "metrics", "off"),
+    [
+        (Reply(200, SLOTS), METRICS_OFF, "/metrics"),
+        (Reply(200, SLOTS), NOT_FOUND, "/metrics"),
+        (NOT_FOUND, Reply(200, ODD_METRICS[0], content_type="text/plain"), "/slots"),
+    ],
+    ids=["metrics-501", "metrics-404", "slots-404"],
+)
+def test_an_endpoint_switched_off_is_not_sampled_and_loses_no_sample(
+    prompts: Path, slots: Reply, metrics: Reply, off: str
+) -> None:
+    args = ["-n", "16", "-c", "1,2", "--no-stream", "--warmup", "0", "--max-tokens", "2",
+            "--prompts-file", str(prompts), "--scrape-interval", "0.02"]  # fmt: skip
+    with FaultServer(switched_off(slots, metrics)) as server:
+        result = invoke("--url", server.url, *args, "--json")
+        scraped = [r.path for r in server.requests if not r.path.endswith("/chat/completions")]
+    assert result.exit_code == 0, result.output
+    runs = json.loads(result.stdout)["runs"]
+    assert [run["server_sample_failures"] for run in runs] == [0, 0]
+    assert scraped.count(off) == 1  # asked once, then left alone for the rest of the run
+    on = "/slots" if off == "/metrics" else "/metrics"
+    assert scraped.count(on) > 1
+    samples = [s for run in runs for s in run["server_samples"]]
+    if on == "/slots":
+        assert samples and all(s["busy_slots"] is not None for s in samples)
+    else:
+        assert samples and all(s["deferred"] == 1 for s in samples)
+
+    with FaultServer(switched_off(slots, metrics)) as server:
+        human = invoke("--url", server.url, *args)
+    assert human.exit_code == 0, human.output
+    assert "server samples lost" not in human.stdout
+
+
+async def test_a_watch_of_a_server_without_metrics_samples_its_slots() -> None:
+    from llamatelemetry.bench import ServerWatch
+
+    with FaultServer(switched_off(Reply(200, SLOTS), METRICS_OFF)) as server:
+        watch = ServerWatch(server.url, interval=1.0)
+        try:
+            for _ in range(5):
+                await watch.sample()
+            samples = await watch.stop()
+        finally:
+            await watch.aclose()
+        scraped = [r.path for r in server.requests]
+    assert watch.run_failures == 0
+    assert [(s.busy_slots, s.total_slots) for s in samples] == [(0, 1)] * 5
+    assert scraped.count("/metrics") == 1 and scraped.count("/slots") == 5
+
+
+async def test_a_round_where_both_endpoints_fail_loses_one_sample() -> None:
+    from llamatelemetry.bench import ServerWatch
+
+    garbage_slots = Reply(200, b"[{garbage", content_type="application/json")
+    garbage_metrics = Reply(200, ODD_METRICS[2], content_type="text/plain")
+    rounds = 6
+    with FaultServer(switched_off(garbage_slots, garbage_metrics)) as server:
+        watch = ServerWatch(server.url, interval=1.0)
+        try:
+            for _ in range(rounds):
+                await watch.sample()
+            samples = await watch.stop()
+        finally:
+            await watch.aclose()
+        scraped = [r.path for r in server.requests]
+    assert scraped.count("/slots") == scraped.count("/metrics") == rounds  # both still asked
+    assert samples == [] and watch.run_failures == rounds  # not 2 × rounds
 
 
 # -- item 6: every input file checked whole before the first request ------------------

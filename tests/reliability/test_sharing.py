@@ -241,26 +241,39 @@ def test_a_given_http_client_is_refused_in_a_forked_child(chat_server: ServerMan
         assert client.tokenize("hello")  # the parent's client is untouched
 
 
-def test_a_stream_read_on_another_event_loop_says_so(chat_server: ServerManager) -> None:
-    client = AsyncLlamaCppClient(chat_server.url)
+def test_a_stream_read_on_another_event_loop_says_so() -> None:
+    """The rest of the stream is still to come (held back by the server until the test has
+    its answer), so reading it must use the connection: from another loop, it says so.
+    (On a real server a short answer could already be wholly read with its first chunk,
+    and then nothing was left to refuse.)"""
+    release = threading.Event()
+    events = sse(*[chunk(str(i)) for i in range(4)], chunk(finish="stop"))
+    first = asyncio.new_event_loop()
+    with FaultServer(Reply(chunks=GatedChunks(events, release))) as server:
+        client = AsyncLlamaCppClient(server.url)
 
-    async def open_stream() -> Any:
-        stream = await client.chat.completions.create(messages=MESSAGES, max_tokens=4, stream=True)
-        await stream.__anext__()
-        return stream
+        async def open_stream() -> Any:
+            stream = await client.chat.completions.create(messages=MESSAGES, stream=True)
+            await stream.__anext__()
+            return stream
 
-    stream = asyncio.run(open_stream())
+        try:
+            stream = first.run_until_complete(open_stream())
 
-    async def read() -> None:
-        async for _ in stream:
-            pass
+            async def read() -> None:
+                async for _ in stream:
+                    pass
 
-    with warnings.catch_warnings():  # the first loop ended with its connections open
-        warnings.simplefilter("ignore", ResourceWarning)
-        with pytest.raises(EventLoopError, match="opened on another event loop"):
-            asyncio.run(read())
-        asyncio.run(client.aclose())
-        gc.collect()
+            with pytest.raises(EventLoopError, match="opened on another event loop"):
+                asyncio.run(read())
+        finally:
+            release.set()
+            # Closed on its own loop, so that no connection is left for the garbage
+            # collector to warn about at some later, unrelated moment.
+            first.run_until_complete(client.aclose())
+            for _ in range(3):  # the transports' connection_lost, called soon after close()
+                first.run_until_complete(asyncio.sleep(0))
+            first.close()
 
 
 def test_an_async_client_dropped_on_a_later_loop_logs_no_error(

@@ -126,6 +126,43 @@ def test_a_killed_parent_takes_its_server_with_it(
         assert port_free(port)
 
 
+WORKER_OUTLIVES_MAIN = """
+import sys, threading, time
+import httpx
+from llamatelemetry.server import ServerManager
+
+model, binary = sys.argv[1:3]
+
+def work():
+    manager = ServerManager(port=0, backend="binary", server_path=binary)
+    manager.start(model, n_threads=1, n_parallel=1)
+    time.sleep(1.0)  # the main thread has ended by now (it only starts this thread)
+    ok = manager.is_running and httpx.get(manager.url + "/health").status_code == 200
+    manager.stop()
+    again = ServerManager(port=0, backend="binary", server_path=binary)
+    again.start(model, n_threads=1, n_parallel=1)  # a start after the main thread's end
+    again.stop()
+    print("served after the main thread ended:", ok, flush=True)
+
+threading.Thread(target=work).start()
+"""
+
+
+def test_a_server_started_by_a_worker_outlives_the_main_thread(
+    tiny_files: TinyModelFiles, llama_server_binary: Path
+) -> None:
+    """A worker thread's server serves on after the main thread's code has ended (the
+    process lives while the worker does), and the worker can start another."""
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER_OUTLIVES_MAIN, str(tiny_files.model.path),
+         str(llama_server_binary)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "served after the main thread ended: True"
+    assert "had already exited" not in done.stderr
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_killed_serve_takes_its_server_with_it(
     backend: str, tiny_files: TinyModelFiles, request: pytest.FixtureRequest, tmp_path: Path

@@ -3,8 +3,10 @@ began after its last figure has been answered, and no earlier one counts."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
+import select
 import socket
 import struct
 import threading
@@ -18,7 +20,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily
 
-from llamatelemetry.telemetry import setup_telemetry
+from llamatelemetry.telemetry import _prometheus, setup_telemetry
 from llamatelemetry.telemetry._prometheus import PrometheusEndpoint
 
 
@@ -115,8 +117,9 @@ def test_only_answered_metric_scrapes_count(held: tuple[PrometheusEndpoint, _Hel
 class _Big:
     """A collector whose exposition outgrows the socket buffers: writes block on a reader."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, rows: int = 60_000) -> None:
         self.delay = delay
+        self.rows = rows
 
     def describe(self) -> list[Any]:
         return []
@@ -124,9 +127,22 @@ class _Big:
     def collect(self) -> Iterator[Any]:
         time.sleep(self.delay)
         family = CounterMetricFamily("big", "a large figure", labels=["i"])
-        for i in range(60_000):
+        for i in range(self.rows):
             family.add_metric([f"{i:060d}"], i)
         yield family
+
+
+class _Collector:
+    """One fixed figure."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        yield CounterMetricFamily("seven", "a fixed figure", value=self.value)
 
 
 def _endpoint(collector: Any) -> PrometheusEndpoint:
@@ -238,5 +254,136 @@ def test_an_ipv6_host_is_served() -> None:
     try:
         assert endpoint.url.startswith("http://[::1]:")
         assert httpx.get(endpoint.url, timeout=5).status_code == 200
+    finally:
+        endpoint.close()
+
+
+def _port(endpoint: PrometheusEndpoint) -> int:
+    return int(endpoint.url.rsplit(":", 1)[1].split("/")[0])
+
+
+def _connection_threads() -> int:
+    """The endpoint's threads serving a connection (by their name)."""
+    return sum(t.name == "llamatelemetry-prometheus-connection" for t in threading.enumerate())
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server has closed ``sock`` (an end of stream or a reset), without
+    blocking; what it sent before is read and dropped."""
+    try:
+        while select.select([sock], [], [], 0)[0]:
+            if not sock.recv(65536):
+                return True
+    except OSError:  # reset
+        return True
+    return False
+
+
+def test_slow_connections_are_cut_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slowloris: connections that send nothing, or a header a byte at a time (faster
+    than the per-operation timeout), more of them than the endpoint serves at once. Those
+    beyond the cap are closed at once, the rest once their head limit has passed; the
+    endpoint's threads stay within the cap, and a scrape afterwards is answered."""
+    cap, head_limit = 4, 1.0
+    monkeypatch.setattr(_prometheus, "HEAD_LIMIT_S", head_limit)
+    monkeypatch.setattr(_prometheus, "CONNECTION_LIMIT_S", 3.0)
+    monkeypatch.setattr(_prometheus, "MAX_CONNECTIONS", cap)
+    registry = CollectorRegistry()
+    registry.register(_Collector(7))
+    endpoint = PrometheusEndpoint(registry, "127.0.0.1", 0)
+    baseline = threading.active_count()  # the endpoint's own threads included
+
+    silent: list[socket.socket] = []
+    trickling: list[socket.socket] = []
+    closed: dict[socket.socket, float] = {}  # when the server closed it
+    peak_named = peak_delta = 0
+
+    def connect(count: int) -> None:
+        for kind in (silent, trickling):
+            kind.extend(
+                socket.create_connection(("127.0.0.1", _port(endpoint))) for _ in range(count)
+            )
+
+    try:
+        connect(cap // 2)  # the cap filled first (the listen backlog could hold the rest
+        filled = time.monotonic() + 10  # back, to be accepted once the first are cut)
+        while _connection_threads() < cap and time.monotonic() < filled:
+            time.sleep(0.01)
+        connect(3)  # and more
+        slow = silent + trickling
+        opened = time.monotonic()
+        head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: "
+        trickle = {s: itertools.chain(head, itertools.repeat(ord("a"))) for s in trickling}
+        for s in slow:
+            s.setblocking(False)
+        while len(closed) < len(slow) and time.monotonic() - opened < 20:  # a generous guard
+            for s in trickling:  # a byte every 0.1 s: never 30 s silent
+                if s not in closed:
+                    try:
+                        s.send(bytes([next(trickle[s])]))
+                    except OSError:
+                        closed[s] = time.monotonic()
+            for s in slow:
+                if s not in closed and _closed_by_server(s):
+                    closed[s] = time.monotonic()
+            peak_named = max(peak_named, _connection_threads())
+            peak_delta = max(peak_delta, threading.active_count() - baseline)
+            time.sleep(0.1)
+        print(
+            f"threads: baseline {baseline}, peak +{peak_delta} ({peak_named} named);"
+            f" slow connections closed by the server: {len(closed)}/{len(slow)}, the last"
+            f" {max(closed.values(), default=math.nan) - opened:.2f} s after opening"
+        )
+        assert peak_delta <= cap and peak_named <= cap
+        assert len(closed) == len(slow)  # every one was closed by the server...
+        assert max(closed.values()) - opened < head_limit + 10  # ...soon after its deadline
+        deadline = time.monotonic() + 10
+        while _connection_threads() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        after = threading.active_count() - baseline
+        print(f"threads after: +{after} ({_connection_threads()} named)")
+        assert _connection_threads() == 0 and after <= 0
+        assert endpoint.refused + endpoint.cut == len(slow)  # closed at once, or reaped
+        assert endpoint.refused == len(slow) - cap  # the extra ones, at once
+        answer = httpx.get(endpoint.url, timeout=10)  # the slow ones are gone: served
+        assert answer.status_code == 200 and "seven_total 7.0" in answer.text
+        assert endpoint.scrapes == 1
+    finally:
+        for s in silent + trickling:
+            s.close()
+        endpoint.close()
+
+
+def test_a_slow_reader_is_cut_at_the_connection_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that reads a large answer a byte at a time keeps the per-operation timeout
+    from ever running out: the whole connection has a limit, and its scrape is no answer."""
+    monkeypatch.setattr(_prometheus, "CONNECTION_LIMIT_S", 3.0)
+    endpoint = _endpoint(_Big(rows=120_000))  # more than the socket buffers take
+    try:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", _port(endpoint)))
+            opened = time.monotonic()
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.settimeout(20)
+            taken = 0
+            while time.monotonic() - opened < 30:  # a generous guard
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):  # reset by the server
+                    break  # (what it had sent before is still here to read: not the server's)
+                try:
+                    if not sock.recv(1):
+                        break
+                except OSError:
+                    break
+                taken += 1
+                time.sleep(0.05)
+            else:
+                pytest.fail(f"still served {time.monotonic() - opened:.1f} s later")
+        print(f"cut {time.monotonic() - opened:.2f} s after opening, {taken} bytes read")
+        deadline = time.monotonic() + 10
+        while _connection_threads() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _connection_threads() == 0
+        assert endpoint.cut == 1 and endpoint.scrapes == 0  # cut: no answer
     finally:
         endpoint.close()

@@ -113,16 +113,22 @@ def _excerpt(body: bytes, limit: int = 500) -> str:
 def _error_details(response: httpx.Response, body: bytes) -> tuple[str, str | None, Any]:
     """The server's own message and type, from llama.cpp's ``{"error": {...}}`` or whatever
     a proxy in between sent (plain text, an HTML page). The message always says something:
-    where the server said nothing (``{"error": ""}``, an empty body), it is the status and
-    its reason."""
+    where the server said nothing (``{"error": ""}``, ``{"error": null}``, ``{"error": {}}``,
+    an error object whose ``message`` or ``detail`` is empty or null, an empty body), it is
+    the status and its reason. An error object with neither key is shown as it is."""
     try:
         parsed: Any = json.loads(body) if body else None
     except (ValueError, RecursionError):
         parsed = None
     if isinstance(parsed, dict):
         err = parsed.get("error", parsed)
+        if err is None:
+            return _or_status("", response), None, parsed
         if isinstance(err, dict):
-            message = err.get("message") or err.get("detail") or json.dumps(err)[:500]
+            if "message" in err or "detail" in err:
+                message = err.get("message") or err.get("detail") or ""
+            else:
+                message = json.dumps(err)[:500]
             type_ = err.get("type")
             return _or_status(str(message), response), _type_name(type_), parsed
         if isinstance(err, str):

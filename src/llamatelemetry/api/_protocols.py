@@ -256,7 +256,7 @@ class MessageStreamEvent(BaseType):
 class MessageAccumulator:
     """The whole message a stream adds up to: ``message_start``'s message, each block's
     deltas joined (text, thinking, a tool's input JSON), ``message_delta``'s stop reason
-    and output count."""
+    and the counts its usage sends (a null count keeps the earlier one)."""
 
     __slots__ = ("_message", "_blocks", "_stop_reason", "_stop_sequence", "_usage", "_timings")
 
@@ -295,7 +295,10 @@ class MessageAccumulator:
             delta = event.delta or {}
             self._stop_reason = delta.get("stop_reason") or self._stop_reason
             self._stop_sequence = delta.get("stop_sequence") or self._stop_sequence
-            usage = {**self._usage, **(event.usage or {})}
+            # Anthropic's delta usage has nullable counts: a null says nothing new, so
+            # it keeps what message_start said (which dropped its nulls alike).
+            sent = {k: v for k, v in (event.usage or {}).items() if v is not None}
+            usage = {**self._usage, **sent}
             try:
                 MessageUsage.model_validate(usage)
             except ValidationError as exc:

@@ -121,7 +121,12 @@ def open_client(
     server trickling its answer forever fails it then, as an ``APITimeoutError``). With a
     provider, every request is also a span (with ``llamatelemetry.bench.phase`` when sent
     during a benchmark's phase) and metric points (none for the requests of a benchmark's
-    calibration and warm-ups)."""
+    calibration and warm-ups).
+
+    ``tracer_provider`` (an OpenTelemetry SDK one) is given a span processor of this
+    library's for good, once per provider: closing the client does not remove it (the SDK
+    has no way to). It marks only the spans started during a benchmark's phase; every
+    other span the provider starts, here or elsewhere in the program, is left as it is."""
     options = _client_options(concurrency, timeout)
     if tracer_provider is None and meter_provider is None:
         return AsyncLlamaCppClient(url, api_key, **options)

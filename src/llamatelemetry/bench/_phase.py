@@ -61,9 +61,13 @@ def current_phase() -> str | None:
 
 
 def mark_phases(provider: TracerProvider) -> None:
-    """Have every span that ``provider`` starts during a phase carry `PHASE_ATTRIBUTE`
-    (once per provider; spans started outside a phase are left as they are). Only the
-    OpenTelemetry SDK's providers take span processors: others are left alone."""
+    """Have every span that ``provider`` starts during a phase carry `PHASE_ATTRIBUTE`.
+    Only the OpenTelemetry SDK's providers take span processors: others are left alone.
+
+    This adds a span processor to the provider for good (the SDK cannot remove one), once
+    per provider: `open_client` does it for the ``tracer_provider`` it is given, which may
+    be the program's own. That is harmless outside a phase: the processor only reads the
+    current phase, and a span started outside one is left as it is."""
     if provider in _marked or not hasattr(provider, "add_span_processor"):
         return
     try:

@@ -67,6 +67,12 @@ class Arrivals:
         problem = burstiness_problem(self.burstiness)
         if problem is not None:
             raise ValueError(f"burstiness {self.burstiness:g}: {problem}")
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(
+                f"rate {self.rate:g} requests per second is too low: the gaps between "
+                f"requests (gamma of shape {self.burstiness:g}, scale 1 / (rate × "
+                "burstiness)) would be longer than any number of seconds a float holds"
+            )
         if not (math.isfinite(self.ramp_up) and self.ramp_up >= 0):
             raise ValueError(f"ramp_up must be >= 0 seconds, got {self.ramp_up}")
         if self.duration is not None and not (math.isfinite(self.duration) and self.duration > 0):
@@ -79,6 +85,13 @@ class Arrivals:
             )
         if not (math.isfinite(self.grace) and self.grace >= 0):
             raise ValueError(f"grace must be >= 0 seconds, got {self.grace}")
+
+    @property
+    def scale(self) -> float:
+        """The scale of the gaps' gamma distribution: their mean is 1 / ``rate`` whatever
+        the shape. Infinite (or, rounded, a division by zero) for a rate near 0."""
+        product = self.rate * self.burstiness
+        return 1.0 / product if product > 0 else math.inf
 
     def expected(self, seconds: float) -> float:
         """How many requests the schedule sends in its first ``seconds`` on average."""
@@ -119,14 +132,14 @@ def _ramped(virtual: float, ramp_up: float) -> float:
 
 def arrival_times(arrivals: Arrivals, requests: int | None = None) -> list[float]:
     """Seconds from the start at which each request leaves: ``requests`` of them, or as
-    many as fall within ``arrivals.duration``."""
+    many as fall within ``arrivals.duration``. Every one is finite: a rate so low that a
+    time goes past the largest float raises ``ValueError``."""
     if requests is None and arrivals.duration is None:
         raise ValueError("an open-loop schedule needs a number of requests or a duration")
     if requests is not None and requests > MAX_ARRIVALS:
         raise ValueError(f"a schedule holds at most {MAX_ARRIVALS:,} requests, not {requests:,}")
     rng = random.Random(arrivals.seed)
-    shape = arrivals.burstiness
-    scale = 1.0 / (arrivals.rate * shape)  # mean gap 1 / rate, whatever the shape
+    shape, scale = arrivals.burstiness, arrivals.scale  # mean gap 1 / rate
     times: list[float] = []
     virtual = 0.0
     limit = requests if requests is not None else math.inf
@@ -135,6 +148,12 @@ def arrival_times(arrivals: Arrivals, requests: int | None = None) -> list[float
         at = _ramped(virtual, arrivals.ramp_up)
         if arrivals.duration is not None and at >= arrivals.duration:
             break
+        if not math.isfinite(at):  # a run would wait for it forever
+            raise ValueError(
+                f"request {len(times) + 1} of the schedule would leave after {at} s, not a "
+                f"finite time: rate {arrivals.rate:g} requests per second is too low to "
+                f"schedule {requests} requests"
+            )
         if len(times) == MAX_ARRIVALS:  # a bursty draw far above its expected count
             raise ValueError(
                 f"the schedule drew more than {MAX_ARRIVALS:,} requests within "

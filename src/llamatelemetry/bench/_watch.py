@@ -1,7 +1,10 @@
 """The server's side of a run, sampled while it runs: busy slots, requests waiting for a
 slot, the context its slots hold, tokens per second, from ``/metrics`` and ``/slots``
-every ``interval`` seconds. A server without those endpoints (or a router) is simply not
-sampled: the run goes on.
+every ``interval`` seconds. An endpoint the server has switched off (llama-server answers
+``/metrics`` with 501 unless started with ``--metrics``; a router, or another server, 404)
+is asked once and then no more, and costs no sample: the run goes on with what the other
+endpoint says, or unsampled. A sampling round where an endpoint answered something that
+could not be read is one lost sample, counted in `ServerWatch.failures`.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Awaitable
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
-from ..api import AsyncLlamaCppClient
+from ..api import APIStatusError, AsyncLlamaCppClient
 
 __all__ = ["ServerSample", "ServerWatch"]
 
@@ -23,6 +26,9 @@ log = logging.getLogger(__name__)
 PROCESSED = "llamacpp:tokens_predicted_total"
 PROMPTED = "llamacpp:prompt_tokens_total"
 DEFERRED = "llamacpp:requests_deferred"
+#: The statuses that say an endpoint is switched off (501: a server option not given,
+#: 404: no such endpoint here), not that one answer of it went wrong.
+SWITCHED_OFF = frozenset({404, 501})
 
 
 @dataclass(frozen=True)
@@ -138,8 +144,9 @@ class ServerWatch:
         self._task: asyncio.Task[None] | None = None
         self._origin = 0.0
         self._last: tuple[float, dict[str, float]] | None = None
-        self.failures = 0  # scrapes that failed in the current run
+        self.failures = 0  # sampling rounds that failed in the current run
         self.run_failures = 0  # ... and in the run `stop` ended
+        self.switched_off: set[str] = set()  # endpoints the server said it does not serve
 
     def start(self, origin: float) -> None:
         self._origin = origin
@@ -179,29 +186,53 @@ class ServerWatch:
             log.debug("a sample of %s failed", self._client.base_url, exc_info=True)
             self.failures += 1
 
-    async def _metrics(self) -> dict[str, float]:
-        """The counters a sample reads; empty (and a failure counted) when ``/metrics``
-        is missing, or says something that is not those counters."""
-        try:
-            return _figures(await cast(Awaitable[Any], self._client.metrics.values()))
-        except Exception:  # noqa: BLE001 - no /metrics (or a router), or an odd one
-            self.failures += 1
-            return {}
+    def _switched_off(self, endpoint: str, exc: Exception) -> bool:
+        """Whether ``exc`` says the server does not serve ``endpoint`` at all: then it is
+        not asked again (and its answer is no failure)."""
+        if isinstance(exc, APIStatusError) and exc.status_code in SWITCHED_OFF:
+            log.debug("%s%s is switched off (%s): not sampled", self._client.base_url,
+                      endpoint, exc.status_code)  # fmt: skip
+            self.switched_off.add(endpoint)
+            return True
+        return False
 
-    async def _slots(self) -> _Slots | None:
-        """What ``/slots`` says; None (and a failure counted) when it is missing or odd."""
+    async def _metrics(self) -> tuple[dict[str, float], bool]:
+        """The counters a sample reads, and whether reading them failed: empty when
+        ``/metrics`` is switched off (no failure) or says something that is not those
+        counters (a failure)."""
+        if "/metrics" in self.switched_off:
+            return {}, False
         try:
-            return _Slots.of(await cast(Awaitable[Any], self._client.slots.list()))
-        except Exception:  # noqa: BLE001 - no /slots, or slots of a shape not known here
-            self.failures += 1
-            return None
+            return _figures(await cast(Awaitable[Any], self._client.metrics.values())), False
+        except Exception as exc:  # noqa: BLE001 - no /metrics (or a router), or an odd one
+            if self._switched_off("/metrics", exc):
+                return {}, False
+            log.debug("/metrics of %s could not be read", self._client.base_url, exc_info=True)
+            return {}, True
+
+    async def _slots(self) -> tuple[_Slots | None, bool]:
+        """What ``/slots`` says, and whether reading it failed: None when it is switched
+        off (no failure) or of a shape not read here (a failure)."""
+        if "/slots" in self.switched_off:
+            return None, False
+        try:
+            return _Slots.of(await cast(Awaitable[Any], self._client.slots.list())), False
+        except Exception as exc:  # noqa: BLE001 - no /slots, or slots of a shape not known here
+            if self._switched_off("/slots", exc):
+                return None, False
+            log.debug("/slots of %s could not be read", self._client.base_url, exc_info=True)
+            return None, True
 
     async def sample(self, record: bool = True) -> None:
-        """One look at the server. A part that fails (the server's answer missing, or not
-        of a shape read here) is left out of the sample and counted in `failures`."""
+        """One look at the server. A part that fails (the server's answer not of a shape
+        read here, or no answer) is left out of the sample, and the round counted once in
+        `failures` however many parts failed. An endpoint switched off is left out too,
+        not asked again, and no failure."""
         now = time.perf_counter()
-        values = await self._metrics()
-        slots = await self._slots()
+        values, metrics_failed = await self._metrics()
+        slots, slots_failed = await self._slots()
+        if metrics_failed or slots_failed:
+            self.failures += 1
         if not values and slots is None:
             return
         rates: dict[str, float | None] = {"generated_per_s": None, "prompt_per_s": None}

@@ -28,7 +28,10 @@ __all__ = ["demo"]
 
 
 def _fetch_real_model() -> Path:
-    """The real model's path, fetched first (one progress line on stderr) if need be."""
+    """The real model's path, fetched first (progress said on stderr) if need be.
+
+    Ctrl-C stops the download (the fetch leaves nothing behind) and ends the demo like a
+    Ctrl-C later on: one line, status 130."""
     progress = Console(stderr=True, highlight=False)
     try:
         return fetch_smollm2(
@@ -42,6 +45,9 @@ def _fetch_real_model() -> Path:
             "the demo needs it once (then it is cached); `llamatelemetry demo` with no "
             "option runs offline on the built-in model, `--model FILE.gguf` on yours",
         ) from None
+    except KeyboardInterrupt:
+        print_interrupted(progress, f"the download of {SMOLLM2} was stopped.")
+        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
 
 
 @contextmanager

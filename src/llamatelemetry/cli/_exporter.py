@@ -12,7 +12,7 @@ from rich.text import Text
 from ..api import LlamaCppClient, redact_url
 from ..api._internal import host_and_port
 from ._errors import CliError, finite
-from ._output import out_console
+from ._output import out_console, signals_held
 from ._serve import _stop_signals_interrupt
 
 __all__ = ["exporter"]
@@ -120,14 +120,15 @@ def exporter(
                 )
                 for client in clients
             ]
-            console.print(
-                f"Exporting the metrics of {len(servers)} server(s) at {handle.prometheus_url}",
-                soft_wrap=True,
-            )
-            for client in clients:
-                console.print(f"  {client.base_url}", soft_wrap=True)
-            console.print(Text("Press Ctrl-C to stop.", style="dim"))
-            console.file.flush()
+            with signals_held():
+                console.print(
+                    f"Exporting the metrics of {len(servers)} server(s) at {handle.prometheus_url}",
+                    soft_wrap=True,
+                )
+                for client in clients:
+                    console.print(f"  {client.base_url}", soft_wrap=True)
+                console.print(Text("Press Ctrl-C to stop.", style="dim"))
+                console.file.flush()
             while True:
                 time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
-from contextlib import AbstractContextManager
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import IO, Any
 
 import click
 from rich.console import Console
 
-__all__ = ["err_console", "json_option", "out_console", "print_json", "working"]
+__all__ = [
+    "err_console",
+    "json_option",
+    "out_console",
+    "print_json",
+    "signals_held",
+    "working",
+]
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print JSON (for scripts) and nothing else."
@@ -47,6 +57,32 @@ class _StripTrailingSpaces:
 
     def fileno(self) -> int:
         return self._stream.fileno()
+
+
+#: The signals that stop a long-running command (Ctrl-C, `kill`, a closed terminal).
+_STOPS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold the stop signals while lines are printed: one that comes meanwhile is raised as
+    `KeyboardInterrupt` just after the block. A Ctrl-C inside rich's write left the line in
+    rich's buffer, to be printed again with the next line (and a script that answers
+    "Press Ctrl-C" with a Ctrl-C then sent a second one). The signals are caught, not
+    masked: a process-wide signal may be taken by any thread, and Python raises it in the
+    main thread whichever did."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came: list[int] = []
+    previous = {sig: signal.signal(sig, lambda sig, _: came.append(sig)) for sig in _STOPS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if came:
+        raise KeyboardInterrupt
 
 
 def out_console() -> Console:

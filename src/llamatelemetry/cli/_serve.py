@@ -22,7 +22,7 @@ from ..server import ServerManager, ServerStartError
 from ..server._internal import POOLING_TYPES, REASONING_FORMATS, SPECULATIVE_TYPES
 from ._client import API_KEY_ENV
 from ._errors import EXIT_INTERRUPTED, CliError, print_interrupted, start_error
-from ._output import err_console, out_console
+from ._output import err_console, out_console, signals_held
 
 __all__ = ["serve"]
 
@@ -164,8 +164,9 @@ def _run(manager: ServerManager, model: Path, options: dict[str, Any], temporary
         except KeyboardInterrupt:
             print_interrupted(err_console(), "the server was stopped before it was ready.")
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
-        try:  # a stop signal may land while the ready lines are printed
-            _print_ready(console, manager, seconds)
+        try:
+            with signals_held():  # a stop signal that comes meanwhile lands after them
+                _print_ready(console, manager, seconds)
             _wait(manager)
         except KeyboardInterrupt:
             manager.stop()

@@ -220,9 +220,12 @@ class ServerManager(Closing):
         self._log_path: Path | None = None
         self._log_offset = 0  # where the current run's output starts in the log
         self._lock = threading.RLock()
-        # Set by stop() before it waits for the lock: a start() waiting for health (which
-        # holds the lock) gives up at once instead of making stop() wait it out.
-        self._stopping = threading.Event()
+        # How many times stop() was called, counted before it waits for the lock: a start()
+        # waiting for health (which holds the lock) gives up once the count moves past
+        # what it saw when it was called, instead of making stop() wait it out.
+        self._stops = 0
+        self._stops_moved = threading.Condition(threading.Lock())
+        self._stops_seen = 0
 
     # -- properties ------------------------------------------------------------------
 
@@ -330,7 +333,9 @@ class ServerManager(Closing):
         a small model sharing the main one's vocabulary; ``draft_max``/``draft_min`` bound
         the tokens drafted per step.
         """
+        seen = self._stops
         with self._lock:
+            self._stops_seen = seen  # a stop() called from now on cancels this start
             if self.is_running:
                 raise ServerError(f"{self!r} is already running; stop() it first")
             if self._models_dir is not None and model_path is not None:
@@ -383,10 +388,12 @@ class ServerManager(Closing):
 
     def restart(self, timeout: float | None = None) -> None:
         """Stop the server and start it again with the same options, on the same port."""
+        seen = self._stops
         with self._lock:
             if self._options is None:
                 raise ServerError("restart() needs a previous start()")
-            self.stop()
+            self._stops_seen = seen
+            self._stop(10.0)
             self._launch(self._options, self._timeout if timeout is None else timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -394,12 +401,11 @@ class ServerManager(Closing):
 
         Called from another thread while `start` waits for the server, it cancels that
         start (which raises `ServerStartError`) rather than waiting it out."""
-        self._stopping.set()
+        with self._stops_moved:
+            self._stops += 1
+            self._stops_moved.notify_all()
         with self._lock:
-            try:
-                self._stop(timeout)
-            finally:
-                self._stopping.clear()
+            self._stop(timeout)
 
     def _stop(self, timeout: float) -> None:
         process = self._process
@@ -620,6 +626,11 @@ class ServerManager(Closing):
             self._terminate(timeout=2.0)
             raise
 
+    def _stop_called(self, within: float) -> bool:
+        """Whether stop() is called (or was, since start()) within ``within`` seconds."""
+        with self._stops_moved:
+            return self._stops_moved.wait_for(lambda: self._stops != self._stops_seen, within)
+
     def _wait_healthy(
         self,
         process: subprocess.Popen[bytes],
@@ -671,7 +682,7 @@ class ServerManager(Closing):
                         self.url, now - started, last,
                     )  # fmt: skip
                     next_progress = now + PROGRESS_LOG_INTERVAL
-                if self._stopping.wait(HEALTH_POLL_INTERVAL):
+                if self._stop_called(HEALTH_POLL_INTERVAL):
                     raise ServerStartError(
                         f"start() of llama-server at {self.url} was cancelled by stop()",
                         log_tail=_tail(log_path, offset),

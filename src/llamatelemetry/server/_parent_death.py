@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import ctypes
 import os
+import queue
 import signal
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 __all__ = ["exit_with_parent", "spawn"]
@@ -39,13 +40,39 @@ def _find_prctl() -> Any:
 
 
 _PRCTL = _find_prctl()
-_spawner: ThreadPoolExecutor | None = None
+
+
+class _Spawner:
+    """One daemon thread that runs what it is handed: it lives until the process ends
+    (a daemon thread is never joined, so it outlasts the main thread's end, unlike a
+    ``ThreadPoolExecutor``'s, which ``concurrent.futures`` stops first at exit)."""
+
+    def __init__(self) -> None:
+        self._work: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="llamatelemetry-spawner", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            start, future = self._work.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(start())
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    future.set_exception(exc)
+
+    def run(self, start: Callable[[], T]) -> T:
+        future: Future[T] = Future()
+        self._work.put((start, future))
+        return future.result()
+
+
+_spawner: _Spawner | None = None
 _spawner_lock = threading.Lock()
 
 
 def _forget_spawner() -> None:
     """In a forked child the spawner thread does not exist: make a new one when needed
-    (the old executor would queue work that no thread ever runs)."""
+    (the old queue would hold work that no thread ever runs)."""
     global _spawner, _spawner_lock
     _spawner, _spawner_lock = None, threading.Lock()
 
@@ -57,14 +84,19 @@ if hasattr(os, "register_at_fork"):
 def exit_with_parent() -> Callable[[], None] | None:
     """A ``preexec_fn`` that makes the child get ``SIGTERM`` when this process ends, or
     ``None`` where the platform has no such request (the child then outlives a killed
-    parent, as any child does)."""
+    parent, as any child does).
+
+    The price of a ``preexec_fn``: the child is a full fork (no vfork), which runs the
+    ``os.register_at_fork`` hooks of the parent's libraries before the ``exec``; for a
+    server started a few times in a process's life, that is milliseconds."""
     prctl = _PRCTL
     if prctl is None:
         return None
     parent = os.getpid()
 
     def arm() -> None:  # runs in the child, between fork and exec
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+            return  # refused (a sandbox): the server runs, as it would have without it
         if os.getppid() != parent:  # the parent went before the request was made
             os._exit(1)
 
@@ -80,6 +112,6 @@ def spawn(start: Callable[[], T]) -> T:
         return start()
     with _spawner_lock:
         if _spawner is None:
-            _spawner = ThreadPoolExecutor(1, thread_name_prefix="llamatelemetry-spawner")
+            _spawner = _Spawner()
         spawner = _spawner
-    return spawner.submit(start).result()
+    return spawner.run(start)
