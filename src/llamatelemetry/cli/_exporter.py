@@ -12,8 +12,7 @@ from rich.text import Text
 from ..api import LlamaCppClient, redact_url
 from ..api._internal import host_and_port
 from ._errors import CliError, finite
-from ._output import out_console, signals_held
-from ._serve import _stop_signals_interrupt
+from ._output import out_console, signals_held, stop_signals_interrupt
 
 __all__ = ["exporter"]
 
@@ -113,7 +112,7 @@ def exporter(
     bridges: list[LlamaServerMetrics] = []
     console = out_console()
     try:  # from here, a Ctrl-C at any moment (even just after the line saying so) stops it
-        with _stop_signals_interrupt():
+        with stop_signals_interrupt():
             bridges += [
                 LlamaServerMetrics(
                     client, interval, meter_provider=handle.meter_provider, timeout=timeout

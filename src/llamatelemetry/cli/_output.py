@@ -8,6 +8,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from types import FrameType
 from typing import IO, Any
 
 import click
@@ -19,6 +20,7 @@ __all__ = [
     "out_console",
     "print_json",
     "signals_held",
+    "stop_signals_interrupt",
     "working",
 ]
 
@@ -59,8 +61,29 @@ class _StripTrailingSpaces:
         return self._stream.fileno()
 
 
-#: The signals that stop a long-running command (Ctrl-C, `kill`, a closed terminal).
-_STOPS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+#: Signals that stop a long-running command as cleanly as Ctrl-C does (`kill`, a closed
+#: terminal); with SIGINT itself, every stop signal.
+_STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+_STOPS = (signal.SIGINT, *_STOP_SIGNALS)
+
+
+def _as_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def stop_signals_interrupt() -> Iterator[None]:
+    """While a command serves, SIGTERM and SIGHUP act like Ctrl-C, so that it always
+    stops what it started."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _as_interrupt) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextmanager

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import signal
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
@@ -22,7 +19,7 @@ from ..server import ServerManager, ServerStartError
 from ..server._internal import POOLING_TYPES, REASONING_FORMATS, SPECULATIVE_TYPES
 from ._client import API_KEY_ENV
 from ._errors import EXIT_INTERRUPTED, CliError, print_interrupted, start_error
-from ._output import err_console, out_console, signals_held
+from ._output import err_console, out_console, signals_held, stop_signals_interrupt
 
 __all__ = ["serve"]
 
@@ -30,12 +27,6 @@ POLL_SECONDS = 0.2
 LOG_TAIL_LINES = 20
 #: Said after the tail of a log that lived in serve's own temporary folder.
 LOG_REMOVED = "the log was removed with its temporary folder (--log-dir DIR keeps it)"
-#: Signals that stop the server as cleanly as Ctrl-C does (a closed terminal, `kill`).
-_STOP_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
-
-
 #: The server manager speaks Python; a command line user needs the option names instead.
 _CLI_WORDS = {
     "pass port=0 for a free port": "use --port 0 for a free port",
@@ -59,24 +50,6 @@ def _cli_words(message: str) -> str:
     for python, cli in _CLI_WORDS.items():
         message = message.replace(python, cli)
     return message
-
-
-def _as_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-@contextmanager
-def _stop_signals_interrupt() -> Iterator[None]:
-    """While serving, SIGTERM and SIGHUP act like Ctrl-C, so the server is always stopped."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.signal(sig, _as_interrupt) for sig in _STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 @contextmanager
@@ -158,7 +131,7 @@ def _run(manager: ServerManager, model: Path, options: dict[str, Any], temporary
     """Start the server, print how to reach it, and serve until a stop signal (return) or
     the server's own end (a CliError quoting its log)."""
     console = out_console()
-    with _stop_signals_interrupt(), manager:
+    with stop_signals_interrupt(), manager:
         try:
             seconds = _start(manager, model, options, console)
         except KeyboardInterrupt:
