@@ -92,12 +92,24 @@ def chats(server: FaultServer) -> list[SeenRequest]:
 # -- item 4: a finished run keeps its report, whatever /slots and /metrics say ----------
 
 
-def test_odd_slots_and_metrics_cost_samples_not_the_report(prompts: Path) -> None:
-    args = ["-n", "16", "-c", "1,2", "--no-stream", "--warmup", "0", "--max-tokens", "2",
+def sampled_args(prompts: Path) -> list[str]:
+    """Two levels of 16 short requests, the server sampled every 0.02 s."""
+    return ["-n", "16", "-c", "1,2", "--no-stream", "--warmup", "0", "--max-tokens", "2",
             "--prompts-file", str(prompts), "--scrape-interval", "0.02"]  # fmt: skip
-    with FaultServer(hostile(ODD_SLOTS, ODD_METRICS)) as server:
+
+
+def sampled_run(script: Any, args: list[str]) -> tuple[Any, list[str]]:
+    """``bench --json`` against a server answering with ``script``: the result, and the
+    paths of every request that was not a chat (the samples)."""
+    with FaultServer(script) as server:
         result = invoke("--url", server.url, *args, "--json")
         scraped = [r.path for r in server.requests if not r.path.endswith("/chat/completions")]
+    return result, scraped
+
+
+def test_odd_slots_and_metrics_cost_samples_not_the_report(prompts: Path) -> None:
+    args = sampled_args(prompts)
+    result, scraped = sampled_run(hostile(ODD_SLOTS, ODD_METRICS), args)
     assert result.exit_code == 0, result.output
     assert result.exception is None
     report = json.loads(result.stdout)
@@ -172,11 +184,8 @@ def switched_off(slots: Reply, metrics: Reply) -> Callable[[SeenRequest], Reply]
 def test_an_endpoint_switched_off_is_not_sampled_and_loses_no_sample(
     prompts: Path, slots: Reply, metrics: Reply, off: str
 ) -> None:
-    args = ["-n", "16", "-c", "1,2", "--no-stream", "--warmup", "0", "--max-tokens", "2",
-            "--prompts-file", str(prompts), "--scrape-interval", "0.02"]  # fmt: skip
-    with FaultServer(switched_off(slots, metrics)) as server:
-        result = invoke("--url", server.url, *args, "--json")
-        scraped = [r.path for r in server.requests if not r.path.endswith("/chat/completions")]
+    args = sampled_args(prompts)
+    result, scraped = sampled_run(switched_off(slots, metrics), args)
     assert result.exit_code == 0, result.output
     runs = json.loads(result.stdout)["runs"]
     assert [run["server_sample_failures"] for run in runs] == [0, 0]

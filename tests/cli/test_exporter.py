@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -30,6 +32,24 @@ def scrape(url: str) -> Samples:
         for sample in family.samples
         if sample.name.startswith("llama_cpp_server_")
     }
+
+
+@contextmanager
+def exporting(*urls: str) -> Iterator[int]:
+    """``llamatelemetry exporter`` for ``urls`` (collecting at every scrape, 2 s limit),
+    running until the block ends (then a Ctrl-C); the port it serves on."""
+    port = free_port()
+    servers = [arg for url in urls for arg in ("--server", url)]
+    command = [*INTERRUPTIBLE, sys.executable, "-c",
+               "from llamatelemetry.cli import main; main()", "exporter", *servers,
+               "--port", str(port), "--interval", "0", "--timeout", "2"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        read_until(process, "Press Ctrl-C to stop.")
+        yield port
+        interrupt(process)
+    finally:
+        reap(process)
 
 
 def test_one_target_for_many_servers_through_one_going_away_and_back(
@@ -121,26 +141,13 @@ def test_a_huge_metrics_body_holds_no_other_server(chat_server: ServerManager) -
             return Reply(200, {"role": "model"})
         return Reply(200, huge if request.path.startswith("/metrics") else [])
 
-    with FaultServer(answer) as bomb:
-        port = free_port()
-        command = [*INTERRUPTIBLE, sys.executable, "-c",
-                   "from llamatelemetry.cli import main; main()", "exporter", "--server",
-                   bomb.url, "--server", chat_server.url, "--port", str(port), "--interval",
-                   "0", "--timeout", "2"]  # fmt: skip
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        try:
-            read_until(process, "Press Ctrl-C to stop.")
-            for _ in range(3):
-                began = time.monotonic()
-                samples = scrape(f"http://127.0.0.1:{port}/metrics")
-                assert time.monotonic() - began < 4
-                assert samples[("llama_cpp_server_slots_total", str(chat_server.port))] == 4
-                assert ("llama_cpp_server_prompt_tokens_total", str(bomb.port)) not in samples
-            interrupt(process)
-        finally:
-            reap(process)
+    with FaultServer(answer) as bomb, exporting(bomb.url, chat_server.url) as port:
+        for _ in range(3):
+            began = time.monotonic()
+            samples = scrape(f"http://127.0.0.1:{port}/metrics")
+            assert time.monotonic() - began < 4
+            assert samples[("llama_cpp_server_slots_total", str(chat_server.port))] == 4
+            assert ("llama_cpp_server_prompt_tokens_total", str(bomb.port)) not in samples
 
 
 def test_bodies_costly_to_read_cost_no_other_server_its_figures() -> None:
@@ -159,17 +166,11 @@ def test_bodies_costly_to_read_cost_no_other_server_its_figures() -> None:
 
     honest_body = "llamacpp:prompt_tokens_total 42\nllamacpp:tokens_predicted_total 7\n"
     hostile = [FaultServer(answer(heavy)) for _ in range(10)]
-    with FaultServer(answer(honest_body)) as honest:
-        port = free_port()
-        servers = [arg for s in [*hostile, honest] for arg in ("--server", s.url)]
-        command = [*INTERRUPTIBLE, sys.executable, "-c",
-                   "from llamatelemetry.cli import main; main()", "exporter", *servers,
-                   "--port", str(port), "--interval", "0", "--timeout", "2"]  # fmt: skip
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        try:
-            read_until(process, "Press Ctrl-C to stop.")
+    try:
+        with (
+            FaultServer(answer(honest_body)) as honest,
+            exporting(*[s.url for s in [*hostile, honest]]) as port,
+        ):
             for _ in range(2):
                 began = time.monotonic()
                 reply = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30, trust_env=False)
@@ -190,8 +191,6 @@ def test_bodies_costly_to_read_cost_no_other_server_its_figures() -> None:
                 # Generous: the bound is --timeout (2 s) plus a little; reading every body
                 # in full took 8 s and more (10.8 s and a 500 with ten of them).
                 assert took < 6, took
-            interrupt(process)
-        finally:
-            reap(process)
-            for server in hostile:
-                server.close()
+    finally:
+        for server in hostile:
+            server.close()
