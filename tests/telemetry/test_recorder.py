@@ -20,7 +20,12 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from llamatelemetry.server import ServerManager
-from llamatelemetry.telemetry import InstrumentedLlamaCppClient, _core, _recorder, setup_telemetry
+from llamatelemetry.telemetry import (
+    InstrumentedLlamaCppClient,
+    _call_recorder,
+    _recorder,
+    setup_telemetry,
+)
 from llamatelemetry.telemetry._recorder import DeferredRecorder, recorder
 from llamatelemetry.testing._otlp import OTLPReceiver
 
@@ -311,7 +316,7 @@ def test_a_long_streams_gaps_reach_a_collection_before_its_end(
     chat_server: ServerManager, providers: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not only at the end: once GAP_EVERY_S has passed and GAP_BATCH are held."""
-    monkeypatch.setattr(_core, "GAP_EVERY_S", 0.0)
+    monkeypatch.setattr(_call_recorder, "GAP_EVERY_S", 0.0)
     reader = providers[2]
     with long_stream(chat_server, providers) as stream:
         for seen, _chunk in enumerate(stream, start=1):

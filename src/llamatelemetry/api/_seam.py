@@ -107,6 +107,15 @@ class Call(Generic[T]):
     # marks them (``llamatelemetry.request.defaulted``).
     defaulted: tuple[str, ...] = ()
 
+    def with_headers(self, headers: Mapping[str, str]) -> Call[T]:
+        """The same call with these headers (``dataclasses.replace`` at a third of the
+        cost: telemetry does this on every call)."""
+        return Call(
+            self.method, self.path, self.parse, self.body, self.params, self.text,
+            self.stream, self.ok_statuses, self.retries, self.timeout, headers,
+            self.operation, self.total_timeout, self.follow, self.defaulted,
+        )  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class Sleep:

@@ -2,8 +2,9 @@
 
 from typing import TYPE_CHECKING
 
+from ._call_recorder import INFERENCE_EVENT, SCHEMA_URL, CallRecorder, RecordedCall, unmeasured
 from ._capture import CAPTURE_CONTENT_ENV, EMIT_EVENT_ENV, ContentCapture
-from ._core import INFERENCE_EVENT, SCHEMA_URL, Telemetry, unmeasured
+from ._core import Telemetry
 from ._instrumented import InstrumentedAsyncLlamaCppClient, InstrumentedLlamaCppClient
 from ._metrics import DURATION_BUCKETS, TOKEN_BUCKETS, TPOT_BUCKETS, TTFT_BUCKETS
 
@@ -32,6 +33,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "CAPTURE_CONTENT_ENV",
+    "CallRecorder",
     "ContentCapture",
     "DURATION_BUCKETS",
     "EMIT_EVENT_ENV",
@@ -40,6 +42,7 @@ __all__ = [
     "InstrumentedLlamaCppClient",
     "LlamaCppInstrumentor",
     "LlamaServerMetrics",
+    "RecordedCall",
     "SCHEMA_URL",
     "TOKEN_BUCKETS",
     "TPOT_BUCKETS",

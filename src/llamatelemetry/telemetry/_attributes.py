@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+from ..api import Timings
 from ..api._internal import host_and_port
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "response_attributes",
     "server_attributes",
     "span_name",
+    "timings_of",
 ]
 
 PROVIDER = "llama.cpp"
@@ -140,6 +142,21 @@ def _usage(usage: Any, *, chat: bool) -> dict[str, Any]:
     return found
 
 
+def timings_of(answer: Any) -> Timings | None:
+    """llama.cpp's ``timings`` of an answer or chunk: this package's ``Timings``, or the
+    plain dict a client that does not know the field keeps (the openai SDK's objects);
+    None when there are none or they are not llama.cpp's shape."""
+    timings = getattr(answer, "timings", None)
+    if timings is None or isinstance(timings, Timings):
+        return timings
+    if isinstance(timings, Mapping):
+        try:
+            return Timings.model_validate(timings)
+        except ValueError:  # pydantic's ValidationError: not llama.cpp's timings
+            return None
+    return None
+
+
 def response_attributes(response: Any) -> dict[str, Any]:
     """From a typed response or the final stream state: id, model, finish reasons, usage,
     llama.cpp timings."""
@@ -160,7 +177,7 @@ def response_attributes(response: Any) -> dict[str, Any]:
     usage = getattr(response, "usage", None)
     if usage is not None:
         attributes.update(_usage(usage, chat=getattr(response, "choices", None) is not None))
-    timings = getattr(response, "timings", None)
+    timings = timings_of(response)
     if timings is not None:
         for name, attribute in _TIMINGS:
             value = getattr(timings, name, None)

@@ -1,0 +1,201 @@
+"""What telemetry adds to a call, in process CPU, beside the official openai-v2
+instrumentation on the same pipeline.
+
+    python benchmarks/bench_telemetry_cost.py [--rounds 5] [--calls 200] [--streams 40]
+                                              [--tokens 32] [--profile]
+
+The setup a user of both would have: one ``TracerProvider`` with a ``BatchSpanProcessor``
+to an exporter that drops what it gets, one ``MeterProvider`` with an in-memory reader,
+both instrumentations on that one pipeline, a tiny-model llama.cpp server in another
+process. Exporting is left out on purpose: its cost (encoding, the network) is the
+exporter's, the same for any instrumentation, and it differs between exporters. That is
+why these figures differ from ``bench_cpu.py``'s, which export OTLP to a collector: there
+the encoding of openai-v2's larger spans and its many metric streams counts against it.
+
+Per call (``max_tokens=1``, not streamed) and per ``--tokens``-token stream, the CPU of
+this process (all its threads: the span processor's and the metric recorder's included),
+blocks of calls interleaved round by round:
+
+- ``LlamaCppClient`` bare and instrumented (``InstrumentedLlamaCppClient``);
+- the openai SDK bare and under ``OpenAIInstrumentor`` (switched on around its block).
+
+Targets: ours adds <= 100 us per call and <= 3 us per streamed chunk; the instrumented
+client's wall time per call <= 1.10x the bare one's. ``--profile`` prints where the
+instrumented client's CPU goes (this thread only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from _harness import machine
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+
+from llamatelemetry.api import LlamaCppClient
+from llamatelemetry.telemetry import InstrumentedLlamaCppClient
+from llamatelemetry.testing import start_chat_server
+
+MESSAGES = [{"role": "user", "content": "Say something."}]
+
+
+class Dropping(SpanExporter):
+    """Takes every batch and keeps nothing."""
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+Candidate = tuple[Callable[[], object], Callable[[], None], Callable[[], None]]
+Seen = dict[str, list[tuple[float, float]]]
+
+
+def blocks(candidates: dict[str, Candidate], ops: int, rounds: int) -> Seen:
+    """(CPU, wall) per op of each candidate, a block each per round; round 0 warms up."""
+    seen: Seen = {name: [] for name in candidates}
+    names = list(candidates)
+    for round_index in range(rounds + 1):
+        for name in names if round_index % 2 == 0 else names[::-1]:
+            call, before, after = candidates[name]
+            before()
+            cpu, wall = time.process_time(), time.perf_counter()
+            for _ in range(ops):
+                call()
+            spent = ((time.process_time() - cpu) / ops, (time.perf_counter() - wall) / ops)
+            after()
+            if round_index:
+                seen[name].append(spent)
+    return seen
+
+
+def show(title: str, seen: Seen, per: int = 1) -> dict[str, float]:
+    cpu = {name: statistics.median(c for c, _ in values) * 1e6 for name, values in seen.items()}
+    wall = {name: statistics.median(w for _, w in values) * 1e6 for name, values in seen.items()}
+    print(f"\n{title}")
+    for name in seen:
+        print(f"  {name:<26} {cpu[name]:8.1f} us CPU  {wall[name]:8.1f} us wall")
+    ours = cpu["ours + telemetry"] - cpu["ours"]
+    theirs = cpu["openai SDK + openai-v2"] - cpu["openai SDK"]
+    print(f"  added CPU: ours {ours:.1f} us, openai-v2 {theirs:.1f} us "
+          f"(ours / openai-v2 {ours / theirs:.2f})")  # fmt: skip
+    if per > 1:
+        print(f"  added CPU per chunk ({per} chunks): ours {ours / per:.2f} us, "
+              f"openai-v2 {theirs / per:.2f} us")  # fmt: skip
+    print(f"  wall, ours + telemetry / ours: {wall['ours + telemetry'] / wall['ours']:.3f}")
+    return {"ours": ours, "theirs": theirs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--streams", type=int, default=40)
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    import openai
+    from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(Dropping()))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    instrumentor = OpenAIInstrumentor()
+
+    def instrument() -> None:
+        instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+
+    with tempfile.TemporaryDirectory() as tmp, start_chat_server(tmp, n_threads=1) as server:
+        bare = LlamaCppClient(server.url)
+        traced = InstrumentedLlamaCppClient(
+            server.url, tracer_provider=tracer_provider, meter_provider=meter_provider
+        )
+        sdk = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
+
+        def call(client: LlamaCppClient) -> Callable[[], object]:
+            return lambda: client.chat.completions.create(messages=MESSAGES, max_tokens=1)
+
+        def sdk_call() -> object:
+            return sdk.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=1)  # type: ignore[arg-type]
+
+        def stream(client: LlamaCppClient) -> Callable[[], object]:
+            def run() -> int:
+                chunks = client.chat.completions.create(
+                    messages=MESSAGES, max_tokens=args.tokens, stream=True, ignore_eos=True
+                )
+                return sum(1 for _ in chunks)
+
+            return run
+
+        def sdk_stream() -> int:
+            chunks = sdk.chat.completions.create(
+                model="tiny", messages=MESSAGES, max_tokens=args.tokens, stream=True,  # type: ignore[arg-type]
+                stream_options={"include_usage": True}, extra_body={"ignore_eos": True},
+            )  # fmt: skip
+            return sum(1 for _ in chunks)
+
+        def nothing() -> None:
+            return None
+
+        if args.profile:
+            for _ in range(50):
+                call(traced)()
+            profile = cProfile.Profile()
+            profile.enable()
+            for _ in range(args.calls):
+                call(traced)()
+            for _ in range(args.streams):
+                stream(traced)()
+            profile.disable()
+            stats = pstats.Stats(profile)
+            stats.sort_stats("cumulative").print_stats("telemetry|opentelemetry", 45)
+            stats.sort_stats("tottime").print_stats(25)
+            return
+        print(f"{machine()}; {args.rounds} rounds")
+        per_call = blocks(
+            {
+                "ours": (call(bare), nothing, nothing),
+                "ours + telemetry": (call(traced), nothing, nothing),
+                "openai SDK": (sdk_call, nothing, nothing),
+                "openai SDK + openai-v2": (sdk_call, instrument, instrumentor.uninstrument),
+            },
+            args.calls,
+            args.rounds,
+        )
+        calls = show(f"per call (max_tokens=1), blocks of {args.calls}", per_call)
+        chunks = stream(bare)()
+        per_stream = blocks(
+            {
+                "ours": (stream(bare), nothing, nothing),
+                "ours + telemetry": (stream(traced), nothing, nothing),
+                "openai SDK": (sdk_stream, nothing, nothing),
+                "openai SDK + openai-v2": (sdk_stream, instrument, instrumentor.uninstrument),
+            },
+            args.streams,
+            args.rounds,
+        )
+        streams = show(
+            f"per {args.tokens}-token stream, blocks of {args.streams}", per_stream, per=chunks
+        )
+        per_chunk = (streams["ours"] - calls["ours"]) / chunks
+        print(f"\nours, per chunk beyond a call's cost: {per_chunk:.2f} us  (target <= 3)")
+        print(f"ours, per call: {calls['ours']:.1f} us  (target <= 100)")
+        reader.get_metrics_data()  # the points were recorded, not dropped
+        tracer_provider.shutdown()
+
+
+if __name__ == "__main__":
+    main()
