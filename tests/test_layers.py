@@ -22,6 +22,11 @@ FLOORS = {
     "testing": 3,
     "cli": 4,
 }
+# Inside a layer, module groups on a floor above the rest of it: the layer's other modules
+# never import the group; only the layer's package re-exports it.
+UPPER_GROUPS = {
+    f"{PACKAGE}.server._engine": "the inference engine and its measurements",
+}
 
 
 def _modules() -> list[tuple[str, Path]]:
@@ -68,6 +73,7 @@ def _internal_modules(names: list[tuple[str, int]]) -> list[tuple[str, int]]:
 def test_the_package_is_found() -> None:
     layers = {_layer(m) for m, _ in _modules()}
     assert set(FLOORS) <= layers, layers  # a renamed layer must be renamed here too
+    assert set(UPPER_GROUPS) <= {m for m, _ in _modules()}  # and so must a renamed group
 
 
 def test_imports_point_down_through_public_packages_or_seams() -> None:
@@ -88,6 +94,27 @@ def test_imports_point_down_through_public_packages_or_seams() -> None:
                 f"{PACKAGE}.{there}._internal",
             ):
                 wrong.append(f"{where}: a private module of {there} (use its _internal seam)")
+    assert wrong == []
+
+
+def _in_group(module: str, group: str) -> bool:
+    return module == group or module.startswith(f"{group}.")
+
+
+@pytest.mark.parametrize("group", sorted(UPPER_GROUPS))
+def test_groups_stand_above_the_rest_of_their_layer(group: str) -> None:
+    """E.g. process management (``server._manager``, ``_options``, ...) never reaches up
+    into the engine that runs on top of it."""
+    layer_package = f"{PACKAGE}.{_layer(group)}"
+    wrong = [
+        f"{path.relative_to(SRC)}:{line} imports {target}"
+        for module, path in _modules()
+        if _layer(module) == _layer(group)
+        and module != layer_package
+        and not _in_group(module, group)
+        for target, line in _internal_modules(_imports(module, path))
+        if _in_group(target, group)
+    ]
     assert wrong == []
 
 

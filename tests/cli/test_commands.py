@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 
 from llamatelemetry.api import LlamaCppClient
 from llamatelemetry.cli import main
-from llamatelemetry.cli._errors import CliError, api_errors
+from llamatelemetry.cli._user_errors import CliError, api_errors
 from llamatelemetry.server import ServerManager
 from llamatelemetry.testing import TinyModelFiles, start_chat_server, start_rerank_server
 

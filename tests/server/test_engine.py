@@ -30,7 +30,7 @@ from llamatelemetry.server import (
     ServerError,
     StreamingInference,
 )
-from llamatelemetry.server._stats import _StatsRecorder
+from llamatelemetry.server._engine._engine_stats import _StatsRecorder
 from llamatelemetry.testing import TinyModelFiles, build_tiny_files
 from llamatelemetry.testing._fault_server import FaultServer, Reply, sse
 

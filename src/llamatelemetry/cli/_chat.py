@@ -11,9 +11,9 @@ from rich.text import Text
 
 from ..api import APIStatusError, LlamaCppClient
 from ._client import client_command
-from ._errors import CliError, print_error, print_interrupted
 from ._generation import LiveText, Stats, sampling, sampling_options
 from ._output import err_console
+from ._user_errors import CliError, print_error, print_interrupted
 
 __all__ = ["chat"]
 

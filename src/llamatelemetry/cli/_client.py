@@ -15,8 +15,8 @@ import click
 
 from ..api import DEFAULT_BASE_URL, LlamaCppClient
 from ..api._internal import API_KEY_ENV, BASE_URL_ENV
-from ._errors import EXIT_INTERRUPTED, CliError, api_errors, print_interrupted
 from ._output import err_console
+from ._user_errors import EXIT_INTERRUPTED, CliError, api_errors, print_interrupted
 
 __all__ = ["API_KEY_ENV", "BASE_URL_ENV", "client_command"]
 

@@ -8,9 +8,9 @@ import click
 
 from ..api import LlamaCppClient, NativeCompletion, Stream
 from ._client import client_command
-from ._errors import CliError
 from ._generation import LiveText, Stats, sampling, sampling_options
 from ._output import json_option, print_json, working
+from ._user_errors import CliError
 
 __all__ = ["complete"]
 

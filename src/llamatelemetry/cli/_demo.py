@@ -17,12 +17,12 @@ from ..server import ServerStartError
 from ..server._internal import SIZE_MB, SMOLLM2, ModelFetchError, fetch_smollm2
 from . import _render
 from ._calls import CallRecord
-from ._errors import EXIT_INTERRUPTED, CliError, print_interrupted, start_error
 from ._output import print_json
 from ._servers import DemoServers, start_builtin_servers, start_model_server
 from ._span_tree import print_span_tree
 from ._steps import DemoContext, run_steps
 from ._telemetry import DemoTelemetry
+from ._user_errors import EXIT_INTERRUPTED, CliError, print_interrupted, start_error
 
 __all__ = ["demo"]
 

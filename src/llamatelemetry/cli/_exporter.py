@@ -11,8 +11,8 @@ from rich.text import Text
 
 from ..api import LlamaCppClient, redact_url
 from ..api._internal import host_and_port
-from ._errors import CliError, finite
 from ._output import out_console, signals_held, stop_signals_interrupt
+from ._user_errors import CliError, finite
 
 __all__ = ["exporter"]
 

@@ -18,8 +18,8 @@ from ..api import DEFAULT_BASE_URL
 from ..server import ServerManager, ServerStartError
 from ..server._internal import POOLING_TYPES, REASONING_FORMATS, SPECULATIVE_TYPES
 from ._client import API_KEY_ENV
-from ._errors import EXIT_INTERRUPTED, CliError, print_interrupted, start_error
 from ._output import err_console, out_console, signals_held, stop_signals_interrupt
+from ._user_errors import EXIT_INTERRUPTED, CliError, print_interrupted, start_error
 
 __all__ = ["serve"]
 

@@ -12,8 +12,8 @@ from rich.text import Text
 
 from ..api import BadRequestError, LlamaCppClient, NotSupportedError
 from ._client import client_command
-from ._errors import disabled_reason
 from ._output import json_option, out_console, print_json
+from ._user_errors import disabled_reason
 
 __all__ = ["models", "status"]
 

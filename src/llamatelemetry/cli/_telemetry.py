@@ -24,8 +24,8 @@ from ..api import LlamaCppClient
 from ..api._internal import host_and_port
 from ..server import ServerManager
 from ._calls import CallRecord
-from ._errors import EXIT_INTERRUPTED, CliError, print_interrupted
 from ._output import err_console
+from ._user_errors import EXIT_INTERRUPTED, CliError, print_interrupted
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider

@@ -1,12 +1,20 @@
-"""Run a real llama.cpp server: a ``llama-server`` binary or the one bundled in ``xllamacpp``."""
+"""Run a real llama.cpp server: a ``llama-server`` binary or the one bundled in ``xllamacpp``.
 
-from ._engine import InferenceEngine
-from ._errors import BatchInferenceError, ServerError, ServerStartError
+Process management (`ServerManager`, `ServerOptions`) is this package's own modules; the
+inference engine and its measurements (`InferenceEngine`, `InferenceResult`, ...) are in
+``_engine``, on top of it.
+"""
+
+from ._engine import (
+    BatchInferenceError,
+    EngineStats,
+    InferenceEngine,
+    InferenceResult,
+    StreamingInference,
+)
 from ._manager import ServerManager
 from ._options import ServerOptions
-from ._results import InferenceResult
-from ._stats import EngineStats
-from ._streaming import StreamingInference
+from ._server_errors import ServerError, ServerStartError
 
 __all__ = [
     "BatchInferenceError",

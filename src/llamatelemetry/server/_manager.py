@@ -43,9 +43,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 
 from .._closing import Closing
-from ._errors import ServerError, ServerStartError
 from ._options import ServerOptions, check_port, is_loopback_host
 from ._parent_death import exit_with_parent, spawn
+from ._server_errors import ServerError, ServerStartError
 
 if TYPE_CHECKING:
     from llamatelemetry.api import LlamaCppClient

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._results import InferenceResult
+    from ._inference_result import InferenceResult
 
 __all__ = ["EngineStats"]
 

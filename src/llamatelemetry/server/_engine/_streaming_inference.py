@@ -7,13 +7,13 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from .._closing import Closing
-from ._errors import ServerError
-from ._results import InferenceResult, _native_result
+from ..._closing import Closing
+from .._server_errors import ServerError
+from ._inference_result import InferenceResult, _native_result
 
 if TYPE_CHECKING:
-    from ..api import NativeCompletion, Stream
-    from ._stats import _StatsRecorder
+    from ...api import NativeCompletion, Stream
+    from ._engine_stats import _StatsRecorder
 
 __all__ = ["StreamingInference"]
 

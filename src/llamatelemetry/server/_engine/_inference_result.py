@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..api import ChatCompletion, NativeCompletion, Timings
+    from ...api import ChatCompletion, NativeCompletion, Timings
 
 __all__ = ["InferenceResult"]
 

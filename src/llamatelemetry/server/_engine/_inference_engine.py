@@ -17,8 +17,8 @@ the latency figures, taken from llama.cpp's own ``timings`` and from the client'
         print(engine.stats())
 
 The figures (``latency_s``, ``ttft_s``, ``tpot_s``, ``tokens_per_second``) are defined
-where `InferenceResult` is (``_results``); `EngineStats` (``_stats``) adds them up and
-`StreamingInference` (``_streaming``) measures a stream.
+where `InferenceResult` is (``_inference_result``); `EngineStats` (``_engine_stats``) adds
+them up and `StreamingInference` (``_streaming_inference``) measures a stream.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING, Any, cast, overload
 
 from typing_extensions import Unpack
 
-from .._closing import Closing
-from ..api import SamplingParams
-from ..api._internal import (
+from ..._closing import Closing
+from ...api import SamplingParams
+from ...api._internal import (
     Call,
     Caller,
     Flow,
@@ -48,16 +48,17 @@ from ..api._internal import (
     complete_call,
     embed_flow,
 )
-from ._errors import BatchInferenceError, ServerError
-from ._manager import Backend, PathLike, ServerManager
-from ._options import ServerOptions
-from ._results import InferenceResult, _chat_result, _native_result
-from ._stats import EngineStats, _StatsRecorder
-from ._streaming import StreamingInference
+from .._manager import Backend, PathLike, ServerManager
+from .._options import ServerOptions
+from .._server_errors import ServerError
+from ._batch_inference_error import BatchInferenceError
+from ._engine_stats import EngineStats, _StatsRecorder
+from ._inference_result import InferenceResult, _chat_result, _native_result
+from ._streaming_inference import StreamingInference
 
 if TYPE_CHECKING:
-    from ..api import LlamaCppClient, NativeCompletion, Stream
-    from ..api._internal import TimeoutTypes
+    from ...api import LlamaCppClient, NativeCompletion, Stream
+    from ...api._internal import TimeoutTypes
 
 __all__ = ["InferenceEngine"]
 
