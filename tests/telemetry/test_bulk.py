@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 from opentelemetry.trace import set_span_in_context
 
-from llamatelemetry.telemetry._bulk import record_many, record_one
+from llamatelemetry.telemetry._bulk import record_many, record_one, record_points
 
 POINT = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "tiny", "server.port": 8080}
 BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5]
@@ -160,3 +160,95 @@ def test_non_finite_and_negative_values_are_refused_as_record_refuses_them() -> 
     values = [0.01, math.inf, -1.0, math.nan, 0.02]
     for setup in ("cumulative", "delta"):
         assert run(setup, [values], record_many) == run(setup, [values], one_by_one)
+
+
+def exported(readers: list[InMemoryMetricReader]) -> list[Any]:
+    """As ``points``, with each exemplar's value, span and trace exactly."""
+    out = []
+    for reader in readers:
+        data = reader.get_metrics_data()
+        for resource in data.resource_metrics if data else []:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    for point in metric.data.data_points:
+                        fields = {
+                            k: v
+                            for k, v in vars(point).items()
+                            if k not in ("time_unix_nano", "start_time_unix_nano", "exemplars")
+                        }
+                        fields["exemplars"] = sorted(
+                            (e.value, e.span_id, e.trace_id, repr(e.filtered_attributes))
+                            for e in point.exemplars
+                        )
+                        out.append((metric.name, repr(sorted(fields.items()))))
+    return sorted(out)
+
+
+def record_each(histogram: Any, values: list[float], contexts: list[Any], point: Any) -> None:
+    for value, context in zip(values, contexts, strict=True):
+        histogram.record(value, point, context)
+
+
+@pytest.mark.parametrize("exemplar_filter", ["trace_based", "always_on", "always_off"])
+@pytest.mark.parametrize("setup", [*SETUPS, "fixed-size reservoir"])
+def test_record_points_exports_what_record_per_value_does_each_exemplar_its_own_span(
+    setup: str, exemplar_filter: str
+) -> None:
+    """The points of many operations at once, each value with its own operation's span
+    (half of them sampled): counts, sums, buckets and every exemplar (value, span, trace)
+    are those of one ``record`` per value."""
+    from opentelemetry.sdk.metrics import (
+        AlwaysOffExemplarFilter,
+        AlwaysOnExemplarFilter,
+        TraceBasedExemplarFilter,
+    )
+    from opentelemetry.sdk.metrics._internal.exemplar import SimpleFixedSizeExemplarReservoir
+
+    filters = {
+        "trace_based": TraceBasedExemplarFilter,
+        "always_on": AlwaysOnExemplarFilter,
+        "always_off": AlwaysOffExemplarFilter,
+    }
+    rng = random.Random(setup + exemplar_filter)
+    on, off = (TracerProvider(sampler=s).get_tracer("t") for s in (ALWAYS_ON, ALWAYS_OFF))
+    batches = []
+    for _ in range(7):
+        size = rng.choice((1, 2, 5, 40, 150))
+        values = [
+            rng.choice((0.0, 0.005, 0.5, 3.0, -1.0, math.nan)) if rng.random() < 0.1
+            else rng.expovariate(60) for _ in range(size)
+        ]  # fmt: skip
+        contexts = [
+            None if rng.random() < 0.1
+            else set_span_in_context((on if rng.random() < 0.5 else off).start_span("op"))
+            for _ in range(size)
+        ]  # fmt: skip
+        batches.append((values, contexts))
+
+    def run_points(record: Callable[..., None]) -> list[Any]:
+        random.seed(f"exemplars of {setup}")  # the fixed-size reservoir draws from it
+        if setup == "fixed-size reservoir":
+            readers = [InMemoryMetricReader()]
+            views = [View(instrument_name="h", exemplar_reservoir_factory=lambda _: (
+                lambda **kwargs: SimpleFixedSizeExemplarReservoir(size=3)))]  # fmt: skip
+        else:
+            readers, views = readers_for(setup)
+        provider = MeterProvider(
+            metric_readers=readers, views=views, exemplar_filter=filters[exemplar_filter]()
+        )
+        histogram = provider.get_meter("t").create_histogram(
+            "h", unit="s", explicit_bucket_boundaries_advisory=BUCKETS
+        )
+        collected = []
+        for i, (values, contexts) in enumerate(batches):
+            point = POINT if i % 3 else {**POINT, "error.type": "x"}
+            record(histogram, values, contexts, point)  # refused values: logged, as record does
+            if i % 2:
+                collected.append(exported(readers))
+        collected.append(exported(readers))
+        provider.shutdown()
+        return collected
+
+    expected = run_points(record_each)
+    assert any(expected)
+    assert run_points(record_points) == expected

@@ -157,9 +157,9 @@ def timings_of(answer: Any) -> Timings | None:
     return None
 
 
-def response_attributes(response: Any) -> dict[str, Any]:
+def response_attributes(response: Any, timings: Timings | None = None) -> dict[str, Any]:
     """From a typed response or the final stream state: id, model, finish reasons, usage,
-    llama.cpp timings."""
+    llama.cpp timings (``timings``: its ``timings_of``, when the caller has them already)."""
     attributes: dict[str, Any] = {}
     rid = getattr(response, "id", None)
     if isinstance(rid, str):
@@ -177,7 +177,8 @@ def response_attributes(response: Any) -> dict[str, Any]:
     usage = getattr(response, "usage", None)
     if usage is not None:
         attributes.update(_usage(usage, chat=getattr(response, "choices", None) is not None))
-    timings = timings_of(response)
+    if timings is None:
+        timings = timings_of(response)
     if timings is not None:
         for name, attribute in _TIMINGS:
             value = getattr(timings, name, None)

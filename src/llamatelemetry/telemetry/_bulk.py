@@ -26,8 +26,9 @@ from typing import Any
 
 from opentelemetry.context import Context, get_current
 from opentelemetry.metrics import Histogram
+from opentelemetry.trace import INVALID_SPAN, get_current_span
 
-__all__ = ["record_many", "record_one"]
+__all__ = ["record_many", "record_one", "record_points"]
 
 log = logging.getLogger("llamatelemetry.telemetry")
 
@@ -191,3 +192,122 @@ def _aggregations(histogram: Histogram, attributes: Mapping[str, Any]) -> list[A
     except (AttributeError, TypeError):
         log.debug("recording histogram values one by one", exc_info=True)
         return None
+
+
+try:
+    from opentelemetry.sdk.metrics._internal.exemplar import (
+        AlignedHistogramBucketExemplarReservoir as _LastPerBucket,
+    )
+except ImportError:  # another SDK, or none
+    _LastPerBucket = None  # type: ignore[assignment,misc]
+
+
+def record_points(
+    histogram: Histogram,
+    values: Sequence[float],
+    contexts: Sequence[Context | None],
+    attributes: Mapping[str, Any],
+) -> None:
+    """``histogram.record(value, attributes, context)`` for each value and its own
+    operation's context, in order: the points of many operations that share attributes.
+
+    Counts, sum (added in the same order), min, max and buckets come out as ``record``
+    makes them, and so do the exemplars: the default reservoir of a bucket histogram keeps
+    the last value offered to each bucket, so only the last value of each bucket that the
+    exemplar filter samples is offered (any other reservoir is offered every sampled
+    value, as ``record`` would)."""
+    if len(values) == 1 or _LastPerBucket is None:
+        for value, context in zip(values, contexts, strict=True):
+            record_many(histogram, (value,), attributes, context)
+        return
+    kept = [i for i, value in enumerate(values) if 0 <= value < math.inf]
+    if len(kept) < len(values):
+        for i, value in enumerate(values):
+            if not 0 <= value < math.inf:
+                histogram.record(value, attributes, contexts[i])
+    if not kept:
+        return
+    targets = _known_targets(histogram, attributes)
+    if targets is None:  # the first value makes the point, and finds its aggregations
+        first = kept.pop(0)
+        histogram.record(values[first], attributes, contexts[first])
+        targets = _remember(histogram, attributes)
+        if targets is None:
+            for i in kept:
+                histogram.record(values[i], attributes, contexts[i])
+            return
+        if not kept:
+            return
+    instrument: Any = histogram
+    should_sample = instrument._measurement_consumer._sdk_config.exemplar_filter.should_sample
+    now = time.time_ns()
+    here = get_current()
+    for aggregation in targets:
+        offered = _offered(aggregation, values, contexts, kept, attributes, should_sample, now)
+        run: list[float] = []
+        for i in kept:
+            if i in offered:
+                if run and not _add_to_buckets(aggregation, run):
+                    _one_by_one(aggregation, run, instrument, now, here)
+                run = []
+                aggregation.aggregate(
+                    Measurement(values[i], now, instrument, offered[i], attributes), True
+                )
+            else:
+                run.append(values[i])
+        if run and not _add_to_buckets(aggregation, run):
+            _one_by_one(aggregation, run, instrument, now, here)
+
+
+def _offered(
+    aggregation: Any,
+    values: Sequence[float],
+    contexts: Sequence[Context | None],
+    kept: list[int],
+    attributes: Mapping[str, Any],
+    should_sample: Any,
+    now: int,
+) -> dict[int, Context]:
+    """The values this aggregation's reservoir must be offered, with their contexts: of
+    those the exemplar filter samples, the last of each bucket for the default reservoir
+    (the filter is asked only about those that could be it), all for another."""
+    here = get_current()
+    offered: dict[int, Context] = {}
+    reservoir = getattr(aggregation, "_reservoir", None)
+    if type(aggregation) is not _ExplicitBuckets or type(reservoir) is not _LastPerBucket:
+        for i in kept:
+            context = contexts[i] or here  # as record does
+            if should_sample(values[i], now, attributes, context):
+                offered[i] = context
+        return offered
+    bounds = aggregation._boundaries
+    # A bucket keeps its last offer's value, but the span of its last offer that had one
+    # (the SDK does not clear it): when the last is spanless, the last with a span before
+    # it is offered too.
+    done: set[int] = set()
+    spanless: set[int] = set()
+    for i in reversed(kept):
+        bucket = bisect_left(bounds, values[i])
+        if bucket in done:
+            continue
+        context = contexts[i] or here
+        has_span = get_current_span(context) != INVALID_SPAN
+        if bucket in spanless and not has_span:
+            continue
+        if should_sample(values[i], now, attributes, context):
+            offered[i] = context
+            if has_span:
+                done.add(bucket)
+                spanless.discard(bucket)
+            else:
+                spanless.add(bucket)
+    return offered
+
+
+def _one_by_one(
+    aggregation: Any, values: list[float], instrument: Any, now: int, context: Context
+) -> None:
+    carrier = Measurement(0.0, now, instrument, context)
+    for value in values:
+        object.__setattr__(carrier, "value", value)
+        aggregation.aggregate(carrier, False)

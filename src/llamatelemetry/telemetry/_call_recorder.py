@@ -270,7 +270,7 @@ class RecordedCall:
         """``headers`` with the call's trace context added (W3C ``traceparent`` with the
         default propagators), for the outgoing request."""
         found = dict(headers) if headers else {}
-        if self._span is not None:
+        if self._span is not None:  # (set_span_in_context and inject: the public path)
             try:
                 propagate.inject(found, context=self.context)
             except Exception:  # noqa: BLE001
@@ -358,7 +358,7 @@ class RecordedCall:
             # timings.
             last = answer if answer is not None else self._last_chunk
             if last is not None:
-                extra = response_attributes(last)
+                extra = response_attributes(last, timings_of(last))
             if self._reasons:
                 extra["gen_ai.response.finish_reasons"] = self._reasons
             if self._first is not None:
@@ -393,7 +393,8 @@ class RecordedCall:
         assert span is not None
         try:
             duration = time.perf_counter() - self._started
-            final = response_attributes(result) if result is not None else {}
+            timings = timings_of(last)
+            final = response_attributes(result, timings) if result is not None else {}
             if extra:
                 final.update(extra)
             span.set_attributes(final)
@@ -405,7 +406,7 @@ class RecordedCall:
             if recorder.capture_content and output is not None:
                 span.set_attribute("gen_ai.output.messages", output)
             if self._measured:
-                recorder.metrics.record(attributes, duration, self.context, timings_of(last))
+                recorder.metrics.record(attributes, duration, self.context, timings)
             if recorder.events is not None and attributes["gen_ai.operation.name"] in _INFERENCES:
                 self._emit(output)
         except Exception:  # noqa: BLE001

@@ -168,9 +168,10 @@ class Telemetry:
         """What to ask the server before ``call`` (see ``_warmth``), and when it started."""
         if call.operation not in MODEL_OPERATIONS:
             return None
+        started = time.monotonic()
         bound = _time_limit(client, call)
-        budget = probe_budget(bound, current_deadline())
-        return self.warmth.probe(client.base_url, call, budget), time.monotonic()
+        probe = self.warmth.probe(client.base_url, call, probe_budget(bound, current_deadline()))
+        return None if probe is None else (probe, started)
 
     def _ask_failed(self, client: Caller | AsyncCaller) -> None:
         log.debug("could not ask %s about its model", client.base_url, exc_info=True)

@@ -9,7 +9,8 @@ from opentelemetry.metrics import Histogram, Meter
 
 from ..api import Timings
 from . import _recorder
-from ._bulk import record_many, record_one
+from ._bulk import record_many
+from ._recorder import Points
 
 __all__ = [
     "GenAIMetrics",
@@ -167,13 +168,13 @@ class GenAIMetrics:
         """Record one finished operation from its final span attributes (which must not
         change after) and the server's timings; ``context`` is the operation's own, for
         exemplars."""
-        self._recorder.defer(self._record_operation, duration, (attributes, timings), context)
+        self._recorder.defer_points(self._add_operation, duration, (attributes, timings), context)
 
     def record_first_chunk(
         self, seconds: float, point: dict[str, Any], context: Context | None
     ) -> None:
         """A stream's time to its first chunk."""
-        self._recorder.defer(self.time_to_first_chunk.record, seconds, point, context)
+        self._recorder.defer_points(self._add_first_chunk, seconds, point, context)
 
     def record_chunk_gaps(
         self, gaps: list[float], point: dict[str, Any], context: Context | None
@@ -187,15 +188,21 @@ class GenAIMetrics:
     ) -> None:
         record_many(self.time_per_output_chunk, gaps, point, context)
 
-    def _record_operation(
+    def _add_first_chunk(
+        self, points: Points, seconds: float, point: dict[str, Any], context: Context | None
+    ) -> None:
+        points.add(self.time_to_first_chunk, seconds, point, context)
+
+    def _add_operation(
         self,
+        points: Points,
         duration: float,
         operation: tuple[dict[str, Any], Timings | None],
         context: Context | None,
     ) -> None:
         attributes, timings = operation
         point = metric_point(attributes)
-        record_one(self.duration, duration, point, context)
+        points.add(self.duration, duration, point, context)
         if "error.type" in point:
             return
         for key, kind in (
@@ -204,15 +211,15 @@ class GenAIMetrics:
         ):
             tokens = attributes.get(key)
             if tokens is not None:
-                record_one(self.token_usage, tokens, {**point, "gen_ai.token.type": kind}, context)
+                points.add(self.token_usage, tokens, {**point, "gen_ai.token.type": kind}, context)
         if timings is None:
             return
         ttft = timings.ttft_s
         if ttft is not None:
-            record_one(self.server_ttft, ttft, point, context)
+            points.add(self.server_ttft, ttft, point, context)
         tpot = timings.tpot_s
         if tpot is not None:
-            record_one(self.server_tpot, tpot, point, context)
+            points.add(self.server_tpot, tpot, point, context)
         acceptance = timings.draft_acceptance
         if acceptance is not None:
-            record_one(self.acceptance, acceptance, point, context)
+            points.add(self.acceptance, acceptance, point, context)

@@ -3,7 +3,8 @@
 The SDK's ``Histogram.record`` cleans and hashes the point's attributes on every call:
 four or five of them per operation cost a call more than its span does. So an operation
 only queues the recording (one entry, expanded into its points later); a daemon thread
-records the queue in batches while the application waits on the network, and every
+records the queue in batches while the application waits on the network, the values of
+a batch that share a histogram and attributes together (``Points``), and every
 collection first records whatever is still queued (through an observable instrument's
 callback, which the SDK runs before it reads the histograms). A reader therefore always
 sees every operation that finished before it collected: right after a call
@@ -19,13 +20,15 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from opentelemetry.context import Context
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
 
-__all__ = ["DeferredRecorder", "recorder"]
+from ._bulk import record_one, record_points
+
+__all__ = ["DeferredRecorder", "Points", "recorder"]
 
 log = logging.getLogger("llamatelemetry.telemetry")
 
@@ -34,14 +37,54 @@ BATCH_WINDOW_S = 0.05
 # Past this many queued points the caller records them itself: memory stays bounded even
 # when the thread cannot keep up.
 MAX_QUEUED = 20_000
-# The thread lets others run between small groups of entries, so a caller whose response
-# just arrived waits for a few points at most, never for a whole batch.
-YIELD_EVERY = 4
+
+# Entries recorded under one hold of the lock: their points are grouped.
+BATCH_ENTRIES = 256
 
 #: ``histogram.record`` itself, or a function that records several points: (value,
 #: attributes, context of the operation)
 Record = Callable[[Any, Any, Context | None], None]
-_Entry = tuple[Record, Any, Any, Context | None]
+#: A function that adds an entry's points to a batch's ``Points``.
+AddPoints = Callable[["Points", Any, Any, Context | None], None]
+_Entry = tuple[Any, Any, Any, Context | None, bool]  # (record or add, value, attributes,
+# context, whether it adds to the batch's Points)
+
+
+class Points:
+    """The histogram points of a batch of entries, grouped by histogram and attributes,
+    each value with its operation's context; ``record()`` hands each group to the SDK at
+    once (``_bulk.record_points``)."""
+
+    __slots__ = ("_groups",)
+
+    def __init__(self) -> None:
+        self._groups: dict[Any, tuple[Histogram, Mapping[str, Any], list[Any], list[Any]]] = {}
+
+    def add(
+        self,
+        histogram: Histogram,
+        value: float,
+        attributes: Mapping[str, Any],
+        context: Context | None,
+    ) -> None:
+        try:
+            key = (id(histogram), tuple(attributes.items()))
+            group = self._groups.get(key)
+        except TypeError:  # an attribute value that cannot be hashed: alone
+            record_one(histogram, value, attributes, context)
+            return
+        if group is None:
+            group = self._groups[key] = (histogram, attributes, [], [])
+        group[2].append(value)
+        group[3].append(context)
+
+    def record(self) -> None:
+        groups, self._groups = self._groups, {}
+        for histogram, attributes, values, contexts in groups.values():
+            try:
+                record_points(histogram, values, contexts, attributes)
+            except Exception:  # noqa: BLE001 - a faulty SDK must not stop the recording
+                log.debug("could not record metric points", exc_info=True)
 
 
 class DeferredRecorder:
@@ -67,8 +110,18 @@ class DeferredRecorder:
         self, record: Record, value: Any, attributes: Any, context: Context | None = None
     ) -> None:
         """Queue ``record(value, attributes, context)``; nothing passed may change after."""
+        self._queue_entry((record, value, attributes, context, False))
+
+    def defer_points(
+        self, add: AddPoints, value: Any, attributes: Any, context: Context | None = None
+    ) -> None:
+        """Queue ``add(points, value, attributes, context)``, which adds points to the
+        batch's ``Points``, recorded with those of the other entries of its batch."""
+        self._queue_entry((add, value, attributes, context, True))
+
+    def _queue_entry(self, entry: _Entry) -> None:
         queue = self._queue
-        queue.append((record, value, attributes, context))
+        queue.append(entry)
         if not self._wake.is_set():
             if self._thread is None and self._background:
                 self._start()
@@ -109,21 +162,25 @@ class DeferredRecorder:
 
     def _record_queued(self, *, yielding: bool) -> None:
         queue = self._queue
-        done = 0
+        points = Points()
         while queue:
             # The lock spans pop and record, so a collection that finds the queue empty
             # also knows no point is half-way to the SDK.
             with self._lock:
-                try:
-                    record, value, attributes, context = queue.popleft()
-                except IndexError:
-                    return
-                try:
-                    record(value, attributes, context)
-                except Exception:  # noqa: BLE001 - a faulty SDK must not stop the recording
-                    log.debug("could not record a metric point", exc_info=True)
-            done += 1
-            if yielding and done % YIELD_EVERY == 0:
+                for _ in range(BATCH_ENTRIES):
+                    try:
+                        record, value, attributes, context, grouped = queue.popleft()
+                    except IndexError:
+                        break
+                    try:
+                        if grouped:
+                            record(points, value, attributes, context)
+                        else:
+                            record(value, attributes, context)
+                    except Exception:  # noqa: BLE001 - a faulty SDK must not stop the recording
+                        log.debug("could not record a metric point", exc_info=True)
+                points.record()
+            if yielding:
                 time.sleep(0)  # release the GIL to a caller whose response has arrived
 
 

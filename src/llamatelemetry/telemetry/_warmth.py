@@ -83,27 +83,35 @@ class Warmth:
             server = self._servers.setdefault(base_url, _Server())  # atomic: threads agree
         return server
 
-    def probe(self, base_url: str, call: Call[Any], budget: float | None) -> Probe:
-        """Yields the requests to ask, each within ``budget`` seconds (answers are sent
-        back; a failed one ends it: tell `failed`), and returns the span attributes."""
+    def probe(self, base_url: str, call: Call[Any], budget: float | None) -> Probe | None:
+        """The requests to ask before ``call``, each within ``budget`` seconds (answers are
+        sent back; a failed one ends it: tell `failed`), returning the span attributes; or
+        None when there is nothing to ask (the common case: decided without a generator)."""
         if call.operation not in MODEL_OPERATIONS:
-            return {}
+            return None
         server = self._server(base_url)
         now = time.monotonic()
         idle = now - server.last_seen >= MIN_IDLE_SECONDS
         server.last_seen = now
         if budget is None or now < server.quiet_until:
-            return {}
+            return None
         if server.router is None or (idle and not server.router):
-            props = yield _probe("/props", budget)
-            if not isinstance(props, dict):
+            return self._ask(base_url, server, call, budget, props=True)
+        if not server.router:
+            return None  # busy within the last second: it cannot be asleep
+        return self._ask(base_url, server, call, budget, props=False)
+
+    def _ask(
+        self, base_url: str, server: _Server, call: Call[Any], budget: float, *, props: bool
+    ) -> Probe:
+        if props:
+            answer = yield _probe("/props", budget)
+            if not isinstance(answer, dict):
                 self.failed(base_url)
                 return {}
-            server.router = props.get("role") == "router"
+            server.router = answer.get("role") == "router"
             if not server.router:
-                return _state("sleeping" if props.get("is_sleeping") else "loaded")
-        if not server.router:
-            return {}  # busy within the last second: it cannot be asleep
+                return _state("sleeping" if answer.get("is_sleeping") else "loaded")
         model = call.body.get("model") if isinstance(call.body, dict) else None
         if not isinstance(model, str):
             return {}  # the router will refuse the call itself
