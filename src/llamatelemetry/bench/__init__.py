@@ -1,5 +1,9 @@
 """A load generator for llama-server: what ``llamatelemetry bench`` runs.
 
+The whole command is one call: `run_benchmark` runs what a `BenchConfig` says (the
+config refuses settings that cannot run together with a `BenchConfigError`) and returns a
+`BenchReport`, printing nothing. The pieces it is made of serve finer control:
+
 ```python
 import asyncio
 from llamatelemetry.bench import Workload, open_client, run_sweep, synthetic_prompts
