@@ -525,7 +525,17 @@ def check_beyond_chat(page: Page) -> None:
 
 
 def check_benchmarks(page: Page) -> None:
-    assert "measured: 4 tokens" in lines_of(page)
+    lines = lines_of(page)
+    assert "measured: 4 tokens" in lines
+    runs = [line for line in lines if line.startswith("concurrency ")]
+    assert len(runs) == 2  # every request of each level completed, well within the SLO
+    for level, line in zip((1, 2), runs, strict=True):
+        assert re.fullmatch(
+            rf"concurrency {level}: 4/4 completed, TTFT median \d+\.\d ms, 100% met the SLO",
+            line,
+        )
+    assert "8 of 8 requests completed" in lines
+    assert "refused: duration is for open-loop runs: add rates" in lines
 
 
 PAGE_CHECKS: dict[str, Callable[[Page], None]] = {

@@ -1,5 +1,9 @@
 """A load generator for llama-server: what ``llamatelemetry bench`` runs.
 
+The whole command is one call: `run_benchmark` runs what a `BenchConfig` says (the
+config refuses settings that cannot run together with a `BenchConfigError`) and returns a
+`BenchReport`, printing nothing. The pieces it is made of serve finer control:
+
 ```python
 import asyncio
 from llamatelemetry.bench import Workload, open_client, run_sweep, synthetic_prompts
@@ -23,7 +27,9 @@ template's tokens included. With telemetry, the calibration and the warm-ups are
 of the metrics, and every span carries `PHASE_ATTRIBUTE`.
 """
 
+from ._benchmark import BenchProgress, run_benchmark
 from ._compare import Change, compare_reports, load_baseline, usable_runs
+from ._config import BenchConfig, BenchConfigError
 from ._html import write_html
 from ._load import Workload, open_client, run_load, run_sweep
 from ._phase import PHASE_ATTRIBUTE, phase
@@ -53,12 +59,18 @@ from ._records import (
     RequestRecord,
     RunResult,
 )
+from ._report import BenchReport
 from ._schedule import DURATION_GRACE, Arrivals, arrival_times, burstiness_problem
 from ._slo import SLO, Attainment, capacity_bounded, find_capacity
 from ._stats import Summary, percentile
 from ._watch import ServerSample, ServerWatch
 
 __all__ = [
+    "BenchConfig",
+    "BenchConfigError",
+    "BenchProgress",
+    "BenchReport",
+    "run_benchmark",
     "SLO",
     "Change",
     "compare_reports",

@@ -1,54 +1,50 @@
 """``llamatelemetry bench``: a load generator for any llama-server (or one it starts).
 
-The measuring lives in `llamatelemetry.bench`; this module parses options, starts what
-was asked for (a server, an OTLP pipeline), shows progress, and prints the results.
+The measuring lives in `llamatelemetry.bench` (`run_benchmark` runs what a `BenchConfig`
+says, and the config holds the rules between the options); this module parses the
+options into a config, sets up what only the command line offers (an OTLP pipeline, a
+Prometheus endpoint, a baseline, files to write), shows progress, and prints the report.
 """
 
 from __future__ import annotations
 
-import asyncio
-import datetime
-import platform
-from collections.abc import Iterator, Sequence
-from contextlib import AsyncExitStack, ExitStack, contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import click
 from click.core import ParameterSource
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn
 from rich.text import Text
 
-from ..api import DEFAULT_BASE_URL, AsyncLlamaCppClient, redact_url
+from ..api import DEFAULT_BASE_URL, APIError
 from ..bench import (
     DURATION_GRACE,
-    METRIC_DEFINITIONS,
-    METRICS,
     SLO,
     Arrivals,
-    FilePrompts,
-    Item,
-    Prompt,
-    PromptSource,
+    BenchConfig,
+    BenchConfigError,
+    BenchProgress,
+    BenchReport,
     RequestRecord,
     RunResult,
-    ServerWatch,
-    Workload,
     burstiness_problem,
-    capacity_bounded,
     compare_reports,
-    find_capacity,
     load_baseline,
-    load_prompts_file,
-    messages_of,
-    open_client,
-    run_load,
-    synthetic_source,
-    template_prefix_tokens,
+    run_benchmark,
     write_html,
 )
-from ..server import ServerManager, ServerStartError
+from ..bench._internal import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_PROMPT_TOKENS,
+    DEFAULT_REQUESTS,
+    MAX_CONCURRENCY,
+    MAX_OUTPUT_TOKENS,
+    MAX_RATE,
+    MAX_REPEAT,
+    MIN_RATE,
+)
+from ..server import ServerStartError
 from ._client import API_KEY_ENV, BASE_URL_ENV
 from ._errors import (
     EXIT_INTERRUPTED,
@@ -59,20 +55,17 @@ from ._errors import (
     start_error,
 )
 from ._output import err_console, json_option, out_console, print_json
-from ._render import _print_capacity, _print_changes, _print_run, _print_sweep
+from ._render import print_bench
 from ._telemetry import _last_scrape, _setup_telemetry
 
 __all__ = ["bench"]
 
-MODEL_START_TIMEOUT = 300.0
-DEFAULT_REQUESTS = 32
-DEFAULT_PROMPT_TOKENS = 128
-DEFAULT_MAX_TOKENS = 128
-MAX_CONCURRENCY = 4096
-#: The slots of a server --model starts for runs without a fixed concurrency: llama-server's
-#: own default.
-DEFAULT_SLOTS = 4
-MIN_RATE = 0.001  # requests per second: one in about 17 minutes
+#: How the options name a `BenchConfig` setting where ``--field-name`` would not.
+_FLAGS = {"concurrency": "-c", "rates": "--rate", "no_stream": "--no-stream"}
+
+
+def _flag(setting: str) -> str:
+    return _FLAGS.get(setting, "--" + setting.replace("_", "-"))
 
 
 def _levels(value: str) -> list[int]:
@@ -109,7 +102,7 @@ def _parse_rates(ctx: click.Context, param: click.Parameter, value: str | None) 
             raise click.BadParameter(
                 f"{part.strip()!r} is not a number of requests per second"
             ) from None
-        if not MIN_RATE <= rate < 1e6:  # NaN fails here too
+        if not MIN_RATE <= rate < MAX_RATE:  # NaN fails here too
             raise click.BadParameter(
                 f"{rate:g} is not a rate of {MIN_RATE:g} to 1e6 requests per second"
             )
@@ -136,67 +129,6 @@ def _parse_slo(ctx: click.Context, param: click.Parameter, value: str | None) ->
         raise click.BadParameter(str(exc)) from None
 
 
-def _ctx_size(
-    levels: Sequence[int], prompt_tokens: int, max_tokens: int, prompts: Sequence[Item] | None
-) -> int:
-    """A context that holds the longest request in each of ``max(levels)`` slots."""
-    if prompts is not None:  # about 3 characters a token, generously rounded up
-        chats = [messages_of(p) for p in prompts]
-        longest = max(len(str(m.get("content", ""))) for p in chats for m in p)
-        prompt_tokens = longest // 3 + 16 * max(len(p) for p in chats)
-        own = (p.max_tokens or 0 for p in prompts if isinstance(p, Prompt))
-        max_tokens = max([max_tokens, *own])
-    per_slot = int(prompt_tokens * 1.25) + max_tokens + 128
-    total = max(levels) * per_slot
-    return max(2048, -(-total // 256) * 256)
-
-
-def _slots(levels: Sequence[int], max_concurrency: int | None, unbounded: bool) -> int:
-    """The slots of the server --model starts: one for each request of the largest -c.
-    Runs without a fixed concurrency (``unbounded``: --rate, --replay, --find-capacity)
-    get at least --max-concurrency, else llama-server's own default."""
-    floor = (max_concurrency or DEFAULT_SLOTS) if unbounded else 1
-    return max([*levels, floor])
-
-
-def _started(manager: ServerManager) -> dict[str, Any]:
-    """What the started server says it is: its slots, and each slot's context."""
-    try:
-        with manager.client() as client:
-            props = client.props.get()
-    except Exception:  # noqa: BLE001 - the run itself will meet any trouble
-        props = {}
-    settings = props.get("default_generation_settings") or {}
-    return {
-        "total_slots": props.get("total_slots"),
-        "slot_context": settings.get("n_ctx"),
-    }
-
-
-@contextmanager
-def _started_server(
-    model: Path, parallel: int, ctx_size: int, threads: int | None, quiet: bool
-) -> Iterator[ServerManager]:
-    manager = ServerManager(port=0)
-    with manager:
-        try:
-            with err_console().status(f"Loading {model.name} …") if not quiet else ExitStack():
-                manager.start(
-                    model,
-                    n_parallel=parallel,
-                    ctx_size=ctx_size,
-                    n_threads=threads,
-                    timeout=MODEL_START_TIMEOUT,
-                )
-        except FileNotFoundError as exc:
-            raise CliError(f"{exc.strerror}: {exc.filename}") from None
-        except ServerStartError as exc:
-            raise start_error(exc) from None
-        except ValueError as exc:
-            raise CliError(str(exc)) from None
-        yield manager
-
-
 class _LevelClock(ProgressColumn):
     """A level's own clock: still during its warm-up, then the seconds since its measured
     requests began, and once it ended the duration its report gives."""
@@ -210,11 +142,12 @@ class _LevelClock(ProgressColumn):
         return Text(f"{task.elapsed or 0.0:,.2f} s")
 
 
-class _Progress:
-    """One bar per concurrency level on stderr; nothing at all when ``disabled``."""
+class _Progress(BenchProgress):
+    """One bar per run on stderr, after a spinner while a started server loads its model;
+    nothing at all when ``disabled``. Also keeps the URL the runs load, for errors."""
 
-    def __init__(self, requests: int, disabled: bool, warmup: bool = False) -> None:
-        self._requests = requests
+    def __init__(self, disabled: bool, warmup: bool = False) -> None:
+        self._disabled = disabled
         self._warmup = warmup
         self._bar = Progress(
             TextColumn("{task.description}"),
@@ -225,29 +158,46 @@ class _Progress:
             console=err_console(),
             disable=disabled,
         )
+        self._shown = False
         self._task: Any = None
         self._errors = 0
+        self.url: str | None = None
 
     def __enter__(self) -> _Progress:
-        self._bar.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._bar.stop()
+        if self._shown:
+            self._bar.stop()
 
-    def level(self, label: str, total: int | None) -> None:
+    def starting_server(self, model: Path) -> AbstractContextManager[object]:
+        return nullcontext() if self._disabled else err_console().status(f"Loading {model.name} …")
+
+    def server(self, url: str) -> None:
+        self.url = url
+
+    def level(self, concurrency: int | None, arrivals: Arrivals | None, total: int | None) -> None:
+        if not self._shown:  # the bars start with the first run: after any spinner
+            self._bar.start()
+            self._shown = True
+        if arrivals is not None:
+            label = f"{arrivals.rate:>7.3g} req/s"
+        elif concurrency is not None:
+            label = f"concurrency {concurrency:>3}"
+        else:
+            label = "trace replay"
         self._errors = 0
         self._task = self._bar.add_task(
             label, total=total, errors="", start=False, warmup=self._warmup, duration=None
         )
 
-    def start(self) -> None:
+    def measuring(self) -> None:
         """The level's warm-up is over: its clock starts."""
         self._bar.start_task(self._task)
 
-    def finish(self, duration: float) -> None:
+    def finished(self, result: RunResult) -> None:
         """The level ended: its bar shows the duration its report gives."""
-        self._bar.update(self._task, duration=duration)
+        self._bar.update(self._task, duration=result.duration)
         self._bar.stop_task(self._task)
 
     def request(self, record: RequestRecord) -> None:
@@ -256,195 +206,6 @@ class _Progress:
         self._bar.update(
             self._task, advance=1, errors=f"{self._errors} errors" if self._errors else ""
         )
-
-
-@dataclass
-class _Plan:
-    """What the command line asked to run."""
-
-    levels: list[int]
-    rates: list[float]
-    workload_options: dict[str, Any]
-    requests: int
-    prompt_tokens: int
-    shared_prefix: int
-    file_prompts: list[Item] | None
-    prompts_file: str | None
-    seed: int | None
-    arrivals: dict[str, Any]  # burstiness, ramp_up, duration
-    slo: SLO | None
-    capacity: str | None  # "rate" or "concurrency": search the highest meeting the SLO
-    scrape_interval: float
-    repeat: int = 1
-    replay: bool = False
-    spread: float = 0.0
-
-
-async def _source(client: AsyncLlamaCppClient, plan: _Plan) -> PromptSource:
-    if plan.file_prompts is not None:
-        return FilePrompts(plan.file_prompts, plan.prompts_file)
-    with api_errors(client.base_url):
-        return await synthetic_source(
-            client, plan.prompt_tokens, plan.seed, plan.shared_prefix,
-            spread=plan.spread, max_tokens=plan.workload_options["max_tokens"],
-        )  # fmt: skip
-
-
-async def _run(
-    url: str, api_key: str | None, plan: _Plan, timeout: float, telemetry: Any, progress: _Progress
-) -> tuple[list[RunResult], float | None, dict[str, Any]]:
-    """Every run the plan asks for; the capacity found (when searching); the prompts'
-    description."""
-    providers: dict[str, Any] = {}
-    if telemetry is not None:
-        providers = {
-            "tracer_provider": telemetry.tracer_provider,
-            "meter_provider": telemetry.meter_provider,
-        }
-    in_flight = max([*plan.levels, plan.workload_options.get("max_concurrency") or 0, 1])
-    if plan.rates or plan.capacity:
-        in_flight = max(in_flight, plan.workload_options.get("max_concurrency") or 1024)
-    try:
-        # Calibration and warm-ups are sent in phases of their own: with telemetry, their
-        # spans say so and they are left out of the metrics.
-        client = open_client(
-            url, api_key=api_key, concurrency=in_flight, timeout=timeout, **providers
-        )
-    except ValueError as exc:  # a malformed URL or key
-        raise CliError(f"{'--api-key' if 'api_key' in str(exc) else '--url'}: {exc}") from None
-    watch = ServerWatch(url, api_key, plan.scrape_interval) if plan.scrape_interval else None
-    async with AsyncExitStack() as clients:
-        await clients.enter_async_context(client)
-        source = await _source(client, plan)
-        prefix = await template_prefix_tokens(client)
-        if prefix is not None:
-            prefix += getattr(source, "shared_tokens", 0)
-        workload = Workload(source, requests=plan.requests, **plan.workload_options)
-
-        runs_made = 0
-        done: dict[tuple[int | None, float | None], RunResult] = {}
-
-        async def level_run(
-            concurrency: int | None, rate: float | None, replay: bool = False
-        ) -> RunResult:
-            nonlocal runs_made
-            runs_made += 1
-            arrivals = None
-            if replay:
-                progress.level("trace replay", plan.requests)
-            elif rate is not None:
-                # Each run its own arrivals (repeats included), repeatable with --seed.
-                seed = None if plan.seed is None else plan.seed + runs_made
-                try:  # a capacity search may double a rate past what a schedule holds
-                    arrivals = Arrivals(rate, seed=seed, **plan.arrivals)
-                except ValueError as exc:
-                    raise CliError(f"--rate {rate:g}: {exc}") from None
-                total = None if arrivals.duration else plan.requests
-                progress.level(f"{rate:>7.3g} req/s", total)
-            else:
-                progress.level(f"concurrency {concurrency:>3}", plan.requests)
-            result = await run_load(
-                client, workload, concurrency, arrivals=arrivals, replay=replay, watch=watch,
-                on_request=progress.request, on_start=progress.start,
-            )  # fmt: skip
-            progress.finish(result.duration)
-            result.cache_prefix_tokens = prefix
-            done[(concurrency, rate)] = result
-            return result
-
-        async def search_run(level: float) -> RunResult:
-            key = (None, level) if plan.capacity == "rate" else (int(level), None)
-            if key in done:  # the sweep ran this level already
-                return done[key]
-            return await level_run(*key)
-
-        results: list[RunResult] = []
-        capacity = None
-        try:
-            with progress:
-                if plan.replay:
-                    for _ in range(plan.repeat):
-                        results.append(await level_run(None, None, replay=True))
-                for level in plan.levels:
-                    for _ in range(plan.repeat):
-                        results.append(await level_run(level, None))
-                for rate in plan.rates:
-                    for _ in range(plan.repeat):
-                        results.append(await level_run(None, rate))
-                if plan.capacity is not None:
-                    assert plan.slo is not None
-                    by_rate = plan.capacity == "rate"
-                    start = (plan.rates or [1.0])[0] if by_rate else float((plan.levels or [1])[0])
-                    capacity, tried = await find_capacity(
-                        search_run,
-                        plan.slo,
-                        start,
-                        integer=not by_rate,
-                        # more in flight than a run has requests measures nothing new
-                        ceiling=None if by_rate else float(plan.requests),
-                    )
-                    results.extend(r for r in tried if all(r is not s for s in results))
-        finally:
-            if watch is not None:
-                await watch.aclose()
-        return results, capacity, source.describe()
-
-
-def _report(
-    url: str,
-    config: dict[str, Any],
-    results: list[RunResult],
-    started_at: str,
-    slo: SLO | None,
-    capacity: float | None,
-    prompts: dict[str, Any],
-    started: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    runs = []
-    for result in results:
-        run = result.to_dict()
-        if slo is not None:
-            run["slo"] = slo.evaluate(result).to_dict()
-        runs.append(run)
-    searched = config.get("find_capacity")
-    found = None
-    if searched is not None:
-        # A capacity is found when a higher level failed; else it is only a lower bound.
-        bounded = slo is not None and capacity_bounded(capacity, searched, results, slo)
-        found = {"by": searched, "highest_meeting_slo": capacity, "bounded": bounded}
-    return {
-        "url": url,
-        "model": next((r.model for r in results if r.model), None),
-        "started_at": started_at,
-        "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}",
-        "config": config,
-        "started_server": started,  # what the server --model started says it is
-        "prompts": prompts,
-        # Other tools give these names to other figures: what each one is here.
-        "metric_definitions": {f"{m}_ms": METRIC_DEFINITIONS[m] for m in METRICS},
-        "slo": None if slo is None else slo.to_dict(),
-        "capacity": found,
-        "runs": runs,
-    }
-
-
-def _prompt_length(tokens: int, shared: int, prompts: dict[str, Any]) -> str:
-    """The synthetic prompts' length, as the server counts it."""
-    template = prompts.get("template_tokens")
-    if template is None:  # the server could not apply its template for us
-        return f"~{tokens + shared} prompt tokens of text (and the chat template's own)"
-    described = f"~{tokens + shared} prompt tokens as the server counts them"
-    if shared:
-        return f"{described} (chat template's {template} included; {shared} alike in all)"
-    return f"{described} (chat template's {template} included)"
-
-
-def _server_line(started: dict[str, Any]) -> str:
-    slots, context = started.get("total_slots"), started.get("slot_context")
-    if slots is None:
-        return "a llama-server started for this run"
-    line = f"a llama-server started for this run: {slots} slot{'s' if slots != 1 else ''}"
-    return line if context is None else f"{line} of {context:,} tokens of context"
 
 
 def _check_plot_available() -> None:
@@ -520,7 +281,7 @@ def _check_plot_available() -> None:
 )
 @click.option(
     "--max-tokens",
-    type=click.IntRange(min=1, max=2**31 - 1),  # llama.cpp reads it into an int32
+    type=click.IntRange(min=1, max=MAX_OUTPUT_TOKENS),  # llama.cpp reads it into an int32
     default=DEFAULT_MAX_TOKENS,
     show_default=True,
     help="Tokens to generate per request (at most).",
@@ -640,7 +401,7 @@ def _check_plot_available() -> None:
 )
 @click.option(
     "--turns",
-    type=click.IntRange(min=1, max=100),
+    type=click.IntRange(min=1, max=MAX_REPEAT),
     default=1,
     show_default=True,
     help="Each request a session of this many turns, each sending the conversation so far "
@@ -663,7 +424,7 @@ def _check_plot_available() -> None:
 )
 @click.option(
     "--repeat",
-    type=click.IntRange(min=1, max=100),
+    type=click.IntRange(min=1, max=MAX_REPEAT),
     default=1,
     show_default=True,
     help="Run every level this many times (fresh prompts each): the spread between them "
@@ -771,103 +532,41 @@ def bench(
       llamatelemetry bench --model model.gguf --prompt-tokens 512 --max-tokens 256 --json
       llamatelemetry bench --rate 1,2,4 --duration 30 --slo ttft=500ms,tpot=50ms
     """
-    if model is not None and ctx.get_parameter_source("url") is ParameterSource.COMMANDLINE:
-        raise CliError("--url and --model: use one (--model starts its own server)")
-    if model is None and (ctx_size is not None or threads is not None):
-        raise CliError("--ctx-size and --threads are for the server --model starts")
-    if prompts_file is not None and prompt_tokens is not None:
-        raise CliError("--prompt-tokens and --prompts-file: use one")
-    if prompts_file is not None and shared_prefix:
-        raise CliError("--shared-prefix is for synthetic prompts, not --prompts-file")
-    if not rates and find_capacity != "rate":
-        for name, given in (("--duration", duration is not None), ("--ramp-up", ramp_up > 0),
-                            ("--burstiness", burstiness != 1.0),
-                            ("--max-concurrency", max_concurrency is not None)):  # fmt: skip
-            if given:
-                raise CliError(f"{name} is for open-loop runs: add --rate")
-    for rate in rates:  # a schedule of more requests than one can hold is refused now
-        try:
-            Arrivals(rate, burstiness, ramp_up, duration)
-        except ValueError as exc:
-            raise CliError(f"--rate {rate:g}: {exc}") from None
-    if find_capacity is not None and slo is None:
-        raise CliError("--find-capacity searches for the highest load meeting --slo: add --slo")
-    if slo is not None and slo.needs_stream and not stream:
-        raise CliError("--slo with ttft or tpot needs streamed answers: drop --no-stream")
-    explicit_levels = ctx.get_parameter_source("levels") is ParameterSource.COMMANDLINE
-    if replay and (prompts_file is None or rates or find_capacity or explicit_levels):
-        raise CliError("--replay sends a --prompts-file trace as recorded: give --prompts-file, "
-                       "and no -c, --rate or --find-capacity")  # fmt: skip
-    if length_spread and prompts_file is not None:
-        raise CliError("--length-spread is for synthetic prompts, not --prompts-file")
-    if (rates or find_capacity or replay) and not explicit_levels:
-        levels = []  # only what was asked for: no default closed-loop level
-    if slo is None and ctx.get_parameter_source("slo_attainment") is ParameterSource.COMMANDLINE:
+
+    def given(name: str) -> bool:
+        return ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+
+    try:  # the rules between the options are the config's; it also reads --prompts-file
+        config = BenchConfig(
+            url=url if model is None or given("url") else None,
+            api_key=api_key if model is None else None,  # a started server has no key
+            model=model, ctx_size=ctx_size, threads=threads, requests=requests,
+            concurrency=levels if given("levels") else None, prompt_tokens=prompt_tokens,
+            prompts_file=prompts_file, max_tokens=max_tokens, ignore_eos=ignore_eos,
+            stream=stream, temperature=temperature, seed=seed, warmup=warmup,
+            timeout=timeout, rates=rates, burstiness=burstiness, duration=duration,
+            ramp_up=ramp_up, max_concurrency=max_concurrency, shared_prefix=shared_prefix,
+            slo=slo, find_capacity=cast(Literal["rate", "concurrency"] | None, find_capacity),
+            scrape_interval=scrape_interval, turns=turns, replay=replay,
+            length_spread=length_spread, repeat=repeat,
+        )  # fmt: skip
+    except BenchConfigError as exc:
+        raise CliError(exc.worded(_flag)) from None
+    # The options of what only the command line does: the rules between them are here.
+    if slo is None and given("slo_attainment"):
         raise CliError("--slo-attainment is the share of requests meeting --slo: add --slo")
     if prometheus_port is None:
-        for name in ("--prometheus-host", "--prometheus-wait"):
-            source = ctx.get_parameter_source(name[2:].replace("-", "_"))
-            if source is ParameterSource.COMMANDLINE:
-                raise CliError(f"{name} is for the client metrics' endpoint: add --prometheus-port")
-    if html is not None and not html.parent.is_dir():
-        raise CliError(f"--html: no folder {html.parent} to write {html.name} in")
-    if plot is not None and not plot.parent.is_dir():
-        raise CliError(f"--plot: no folder {plot.parent} to write {plot.name} in")
+        for name in ("prometheus_host", "prometheus_wait"):
+            if given(name):
+                raise CliError(
+                    f"{_flag(name)} is for the client metrics' endpoint: add --prometheus-port"
+                )
+    for option, path in (("--html", html), ("--plot", plot)):
+        if path is not None and not path.parent.is_dir():
+            raise CliError(f"{option}: no folder {path.parent} to write {path.name} in")
     if plot is not None:
         _check_plot_available()
-    earlier = None
-    if baseline is not None:
-        try:  # checked whole now: nothing in it may fail the comparison after the run
-            earlier = load_baseline(baseline)
-        except ValueError as exc:  # it names the file, and the line or field
-            raise CliError(f"--baseline: {exc}") from None
-        except OSError as exc:
-            raise CliError(f"--baseline: {baseline}: {exc.strerror or exc}") from None
-    file_prompts = None
-    if prompts_file is not None:
-        try:  # every line checked now: no request of the run fails for what it says
-            file_prompts = load_prompts_file(prompts_file)
-        except ValueError as exc:
-            raise CliError(f"--prompts-file: {exc}") from None
-        except OSError as exc:
-            raise CliError(f"--prompts-file: {prompts_file}: {exc.strerror or exc}") from None
-        if replay:
-            if not all(isinstance(p, Prompt) and p.at is not None for p in file_prompts):
-                raise CliError("--replay: every line of --prompts-file needs its 'timestamp'")
-            requests = len(file_prompts)  # the whole trace, once
-    prompt_tokens = prompt_tokens or DEFAULT_PROMPT_TOKENS
-    workload_options = {
-        "max_tokens": max_tokens,
-        "stream": stream,
-        "temperature": temperature,
-        "seed": seed,
-        "ignore_eos": ignore_eos,
-        "warmup": warmup,
-        "max_concurrency": max_concurrency,
-        "turns": turns,
-    }
-    arrivals = {"burstiness": burstiness, "ramp_up": ramp_up, "duration": duration}
-    config = {
-        "requests": requests,
-        "concurrency": levels,
-        "rates": rates,
-        **arrivals,
-        "prompt_tokens": None if file_prompts else prompt_tokens,
-        "shared_prefix": shared_prefix,
-        "prompts_file": str(prompts_file) if prompts_file else None,
-        "find_capacity": find_capacity,
-        "scrape_interval": scrape_interval,
-        "repeat": repeat,
-        "replay": replay,
-        "length_spread": length_spread,
-        **workload_options,
-    }
-    plan = _Plan(
-        levels, rates, workload_options, requests, prompt_tokens, shared_prefix, file_prompts,
-        str(prompts_file) if prompts_file else None, seed, arrivals, slo, find_capacity,
-        scrape_interval, repeat, replay, length_spread,
-    )  # fmt: skip
-    started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    earlier = None if baseline is None else _baseline(baseline)
 
     with ExitStack() as stack:
         try:
@@ -878,93 +577,86 @@ def bench(
                 if prometheus_port is not None:
                     where = f"client metrics for Prometheus at {telemetry.prometheus_url}"
                     err_console().print(Text(where, style="dim"), soft_wrap=True)
-            started = None
-            if model is not None:
-                slots = _slots(levels, max_concurrency, bool(rates or find_capacity or replay))
-                size = (
-                    ctx_size
-                    if ctx_size is not None
-                    else _ctx_size([slots], prompt_tokens + shared_prefix, max_tokens, file_prompts)
-                )
-                server = stack.enter_context(_started_server(model, slots, size, threads, as_json))
-                url, api_key = server.url, None
-                started = {"model": str(model), **_started(server)}
-            progress = _Progress(requests, disabled=as_json, warmup=warmup > 0)
-            results, capacity, prompts = asyncio.run(
-                _run(url, api_key, plan, timeout, telemetry, progress)
-            )
+            report = _run(config, _Progress(disabled=as_json, warmup=warmup > 0), telemetry)
             if prometheus_port is not None:  # requests were sent: Prometheus gets the last
                 stack.push(_last_scrape(telemetry, prometheus_wait))
         except KeyboardInterrupt:
             print_interrupted(err_console(), "the benchmark was stopped.")
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
-        target = redact_url(url.rstrip("/"))  # a password in --url stays out of the report
-        report = _report(target, config, results, started_at, slo, capacity, prompts, started)
-        changes = [] if earlier is None else compare_reports(report, earlier)
+        data = report.to_dict()
+        changes = [] if earlier is None else compare_reports(data, earlier)
         if earlier is not None:
-            report["comparison"] = {
+            data["comparison"] = {
                 "baseline": str(baseline),
                 "changes": [change.to_dict() for change in changes],
             }
-        failed_everywhere = all(r.completed == 0 for r in results)
-
+        failed_everywhere = report.completed == 0
         if as_json:
-            print_json(report)
+            print_json(data)
         elif not failed_everywhere:
-            console = out_console()
-            name = report["model"] or "unknown model"
-            prompt = (
-                "prompts from " + str(prompts_file)
-                if file_prompts
-                else _prompt_length(prompt_tokens, shared_prefix, prompts)
-            )
-            mode = "streaming" if stream else "not streaming"
-            per_level = f"{duration:g} s per rate" if duration else f"{requests} requests per level"
-            what = f"{per_level} · {prompt} · max {max_tokens} tokens · {mode}"
-            if started is not None:
-                what += "\n" + _server_line(started)
-            console.print(Text.assemble(
-                ("Benchmark ", "bold"), (target, "cyan"), f"  ({name})\n", (what, "dim"),
-            ), soft_wrap=True)  # fmt: skip
-            fewest, template = prompts.get("fewest_tokens"), prompts.get("template_tokens")
-            if not file_prompts and template is not None and prompt_tokens < (fewest or 0):
-                console.print(Text(
-                    f"! --prompt-tokens {prompt_tokens} is less than the chat template's own "
-                    f"{template} tokens and two words: the server counts "
-                    f"about {fewest} tokens a prompt", style="yellow",
-                ), soft_wrap=True)  # fmt: skip
-            console.print()
-            for result in results:
-                _print_run(console, result, slo)
-            if len(results) > 1:
-                _print_sweep(console, results, slo)
-            if find_capacity is not None and slo is not None:
-                _print_capacity(console, find_capacity, capacity, results, slo)
-            if earlier is not None:
-                _print_changes(console, changes, str(baseline))
+            print_bench(out_console(), report, changes, None if baseline is None else str(baseline))
         if failed_everywhere:
-            samples = [s for r in results for s in r.error_samples()]
-            total = sum(r.requests for r in results)
-            if total == 0:  # only empty schedules: nothing failed, and nothing was measured
-                held = dict.fromkeys(
-                    f"{a.expected(a.duration):.2g} at {a.rate:g} req/s"
-                    for a in (r.arrivals for r in results)
-                    if a is not None and a.duration is not None
-                )
-                raise CliError(
-                    f"no request was scheduled: --duration {duration:g} s holds on average "
-                    f"{', '.join(held)} requests; lengthen --duration or raise --rate"
-                )
-            raise CliError(
-                f"all {total} requests to {target} failed", samples[0] if samples else ""
-            )
+            _fail(report)
         if html is not None:
-            path = write_html(report, results, html)
+            path = write_html(data, list(report.runs), html)
             if not as_json:
                 err_console().print(Text(f"report written to {path}", style="dim"))
         if plot is not None:
             from ..bench import plot_results
 
-            path = plot_results(results, plot, title=f"llamatelemetry bench · {target}")
+            title = f"llamatelemetry bench · {report.url}"
+            path = plot_results(list(report.runs), plot, title=title)
             if not as_json:
                 err_console().print(Text(f"plot written to {path}", style="dim"))
+
+
+def _baseline(path: Path) -> dict[str, Any]:
+    """An earlier --json report, checked whole now: nothing in it may fail the comparison
+    after the run."""
+    try:
+        return load_baseline(path)
+    except ValueError as exc:  # it names the file, and the line or field
+        raise CliError(f"--baseline: {exc}") from None
+    except OSError as exc:
+        raise CliError(f"--baseline: {path}: {exc.strerror or exc}") from None
+
+
+def _run(config: BenchConfig, progress: _Progress, telemetry: Any) -> BenchReport:
+    """`run_benchmark`, its errors worded for the command line."""
+    providers = {}
+    if telemetry is not None:
+        providers = {
+            "tracer_provider": telemetry.tracer_provider,
+            "meter_provider": telemetry.meter_provider,
+        }
+    try:
+        with progress:
+            return run_benchmark(config, progress=progress, **providers)
+    except BenchConfigError as exc:
+        raise CliError(exc.worded(_flag)) from None
+    except FileNotFoundError as exc:  # the model --model names
+        raise CliError(f"{exc.strerror}: {exc.filename}") from None
+    except ServerStartError as exc:
+        raise start_error(exc) from None
+    except APIError as exc:  # the prompts' calibration could not reach the server
+        with api_errors(progress.url or config.target):
+            raise exc from None
+
+
+def _fail(report: BenchReport) -> None:
+    """No request completed: say why, exit with status 1."""
+    results = report.runs
+    if report.requests == 0:  # only empty schedules: nothing failed, nothing was measured
+        held = dict.fromkeys(
+            f"{a.expected(a.duration):.2g} at {a.rate:g} req/s"
+            for a in (r.arrivals for r in results)
+            if a is not None and a.duration is not None
+        )
+        raise CliError(
+            f"no request was scheduled: --duration {report.config.duration:g} s holds on "
+            f"average {', '.join(held)} requests; lengthen --duration or raise --rate"
+        )
+    samples = [s for r in results for s in r.error_samples()]
+    raise CliError(
+        f"all {report.requests} requests to {report.url} failed", samples[0] if samples else ""
+    )

@@ -21,6 +21,7 @@ from ..bench import (
     METRICS,
     SLO,
     TPOT_NOTE,
+    BenchReport,
     Change,
     RunResult,
     capacity_bounded,
@@ -34,6 +35,7 @@ __all__ = [
     "RANDOM_WEIGHTS_NOTICE",
     "StreamPrinter",
     "call_status",
+    "print_bench",
     "print_call",
     "print_footer",
     "print_header",
@@ -235,6 +237,69 @@ def summary_json(
 
 
 # -- llamatelemetry bench ---------------------------------------------------------------
+
+
+def print_bench(
+    console: Console, report: BenchReport, changes: list[Change], baseline: str | None
+) -> None:
+    """The human report: what was run against what, every run, the sweep, the capacity
+    found and the changes since ``baseline``."""
+    config, prompts = report.config, report.prompts
+    synthetic = config.file_prompts is None
+    prompt = (
+        _prompt_length(config.synthetic_tokens, config.shared_prefix, prompts)
+        if synthetic
+        else f"prompts from {config.prompts_file}"
+    )
+    mode = "streaming" if config.stream else "not streaming"
+    per_level = (
+        f"{config.duration:g} s per rate"
+        if config.duration
+        else f"{config.requests_per_run} requests per level"
+    )
+    what = f"{per_level} · {prompt} · max {config.max_tokens} tokens · {mode}"
+    if report.started_server is not None:
+        what += "\n" + _server_line(report.started_server)
+    console.print(Text.assemble(
+        ("Benchmark ", "bold"), (report.url, "cyan"),
+        f"  ({report.model or 'unknown model'})\n", (what, "dim"),
+    ), soft_wrap=True)  # fmt: skip
+    fewest, template = prompts.get("fewest_tokens"), prompts.get("template_tokens")
+    if synthetic and template is not None and config.synthetic_tokens < (fewest or 0):
+        console.print(Text(
+            f"! --prompt-tokens {config.synthetic_tokens} is less than the chat template's own "
+            f"{template} tokens and two words: the server counts "
+            f"about {fewest} tokens a prompt", style="yellow",
+        ), soft_wrap=True)  # fmt: skip
+    console.print()
+    runs, slo = list(report.runs), config.slo
+    for result in runs:
+        _print_run(console, result, slo)
+    if len(runs) > 1:
+        _print_sweep(console, runs, slo)
+    if config.find_capacity is not None and slo is not None:
+        _print_capacity(console, config.find_capacity, report.capacity, runs, slo)
+    if baseline is not None:
+        _print_changes(console, changes, baseline)
+
+
+def _prompt_length(tokens: int, shared: int, prompts: dict[str, Any]) -> str:
+    """The synthetic prompts' length, as the server counts it."""
+    template = prompts.get("template_tokens")
+    if template is None:  # the server could not apply its template for us
+        return f"~{tokens + shared} prompt tokens of text (and the chat template's own)"
+    described = f"~{tokens + shared} prompt tokens as the server counts them"
+    if shared:
+        return f"{described} (chat template's {template} included; {shared} alike in all)"
+    return f"{described} (chat template's {template} included)"
+
+
+def _server_line(started: dict[str, Any]) -> str:
+    slots, context = started.get("total_slots"), started.get("slot_context")
+    if slots is None:
+        return "a llama-server started for this run"
+    line = f"a llama-server started for this run: {slots} slot{'s' if slots != 1 else ''}"
+    return line if context is None else f"{line} of {context:,} tokens of context"
 
 
 def _metrics_table(result: RunResult) -> Table:

@@ -1,0 +1,24 @@
+"""What the command line needs of the bench layer beyond its public API: the bounds and
+defaults its options share with `BenchConfig`."""
+
+from ._config import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_PROMPT_TOKENS,
+    DEFAULT_REQUESTS,
+    MAX_CONCURRENCY,
+    MAX_OUTPUT_TOKENS,
+    MAX_RATE,
+    MAX_REPEAT,
+    MIN_RATE,
+)
+
+__all__ = [
+    "DEFAULT_MAX_TOKENS",
+    "DEFAULT_PROMPT_TOKENS",
+    "DEFAULT_REQUESTS",
+    "MAX_CONCURRENCY",
+    "MAX_OUTPUT_TOKENS",
+    "MAX_RATE",
+    "MAX_REPEAT",
+    "MIN_RATE",
+]
