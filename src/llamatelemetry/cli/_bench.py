@@ -46,7 +46,10 @@ from ..bench._internal import (
 )
 from ..server import ServerStartError
 from ._client import API_KEY_ENV, BASE_URL_ENV
-from ._errors import (
+from ._output import err_console, json_option, out_console, print_json
+from ._render import print_bench
+from ._telemetry import _last_scrape, _setup_telemetry
+from ._user_errors import (
     EXIT_INTERRUPTED,
     CliError,
     api_errors,
@@ -54,9 +57,6 @@ from ._errors import (
     print_interrupted,
     start_error,
 )
-from ._output import err_console, json_option, out_console, print_json
-from ._render import print_bench
-from ._telemetry import _last_scrape, _setup_telemetry
 
 __all__ = ["bench"]
 
