@@ -2,7 +2,8 @@
 instrumentation on the same pipeline.
 
     python benchmarks/bench_telemetry_cost.py [--rounds 5] [--calls 200] [--streams 40]
-                                              [--tokens 32] [--profile]
+                                              [--tokens 32] [--long-tokens 400]
+                                              [--long-streams 4] [--profile]
 
 The setup a user of both would have: one ``TracerProvider`` with a ``BatchSpanProcessor``
 to an exporter that drops what it gets, one ``MeterProvider`` with an in-memory reader,
@@ -12,7 +13,9 @@ exporter's, the same for any instrumentation, and it differs between exporters. 
 why these figures differ from ``bench_cpu.py``'s, which export OTLP to a collector: there
 the encoding of openai-v2's larger spans and its many metric streams counts against it.
 
-Per call (``max_tokens=1``, not streamed) and per ``--tokens``-token stream, the CPU of
+Per call (``max_tokens=1``, not streamed), per ``--tokens``-token stream and per
+``--long-tokens``-token stream (whose cost beyond a call's, per chunk, is the figure per
+chunk), the CPU of
 this process (all its threads: the span processor's and the metric recorder's included),
 blocks of calls interleaved round by round:
 
@@ -81,7 +84,7 @@ def blocks(candidates: dict[str, Candidate], ops: int, rounds: int) -> Seen:
     return seen
 
 
-def show(title: str, seen: Seen, per: int = 1) -> dict[str, float]:
+def show(title: str, seen: Seen) -> dict[str, float]:
     cpu = {name: statistics.median(c for c, _ in values) * 1e6 for name, values in seen.items()}
     wall = {name: statistics.median(w for _, w in values) * 1e6 for name, values in seen.items()}
     print(f"\n{title}")
@@ -91,9 +94,6 @@ def show(title: str, seen: Seen, per: int = 1) -> dict[str, float]:
     theirs = cpu["openai SDK + openai-v2"] - cpu["openai SDK"]
     print(f"  added CPU: ours {ours:.1f} us, openai-v2 {theirs:.1f} us "
           f"(ours / openai-v2 {ours / theirs:.2f})")  # fmt: skip
-    if per > 1:
-        print(f"  added CPU per chunk ({per} chunks): ours {ours / per:.2f} us, "
-              f"openai-v2 {theirs / per:.2f} us")  # fmt: skip
     print(f"  wall, ours + telemetry / ours: {wall['ours + telemetry'] / wall['ours']:.3f}")
     return {"ours": ours, "theirs": theirs}
 
@@ -104,6 +104,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--streams", type=int, default=40)
     parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--long-tokens", type=int, default=400, help="for the cost per chunk")
+    parser.add_argument("--long-streams", type=int, default=4)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     import openai
@@ -131,21 +133,24 @@ def main() -> None:
         def sdk_call() -> object:
             return sdk.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=1)  # type: ignore[arg-type]
 
-        def stream(client: LlamaCppClient) -> Callable[[], object]:
+        def stream(client: LlamaCppClient, tokens: int) -> Callable[[], int]:
             def run() -> int:
                 chunks = client.chat.completions.create(
-                    messages=MESSAGES, max_tokens=args.tokens, stream=True, ignore_eos=True
+                    messages=MESSAGES, max_tokens=tokens, stream=True, ignore_eos=True
                 )
                 return sum(1 for _ in chunks)
 
             return run
 
-        def sdk_stream() -> int:
-            chunks = sdk.chat.completions.create(
-                model="tiny", messages=MESSAGES, max_tokens=args.tokens, stream=True,  # type: ignore[arg-type]
-                stream_options={"include_usage": True}, extra_body={"ignore_eos": True},
-            )  # fmt: skip
-            return sum(1 for _ in chunks)
+        def sdk_stream(tokens: int) -> Callable[[], int]:
+            def run() -> int:
+                chunks = sdk.chat.completions.create(
+                    model="tiny", messages=MESSAGES, max_tokens=tokens, stream=True,  # type: ignore[arg-type]
+                    stream_options={"include_usage": True}, extra_body={"ignore_eos": True},
+                )  # fmt: skip
+                return sum(1 for _ in chunks)
+
+            return run
 
         def nothing() -> None:
             return None
@@ -158,7 +163,7 @@ def main() -> None:
             for _ in range(args.calls):
                 call(traced)()
             for _ in range(args.streams):
-                stream(traced)()
+                stream(traced, args.tokens)()
             profile.disable()
             stats = pstats.Stats(profile)
             stats.sort_stats("cumulative").print_stats("telemetry|opentelemetry", 45)
@@ -176,23 +181,35 @@ def main() -> None:
             args.rounds,
         )
         calls = show(f"per call (max_tokens=1), blocks of {args.calls}", per_call)
-        chunks = stream(bare)()
-        per_stream = blocks(
-            {
-                "ours": (stream(bare), nothing, nothing),
-                "ours + telemetry": (stream(traced), nothing, nothing),
-                "openai SDK": (sdk_stream, nothing, nothing),
-                "openai SDK + openai-v2": (sdk_stream, instrument, instrumentor.uninstrument),
-            },
-            args.streams,
-            args.rounds,
-        )
-        streams = show(
-            f"per {args.tokens}-token stream, blocks of {args.streams}", per_stream, per=chunks
-        )
-        per_chunk = (streams["ours"] - calls["ours"]) / chunks
-        print(f"\nours, per chunk beyond a call's cost: {per_chunk:.2f} us  (target <= 3)")
-        print(f"ours, per call: {calls['ours']:.1f} us  (target <= 100)")
+        added: dict[int, dict[str, float]] = {}
+        chunks: dict[int, int] = {}
+        for tokens, count in ((args.tokens, args.streams), (args.long_tokens, args.long_streams)):
+            chunks[tokens] = stream(bare, tokens)()
+            seen = blocks(
+                {
+                    "ours": (stream(bare, tokens), nothing, nothing),
+                    "ours + telemetry": (stream(traced, tokens), nothing, nothing),
+                    "openai SDK": (sdk_stream(tokens), nothing, nothing),
+                    "openai SDK + openai-v2": (
+                        sdk_stream(tokens),
+                        instrument,
+                        instrumentor.uninstrument,
+                    ),
+                },
+                count,
+                args.rounds,
+            )
+            title = f"per {tokens}-token stream ({chunks[tokens]} chunks), blocks of {count}"
+            added[tokens] = show(title, seen)
+        long = args.long_tokens
+        per_chunk = {
+            who: (added[long][who] - calls[who]) / chunks[long] for who in ("ours", "theirs")
+        }
+        print(f"\nadded per chunk, beyond a call's cost ({long}-token streams): "
+              f"ours {per_chunk['ours']:.2f} us (target <= 3), "
+              f"openai-v2 {per_chunk['theirs']:.2f} us")  # fmt: skip
+        print(f"added per call: ours {calls['ours']:.1f} us (target <= 100), "
+              f"openai-v2 {calls['theirs']:.1f} us")  # fmt: skip
         reader.get_metrics_data()  # the points were recorded, not dropped
         tracer_provider.shutdown()
 
