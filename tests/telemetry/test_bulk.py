@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from opentelemetry.sdk.metrics import Histogram, MeterProvider
+from opentelemetry.sdk.metrics._internal import aggregation as aggregation_module
+from opentelemetry.sdk.metrics._internal import measurement_consumer
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
 from opentelemetry.sdk.trace import TracerProvider
@@ -160,3 +164,88 @@ def test_non_finite_and_negative_values_are_refused_as_record_refuses_them() -> 
     values = [0.01, math.inf, -1.0, math.nan, 0.02]
     for setup in ("cumulative", "delta"):
         assert run(setup, [values], record_many) == run(setup, [values], one_by_one)
+
+
+# --- the self-check: the SDK's private objects are written to only once proven ----------
+
+Aggregation = aggregation_module._ExplicitBucketHistogramAggregation
+ON_BOUNDARIES = [list(BUCKETS), [0.0, *BUCKETS, 0.7, 0.003], BUCKETS[::-1] * 3]
+
+
+def not_used(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The lines saying a fast path is not used on these versions."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("llamatelemetry") and "not used" in r.getMessage()
+    ]
+
+
+def upper_bound_exclusive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A release of the SDK whose buckets hold their lower bound, not their upper one: its
+    ``record`` puts a value on a boundary one bucket up. Its private names are all there."""
+    real = Aggregation.aggregate
+
+    def aggregate(self: Any, measurement: Any, should_sample_exemplar: bool = True) -> None:
+        real(self, measurement, should_sample_exemplar)
+        i = bisect_left(self._boundaries, measurement.value)
+        if i < len(self._boundaries) and self._boundaries[i] == measurement.value:
+            with self._lock:
+                self._value[i] -= 1
+                self._value[i + 1] += 1
+
+    monkeypatch.setattr(Aggregation, "aggregate", aggregate)
+
+
+@pytest.mark.usefixtures("fresh_checks")
+def test_an_sdk_whose_buckets_mean_otherwise_gets_a_record_per_value(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    upper_bound_exclusive(monkeypatch)
+    caplog.set_level(logging.DEBUG, logger="llamatelemetry")
+    expected = run("cumulative", ON_BOUNDARIES, one_by_one)
+    assert run("cumulative", ON_BOUNDARIES, record_many) == expected
+    assert run("two views", ON_BOUNDARIES, record_many) == run(
+        "two views", ON_BOUNDARIES, one_by_one
+    )
+    assert run("cumulative", ON_BOUNDARIES, one_at_a_time) == expected
+    [line] = not_used(caplog)  # once, however many points and histograms
+    assert "record" in line
+
+
+def exemplars_by_another_filter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A release of the SDK whose ``record`` no longer asks the provider's exemplar filter
+    (``_sdk_config.exemplar_filter`` is still there, unused): it offers no exemplar."""
+
+    def consume_measurement(self: Any, measurement: Any) -> None:
+        for storage in self._reader_storages.values():
+            storage.consume_measurement(measurement, False)
+
+    monkeypatch.setattr(
+        measurement_consumer.SynchronousMeasurementConsumer,
+        "consume_measurement",
+        consume_measurement,
+    )
+
+
+@pytest.mark.usefixtures("fresh_checks")
+def test_an_sdk_that_offers_exemplars_otherwise_gets_a_record_per_value(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    exemplars_by_another_filter(monkeypatch)
+    caplog.set_level(logging.DEBUG, logger="llamatelemetry")
+    rng = random.Random(7)
+    batches = [[rng.expovariate(60) for _ in range(rng.choice((1, 3, 20)))] for _ in range(9)]
+    expected = run("cumulative", batches, one_by_one, exemplars=True)
+    assert run("cumulative", batches, one_at_a_time, exemplars=True) == expected
+    assert run("cumulative", batches, record_many, exemplars=True) == expected
+    assert len(not_used(caplog)) == 1
+
+
+@pytest.mark.usefixtures("fresh_checks")
+def test_the_installed_sdk_passes_the_check_and_says_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="llamatelemetry")
+    test_the_bulk_path_is_taken_with_the_sdk_installed(pytest.MonkeyPatch())
+    assert not_used(caplog) == []

@@ -12,7 +12,14 @@ and single values (``record_one``) go straight to them.
 
 This reaches into the SDK's objects; whenever they are not as expected (another SDK, a
 proxy instrument, a newer version, a point past the cardinality limit) every value goes
-through ``record``.
+through ``record``. And names that are all there may mean something else in another
+release, so before the first value goes straight to an aggregation, a check proves the
+copied arithmetic on the installed SDK: fixed values (on bucket boundaries, between them,
+past the last, with two sets of attributes, sampled and unsampled spans, collections in
+between) are recorded both ways into throwaway providers, one with a cumulative reader and
+one with a delta reader, and every exported figure must be the same: count, sum, min, max,
+buckets, bounds, attributes, and the exemplars of ``record_one``. If any differs, every
+value goes through ``record``, and one DEBUG line on ``llamatelemetry.telemetry`` says why.
 """
 
 from __future__ import annotations
@@ -24,10 +31,13 @@ from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.context import Context, get_current
 from opentelemetry.metrics import Histogram
 
-__all__ = ["record_many", "record_one"]
+from .._fastpath import FastPath
+
+__all__ = ["FAST_PATH", "record_many", "record_one"]
 
 log = logging.getLogger("llamatelemetry.telemetry")
 
@@ -50,6 +60,17 @@ def record_many(
     context: Context | None = None,
 ) -> None:
     """``histogram.record(value, attributes, context)`` for every value, in order."""
+    _record(histogram, values, attributes, context, False)
+
+
+def _record(
+    histogram: Histogram,
+    values: Sequence[float],
+    attributes: Mapping[str, Any],
+    context: Context | None,
+    checking: bool,
+) -> None:
+    """``record_many``; ``checking``: for the check, so the fast path is not yet trusted."""
     kept = [value for value in values if 0 <= value < math.inf]  # NaN is not either
     if len(kept) < len(values):  # record refuses those values, and says so
         for value in values:
@@ -61,7 +82,7 @@ def record_many(
     if targets is None:  # the first value makes the point, and finds its aggregations
         histogram.record(kept[0], attributes, context)
         kept = kept[1:]
-        targets = _remember(histogram, attributes)
+        targets = _remember(histogram, attributes) if checking or FAST_PATH.trusted else None
         if targets is None:
             for value in kept:
                 histogram.record(value, attributes, context)
@@ -191,3 +212,112 @@ def _aggregations(histogram: Histogram, attributes: Mapping[str, Any]) -> list[A
     except (AttributeError, TypeError):
         log.debug("recording histogram values one by one", exc_info=True)
         return None
+
+
+# --- the self-check ------------------------------------------------------------------------
+
+_BOUNDS = [0.0, 0.005, 0.01, 0.1, 1.0]
+_BATCHES = [
+    [0.005],  # a point's first value alone: through record
+    [0.0, 0.005, 0.01, 0.0075, 0.1, 1.0, 2.5, 1e-9],  # every boundary, between, past the last
+    [0.1, 0.2, 0.3, 0.1, 1e9, 0.01],  # a sum whose last bit depends on the order
+    [1.0],
+    [0.3, 0.3, 0.3, 0.005, 0.0],
+    [0.01, 0.02],
+]
+_SAMPLED = [1, 1, 0, 1, 0, 1]  # the trace flags of each batch's span
+_POINTS: list[Mapping[str, Any]] = [
+    {"gen_ai.operation.name": "chat", "server.port": 8080},
+    {"error.type": "x", "n": 1},
+]
+
+
+def _span(flags: int) -> Context:
+    span_context = trace.SpanContext(
+        trace_id=0x5CE77E1E5CE77E1E5CE77E1E5CE77E1E,
+        span_id=0x5CE77E1E5CE77E1E + flags,
+        is_remote=False,
+        trace_flags=trace.TraceFlags(flags),
+    )
+    return trace.set_span_in_context(trace.NonRecordingSpan(span_context))
+
+
+def _figures(reader: Any) -> list[Any]:
+    """Every exported point's figures but its times (and but the exemplars of ``many``,
+    which has only the first and last value of a batch offered by design)."""
+    out = []
+    data = reader.get_metrics_data()
+    for resource in data.resource_metrics if data else []:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    exemplars = sorted(
+                        (e.value, e.span_id, e.trace_id, sorted(e.filtered_attributes.items()))
+                        for e in point.exemplars
+                        if metric.name == "one"
+                    )
+                    figures = (point.count, point.sum, point.min, point.max)
+                    buckets = (tuple(point.bucket_counts), tuple(point.explicit_bounds))
+                    attributes = sorted(point.attributes.items(), key=repr)
+                    out.append((metric.name, attributes, figures, buckets, exemplars))
+    return sorted(out, key=repr)
+
+
+def _collected(delta: bool, direct: bool) -> list[Any]:
+    from opentelemetry.sdk.metrics import Histogram as SdkHistogram
+    from opentelemetry.sdk.metrics import MeterProvider, TraceBasedExemplarFilter
+    from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+
+    temporality: dict[type, AggregationTemporality] | None = None
+    if delta:
+        temporality = {SdkHistogram: AggregationTemporality.DELTA}
+    reader = InMemoryMetricReader(preferred_temporality=temporality)
+    provider = MeterProvider(
+        metric_readers=[reader],
+        exemplar_filter=TraceBasedExemplarFilter(),
+        shutdown_on_exit=False,
+    )
+    made: list[Any] = []
+    try:
+        meter = provider.get_meter("llamatelemetry.check")
+        for name in ("many", "one"):
+            made.append(
+                meter.create_histogram(name, unit="s", explicit_bucket_boundaries_advisory=_BOUNDS)
+            )
+        many, one = made
+        collected = []
+        for i, batch in enumerate(_BATCHES):
+            attributes, context = _POINTS[i % 2], _span(_SAMPLED[i])
+            for value in batch:
+                if direct:
+                    _record(one, (value,), attributes, context, True)
+                else:
+                    one.record(value, attributes, context)
+                    many.record(value, attributes, context)
+            if direct:
+                _record(many, batch, attributes, context, True)
+            if i % 2:
+                collected.append(_figures(reader))
+        collected.append(_figures(reader))
+        return collected
+    finally:
+        provider.shutdown()
+        for key in [key for key, known in _known.items() if known[0] in made]:
+            del _known[key]
+
+
+def _check() -> str | None:
+    if _hash_attributes is None or Measurement is None:
+        return "the SDK's private modules are not there"
+    _known.clear()  # points remembered before a check (only after a test forgot one)
+    for delta in (False, True):
+        direct, through_record = _collected(delta, True), _collected(delta, False)
+        if direct != through_record:
+            reader = "delta" if delta else "cumulative"
+            pairs = zip(direct, through_record, strict=True)  # as many collections each
+            n, (ours, theirs) = next((n, p) for n, p in enumerate(pairs) if p[0] != p[1])
+            return f"collection {n + 1} of a {reader} reader: {ours!r}, by record {theirs!r}"
+    return None
+
+
+FAST_PATH = FastPath("histogram values straight into the SDK's aggregations", _check, log)
