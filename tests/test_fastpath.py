@@ -6,11 +6,15 @@ checks touch no network."""
 from __future__ import annotations
 
 import logging
+import socket
 import threading
+from typing import Any
 
 import pytest
 
 from llamatelemetry._fastpath import FastPath
+from llamatelemetry.api import _body, _wire
+from llamatelemetry.telemetry import _bulk
 
 log = logging.getLogger("llamatelemetry.test")
 
@@ -63,3 +67,19 @@ def test_a_fallback_that_loses_a_behaviour_says_so_once_as_a_warning(
     [record] = caplog.records
     assert record.levelno == logging.WARNING
     assert record.getMessage().endswith(": the deadline is gone")
+
+
+@pytest.mark.usefixtures("fresh_checks")
+def test_the_checks_pass_on_the_installed_versions_without_the_network(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a check used the network")
+
+    for name in ("connect", "connect_ex", "sendto"):
+        monkeypatch.setattr(socket.socket, name, refused)
+    monkeypatch.setattr(socket, "getaddrinfo", refused)
+    caplog.set_level(logging.DEBUG, logger="llamatelemetry")
+    paths = [_body.SYNC_PATH, _body.ASYNC_PATH, _wire.SYNC_BACKEND, _wire.ASYNC_BACKEND]
+    assert [path.trusted for path in [*paths, _bulk.FAST_PATH]] == [True] * 5
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("llamatelemetry")] == []
