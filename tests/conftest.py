@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from llamatelemetry._fastpath import forget_checks
 from llamatelemetry.api import LlamaCppClient, _attempts
 from llamatelemetry.server import ServerManager
 from llamatelemetry.testing import (
@@ -70,6 +71,15 @@ def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep retry waits short; the policy (counts, Retry-After) is what is under test."""
     monkeypatch.setattr(_attempts, "INITIAL_RETRY_DELAY", 0.01)
     monkeypatch.setattr(_attempts, "MAX_RETRY_DELAY", 0.05)
+
+
+@pytest.fixture
+def fresh_checks() -> Iterator[None]:
+    """The fast paths' self-checks forgotten before and after the test: the versions the
+    test fakes are checked afresh, and the next test's real ones again."""
+    forget_checks()
+    yield
+    forget_checks()
 
 
 @pytest.fixture

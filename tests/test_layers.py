@@ -14,6 +14,7 @@ PACKAGE = "llamatelemetry"
 # Lower floors never import higher ones; a layer never imports one on its own floor.
 FLOORS = {
     "_closing": 0,
+    "_fastpath": 0,
     "_version": 0,
     "api": 1,
     "server": 2,

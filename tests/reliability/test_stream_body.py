@@ -5,6 +5,7 @@ oracle for whole streams from hostile servers."""
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import socket
@@ -452,3 +453,55 @@ def test_a_trace_hook_sees_httpcore_read_the_body(chat_server: Any, reads: list[
     assert reads == ["generator"]
     assert "http11.receive_response_body.started" in events
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 8
+
+
+# --- the self-check: httpx's and httpcore's private objects are read only once proven ----
+
+
+def not_used(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The lines saying a fast path is not used on these versions."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("llamatelemetry") and "not used" in r.getMessage()
+    ]
+
+
+def read_ahead_kept_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A release of httpcore that keeps the bytes read past a response's head in a buffer of
+    its own: the h11 connection and its network stream are where they were, but h11 holds
+    none of those bytes (its ``trailing_data`` is empty)."""
+    monkeypatch.setattr(h11.Connection, "trailing_data", property(lambda self: (b"", False)))
+
+
+@pytest.mark.usefixtures("fresh_checks")
+def test_an_httpcore_that_holds_the_bytes_elsewhere_is_read_through_httpx(
+    drivers: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    reads: list[str],
+) -> None:
+    read_ahead_kept_elsewhere(monkeypatch)
+    caplog.set_level(logging.DEBUG, logger="llamatelemetry")
+    extra, writes, then = CASES["chunked"]
+    head = status_line(200) + SSE_HEAD + extra + b"\r\n"
+    with Hostile(serving(head, writes, then)) as server:  # the head and a chunk at once
+        got = [outcome(drivers(server.url, max_retries=0, total_timeout=20)) for _ in range(2)]
+    assert got == [(["Hel", "lo", None], None, True)] * 2
+    assert "_Body" not in reads and "_AsyncBody" not in reads  # httpx read them
+    [line] = not_used(caplog)  # once, for both streams
+    assert "connection" in line
+
+
+@pytest.mark.usefixtures("fresh_checks")
+def test_the_installed_httpx_passes_the_check_and_its_streams_are_taken_over(
+    drivers: Any, caplog: pytest.LogCaptureFixture, reads: list[str]
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="llamatelemetry")
+    extra, writes, then = CASES["chunked"]
+    head = status_line(200) + SSE_HEAD + extra + b"\r\n"
+    with Hostile(serving(head, writes, then)) as server:
+        got = outcome(drivers(server.url, max_retries=0, total_timeout=20))
+    assert got == (["Hel", "lo", None], None, True)
+    assert reads in (["_Body"], ["_AsyncBody"])
+    assert not_used(caplog) == []

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from opentelemetry.sdk.metrics import Histogram, MeterProvider
+from opentelemetry.sdk.metrics._internal import aggregation as aggregation_module
+from opentelemetry.sdk.metrics._internal import measurement_consumer
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
 from opentelemetry.sdk.trace import TracerProvider
@@ -252,3 +256,125 @@ def test_record_points_exports_what_record_per_value_does_each_exemplar_its_own_
     expected = run_points(record_each)
     assert any(expected)
     assert run_points(record_points) == expected
+
+
+# --- the self-check: the SDK's private objects are written to only once proven ----------
+
+Aggregation = aggregation_module._ExplicitBucketHistogramAggregation
+ON_BOUNDARIES = [list(BUCKETS), [0.0, *BUCKETS, 0.7, 0.003], BUCKETS[::-1] * 3]
+
+
+def not_used(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The lines saying a fast path is not used on these versions."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("llamatelemetry") and "not used" in r.getMessage()
+    ]
+
+
+def upper_bound_exclusive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A release of the SDK whose buckets hold their lower bound, not their upper one: its
+    ``record`` puts a value on a boundary one bucket up. Its private names are all there."""
+    real = Aggregation.aggregate
+
+    def aggregate(self: Any, measurement: Any, should_sample_exemplar: bool = True) -> None:
+        real(self, measurement, should_sample_exemplar)
+        i = bisect_left(self._boundaries, measurement.value)
+        if i < len(self._boundaries) and self._boundaries[i] == measurement.value:
+            with self._lock:
+                self._value[i] -= 1
+                self._value[i + 1] += 1
+
+    monkeypatch.setattr(Aggregation, "aggregate", aggregate)
+
+
+@pytest.mark.usefixtures("fresh_checks")
+def test_an_sdk_whose_buckets_mean_otherwise_gets_a_record_per_value(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    upper_bound_exclusive(monkeypatch)
+    caplog.set_level(logging.DEBUG, logger="llamatelemetry")
+    expected = run("cumulative", ON_BOUNDARIES, one_by_one)
+    assert run("cumulative", ON_BOUNDARIES, record_many) == expected
+    assert run("two views", ON_BOUNDARIES, record_many) == run(
+        "two views", ON_BOUNDARIES, one_by_one
+    )
+    assert run("cumulative", ON_BOUNDARIES, one_at_a_time) == expected
+    [line] = not_used(caplog)  # once, however many points and histograms
+    assert "record" in line
+
+
+def exemplars_by_another_filter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A release of the SDK whose ``record`` no longer asks the provider's exemplar filter
+    (``_sdk_config.exemplar_filter`` is still there, unused): it offers no exemplar."""
+
+    def consume_measurement(self: Any, measurement: Any) -> None:
+        for storage in self._reader_storages.values():
+            storage.consume_measurement(measurement, False)
+
+    monkeypatch.setattr(
+        measurement_consumer.SynchronousMeasurementConsumer,
+        "consume_measurement",
+        consume_measurement,
+    )
+
+
+@pytest.mark.usefixtures("fresh_checks")
+def test_an_sdk_that_offers_exemplars_otherwise_gets_a_record_per_value(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    exemplars_by_another_filter(monkeypatch)
+    caplog.set_level(logging.DEBUG, logger="llamatelemetry")
+    rng = random.Random(7)
+    batches = [[rng.expovariate(60) for _ in range(rng.choice((1, 3, 20)))] for _ in range(9)]
+    expected = run("cumulative", batches, one_by_one, exemplars=True)
+    assert run("cumulative", batches, one_at_a_time, exemplars=True) == expected
+    assert run("cumulative", batches, record_many, exemplars=True) == expected
+    assert len(not_used(caplog)) == 1
+
+
+@pytest.mark.usefixtures("fresh_checks")
+def test_the_installed_sdk_passes_the_check_and_says_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="llamatelemetry")
+    test_the_bulk_path_is_taken_with_the_sdk_installed(pytest.MonkeyPatch())
+    assert not_used(caplog) == []
+
+
+@pytest.mark.usefixtures("fresh_checks")
+def test_an_sdk_whose_buckets_keep_their_first_exemplar_gets_a_record_per_value(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``record_points`` offers each bucket only the value the default reservoir keeps (its
+    last): a release whose reservoir kept the first would export other exemplars, so the
+    check refuses the fast path and every value goes through ``record``."""
+    from opentelemetry.sdk.metrics._internal.exemplar import exemplar_reservoir
+
+    offer = exemplar_reservoir.ExemplarBucket.offer
+
+    def first_kept(self: Any, *args: Any) -> None:
+        if self._ExemplarBucket__offered:
+            return
+        offer(self, *args)
+
+    monkeypatch.setattr(exemplar_reservoir.ExemplarBucket, "offer", first_kept)
+    caplog.set_level(logging.DEBUG, logger="llamatelemetry")
+    on = TracerProvider(sampler=ALWAYS_ON).get_tracer("t")
+    values = [0.002, 0.003, 0.004, 0.03, 0.04]
+    contexts = [set_span_in_context(on.start_span("op")) for _ in values]
+
+    def exported_by(record: Callable[..., None]) -> list[Any]:
+        reader = InMemoryMetricReader()
+        provider = MeterProvider(metric_readers=[reader])
+        histogram = provider.get_meter("t").create_histogram(
+            "h", explicit_bucket_boundaries_advisory=BUCKETS
+        )
+        record(histogram, values, contexts, POINT)
+        record(histogram, values, contexts, POINT)  # the point known: the fast path's turn
+        return exported([reader])
+
+    assert exported_by(record_points) == exported_by(record_each)
+    [line] = not_used(caplog)
+    assert "record" in line

@@ -10,11 +10,17 @@ framing undone here, and the response closed as usual, which closes the connecti
 
 This reaches into httpx's and httpcore's objects (the h11 connection holds the bytes
 read with the headers). When anything is not exactly as expected (another transport,
-HTTP/2, a trace hook, a newer httpx) the body is read through httpx as before.
+HTTP/2, a trace hook, a newer httpx) the body is read through httpx as before. And before
+the first body is read this way, a check proves it on the installed versions: a few
+answers (chunked, with a length, until the close, cut short) are read in memory both ways,
+through httpx's own client and pool, and must give the same bytes, the same error and a
+closed connection. If they do not, every body is read through httpx, and one DEBUG line on
+the ``llamatelemetry`` logger says why.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -23,7 +29,21 @@ import h11
 import httpcore
 import httpx
 
-__all__ = ["ChunkedFraming", "Framing", "LengthFraming", "UntilCloseFraming", "body", "abody"]
+from .._fastpath import FastPath, in_new_loop
+from . import _probe
+
+__all__ = [
+    "ASYNC_PATH",
+    "SYNC_PATH",
+    "ChunkedFraming",
+    "Framing",
+    "LengthFraming",
+    "UntilCloseFraming",
+    "abody",
+    "body",
+]
+
+log = logging.getLogger("llamatelemetry")
 
 READ_BYTES = 64 * 1024  # as httpcore
 MAX_LINE = 100 * 1024  # bytes of an incomplete line held: h11's limit in httpcore
@@ -382,7 +402,11 @@ def body(response: httpx.Response) -> Iterator[bytes]:
     """The raw (still encoded) body of a streamed response, read from its connection when
     that can be done, else through httpx."""
     taken = _taken_over(response)
-    if taken is None or not isinstance(response.stream, httpx.SyncByteStream):
+    if (
+        taken is None
+        or not isinstance(response.stream, httpx.SyncByteStream)
+        or not SYNC_PATH.trusted
+    ):
         return response.iter_raw()
     response.is_stream_consumed = True  # httpx refuses a second read, as after iter_raw
     return _Body(response, *taken)
@@ -390,7 +414,114 @@ def body(response: httpx.Response) -> Iterator[bytes]:
 
 def abody(response: httpx.Response) -> AsyncIterator[bytes]:
     taken = _taken_over(response)
-    if taken is None or not isinstance(response.stream, httpx.AsyncByteStream):
+    if (
+        taken is None
+        or not isinstance(response.stream, httpx.AsyncByteStream)
+        or not ASYNC_PATH.trusted
+    ):
         return response.aiter_raw()
     response.is_stream_consumed = True
     return _AsyncBody(response, *taken)
+
+
+# --- the self-check ------------------------------------------------------------------------
+
+
+def _answer(headers: bytes, data: bytes, *cuts: int) -> list[bytes]:
+    """An answer's reads: its head with ``data`` up to the first cut, then the pieces. The
+    connection closes after it, as after a stream."""
+    bounds = [0, *cuts, len(data)]
+    pieces = [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n"
+    head += headers + b"\r\n"
+    return [head + pieces[0], *pieces[1:]]
+
+
+_CHUNKED = b"4\r\nHell\r\n1;ext=1\r\no\r\n10\r\n0123456789abcdef\r\n0\r\nX-T: 1\r\n\r\n"
+_DATA = b"data: {}\n\n" * 3
+# Bytes read with the head, a size line and CRLFs split between reads, extensions, trailers,
+# a length, the end at the close, and an answer cut short in the middle of a chunk.
+_ANSWERS = [
+    _answer(b"Transfer-Encoding: chunked\r\n", _CHUNKED, 6, 17, 19, 28, 50),
+    _answer(b"Content-Length: %d\r\n" % len(_DATA), _DATA, 4, 20),
+    _answer(b"", _DATA, 11, 12),
+    _answer(b"Transfer-Encoding: chunked\r\n", _CHUNKED[:25], 9),
+]
+Outcome = tuple[bytes, "str | None", bool, "set[float | None]"]
+_proven = _taken_over  # the function itself, whatever a test puts in its name
+
+
+def _outcome(out: list[bytes], error: str | None, backend: Any) -> Outcome:
+    """What a reading gave: the bytes, the error, whether its connection was closed, and
+    the timeouts its reads were given."""
+    connection = backend.opened[-1]
+    reads = {timeout for what, timeout in connection.timeouts if what == "read"}
+    return b"".join(out), error, connection.closed, reads
+
+
+def _read(http: httpx.Client, backend: Any, direct: bool) -> Outcome | None:
+    response = http.send(http.build_request("GET", _probe.URL), stream=True)
+    out: list[bytes] = []
+    error = None
+    try:
+        taken = _proven(response) if direct else None
+        if direct and taken is None:
+            return None
+        reader = _Body(response, *taken) if taken is not None else response.iter_raw()
+        for data in reader:
+            out.append(data)
+    except httpx.HTTPError as exc:
+        error = type(exc).__name__
+    finally:
+        response.close()
+    return _outcome(out, error, backend)
+
+
+async def _aread(http: httpx.AsyncClient, backend: Any, direct: bool) -> Outcome | None:
+    response = await http.send(http.build_request("GET", _probe.URL), stream=True)
+    out: list[bytes] = []
+    error = None
+    try:
+        taken = _proven(response) if direct else None
+        if direct and taken is None:
+            return None
+        reader = _AsyncBody(response, *taken) if taken is not None else response.aiter_raw()
+        async for data in reader:
+            out.append(data)
+    except httpx.HTTPError as exc:
+        error = type(exc).__name__
+    finally:
+        await response.aclose()
+    return _outcome(out, error, backend)
+
+
+def _compare(results: list[tuple[Outcome | None, Outcome | None]]) -> str | None:
+    for direct, through_httpx in results:
+        if direct is None:
+            return "the connection of a response is not where it was"
+        if direct != through_httpx:
+            return f"read from the connection: {direct!r}; through httpx: {through_httpx!r}"
+    return None
+
+
+def _check() -> str | None:
+    backend = _probe.MemoryBackend([[answer] for answer in _ANSWERS for _ in (1, 2)])
+    with _probe.client(backend) as http:
+        return _compare(
+            [(_read(http, backend, True), _read(http, backend, False)) for _ in _ANSWERS]
+        )
+
+
+async def _acheck() -> str | None:
+    backend = _probe.AsyncMemoryBackend([[answer] for answer in _ANSWERS for _ in (1, 2)])
+    async with _probe.async_client(backend) as http:
+        results = []
+        for _ in _ANSWERS:
+            results.append((await _aread(http, backend, True), await _aread(http, backend, False)))
+        return _compare(results)
+
+
+SYNC_PATH = FastPath("reading a stream's body from its connection (sync)", _check, log)
+ASYNC_PATH = FastPath(
+    "reading a stream's body from its connection (async)", lambda: in_new_loop(_acheck), log
+)

@@ -8,6 +8,14 @@ one byte per read, or a stream of keep-alive comments, can hold a call forever. 
 deadline lives in a context variable; the network backend wrapped around httpcore's bounds
 every socket operation by the time left, so a ``total_timeout`` fires on time even in the
 middle of a response's headers.
+
+httpx has no public way to give its pool a network backend: the wrapper replaces the pool's
+``_network_backend``. Before the first client gets it, a check proves on the installed
+httpx and httpcore that the pool then really goes through it: three requests in memory (a
+new connection, the same one kept alive, a request whose writing fails) must come back as
+they do without the wrapper, with the wrapper seeing each connection and failed write and
+bounding every socket wait by the deadline. If not, no pool gets the wrapper, and one
+WARNING on the ``llamatelemetry`` logger says what is lost.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import ipaddress
+import logging
 import os
 import socket
 import threading
@@ -25,7 +34,12 @@ from typing import Any
 import httpcore
 import httpx
 
+from .._fastpath import FastPath, in_new_loop
+from . import _probe
+
 __all__ = [
+    "ASYNC_BACKEND",
+    "SYNC_BACKEND",
     "AttemptTrace",
     "call_deadline",
     "current_attempt",
@@ -33,6 +47,8 @@ __all__ = [
     "remaining",
     "install_deadline_backend",
 ]
+
+log = logging.getLogger("llamatelemetry")
 
 # The monotonic time by which the current call must be over, or None.
 call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
@@ -308,13 +324,114 @@ class _AsyncBackend(httpcore.AsyncNetworkBackend):
 
 def install_deadline_backend(http: httpx.Client | httpx.AsyncClient) -> bool:
     """Wrap the network backend of a client's connection pool (one the library built, before
-    its first connection); False when the transport is not httpx's own."""
-    pool = getattr(getattr(http, "_transport", None), "_pool", None)
+    its first connection); False when the transport is not httpx's own, or when the check
+    found that its pool would not use the wrapper."""
+    path = ASYNC_BACKEND if isinstance(http, httpx.AsyncClient) else SYNC_BACKEND
+    return path.trusted and _install(http)
+
+
+def _install(http: httpx.Client | httpx.AsyncClient) -> bool:
+    pool = _probe.pool_of(http)
     backend = getattr(pool, "_network_backend", None)
     if isinstance(backend, httpcore.AsyncNetworkBackend):
-        pool._network_backend = _AsyncBackend(backend)  # type: ignore[union-attr]
+        pool._network_backend = _AsyncBackend(backend)
     elif isinstance(backend, httpcore.NetworkBackend):
-        pool._network_backend = _Backend(backend)  # type: ignore[union-attr]
+        pool._network_backend = _Backend(backend)
     else:
         return False
     return True
+
+
+# --- the self-check ------------------------------------------------------------------------
+
+_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+# One connection: an answer, a second one (in two reads) on the same connection kept alive,
+# then a request whose writing fails.
+_SCRIPT: list[list[list[bytes] | None]] = [[[_ANSWER], [_ANSWER[:20], _ANSWER[20:]], None]]
+_SEEN = [(True, False), (False, False), (False, True)]  # (new connection, write failed)
+_DEADLINE = 3600.0  # far under the probe client's timeouts, far over what the probe takes
+Exchange = tuple[list[str], list[tuple[bool, bool]], list["float | None"]]
+
+
+class _Probe:
+    """One probe request's attempt, noted as an attempt of a call is."""
+
+    def __init__(self) -> None:
+        self.trace = AttemptTrace()
+
+    def __enter__(self) -> None:
+        self._token = current_attempt.set(self.trace)
+
+    def __exit__(self, *exc: object) -> None:
+        current_attempt.reset(self._token)
+
+
+def _result(outcomes: list[str], probes: list[_Probe], backend: Any) -> Exchange:
+    waits = [*backend.connect_timeouts]
+    for connection in backend.opened:
+        waits += [timeout for _, timeout in connection.timeouts]
+    return outcomes, [(p.trace.new_connection, p.trace.write_failed) for p in probes], waits
+
+
+def _exchange(wrapped: bool) -> Exchange:
+    backend = _probe.MemoryBackend(_SCRIPT)
+    outcomes: list[str] = []
+    probes = [_Probe() for _ in _SEEN]
+    with _probe.client(backend) as http, deadline(_DEADLINE):
+        if wrapped and not _install(http):
+            return ["no pool to wrap"], [], []
+        for probe in probes:
+            try:
+                with probe:
+                    outcomes.append(http.get(_probe.URL).text)
+            except httpx.HTTPError as exc:
+                outcomes.append(type(exc).__name__)
+    return _result(outcomes, probes, backend)
+
+
+async def _aexchange(wrapped: bool) -> Exchange:
+    backend = _probe.AsyncMemoryBackend(_SCRIPT)
+    outcomes: list[str] = []
+    probes = [_Probe() for _ in _SEEN]
+    async with _probe.async_client(backend) as http:
+        with deadline(_DEADLINE):
+            if wrapped and not _install(http):
+                return ["no pool to wrap"], [], []
+            for probe in probes:
+                try:
+                    with probe:
+                        outcomes.append((await http.get(_probe.URL)).text)
+                except httpx.HTTPError as exc:
+                    outcomes.append(type(exc).__name__)
+    return _result(outcomes, probes, backend)
+
+
+def _compare(plain: Exchange, wrapped: Exchange) -> str | None:
+    if plain[0][:2] != ["ok", "ok"]:
+        return f"the probe's pool did not use the backend it was given: {plain[0]}"
+    if wrapped[0] != plain[0]:
+        return f"answers through the wrapper {wrapped[0]}, without it {plain[0]}"
+    if wrapped[1] != _SEEN:
+        return f"the wrapper saw {wrapped[1]} (new connection, write failed), not {_SEEN}"
+    if any(wait is None or wait > _DEADLINE for wait in wrapped[2]):
+        return f"socket waits not bounded by the deadline: {wrapped[2]}"
+    return None
+
+
+def _check() -> str | None:
+    return _compare(_exchange(False), _exchange(True))
+
+
+async def _acheck() -> str | None:
+    return _compare(await _aexchange(False), await _aexchange(True))
+
+
+LOST = (
+    "total_timeout no longer cuts an answer that trickles in (each socket wait is still "
+    "bounded by the time left when its attempt began), and a request whose writing failed "
+    "on a reused connection is no longer resent for free"
+)
+SYNC_BACKEND = FastPath("the deadline backend under httpx's pool (sync)", _check, log, LOST)
+ASYNC_BACKEND = FastPath(
+    "the deadline backend under httpx's pool (async)", lambda: in_new_loop(_acheck), log, LOST
+)

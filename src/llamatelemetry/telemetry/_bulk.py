@@ -10,9 +10,21 @@ The stream's span is offered as an exemplar with a batch's last value (and its f
 the first goes through ``record``). Once a point's aggregations are known, the next batches
 and single values (``record_one``) go straight to them.
 
+``record_points`` does the same for the points of many operations that share attributes
+(the deferred recorder's batches), each value with its own operation's context: only the
+exemplars the default reservoir would keep are offered.
+
 This reaches into the SDK's objects; whenever they are not as expected (another SDK, a
 proxy instrument, a newer version, a point past the cardinality limit) every value goes
-through ``record``.
+through ``record``. And names that are all there may mean something else in another
+release, so before the first value goes straight to an aggregation, a check proves the
+copied arithmetic on the installed SDK: fixed values (on bucket boundaries, between them,
+past the last, with two sets of attributes, sampled and unsampled spans, collections in
+between) are recorded both ways into throwaway providers, one with a cumulative reader and
+one with a delta reader, and every exported figure must be the same: count, sum, min, max,
+buckets, bounds, attributes, and the exemplars of ``record_one`` and ``record_points``
+(under the trace-based filter and under the one that offers every value). If any differs, every
+value goes through ``record``, and one DEBUG line on ``llamatelemetry.telemetry`` says why.
 """
 
 from __future__ import annotations
@@ -24,11 +36,14 @@ from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.context import Context, get_current
 from opentelemetry.metrics import Histogram
 from opentelemetry.trace import INVALID_SPAN, get_current_span
 
-__all__ = ["record_many", "record_one", "record_points"]
+from .._fastpath import FastPath
+
+__all__ = ["FAST_PATH", "record_many", "record_one", "record_points"]
 
 log = logging.getLogger("llamatelemetry.telemetry")
 
@@ -51,6 +66,17 @@ def record_many(
     context: Context | None = None,
 ) -> None:
     """``histogram.record(value, attributes, context)`` for every value, in order."""
+    _record(histogram, values, attributes, context, False)
+
+
+def _record(
+    histogram: Histogram,
+    values: Sequence[float],
+    attributes: Mapping[str, Any],
+    context: Context | None,
+    checking: bool,
+) -> None:
+    """``record_many``; ``checking``: for the check, so the fast path is not yet trusted."""
     kept = [value for value in values if 0 <= value < math.inf]  # NaN is not either
     if len(kept) < len(values):  # record refuses those values, and says so
         for value in values:
@@ -62,7 +88,7 @@ def record_many(
     if targets is None:  # the first value makes the point, and finds its aggregations
         histogram.record(kept[0], attributes, context)
         kept = kept[1:]
-        targets = _remember(histogram, attributes)
+        targets = _remember(histogram, attributes) if checking or FAST_PATH.trusted else None
         if targets is None:
             for value in kept:
                 histogram.record(value, attributes, context)
@@ -216,9 +242,20 @@ def record_points(
     the last value offered to each bucket, so only the last value of each bucket that the
     exemplar filter samples is offered (any other reservoir is offered every sampled
     value, as ``record`` would)."""
+    _record_points(histogram, values, contexts, attributes, False)
+
+
+def _record_points(
+    histogram: Histogram,
+    values: Sequence[float],
+    contexts: Sequence[Context | None],
+    attributes: Mapping[str, Any],
+    checking: bool,
+) -> None:
+    """``record_points``; ``checking``: for the check, so the fast path is not yet trusted."""
     if len(values) == 1 or _LastPerBucket is None:
         for value, context in zip(values, contexts, strict=True):
-            record_many(histogram, (value,), attributes, context)
+            _record(histogram, (value,), attributes, context, checking)
         return
     kept = [i for i, value in enumerate(values) if 0 <= value < math.inf]
     if len(kept) < len(values):
@@ -231,7 +268,7 @@ def record_points(
     if targets is None:  # the first value makes the point, and finds its aggregations
         first = kept.pop(0)
         histogram.record(values[first], attributes, contexts[first])
-        targets = _remember(histogram, attributes)
+        targets = _remember(histogram, attributes) if checking or FAST_PATH.trusted else None
         if targets is None:
             for i in kept:
                 histogram.record(values[i], attributes, contexts[i])
@@ -311,3 +348,127 @@ def _one_by_one(
     for value in values:
         object.__setattr__(carrier, "value", value)
         aggregation.aggregate(carrier, False)
+
+
+# --- the self-check ------------------------------------------------------------------------
+
+_BOUNDS = [0.0, 0.005, 0.01, 0.1, 1.0]
+_BATCHES = [
+    [0.005],  # a point's first value alone: through record
+    [0.0, 0.005, 0.01, 0.0075, 0.1, 1.0, 2.5, 1e-9],  # every boundary, between, past the last
+    [0.1, 0.2, 0.3, 0.1, 1e9, 0.01],  # a sum whose last bit depends on the order
+    [1.0],
+    [0.3, 0.3, 0.3, 0.005, 0.0],
+    [0.01, 0.02],
+    [0.02, 0.03, 0.04, 0.05, 0.06],  # a bucket's last offer without a span (points' fifth)
+]
+_SAMPLED = [1, 1, 0, 1, 0, 1, 1]  # the trace flags of each batch's span
+_POINTS: list[Mapping[str, Any]] = [
+    {"gen_ai.operation.name": "chat", "server.port": 8080},
+    {"error.type": "x", "n": 1},
+]
+
+
+def _span(flags: int, n: int = 0) -> Context:
+    span_context = trace.SpanContext(
+        trace_id=0x5CE77E1E5CE77E1E5CE77E1E5CE77E1E,
+        span_id=0x5CE77E1E5CE77E1E + flags + 2 * n,
+        is_remote=False,
+        trace_flags=trace.TraceFlags(flags),
+    )
+    return trace.set_span_in_context(trace.NonRecordingSpan(span_context))
+
+
+def _figures(reader: Any) -> list[Any]:
+    """Every exported point's figures but its times (and but the exemplars of ``many``,
+    which has only the first and last value of a batch offered by design)."""
+    out = []
+    data = reader.get_metrics_data()
+    for resource in data.resource_metrics if data else []:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    exemplars = sorted(
+                        (e.value, e.span_id, e.trace_id, sorted(e.filtered_attributes.items()))
+                        for e in point.exemplars
+                        if metric.name in ("one", "points")
+                    )
+                    figures = (point.count, point.sum, point.min, point.max)
+                    buckets = (tuple(point.bucket_counts), tuple(point.explicit_bounds))
+                    attributes = sorted(point.attributes.items(), key=repr)
+                    out.append((metric.name, attributes, figures, buckets, exemplars))
+    return sorted(out, key=repr)
+
+
+def _collected(delta: bool, direct: bool, every_exemplar: bool = False) -> list[Any]:
+    """What a reader collects of the check's values; ``every_exemplar``: under the filter
+    that offers every value (spanless ones too) as an exemplar, not only sampled spans'."""
+    from opentelemetry.sdk.metrics import (
+        AlwaysOnExemplarFilter,
+        MeterProvider,
+        TraceBasedExemplarFilter,
+    )
+    from opentelemetry.sdk.metrics import Histogram as SdkHistogram
+    from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+
+    temporality: dict[type, AggregationTemporality] | None = None
+    if delta:
+        temporality = {SdkHistogram: AggregationTemporality.DELTA}
+    reader = InMemoryMetricReader(preferred_temporality=temporality)
+    provider = MeterProvider(
+        metric_readers=[reader],
+        exemplar_filter=AlwaysOnExemplarFilter() if every_exemplar else TraceBasedExemplarFilter(),
+        shutdown_on_exit=False,
+    )
+    made: list[Any] = []
+    try:
+        meter = provider.get_meter("llamatelemetry.check")
+        for name in ("many", "one", "points"):
+            made.append(
+                meter.create_histogram(name, unit="s", explicit_bucket_boundaries_advisory=_BOUNDS)
+            )
+        many, one, points = made
+        collected = []
+        for i, batch in enumerate(_BATCHES):
+            attributes, context = _POINTS[i % 2], _span(_SAMPLED[i])
+            for value in batch:
+                if direct:
+                    _record(one, (value,), attributes, context, True)
+                else:
+                    one.record(value, attributes, context)
+                    many.record(value, attributes, context)
+            if direct:
+                _record(many, batch, attributes, context, True)
+            # Many operations' points at once, each with its own span, some with none.
+            contexts = [None if n % 5 == 4 else _span(n % 2, n) for n in range(len(batch))]
+            if direct:
+                _record_points(points, batch, contexts, attributes, True)
+            else:
+                for value, own in zip(batch, contexts, strict=True):
+                    points.record(value, attributes, own)
+            if i % 2:
+                collected.append(_figures(reader))
+        collected.append(_figures(reader))
+        return collected
+    finally:
+        provider.shutdown()
+        for key in [key for key, known in _known.items() if known[0] in made]:
+            del _known[key]
+
+
+def _check() -> str | None:
+    if _hash_attributes is None or Measurement is None:
+        return "the SDK's private modules are not there"
+    _known.clear()  # points remembered before a check (only after a test forgot one)
+    for delta, every in ((False, False), (True, False), (False, True)):
+        direct = _collected(delta, True, every)
+        through_record = _collected(delta, False, every)
+        if direct != through_record:
+            reader = ("delta" if delta else "cumulative") + (", every exemplar" if every else "")
+            pairs = zip(direct, through_record, strict=True)  # as many collections each
+            n, (ours, theirs) = next((n, p) for n, p in enumerate(pairs) if p[0] != p[1])
+            return f"collection {n + 1} of a {reader} reader: {ours!r}, by record {theirs!r}"
+    return None
+
+
+FAST_PATH = FastPath("histogram values straight into the SDK's aggregations", _check, log)
