@@ -106,36 +106,50 @@ def _defaulted_names(fields: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted({_REQUEST_PARAMS[f] for f in fields if f in _REQUEST_PARAMS}))
 
 
+def _field(obj: Any, name: str) -> Any:
+    """``getattr(obj, name, None)`` for a data field, without pydantic's ``__getattr__``
+    (an exception raised and caught) for a field the object does not have."""
+    try:
+        return obj.__dict__[name]  # a pydantic model's declared fields; a plain object's
+    except (KeyError, AttributeError):
+        pass
+    extra = getattr(obj, "__pydantic_extra__", _NO_EXTRA)
+    if extra is _NO_EXTRA:  # not a pydantic model: a property, a slot, ...
+        return getattr(obj, name, None)
+    return None if extra is None else extra.get(name)
+
+
+_NO_EXTRA: Any = object()
+
+
 def _usage(usage: Any, *, chat: bool) -> dict[str, Any]:
     """Token counts from any of the three shapes: OpenAI chat's (``prompt_tokens``),
     Responses' (``input_tokens``) and Anthropic's (``input_tokens`` without the cache,
     ``prompt_tokens`` being all of them)."""
     found: dict[str, Any] = {}
-    prompt = getattr(usage, "prompt_tokens", None)
+    prompt = _field(usage, "prompt_tokens")
     if prompt is None:
-        prompt = getattr(usage, "input_tokens", None)
+        prompt = _field(usage, "input_tokens")
     if prompt is not None:
         found["gen_ai.usage.input_tokens"] = prompt
-    output = getattr(usage, "completion_tokens", None)
+    output = _field(usage, "completion_tokens")
     if output is None:
-        output = getattr(usage, "output_tokens", None)
-    if output or chat or getattr(usage, "output_tokens", None) is not None:
+        output = _field(usage, "output_tokens")
+    if output or chat or _field(usage, "output_tokens") is not None:
         found["gen_ai.usage.output_tokens"] = output or 0
-    details = getattr(usage, "prompt_tokens_details", None) or getattr(
-        usage, "input_tokens_details", None
-    )
-    cached = getattr(details, "cached_tokens", None)
+    details = _field(usage, "prompt_tokens_details") or _field(usage, "input_tokens_details")
+    cached = _field(details, "cached_tokens")
     if cached is None:
-        cached = getattr(usage, "cache_read_input_tokens", None)
+        cached = _field(usage, "cache_read_input_tokens")
     if cached is not None:
         found["gen_ai.usage.cache_read.input_tokens"] = cached
-    out_details = getattr(usage, "output_tokens_details", None) or getattr(
-        usage, "completion_tokens_details", None
+    out_details = _field(usage, "output_tokens_details") or _field(
+        usage, "completion_tokens_details"
     )
     reasoning = (
         out_details.get("reasoning_tokens")
         if isinstance(out_details, dict)
-        else getattr(out_details, "reasoning_tokens", None)
+        else _field(out_details, "reasoning_tokens")
     )
     if isinstance(reasoning, int) and not isinstance(reasoning, bool):
         found["gen_ai.usage.reasoning.output_tokens"] = reasoning
@@ -180,8 +194,9 @@ def response_attributes(response: Any, timings: Timings | None = None) -> dict[s
     if timings is None:
         timings = timings_of(response)
     if timings is not None:
+        values = vars(timings)  # a Timings: its fields are in its instance dict
         for name, attribute in _TIMINGS:
-            value = getattr(timings, name, None)
+            value = values.get(name)
             if value is not None:
                 attributes[attribute] = value
         acceptance = timings.draft_acceptance

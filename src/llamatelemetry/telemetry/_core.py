@@ -169,8 +169,11 @@ class Telemetry:
         if call.operation not in MODEL_OPERATIONS:
             return None
         started = time.monotonic()
-        bound = _time_limit(client, call)
-        probe = self.warmth.probe(client.base_url, call, probe_budget(bound, current_deadline()))
+        probe = self.warmth.probe(
+            client.base_url,
+            call,
+            lambda: probe_budget(_time_limit(client, call), current_deadline()),
+        )
         return None if probe is None else (probe, started)
 
     def _ask_failed(self, client: Caller | AsyncCaller) -> None:

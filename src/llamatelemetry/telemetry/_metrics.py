@@ -202,7 +202,8 @@ class GenAIMetrics:
     ) -> None:
         attributes, timings = operation
         point = metric_point(attributes)
-        points.add(self.duration, duration, point, context)
+        items = tuple(point.items())
+        points.add(self.duration, duration, point, context, items)
         if "error.type" in point:
             return
         for key, kind in (
@@ -211,15 +212,16 @@ class GenAIMetrics:
         ):
             tokens = attributes.get(key)
             if tokens is not None:
-                points.add(self.token_usage, tokens, {**point, "gen_ai.token.type": kind}, context)
+                typed = (*items, ("gen_ai.token.type", kind))
+                points.add(self.token_usage, tokens, dict(typed), context, typed)
         if timings is None:
             return
         ttft = timings.ttft_s
         if ttft is not None:
-            points.add(self.server_ttft, ttft, point, context)
+            points.add(self.server_ttft, ttft, point, context, items)
         tpot = timings.tpot_s
         if tpot is not None:
-            points.add(self.server_tpot, tpot, point, context)
+            points.add(self.server_tpot, tpot, point, context, items)
         acceptance = timings.draft_acceptance
         if acceptance is not None:
-            points.add(self.acceptance, acceptance, point, context)
+            points.add(self.acceptance, acceptance, point, context, items)

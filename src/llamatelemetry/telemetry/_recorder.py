@@ -66,9 +66,11 @@ class Points:
         value: float,
         attributes: Mapping[str, Any],
         context: Context | None,
+        items: tuple[tuple[str, Any], ...] | None = None,
     ) -> None:
+        """``items``: ``tuple(attributes.items())``, when the caller has it already."""
         try:
-            key = (id(histogram), tuple(attributes.items()))
+            key = (id(histogram), tuple(attributes.items()) if items is None else items)
             group = self._groups.get(key)
         except TypeError:  # an attribute value that cannot be hashed: alone
             record_one(histogram, value, attributes, context)

@@ -19,7 +19,7 @@ the rest of its limit, and a server that does not answer is not asked again for 
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,23 +83,31 @@ class Warmth:
             server = self._servers.setdefault(base_url, _Server())  # atomic: threads agree
         return server
 
-    def probe(self, base_url: str, call: Call[Any], budget: float | None) -> Probe | None:
-        """The requests to ask before ``call``, each within ``budget`` seconds (answers are
-        sent back; a failed one ends it: tell `failed`), returning the span attributes; or
-        None when there is nothing to ask (the common case: decided without a generator)."""
+    def probe(
+        self, base_url: str, call: Call[Any], budget: Callable[[], float | None]
+    ) -> Probe | None:
+        """The requests to ask before ``call``, each within ``budget()`` seconds (answers
+        are sent back; a failed one ends it: tell `failed`), returning the span attributes;
+        or None when there is nothing to ask (the common case, decided without a generator
+        or the budget)."""
         if call.operation not in MODEL_OPERATIONS:
             return None
         server = self._server(base_url)
         now = time.monotonic()
         idle = now - server.last_seen >= MIN_IDLE_SECONDS
         server.last_seen = now
-        if budget is None or now < server.quiet_until:
+        if now < server.quiet_until:
             return None
         if server.router is None or (idle and not server.router):
-            return self._ask(base_url, server, call, budget, props=True)
-        if not server.router:
+            props = True
+        elif server.router:
+            props = False
+        else:
             return None  # busy within the last second: it cannot be asleep
-        return self._ask(base_url, server, call, budget, props=False)
+        seconds = budget()
+        if seconds is None:
+            return None
+        return self._ask(base_url, server, call, seconds, props=props)
 
     def _ask(
         self, base_url: str, server: _Server, call: Call[Any], budget: float, *, props: bool
