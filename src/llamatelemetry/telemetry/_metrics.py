@@ -91,6 +91,10 @@ def metric_point(attributes: dict[str, Any]) -> dict[str, Any]:
     return {k: attributes[k] for k in _METRIC_KEYS if k in attributes}
 
 
+# A point's attributes with each token type added, by the point's attributes: built once.
+_typed_points: dict[Any, tuple[tuple[str, dict[str, Any], Any], ...]] = {}
+
+
 class GenAIMetrics:
     """One instance per meter. Points go through the process's deferred recorder, so the
     caller's thread only queues them (see ``_recorder``)."""
@@ -206,14 +210,21 @@ class GenAIMetrics:
         points.add(self.duration, duration, point, context, items)
         if "error.type" in point:
             return
-        for key, kind in (
-            ("gen_ai.usage.input_tokens", "input"),
-            ("gen_ai.usage.output_tokens", "output"),
-        ):
+        typed = _typed_points.get(items)
+        if typed is None:
+            if len(_typed_points) >= 1024:  # points are few; bound it anyway
+                _typed_points.clear()
+            typed = _typed_points[items] = tuple(
+                (key, dict(kind), kind)
+                for key, kind in (
+                    ("gen_ai.usage.input_tokens", (*items, ("gen_ai.token.type", "input"))),
+                    ("gen_ai.usage.output_tokens", (*items, ("gen_ai.token.type", "output"))),
+                )
+            )
+        for key, typed_point, typed_items in typed:
             tokens = attributes.get(key)
             if tokens is not None:
-                typed = (*items, ("gen_ai.token.type", kind))
-                points.add(self.token_usage, tokens, dict(typed), context, typed)
+                points.add(self.token_usage, tokens, typed_point, context, typed_items)
         if timings is None:
             return
         ttft = timings.ttft_s
