@@ -9,9 +9,10 @@ The setup a user of both would have: one ``TracerProvider`` with a ``BatchSpanPr
 to an exporter that drops what it gets, one ``MeterProvider`` with an in-memory reader,
 both instrumentations on that one pipeline, a tiny-model llama.cpp server in another
 process. Exporting is left out on purpose: its cost (encoding, the network) is the
-exporter's, the same for any instrumentation, and it differs between exporters. That is
-why these figures differ from ``bench_cpu.py``'s, which export OTLP to a collector: there
-the encoding of openai-v2's larger spans and its many metric streams counts against it.
+exporter's, and it differs between exporters. ``--otlp`` measures the same calls with
+``bench_cpu.py``'s pipeline instead (the SDK's defaults: batch span processor and periodic
+metric reader exporting OTLP to a collector in another process), whose encoding counts
+against each instrumentation in proportion to what it exports.
 
 Per call (``max_tokens=1``, not streamed), per ``--tokens``-token stream and per
 ``--long-tokens``-token stream (whose cost beyond a call's, per chunk, is the figure per
@@ -33,6 +34,8 @@ import argparse
 import cProfile
 import pstats
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -49,7 +52,7 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from llamatelemetry.api import LlamaCppClient
-from llamatelemetry.telemetry import InstrumentedLlamaCppClient
+from llamatelemetry.telemetry import InstrumentedLlamaCppClient, setup_telemetry
 from llamatelemetry.testing import start_chat_server
 
 MESSAGES = [{"role": "user", "content": "Say something."}]
@@ -107,15 +110,44 @@ def main() -> None:
     parser.add_argument("--long-tokens", type=int, default=400, help="for the cost per chunk")
     parser.add_argument("--long-streams", type=int, default=4)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--otlp",
+        action="store_true",
+        help="export to an OTLP collector in another process instead (bench_cpu.py's setup)",
+    )
     args = parser.parse_args()
-    import openai
     from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(BatchSpanProcessor(Dropping()))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
+    collector = None
+    if args.otlp:  # the SDK's defaults, exporting to a collector of its own
+        collector = subprocess.Popen(
+            [sys.executable, "-m", "llamatelemetry.testing._otlp"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert collector.stdout is not None
+        pipeline = setup_telemetry(
+            "bench", otlp_endpoint=collector.stdout.readline().strip(), set_global=False
+        )
+        tracer_provider, meter_provider = pipeline.tracer_provider, pipeline.meter_provider
+    else:
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(BatchSpanProcessor(Dropping()))
+        meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     instrumentor = OpenAIInstrumentor()
+    try:
+        measure(args, tracer_provider, meter_provider, instrumentor)
+    finally:
+        if collector is not None:
+            pipeline.shutdown()
+            collector.terminate()
+            collector.wait()
+            assert collector.stdout is not None
+            collector.stdout.close()
+
+
+def measure(args: Any, tracer_provider: Any, meter_provider: Any, instrumentor: Any) -> None:
+    import openai
 
     def instrument() -> None:
         instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
@@ -210,8 +242,7 @@ def main() -> None:
               f"openai-v2 {per_chunk['theirs']:.2f} us")  # fmt: skip
         print(f"added per call: ours {calls['ours']:.1f} us (target <= 100), "
               f"openai-v2 {calls['theirs']:.1f} us")  # fmt: skip
-        reader.get_metrics_data()  # the points were recorded, not dropped
-        tracer_provider.shutdown()
+        tracer_provider.force_flush()
 
 
 if __name__ == "__main__":
