@@ -56,9 +56,11 @@ SETUPS = [
 ]
 
 
-def points(readers: list[InMemoryMetricReader], exemplars: bool = False) -> list[Any]:
+def points(
+    readers: list[InMemoryMetricReader], exemplars: bool = False, exact: bool = False
+) -> list[Any]:
     """Everything exported but the timestamps (and the exemplars, unless asked for: their
-    values and spans)."""
+    values and whether they have a span; ``exact``: which span and trace)."""
     out = []
     for reader in readers:
         data = reader.get_metrics_data()
@@ -73,7 +75,9 @@ def points(readers: list[InMemoryMetricReader], exemplars: bool = False) -> list
                         }
                         if exemplars:
                             fields["exemplars"] = sorted(
-                                (e.value, bool(e.span_id), repr(e.filtered_attributes))
+                                (e.value, e.span_id, e.trace_id, repr(e.filtered_attributes))
+                                if exact
+                                else (e.value, bool(e.span_id), repr(e.filtered_attributes))
                                 for e in point.exemplars
                             )
                         out.append((metric.name, repr(sorted(fields.items()))))
@@ -168,24 +172,7 @@ def test_non_finite_and_negative_values_are_refused_as_record_refuses_them() -> 
 
 def exported(readers: list[InMemoryMetricReader]) -> list[Any]:
     """As ``points``, with each exemplar's value, span and trace exactly."""
-    out = []
-    for reader in readers:
-        data = reader.get_metrics_data()
-        for resource in data.resource_metrics if data else []:
-            for scope in resource.scope_metrics:
-                for metric in scope.metrics:
-                    for point in metric.data.data_points:
-                        fields = {
-                            k: v
-                            for k, v in vars(point).items()
-                            if k not in ("time_unix_nano", "start_time_unix_nano", "exemplars")
-                        }
-                        fields["exemplars"] = sorted(
-                            (e.value, e.span_id, e.trace_id, repr(e.filtered_attributes))
-                            for e in point.exemplars
-                        )
-                        out.append((metric.name, repr(sorted(fields.items()))))
-    return sorted(out)
+    return points(readers, exemplars=True, exact=True)
 
 
 def record_each(histogram: Any, values: list[float], contexts: list[Any], point: Any) -> None:

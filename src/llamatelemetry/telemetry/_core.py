@@ -16,10 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from opentelemetry._logs import LoggerProvider
 from opentelemetry.context import attach, detach
-from opentelemetry.metrics import MeterProvider
-from opentelemetry.trace import TracerProvider
 
 from ..api._internal import (
     Accumulator,
@@ -29,9 +26,7 @@ from ..api._internal import (
     ObservableStream,
     current_deadline,
 )
-from ._attributes import PROVIDER
 from ._call_recorder import CallRecorder, RecordedCall
-from ._capture import ContentCapture
 from ._warmth import MODEL_OPERATIONS, Probe, Warmth, probe_budget
 
 __all__ = ["Telemetry"]
@@ -47,22 +42,8 @@ class Telemetry:
     """A recorder and what it knows of the servers it has called, for one instrumented
     surface (an instrumented client, or the instrumentor's patch)."""
 
-    def __init__(
-        self,
-        *,
-        tracer_provider: TracerProvider | None = None,
-        meter_provider: MeterProvider | None = None,
-        logger_provider: LoggerProvider | None = None,
-        capture_content: bool | str | ContentCapture | None = None,
-        provider_name: str = PROVIDER,
-    ) -> None:
-        self.recorder = CallRecorder(
-            tracer_provider=tracer_provider,
-            meter_provider=meter_provider,
-            logger_provider=logger_provider,
-            capture_content=capture_content,
-            provider_name=provider_name,
-        )
+    def __init__(self, recorder: CallRecorder) -> None:
+        self.recorder = recorder
         self.warmth = Warmth()
 
     def _begin(

@@ -14,6 +14,7 @@ from typing_extensions import Unpack
 from ..api import AsyncLlamaCppClient, ChatCompletion, LlamaCppClient
 from ..api._internal import Call, ClientOptions, check_options
 from ._attributes import PROVIDER
+from ._call_recorder import CallRecorder
 from ._core import Telemetry
 
 __all__ = ["InstrumentedLlamaCppClient", "InstrumentedAsyncLlamaCppClient"]
@@ -51,11 +52,13 @@ class _Instrumented:
         check_options(type(self).__name__, options, _TELEMETRY_OPTIONS)
         super().__init__(base_url, api_key, http_client=http_client, **options)  # type: ignore[call-arg,misc]
         self._telemetry = Telemetry(
-            tracer_provider=tracer_provider,
-            meter_provider=meter_provider,
-            logger_provider=logger_provider,
-            capture_content=capture_content,
-            provider_name=provider_name,
+            CallRecorder(
+                tracer_provider=tracer_provider,
+                meter_provider=meter_provider,
+                logger_provider=logger_provider,
+                capture_content=capture_content,
+                provider_name=provider_name,
+            )
         )
 
     def chat_completions(self, payload: Mapping[str, Any]) -> ChatCompletion:

@@ -25,6 +25,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 
 from ..api import AsyncLlamaCppClient, LlamaCppClient
 from ..api._internal import Call
+from ._call_recorder import CallRecorder
 from ._core import Telemetry
 
 __all__ = ["LlamaCppInstrumentor"]
@@ -94,10 +95,12 @@ class LlamaCppInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _instrument(self, **kwargs: Any) -> None:
         telemetry = Telemetry(
-            tracer_provider=kwargs.get("tracer_provider"),
-            meter_provider=kwargs.get("meter_provider"),
-            logger_provider=kwargs.get("logger_provider"),
-            capture_content=kwargs.get("capture_content"),
+            CallRecorder(
+                tracer_provider=kwargs.get("tracer_provider"),
+                meter_provider=kwargs.get("meter_provider"),
+                logger_provider=kwargs.get("logger_provider"),
+                capture_content=kwargs.get("capture_content"),
+            )
         )
         self._patches = [
             _Patch(LlamaCppClient, telemetry, asynchronous=False),
