@@ -9,6 +9,7 @@ from ._config import (
     DEFAULT_TIMEOUT,
     redact_url,
 )
+from ._deadline_backend import deadline
 from ._errors import (
     APIConnectionError,
     APIConnectTimeoutError,
@@ -69,7 +70,6 @@ from ._types import (
     Timings,
     Usage,
 )
-from ._wire import deadline
 from .resources._params import SAMPLING_DEFAULTS, CoreSamplingParams, SamplingParams
 
 __all__ = [

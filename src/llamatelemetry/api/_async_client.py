@@ -25,11 +25,11 @@ from ._base import BaseClient
 from ._config import ClientOptions, check_options
 from ._content import acontent
 from ._convenience import ConvenienceMixin
+from ._deadline_backend import install_deadline_backend
 from ._errors import APIError, EventLoopError
 from ._seam import Call, Flow, Sleep
 from ._streaming import AsyncStream, close_soon
 from ._transport_errors import translate_transport_error
-from ._wire import install_deadline_backend
 
 __all__ = ["AsyncLlamaCppClient"]
 

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import httpx
 
 from .._version import __version__
-from . import _wire
+from . import _deadline_backend
 from ._answers import answer_error, not_a_stream, parse_answer
 from ._config import (
     API_KEY_ENV,
@@ -275,12 +275,12 @@ class BaseClient:
         """A multi-step operation's steps share one wall-clock limit (its own, else the
         client's total_timeout): a deadline() block around them."""
         total = self.total_timeout if total_timeout is None else total_timeout
-        return contextlib.nullcontext() if total is None else _wire.deadline(total)
+        return contextlib.nullcontext() if total is None else _deadline_backend.deadline(total)
 
     @staticmethod
     def _sleep_seconds(step: Sleep) -> float:
         """A flow's pause, cut at its deadline (the next step then times out at once)."""
-        end = _wire.call_deadline.get()
+        end = _deadline_backend.call_deadline.get()
         if end is None:
             return step.seconds
         return max(0.0, min(step.seconds, end - time.monotonic()))

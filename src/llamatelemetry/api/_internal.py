@@ -28,6 +28,7 @@ from ._config import (
     check_options,
     host_and_port,
 )
+from ._deadline_backend import call_deadline
 from ._errors import ServerOption, missing_server_option
 from ._seam import (
     Accumulator,
@@ -40,7 +41,6 @@ from ._seam import (
     StreamObserver,
 )
 from ._validation import check_int, check_messages, check_number, check_text, check_texts
-from ._wire import call_deadline
 from .resources.chat import chat_call
 from .resources.completions import complete_call
 from .resources.embeddings import embed_flow
