@@ -308,7 +308,7 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
             kinds.append(type(reader).__name__)
             return reader
 
-        monkeypatch.setattr(f"llamatelemetry.api._content.{name}", spy)
+        monkeypatch.setattr(f"llamatelemetry.api._content_decoding.{name}", spy)
     yield kinds
 
 

@@ -23,7 +23,7 @@ from .._closing import AsyncClosing
 from ._attempts import Attempts, Body, decoding_error
 from ._base import BaseClient
 from ._config import ClientOptions, check_options
-from ._content import acontent
+from ._content_decoding import acontent
 from ._convenience import ConvenienceMixin
 from ._deadline_backend import install_deadline_backend
 from ._errors import APIError, EventLoopError

@@ -14,7 +14,7 @@ from .._closing import Closing
 from ._attempts import Attempts, Body, decoding_error
 from ._base import BaseClient
 from ._config import ClientOptions, check_options
-from ._content import content
+from ._content_decoding import content
 from ._convenience import ConvenienceMixin
 from ._deadline_backend import install_deadline_backend
 from ._errors import APIError

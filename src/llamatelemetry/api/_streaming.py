@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from .._closing import AsyncClosing, Closing
 from . import _deadline_backend
-from ._content import acontent, content
+from ._content_decoding import acontent, content
 from ._errors import (
     APIError,
     APIResponseError,
