@@ -5,7 +5,7 @@ returns a :class:`Call` or a :data:`Flow` (see ``_seam``), which a client only r
 ``LlamaCppClient`` with ``httpx.Client`` and ``time.sleep``, ``AsyncLlamaCppClient`` with
 ``httpx.AsyncClient`` and ``asyncio.sleep``. Everything that does no I/O lives once, here
 (headers, the pool, the resources) and beside it: configuration in ``_config``, retries and
-body limits in ``_attempts``, what an answer becomes in ``_answers``.
+body limits in ``_attempts``, what an answer becomes in ``_answer_parsing``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import httpx
 
 from .._version import __version__
 from . import _deadline_backend
-from ._answers import answer_error, not_a_stream, parse_answer
+from ._answer_parsing import answer_error, not_a_stream, parse_answer
 from ._config import (
     API_KEY_ENV,
     BASE_URL_ENV,
