@@ -56,7 +56,7 @@ from typing_extensions import Self, Unpack
 
 from ._base import BaseClient
 from ._config import ClientOptions, TimeoutTypes
-from ._protocols import Message, MessageStreamEvent, Response, ResponseStreamEvent
+from ._responses_and_messages import Message, MessageStreamEvent, Response, ResponseStreamEvent
 from ._seam import Call, Flow
 from ._streaming import AsyncStream
 from ._types import (

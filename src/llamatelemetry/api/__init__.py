@@ -38,7 +38,7 @@ from ._errors import (
     ToolsIgnoredWarning,
     UnprocessableEntityError,
 )
-from ._protocols import (
+from ._responses_and_messages import (
     Message,
     MessageContentBlock,
     MessageStreamEvent,

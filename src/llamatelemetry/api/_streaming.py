@@ -37,7 +37,7 @@ from ._sse import DEFAULT_MAX_EVENT_BYTES, EventTooLargeError, SSEDecoder
 from ._transport_errors import translate_transport_error
 
 if TYPE_CHECKING:
-    from ._protocols import Message, MessageStreamEvent, Response, ResponseStreamEvent
+    from ._responses_and_messages import Message, MessageStreamEvent, Response, ResponseStreamEvent
     from ._types import ChatCompletion, ChatCompletionChunk
 
 __all__ = [

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, overload
 
 from .._config import TimeoutTypes, check_total_timeout
-from .._protocols import (
+from .._responses_and_messages import (
     MESSAGE_LAST_EVENTS,
     RESPONSE_LAST_EVENTS,
     Message,
