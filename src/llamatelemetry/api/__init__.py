@@ -50,7 +50,7 @@ from ._responses_and_messages import (
     ResponseUsage,
 )
 from ._sse import DEFAULT_MAX_EVENT_BYTES, ServerSentEvent, SSEDecoder
-from ._streaming import AsyncStream, Stream
+from ._typed_streams import AsyncStream, Stream
 from ._types import (
     ChatCompletion,
     ChatCompletionChunk,

@@ -28,8 +28,8 @@ from ._convenience import ConvenienceMixin
 from ._deadline_backend import install_deadline_backend
 from ._errors import APIError, EventLoopError
 from ._seam import Call, Flow, Sleep
-from ._streaming import AsyncStream, close_soon
 from ._transport_errors import translate_transport_error
+from ._typed_streams import AsyncStream, close_soon
 
 __all__ = ["AsyncLlamaCppClient"]
 

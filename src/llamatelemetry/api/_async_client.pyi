@@ -16,7 +16,7 @@ from ._base import BaseClient
 from ._config import ClientOptions, TimeoutTypes
 from ._responses_and_messages import Message, MessageStreamEvent, Response, ResponseStreamEvent
 from ._seam import Call, Flow
-from ._streaming import AsyncStream
+from ._typed_streams import AsyncStream
 from ._types import (
     ChatCompletion,
     ChatCompletionChunk,

@@ -19,8 +19,8 @@ from ._convenience import ConvenienceMixin
 from ._deadline_backend import install_deadline_backend
 from ._errors import APIError
 from ._seam import Call, Flow, Sleep
-from ._streaming import Stream
 from ._transport_errors import translate_transport_error
+from ._typed_streams import Stream
 
 __all__ = ["LlamaCppClient"]
 

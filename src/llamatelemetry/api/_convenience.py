@@ -22,7 +22,7 @@ from .resources.tokens import apply_template_call, detokenize_call, tokenize_cal
 
 if TYPE_CHECKING:
     from ._base import BaseClient
-    from ._streaming import Stream
+    from ._typed_streams import Stream
 
     _Base = BaseClient
 else:

@@ -16,7 +16,7 @@ from .._accumulate import ChatAccumulator
 from .._config import TimeoutTypes
 from .._errors import APIError, StructuredOutputError, ToolsIgnoredWarning
 from .._seam import Call, Caller, Flow, StreamFormat
-from .._streaming import Stream
+from .._typed_streams import Stream
 from .._types import ChatCompletion, ChatCompletionChunk, M, ParsedChatCompletion
 from ._params import CoreSamplingParams, SamplingParams, generation_call, prompt_fields
 from ._resource import Resource

@@ -19,7 +19,7 @@ from .._responses_and_messages import (
     ResponseStreamEvent,
 )
 from .._seam import Call, StreamFormat
-from .._streaming import Stream
+from .._typed_streams import Stream
 from .._validation import (
     check_bool,
     check_int,
