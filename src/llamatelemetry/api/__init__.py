@@ -1,16 +1,6 @@
 """The llama-server client: ``from llamatelemetry.api import LlamaCppClient``."""
 
-from ._async_client import AsyncLlamaCppClient
-from ._client import LlamaCppClient
-from ._config import (
-    DEFAULT_BASE_URL,
-    DEFAULT_MAX_RESPONSE_BYTES,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_TIMEOUT,
-    redact_url,
-)
-from ._deadline_backend import deadline
-from ._errors import (
+from ._api_errors import (
     APIConnectionError,
     APIConnectTimeoutError,
     APIError,
@@ -38,6 +28,16 @@ from ._errors import (
     ToolsIgnoredWarning,
     UnprocessableEntityError,
 )
+from ._async_client import AsyncLlamaCppClient
+from ._client import LlamaCppClient
+from ._config import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    redact_url,
+)
+from ._deadline_backend import deadline
 from ._responses_and_messages import (
     Message,
     MessageContentBlock,

@@ -20,13 +20,13 @@ import httpx
 from typing_extensions import Unpack
 
 from .._closing import AsyncClosing
+from ._api_errors import APIError, EventLoopError
 from ._attempts import Attempts, Body, decoding_error
 from ._base import BaseClient
 from ._config import ClientOptions, check_options
 from ._content_decoding import acontent
 from ._convenience import ConvenienceMixin
 from ._deadline_backend import install_deadline_backend
-from ._errors import APIError, EventLoopError
 from ._seam import Call, Flow, Sleep
 from ._transport_errors import translate_transport_error
 from ._typed_streams import AsyncStream, close_soon

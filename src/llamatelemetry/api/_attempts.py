@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import httpx
 
 from . import _deadline_backend
-from ._errors import (
+from ._api_errors import (
     APIConnectionError,
     APIError,
     APIResponseError,

@@ -26,6 +26,7 @@ import httpx
 from .._version import __version__
 from . import _deadline_backend
 from ._answer_parsing import answer_error, not_a_stream, parse_answer
+from ._api_errors import APIResponseError, APIStatusError, ForkError
 from ._config import (
     API_KEY_ENV,
     BASE_URL_ENV,
@@ -43,7 +44,6 @@ from ._config import (
     _tls_verify,
     to_timeout,
 )
-from ._errors import APIResponseError, APIStatusError, ForkError
 from ._seam import Call, Flow, Sleep
 from ._sse import DEFAULT_MAX_EVENT_BYTES
 from ._validation import check_int, encode_json

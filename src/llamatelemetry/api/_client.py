@@ -11,13 +11,13 @@ import httpx
 from typing_extensions import Unpack
 
 from .._closing import Closing
+from ._api_errors import APIError
 from ._attempts import Attempts, Body, decoding_error
 from ._base import BaseClient
 from ._config import ClientOptions, check_options
 from ._content_decoding import content
 from ._convenience import ConvenienceMixin
 from ._deadline_backend import install_deadline_backend
-from ._errors import APIError
 from ._seam import Call, Flow, Sleep
 from ._transport_errors import translate_transport_error
 from ._typed_streams import Stream

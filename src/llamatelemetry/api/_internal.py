@@ -20,6 +20,7 @@ their neighbours noticing. Users should not import it; nothing here is stable fo
 
 from __future__ import annotations
 
+from ._api_errors import ServerOption, missing_server_option
 from ._config import (
     API_KEY_ENV,
     BASE_URL_ENV,
@@ -29,7 +30,6 @@ from ._config import (
     host_and_port,
 )
 from ._deadline_backend import call_deadline
-from ._errors import ServerOption, missing_server_option
 from ._seam import (
     Accumulator,
     AsyncCaller,

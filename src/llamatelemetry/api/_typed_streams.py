@@ -21,8 +21,7 @@ from pydantic import ValidationError
 
 from .._closing import AsyncClosing, Closing
 from . import _deadline_backend
-from ._content_decoding import acontent, content
-from ._errors import (
+from ._api_errors import (
     APIError,
     APIResponseError,
     APITimeoutError,
@@ -32,6 +31,7 @@ from ._errors import (
     StreamError,
     StreamInterruptedError,
 )
+from ._content_decoding import acontent, content
 from ._seam import Accumulator, ObservableStream, StreamFormat, StreamObserver
 from ._sse import DEFAULT_MAX_EVENT_BYTES, EventTooLargeError, SSEDecoder
 from ._transport_errors import translate_transport_error

@@ -13,8 +13,8 @@ from pydantic import BaseModel, ValidationError
 from typing_extensions import Unpack
 
 from .._accumulate import ChatAccumulator
+from .._api_errors import APIError, StructuredOutputError, ToolsIgnoredWarning
 from .._config import TimeoutTypes
-from .._errors import APIError, StructuredOutputError, ToolsIgnoredWarning
 from .._seam import Call, Caller, Flow, StreamFormat
 from .._typed_streams import Stream
 from .._types import ChatCompletion, ChatCompletionChunk, M, ParsedChatCompletion

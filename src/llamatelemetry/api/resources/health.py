@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .._api_errors import APIConnectionError, APITimeoutError
 from .._deadline_backend import call_deadline
-from .._errors import APIConnectionError, APITimeoutError
 from .._seam import Call, Flow, Sleep
 from .._validation import check_number
 from ._resource import Resource

@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .._api_errors import APITimeoutError, ModelLoadError, NotFoundError, status_error
 from .._deadline_backend import call_deadline
-from .._errors import APITimeoutError, ModelLoadError, NotFoundError, status_error
 from .._seam import Call, Flow, Sleep
 from .._validation import check_number, check_text
 from ._resource import Resource
