@@ -12,8 +12,8 @@ from typing import Any, Literal, overload
 from pydantic import BaseModel, ValidationError
 from typing_extensions import Unpack
 
-from .._accumulate import ChatAccumulator
 from .._api_errors import APIError, StructuredOutputError, ToolsIgnoredWarning
+from .._chat_accumulator import ChatAccumulator
 from .._config import TimeoutTypes
 from .._seam import Call, Caller, Flow, StreamFormat
 from .._typed_streams import Stream
