@@ -189,7 +189,7 @@ def test_production_code_does_not_import_the_test_helpers() -> None:
 @pytest.mark.parametrize(
     "source, expected",
     [
-        ("from ..api._base import Call", "llamatelemetry.api._base"),
+        ("from ..api._base_client import Call", "llamatelemetry.api._base_client"),
         ("from ..api import LlamaCppClient", "llamatelemetry.api"),
         ("from . import _bulk", "llamatelemetry.telemetry._bulk"),
     ],

@@ -54,7 +54,7 @@ import httpx
 from prometheus_client.samples import Sample
 from typing_extensions import Self, Unpack
 
-from ._base import BaseClient
+from ._base_client import BaseClient
 from ._config import ClientOptions, TimeoutTypes
 from ._responses_and_messages import Message, MessageStreamEvent, Response, ResponseStreamEvent
 from ._seam import Call, Flow
@@ -144,7 +144,7 @@ def _load(module: str, name: str) -> ast.ClassDef:
 
 def _resource_properties() -> list[tuple[str, str]]:
     """BaseClient's resources: (attribute, the sync class it returns)."""
-    base = _load("_base.py", "BaseClient")
+    base = _load("_base_client.py", "BaseClient")
     found = []
     for node in base.body:
         if (

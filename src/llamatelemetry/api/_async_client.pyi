@@ -12,7 +12,7 @@ import httpx
 from prometheus_client.samples import Sample
 from typing_extensions import Self, Unpack
 
-from ._base import BaseClient
+from ._base_client import BaseClient
 from ._config import ClientOptions, TimeoutTypes
 from ._responses_and_messages import Message, MessageStreamEvent, Response, ResponseStreamEvent
 from ._seam import Call, Flow

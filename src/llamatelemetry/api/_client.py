@@ -13,7 +13,7 @@ from typing_extensions import Unpack
 from .._closing import Closing
 from ._api_errors import APIError
 from ._attempts import Attempts, Body, decoding_error
-from ._base import BaseClient
+from ._base_client import BaseClient
 from ._config import ClientOptions, check_options
 from ._content_decoding import content
 from ._convenience import ConvenienceMixin
