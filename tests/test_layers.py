@@ -141,8 +141,8 @@ def _module_edges(module: str, path: Path, modules: set[str]) -> set[str]:
 
 
 def test_the_api_layer_has_no_import_circle() -> None:
-    """Its modules stand on floors (``_seam`` near the bottom, resources above it, the
-    clients on top): no module imports, even inside a function or for typing only, one
+    """Its modules stand on floors (``_calls_and_callers`` near the bottom, resources above it,
+    the clients on top): no module imports, even inside a function or for typing only, one
     that imports it back."""
     found = {m: p for m, p in _modules() if _layer(m) == "api"}
     edges = {m: _module_edges(m, p, set(found)) for m, p in found.items()}
@@ -161,7 +161,7 @@ def test_the_api_layer_has_no_import_circle() -> None:
 
     for module in edges:
         floor(module)
-    assert floors[f"{PACKAGE}.api._seam"] <= 1  # the seam stands on (almost) nothing
+    assert floors[f"{PACKAGE}.api._calls_and_callers"] <= 1  # the seam stands on (almost) nothing
 
 
 def test_the_api_layer_does_not_import_opentelemetry() -> None:
@@ -189,7 +189,7 @@ def test_production_code_does_not_import_the_test_helpers() -> None:
 @pytest.mark.parametrize(
     "source, expected",
     [
-        ("from ..api._base_client import Call", "llamatelemetry.api._base_client"),
+        ("from ..api._calls_and_callers import Call", "llamatelemetry.api._calls_and_callers"),
         ("from ..api import LlamaCppClient", "llamatelemetry.api"),
         ("from . import _bulk", "llamatelemetry.telemetry._bulk"),
     ],

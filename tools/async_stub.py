@@ -55,9 +55,9 @@ from prometheus_client.samples import Sample
 from typing_extensions import Self, Unpack
 
 from ._base_client import BaseClient
+from ._calls_and_callers import Call, Flow
 from ._config import ClientOptions, TimeoutTypes
 from ._responses_and_messages import Message, MessageStreamEvent, Response, ResponseStreamEvent
-from ._seam import Call, Flow
 from ._typed_streams import AsyncStream
 from ._types import (
     ChatCompletion,
@@ -157,7 +157,8 @@ def _resource_properties() -> list[tuple[str, str]]:
 
 
 def _transport_methods() -> list[str]:
-    """``__init__`` and the seam's methods (``_seam.Caller``), from the async client itself."""
+    """``__init__`` and the seam's methods (``_calls_and_callers.Caller``), from the async
+    client itself."""
     cls = _load("_async_client.py", "AsyncLlamaCppClient")
     lines = []
     for node in cls.body:

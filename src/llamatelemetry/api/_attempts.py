@@ -19,7 +19,7 @@ from ._api_errors import (
     APITimeoutError,
     TLSVerificationError,
 )
-from ._seam import Call
+from ._calls_and_callers import Call
 from ._transport_errors import is_stale_connection_error
 
 __all__ = ["Attempts", "Body", "Limits", "decoding_error", "retry_delay"]

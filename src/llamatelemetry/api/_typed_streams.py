@@ -31,8 +31,8 @@ from ._api_errors import (
     StreamError,
     StreamInterruptedError,
 )
+from ._calls_and_callers import Accumulator, ObservableStream, StreamFormat, StreamObserver
 from ._content_decoding import acontent, content
-from ._seam import Accumulator, ObservableStream, StreamFormat, StreamObserver
 from ._sse import DEFAULT_MAX_EVENT_BYTES, EventTooLargeError, SSEDecoder
 from ._transport_errors import translate_transport_error
 

@@ -13,9 +13,9 @@ from pydantic import BaseModel, ValidationError
 from typing_extensions import Unpack
 
 from .._api_errors import APIError, StructuredOutputError, ToolsIgnoredWarning
+from .._calls_and_callers import Call, Caller, Flow, StreamFormat
 from .._chat_accumulator import ChatAccumulator
 from .._config import TimeoutTypes
-from .._seam import Call, Caller, Flow, StreamFormat
 from .._typed_streams import Stream
 from .._types import ChatCompletion, ChatCompletionChunk, M, ParsedChatCompletion
 from ._params import CoreSamplingParams, SamplingParams, generation_call, prompt_fields

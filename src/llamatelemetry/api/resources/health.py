@@ -6,8 +6,8 @@ import time
 from typing import Any
 
 from .._api_errors import APIConnectionError, APITimeoutError
+from .._calls_and_callers import Call, Flow, Sleep
 from .._deadline_backend import call_deadline
-from .._seam import Call, Flow, Sleep
 from .._validation import check_number
 from ._resource import Resource
 

@@ -14,8 +14,8 @@ import time
 from typing import Any
 
 from .._api_errors import APITimeoutError, ModelLoadError, NotFoundError, status_error
+from .._calls_and_callers import Call, Flow, Sleep
 from .._deadline_backend import call_deadline
-from .._seam import Call, Flow, Sleep
 from .._validation import check_number, check_text
 from ._resource import Resource
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, overload
 
+from .._calls_and_callers import Call, StreamFormat
 from .._config import TimeoutTypes, check_total_timeout
 from .._responses_and_messages import (
     MESSAGE_LAST_EVENTS,
@@ -18,7 +19,6 @@ from .._responses_and_messages import (
     ResponseAccumulator,
     ResponseStreamEvent,
 )
-from .._seam import Call, StreamFormat
 from .._typed_streams import Stream
 from .._validation import (
     check_bool,
