@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from llamatelemetry._fastpath import FastPath
-from llamatelemetry.api import _body, _wire
+from llamatelemetry.api import _deadline_backend, _stream_body
 from llamatelemetry.telemetry import _bulk
 
 log = logging.getLogger("llamatelemetry.test")
@@ -80,6 +80,11 @@ def test_the_checks_pass_on_the_installed_versions_without_the_network(
         monkeypatch.setattr(socket.socket, name, refused)
     monkeypatch.setattr(socket, "getaddrinfo", refused)
     caplog.set_level(logging.DEBUG, logger="llamatelemetry")
-    paths = [_body.SYNC_PATH, _body.ASYNC_PATH, _wire.SYNC_BACKEND, _wire.ASYNC_BACKEND]
+    paths = [
+        _stream_body.SYNC_PATH,
+        _stream_body.ASYNC_PATH,
+        _deadline_backend.SYNC_BACKEND,
+        _deadline_backend.ASYNC_BACKEND,
+    ]
     assert [path.trusted for path in [*paths, _bulk.FAST_PATH]] == [True] * 5
     assert [r.getMessage() for r in caplog.records if r.name.startswith("llamatelemetry")] == []

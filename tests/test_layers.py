@@ -56,7 +56,7 @@ def _imports(module: str, path: Path) -> list[tuple[str, int]]:
             else:
                 target = node.module or ""
             names.append((target, node.lineno))
-            # "from . import _wire" imports a module too
+            # "from . import _deadline_backend" imports a module too
             names += [(f"{target}.{alias.name}", node.lineno) for alias in node.names]
     return names
 
@@ -120,8 +120,9 @@ def test_groups_stand_above_the_rest_of_their_layer(group: str) -> None:
 
 
 def _module_edges(module: str, path: Path, modules: set[str]) -> set[str]:
-    """The package's modules ``module`` imports, at any depth. ``from . import _wire`` is
-    an edge to ``_wire`` only: a package is imported before any of its modules anyway."""
+    """The package's modules ``module`` imports, at any depth. ``from . import _deadline_backend``
+    is an edge to ``_deadline_backend`` only: a package is imported before any of its modules
+    anyway."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -140,8 +141,8 @@ def _module_edges(module: str, path: Path, modules: set[str]) -> set[str]:
 
 
 def test_the_api_layer_has_no_import_circle() -> None:
-    """Its modules stand on floors (``_seam`` near the bottom, resources above it, the
-    clients on top): no module imports, even inside a function or for typing only, one
+    """Its modules stand on floors (``_calls_and_callers`` near the bottom, resources above it,
+    the clients on top): no module imports, even inside a function or for typing only, one
     that imports it back."""
     found = {m: p for m, p in _modules() if _layer(m) == "api"}
     edges = {m: _module_edges(m, p, set(found)) for m, p in found.items()}
@@ -160,7 +161,7 @@ def test_the_api_layer_has_no_import_circle() -> None:
 
     for module in edges:
         floor(module)
-    assert floors[f"{PACKAGE}.api._seam"] <= 1  # the seam stands on (almost) nothing
+    assert floors[f"{PACKAGE}.api._calls_and_callers"] <= 1  # the seam stands on (almost) nothing
 
 
 def test_the_api_layer_does_not_import_opentelemetry() -> None:
@@ -188,9 +189,9 @@ def test_production_code_does_not_import_the_test_helpers() -> None:
 @pytest.mark.parametrize(
     "source, expected",
     [
-        ("from ..api._base import Call", "llamatelemetry.api._base"),
+        ("from ..api._calls_and_callers import Call", "llamatelemetry.api._calls_and_callers"),
         ("from ..api import LlamaCppClient", "llamatelemetry.api"),
-        ("from . import _wire", "llamatelemetry.telemetry._wire"),
+        ("from . import _bulk", "llamatelemetry.telemetry._bulk"),
     ],
 )
 def test_relative_imports_resolve(tmp_path: Path, source: str, expected: str) -> None:

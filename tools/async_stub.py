@@ -54,11 +54,11 @@ import httpx
 from prometheus_client.samples import Sample
 from typing_extensions import Self, Unpack
 
-from ._base import BaseClient
+from ._base_client import BaseClient
+from ._calls_and_callers import Call, Flow
 from ._config import ClientOptions, TimeoutTypes
-from ._protocols import Message, MessageStreamEvent, Response, ResponseStreamEvent
-from ._seam import Call, Flow
-from ._streaming import AsyncStream
+from ._responses_and_messages import Message, MessageStreamEvent, Response, ResponseStreamEvent
+from ._typed_streams import AsyncStream
 from ._types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -144,7 +144,7 @@ def _load(module: str, name: str) -> ast.ClassDef:
 
 def _resource_properties() -> list[tuple[str, str]]:
     """BaseClient's resources: (attribute, the sync class it returns)."""
-    base = _load("_base.py", "BaseClient")
+    base = _load("_base_client.py", "BaseClient")
     found = []
     for node in base.body:
         if (
@@ -157,7 +157,8 @@ def _resource_properties() -> list[tuple[str, str]]:
 
 
 def _transport_methods() -> list[str]:
-    """``__init__`` and the seam's methods (``_seam.Caller``), from the async client itself."""
+    """``__init__`` and the seam's methods (``_calls_and_callers.Caller``), from the async
+    client itself."""
     cls = _load("_async_client.py", "AsyncLlamaCppClient")
     lines = []
     for node in cls.body:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from llamatelemetry.api import APIStatusError, BadRequestError, LlamaCppClient
-from llamatelemetry.api._answers import answer_error
+from llamatelemetry.api._answer_parsing import answer_error
 from llamatelemetry.testing._fault_server import FaultServer, Reply
 
 LLAMA_EMPTY = {"error": {"code": 400, "message": "", "type": "invalid_request_error"}}

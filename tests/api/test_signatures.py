@@ -16,7 +16,7 @@ from llamatelemetry.api import (
     LlamaCppClient,
     SamplingParams,
 )
-from llamatelemetry.api._base import BaseClient
+from llamatelemetry.api._base_client import BaseClient
 from llamatelemetry.api._config import ClientOptions
 from llamatelemetry.api.resources import _params
 from llamatelemetry.telemetry import InstrumentedAsyncLlamaCppClient, InstrumentedLlamaCppClient

@@ -33,7 +33,7 @@ from llamatelemetry.api._sse import (
     ServerSentEvent,
     SSEDecoder,
 )
-from llamatelemetry.api._streaming import ChunkDecoder, StreamFormat
+from llamatelemetry.api._typed_streams import ChunkDecoder, StreamFormat
 from llamatelemetry.api.resources.chat import CHAT_STREAM
 from llamatelemetry.api.resources.completions import COMPLETION_STREAM, NATIVE_STREAM
 from llamatelemetry.testing._fault_server import sse

@@ -35,9 +35,9 @@ from llamatelemetry.api import (
     LlamaTelemetryError,
     Stream,
 )
+from llamatelemetry.api._api_errors import _BY_STATUS, InternalServerError
 from llamatelemetry.api._attempts import retry_delay
-from llamatelemetry.api._base import Call
-from llamatelemetry.api._errors import _BY_STATUS, InternalServerError
+from llamatelemetry.api._calls_and_callers import Call
 from llamatelemetry.api._sse import ServerSentEvent, SSEDecoder
 from llamatelemetry.api.resources.chat import CHAT_STREAM
 from llamatelemetry.api.resources.completions import COMPLETION_STREAM, NATIVE_STREAM

@@ -1,4 +1,4 @@
-"""A stream's body read straight from its connection (``api._body``) gives exactly what
+"""A stream's body read straight from its connection (``api._stream_body``) gives exactly what
 httpx would have given: the same bytes for every framing and every split, and the same
 errors for every broken one. h11 is the oracle for the framing, httpx's own reading the
 oracle for whole streams from hostile servers."""
@@ -18,8 +18,13 @@ import h11
 import httpx
 import pytest
 
-from llamatelemetry.api import AsyncLlamaCppClient, LlamaCppClient, StreamInterruptedError, _body
-from llamatelemetry.api._body import MAX_LINE, ChunkedFraming, LengthFraming
+from llamatelemetry.api import (
+    AsyncLlamaCppClient,
+    LlamaCppClient,
+    StreamInterruptedError,
+    _stream_body,
+)
+from llamatelemetry.api._stream_body import MAX_LINE, ChunkedFraming, LengthFraming
 from llamatelemetry.testing._fault_server import sse
 
 from ._hostile import Conn, Hostile, elapsed, status_line
@@ -245,17 +250,17 @@ def test_a_hostile_stream_reads_as_through_httpx(
     extra, writes, then = CASES[case]
     head = status_line(200) + SSE_HEAD + extra + b"\r\n"
     taken: list[bool] = []
-    real = _body._taken_over
+    real = _stream_body._taken_over
 
     def spy(response: httpx.Response) -> Any:
         found = real(response)
         taken.append(found is not None)
         return found
 
-    monkeypatch.setattr(_body, "_taken_over", spy)
+    monkeypatch.setattr(_stream_body, "_taken_over", spy)
     with Hostile(serving(head, writes, then)) as server:
         got = outcome(drivers(server.url, max_retries=0, total_timeout=20))
-    monkeypatch.setattr(_body, "_taken_over", lambda response: None)  # httpx reads it
+    monkeypatch.setattr(_stream_body, "_taken_over", lambda response: None)  # httpx reads it
     with Hostile(serving(head, writes, then)) as server:
         expected = outcome(drivers(server.url, max_retries=0, total_timeout=20))
     assert taken == [True]
@@ -296,14 +301,14 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """The kind of body reader each stream got."""
     kinds: list[str] = []
     for name in ("body", "abody"):
-        real = getattr(_body, name)
+        real = getattr(_stream_body, name)
 
         def spy(response: httpx.Response, real: Any = real) -> Any:
             reader = real(response)
             kinds.append(type(reader).__name__)
             return reader
 
-        monkeypatch.setattr(f"llamatelemetry.api._content.{name}", spy)
+        monkeypatch.setattr(f"llamatelemetry.api._content_decoding.{name}", spy)
     yield kinds
 
 

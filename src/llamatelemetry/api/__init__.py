@@ -1,15 +1,6 @@
 """The llama-server client: ``from llamatelemetry.api import LlamaCppClient``."""
 
-from ._async_client import AsyncLlamaCppClient
-from ._client import LlamaCppClient
-from ._config import (
-    DEFAULT_BASE_URL,
-    DEFAULT_MAX_RESPONSE_BYTES,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_TIMEOUT,
-    redact_url,
-)
-from ._errors import (
+from ._api_errors import (
     APIConnectionError,
     APIConnectTimeoutError,
     APIError,
@@ -37,7 +28,17 @@ from ._errors import (
     ToolsIgnoredWarning,
     UnprocessableEntityError,
 )
-from ._protocols import (
+from ._async_client import AsyncLlamaCppClient
+from ._client import LlamaCppClient
+from ._config import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    redact_url,
+)
+from ._deadline_backend import deadline
+from ._responses_and_messages import (
     Message,
     MessageContentBlock,
     MessageStreamEvent,
@@ -49,7 +50,7 @@ from ._protocols import (
     ResponseUsage,
 )
 from ._sse import DEFAULT_MAX_EVENT_BYTES, ServerSentEvent, SSEDecoder
-from ._streaming import AsyncStream, Stream
+from ._typed_streams import AsyncStream, Stream
 from ._types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -69,7 +70,6 @@ from ._types import (
     Timings,
     Usage,
 )
-from ._wire import deadline
 from .resources._params import SAMPLING_DEFAULTS, CoreSamplingParams, SamplingParams
 
 __all__ = [

@@ -20,16 +20,16 @@ import httpx
 from typing_extensions import Unpack
 
 from .._closing import AsyncClosing
+from ._api_errors import APIError, EventLoopError
 from ._attempts import Attempts, Body, decoding_error
-from ._base import BaseClient
+from ._base_client import BaseClient
+from ._calls_and_callers import Call, Flow, Sleep
 from ._config import ClientOptions, check_options
-from ._content import acontent
+from ._content_decoding import acontent
 from ._convenience import ConvenienceMixin
-from ._errors import APIError, EventLoopError
-from ._seam import Call, Flow, Sleep
-from ._streaming import AsyncStream, close_soon
+from ._deadline_backend import install_deadline_backend
 from ._transport_errors import translate_transport_error
-from ._wire import install_deadline_backend
+from ._typed_streams import AsyncStream, close_soon
 
 __all__ = ["AsyncLlamaCppClient"]
 
@@ -119,7 +119,8 @@ class AsyncLlamaCppClient(ConvenienceMixin, BaseClient, AsyncClosing):
             gc.collect()  # their transports warn when collected; they are collected here
 
     async def execute_call(self, call: Call[T]) -> T:  # type: ignore[override]
-        """Every call goes through here: the hook telemetry wraps (see ``_seam.Caller``)."""
+        """Every call goes through here: the hook telemetry wraps (see
+        ``_calls_and_callers.Caller``)."""
         return await self.send_call(call)
 
     async def send_call(self, call: Call[T]) -> T:  # type: ignore[override]

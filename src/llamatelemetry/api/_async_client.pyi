@@ -12,11 +12,11 @@ import httpx
 from prometheus_client.samples import Sample
 from typing_extensions import Self, Unpack
 
-from ._base import BaseClient
+from ._base_client import BaseClient
+from ._calls_and_callers import Call, Flow
 from ._config import ClientOptions, TimeoutTypes
-from ._protocols import Message, MessageStreamEvent, Response, ResponseStreamEvent
-from ._seam import Call, Flow
-from ._streaming import AsyncStream
+from ._responses_and_messages import Message, MessageStreamEvent, Response, ResponseStreamEvent
+from ._typed_streams import AsyncStream
 from ._types import (
     ChatCompletion,
     ChatCompletionChunk,

@@ -10,8 +10,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from . import _wire
-from ._errors import (
+from . import _deadline_backend
+from ._api_errors import (
     APIConnectionError,
     APIError,
     APIResponseError,
@@ -19,7 +19,7 @@ from ._errors import (
     APITimeoutError,
     TLSVerificationError,
 )
-from ._seam import Call
+from ._calls_and_callers import Call
 from ._transport_errors import is_stale_connection_error
 
 __all__ = ["Attempts", "Body", "Limits", "decoding_error", "retry_delay"]
@@ -138,23 +138,25 @@ class Attempts:
         self._attempt = 0
         self._resend_available = True
         total = client.total_timeout if call.total_timeout is None else call.total_timeout
-        outer = _wire.call_deadline.get()  # the deadline(...) block around it
+        outer = _deadline_backend.call_deadline.get()  # the deadline(...) block around it
         end = None if total is None else time.monotonic() + total
         if outer is not None and (end is None or outer < end):
             end, total = outer, None
         self.deadline = end
         self._total = total
-        self._trace = _wire.AttemptTrace()
+        self._trace = _deadline_backend.AttemptTrace()
 
     def enter(self) -> tuple[Any, Any]:
         """Tell the network backend about this call (its attempts, its deadline)."""
-        deadline = None if self.deadline is None else _wire.call_deadline.set(self.deadline)
-        return _wire.current_attempt.set(self._trace), deadline
+        deadline = (
+            None if self.deadline is None else _deadline_backend.call_deadline.set(self.deadline)
+        )
+        return _deadline_backend.current_attempt.set(self._trace), deadline
 
     def exit(self, tokens: tuple[Any, Any]) -> None:
-        _wire.current_attempt.reset(tokens[0])
+        _deadline_backend.current_attempt.reset(tokens[0])
         if tokens[1] is not None:
-            _wire.call_deadline.reset(tokens[1])
+            _deadline_backend.call_deadline.reset(tokens[1])
 
     def start(self, request: httpx.Request) -> None:
         """Before each attempt: a clean trace; the pool wait bounded by the deadline (every
@@ -198,7 +200,7 @@ class Attempts:
         return False
 
     def expired(self) -> bool:
-        return _wire.has_passed(self.deadline)
+        return _deadline_backend.has_passed(self.deadline)
 
     def timed_out(self, last: BaseException | None) -> APITimeoutError:
         call = self._call

@@ -11,16 +11,16 @@ import httpx
 from typing_extensions import Unpack
 
 from .._closing import Closing
+from ._api_errors import APIError
 from ._attempts import Attempts, Body, decoding_error
-from ._base import BaseClient
+from ._base_client import BaseClient
+from ._calls_and_callers import Call, Flow, Sleep
 from ._config import ClientOptions, check_options
-from ._content import content
+from ._content_decoding import content
 from ._convenience import ConvenienceMixin
-from ._errors import APIError
-from ._seam import Call, Flow, Sleep
-from ._streaming import Stream
+from ._deadline_backend import install_deadline_backend
 from ._transport_errors import translate_transport_error
-from ._wire import install_deadline_backend
+from ._typed_streams import Stream
 
 __all__ = ["LlamaCppClient"]
 
@@ -80,7 +80,8 @@ class LlamaCppClient(ConvenienceMixin, BaseClient, Closing):
                 pass
 
     def execute_call(self, call: Call[T]) -> T:
-        """Every call goes through here: the hook telemetry wraps (see ``_seam.Caller``)."""
+        """Every call goes through here: the hook telemetry wraps (see
+        ``_calls_and_callers.Caller``)."""
         return self.send_call(call)
 
     def send_call(self, call: Call[T]) -> T:

@@ -21,8 +21,8 @@ from .resources.rerank import rerank_call
 from .resources.tokens import apply_template_call, detokenize_call, tokenize_call
 
 if TYPE_CHECKING:
-    from ._base import BaseClient
-    from ._streaming import Stream
+    from ._base_client import BaseClient
+    from ._typed_streams import Stream
 
     _Base = BaseClient
 else:

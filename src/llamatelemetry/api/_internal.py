@@ -20,16 +20,8 @@ their neighbours noticing. Users should not import it; nothing here is stable fo
 
 from __future__ import annotations
 
-from ._config import (
-    API_KEY_ENV,
-    BASE_URL_ENV,
-    ClientOptions,
-    TimeoutTypes,
-    check_options,
-    host_and_port,
-)
-from ._errors import ServerOption, missing_server_option
-from ._seam import (
+from ._api_errors import ServerOption, missing_server_option
+from ._calls_and_callers import (
     Accumulator,
     AsyncCaller,
     Call,
@@ -39,8 +31,16 @@ from ._seam import (
     Sleep,
     StreamObserver,
 )
+from ._config import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    ClientOptions,
+    TimeoutTypes,
+    check_options,
+    host_and_port,
+)
+from ._deadline_backend import call_deadline
 from ._validation import check_int, check_messages, check_number, check_text, check_texts
-from ._wire import call_deadline
 from .resources.chat import chat_call
 from .resources.completions import complete_call
 from .resources.embeddings import embed_flow

@@ -6,7 +6,7 @@ import re
 
 import httpx
 
-from ._errors import (
+from ._api_errors import (
     APIConnectionError,
     APIConnectTimeoutError,
     APIError,

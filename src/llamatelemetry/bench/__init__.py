@@ -30,6 +30,7 @@ of the metrics, and every span carries `PHASE_ATTRIBUTE`.
 from ._benchmark import BenchProgress, run_benchmark
 from ._compare import Change, compare_reports, load_baseline, usable_runs
 from ._config import BenchConfig, BenchConfigError
+from ._distribution_summary import Summary, percentile
 from ._html import write_html
 from ._load import Workload, open_client, run_load, run_sweep
 from ._phase import PHASE_ATTRIBUTE, phase
@@ -62,7 +63,6 @@ from ._records import (
 from ._report import BenchReport
 from ._schedule import DURATION_GRACE, Arrivals, arrival_times, burstiness_problem
 from ._slo import SLO, Attainment, capacity_bounded, find_capacity
-from ._stats import Summary, percentile
 from ._watch import ServerSample, ServerWatch
 
 __all__ = [

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._distribution_summary import percentile
 from ._jsonfile import read_json, show_number
-from ._stats import percentile
 
 __all__ = ["Change", "compare_reports", "level_of", "load_baseline", "usable_runs"]
 

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..api import Timings
+from ._distribution_summary import Summary
 from ._schedule import Arrivals
-from ._stats import Summary
 from ._watch import ServerSample
 
 __all__ = [

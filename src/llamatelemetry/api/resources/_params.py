@@ -9,8 +9,8 @@ from typing import Any, Final
 
 from typing_extensions import TypedDict
 
+from .._calls_and_callers import Call, StreamFormat
 from .._config import TimeoutTypes, check_total_timeout
-from .._seam import Call, StreamFormat
 from .._validation import (
     check_bool,
     check_int,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .._seam import Caller
+from .._calls_and_callers import Caller
 
 __all__ = ["Resource"]
 

@@ -12,11 +12,11 @@ from typing import Any, Literal, overload
 from pydantic import BaseModel, ValidationError
 from typing_extensions import Unpack
 
-from .._accumulate import ChatAccumulator
+from .._api_errors import APIError, StructuredOutputError, ToolsIgnoredWarning
+from .._calls_and_callers import Call, Caller, Flow, StreamFormat
+from .._chat_accumulator import ChatAccumulator
 from .._config import TimeoutTypes
-from .._errors import APIError, StructuredOutputError, ToolsIgnoredWarning
-from .._seam import Call, Caller, Flow, StreamFormat
-from .._streaming import Stream
+from .._typed_streams import Stream
 from .._types import ChatCompletion, ChatCompletionChunk, M, ParsedChatCompletion
 from ._params import CoreSamplingParams, SamplingParams, generation_call, prompt_fields
 from ._resource import Resource

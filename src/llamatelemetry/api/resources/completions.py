@@ -8,9 +8,9 @@ from typing import Any, Literal, overload
 
 from typing_extensions import Unpack
 
+from .._calls_and_callers import Call, StreamFormat
 from .._config import TimeoutTypes
-from .._seam import Call, StreamFormat
-from .._streaming import Stream
+from .._typed_streams import Stream
 from .._types import Completion, NativeCompletion
 from .._validation import check_text, check_token_ids
 from ._params import SamplingParams, generation_call

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from .._calls_and_callers import Call, Flow
 from .._config import TimeoutTypes, check_total_timeout
-from .._seam import Call, Flow
 from .._types import EmbeddingsResponse
 from .._validation import check_text, check_texts, check_token_ids
 from ._params import check_extra

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .._errors import APIConnectionError, APITimeoutError
-from .._seam import Call, Flow, Sleep
+from .._api_errors import APIConnectionError, APITimeoutError
+from .._calls_and_callers import Call, Flow, Sleep
+from .._deadline_backend import call_deadline
 from .._validation import check_number
-from .._wire import call_deadline
 from ._resource import Resource
 
 __all__ = ["Health"]

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from .._seam import Call, Flow
+from .._calls_and_callers import Call, Flow
 from .._validation import check_int, check_number, check_text
 from ._resource import Resource
 

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from .._seam import Call
+from .._calls_and_callers import Call
 from ._resource import Resource
 from .models import model_params
 

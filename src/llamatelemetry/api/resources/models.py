@@ -13,10 +13,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .._errors import APITimeoutError, ModelLoadError, NotFoundError, status_error
-from .._seam import Call, Flow, Sleep
+from .._api_errors import APITimeoutError, ModelLoadError, NotFoundError, status_error
+from .._calls_and_callers import Call, Flow, Sleep
+from .._deadline_backend import call_deadline
 from .._validation import check_number, check_text
-from .._wire import call_deadline
 from ._resource import Resource
 
 __all__ = ["Models", "Props", "model_params", "model_state", "model_status"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._seam import Call
+from .._calls_and_callers import Call
 from .._validation import check_bool, check_int, check_text, check_texts
 
 __all__ = ["rerank_call"]

@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, overload
 
+from .._calls_and_callers import Call, StreamFormat
 from .._config import TimeoutTypes, check_total_timeout
-from .._protocols import (
+from .._responses_and_messages import (
     MESSAGE_LAST_EVENTS,
     RESPONSE_LAST_EVENTS,
     Message,
@@ -18,8 +19,7 @@ from .._protocols import (
     ResponseAccumulator,
     ResponseStreamEvent,
 )
-from .._seam import Call, StreamFormat
-from .._streaming import Stream
+from .._typed_streams import Stream
 from .._validation import (
     check_bool,
     check_int,

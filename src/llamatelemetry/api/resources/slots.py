@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._seam import Call
+from .._calls_and_callers import Call
 from .._validation import check_int, check_text
 from ._resource import Resource
 from .models import model_params

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .._seam import Call
+from .._calls_and_callers import Call
 from .._validation import check_bool, check_messages, check_text, check_token_ids
 
 __all__ = ["tokenize_call", "detokenize_call", "apply_template_call", "count_tokens_call"]

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 
-from ._body import abody, body
+from ._stream_body import abody, body
 
 __all__ = ["ContentDecoder", "content", "acontent"]
 
@@ -86,7 +86,7 @@ def content(response: httpx.Response, *, own_connection: bool = False) -> Iterat
     """The body's bytes as they arrive, inflated in bounded pieces when compressed.
 
     ``own_connection``: the connection closes after this answer (a stream), so its body
-    may be read straight from the connection (see ``_body``)."""
+    may be read straight from the connection (see ``_stream_body``)."""
     decoder = decoder_for(response)
     raw = body(response) if own_connection else response.iter_raw()
     return raw if decoder is None else _decoded(raw, decoder)

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ._errors import APIResponseError
+from ._api_errors import APIResponseError
 from ._types import BaseType, Timings
 
 __all__ = [

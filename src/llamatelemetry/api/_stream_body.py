@@ -30,7 +30,7 @@ import httpcore
 import httpx
 
 from .._fastpath import FastPath, in_new_loop
-from . import _probe
+from . import _memory_backend
 
 __all__ = [
     "ASYNC_PATH",
@@ -460,7 +460,7 @@ def _outcome(out: list[bytes], error: str | None, backend: Any) -> Outcome:
 
 
 def _read(http: httpx.Client, backend: Any, direct: bool) -> Outcome | None:
-    response = http.send(http.build_request("GET", _probe.URL), stream=True)
+    response = http.send(http.build_request("GET", _memory_backend.URL), stream=True)
     out: list[bytes] = []
     error = None
     try:
@@ -478,7 +478,7 @@ def _read(http: httpx.Client, backend: Any, direct: bool) -> Outcome | None:
 
 
 async def _aread(http: httpx.AsyncClient, backend: Any, direct: bool) -> Outcome | None:
-    response = await http.send(http.build_request("GET", _probe.URL), stream=True)
+    response = await http.send(http.build_request("GET", _memory_backend.URL), stream=True)
     out: list[bytes] = []
     error = None
     try:
@@ -505,16 +505,16 @@ def _compare(results: list[tuple[Outcome | None, Outcome | None]]) -> str | None
 
 
 def _check() -> str | None:
-    backend = _probe.MemoryBackend([[answer] for answer in _ANSWERS for _ in (1, 2)])
-    with _probe.client(backend) as http:
+    backend = _memory_backend.MemoryBackend([[answer] for answer in _ANSWERS for _ in (1, 2)])
+    with _memory_backend.client(backend) as http:
         return _compare(
             [(_read(http, backend, True), _read(http, backend, False)) for _ in _ANSWERS]
         )
 
 
 async def _acheck() -> str | None:
-    backend = _probe.AsyncMemoryBackend([[answer] for answer in _ANSWERS for _ in (1, 2)])
-    async with _probe.async_client(backend) as http:
+    backend = _memory_backend.AsyncMemoryBackend([[answer] for answer in _ANSWERS for _ in (1, 2)])
+    async with _memory_backend.async_client(backend) as http:
         results = []
         for _ in _ANSWERS:
             results.append((await _aread(http, backend, True), await _aread(http, backend, False)))

@@ -1,5 +1,5 @@
 """In-memory HTTP exchanges through httpx's own clients, for the self-checks of the fast
-paths that reach into httpx and httpcore (``_body``, ``_wire``).
+paths that reach into httpx and httpcore (``_stream_body``, ``_deadline_backend``).
 
 The client and its pool are httpx's, built as usual; only the network backend under the
 pool is replaced, by one that answers from a script instead of a socket. The requests go to

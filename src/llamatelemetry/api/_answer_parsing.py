@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import ValidationError
 
-from ._errors import APIResponseError, APIStatusError, status_error
-from ._seam import Call
+from ._api_errors import APIResponseError, APIStatusError, status_error
+from ._calls_and_callers import Call
 
 __all__ = ["answer_error", "not_a_stream", "parse_answer"]
 

@@ -1,7 +1,7 @@
-"""The network backend the client wraps around httpcore's (``api._wire``: the total_timeout
-in the middle of an answer's head, the free resend) is installed only where a check has
-proven, on the installed httpx and httpcore, that the pool really uses it; where it cannot
-be, the client still works and says once, as a warning, what is lost."""
+"""The network backend the client wraps around httpcore's (``api._deadline_backend``: the
+total_timeout in the middle of an answer's head, the free resend) is installed only where a
+check has proven, on the installed httpx and httpcore, that the pool really uses it; where
+it cannot be, the client still works and says once, as a warning, what is lost."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """The request/response core that sync and async clients share.
 
 Endpoints are described, not performed: a resource method validates its arguments and
-returns a :class:`Call` or a :data:`Flow` (see ``_seam``), which a client only runs:
-``LlamaCppClient`` with ``httpx.Client`` and ``time.sleep``, ``AsyncLlamaCppClient`` with
-``httpx.AsyncClient`` and ``asyncio.sleep``. Everything that does no I/O lives once, here
+returns a :class:`Call` or a :data:`Flow` (see ``_calls_and_callers``), which a client only
+runs: ``LlamaCppClient`` with ``httpx.Client`` and ``time.sleep``, ``AsyncLlamaCppClient``
+with ``httpx.AsyncClient`` and ``asyncio.sleep``. Everything that does no I/O lives once, here
 (headers, the pool, the resources) and beside it: configuration in ``_config``, retries and
-body limits in ``_attempts``, what an answer becomes in ``_answers``.
+body limits in ``_attempts``, what an answer becomes in ``_answer_parsing``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ from typing import Any, TypeVar
 import httpx
 
 from .._version import __version__
-from . import _wire
-from ._answers import answer_error, not_a_stream, parse_answer
+from . import _deadline_backend
+from ._answer_parsing import answer_error, not_a_stream, parse_answer
+from ._api_errors import APIResponseError, APIStatusError, ForkError
+from ._calls_and_callers import Call, Flow, Sleep
 from ._config import (
     API_KEY_ENV,
     BASE_URL_ENV,
@@ -43,8 +45,6 @@ from ._config import (
     _tls_verify,
     to_timeout,
 )
-from ._errors import APIResponseError, APIStatusError, ForkError
-from ._seam import Call, Flow, Sleep
 from ._sse import DEFAULT_MAX_EVENT_BYTES
 from ._validation import check_int, encode_json
 from .resources import (
@@ -99,8 +99,9 @@ if hasattr(os, "register_at_fork"):
 class BaseClient:
     """Configuration and everything that does no I/O.
 
-    A client is what ``_seam.Caller`` describes (``AsyncCaller`` for the async one): the
-    resources, telemetry and the server's engine use it through that and nothing else.
+    A client is what ``_calls_and_callers.Caller`` describes (``AsyncCaller`` for the async
+    one): the resources, telemetry and the server's engine use it through that and nothing
+    else.
     """
 
     _http: httpx.Client | httpx.AsyncClient
@@ -257,30 +258,31 @@ class BaseClient:
     def messages(self) -> Messages:
         return Messages(self)
 
-    # --- what the transports implement (the seam: see _seam.Caller) -------------------
+    # --- what the transports implement (the seam: see _calls_and_callers.Caller) ------
 
     def execute_call(self, call: Call[T]) -> T:
-        """Run one call as an operation of its own (package seam, see ``_seam.Caller``)."""
+        """Run one call as an operation of its own (package seam, see
+        ``_calls_and_callers.Caller``)."""
         raise NotImplementedError
 
     def send_call(self, call: Call[T]) -> T:
-        """Send one call, with no telemetry (package seam, see ``_seam.Caller``)."""
+        """Send one call, with no telemetry (package seam, see ``_calls_and_callers.Caller``)."""
         raise NotImplementedError
 
     def run_flow(self, flow: Flow[T], total_timeout: float | None = None) -> T:
-        """Drive a multi-step operation (package seam, see ``_seam.Caller``)."""
+        """Drive a multi-step operation (package seam, see ``_calls_and_callers.Caller``)."""
         raise NotImplementedError
 
     def _flow_limit(self, total_timeout: float | None) -> AbstractContextManager[None]:
         """A multi-step operation's steps share one wall-clock limit (its own, else the
         client's total_timeout): a deadline() block around them."""
         total = self.total_timeout if total_timeout is None else total_timeout
-        return contextlib.nullcontext() if total is None else _wire.deadline(total)
+        return contextlib.nullcontext() if total is None else _deadline_backend.deadline(total)
 
     @staticmethod
     def _sleep_seconds(step: Sleep) -> float:
         """A flow's pause, cut at its deadline (the next step then times out at once)."""
-        end = _wire.call_deadline.get()
+        end = _deadline_backend.call_deadline.get()
         if end is None:
             return step.seconds
         return max(0.0, min(step.seconds, end - time.monotonic()))

@@ -20,9 +20,8 @@ import httpx
 from pydantic import ValidationError
 
 from .._closing import AsyncClosing, Closing
-from . import _wire
-from ._content import acontent, content
-from ._errors import (
+from . import _deadline_backend
+from ._api_errors import (
     APIError,
     APIResponseError,
     APITimeoutError,
@@ -32,12 +31,13 @@ from ._errors import (
     StreamError,
     StreamInterruptedError,
 )
-from ._seam import Accumulator, ObservableStream, StreamFormat, StreamObserver
+from ._calls_and_callers import Accumulator, ObservableStream, StreamFormat, StreamObserver
+from ._content_decoding import acontent, content
 from ._sse import DEFAULT_MAX_EVENT_BYTES, EventTooLargeError, SSEDecoder
 from ._transport_errors import translate_transport_error
 
 if TYPE_CHECKING:
-    from ._protocols import Message, MessageStreamEvent, Response, ResponseStreamEvent
+    from ._responses_and_messages import Message, MessageStreamEvent, Response, ResponseStreamEvent
     from ._types import ChatCompletion, ChatCompletionChunk
 
 __all__ = [
@@ -197,7 +197,7 @@ class _StreamState(Generic[T]):
     ) -> None:
         self.decoder = ChunkDecoder(format, max_event_bytes)
         self.deadline = deadline  # monotonic time by which the whole stream must be read
-        self.forks = _wire.forks
+        self.forks = _deadline_backend.forks
         self.pending: deque[T] = deque()
         self.closed = False
         self.error: BaseException | None = None
@@ -225,7 +225,7 @@ class _StreamState(Generic[T]):
             return _Step.END
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise self.timed_out()
-        if self.forks != _wire.forks:  # not a byte of the parent's connection
+        if self.forks != _deadline_backend.forks:  # not a byte of the parent's connection
             raise ForkError(
                 "this stream was opened before os.fork(): its connection is the "
                 "parent's; read it in the parent, or open it in the child"
@@ -246,7 +246,7 @@ class _StreamState(Generic[T]):
 
     def failure(self, exc: BaseException) -> BaseException:
         """The error the user sees for ``exc``; remembered for the observer."""
-        if isinstance(exc, httpx.TimeoutException) and _wire.has_passed(self.deadline):
+        if isinstance(exc, httpx.TimeoutException) and _deadline_backend.has_passed(self.deadline):
             error: BaseException = self.timed_out()
         elif isinstance(exc, httpx.TransportError):
             error = translate_transport_error(exc, streaming=True)
@@ -340,11 +340,11 @@ class Stream(ObservableStream, Closing, Generic[T]):
                     if state.deadline is None:
                         state.receive(next(self._reads, None))
                     else:  # every socket wait of this read is bounded by the time left
-                        token = _wire.call_deadline.set(state.deadline)
+                        token = _deadline_backend.call_deadline.set(state.deadline)
                         try:
                             state.receive(next(self._reads, None))
                         finally:
-                            _wire.call_deadline.reset(token)
+                            _deadline_backend.call_deadline.reset(token)
                     continue
             except ForkError:
                 state.begin_close()  # the parent's response is not touched from here
@@ -481,11 +481,11 @@ class AsyncStream(ObservableStream, AsyncClosing, Generic[T]):
                     if state.deadline is None:
                         state.receive(await anext(self._reads, None))
                     else:
-                        token = _wire.call_deadline.set(state.deadline)
+                        token = _deadline_backend.call_deadline.set(state.deadline)
                         try:
                             state.receive(await anext(self._reads, None))
                         finally:
-                            _wire.call_deadline.reset(token)
+                            _deadline_backend.call_deadline.reset(token)
                     continue
             except (ForkError, EventLoopError):
                 state.begin_close()  # a response of another process or loop is left alone

@@ -35,7 +35,7 @@ import httpcore
 import httpx
 
 from .._fastpath import FastPath, in_new_loop
-from . import _probe
+from . import _memory_backend
 
 __all__ = [
     "ASYNC_BACKEND",
@@ -331,7 +331,7 @@ def install_deadline_backend(http: httpx.Client | httpx.AsyncClient) -> bool:
 
 
 def _install(http: httpx.Client | httpx.AsyncClient) -> bool:
-    pool = _probe.pool_of(http)
+    pool = _memory_backend.pool_of(http)
     backend = getattr(pool, "_network_backend", None)
     if isinstance(backend, httpcore.AsyncNetworkBackend):
         pool._network_backend = _AsyncBackend(backend)
@@ -374,33 +374,33 @@ def _result(outcomes: list[str], probes: list[_Probe], backend: Any) -> Exchange
 
 
 def _exchange(wrapped: bool) -> Exchange:
-    backend = _probe.MemoryBackend(_SCRIPT)
+    backend = _memory_backend.MemoryBackend(_SCRIPT)
     outcomes: list[str] = []
     probes = [_Probe() for _ in _SEEN]
-    with _probe.client(backend) as http, deadline(_DEADLINE):
+    with _memory_backend.client(backend) as http, deadline(_DEADLINE):
         if wrapped and not _install(http):
             return ["no pool to wrap"], [], []
         for probe in probes:
             try:
                 with probe:
-                    outcomes.append(http.get(_probe.URL).text)
+                    outcomes.append(http.get(_memory_backend.URL).text)
             except httpx.HTTPError as exc:
                 outcomes.append(type(exc).__name__)
     return _result(outcomes, probes, backend)
 
 
 async def _aexchange(wrapped: bool) -> Exchange:
-    backend = _probe.AsyncMemoryBackend(_SCRIPT)
+    backend = _memory_backend.AsyncMemoryBackend(_SCRIPT)
     outcomes: list[str] = []
     probes = [_Probe() for _ in _SEEN]
-    async with _probe.async_client(backend) as http:
+    async with _memory_backend.async_client(backend) as http:
         with deadline(_DEADLINE):
             if wrapped and not _install(http):
                 return ["no pool to wrap"], [], []
             for probe in probes:
                 try:
                     with probe:
-                        outcomes.append((await http.get(_probe.URL)).text)
+                        outcomes.append((await http.get(_memory_backend.URL)).text)
                 except httpx.HTTPError as exc:
                     outcomes.append(type(exc).__name__)
     return _result(outcomes, probes, backend)
