@@ -237,11 +237,21 @@ def measure(args: Any, tracer_provider: Any, meter_provider: Any, instrumentor: 
         per_chunk = {
             who: (added[long][who] - calls[who]) / chunks[long] for who in ("ours", "theirs")
         }
+        ours_chunk, theirs_chunk = per_chunk["ours"], per_chunk["theirs"]
         print(f"\nadded per chunk, beyond a call's cost ({long}-token streams): "
-              f"ours {per_chunk['ours']:.2f} us (target <= 3), "
-              f"openai-v2 {per_chunk['theirs']:.2f} us")  # fmt: skip
-        print(f"added per call: ours {calls['ours']:.1f} us (target <= 100), "
-              f"openai-v2 {calls['theirs']:.1f} us")  # fmt: skip
+              f"ours {ours_chunk:.2f} us, openai-v2 {theirs_chunk:.2f} us")  # fmt: skip
+        print(f"added per call: ours {calls['ours']:.1f} us, openai-v2 {calls['theirs']:.1f} us")
+        wall = statistics.median(w for _, w in per_call["ours + telemetry"]) / statistics.median(
+            w for _, w in per_call["ours"]
+        )
+        for label, value, target in (
+            ("telemetry added per call, us", calls["ours"], 100.0),
+            ("telemetry added per chunk, us", per_chunk["ours"], 3.0),
+            ("per call, added: ours / openai-v2", calls["ours"] / calls["theirs"], 0.5),
+            ("per call, wall: instrumented / bare", wall, 1.10),
+        ):
+            verdict = "OK" if value <= target else "MISS"
+            print(f"  {label:<36} {value:8.3f}   target <= {target:.2f}   {verdict}")
         tracer_provider.force_flush()
 
 
