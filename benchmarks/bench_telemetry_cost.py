@@ -47,9 +47,11 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
+    SimpleSpanProcessor,
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from llamatelemetry.api import LlamaCppClient
 from llamatelemetry.telemetry import InstrumentedLlamaCppClient, setup_telemetry
@@ -108,7 +110,8 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=40)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--long-tokens", type=int, default=400, help="for the cost per chunk")
-    parser.add_argument("--long-streams", type=int, default=4)
+    parser.add_argument("--long-streams", type=int, default=2, help="per block")
+    parser.add_argument("--chunk-rounds", type=int, default=15, help="rounds of long streams")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument(
         "--otlp",
@@ -213,46 +216,136 @@ def measure(args: Any, tracer_provider: Any, meter_provider: Any, instrumentor: 
             args.rounds,
         )
         calls = show(f"per call (max_tokens=1), blocks of {args.calls}", per_call)
-        added: dict[int, dict[str, float]] = {}
-        chunks: dict[int, int] = {}
-        for tokens, count in ((args.tokens, args.streams), (args.long_tokens, args.long_streams)):
-            chunks[tokens] = stream(bare, tokens)()
-            seen = blocks(
-                {
-                    "ours": (stream(bare, tokens), nothing, nothing),
-                    "ours + telemetry": (stream(traced, tokens), nothing, nothing),
-                    "openai SDK": (sdk_stream(tokens), nothing, nothing),
-                    "openai SDK + openai-v2": (
-                        sdk_stream(tokens),
-                        instrument,
-                        instrumentor.uninstrument,
-                    ),
-                },
-                count,
-                args.rounds,
-            )
-            title = f"per {tokens}-token stream ({chunks[tokens]} chunks), blocks of {count}"
-            added[tokens] = show(title, seen)
+        chunks = stream(bare, args.tokens)()
+        seen = blocks(
+            {
+                "ours": (stream(bare, args.tokens), nothing, nothing),
+                "ours + telemetry": (stream(traced, args.tokens), nothing, nothing),
+                "openai SDK": (sdk_stream(args.tokens), nothing, nothing),
+                "openai SDK + openai-v2": (
+                    sdk_stream(args.tokens),
+                    instrument,
+                    instrumentor.uninstrument,
+                ),
+            },
+            args.streams,
+            args.rounds,
+        )
+        show(f"per {args.tokens}-token stream ({chunks} chunks), blocks of {args.streams}", seen)
+        # Per chunk: what a long stream costs beyond a call, ours only (a stream's CPU
+        # varies by milliseconds from one to the next: many rounds, two candidates).
         long = args.long_tokens
-        per_chunk = {
-            who: (added[long][who] - calls[who]) / chunks[long] for who in ("ours", "theirs")
-        }
-        ours_chunk, theirs_chunk = per_chunk["ours"], per_chunk["theirs"]
-        print(f"\nadded per chunk, beyond a call's cost ({long}-token streams): "
-              f"ours {ours_chunk:.2f} us, openai-v2 {theirs_chunk:.2f} us")  # fmt: skip
+        chunks = stream(bare, long)()
+        seen = blocks(
+            {
+                "ours": (stream(bare, long), nothing, nothing),
+                "ours + telemetry": (stream(traced, long), nothing, nothing),
+            },
+            args.long_streams,
+            args.chunk_rounds,
+        )
+        cpu = {name: statistics.median(c for c, _ in values) * 1e6 for name, values in seen.items()}
+        added_long = cpu["ours + telemetry"] - cpu["ours"]
+        print(f"\nper {long}-token stream ({chunks} chunks), {args.chunk_rounds} rounds of "
+              f"{args.long_streams}: ours {cpu['ours']:.0f} us CPU, instrumented "
+              f"{cpu['ours + telemetry']:.0f} us: added {added_long:.0f} us")  # fmt: skip
+        ours_chunk = (added_long - calls["ours"]) / chunks
+        print(f"added per chunk, beyond a call's cost: {ours_chunk:.2f} us")
         print(f"added per call: ours {calls['ours']:.1f} us, openai-v2 {calls['theirs']:.1f} us")
+        in_process(tracer_provider, meter_provider)
         wall = statistics.median(w for _, w in per_call["ours + telemetry"]) / statistics.median(
             w for _, w in per_call["ours"]
         )
         for label, value, target in (
             ("telemetry added per call, us", calls["ours"], 100.0),
-            ("telemetry added per chunk, us", per_chunk["ours"], 3.0),
+            ("telemetry added per chunk, us", ours_chunk, 3.0),
             ("per call, added: ours / openai-v2", calls["ours"] / calls["theirs"], 0.5),
             ("per call, wall: instrumented / bare", wall, 1.10),
         ):
             verdict = "OK" if value <= target else "MISS"
             print(f"  {label:<36} {value:8.3f}   target <= {target:.2f}   {verdict}")
         tracer_provider.force_flush()
+
+
+def in_process(tracer_provider: Any, meter_provider: Any) -> None:
+    """Without the network: what recording a call costs (``CallRecorder`` fed a canned
+    answer, its metric points recorded), and the SDK's own share, a span with the same
+    attributes started, made current, propagated and ended. The difference between these
+    and the figures above is what running between network reads costs (colder caches,
+    the background threads)."""
+    from opentelemetry import propagate, trace
+    from opentelemetry.context import attach, detach
+
+    from llamatelemetry.api import ChatCompletion
+    from llamatelemetry.telemetry import CallRecorder
+    from llamatelemetry.telemetry._recorder import recorder as deferred
+
+    answer = ChatCompletion.model_validate(CANNED)
+    request = {
+        "messages": MESSAGES, "max_tokens": 1, "temperature": 0.7, "top_p": 0.9,
+        "frequency_penalty": 0.0, "presence_penalty": 0.0, "top_k": 40, "seed": 0,
+    }  # fmt: skip
+    defaulted = ("frequency_penalty", "presence_penalty", "seed", "temperature", "top_k", "top_p")
+    recorder = CallRecorder(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    url = "http://127.0.0.1:8080"
+
+    def record() -> None:
+        call = recorder.begin("chat", base_url=url, request=request, defaulted=defaulted)
+        call.headers()
+        token = attach(call.context)
+        detach(token)
+        call.end(answer)
+
+    # The attributes such a call's span has, read from a span of a side pipeline.
+    kept = InMemorySpanExporter()
+    side = TracerProvider()
+    side.add_span_processor(SimpleSpanProcessor(kept))
+    call = CallRecorder(tracer_provider=side, meter_provider=meter_provider).begin(
+        "chat", base_url=url, request=request, defaulted=defaulted
+    )
+    call.end(answer)
+    (span,) = kept.get_finished_spans()
+    start_attributes = dict(span.attributes or {})
+    tracer = trace.get_tracer("floor", tracer_provider=tracer_provider)
+    end_keys = [k for k in start_attributes if k.startswith(("gen_ai.response", "gen_ai.usage",
+                                                              "llama_cpp"))]  # fmt: skip
+    at_end = {k: start_attributes.pop(k) for k in end_keys}
+
+    def span_only() -> None:
+        span = tracer.start_span("chat", attributes=start_attributes)
+        context = trace.set_span_in_context(span)
+        propagate.inject({}, context=context)
+        detach(attach(context))
+        span.set_attributes(at_end)
+        span.end()
+
+    n = 5000
+    figures = {}
+    for name, fn in (("CallRecorder, canned answer", record), ("the SDK span alone", span_only)):
+        best = float("inf")
+        for _ in range(5):
+            started = time.process_time()
+            for _ in range(n):
+                fn()
+            deferred.flush()
+            best = min(best, (time.process_time() - started) / n * 1e6)
+        figures[name] = best
+    print(f"\nin process, no network ({len(start_attributes) + len(at_end)} span attributes), "
+          f"best of 5 x {n}:")  # fmt: skip
+    for name, micros in figures.items():
+        print(f"  {name:<30} {micros:7.1f} us CPU per call")
+
+
+CANNED = {
+    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "tiny",
+    "choices": [{"index": 0, "finish_reason": "length",
+                 "message": {"role": "assistant", "content": "hi"}}],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13,
+              "prompt_tokens_details": {"cached_tokens": 11}},
+    "timings": {"cache_n": 11, "prompt_n": 1, "prompt_ms": 1.2, "prompt_per_token_ms": 1.2,
+                "prompt_per_second": 800.0, "predicted_n": 1, "predicted_ms": 0.5,
+                "predicted_per_token_ms": 0.5, "predicted_per_second": 2000.0},
+}  # fmt: skip
 
 
 if __name__ == "__main__":
