@@ -1,9 +1,10 @@
 """What telemetry adds to a call, in process CPU, beside the official openai-v2
 instrumentation on the same pipeline.
 
-    python benchmarks/bench_telemetry_cost.py [--rounds 5] [--calls 200] [--streams 40]
+    python benchmarks/bench_telemetry_cost.py [--rounds 20] [--calls 60] [--streams 10]
                                               [--tokens 32] [--long-tokens 400]
-                                              [--long-streams 4] [--profile]
+                                              [--long-streams 2] [--chunk-rounds 20]
+                                              [--otlp] [--profile]
 
 The setup a user of both would have: one ``TracerProvider`` with a ``BatchSpanProcessor``
 to an exporter that drops what it gets, one ``MeterProvider`` with an in-memory reader,
@@ -18,7 +19,8 @@ Per call (``max_tokens=1``, not streamed), per ``--tokens``-token stream and per
 ``--long-tokens``-token stream (whose cost beyond a call's, per chunk, is the figure per
 chunk), the CPU of
 this process (all its threads: the span processor's and the metric recorder's included),
-blocks of calls interleaved round by round:
+blocks of calls interleaved round by round (what telemetry adds: the median of each
+round's difference between the instrumented block and the bare one next to it):
 
 - ``LlamaCppClient`` bare and instrumented (``InstrumentedLlamaCppClient``);
 - the openai SDK bare and under ``OpenAIInstrumentor`` (switched on around its block).
@@ -89,14 +91,22 @@ def blocks(candidates: dict[str, Candidate], ops: int, rounds: int) -> Seen:
     return seen
 
 
+def added(seen: Seen, instrumented: str, bare: str) -> float:
+    """The median of each round's difference, in us: the two blocks of a round ran one
+    after the other, so a slow spell of the machine (a shared one drifts by tens of
+    percent) hits both."""
+    pairs = zip(seen[instrumented], seen[bare], strict=True)
+    return statistics.median(a - b for (a, _), (b, _) in pairs) * 1e6
+
+
 def show(title: str, seen: Seen) -> dict[str, float]:
     cpu = {name: statistics.median(c for c, _ in values) * 1e6 for name, values in seen.items()}
     wall = {name: statistics.median(w for _, w in values) * 1e6 for name, values in seen.items()}
     print(f"\n{title}")
     for name in seen:
         print(f"  {name:<26} {cpu[name]:8.1f} us CPU  {wall[name]:8.1f} us wall")
-    ours = cpu["ours + telemetry"] - cpu["ours"]
-    theirs = cpu["openai SDK + openai-v2"] - cpu["openai SDK"]
+    ours = added(seen, "ours + telemetry", "ours")
+    theirs = added(seen, "openai SDK + openai-v2", "openai SDK")
     print(f"  added CPU: ours {ours:.1f} us, openai-v2 {theirs:.1f} us "
           f"(ours / openai-v2 {ours / theirs:.2f})")  # fmt: skip
     print(f"  wall, ours + telemetry / ours: {wall['ours + telemetry'] / wall['ours']:.3f}")
@@ -105,13 +115,13 @@ def show(title: str, seen: Seen) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--calls", type=int, default=200)
-    parser.add_argument("--streams", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--calls", type=int, default=60, help="calls per block")
+    parser.add_argument("--streams", type=int, default=10, help="streams per block")
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--long-tokens", type=int, default=400, help="for the cost per chunk")
     parser.add_argument("--long-streams", type=int, default=2, help="per block")
-    parser.add_argument("--chunk-rounds", type=int, default=15, help="rounds of long streams")
+    parser.add_argument("--chunk-rounds", type=int, default=20, help="rounds of long streams")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument(
         "--otlp",
@@ -245,7 +255,7 @@ def measure(args: Any, tracer_provider: Any, meter_provider: Any, instrumentor: 
             args.chunk_rounds,
         )
         cpu = {name: statistics.median(c for c, _ in values) * 1e6 for name, values in seen.items()}
-        added_long = cpu["ours + telemetry"] - cpu["ours"]
+        added_long = added(seen, "ours + telemetry", "ours")
         print(f"\nper {long}-token stream ({chunks} chunks), {args.chunk_rounds} rounds of "
               f"{args.long_streams}: ours {cpu['ours']:.0f} us CPU, instrumented "
               f"{cpu['ours + telemetry']:.0f} us: added {added_long:.0f} us")  # fmt: skip
