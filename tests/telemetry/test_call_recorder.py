@@ -216,3 +216,48 @@ def test_timings_of_another_shape_are_left_out_not_an_error(
     assert (span.attributes or {})["gen_ai.response.id"] == "x"
     assert not any(key.startswith("llama_cpp.timings") for key in span.attributes or {})
     assert "gen_ai.server.time_to_first_token" not in points(reader)
+
+
+def _usage_objects() -> list[Any]:
+    from openai.types import CompletionUsage
+
+    from llamatelemetry.api import Usage
+    from llamatelemetry.api._responses_and_messages import MessageUsage
+
+    class Plain:
+        prompt_tokens = 3
+
+        @property
+        def input_tokens(self) -> int:
+            return 7
+
+    return [
+        Usage.model_validate({"prompt_tokens": 5, "completion_tokens": 2, "odd": 1}),
+        MessageUsage.model_validate({"input_tokens": 4, "cache_read_input_tokens": 6}),
+        CompletionUsage.model_validate(
+            {
+                "prompt_tokens": 5,
+                "completion_tokens": 2,
+                "total_tokens": 7,
+                "completion_tokens_details": {"reasoning_tokens": 1},
+            }
+        ),  # fmt: skip
+        Plain(),
+        None,
+        {"prompt_tokens": 1},
+    ]
+
+
+@pytest.mark.parametrize("obj", _usage_objects(), ids=lambda o: type(o).__name__)
+def test_fields_are_read_as_getattr_reads_them(obj: Any) -> None:
+    """The attribute reader that skips pydantic's miss path gives what ``getattr`` gives:
+    declared fields, extras, properties (a Messages usage's ``prompt_tokens``), plain
+    objects' attributes, nothing for what is not there."""
+    from llamatelemetry.telemetry._attributes import _field
+
+    names = (
+        "prompt_tokens", "input_tokens", "completion_tokens", "output_tokens", "odd",
+        "cache_read_input_tokens", "completion_tokens_details", "missing", "__class__",
+    )  # fmt: skip
+    for name in names:
+        assert _field(obj, name) == getattr(obj, name, None), name

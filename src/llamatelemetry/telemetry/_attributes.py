@@ -107,14 +107,14 @@ def _defaulted_names(fields: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _field(obj: Any, name: str) -> Any:
-    """``getattr(obj, name, None)`` for a data field, without pydantic's ``__getattr__``
-    (an exception raised and caught) for a field the object does not have."""
+    """``getattr(obj, name, None)``, without pydantic's ``__getattr__`` (an exception
+    raised and caught) for a field a model does not have."""
     try:
         return obj.__dict__[name]  # a pydantic model's declared fields; a plain object's
     except (KeyError, AttributeError):
         pass
     extra = getattr(obj, "__pydantic_extra__", _NO_EXTRA)
-    if extra is _NO_EXTRA:  # not a pydantic model: a property, a slot, ...
+    if extra is _NO_EXTRA or hasattr(type(obj), name):  # not pydantic's; a property
         return getattr(obj, name, None)
     return None if extra is None else extra.get(name)
 
