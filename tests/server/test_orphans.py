@@ -122,8 +122,25 @@ def test_a_killed_parent_takes_its_server_with_it(
         assert alive(server) and not port_free(port)
         parent.send_signal(signal.SIGKILL)
         parent.wait(timeout=30)
-        assert ends_within(server, 60), f"llama-server {server} outlived its parent"
+        assert ends_within(server, 60), (
+            f"llama-server {server} outlived its parent: {process_state(server)}"
+        )
         assert port_free(port)
+
+
+def process_state(pid: int) -> str:
+    """What a process that should have ended is doing: its state, its pending, blocked and
+    caught signals, what each thread waits in (for a failure's message)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        kept = [line for line in status if line.split(":")[0] in
+                ("State", "PPid", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")]  # fmt: skip
+        waits = sorted(
+            {(task / "wchan").read_text() for task in Path(f"/proc/{pid}/task").iterdir()}
+        )
+        return "; ".join(kept) + f"; threads wait in {waits}"
+    except OSError as exc:
+        return f"(its state could not be read: {exc})"
 
 
 WORKER_OUTLIVES_MAIN = """
