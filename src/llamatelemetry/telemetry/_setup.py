@@ -9,9 +9,14 @@ telemetry.shutdown()  # flushes what is still buffered
 ```
 
 The standard environment variables apply: ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``,
-``OTEL_EXPORTER_OTLP_ENDPOINT`` (and the per-signal ``..._TRACES_``/``..._METRICS_`` ones),
-``OTEL_EXPORTER_OTLP_PROTOCOL``, ``OTEL_EXPORTER_OTLP_HEADERS``, ``OTEL_BSP_*``,
+``OTEL_EXPORTER_OTLP_ENDPOINT`` (and the per-signal ``..._TRACES_``/``..._METRICS_``/
+``..._LOGS_`` ones), ``OTEL_EXPORTER_OTLP_PROTOCOL``, ``OTEL_EXPORTER_OTLP_HEADERS``,
+``OTEL_TRACES_SAMPLER`` (and ``OTEL_TRACES_SAMPLER_ARG``), ``OTEL_BSP_*``, ``OTEL_BLRP_*``,
 ``OTEL_METRIC_EXPORT_INTERVAL`` and ``OTEL_SDK_DISABLED``. Needs the ``otel`` extra.
+
+Logs are the third signal: the GenAI operation-details event (opt-in, with message
+content when ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` asks for events) goes
+through the logger provider built here, to the same collector as the spans.
 """
 
 from __future__ import annotations
@@ -22,7 +27,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from opentelemetry import metrics, trace
+from opentelemetry import _logs, metrics, trace
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import (
+    BatchLogRecordProcessor,
+    ConsoleLogRecordExporter,
+    LogRecordExporter,
+)
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
@@ -55,6 +66,7 @@ class TelemetryHandle(Closing):
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
     prometheus_url: str | None = None
+    logger_provider: LoggerProvider | None = None
     _closers: list[Any] = field(default_factory=list, repr=False)
     _prometheus: PrometheusEndpoint | None = field(default=None, repr=False)
 
@@ -69,11 +81,18 @@ class TelemetryHandle(Closing):
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         spans = self.tracer_provider.force_flush(timeout_millis)
         points = self.meter_provider.force_flush(timeout_millis)
-        return bool(spans and points)
+        records = (
+            self.logger_provider.force_flush(timeout_millis)
+            if self.logger_provider is not None
+            else True
+        )
+        return bool(spans and points and records)
 
     def shutdown(self) -> None:
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
+        if self.logger_provider is not None:
+            self.logger_provider.shutdown()
         for close in self._closers:
             close()
         self._closers.clear()
@@ -89,19 +108,23 @@ def _env(name: str) -> str | None:
 
 def _otlp_exporters(
     endpoint: str | None, protocol: str, headers: Mapping[str, str] | None, timeout: float | None
-) -> tuple[SpanExporter | None, Any]:
-    """OTLP span and metric exporters, each None unless an endpoint is configured for it
-    (the argument, ``OTEL_EXPORTER_OTLP_ENDPOINT``, or the signal's own variable)."""
+) -> tuple[SpanExporter | None, Any, LogRecordExporter | None]:
+    """OTLP span, metric and log exporters, each None unless an endpoint is configured
+    for it (the argument, ``OTEL_EXPORTER_OTLP_ENDPOINT``, or the signal's own variable)."""
     common = endpoint or _env("OTEL_EXPORTER_OTLP_ENDPOINT")
     traces = bool(common or _env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
     metrics_on = bool(common or _env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"))
-    if not traces and not metrics_on:
-        return None, None
+    logs_on = bool(common or _env("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"))
+    if not traces and not metrics_on and not logs_on:
+        return None, None, None
     kwargs: dict[str, Any] = {"headers": dict(headers)} if headers else {}
     if timeout is not None:
         kwargs["timeout"] = timeout
     if protocol == "grpc":
         try:
+            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import (  # type: ignore[import-not-found]
+                OTLPLogExporter as GrpcLogExporter,
+            )
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # type: ignore[import-not-found]
                 OTLPMetricExporter as GrpcMetricExporter,
             )
@@ -118,7 +141,9 @@ def _otlp_exporters(
         return (
             GrpcSpanExporter(**kwargs) if traces else None,
             GrpcMetricExporter(**kwargs) if metrics_on else None,
+            GrpcLogExporter(**kwargs) if logs_on else None,
         )
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -127,10 +152,12 @@ def _otlp_exporters(
         return (
             OTLPSpanExporter(endpoint=f"{base}/v1/traces", **kwargs),
             OTLPMetricExporter(endpoint=f"{base}/v1/metrics", **kwargs),
+            OTLPLogExporter(endpoint=f"{base}/v1/logs", **kwargs),
         )
     return (
         OTLPSpanExporter(**kwargs) if traces else None,
         OTLPMetricExporter(**kwargs) if metrics_on else None,
+        OTLPLogExporter(**kwargs) if logs_on else None,
     )
 
 
@@ -159,14 +186,17 @@ def setup_telemetry(
     prometheus_host: str = "127.0.0.1",
     span_exporters: Sequence[SpanExporter] = (),
     metric_readers: Iterable[MetricReader] = (),
+    log_exporters: Sequence[LogRecordExporter] = (),
     export_interval_s: float | None = None,
     export_timeout_s: float | None = None,
     resource_attributes: Mapping[str, Any] | None = None,
     set_global: bool = True,
 ) -> TelemetryHandle:
-    """Build SDK providers: OTLP export (``otlp_endpoint`` or the ``OTEL_EXPORTER_OTLP_*``
-    variables, over ``http/protobuf`` or ``grpc``), console output, a Prometheus scrape
-    endpoint (``prometheus_port``; 0 picks a free port), and any exporters/readers you pass.
+    """Build SDK providers for traces, metrics and logs: OTLP export (``otlp_endpoint``
+    or the ``OTEL_EXPORTER_OTLP_*`` variables, over ``http/protobuf`` or ``grpc``), console
+    output, a Prometheus scrape endpoint (``prometheus_port``; 0 picks a free port), and
+    any exporters/readers you pass. Spans are sampled as ``OTEL_TRACES_SAMPLER`` says
+    (default: every span, or as its parent was).
 
     With ``set_global`` (the default) they become the global providers, which
     ``InstrumentedLlamaCppClient`` and ``LlamaCppInstrumentor`` use unless given others.
@@ -187,12 +217,15 @@ def setup_telemetry(
     tracer_provider = TracerProvider(resource=resource)
     readers: list[MetricReader] = list(metric_readers)
     exporters: list[SpanExporter] = list(span_exporters)
+    log_sinks: list[LogRecordExporter] = list(log_exporters)
     closers: list[Any] = []
     endpoint: PrometheusEndpoint | None = None
     if not disabled:
-        span_exporter, metric_exporter = _otlp_exporters(
+        span_exporter, metric_exporter, log_exporter = _otlp_exporters(
             otlp_endpoint, chosen, headers, export_timeout_s
         )
+        if log_exporter is not None:
+            log_sinks.append(log_exporter)
         if prometheus_port is not None:  # before any reader's thread: a taken port leaks none
             reader, endpoint = _prometheus(prometheus_port, prometheus_host)
             readers.append(reader)
@@ -205,6 +238,7 @@ def setup_telemetry(
             )
         if console:
             exporters.append(ConsoleSpanExporter())
+            log_sinks.append(ConsoleLogRecordExporter())
             readers.append(
                 PeriodicExportingMetricReader(
                     ConsoleMetricExporter(), export_interval_millis=interval_ms
@@ -213,14 +247,19 @@ def setup_telemetry(
     for exporter in exporters:
         tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    logger_provider = LoggerProvider(resource=resource)
+    for sink in log_sinks:
+        logger_provider.add_log_record_processor(BatchLogRecordProcessor(sink))
     if set_global:
         trace.set_tracer_provider(tracer_provider)
         metrics.set_meter_provider(meter_provider)
+        _logs.set_logger_provider(logger_provider)
     log.info(
-        "telemetry set up for %s: %d span exporter(s), %d metric reader(s)",
+        "telemetry set up for %s: %d span exporter(s), %d metric reader(s), %d log exporter(s)",
         attributes["service.name"],
         len(exporters),
         len(readers),
+        len(log_sinks),
     )
     url = endpoint.url if endpoint is not None else None
-    return TelemetryHandle(tracer_provider, meter_provider, url, closers, endpoint)
+    return TelemetryHandle(tracer_provider, meter_provider, url, logger_provider, closers, endpoint)

@@ -149,6 +149,33 @@ class OTLPReceiver(Closing):
                             found.setdefault(metric.name, []).append(entry)
         return found
 
+    def logs(self) -> list[dict[str, Any]]:
+        """Every log record received: event name, body, attributes, trace and span ids,
+        scope, resource."""
+        from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+            ExportLogsServiceRequest,
+        )
+
+        records = []
+        for body in self._bodies("/v1/logs"):
+            request = ExportLogsServiceRequest.FromString(body)
+            for resource_logs in request.resource_logs:
+                resource = _attributes(resource_logs.resource.attributes)
+                for scope_logs in resource_logs.scope_logs:
+                    for record in scope_logs.log_records:
+                        records.append(
+                            {
+                                "event_name": record.event_name,
+                                "body": _value(record.body),
+                                "attributes": _attributes(record.attributes),
+                                "trace_id": record.trace_id.hex(),
+                                "span_id": record.span_id.hex(),
+                                "scope": scope_logs.scope.name,
+                                "resource": resource,
+                            }
+                        )
+        return records
+
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()

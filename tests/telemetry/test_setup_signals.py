@@ -1,0 +1,111 @@
+"""``setup_telemetry``'s third signal and its sampler: the operation-details event (and the
+messages it carries when asked for) reaches a real OTLP collector as a log record of the
+call's trace, and ``OTEL_TRACES_SAMPLER`` decides which spans are kept."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from llamatelemetry.server import ServerManager
+from llamatelemetry.telemetry import INFERENCE_EVENT, InstrumentedLlamaCppClient, setup_telemetry
+from llamatelemetry.testing._otlp import OTLPReceiver
+
+from .test_pipeline import MESSAGES
+
+
+@pytest.mark.parametrize("mode", ["EVENT_ONLY", "SPAN_AND_EVENT"])
+def test_the_event_and_its_messages_reach_the_collector_in_the_calls_trace(
+    chat_server: ServerManager, mode: str
+) -> None:
+    with OTLPReceiver() as receiver:
+        telemetry = setup_telemetry(
+            "logs-test", otlp_endpoint=receiver.url, set_global=False, export_interval_s=3600
+        )
+        with InstrumentedLlamaCppClient(
+            chat_server.url,
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+            logger_provider=telemetry.logger_provider,
+            capture_content=mode,
+        ) as client:
+            client.chat.completions.create(messages=MESSAGES, max_tokens=3)
+        assert telemetry.force_flush()
+        (span,) = receiver.spans()
+        (record,) = receiver.logs()
+        telemetry.shutdown()
+    assert record["event_name"] == INFERENCE_EVENT
+    assert (record["trace_id"], record["span_id"]) == (span["trace_id"], span["span_id"])
+    assert record["resource"]["service.name"] == "logs-test"
+    assert record["attributes"]["gen_ai.usage.output_tokens"] == 3
+    (message,) = record["attributes"]["gen_ai.input.messages"]
+    assert message["role"] == "user"
+    assert message["parts"][0]["content"] == MESSAGES[0]["content"]
+    (answer,) = record["attributes"]["gen_ai.output.messages"]
+    assert answer["role"] == "assistant" and answer["finish_reason"] == "length"
+    # On the span too only when asked for.
+    assert ("gen_ai.input.messages" in span["attributes"]) is (mode == "SPAN_AND_EVENT")
+
+
+def test_no_content_asked_for_sends_no_log_record(chat_server: ServerManager) -> None:
+    with OTLPReceiver() as receiver:
+        telemetry = setup_telemetry(otlp_endpoint=receiver.url, set_global=False)
+        with InstrumentedLlamaCppClient(
+            chat_server.url,
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+            logger_provider=telemetry.logger_provider,
+            capture_content=False,
+        ) as client:
+            client.chat.completions.create(messages=MESSAGES, max_tokens=2)
+        assert telemetry.force_flush()
+        assert len(receiver.spans()) == 1
+        assert receiver.logs() == []
+        telemetry.shutdown()
+
+
+# A process of its own: the sampler is read from the environment when the provider is made,
+# and the global providers are set (as `opentelemetry-instrument` users have them).
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from llamatelemetry.telemetry import InstrumentedLlamaCppClient, setup_telemetry
+    from llamatelemetry.testing._otlp import OTLPReceiver
+
+    with OTLPReceiver() as receiver:
+        telemetry = setup_telemetry(otlp_endpoint=receiver.url, export_interval_s=3600)
+        with InstrumentedLlamaCppClient(sys.argv[1]) as client:  # the global providers
+            for _ in range(int(sys.argv[2])):
+                client.chat.completions.create(
+                    messages=[{"role": "user", "content": "Hi"}], max_tokens=1
+                )
+        telemetry.force_flush()
+        points = receiver.metrics()["gen_ai.client.operation.duration"][-1]["count"]
+        print(json.dumps({"spans": len(receiver.spans()), "points": points}))
+        telemetry.shutdown()
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("sampler", "argument", "spans"),
+    [("always_on", None, 6), ("always_off", None, 0), ("traceidratio", "0", 0),
+     ("parentbased_traceidratio", "1", 6)],
+)  # fmt: skip
+def test_otel_traces_sampler_decides_which_spans_are_kept(
+    chat_server: ServerManager, sampler: str, argument: str | None, spans: int
+) -> None:
+    """Every call is measured, whichever spans are kept."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["OTEL_TRACES_SAMPLER"] = sampler
+    if argument is not None:
+        env["OTEL_TRACES_SAMPLER_ARG"] = argument
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, chat_server.url, "6"],
+        capture_output=True, text=True, timeout=120, env=env, check=True,
+    )  # fmt: skip
+    assert done.stdout.strip().endswith(f'{{"spans": {spans}, "points": 6}}'), done.stderr
