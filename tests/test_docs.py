@@ -417,8 +417,8 @@ def check_telemetry(page: Page) -> None:
     assert woken == [("loaded", None), ("sleeping", True)]
     chats = by_name["chat"]
     assert (
-        len(chats) == 1 + 2 + 1 + 3 + 1 + 1
-    )  # setup, two streams, traced, fan-out, content, event
+        len(chats) == 1 + 2 + 1 + 1 + 3 + 1 + 1
+    )  # setup, two streams, instrument(), traced, fan-out, content, event
     assert all(s["kind"] == 3 for s in spans if s["scope"] == "llamatelemetry")  # CLIENT
     first = chats[0]["attributes"]
     assert first["gen_ai.request.temperature"] == 0.2 and first["gen_ai.usage.output_tokens"] == 32

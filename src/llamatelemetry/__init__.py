@@ -11,6 +11,7 @@ with ServerManager(port=0) as server:
 ```
 """
 
+from ._instrument import instrument, uninstrument
 from ._version import __version__
 from .api import (
     APIConnectionError,
@@ -36,4 +37,6 @@ __all__ = [
     "APITimeoutError",
     "ServerError",
     "ServerStartError",
+    "instrument",
+    "uninstrument",
 ]
