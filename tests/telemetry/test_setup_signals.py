@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import pytest
 
@@ -18,26 +19,31 @@ from llamatelemetry.testing._otlp import OTLPReceiver
 from .test_pipeline import MESSAGES
 
 
-@pytest.mark.parametrize("mode", ["EVENT_ONLY", "SPAN_AND_EVENT"])
-def test_the_event_and_its_messages_reach_the_collector_in_the_calls_trace(
-    chat_server: ServerManager, mode: str
-) -> None:
+def one_call(url: str, capture: str | bool) -> tuple[list[Any], list[Any]]:
+    """One chat call through ``setup_telemetry``'s pipeline to a real OTLP receiver: the
+    spans and log records it received."""
     with OTLPReceiver() as receiver:
         telemetry = setup_telemetry(
             "logs-test", otlp_endpoint=receiver.url, set_global=False, export_interval_s=3600
         )
         with InstrumentedLlamaCppClient(
-            chat_server.url,
+            url,
             tracer_provider=telemetry.tracer_provider,
             meter_provider=telemetry.meter_provider,
             logger_provider=telemetry.logger_provider,
-            capture_content=mode,
+            capture_content=capture,
         ) as client:
             client.chat.completions.create(messages=MESSAGES, max_tokens=3)
         assert telemetry.force_flush()
-        (span,) = receiver.spans()
-        (record,) = receiver.logs()
         telemetry.shutdown()
+        return receiver.spans(), receiver.logs()
+
+
+@pytest.mark.parametrize("mode", ["EVENT_ONLY", "SPAN_AND_EVENT"])
+def test_the_event_and_its_messages_reach_the_collector_in_the_calls_trace(
+    chat_server: ServerManager, mode: str
+) -> None:
+    (span,), (record,) = one_call(chat_server.url, mode)
     assert record["event_name"] == INFERENCE_EVENT
     assert (record["trace_id"], record["span_id"]) == (span["trace_id"], span["span_id"])
     assert record["resource"]["service.name"] == "logs-test"
@@ -52,20 +58,9 @@ def test_the_event_and_its_messages_reach_the_collector_in_the_calls_trace(
 
 
 def test_no_content_asked_for_sends_no_log_record(chat_server: ServerManager) -> None:
-    with OTLPReceiver() as receiver:
-        telemetry = setup_telemetry(otlp_endpoint=receiver.url, set_global=False)
-        with InstrumentedLlamaCppClient(
-            chat_server.url,
-            tracer_provider=telemetry.tracer_provider,
-            meter_provider=telemetry.meter_provider,
-            logger_provider=telemetry.logger_provider,
-            capture_content=False,
-        ) as client:
-            client.chat.completions.create(messages=MESSAGES, max_tokens=2)
-        assert telemetry.force_flush()
-        assert len(receiver.spans()) == 1
-        assert receiver.logs() == []
-        telemetry.shutdown()
+    spans, records = one_call(chat_server.url, False)
+    assert len(spans) == 1
+    assert records == []
 
 
 # A process of its own: the sampler is read from the environment when the provider is made,
