@@ -333,16 +333,29 @@ class RecordedCall:
             self._recorder.metrics.record_chunk_gaps(gaps, self._point, self.context)
 
     def end(
-        self, answer: Any = None, *, error: BaseException | None = None, complete: bool = True
+        self,
+        answer: Any = None,
+        *,
+        error: BaseException | None = None,
+        complete: bool = True,
+        attributes: Mapping[str, Any] | None = None,
     ) -> None:
         """The call is over: ``answer`` is what it returned (for a stream, the whole
         answer its chunks add up to when the client keeps one, else None: the last chunk
         says the rest), ``error`` what it raised (the span's status is then ERROR);
-        ``complete=False``: the reader left a stream before its end. Ends the span and
-        records the metrics; only the first call counts."""
+        ``complete=False``: the reader left a stream before its end; ``attributes``: what
+        the answer told of the call (the server's kind, say), for the span and the metric
+        points. Ends the span and records the metrics; only the first call counts."""
         if self._ended:
             return
         self._ended = True
+        if attributes:
+            try:
+                self._attributes.update(attributes)
+                assert self._span is not None
+                self._span.set_attributes(attributes)
+            except Exception:  # noqa: BLE001
+                log.debug("could not add a call's attributes", exc_info=True)
         if self._stream:
             self._end_stream(answer, error, complete)
         else:

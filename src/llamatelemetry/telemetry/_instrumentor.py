@@ -1,5 +1,6 @@
 """``LlamaCppInstrumentor``: telemetry for every plain ``LlamaCppClient`` and
-``AsyncLlamaCppClient`` in the process.
+``AsyncLlamaCppClient`` in the process, and for the openai SDK's ``OpenAI`` and
+``AsyncOpenAI`` clients when it is installed (see ``_openai_sdk``).
 
 ```python
 from llamatelemetry.telemetry import LlamaCppInstrumentor
@@ -16,7 +17,7 @@ It follows opentelemetry-instrumentation's ``BaseInstrumentor`` (a singleton, id
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
@@ -27,6 +28,7 @@ from ..api import AsyncLlamaCppClient, LlamaCppClient
 from ..api._internal import Call
 from ._call_recorder import CallRecorder
 from ._core import Telemetry
+from ._openai_sdk import SdkTelemetry
 
 __all__ = ["LlamaCppInstrumentor"]
 
@@ -35,52 +37,80 @@ _instruments = ("llamatelemetry >= 0.1",)
 
 # The method every call of a client goes through (the api layer's ``Caller`` seam).
 _WRAPPED = "execute_call"
+Make = Callable[[Any, "_Patch"], Any]  # (what was there, the patch) -> the wrapper
 
 
 class _Patch:
-    """One wrapper this instrumentor put on a class's ``execute_call``, and what was there
-    before it (the transport's own, or another library's wrapper)."""
+    """One wrapper this instrumentor put on a class's method, and what was there before it
+    (the class's own, one it inherits, or another library's wrapper)."""
 
-    __slots__ = ("cls", "previous", "wrapper", "telemetry")
+    __slots__ = ("cls", "name", "own", "previous", "wrapper", "telemetry")
 
-    def __init__(self, cls: type, telemetry: Telemetry, asynchronous: bool) -> None:
-        self.cls = cls
-        self.previous: Any = cls.__dict__[_WRAPPED]
-        self.telemetry: Telemetry | None = telemetry
-        previous, patch = self.previous, self
-
-        if asynchronous:
-
-            async def wrapper(client: Any, call: Call[Any]) -> Any:
-                telemetry = patch.telemetry
-                if telemetry is None:  # uninstrumented under someone else's wrapper
-                    return await previous(client, call)
-                return await telemetry.execute_async(client, call, previous)
-
-        else:
-
-            def wrapper(client: Any, call: Call[Any]) -> Any:  # type: ignore[misc]
-                telemetry = patch.telemetry
-                if telemetry is None:
-                    return previous(client, call)
-                return telemetry.execute(client, call, previous)
-
-        wrapper.__wrapped__ = previous  # type: ignore[attr-defined]
-        self.wrapper = wrapper
-        setattr(cls, _WRAPPED, wrapper)
+    def __init__(self, cls: type, name: str, telemetry: Any, make: Make) -> None:
+        self.cls, self.name = cls, name
+        self.own = name in cls.__dict__  # else inherited: removing ours restores that
+        self.previous: Any = getattr(cls, name)
+        self.telemetry: Any = telemetry
+        self.wrapper = make(self.previous, self)
+        self.wrapper.__wrapped__ = self.previous
+        setattr(cls, name, self.wrapper)
 
     def remove(self) -> None:
         """Take this wrapper out: restore what it wrapped when it is still the outermost;
         when another library wrapped it since, leave their wrapper in place and make ours a
         plain pass-through (removing it would remove theirs too)."""
         self.telemetry = None
-        if self.cls.__dict__.get(_WRAPPED) is self.wrapper:
-            setattr(self.cls, _WRAPPED, self.previous)
+        if self.cls.__dict__.get(self.name) is self.wrapper:
+            if self.own:
+                setattr(self.cls, self.name, self.previous)
+            else:
+                delattr(self.cls, self.name)
+
+
+def _execute_call(previous: Any, patch: _Patch) -> Any:
+    def wrapper(client: Any, call: Call[Any]) -> Any:
+        telemetry = patch.telemetry
+        if telemetry is None:  # uninstrumented under someone else's wrapper
+            return previous(client, call)
+        return telemetry.execute(client, call, previous)
+
+    return wrapper
+
+
+def _execute_call_async(previous: Any, patch: _Patch) -> Any:
+    async def wrapper(client: Any, call: Call[Any]) -> Any:
+        telemetry = patch.telemetry
+        if telemetry is None:
+            return await previous(client, call)
+        return await telemetry.execute_async(client, call, previous)
+
+    return wrapper
+
+
+def _post(previous: Any, patch: _Patch) -> Any:
+    def wrapper(client: Any, path: str, /, **kwargs: Any) -> Any:
+        telemetry = patch.telemetry
+        if telemetry is None:
+            return previous(client, path, **kwargs)
+        return telemetry.post(previous, client, path, kwargs)
+
+    return wrapper
+
+
+def _post_async(previous: Any, patch: _Patch) -> Any:
+    async def wrapper(client: Any, path: str, /, **kwargs: Any) -> Any:
+        telemetry = patch.telemetry
+        if telemetry is None:
+            return await previous(client, path, **kwargs)
+        return await telemetry.apost(previous, client, path, kwargs)
+
+    return wrapper
 
 
 class LlamaCppInstrumentor(BaseInstrumentor):  # type: ignore[misc]
-    """Patch ``LlamaCppClient`` so each call is a span with GenAI metrics; results are
-    unchanged. Keyword arguments: ``tracer_provider``, ``meter_provider``,
+    """Patch ``LlamaCppClient`` (and the openai SDK's clients, when installed: their chat,
+    completions and embeddings calls) so each call is a span with GenAI metrics; results
+    are unchanged. Keyword arguments: ``tracer_provider``, ``meter_provider``,
     ``logger_provider`` (for the operation-details event), ``capture_content`` (default:
     ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``).
 
@@ -103,8 +133,17 @@ class LlamaCppInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             )
         )
         self._patches = [
-            _Patch(LlamaCppClient, telemetry, asynchronous=False),
-            _Patch(AsyncLlamaCppClient, telemetry, asynchronous=True),
+            _Patch(LlamaCppClient, _WRAPPED, telemetry, _execute_call),
+            _Patch(AsyncLlamaCppClient, _WRAPPED, telemetry, _execute_call_async),
+        ]
+        try:
+            import openai
+        except ImportError:  # the SDK is not installed: our clients only
+            return
+        sdk = SdkTelemetry(telemetry.recorder)
+        self._patches += [
+            _Patch(openai.OpenAI, "post", sdk, _post),
+            _Patch(openai.AsyncOpenAI, "post", sdk, _post_async),
         ]
 
     def _uninstrument(self, **kwargs: Any) -> None:

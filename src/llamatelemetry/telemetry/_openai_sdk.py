@@ -1,0 +1,255 @@
+"""Telemetry for the openai SDK's calls: chat, completions and embeddings, sync and async,
+streamed or not, through the same ``CallRecorder`` as this package's own client.
+
+Every one of those calls goes through the client's public ``post(path, *, body, options,
+stream, stream_cls)``, the method the SDK documents for endpoints it has no resource for.
+Wrapping it on ``OpenAI`` and ``AsyncOpenAI`` sees the path (the operation), the body and
+the ``extra_body`` (the request's parameters), the client's ``base_url`` (the server), and
+adds the trace context to the request's headers. A stream is built by the SDK from the
+``stream_cls`` it is given: a subclass of the SDK's own ``Stream[T]`` (which the SDK
+supports) whose chunks go to the recorder as the reader gets them, and which ends the
+call exactly once, whatever way the reader leaves: exhausted, closed, left in a ``with``,
+broken off by an exception, garbage collected. The reader gets the SDK's own stream
+class and chunk objects.
+
+A server is llama.cpp when an answer carries llama.cpp's ``timings``: its calls' spans
+then say ``gen_ai.provider.name = "llama.cpp"`` and carry llama.cpp's attributes; any other
+server's are plain GenAI spans named ``openai``. Knowing it costs nothing: the answer
+says so, and the next calls to that base URL know it from the start.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from functools import lru_cache
+from typing import Any, get_origin
+
+from opentelemetry.context import attach, detach
+
+from ._attributes import timings_of
+from ._call_recorder import CallRecorder, RecordedCall
+
+__all__ = ["SdkTelemetry", "OPERATIONS"]
+
+log = logging.getLogger("llamatelemetry.telemetry")
+
+#: The SDK's paths this telemetry records, and their GenAI operation.
+OPERATIONS = {
+    "/chat/completions": "chat",
+    "/completions": "text_completion",
+    "/embeddings": "embeddings",
+}
+PROVIDER = "gen_ai.provider.name"
+#: The header the SDK's ``with_raw_response`` and ``with_streaming_response`` set.
+RAW_RESPONSE = "X-Stainless-Raw-Response"
+LLAMA_CPP, OPENAI = "llama.cpp", "openai"
+
+# The call whose stream the SDK is building, and its server, for the stream class to take.
+_building: ContextVar[tuple[RecordedCall, str] | None] = ContextVar(
+    "llamatelemetry.sdk_stream", default=None
+)
+
+
+class SdkTelemetry:
+    """A recorder, and which servers are llama.cpp, for the openai SDK's clients."""
+
+    def __init__(self, recorder: CallRecorder) -> None:
+        self.recorder = recorder
+        self._llama: dict[str, bool] = {}  # base URL -> its answers carry llama.cpp timings
+
+    def _begin(
+        self, client: Any, path: str, kwargs: dict[str, Any]
+    ) -> tuple[RecordedCall | None, str]:
+        operation = OPERATIONS.get(path)
+        if operation is None:
+            return None, ""
+        base_url = str(client.base_url)
+        body = kwargs.get("body")
+        options = kwargs.get("options") or {}
+        request = dict(body) if isinstance(body, Mapping) else {}
+        extra = options.get("extra_json") if isinstance(options, Mapping) else None
+        if isinstance(extra, Mapping):
+            request.update(extra)
+        stream = bool(kwargs.get("stream"))
+        provider = LLAMA_CPP if self._llama.get(base_url) else OPENAI
+        recorded = self.recorder.begin(
+            operation,
+            base_url=base_url,
+            request=request,
+            stream=stream,
+            attributes={PROVIDER: provider},
+        )
+        if recorded.recording:
+            headers = options.get("headers") if isinstance(options, Mapping) else None
+            kwargs["options"] = {**options, "headers": recorded.headers(headers)}
+            stream_cls = kwargs.get("stream_cls")
+            if stream and stream_cls is not None:
+                kwargs["stream_cls"] = _observed(stream_cls, self)
+        return recorded, base_url
+
+    def learned(self, base_url: str, answer: Any) -> dict[str, Any] | None:
+        """What an answer tells of its server: llama.cpp's when it carries its timings."""
+        if timings_of(answer) is None or self._llama.get(base_url):
+            return None
+        self._llama[base_url] = True
+        return {PROVIDER: LLAMA_CPP}
+
+    def _end(self, recorded: RecordedCall, base_url: str, result: Any, raw: str) -> Any:
+        if isinstance(result, _Observed):
+            return result  # the stream ends the call itself
+        answer = result
+        if raw == "stream":  # with_streaming_response: its body is the caller's to read
+            answer = None
+        elif raw:  # with_raw_response: the SDK's raw response
+            answer = _parsed(result)
+        recorded.end(answer, attributes=self.learned(base_url, answer))
+        return result
+
+    def post(self, original: Callable[..., Any], client: Any, path: str, kwargs: Any) -> Any:
+        recorded, base_url = self._begin(client, path, kwargs)
+        if recorded is None or not recorded.recording:
+            return original(client, path, **kwargs)
+        token = attach(recorded.context)
+        building = _building.set((recorded, base_url))
+        try:
+            result = original(client, path, **kwargs)
+        except BaseException as error:
+            recorded.end(error=error)
+            raise
+        finally:
+            _building.reset(building)
+            detach(token)
+        return self._end(recorded, base_url, result, _raw(kwargs))
+
+    async def apost(self, original: Callable[..., Any], client: Any, path: str, kwargs: Any) -> Any:
+        recorded, base_url = self._begin(client, path, kwargs)
+        if recorded is None or not recorded.recording:
+            return await original(client, path, **kwargs)
+        token = attach(recorded.context)
+        building = _building.set((recorded, base_url))
+        try:
+            result = await original(client, path, **kwargs)
+        except BaseException as error:
+            recorded.end(error=error)
+            raise
+        finally:
+            _building.reset(building)
+            detach(token)
+        return self._end(recorded, base_url, result, _raw(kwargs))
+
+
+def _raw(kwargs: Mapping[str, Any]) -> str:
+    """How the SDK was asked to answer: ``""`` parsed, ``"true"`` a raw response
+    (``with_raw_response``), ``"stream"`` a response to read (``with_streaming_response``)."""
+    options = kwargs.get("options")
+    headers = options.get("headers") if isinstance(options, Mapping) else None
+    value = headers.get(RAW_RESPONSE) if isinstance(headers, Mapping) else None
+    return value if isinstance(value, str) else ""
+
+
+def _parsed(result: Any) -> Any:
+    """A raw response's answer, parsed (the SDK keeps what it parsed, so the caller's
+    ``parse()`` costs nothing more)."""
+    try:
+        return result.parse()
+    except Exception:  # noqa: BLE001 - the caller meets it when they parse
+        return None
+
+
+class _Observed:
+    """The marker of the stream classes ``_observed`` makes."""
+
+
+@lru_cache(maxsize=256)
+def _observed(stream_cls: type, telemetry: SdkTelemetry) -> type:
+    """A subclass of the SDK's ``stream_cls`` (``Stream[ChatCompletionChunk]``, ...) whose
+    chunks go to the call being recorded, which it ends exactly once."""
+    asynchronous = hasattr(get_origin(stream_cls) or stream_cls, "__anext__")  # Stream[T]
+    base: Any = stream_cls
+
+    if asynchronous:
+
+        class AsyncObserved(base, _Observed):  # type: ignore[misc]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                self._llamatelemetry = _building.get()
+                super().__init__(*args, **kwargs)
+
+            async def __stream__(self) -> Any:  # the SDK's own, watched
+                if self._llamatelemetry is None:
+                    async for item in super().__stream__():
+                        yield item
+                    return
+                recorded, base_url = self._llamatelemetry
+                last = None
+                try:
+                    async for item in super().__stream__():
+                        recorded.chunk(item)
+                        last = item
+                        yield item
+                except GeneratorExit:  # closed or collected before its end
+                    recorded.end(complete=False)
+                    raise
+                except BaseException as error:
+                    recorded.end(error=error, complete=False)
+                    raise
+                recorded.end(attributes=telemetry.learned(base_url, last))
+
+            async def close(self) -> None:
+                _left(self._llamatelemetry)
+                await super().close()
+
+            def __del__(self) -> None:
+                _left(getattr(self, "_llamatelemetry", None))
+                _base_del(super())
+
+        return AsyncObserved
+
+    class Observed(base, _Observed):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._llamatelemetry = _building.get()
+            super().__init__(*args, **kwargs)
+
+        def __stream__(self) -> Any:  # the SDK's own, watched
+            if self._llamatelemetry is None:
+                yield from super().__stream__()
+                return
+            recorded, base_url = self._llamatelemetry
+            last = None
+            try:
+                for item in super().__stream__():
+                    recorded.chunk(item)
+                    last = item
+                    yield item
+            except GeneratorExit:  # closed or collected before its end
+                recorded.end(complete=False)
+                raise
+            except BaseException as error:
+                recorded.end(error=error, complete=False)
+                raise
+            recorded.end(attributes=telemetry.learned(base_url, last))
+
+        def close(self) -> None:
+            _left(self._llamatelemetry)
+            super().close()
+
+        def __del__(self) -> None:
+            _left(getattr(self, "_llamatelemetry", None))
+            _base_del(super())
+
+    return Observed
+
+
+def _base_del(base: Any) -> None:
+    """The SDK stream's own ``__del__``, should a release give it one."""
+    delete = getattr(base, "__del__", None)
+    if delete is not None:
+        delete()
+
+
+def _left(building: tuple[RecordedCall, str] | None) -> None:
+    """The reader left the stream (closed it, or dropped it) before its end, if it has
+    not ended: the call ends there."""
+    if building is not None:
+        building[0].end(complete=False)

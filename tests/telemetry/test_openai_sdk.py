@@ -1,0 +1,242 @@
+"""The openai SDK's calls, instrumented: the same spans and points as our client's, with
+llama.cpp's attributes for a llama-server (learnt from its answers), plain GenAI spans for
+any other server, and every stream's span ended exactly once whatever way its reader
+leaves. The real SDK against a real llama-server, and a hostile server of our own for
+what a real one cannot be made to do."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+from llamatelemetry.server import ServerManager
+from llamatelemetry.telemetry import LlamaCppInstrumentor
+from llamatelemetry.testing._fault_server import FaultServer, Reply, sse
+
+from .test_pipeline import MESSAGES, points
+
+TIMINGS = {"llama_cpp.timings.prompt_ms", "llama_cpp.timings.predicted_n"}
+
+
+@pytest.fixture
+def instrumented(providers: Any) -> Iterator[Any]:
+    tracer_provider, meter_provider, reader = providers
+    LlamaCppInstrumentor().instrument(
+        tracer_provider=tracer_provider, meter_provider=meter_provider
+    )
+    try:
+        yield reader
+    finally:
+        LlamaCppInstrumentor().uninstrument()
+
+
+def sdk(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
+
+
+def attrs(span: Any) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
+def test_a_chat_call_is_our_span_with_llama_cpps_attributes(
+    chat_server: ServerManager, instrumented: Any, span_exporter: InMemorySpanExporter
+) -> None:
+    client = sdk(chat_server.url)
+    answers = [
+        client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=3)  # type: ignore[arg-type]
+        for _ in range(2)
+    ]
+    spans = span_exporter.get_finished_spans()
+    assert [s.name for s in spans] == ["chat tiny", "chat tiny"]
+    for span, answer in zip(spans, answers, strict=True):
+        found = attrs(span)
+        assert found["gen_ai.response.id"] == answer.id
+        assert found["gen_ai.usage.output_tokens"] == 3
+        assert found["gen_ai.provider.name"] == "llama.cpp"  # the first learnt it at its end
+        assert TIMINGS <= set(found)
+        assert found["server.port"] == chat_server.port
+    durations = points(instrumented)["gen_ai.client.operation.duration"]
+    assert {dict(p.attributes)["gen_ai.provider.name"] for p in durations} == {"llama.cpp"}
+    assert sum(p.count for p in durations) == 2
+    assert sum(p.count for p in points(instrumented)["gen_ai.server.time_to_first_token"]) == 2
+
+
+def test_the_trace_context_reaches_the_server(
+    instrumented: Any, span_exporter: InMemorySpanExporter
+) -> None:
+    answer = {"id": "x", "object": "chat.completion", "created": 1, "model": "m",
+              "choices": [{"index": 0, "finish_reason": "stop",
+                           "message": {"role": "assistant", "content": "hi"}}]}  # fmt: skip
+    with FaultServer(Reply(200, answer)) as server:
+        sdk(server.url).chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+        (seen,) = server.requests
+    (span,) = span_exporter.get_finished_spans()
+    assert seen.headers["traceparent"].split("-")[2] == f"{span.context.span_id:016x}"
+    # No timings in the answer: another server's, a plain GenAI span.
+    assert attrs(span)["gen_ai.provider.name"] == "openai"
+    assert not any(key.startswith("llama_cpp.") for key in attrs(span))
+
+
+def test_a_stream_read_to_its_end(
+    chat_server: ServerManager, instrumented: Any, span_exporter: InMemorySpanExporter
+) -> None:
+    stream = sdk(chat_server.url).chat.completions.create(
+        model="tiny", messages=MESSAGES, max_tokens=6, stream=True,  # type: ignore[arg-type]
+        stream_options={"include_usage": True}, extra_body={"ignore_eos": True},
+    )  # fmt: skip
+    assert isinstance(stream, openai.Stream)
+    chunks = list(stream)
+    assert {type(c) for c in chunks} == {openai.types.chat.ChatCompletionChunk}
+    (span,) = span_exporter.get_finished_spans()
+    found = attrs(span)
+    assert found["gen_ai.request.stream"] is True
+    assert found["gen_ai.usage.output_tokens"] == 6
+    assert found["gen_ai.response.finish_reasons"] == ("length",)
+    assert found["gen_ai.response.time_to_first_chunk"] > 0
+    assert TIMINGS <= set(found)
+    assert "llama_cpp.stream.closed_early" not in found
+    gaps = points(instrumented)["gen_ai.client.operation.time_per_output_chunk"]
+    assert sum(p.count for p in gaps) == len(chunks) - 1
+
+
+@pytest.mark.parametrize("leave", ["with-break", "close", "collected"])
+def test_a_stream_left_early_ends_its_span_once(
+    chat_server: ServerManager,
+    instrumented: Any,
+    span_exporter: InMemorySpanExporter,
+    leave: str,
+) -> None:
+    def stream() -> Any:
+        return sdk(chat_server.url).chat.completions.create(
+            model="tiny", messages=MESSAGES, max_tokens=32, stream=True,  # type: ignore[arg-type]
+            extra_body={"ignore_eos": True},
+        )  # fmt: skip
+
+    if leave == "with-break":
+        with stream() as chunks:
+            for _ in chunks:
+                break
+    elif leave == "close":
+        chunks = stream()
+        next(chunks)
+        chunks.close()
+        chunks.close()
+    else:
+        chunks = stream()
+        next(chunks)
+        del chunks
+        gc.collect()
+    (span,) = span_exporter.get_finished_spans()
+    assert attrs(span)["llama_cpp.stream.closed_early"] is True
+    assert span.status.status_code is StatusCode.UNSET
+    assert sum(p.count for p in points(instrumented)["gen_ai.client.operation.duration"]) == 1
+
+
+def test_a_stream_cut_by_the_server_is_an_error_span(
+    instrumented: Any, span_exporter: InMemorySpanExporter
+) -> None:
+    chunk = {
+        "id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+        "choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": None}],
+    }  # fmt: skip
+    with FaultServer(
+        Reply(
+            200, chunks=sse(chunk, chunk, chunk), drop_after=2, content_type="text/event-stream"
+        )  # fmt: skip
+    ) as server:
+        stream = sdk(server.url).chat.completions.create(
+            model="m",
+            messages=MESSAGES,
+            stream=True,  # type: ignore[arg-type]
+        )
+        with pytest.raises(openai.APIError):
+            list(stream)
+    (span,) = span_exporter.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert attrs(span)["error.type"]
+
+
+def test_async_calls_and_streams(
+    chat_server: ServerManager, instrumented: Any, span_exporter: InMemorySpanExporter
+) -> None:
+    async def main() -> int:
+        client = openai.AsyncOpenAI(base_url=chat_server.url + "/v1", api_key="none", max_retries=0)
+        await client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=2)  # type: ignore[arg-type]
+        stream = await client.chat.completions.create(
+            model="tiny", messages=MESSAGES, max_tokens=4, stream=True,  # type: ignore[arg-type]
+            extra_body={"ignore_eos": True},
+        )  # fmt: skip
+        assert isinstance(stream, openai.AsyncStream)
+        n = len([chunk async for chunk in stream])
+        early = await client.chat.completions.create(
+            model="tiny", messages=MESSAGES, max_tokens=32, stream=True,  # type: ignore[arg-type]
+            extra_body={"ignore_eos": True},
+        )  # fmt: skip
+        await early.__anext__()
+        await early.close()
+        await client.close()
+        return n
+
+    chunks = asyncio.run(main())
+    spans = span_exporter.get_finished_spans()
+    assert [attrs(s)["gen_ai.request.stream"] if "gen_ai.request.stream" in attrs(s) else False
+            for s in spans] == [False, True, True]  # fmt: skip
+    assert attrs(spans[0])["gen_ai.usage.output_tokens"] == 2
+    assert "llama_cpp.stream.closed_early" not in attrs(spans[1]) and chunks >= 4
+    assert attrs(spans[2])["llama_cpp.stream.closed_early"] is True
+
+
+def test_completions_embeddings_and_raw_responses(
+    chat_server: ServerManager, instrumented: Any, span_exporter: InMemorySpanExporter
+) -> None:
+    client = sdk(chat_server.url)
+    client.completions.create(model="tiny", prompt="Once", max_tokens=2)
+    client.embeddings.create(model="tiny", input=["a", "b"])
+    raw = client.chat.completions.with_raw_response.create(
+        model="tiny",
+        messages=MESSAGES,
+        max_tokens=2,  # type: ignore[arg-type]
+    )
+    assert raw.parse().usage is not None
+    spans = span_exporter.get_finished_spans()
+    assert [attrs(s)["gen_ai.operation.name"] for s in spans] == [
+        "text_completion", "embeddings", "chat"
+    ]  # fmt: skip
+    assert attrs(spans[0])["gen_ai.usage.output_tokens"] == 2
+    assert attrs(spans[2])["gen_ai.usage.output_tokens"] == 2  # the raw answer, parsed
+
+
+def test_uninstrument_restores_the_sdk_and_keeps_a_later_wrapper(
+    providers: Any, span_exporter: InMemorySpanExporter
+) -> None:
+    tracer_provider, meter_provider, _ = providers
+    assert "post" not in openai.OpenAI.__dict__  # inherited from the SDK's base client
+    LlamaCppInstrumentor().instrument(
+        tracer_provider=tracer_provider, meter_provider=meter_provider
+    )
+    ours = openai.OpenAI.__dict__["post"]
+    calls: list[str] = []
+
+    def theirs(client: Any, path: str, **kwargs: Any) -> Any:
+        calls.append(path)
+        return ours(client, path, **kwargs)
+
+    openai.OpenAI.post = theirs  # type: ignore[method-assign,assignment]
+    try:
+        LlamaCppInstrumentor().uninstrument()
+        assert openai.OpenAI.__dict__["post"] is theirs  # theirs stays, ours passes through
+    finally:
+        del openai.OpenAI.post
+    LlamaCppInstrumentor().instrument(
+        tracer_provider=tracer_provider, meter_provider=meter_provider
+    )
+    LlamaCppInstrumentor().uninstrument()
+    assert "post" not in openai.OpenAI.__dict__
+    assert "post" not in openai.AsyncOpenAI.__dict__
