@@ -240,3 +240,34 @@ def test_uninstrument_restores_the_sdk_and_keeps_a_later_wrapper(
     LlamaCppInstrumentor().uninstrument()
     assert "post" not in openai.OpenAI.__dict__
     assert "post" not in openai.AsyncOpenAI.__dict__
+
+
+def test_a_cancelled_task_ends_its_streams_span_once(
+    chat_server: ServerManager, instrumented: Any, span_exporter: InMemorySpanExporter
+) -> None:
+    async def main() -> None:
+        client = openai.AsyncOpenAI(base_url=chat_server.url + "/v1", api_key="none", max_retries=0)
+        started = asyncio.Event()
+
+        async def consume() -> None:
+            stream = await client.chat.completions.create(
+                model="tiny", messages=MESSAGES, max_tokens=3000, stream=True,  # type: ignore[arg-type]
+                extra_body={"ignore_eos": True},
+            )  # fmt: skip
+            async with stream:  # the server's slot is freed when the task goes
+                async for _ in stream:
+                    started.set()
+
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(started.wait(), 30)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await client.close()
+
+    asyncio.run(main())
+    gc.collect()
+    (span,) = span_exporter.get_finished_spans()
+    assert attrs(span)["error.type"] == "CancelledError"
+    assert span.status.status_code is StatusCode.ERROR
+    assert sum(p.count for p in points(instrumented)["gen_ai.client.operation.duration"]) == 1
