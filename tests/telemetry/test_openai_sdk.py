@@ -271,3 +271,64 @@ def test_a_cancelled_task_ends_its_streams_span_once(
     assert attrs(span)["error.type"] == "CancelledError"
     assert span.status.status_code is StatusCode.ERROR
     assert sum(p.count for p in points(instrumented)["gen_ai.client.operation.duration"]) == 1
+
+
+def scoped(reader: Any) -> dict[tuple[str, str], int]:
+    """(instrumentation scope, metric) -> points counted."""
+    found: dict[tuple[str, str], int] = {}
+    data = reader.get_metrics_data()
+    for resource in data.resource_metrics if data else []:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    key = (scope.scope.name, metric.name)
+                    found[key] = found.get(key, 0) + getattr(point, "count", 1)
+    return found
+
+
+@pytest.mark.parametrize("ours_first", [True, False], ids=["ours-first", "openai-v2-first"])
+def test_beside_openai_v2_one_span_each_point_once_with_llama_cpps_attributes(
+    chat_server: ServerManager,
+    providers: Any,
+    span_exporter: InMemorySpanExporter,
+    ours_first: bool,
+) -> None:
+    from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+
+    tracer_provider, meter_provider, reader = providers
+    pipeline = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
+    order = [LlamaCppInstrumentor(), OpenAIInstrumentor()]
+    for instrumentor in order if ours_first else order[::-1]:
+        instrumentor.instrument(**pipeline)
+    try:
+        client = sdk(chat_server.url)
+        answer = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=3)  # type: ignore[arg-type]
+        chunks = list(
+            client.chat.completions.create(
+                model="tiny", messages=MESSAGES, max_tokens=4, stream=True,  # type: ignore[arg-type]
+                stream_options={"include_usage": True}, extra_body={"ignore_eos": True},
+            )
+        )  # fmt: skip
+    finally:
+        for instrumentor in order:
+            instrumentor.uninstrument()
+    spans = span_exporter.get_finished_spans()
+    assert len(spans) == 2  # one per call, openai-v2's
+    # Its own tracer, or (its newer mode, the one installed here) the GenAI handler's.
+    assert {s.instrumentation_scope.name for s in spans if s.instrumentation_scope} <= {
+        "opentelemetry.instrumentation.openai_v2",
+        "opentelemetry.util.genai.handler",
+    }
+    for span in spans:
+        assert TIMINGS <= set(attrs(span))  # what only llama.cpp tells, added to theirs
+    assert attrs(spans[0])["gen_ai.response.id"] == answer.id
+    assert chunks
+    counted = scoped(reader)
+    assert counted.get(("llamatelemetry", "gen_ai.client.operation.duration")) is None
+    assert counted.get(("llamatelemetry", "gen_ai.client.token.usage")) is None
+    theirs = sum(
+        n for (scope, name), n in counted.items()
+        if scope != "llamatelemetry" and name == "gen_ai.client.operation.duration"
+    )  # fmt: skip
+    assert theirs == 2  # each call counted once, by them
+    assert counted[("llamatelemetry", "gen_ai.server.time_to_first_token")] == 2

@@ -79,6 +79,9 @@ INFERENCE_EVENT = "gen_ai.client.inference.operation.details"
 # The operations that are inferences (the event is theirs); the others are llama.cpp's
 # utility endpoints (tokenize, health, slots, ...).
 _INFERENCES = frozenset({"chat", "text_completion"})
+# What this package adds to another instrumentation's span of the same call: what only
+# llama.cpp (and this package's reading of it) tells.
+_LLAMA_ONLY = ("llama_cpp.", "gen_ai.usage.cache_read.", "llamatelemetry.")
 
 _unmeasured: ContextVar[bool] = ContextVar("llamatelemetry.unmeasured", default=False)
 
@@ -191,6 +194,43 @@ class CallRecorder:
                 _end(span)  # the call goes on unobserved; its span must not stay open
             return RecordedCall(self, None, {}, request, base_url, stream)
 
+    def join(
+        self,
+        span: Span,
+        operation: str,
+        *,
+        base_url: str,
+        request: Mapping[str, Any] | None = None,
+        stream: bool = False,
+    ) -> RecordedCall:
+        """Record a call that another instrumentation already made a span for (the
+        official openai-v2, around the same SDK call): no second span and no second count
+        of the client's figures; llama.cpp's attributes go onto that span, and the
+        server's figures (time to first token, per output token, draft acceptance) to the
+        metrics. The span is the other instrumentation's to end."""
+        try:
+            return _joined(self, span, operation, base_url, request, stream)
+        except Exception:  # noqa: BLE001
+            log.debug("could not join a span for %s", operation, exc_info=True)
+            return RecordedCall(self, None, {}, request, base_url, stream)
+
+
+def _joined(
+    recorder: CallRecorder,
+    span: Span,
+    operation: str,
+    base_url: str,
+    request: Mapping[str, Any] | None,
+    stream: bool,
+) -> RecordedCall:
+    values = request_attributes(operation, request, recorder.provider_name)
+    values.update(_server(base_url))
+    values["gen_ai.provider.name"] = LLAMA_CPP_PROVIDER
+    return RecordedCall(recorder, span, values, request, base_url, stream, borrowed=True)
+
+
+LLAMA_CPP_PROVIDER = PROVIDER
+
 
 class RecordedCall:
     """One call being recorded (from :meth:`CallRecorder.begin`): tell it of each chunk
@@ -206,6 +246,8 @@ class RecordedCall:
         "_stream",
         "_started",
         "_measured",
+        "_client_points",
+        "_borrowed",
         "_ended",
         "context",
         # streams
@@ -229,9 +271,13 @@ class RecordedCall:
         request: Any,
         base_url: str,
         stream: bool,
+        borrowed: bool = False,
     ) -> None:
         self._recorder = recorder
         self._span = span
+        # Another instrumentation's span for this same call: ours adds to it and never ends
+        # it, and records only what that one does not (the server's figures).
+        self._borrowed = borrowed
         self._attributes = attributes
         self._request = request
         self._base_url = base_url
@@ -241,6 +287,7 @@ class RecordedCall:
         #: request is sent, so the transport's own spans are children of this one.
         self.context: Context = trace.set_span_in_context(span) if span is not None else Context()
         self._measured = not _unmeasured.get()
+        self._client_points = self._measured and not borrowed  # duration, tokens, chunks
         self._started = time.perf_counter()
         self._first: float | None = None
         self._last = self._started
@@ -303,7 +350,7 @@ class RecordedCall:
             now = time.perf_counter()
             if self._first is None:
                 self._first = now
-                if self._measured:
+                if self._client_points:
                     self._point = metric_point(self._attributes)
                     self._recorder.metrics.record_first_chunk(
                         now - self._last, self._point, self.context
@@ -329,7 +376,7 @@ class RecordedCall:
 
     def _record_gaps(self) -> None:
         gaps, self._gaps = self._gaps, []
-        if self._measured and self._point is not None:
+        if self._client_points and self._point is not None:
             self._recorder.metrics.record_chunk_gaps(gaps, self._point, self.context)
 
     def end(
@@ -404,6 +451,9 @@ class RecordedCall:
         """End the span and record the metrics, exactly once per call."""
         span, attributes, recorder = self._span, self._attributes, self._recorder
         assert span is not None
+        if self._borrowed:
+            self._add_to_borrowed(span, result, extra, last)
+            return
         try:
             duration = time.perf_counter() - self._started
             timings = timings_of(last)
@@ -426,6 +476,27 @@ class RecordedCall:
             log.debug("could not record telemetry", exc_info=True)
         finally:
             _end(span)
+
+    def _add_to_borrowed(
+        self, span: Span, result: Any, extra: Mapping[str, Any] | None, last: Any
+    ) -> None:
+        """What only llama.cpp tells, onto the other instrumentation's span (which it ends
+        itself), and the server's figures to the metrics."""
+        try:
+            timings = timings_of(last)
+            final = response_attributes(result, timings) if result is not None else {}
+            if extra:
+                final.update(extra)
+            ours = {k: v for k, v in final.items() if k.startswith(_LLAMA_ONLY)}
+            span.set_attributes(ours)
+            self._attributes.update(final)
+            if self._measured and timings is not None:
+                duration = time.perf_counter() - self._started
+                self._recorder.metrics.record(
+                    self._attributes, duration, self.context, timings, client=False
+                )
+        except Exception:  # noqa: BLE001
+            log.debug("could not add to another instrumentation's span", exc_info=True)
 
     def _emit(self, output: str | None) -> None:
         """The inference's operation-details event: the span's GenAI attributes and, when

@@ -168,11 +168,15 @@ class GenAIMetrics:
         duration: float,
         context: Context | None = None,
         timings: Timings | None = None,
+        client: bool = True,
     ) -> None:
         """Record one finished operation from its final span attributes (which must not
         change after) and the server's timings; ``context`` is the operation's own, for
-        exemplars."""
-        self._recorder.defer_points(self._add_operation, duration, (attributes, timings), context)
+        exemplars. ``client=False``: the server's figures only (another instrumentation
+        records the client's: duration and tokens)."""
+        self._recorder.defer_points(
+            self._add_operation, duration, (attributes, timings, client), context
+        )
 
     def record_first_chunk(
         self, seconds: float, point: dict[str, Any], context: Context | None
@@ -201,15 +205,37 @@ class GenAIMetrics:
         self,
         points: Points,
         duration: float,
-        operation: tuple[dict[str, Any], Timings | None],
+        operation: tuple[dict[str, Any], Timings | None, bool],
         context: Context | None,
     ) -> None:
-        attributes, timings = operation
+        attributes, timings, client = operation
         point = metric_point(attributes)
         items = tuple(point.items())
-        points.add(self.duration, duration, point, context, items)
+        if client:
+            points.add(self.duration, duration, point, context, items)
         if "error.type" in point:
             return
+        if client:
+            self._add_tokens(points, attributes, items, context)
+        if timings is None:
+            return
+        ttft = timings.ttft_s
+        if ttft is not None:
+            points.add(self.server_ttft, ttft, point, context, items)
+        tpot = timings.tpot_s
+        if tpot is not None:
+            points.add(self.server_tpot, tpot, point, context, items)
+        acceptance = timings.draft_acceptance
+        if acceptance is not None:
+            points.add(self.acceptance, acceptance, point, context, items)
+
+    def _add_tokens(
+        self,
+        points: Points,
+        attributes: dict[str, Any],
+        items: tuple[tuple[str, Any], ...],
+        context: Context | None,
+    ) -> None:
         typed = _typed_points.get(items)
         if typed is None:
             if len(_typed_points) >= 1024:  # points are few; bound it anyway
@@ -225,14 +251,3 @@ class GenAIMetrics:
             tokens = attributes.get(key)
             if tokens is not None:
                 points.add(self.token_usage, tokens, typed_point, context, typed_items)
-        if timings is None:
-            return
-        ttft = timings.ttft_s
-        if ttft is not None:
-            points.add(self.server_ttft, ttft, point, context, items)
-        tpot = timings.tpot_s
-        if tpot is not None:
-            points.add(self.server_tpot, tpot, point, context, items)
-        acceptance = timings.draft_acceptance
-        if acceptance is not None:
-            points.add(self.acceptance, acceptance, point, context, items)

@@ -16,6 +16,13 @@ A server is llama.cpp when an answer carries llama.cpp's ``timings``: its calls'
 then say ``gen_ai.provider.name = "llama.cpp"`` and carry llama.cpp's attributes; any other
 server's are plain GenAI spans named ``openai``. Knowing it costs nothing: the answer
 says so, and the next calls to that base URL know it from the start.
+
+Beside the official ``opentelemetry-instrumentation-openai-v2`` (whichever was turned on
+first), a call has one span: that instrumentation's, which wraps the SDK's resource
+methods and so is the current span when ``post`` runs. This package then adds to it what
+only llama.cpp tells (its timings, cached tokens, draft acceptance) and records only the
+server's figures; the client's duration and token counts are that instrumentation's to
+count.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any, get_origin
 
+from opentelemetry import trace
 from opentelemetry.context import attach, detach
 
 from ._attributes import timings_of
@@ -73,14 +81,20 @@ class SdkTelemetry:
         if isinstance(extra, Mapping):
             request.update(extra)
         stream = bool(kwargs.get("stream"))
-        provider = LLAMA_CPP if self._llama.get(base_url) else OPENAI
-        recorded = self.recorder.begin(
-            operation,
-            base_url=base_url,
-            request=request,
-            stream=stream,
-            attributes={PROVIDER: provider},
-        )
+        official = _official_span()
+        if official is not None:  # openai-v2 is recording this call: add to its span
+            recorded = self.recorder.join(
+                official, operation, base_url=base_url, request=request, stream=stream
+            )
+        else:
+            provider = LLAMA_CPP if self._llama.get(base_url) else OPENAI
+            recorded = self.recorder.begin(
+                operation,
+                base_url=base_url,
+                request=request,
+                stream=stream,
+                attributes={PROVIDER: provider},
+            )
         if recorded.recording:
             headers = options.get("headers") if isinstance(options, Mapping) else None
             kwargs["options"] = {**options, "headers": recorded.headers(headers)}
@@ -138,6 +152,32 @@ class SdkTelemetry:
             _building.reset(building)
             detach(token)
         return self._end(recorded, base_url, result, _raw(kwargs))
+
+
+# The official instrumentation's tracers: its own (``openai_v2``), or the shared GenAI
+# handler it uses in its newer mode (then only while it is on).
+OPENAI_V2_SCOPE = "opentelemetry.instrumentation.openai_v2"
+GENAI_HANDLER_SCOPE = "opentelemetry.util.genai.handler"
+
+
+def _official_span() -> Any:
+    """The span the official openai-v2 instrumentation opened around this SDK call, when
+    it is the current one; else None."""
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return None
+    name = getattr(getattr(span, "instrumentation_scope", None), "name", None)
+    if name == OPENAI_V2_SCOPE or (name == GENAI_HANDLER_SCOPE and _openai_v2_on()):
+        return span
+    return None
+
+
+def _openai_v2_on() -> bool:
+    try:
+        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+    except ImportError:
+        return False
+    return bool(OpenAIInstrumentor().is_instrumented_by_opentelemetry)  # type: ignore[no-untyped-call]
 
 
 def _raw(kwargs: Mapping[str, Any]) -> str:
