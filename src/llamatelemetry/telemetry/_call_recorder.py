@@ -399,8 +399,9 @@ class RecordedCall:
         if attributes:
             try:
                 self._attributes.update(attributes)
-                assert self._span is not None
-                self._span.set_attributes(attributes)
+                if not self._borrowed:  # another instrumentation's span says its own
+                    assert self._span is not None
+                    self._span.set_attributes(attributes)
             except Exception:  # noqa: BLE001
                 log.debug("could not add a call's attributes", exc_info=True)
         if self._stream:
