@@ -4,10 +4,6 @@ call's trace, and ``OTEL_TRACES_SAMPLER`` decides which spans are kept."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 from typing import Any
 
 import pytest
@@ -63,44 +59,38 @@ def test_no_content_asked_for_sends_no_log_record(chat_server: ServerManager) ->
     assert records == []
 
 
-# A process of its own: the sampler is read from the environment when the provider is made,
-# and the global providers are set (as `opentelemetry-instrument` users have them).
-SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    from llamatelemetry.telemetry import InstrumentedLlamaCppClient, setup_telemetry
-    from llamatelemetry.testing._otlp import OTLPReceiver
-
-    with OTLPReceiver() as receiver:
-        telemetry = setup_telemetry(otlp_endpoint=receiver.url, export_interval_s=3600)
-        with InstrumentedLlamaCppClient(sys.argv[1]) as client:  # the global providers
-            for _ in range(int(sys.argv[2])):
-                client.chat.completions.create(
-                    messages=[{"role": "user", "content": "Hi"}], max_tokens=1
-                )
-        telemetry.force_flush()
-        points = receiver.metrics()["gen_ai.client.operation.duration"][-1]["count"]
-        print(json.dumps({"spans": len(receiver.spans()), "points": points}))
-        telemetry.shutdown()
-    """
-)
-
-
 @pytest.mark.parametrize(
     ("sampler", "argument", "spans"),
     [("always_on", None, 6), ("always_off", None, 0), ("traceidratio", "0", 0),
      ("parentbased_traceidratio", "1", 6)],
 )  # fmt: skip
 def test_otel_traces_sampler_decides_which_spans_are_kept(
-    chat_server: ServerManager, sampler: str, argument: str | None, spans: int
+    chat_server: ServerManager,
+    monkeypatch: pytest.MonkeyPatch,
+    sampler: str,
+    argument: str | None,
+    spans: int,
 ) -> None:
-    """Every call is measured, whichever spans are kept."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env["OTEL_TRACES_SAMPLER"] = sampler
-    if argument is not None:
-        env["OTEL_TRACES_SAMPLER_ARG"] = argument
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, chat_server.url, "6"],
-        capture_output=True, text=True, timeout=120, env=env, check=True,
-    )  # fmt: skip
-    assert done.stdout.strip().endswith(f'{{"spans": {spans}, "points": 6}}'), done.stderr
+    """Every call is measured, whichever spans are kept (the sampler is read from the
+    environment when ``setup_telemetry`` makes the tracer provider)."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    if argument is None:
+        monkeypatch.delenv("OTEL_TRACES_SAMPLER_ARG", raising=False)
+    else:
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", argument)
+    with OTLPReceiver() as receiver:
+        telemetry = setup_telemetry(
+            otlp_endpoint=receiver.url, set_global=False, export_interval_s=3600
+        )
+        with InstrumentedLlamaCppClient(
+            chat_server.url,
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+        ) as client:
+            for _ in range(6):
+                client.chat.completions.create(messages=MESSAGES, max_tokens=1)
+        assert telemetry.force_flush()
+        kept = len(receiver.spans())
+        duration = receiver.metrics()["gen_ai.client.operation.duration"][-1]["count"]
+        telemetry.shutdown()
+    assert (kept, duration) == (spans, 6)
