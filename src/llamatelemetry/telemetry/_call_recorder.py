@@ -209,27 +209,13 @@ class CallRecorder:
         server's figures (time to first token, per output token, draft acceptance) to the
         metrics. The span is the other instrumentation's to end."""
         try:
-            return _joined(self, span, operation, base_url, request, stream)
+            # Our points are the server's, and only llama.cpp's answers give them.
+            values = request_attributes(operation, request, PROVIDER)
+            values.update(_server(base_url))
+            return RecordedCall(self, span, values, request, base_url, stream, borrowed=True)
         except Exception:  # noqa: BLE001
             log.debug("could not join a span for %s", operation, exc_info=True)
             return RecordedCall(self, None, {}, request, base_url, stream)
-
-
-def _joined(
-    recorder: CallRecorder,
-    span: Span,
-    operation: str,
-    base_url: str,
-    request: Mapping[str, Any] | None,
-    stream: bool,
-) -> RecordedCall:
-    values = request_attributes(operation, request, recorder.provider_name)
-    values.update(_server(base_url))
-    values["gen_ai.provider.name"] = LLAMA_CPP_PROVIDER
-    return RecordedCall(recorder, span, values, request, base_url, stream, borrowed=True)
-
-
-LLAMA_CPP_PROVIDER = PROVIDER
 
 
 class RecordedCall:
@@ -449,20 +435,26 @@ class RecordedCall:
         output: str | None,
         last: Any,
     ) -> None:
-        """End the span and record the metrics, exactly once per call."""
+        """End the span (ours, not a joined one) and record the metrics, exactly once per
+        call."""
         span, attributes, recorder = self._span, self._attributes, self._recorder
         assert span is not None
-        if self._borrowed:
-            self._add_to_borrowed(span, result, extra, last)
-            return
         try:
             duration = time.perf_counter() - self._started
             timings = timings_of(last)
             final = response_attributes(result, timings) if result is not None else {}
             if extra:
                 final.update(extra)
-            span.set_attributes(final)
             attributes.update(final)
+            if self._borrowed:  # another instrumentation's span, which it ends itself:
+                # what only llama.cpp tells onto it, the server's figures to the metrics
+                span.set_attributes({k: v for k, v in final.items() if k.startswith(_LLAMA_ONLY)})
+                if self._measured and timings is not None:
+                    recorder.metrics.record(
+                        attributes, duration, self.context, timings, client=False
+                    )
+                return
+            span.set_attributes(final)
             if error is not None:
                 _fail(span, attributes, error)
             if output is None and result is not None and recorder.wants_output:
@@ -476,28 +468,8 @@ class RecordedCall:
         except Exception:  # noqa: BLE001
             log.debug("could not record telemetry", exc_info=True)
         finally:
-            _end(span)
-
-    def _add_to_borrowed(
-        self, span: Span, result: Any, extra: Mapping[str, Any] | None, last: Any
-    ) -> None:
-        """What only llama.cpp tells, onto the other instrumentation's span (which it ends
-        itself), and the server's figures to the metrics."""
-        try:
-            timings = timings_of(last)
-            final = response_attributes(result, timings) if result is not None else {}
-            if extra:
-                final.update(extra)
-            ours = {k: v for k, v in final.items() if k.startswith(_LLAMA_ONLY)}
-            span.set_attributes(ours)
-            self._attributes.update(final)
-            if self._measured and timings is not None:
-                duration = time.perf_counter() - self._started
-                self._recorder.metrics.record(
-                    self._attributes, duration, self.context, timings, client=False
-                )
-        except Exception:  # noqa: BLE001
-            log.debug("could not add to another instrumentation's span", exc_info=True)
+            if not self._borrowed:
+                _end(span)
 
     def _emit(self, output: str | None) -> None:
         """The inference's operation-details event: the span's GenAI attributes and, when

@@ -28,7 +28,8 @@ count.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any, get_origin
@@ -125,33 +126,33 @@ class SdkTelemetry:
         recorded, base_url = self._begin(client, path, kwargs)
         if recorded is None or not recorded.recording:
             return original(client, path, **kwargs)
-        token = attach(recorded.context)
-        building = _building.set((recorded, base_url))
-        try:
+        with _sending(recorded, base_url):
             result = original(client, path, **kwargs)
-        except BaseException as error:
-            recorded.end(error=error)
-            raise
-        finally:
-            _building.reset(building)
-            detach(token)
         return self._end(recorded, base_url, result, _raw(kwargs))
 
     async def apost(self, original: Callable[..., Any], client: Any, path: str, kwargs: Any) -> Any:
         recorded, base_url = self._begin(client, path, kwargs)
         if recorded is None or not recorded.recording:
             return await original(client, path, **kwargs)
-        token = attach(recorded.context)
-        building = _building.set((recorded, base_url))
-        try:
+        with _sending(recorded, base_url):
             result = await original(client, path, **kwargs)
-        except BaseException as error:
-            recorded.end(error=error)
-            raise
-        finally:
-            _building.reset(building)
-            detach(token)
         return self._end(recorded, base_url, result, _raw(kwargs))
+
+
+@contextmanager
+def _sending(recorded: RecordedCall, base_url: str) -> Iterator[None]:
+    """While the SDK sends the call: its span is the current one, a stream the SDK builds
+    takes the call, and an error ends it."""
+    token = attach(recorded.context)
+    building = _building.set((recorded, base_url))
+    try:
+        yield
+    except BaseException as error:
+        recorded.end(error=error)
+        raise
+    finally:
+        _building.reset(building)
+        detach(token)
 
 
 # The official instrumentation's tracers: its own (``openai_v2``), or the shared GenAI
