@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -162,7 +163,8 @@ def test_a_stream_cut_by_the_server_is_an_error_span(
             messages=MESSAGES,
             stream=True,  # type: ignore[arg-type]
         )
-        with pytest.raises(openai.APIError):
+        # the SDK's 3.x wraps the cut as its APIError, 2.x lets httpx's error through
+        with pytest.raises((openai.APIError, httpx.HTTPError)):
             list(stream)
     (span,) = span_exporter.get_finished_spans()
     assert span.status.status_code is StatusCode.ERROR
@@ -339,3 +341,119 @@ def test_beside_openai_v2_one_span_each_point_once_with_llama_cpps_attributes(
     )  # fmt: skip
     assert theirs == 2  # each call counted once, by them
     assert counted[("llamatelemetry", "gen_ai.server.time_to_first_token")] == 2
+
+
+def test_the_first_stream_to_a_new_server_counts_under_llama_cpp(
+    chat_server: ServerManager, instrumented: Any, span_exporter: InMemorySpanExporter
+) -> None:
+    """The server's kind is learnt from its first answer, at the stream's end: the stream's
+    first-chunk and between-chunk points wait for it, so none is labelled ``openai``."""
+    stream = sdk(chat_server.url).chat.completions.create(
+        model="tiny", messages=MESSAGES, max_tokens=4, stream=True,  # type: ignore[arg-type]
+        extra_body={"ignore_eos": True},
+    )  # fmt: skip
+    n = len(list(stream))
+    (span,) = span_exporter.get_finished_spans()
+    assert attrs(span)["gen_ai.provider.name"] == "llama.cpp"
+    found = points(instrumented)
+    for name in (
+        "gen_ai.client.operation.duration",
+        "gen_ai.client.operation.time_to_first_chunk",
+        "gen_ai.client.operation.time_per_output_chunk",
+    ):
+        providers = {p.attributes["gen_ai.provider.name"] for p in found[name]}
+        assert providers == {"llama.cpp"}, name
+    gaps = found["gen_ai.client.operation.time_per_output_chunk"]
+    assert sum(p.count for p in gaps) == n - 1
+    (first,) = found["gen_ai.client.operation.time_to_first_chunk"]
+    assert first.count == 1
+    assert first.sum == pytest.approx(attrs(span)["gen_ai.response.time_to_first_chunk"])
+
+
+def test_the_sdks_helpers_stream_parse_and_raw_streams(
+    chat_server: ServerManager, instrumented: Any, span_exporter: InMemorySpanExporter
+) -> None:
+    client = sdk(chat_server.url)
+    request: dict[str, Any] = {"model": "tiny", "messages": MESSAGES, "max_tokens": 3}
+    stream_body = {**request, "extra_body": {"ignore_eos": True}}
+    # The parsing helpers refuse an answer cut at max_tokens: a grammar ends it first.
+    stopped = {**request, "extra_body": {"grammar": 'root ::= "a" "b"'}}
+    with client.chat.completions.stream(**stopped) as helper:  # the .stream() helper
+        text = "".join(e.delta for e in helper if e.type == "content.delta")
+        assert helper.get_final_completion().choices[0].message.content == text == "ab"
+    parsed = client.chat.completions.parse(**stopped)  # parse (no format)
+    assert parsed.choices[0].message.content == "ab"
+    raw = client.chat.completions.with_raw_response.create(**stream_body, stream=True)
+    assert len(list(raw.parse())) >= 3  # LiteLLM's way: a raw response, parsed later
+    with client.chat.completions.with_streaming_response.create(**request) as response:
+        assert response.parse().usage is not None
+    with client.chat.completions.with_streaming_response.create(
+        **stream_body, stream=True
+    ) as response:
+        assert len(list(response.parse())) >= 3
+    spans = span_exporter.get_finished_spans()
+    assert len(spans) == 5
+    for span in spans:
+        found = attrs(span)
+        assert found["gen_ai.provider.name"] == "llama.cpp"
+        assert found["gen_ai.request.max_tokens"] == 3
+        assert span.status.status_code is not StatusCode.ERROR
+        assert "llama_cpp.stream.closed_early" not in found
+    # the answers each read by the SDK (not the one whose body the caller read) say all
+    for span in (spans[0], spans[1], spans[2], spans[4]):
+        assert attrs(span)["gen_ai.usage.output_tokens"] in (2, 3), span.name
+        assert TIMINGS <= set(attrs(span))
+    assert attrs(spans[0])["gen_ai.response.time_to_first_chunk"] > 0
+    assert attrs(spans[4])["gen_ai.response.time_to_first_chunk"] > 0
+
+
+def test_a_raw_stream_never_parsed_ends_cut_short(
+    chat_server: ServerManager, instrumented: Any, span_exporter: InMemorySpanExporter
+) -> None:
+    client = sdk(chat_server.url)
+    raw = client.chat.completions.with_raw_response.create(
+        model="tiny", messages=MESSAGES, max_tokens=3, stream=True,  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert span_exporter.get_finished_spans() == ()  # its reader may still parse it
+    raw.http_response.close()
+    del raw
+    gc.collect()
+    (span,) = span_exporter.get_finished_spans()
+    assert attrs(span)["llama_cpp.stream.closed_early"] is True
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_responses_api(
+    chat_server: ServerManager,
+    instrumented: Any,
+    span_exporter: InMemorySpanExporter,
+    stream: bool,
+) -> None:
+    async def main() -> Any:
+        client = openai.AsyncOpenAI(base_url=chat_server.url + "/v1", api_key="none", max_retries=0)
+        async with client:
+            answer = await client.responses.create(
+                model="tiny", input="Once", max_output_tokens=4, stream=stream
+            )
+            if not stream:
+                return answer
+            async for event in answer:
+                if event.type == "response.completed":
+                    return event.response
+        raise AssertionError("no response.completed")
+
+    answer = asyncio.run(main())
+    (span,) = span_exporter.get_finished_spans()
+    found = attrs(span)
+    assert span.name == "chat tiny"
+    assert found["gen_ai.request.max_tokens"] == 4
+    assert found["gen_ai.response.id"] == answer.id
+    assert found["gen_ai.usage.output_tokens"] == answer.usage.output_tokens
+    assert found["gen_ai.usage.input_tokens"] == answer.usage.input_tokens
+    if stream:  # llama.cpp sends its timings beside a streamed response only
+        assert found["gen_ai.provider.name"] == "llama.cpp"
+        assert TIMINGS <= set(found)
+        assert found["gen_ai.response.time_to_first_chunk"] > 0
+    else:
+        assert found["gen_ai.provider.name"] == "openai"
+        assert not TIMINGS & set(found)

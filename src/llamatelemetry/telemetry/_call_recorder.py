@@ -162,6 +162,7 @@ class CallRecorder:
         stream: bool = False,
         defaulted: Sequence[str] = (),
         attributes: Mapping[str, Any] | None = None,
+        labels_known: bool = True,
     ) -> RecordedCall:
         """Start recording a call that is about to be sent; its span starts now, as a child
         of the current span.
@@ -172,7 +173,10 @@ class CallRecorder:
         parameters (model, max_tokens, temperature, ...) become ``gen_ai.request.*``;
         ``stream``: the answer comes in chunks; ``defaulted``: the body's fields the client
         filled in rather than the caller; ``attributes``: more span attributes (they also
-        reach the metric points when they are among theirs).
+        reach the metric points when they are among theirs); ``labels_known=False``: the
+        answer may still change the metric points' labels (``end(attributes=...)``: the
+        server's kind, learnt from it), so a stream's time to first chunk and between
+        chunks are recorded at its end, under the final labels.
         """
         span: Span | None = None
         try:
@@ -187,7 +191,9 @@ class CallRecorder:
             )
             if self.capture_content:
                 _set_content(span, request)
-            return RecordedCall(self, span, values, request, base_url, stream)
+            call = RecordedCall(self, span, values, request, base_url, stream)
+            call._hold = not labels_known
+            return call
         except Exception:  # noqa: BLE001 - telemetry must never break the call
             log.debug("could not start a span for %s", operation, exc_info=True)
             if span is not None:
@@ -247,6 +253,7 @@ class RecordedCall:
         "_gaps",
         "_gaps_since",
         "_events",
+        "_hold",
     )
 
     def __init__(
@@ -287,6 +294,7 @@ class RecordedCall:
         self._gaps: list[float] = []
         self._gaps_since = self._started
         self._events: bool | None = None  # typed events (Responses, Messages)? at chunk 1
+        self._hold = False  # stream points wait for the end, whose labels are final
 
     @property
     def needs_answer(self) -> bool:
@@ -336,7 +344,7 @@ class RecordedCall:
             now = time.perf_counter()
             if self._first is None:
                 self._first = now
-                if self._client_points:
+                if self._client_points and not self._hold:
                     self._point = metric_point(self._attributes)
                     self._recorder.metrics.record_first_chunk(
                         now - self._last, self._point, self.context
@@ -344,7 +352,11 @@ class RecordedCall:
             else:
                 gaps = self._gaps
                 gaps.append(now - self._last)
-                if len(gaps) >= GAP_BATCH and now - self._gaps_since >= GAP_EVERY_S:
+                if (
+                    len(gaps) >= GAP_BATCH
+                    and now - self._gaps_since >= GAP_EVERY_S
+                    and not self._hold
+                ):
                     self._gaps_since = now
                     self._record_gaps()
             self._last = now
@@ -398,6 +410,11 @@ class RecordedCall:
     def _end_stream(self, answer: Any, error: BaseException | None, complete: bool) -> None:
         extra: dict[str, Any] = {}
         try:
+            if self._hold and self._client_points and self._first is not None:
+                self._point = metric_point(self._attributes)  # the final labels
+                self._recorder.metrics.record_first_chunk(
+                    self._first - self._started, self._point, self.context
+                )
             if self._gaps:
                 self._record_gaps()
             # Read once at the end rather than per chunk: the usage chunk comes last (after

@@ -1,5 +1,7 @@
-"""Telemetry for the openai SDK's calls: chat, completions and embeddings, sync and async,
-streamed or not, through the same ``CallRecorder`` as this package's own client.
+"""Telemetry for the openai SDK's calls: chat, completions, embeddings and the Responses
+API, sync and async, streamed or not (the ``.stream()`` and ``parse`` helpers,
+``with_raw_response`` and ``with_streaming_response`` included), through the same
+``CallRecorder`` as this package's own client.
 
 Every one of those calls goes through the client's public ``post(path, *, body, options,
 stream, stream_cls)``, the method the SDK documents for endpoints it has no resource for.
@@ -10,12 +12,17 @@ adds the trace context to the request's headers. A stream is built by the SDK fr
 supports) whose chunks go to the recorder as the reader gets them, and which ends the
 call exactly once, whatever way the reader leaves: exhausted, closed, left in a ``with``,
 broken off by an exception, garbage collected. The reader gets the SDK's own stream
-class and chunk objects.
+class and chunk objects. A raw response's stream is built when its reader parses it: the
+call waits for that under the response, and ends cut short if the response goes unparsed.
+A ``with_streaming_response`` answer that is not a stream is the caller's to read: its
+span ends with the response's head.
 
 A server is llama.cpp when an answer carries llama.cpp's ``timings``: its calls' spans
 then say ``gen_ai.provider.name = "llama.cpp"`` and carry llama.cpp's attributes; any other
 server's are plain GenAI spans named ``openai``. Knowing it costs nothing: the answer
-says so, and the next calls to that base URL know it from the start.
+says so, and the next calls to that base URL know it from the start. Until then a
+stream's first-chunk and between-chunk points wait for its end, so that they carry the
+server's kind its answer told.
 
 Beside the official ``opentelemetry-instrumentation-openai-v2`` (whichever was turned on
 first), a call has one span: that instrumentation's, which wraps the SDK's resource
@@ -28,6 +35,7 @@ count.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -49,6 +57,7 @@ OPERATIONS = {
     "/chat/completions": "chat",
     "/completions": "text_completion",
     "/embeddings": "embeddings",
+    "/responses": "chat",  # the Responses API: a chat, as the conventions name it
 }
 PROVIDER = "gen_ai.provider.name"
 #: The header the SDK's ``with_raw_response`` and ``with_streaming_response`` set.
@@ -59,6 +68,9 @@ LLAMA_CPP, OPENAI = "llama.cpp", "openai"
 _building: ContextVar[tuple[RecordedCall, str] | None] = ContextVar(
     "llamatelemetry.sdk_stream", default=None
 )
+# A raw response's stream is built later, when its reader parses it: the call waits for it
+# under the response's httpx.Response (and ends, cut short, if that goes unparsed).
+_waiting: weakref.WeakKeyDictionary[Any, tuple[RecordedCall, str]] = weakref.WeakKeyDictionary()
 
 
 class SdkTelemetry:
@@ -88,13 +100,14 @@ class SdkTelemetry:
                 official, operation, base_url=base_url, request=request, stream=stream
             )
         else:
-            provider = LLAMA_CPP if self._llama.get(base_url) else OPENAI
+            known = bool(self._llama.get(base_url))
             recorded = self.recorder.begin(
                 operation,
                 base_url=base_url,
                 request=request,
                 stream=stream,
-                attributes={PROVIDER: provider},
+                attributes={PROVIDER: LLAMA_CPP if known else OPENAI},
+                labels_known=known,  # a first answer may still say llama.cpp
             )
         if recorded.recording:
             headers = options.get("headers") if isinstance(options, Mapping) else None
@@ -111,10 +124,29 @@ class SdkTelemetry:
         self._llama[base_url] = True
         return {PROVIDER: LLAMA_CPP}
 
-    def _end(self, recorded: RecordedCall, base_url: str, result: Any, raw: str) -> Any:
+    def finished(self, recorded: RecordedCall, base_url: str, last: Any) -> None:
+        """A stream was read to its end, ``last`` its last chunk: the Responses API's last
+        event carries the whole response; a chat stream's last chunks say the rest."""
+        answer = getattr(last, "response", None) if hasattr(last, "type") else None
+        if answer is not None:
+            timings = getattr(last, "timings", None)  # llama.cpp's, beside the response
+            if timings is not None:
+                answer = _WithTimings(answer, timings)
+        told = answer if answer is not None else last
+        recorded.end(answer, attributes=self.learned(base_url, told))
+
+    def _end(
+        self, recorded: RecordedCall, base_url: str, result: Any, raw: str, stream: bool
+    ) -> Any:
         if isinstance(result, _Observed):
             return result  # the stream ends the call itself
         answer = result
+        if raw and stream:  # a raw response whose stream its reader builds later
+            response = getattr(result, "http_response", None)
+            if response is not None:
+                _waiting[response] = (recorded, base_url)
+                weakref.finalize(response, _unread, (recorded, base_url))
+                return result
         if raw == "stream":  # with_streaming_response: its body is the caller's to read
             answer = None
         elif raw:  # with_raw_response: the SDK's raw response
@@ -128,7 +160,7 @@ class SdkTelemetry:
             return original(client, path, **kwargs)
         with _sending(recorded, base_url):
             result = original(client, path, **kwargs)
-        return self._end(recorded, base_url, result, _raw(kwargs))
+        return self._end(recorded, base_url, result, _raw(kwargs), bool(kwargs.get("stream")))
 
     async def apost(self, original: Callable[..., Any], client: Any, path: str, kwargs: Any) -> Any:
         recorded, base_url = self._begin(client, path, kwargs)
@@ -136,7 +168,7 @@ class SdkTelemetry:
             return await original(client, path, **kwargs)
         with _sending(recorded, base_url):
             result = await original(client, path, **kwargs)
-        return self._end(recorded, base_url, result, _raw(kwargs))
+        return self._end(recorded, base_url, result, _raw(kwargs), bool(kwargs.get("stream")))
 
 
 @contextmanager
@@ -203,6 +235,39 @@ class _Observed:
     """The marker of the stream classes ``_observed`` makes."""
 
 
+#: The Responses API's last events: a reader who stops at one has read the whole answer.
+LAST_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete"})
+
+
+class _Watch:
+    """One SDK stream's call: each chunk to the recorder, and the call's end, once."""
+
+    __slots__ = ("recorded", "base_url", "telemetry", "last")
+
+    def __init__(self, building: tuple[RecordedCall, str], telemetry: SdkTelemetry) -> None:
+        self.recorded, self.base_url = building
+        self.telemetry = telemetry
+        self.last: Any = None
+
+    def chunk(self, item: Any) -> None:
+        self.recorded.chunk(item)
+        self.last = item
+
+    def done(self) -> None:
+        self.telemetry.finished(self.recorded, self.base_url, self.last)
+
+    def failed(self, error: BaseException) -> None:
+        self.recorded.end(error=error, complete=False)
+
+    def left(self) -> None:
+        """The reader left (closed the stream, broke out of it, dropped it): cut short,
+        unless it had the last event already."""
+        if getattr(self.last, "type", None) in LAST_EVENTS:
+            self.done()
+        else:
+            self.recorded.end(complete=False)
+
+
 @lru_cache(maxsize=256)
 def _observed(stream_cls: type, telemetry: SdkTelemetry) -> type:
     """A subclass of the SDK's ``stream_cls`` (``Stream[ChatCompletionChunk]``, ...) whose
@@ -210,76 +275,100 @@ def _observed(stream_cls: type, telemetry: SdkTelemetry) -> type:
     asynchronous = hasattr(get_origin(stream_cls) or stream_cls, "__anext__")  # Stream[T]
     base: Any = stream_cls
 
+    def watch(kwargs: Mapping[str, Any]) -> _Watch | None:
+        building = _call_of(kwargs.get("response"))
+        return None if building is None else _Watch(building, telemetry)
+
     if asynchronous:
 
         class AsyncObserved(base, _Observed):  # type: ignore[misc]
             def __init__(self, *args: Any, **kwargs: Any) -> None:
-                self._llamatelemetry = _building.get()
+                self._llamatelemetry = watch(kwargs)
                 super().__init__(*args, **kwargs)
 
             async def __stream__(self) -> Any:  # the SDK's own, watched
-                if self._llamatelemetry is None:
+                watching = self._llamatelemetry
+                if watching is None:
                     async for item in super().__stream__():
                         yield item
                     return
-                recorded, base_url = self._llamatelemetry
-                last = None
                 try:
                     async for item in super().__stream__():
-                        recorded.chunk(item)
-                        last = item
+                        watching.chunk(item)
                         yield item
                 except GeneratorExit:  # closed or collected before its end
-                    recorded.end(complete=False)
+                    watching.left()
                     raise
                 except BaseException as error:
-                    recorded.end(error=error, complete=False)
+                    watching.failed(error)
                     raise
-                recorded.end(attributes=telemetry.learned(base_url, last))
+                watching.done()
 
             async def close(self) -> None:
-                _left(self._llamatelemetry)
+                _left(self)
                 await super().close()
 
             def __del__(self) -> None:
-                _left(getattr(self, "_llamatelemetry", None))
+                _left(self)
                 _base_del(super())
 
         return AsyncObserved
 
     class Observed(base, _Observed):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            self._llamatelemetry = _building.get()
+            self._llamatelemetry = watch(kwargs)
             super().__init__(*args, **kwargs)
 
         def __stream__(self) -> Any:  # the SDK's own, watched
-            if self._llamatelemetry is None:
+            watching = self._llamatelemetry
+            if watching is None:
                 yield from super().__stream__()
                 return
-            recorded, base_url = self._llamatelemetry
-            last = None
             try:
                 for item in super().__stream__():
-                    recorded.chunk(item)
-                    last = item
+                    watching.chunk(item)
                     yield item
             except GeneratorExit:  # closed or collected before its end
-                recorded.end(complete=False)
+                watching.left()
                 raise
             except BaseException as error:
-                recorded.end(error=error, complete=False)
+                watching.failed(error)
                 raise
-            recorded.end(attributes=telemetry.learned(base_url, last))
+            watching.done()
 
         def close(self) -> None:
-            _left(self._llamatelemetry)
+            _left(self)
             super().close()
 
         def __del__(self) -> None:
-            _left(getattr(self, "_llamatelemetry", None))
+            _left(self)
             _base_del(super())
 
     return Observed
+
+
+class _WithTimings:
+    """A Responses stream's final response, read with the timings llama.cpp sends beside
+    it on the last event (the caller's objects stay untouched)."""
+
+    def __init__(self, response: Any, timings: Any) -> None:
+        self.response = response
+        self.timings = timings
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.response, name)
+
+
+def _call_of(response: Any) -> tuple[RecordedCall, str] | None:
+    """The call a stream being built belongs to: the one being sent, or the raw
+    response's that waits for its reader to parse it."""
+    building = _building.get()
+    if building is None and response is not None:
+        try:
+            building = _waiting.pop(response, None)
+        except TypeError:  # not weakly referenceable: no call waits on it
+            return None
+    return building
 
 
 def _base_del(base: Any) -> None:
@@ -289,8 +378,14 @@ def _base_del(base: Any) -> None:
         delete()
 
 
-def _left(building: tuple[RecordedCall, str] | None) -> None:
-    """The reader left the stream (closed it, or dropped it) before its end, if it has
-    not ended: the call ends there."""
-    if building is not None:
-        building[0].end(complete=False)
+def _left(stream: Any) -> None:
+    """The reader left an observed stream (closed it, or dropped it): its call ends there
+    if it has not ended."""
+    watching = getattr(stream, "_llamatelemetry", None)
+    if watching is not None:
+        watching.left()
+
+
+def _unread(building: tuple[RecordedCall, str]) -> None:
+    """A raw response whose stream was never parsed is gone: its call ends, cut short."""
+    building[0].end(complete=False)
