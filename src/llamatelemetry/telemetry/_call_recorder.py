@@ -163,6 +163,7 @@ class CallRecorder:
         defaulted: Sequence[str] = (),
         attributes: Mapping[str, Any] | None = None,
         labels_known: bool = True,
+        parent: Context | None = None,
     ) -> RecordedCall:
         """Start recording a call that is about to be sent; its span starts now, as a child
         of the current span.
@@ -176,7 +177,8 @@ class CallRecorder:
         reach the metric points when they are among theirs); ``labels_known=False``: the
         answer may still change the metric points' labels (``end(attributes=...)``: the
         server's kind, learnt from it), so a stream's time to first chunk and between
-        chunks are recorded at its end, under the final labels.
+        chunks are recorded at its end, under the final labels; ``parent``: the context
+        whose span is this one's parent, when not the current one.
         """
         span: Span | None = None
         try:
@@ -186,6 +188,7 @@ class CallRecorder:
                 values.update(attributes)
             span = self.tracer.start_span(
                 span_name(operation, values.get("gen_ai.request.model")),
+                parent,
                 kind=SpanKind.CLIENT,
                 attributes=values,
             )

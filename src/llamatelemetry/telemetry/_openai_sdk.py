@@ -42,8 +42,8 @@ from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any, get_origin
 
-from opentelemetry import trace
-from opentelemetry.context import attach, detach
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context, attach, detach
 
 from ._attributes import timings_of
 from ._call_recorder import CallRecorder, RecordedCall
@@ -63,6 +63,7 @@ PROVIDER = "gen_ai.provider.name"
 #: The header the SDK's ``with_raw_response`` and ``with_streaming_response`` set.
 RAW_RESPONSE = "X-Stainless-Raw-Response"
 LLAMA_CPP, OPENAI = "llama.cpp", "openai"
+TRACEPARENT = "traceparent"
 
 # The call whose stream the SDK is building, and its server, for the stream class to take.
 _building: ContextVar[tuple[RecordedCall, str] | None] = ContextVar(
@@ -94,6 +95,7 @@ class SdkTelemetry:
         if isinstance(extra, Mapping):
             request.update(extra)
         stream = bool(kwargs.get("stream"))
+        request.setdefault("stream", stream)  # not sent when false, but known
         official = _official_span()
         if official is not None:  # openai-v2 is recording this call: add to its span
             recorded = self.recorder.join(
@@ -108,6 +110,7 @@ class SdkTelemetry:
                 stream=stream,
                 attributes={PROVIDER: LLAMA_CPP if known else OPENAI},
                 labels_known=known,  # a first answer may still say llama.cpp
+                parent=_named_parent(options),
             )
         if recorded.recording:
             headers = options.get("headers") if isinstance(options, Mapping) else None
@@ -185,6 +188,23 @@ def _sending(recorded: RecordedCall, base_url: str) -> Iterator[None]:
     finally:
         _building.reset(building)
         detach(token)
+
+
+def _named_parent(options: Any) -> Context | None:
+    """The context of the span a framework named as this request's parent, by putting its
+    trace context in the request's headers itself (OpenLLMetry's LangChain instrumentation
+    does, for the span it makes of the model call and keeps out of the current context):
+    this call's span nests under it. None when the headers name none."""
+    headers = options.get("headers") if isinstance(options, Mapping) else None
+    if not isinstance(headers, Mapping) or not headers:
+        return None
+    if not any(isinstance(k, str) and k.lower() == TRACEPARENT for k in headers):
+        return None
+    named = propagate.extract({k.lower(): v for k, v in headers.items() if isinstance(k, str)})
+    span_context = trace.get_current_span(named).get_span_context()
+    if not span_context.is_valid:
+        return None
+    return named
 
 
 # The official instrumentation's tracers: its own (``openai_v2``), or the shared GenAI
