@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import logging
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -457,3 +460,101 @@ def test_the_responses_api(
     else:
         assert found["gen_ai.provider.name"] == "openai"
         assert not TIMINGS & set(found)
+
+
+ANSWER = {
+    "id": "c1", "object": "chat.completion", "created": 1, "model": "m",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                 "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "timings",
+    ["garbage", {"prompt_n": "many", "predicted_ms": [1]}, {"predicted_n": -1e400}, [1, 2], None],
+)
+def test_garbage_timings_change_nothing(
+    instrumented: Any, span_exporter: InMemorySpanExporter, timings: Any
+) -> None:
+    """An answer whose timings are not llama.cpp's shape: the same answer, a plain span."""
+    body = {**ANSWER, "timings": timings}
+    with FaultServer(Reply(200, body=json.dumps(body), content_type="application/json")) as server:
+        answer = sdk(server.url).chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+    assert answer.choices[0].message.content == "hi"
+    assert answer.model_dump()["timings"] == json.loads(json.dumps(timings))
+    (span,) = span_exporter.get_finished_spans()
+    found = attrs(span)
+    assert found["gen_ai.provider.name"] == "openai"
+    assert not [k for k in found if k.startswith("llama_cpp.timings")]
+    assert found["gen_ai.usage.output_tokens"] == 1
+
+
+def test_credentials_in_the_base_url_are_never_shown(
+    instrumented: Any, span_exporter: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, "llamatelemetry")
+    with FaultServer(
+        Reply(200, body=json.dumps(ANSWER), content_type="application/json")
+    ) as server:
+        url = server.url.replace("http://", "http://alice:s3cret@")
+        sdk(url).chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+    (span,) = span_exporter.get_finished_spans()
+    shown = json.dumps(attrs(span), default=str) + caplog.text
+    assert "s3cret" not in shown and "alice" not in shown
+    assert attrs(span)["server.address"] == "127.0.0.1"
+
+
+def test_an_sdk_older_than_the_lower_bound_is_left_alone(
+    providers: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(openai, "__version__", "1.2.3")
+    post = openai.OpenAI.post
+    tracer_provider, meter_provider, _ = providers
+    with caplog.at_level(logging.WARNING, "llamatelemetry"):
+        LlamaCppInstrumentor().instrument(
+            tracer_provider=tracer_provider, meter_provider=meter_provider
+        )
+    try:
+        assert openai.OpenAI.post is post
+        (record,) = caplog.records
+        assert "1.2.3" in record.getMessage() and "openai>=1.40" in record.getMessage()
+    finally:
+        LlamaCppInstrumentor().uninstrument()
+    assert openai.OpenAI.post is post
+
+
+def test_a_callers_own_http_client_two_threads_and_two_event_loops(
+    chat_server: ServerManager, instrumented: Any, span_exporter: InMemorySpanExporter
+) -> None:
+    """Each thread runs its own loop with three streams at once, through the caller's own
+    httpx clients: every stream is its own span, with its own chunks."""
+
+    async def streams(tokens: int) -> list[int]:
+        async with httpx.AsyncClient() as http:
+            client = openai.AsyncOpenAI(
+                base_url=chat_server.url + "/v1", api_key="none", http_client=http
+            )
+
+            async def one() -> int:
+                stream = await client.chat.completions.create(
+                    model="tiny", messages=MESSAGES, max_tokens=tokens, stream=True,  # type: ignore[arg-type]
+                    extra_body={"ignore_eos": True},
+                )  # fmt: skip
+                return len([c async for c in stream])
+
+            return list(await asyncio.gather(one(), one(), one()))
+
+    with ThreadPoolExecutor(2) as pool:
+        counts = list(pool.map(lambda n: asyncio.run(streams(n)), [3, 5]))
+    with httpx.Client() as http:
+        client = openai.OpenAI(base_url=chat_server.url + "/v1", api_key="none", http_client=http)
+        client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=2)  # type: ignore[arg-type]
+    spans = span_exporter.get_finished_spans()
+    assert len(spans) == 7
+    streamed = sorted(attrs(s)["gen_ai.usage.output_tokens"] for s in spans[:6])
+    assert streamed == [3, 3, 3, 5, 5, 5]
+    assert all(c[0] == c[1] == c[2] for c in counts)
+    assert len({s.context.trace_id for s in spans}) == 7  # seven calls, seven traces
+    gaps = points(instrumented)["gen_ai.client.operation.time_per_output_chunk"]
+    assert sum(p.count for p in gaps) == sum(n - 1 for c in counts for n in c)

@@ -17,6 +17,8 @@ It follows opentelemetry-instrumentation's ``BaseInstrumentor`` (a singleton, id
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -31,6 +33,8 @@ from ._core import Telemetry
 from ._openai_sdk import SdkTelemetry
 
 __all__ = ["LlamaCppInstrumentor"]
+
+log = logging.getLogger("llamatelemetry.telemetry")
 
 _instruments = ("llamatelemetry >= 0.1",)
 
@@ -107,6 +111,28 @@ def _post_async(previous: Any, patch: _Patch) -> Any:
     return wrapper
 
 
+#: The oldest openai SDK whose calls are instrumented (the ``post`` every call goes
+#: through, with its ``stream_cls``).
+OPENAI_SDK_MIN = (1, 40)
+
+
+def _supported(openai: Any) -> bool:
+    """Whether the installed openai SDK is one this instrumentation knows; if not, one
+    warning says so, and its calls go on unobserved."""
+    version = str(getattr(openai, "__version__", ""))
+    found = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+    if len(found) == 2 and found >= OPENAI_SDK_MIN and hasattr(openai, "AsyncOpenAI"):
+        return True
+    log.warning(
+        "the openai SDK %s is older than %s: its calls are not instrumented (upgrade it: "
+        "pip install 'openai>=%s')",
+        version or "(no version)",
+        ".".join(map(str, OPENAI_SDK_MIN)),
+        ".".join(map(str, OPENAI_SDK_MIN)),
+    )
+    return False
+
+
 class LlamaCppInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Patch ``LlamaCppClient`` (and the openai SDK's clients, when installed: their chat,
     completions and embeddings calls) so each call is a span with GenAI metrics; results
@@ -139,6 +165,8 @@ class LlamaCppInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         try:
             import openai
         except ImportError:  # the SDK is not installed: our clients only
+            return
+        if not _supported(openai):
             return
         sdk = SdkTelemetry(telemetry.recorder)
         self._patches += [
