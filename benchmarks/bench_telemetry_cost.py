@@ -23,10 +23,12 @@ blocks of calls interleaved round by round (what telemetry adds: the median of e
 round's difference between the instrumented block and the bare one next to it):
 
 - ``LlamaCppClient`` bare and instrumented (``InstrumentedLlamaCppClient``);
-- the openai SDK bare and under ``OpenAIInstrumentor`` (switched on around its block).
+- the openai SDK bare, under ``OpenAIInstrumentor`` and under our ``LlamaCppInstrumentor``
+  (each switched on around its block): the same calls, through the same SDK.
 
 Targets: ours adds <= 100 us per call and <= 3 us per streamed chunk; the instrumented
-client's wall time per call <= 1.10x the bare one's. ``--profile`` prints where the
+client's wall time per call <= 1.10x the bare one's; on the openai SDK's calls, ours adds
+<= 0.5x what openai-v2 adds per call, and <= 3 us per streamed chunk. ``--profile`` prints where the
 instrumented client's CPU goes (this thread only).
 """
 
@@ -34,6 +36,8 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
+import json
 import pstats
 import statistics
 import subprocess
@@ -73,6 +77,17 @@ Candidate = tuple[Callable[[], object], Callable[[], None], Callable[[], None]]
 Seen = dict[str, list[tuple[float, float]]]
 
 
+def settled() -> None:
+    """Between blocks, untimed: the spans a block ended are exported and its garbage is
+    collected, so that no block pays for the one before it."""
+    for flush in _FLUSHES:
+        flush()
+    gc.collect()
+
+
+_FLUSHES: list[Callable[[], object]] = []
+
+
 def blocks(candidates: dict[str, Candidate], ops: int, rounds: int) -> Seen:
     """(CPU, wall) per op of each candidate, a block each per round; round 0 warms up."""
     seen: Seen = {name: [] for name in candidates}
@@ -80,6 +95,7 @@ def blocks(candidates: dict[str, Candidate], ops: int, rounds: int) -> Seen:
     for round_index in range(rounds + 1):
         for name in names if round_index % 2 == 0 else names[::-1]:
             call, before, after = candidates[name]
+            settled()
             before()
             cpu, wall = time.process_time(), time.perf_counter()
             for _ in range(ops):
@@ -107,10 +123,12 @@ def show(title: str, seen: Seen) -> dict[str, float]:
         print(f"  {name:<26} {cpu[name]:8.1f} us CPU  {wall[name]:8.1f} us wall")
     ours = added(seen, "ours + telemetry", "ours")
     theirs = added(seen, "openai SDK + openai-v2", "openai SDK")
+    on_sdk = added(seen, "openai SDK + ours", "openai SDK")
     print(f"  added CPU: ours {ours:.1f} us, openai-v2 {theirs:.1f} us "
-          f"(ours / openai-v2 {ours / theirs:.2f})")  # fmt: skip
+          f"(ours / openai-v2 {ours / theirs:.2f}); on the openai SDK: ours {on_sdk:.1f} us "
+          f"(/ openai-v2 {on_sdk / theirs:.2f})")  # fmt: skip
     print(f"  wall, ours + telemetry / ours: {wall['ours + telemetry'] / wall['ours']:.3f}")
-    return {"ours": ours, "theirs": theirs}
+    return {"ours": ours, "theirs": theirs, "on_sdk": on_sdk}
 
 
 def main() -> None:
@@ -148,6 +166,7 @@ def main() -> None:
         tracer_provider.add_span_processor(BatchSpanProcessor(Dropping()))
         meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     instrumentor = OpenAIInstrumentor()
+    _FLUSHES.append(tracer_provider.force_flush)
     try:
         measure(args, tracer_provider, meter_provider, instrumentor)
     finally:
@@ -162,8 +181,15 @@ def main() -> None:
 def measure(args: Any, tracer_provider: Any, meter_provider: Any, instrumentor: Any) -> None:
     import openai
 
+    from llamatelemetry.telemetry import LlamaCppInstrumentor
+
     def instrument() -> None:
         instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+
+    ours_on_sdk = LlamaCppInstrumentor()
+
+    def instrument_ours() -> None:
+        ours_on_sdk.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
 
     with tempfile.TemporaryDirectory() as tmp, start_chat_server(tmp, n_threads=1) as server:
         bare = LlamaCppClient(server.url)
@@ -221,6 +247,7 @@ def measure(args: Any, tracer_provider: Any, meter_provider: Any, instrumentor: 
                 "ours + telemetry": (call(traced), nothing, nothing),
                 "openai SDK": (sdk_call, nothing, nothing),
                 "openai SDK + openai-v2": (sdk_call, instrument, instrumentor.uninstrument),
+                "openai SDK + ours": (sdk_call, instrument_ours, ours_on_sdk.uninstrument),
             },
             args.calls,
             args.rounds,
@@ -237,6 +264,11 @@ def measure(args: Any, tracer_provider: Any, meter_provider: Any, instrumentor: 
                     instrument,
                     instrumentor.uninstrument,
                 ),
+                "openai SDK + ours": (
+                    sdk_stream(args.tokens),
+                    instrument_ours,
+                    ours_on_sdk.uninstrument,
+                ),
             },
             args.streams,
             args.rounds,
@@ -250,17 +282,30 @@ def measure(args: Any, tracer_provider: Any, meter_provider: Any, instrumentor: 
             {
                 "ours": (stream(bare, long), nothing, nothing),
                 "ours + telemetry": (stream(traced, long), nothing, nothing),
+                "openai SDK": (sdk_stream(long), nothing, nothing),
+                "openai SDK + ours": (
+                    sdk_stream(long),
+                    instrument_ours,
+                    ours_on_sdk.uninstrument,
+                ),
             },
             args.long_streams,
             args.chunk_rounds,
         )
         cpu = {name: statistics.median(c for c, _ in values) * 1e6 for name, values in seen.items()}
         added_long = added(seen, "ours + telemetry", "ours")
+        added_sdk = added(seen, "openai SDK + ours", "openai SDK")
         print(f"\nper {long}-token stream ({chunks} chunks), {args.chunk_rounds} rounds of "
               f"{args.long_streams}: ours {cpu['ours']:.0f} us CPU, instrumented "
-              f"{cpu['ours + telemetry']:.0f} us: added {added_long:.0f} us")  # fmt: skip
+              f"{cpu['ours + telemetry']:.0f} us: added {added_long:.0f} us; the openai SDK "
+              f"{cpu['openai SDK']:.0f} us, under ours {cpu['openai SDK + ours']:.0f} us: "
+              f"added {added_sdk:.0f} us")  # fmt: skip
         ours_chunk = (added_long - calls["ours"]) / chunks
-        print(f"added per chunk, beyond a call's cost: {ours_chunk:.2f} us")
+        sdk_chunk = (added_sdk - calls["on_sdk"]) / chunks
+        print(
+            f"added per chunk, beyond a call's cost: {ours_chunk:.2f} us; "
+            f"on the openai SDK: {sdk_chunk:.2f} us"
+        )
         print(f"added per call: ours {calls['ours']:.1f} us, openai-v2 {calls['theirs']:.1f} us")
         in_process(tracer_provider, meter_provider)
         wall = statistics.median(w for _, w in per_call["ours + telemetry"]) / statistics.median(
@@ -271,6 +316,8 @@ def measure(args: Any, tracer_provider: Any, meter_provider: Any, instrumentor: 
             ("telemetry added per chunk, us", ours_chunk, 3.0),
             ("per call, added: ours / openai-v2", calls["ours"] / calls["theirs"], 0.5),
             ("per call, wall: instrumented / bare", wall, 1.10),
+            ("openai SDK per call: ours / openai-v2", calls["on_sdk"] / calls["theirs"], 0.5),
+            ("openai SDK, added per chunk, us", sdk_chunk, 3.0),
         ):
             verdict = "OK" if value <= target else "MISS"
             print(f"  {label:<36} {value:8.3f}   target <= {target:.2f}   {verdict}")
@@ -329,6 +376,7 @@ def in_process(tracer_provider: Any, meter_provider: Any) -> None:
         span.set_attributes(at_end)
         span.end()
 
+    sdk_calls = sdk_in_memory(tracer_provider, meter_provider)
     n = 5000
     figures = {}
     for name, fn in (("CallRecorder, canned answer", record), ("the SDK span alone", span_only)):
@@ -344,6 +392,66 @@ def in_process(tracer_provider: Any, meter_provider: Any) -> None:
           f"best of 5 x {n}:")  # fmt: skip
     for name, micros in figures.items():
         print(f"  {name:<30} {micros:7.1f} us CPU per call")
+    bare = sdk_calls["openai SDK"]
+    print("the openai SDK's call over an in-memory transport (the same canned answer), "
+          "best of 5 x 2000, paired:")  # fmt: skip
+    for name, micros in sdk_calls.items():
+        more = f"  added {micros - bare:6.1f} us" if name != "openai SDK" else ""
+        print(f"  {name:<30} {micros:7.1f} us CPU per call{more}")
+    ours, theirs = sdk_calls["+ ours"] - bare, sdk_calls["+ openai-v2"] - bare
+    print(f"  added: ours / openai-v2 {ours / theirs:.2f}")
+
+
+def sdk_in_memory(tracer_provider: Any, meter_provider: Any) -> dict[str, float]:
+    """The openai SDK's chat call answered by an in-memory transport: bare, under our
+    instrumentor and under openai-v2, each switched on around its own block; best of 5."""
+    import httpx
+    import openai
+    from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+
+    from llamatelemetry.telemetry import LlamaCppInstrumentor
+    from llamatelemetry.telemetry._recorder import recorder as deferred
+
+    body = json.dumps(CANNED).encode()
+    transport = httpx.MockTransport(
+        lambda request: httpx.Response(
+            200, content=body, headers={"content-type": "application/json"}
+        )
+    )
+    client = openai.OpenAI(
+        base_url="http://127.0.0.1:8080/v1", api_key="none", max_retries=0,
+        http_client=httpx.Client(transport=transport),
+    )  # fmt: skip
+
+    def call() -> object:
+        return client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=1)  # type: ignore[arg-type]
+
+    providers = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
+    candidates: dict[str, tuple[Callable[[], None], Callable[[], None]]] = {
+        "openai SDK": (lambda: None, lambda: None),
+        "+ ours": (
+            lambda: LlamaCppInstrumentor().instrument(**providers),
+            lambda: LlamaCppInstrumentor().uninstrument(),
+        ),
+        "+ openai-v2": (
+            lambda: OpenAIInstrumentor().instrument(**providers),
+            lambda: OpenAIInstrumentor().uninstrument(),
+        ),
+    }
+    best = dict.fromkeys(candidates, float("inf"))
+    n = 2000
+    for _ in range(6):  # the first round warms up, and is kept only if it is the best
+        for name, (on, off) in candidates.items():
+            on()
+            settled()
+            started = time.process_time()
+            for _ in range(n):
+                call()
+            deferred.flush()
+            tracer_provider.force_flush()
+            best[name] = min(best[name], (time.process_time() - started) / n * 1e6)
+            off()
+    return best
 
 
 CANNED = {

@@ -228,29 +228,29 @@ def test_uninstrument_restores_the_sdk_and_keeps_a_later_wrapper(
     providers: Any, span_exporter: InMemorySpanExporter
 ) -> None:
     tracer_provider, meter_provider, _ = providers
-    assert "post" not in openai.OpenAI.__dict__  # inherited from the SDK's base client
+    assert "request" not in openai.OpenAI.__dict__  # inherited from the SDK's base client
     LlamaCppInstrumentor().instrument(
         tracer_provider=tracer_provider, meter_provider=meter_provider
     )
-    ours = openai.OpenAI.__dict__["post"]
+    ours = openai.OpenAI.__dict__["request"]
     calls: list[str] = []
 
-    def theirs(client: Any, path: str, **kwargs: Any) -> Any:
-        calls.append(path)
-        return ours(client, path, **kwargs)
+    def theirs(client: Any, cast_to: Any, options: Any, **kwargs: Any) -> Any:
+        calls.append(options.url)
+        return ours(client, cast_to, options, **kwargs)
 
-    openai.OpenAI.post = theirs  # type: ignore[method-assign,assignment]
+    openai.OpenAI.request = theirs  # type: ignore[method-assign,assignment]
     try:
         LlamaCppInstrumentor().uninstrument()
-        assert openai.OpenAI.__dict__["post"] is theirs  # theirs stays, ours passes through
+        assert openai.OpenAI.__dict__["request"] is theirs  # theirs stays, ours passes through
     finally:
-        del openai.OpenAI.post
+        del openai.OpenAI.request
     LlamaCppInstrumentor().instrument(
         tracer_provider=tracer_provider, meter_provider=meter_provider
     )
     LlamaCppInstrumentor().uninstrument()
-    assert "post" not in openai.OpenAI.__dict__
-    assert "post" not in openai.AsyncOpenAI.__dict__
+    assert "request" not in openai.OpenAI.__dict__
+    assert "request" not in openai.AsyncOpenAI.__dict__
 
 
 def test_a_cancelled_task_ends_its_streams_span_once(
@@ -509,19 +509,19 @@ def test_an_sdk_older_than_the_lower_bound_is_left_alone(
     providers: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(openai, "__version__", "1.2.3")
-    post = openai.OpenAI.post
+    request = openai.OpenAI.request
     tracer_provider, meter_provider, _ = providers
     with caplog.at_level(logging.WARNING, "llamatelemetry"):
         LlamaCppInstrumentor().instrument(
             tracer_provider=tracer_provider, meter_provider=meter_provider
         )
     try:
-        assert openai.OpenAI.post is post
+        assert openai.OpenAI.request is request
         (record,) = caplog.records
         assert "1.2.3" in record.getMessage() and "openai>=1.40" in record.getMessage()
     finally:
         LlamaCppInstrumentor().uninstrument()
-    assert openai.OpenAI.post is post
+    assert openai.OpenAI.request is request
 
 
 def test_a_callers_own_http_client_two_threads_and_two_event_loops(
@@ -558,3 +558,30 @@ def test_a_callers_own_http_client_two_threads_and_two_event_loops(
     assert len({s.context.trace_id for s in spans}) == 7  # seven calls, seven traces
     gaps = points(instrumented)["gen_ai.client.operation.time_per_output_chunk"]
     assert sum(p.count for p in gaps) == sum(n - 1 for c in counts for n in c)
+
+
+def test_a_client_used_before_instrumenting_is_observed_after(
+    chat_server: ServerManager, providers: Any, span_exporter: InMemorySpanExporter
+) -> None:
+    """The SDK's resources keep the client's methods they were made with: a client whose
+    ``chat`` was used before ``instrument()`` (an app's module-level client) is still seen."""
+    client = sdk(chat_server.url)
+    client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=1)  # type: ignore[arg-type]
+    aclient = openai.AsyncOpenAI(base_url=chat_server.url + "/v1", api_key="none")
+    assert aclient.embeddings is not None  # made before instrumenting
+    tracer_provider, meter_provider, _ = providers
+    LlamaCppInstrumentor().instrument(
+        tracer_provider=tracer_provider, meter_provider=meter_provider
+    )
+    try:
+        client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=1)  # type: ignore[arg-type]
+
+        async def embed() -> None:
+            async with aclient:
+                await aclient.embeddings.create(model="tiny", input="a")
+
+        asyncio.run(embed())
+    finally:
+        LlamaCppInstrumentor().uninstrument()
+    client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=1)  # type: ignore[arg-type]
+    assert [s.name for s in span_exporter.get_finished_spans()] == ["chat tiny", "embeddings tiny"]

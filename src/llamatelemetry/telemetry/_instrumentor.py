@@ -91,27 +91,27 @@ def _execute_call_async(previous: Any, patch: _Patch) -> Any:
     return wrapper
 
 
-def _post(previous: Any, patch: _Patch) -> Any:
-    def wrapper(client: Any, path: str, /, **kwargs: Any) -> Any:
+def _request(previous: Any, patch: _Patch) -> Any:
+    def wrapper(client: Any, cast_to: Any, options: Any, /, *args: Any, **kwargs: Any) -> Any:
         telemetry = patch.telemetry
         if telemetry is None:
-            return previous(client, path, **kwargs)
-        return telemetry.post(previous, client, path, kwargs)
+            return previous(client, cast_to, options, *args, **kwargs)
+        return telemetry.request(previous, client, cast_to, options, args, kwargs)
 
     return wrapper
 
 
-def _post_async(previous: Any, patch: _Patch) -> Any:
-    async def wrapper(client: Any, path: str, /, **kwargs: Any) -> Any:
+def _request_async(previous: Any, patch: _Patch) -> Any:
+    async def wrapper(client: Any, cast_to: Any, options: Any, /, *args: Any, **kwargs: Any) -> Any:
         telemetry = patch.telemetry
         if telemetry is None:
-            return await previous(client, path, **kwargs)
-        return await telemetry.apost(previous, client, path, kwargs)
+            return await previous(client, cast_to, options, *args, **kwargs)
+        return await telemetry.arequest(previous, client, cast_to, options, args, kwargs)
 
     return wrapper
 
 
-#: The oldest openai SDK whose calls are instrumented (the ``post`` every call goes
+#: The oldest openai SDK whose calls are instrumented (the ``request`` every call goes
 #: through, with its ``stream_cls``).
 OPENAI_SDK_MIN = (1, 40)
 
@@ -170,8 +170,10 @@ class LlamaCppInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             return
         sdk = SdkTelemetry(telemetry.recorder)
         self._patches += [
-            _Patch(openai.OpenAI, "post", sdk, _post),
-            _Patch(openai.AsyncOpenAI, "post", sdk, _post_async),
+            # ``request``, looked up on the client at every call (the resources keep the
+            # ``post`` they were made with: a client used before instrumenting is still seen)
+            _Patch(openai.OpenAI, "request", sdk, _request),
+            _Patch(openai.AsyncOpenAI, "request", sdk, _request_async),
         ]
 
     def _uninstrument(self, **kwargs: Any) -> None:

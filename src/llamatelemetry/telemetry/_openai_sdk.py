@@ -3,11 +3,13 @@ API, sync and async, streamed or not (the ``.stream()`` and ``parse`` helpers,
 ``with_raw_response`` and ``with_streaming_response`` included), through the same
 ``CallRecorder`` as this package's own client.
 
-Every one of those calls goes through the client's public ``post(path, *, body, options,
-stream, stream_cls)``, the method the SDK documents for endpoints it has no resource for.
-Wrapping it on ``OpenAI`` and ``AsyncOpenAI`` sees the path (the operation), the body and
-the ``extra_body`` (the request's parameters), the client's ``base_url`` (the server), and
-adds the trace context to the request's headers. A stream is built by the SDK from the
+Every one of those calls goes through the client's public ``request(cast_to, options, *,
+stream, stream_cls)`` (what its ``post``, the method the SDK documents for endpoints it has
+no resource for, calls), looked up on the client at every call: a client whose resources
+were made before instrumenting is seen too. Wrapping it on ``OpenAI`` and ``AsyncOpenAI``
+sees the options' path (the operation), body and ``extra_body`` (the request's
+parameters), the client's ``base_url`` (the server), and adds the trace context to the
+headers of a copy of the options. A stream is built by the SDK from the
 ``stream_cls`` it is given: a subclass of the SDK's own ``Stream[T]`` (which the SDK
 supports) whose chunks go to the recorder as the reader gets them, and which ends the
 call exactly once, whatever way the reader leaves: exhausted, closed, left in a ``with``,
@@ -34,6 +36,7 @@ count.
 
 from __future__ import annotations
 
+import copy
 import logging
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -82,18 +85,22 @@ class SdkTelemetry:
         self._llama: dict[str, bool] = {}  # base URL -> its answers carry llama.cpp timings
 
     def _begin(
-        self, client: Any, path: str, kwargs: dict[str, Any]
-    ) -> tuple[RecordedCall | None, str]:
-        operation = OPERATIONS.get(path)
-        if operation is None:
-            return None, ""
+        self, client: Any, options: Any, kwargs: dict[str, Any]
+    ) -> tuple[RecordedCall | None, str, Any]:
+        """The call's recording, its server, and the options to send it with (a copy of the
+        SDK's, with the trace context in its headers)."""
+        operation = OPERATIONS.get(getattr(options, "url", None))  # type: ignore[arg-type]
+        if operation is None or getattr(options, "method", None) != "post":
+            return None, "", options
         base_url = str(client.base_url)
-        body = kwargs.get("body")
-        options = kwargs.get("options") or {}
+        body = getattr(options, "json_data", None)
         request = dict(body) if isinstance(body, Mapping) else {}
-        extra = options.get("extra_json") if isinstance(options, Mapping) else None
+        extra = getattr(options, "extra_json", None)
         if isinstance(extra, Mapping):
             request.update(extra)
+        headers = getattr(options, "headers", None)
+        if not isinstance(headers, Mapping):  # the SDK's NotGiven
+            headers = None
         stream = bool(kwargs.get("stream"))
         request.setdefault("stream", stream)  # not sent when false, but known
         official = _official_span()
@@ -110,19 +117,19 @@ class SdkTelemetry:
                 stream=stream,
                 attributes={PROVIDER: LLAMA_CPP if known else OPENAI},
                 labels_known=known,  # a first answer may still say llama.cpp
-                parent=_named_parent(options),
+                parent=_named_parent(headers),
             )
         if recorded.recording:
-            headers = options.get("headers") if isinstance(options, Mapping) else None
-            kwargs["options"] = {**options, "headers": recorded.headers(headers)}
+            options = copy.copy(options)  # the caller's stays as it was
+            options.headers = recorded.headers(headers)
             stream_cls = kwargs.get("stream_cls")
             if stream and stream_cls is not None:
                 kwargs["stream_cls"] = _observed(stream_cls, self)
-        return recorded, base_url
+        return recorded, base_url, options
 
     def learned(self, base_url: str, answer: Any) -> dict[str, Any] | None:
         """What an answer tells of its server: llama.cpp's when it carries its timings."""
-        if timings_of(answer) is None or self._llama.get(base_url):
+        if self._llama.get(base_url) or timings_of(answer) is None:
             return None
         self._llama[base_url] = True
         return {PROVIDER: LLAMA_CPP}
@@ -157,21 +164,28 @@ class SdkTelemetry:
         recorded.end(answer, attributes=self.learned(base_url, answer))
         return result
 
-    def post(self, original: Callable[..., Any], client: Any, path: str, kwargs: Any) -> Any:
-        recorded, base_url = self._begin(client, path, kwargs)
+    def request(
+        self, original: Callable[..., Any], client: Any, cast_to: Any, options: Any,
+        args: tuple[Any, ...], kwargs: dict[str, Any],
+    ) -> Any:  # fmt: skip
+        """The SDK client's ``request(cast_to, options, *, stream, stream_cls)``, observed."""
+        recorded, base_url, options = self._begin(client, options, kwargs)
         if recorded is None or not recorded.recording:
-            return original(client, path, **kwargs)
+            return original(client, cast_to, options, *args, **kwargs)
         with _sending(recorded, base_url):
-            result = original(client, path, **kwargs)
-        return self._end(recorded, base_url, result, _raw(kwargs), bool(kwargs.get("stream")))
+            result = original(client, cast_to, options, *args, **kwargs)
+        return self._end(recorded, base_url, result, _raw(options), bool(kwargs.get("stream")))
 
-    async def apost(self, original: Callable[..., Any], client: Any, path: str, kwargs: Any) -> Any:
-        recorded, base_url = self._begin(client, path, kwargs)
+    async def arequest(
+        self, original: Callable[..., Any], client: Any, cast_to: Any, options: Any,
+        args: tuple[Any, ...], kwargs: dict[str, Any],
+    ) -> Any:  # fmt: skip
+        recorded, base_url, options = self._begin(client, options, kwargs)
         if recorded is None or not recorded.recording:
-            return await original(client, path, **kwargs)
+            return await original(client, cast_to, options, *args, **kwargs)
         with _sending(recorded, base_url):
-            result = await original(client, path, **kwargs)
-        return self._end(recorded, base_url, result, _raw(kwargs), bool(kwargs.get("stream")))
+            result = await original(client, cast_to, options, *args, **kwargs)
+        return self._end(recorded, base_url, result, _raw(options), bool(kwargs.get("stream")))
 
 
 @contextmanager
@@ -190,13 +204,12 @@ def _sending(recorded: RecordedCall, base_url: str) -> Iterator[None]:
         detach(token)
 
 
-def _named_parent(options: Any) -> Context | None:
+def _named_parent(headers: Mapping[str, Any] | None) -> Context | None:
     """The context of the span a framework named as this request's parent, by putting its
     trace context in the request's headers itself (OpenLLMetry's LangChain instrumentation
     does, for the span it makes of the model call and keeps out of the current context):
     this call's span nests under it. None when the headers name none."""
-    headers = options.get("headers") if isinstance(options, Mapping) else None
-    if not isinstance(headers, Mapping) or not headers:
+    if not headers:
         return None
     if not any(isinstance(k, str) and k.lower() == TRACEPARENT for k in headers):
         return None
@@ -233,11 +246,10 @@ def _openai_v2_on() -> bool:
     return bool(OpenAIInstrumentor().is_instrumented_by_opentelemetry)  # type: ignore[no-untyped-call]
 
 
-def _raw(kwargs: Mapping[str, Any]) -> str:
+def _raw(options: Any) -> str:
     """How the SDK was asked to answer: ``""`` parsed, ``"true"`` a raw response
     (``with_raw_response``), ``"stream"`` a response to read (``with_streaming_response``)."""
-    options = kwargs.get("options")
-    headers = options.get("headers") if isinstance(options, Mapping) else None
+    headers = getattr(options, "headers", None)
     value = headers.get(RAW_RESPONSE) if isinstance(headers, Mapping) else None
     return value if isinstance(value, str) else ""
 
