@@ -41,6 +41,7 @@ EXPECTED_OPERATIONS = [
     "infill",
     "apply_template",
     "props.get",
+    "openai.chat.completions.create",
 ]
 GENERATING = [
     "chat.completions.create",
@@ -49,6 +50,7 @@ GENERATING = [
     "completions.create",
     "complete",
     "infill",
+    "openai.chat.completions.create",  # the openai SDK's call, unchanged, observed
 ]
 
 
@@ -413,3 +415,12 @@ def test_demo_corrupt_gguf_shows_the_server_log_tail(tmp_path: Path) -> None:
     assert "before becoming ready" in result.output
     assert "failed to load model" in result.output  # llama.cpp's own words, from its log
     assert "Traceback" not in result.output
+
+
+def test_demo_without_the_openai_sdk_skips_its_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "openai", None)  # import fails
+    calls = by_operation(run_json())
+    step = calls["openai.chat.completions.create"]
+    assert step["status"] == "skipped"
+    assert "pip install openai" in step["summary"]
+    assert calls["props.get"]["status"] == "ok"

@@ -6,6 +6,7 @@ counts, llama.cpp's timings, a one-line ``summary`` for people and ``data`` for 
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from ..api import (
     LlamaCppClient,
     NativeCompletion,
     Stream,
+    Timings,
 )
 from ._calls import CallRecord, SpanLog, measured_call
 
@@ -54,6 +56,8 @@ class DemoContext:
     on_stream_end: Callable[[], None] = lambda: None
     token_ids: list[int] = field(default_factory=list)
     spans: SpanLog | None = None  # where the clients' spans are collected, when tracing
+    #: An unchanged openai SDK client for the chat server, observed while it is open.
+    openai_client: Callable[[], AbstractContextManager[Any]] | None = None
 
 
 StepFn = Callable[[DemoContext, CallRecord], None]
@@ -339,3 +343,36 @@ def _props(ctx: DemoContext, record: CallRecord) -> None:
     }
     record.summary = "  ".join(f"{k}={v}" for k, v in facts.items() if v is not None)
     record.data = facts
+
+
+# -- the openai SDK, unchanged ---------------------------------------------------------
+
+OPENAI_MISSING = "skipped: the openai SDK is not installed (pip install openai)"
+
+
+@_step("openai.chat.completions.create", "POST /v1/chat/completions (openai SDK)")
+def _openai_sdk(ctx: DemoContext, record: CallRecord) -> None:
+    """A call through the openai SDK, as people's code makes it: its span has llama.cpp's
+    timings like the client's own."""
+    record.max_tokens = SHORT_TOKENS
+    if ctx.openai_client is None or importlib.util.find_spec("openai") is None:
+        record.status = "skipped"
+        record.summary = OPENAI_MISSING
+        return
+    with ctx.openai_client() as sdk:
+        answer = sdk.chat.completions.create(
+            model=ctx.model_id,
+            messages=_messages("What is a KV cache?"),
+            max_tokens=SHORT_TOKENS,
+        )
+    usage = answer.usage
+    if usage is not None:
+        record.prompt_tokens = usage.prompt_tokens
+        record.completion_tokens = usage.completion_tokens
+    try:  # the SDK keeps llama.cpp's timings, a field it does not know, as a plain dict
+        record.add_timings(Timings.model_validate(getattr(answer, "timings", None)))
+    except ValueError:
+        pass
+    choice = answer.choices[0]
+    record.summary = f"{_quote(choice.message.content)}  finish={choice.finish_reason}"
+    record.data = {"finish_reason": choice.finish_reason}

@@ -127,6 +127,32 @@ class DemoTelemetry:
         return InstrumentedLlamaCppClient(manager.url, api_key, tracer_provider=self._provider)
 
     @contextmanager
+    def openai_client(self, manager: ServerManager) -> Iterator[Any]:
+        """An unchanged openai SDK client for ``manager``'s server, its calls observed by
+        this package's instrumentation while the block runs (when telemetry is on and the
+        instrumentation is not on already, by ``opentelemetry-instrument`` say). Raises
+        ImportError without the SDK."""
+        import openai
+
+        api_key = manager.options.api_key if manager.options is not None else None
+        client = openai.OpenAI(base_url=manager.url + "/v1", api_key=api_key or "none")
+        instrumentor = None
+        if self._provider is not None:
+            from ..telemetry import LlamaCppInstrumentor
+
+            instrumentor = LlamaCppInstrumentor()
+            if instrumentor.is_instrumented_by_opentelemetry:
+                instrumentor = None  # someone else's to turn off
+            else:
+                instrumentor.instrument(tracer_provider=self._provider)
+        try:
+            with client:
+                yield client
+        finally:
+            if instrumentor is not None:
+                instrumentor.uninstrument()
+
+    @contextmanager
     def root_span(self) -> Iterator[Span | None]:
         """The demo's root span, current while the block runs: every call span is its child."""
         if self._provider is None:
