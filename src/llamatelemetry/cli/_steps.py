@@ -350,7 +350,7 @@ def _props(ctx: DemoContext, record: CallRecord) -> None:
 OPENAI_MISSING = "skipped: the openai SDK is not installed (pip install openai)"
 
 
-@_step("openai.chat.completions.create", "POST /v1/chat/completions (openai SDK)")
+@_step("openai.chat.completions.create", "POST /v1/chat/completions")
 def _openai_sdk(ctx: DemoContext, record: CallRecord) -> None:
     """A call through the openai SDK, as people's code makes it: its span has llama.cpp's
     timings like the client's own."""
