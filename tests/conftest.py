@@ -101,6 +101,24 @@ def providers(
     meter_provider.shutdown()
 
 
+@pytest.fixture
+def instrumented(
+    providers: tuple[TracerProvider, MeterProvider, InMemoryMetricReader],
+) -> Iterator[InMemoryMetricReader]:
+    """``LlamaCppInstrumentor`` on ``providers`` (our clients and the openai SDK's) for the
+    test; its metric reader."""
+    from llamatelemetry.telemetry import LlamaCppInstrumentor
+
+    tracer_provider, meter_provider, reader = providers
+    LlamaCppInstrumentor().instrument(
+        tracer_provider=tracer_provider, meter_provider=meter_provider
+    )
+    try:
+        yield reader
+    finally:
+        LlamaCppInstrumentor().uninstrument()
+
+
 @pytest.fixture(scope="session")
 def server_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("servers")

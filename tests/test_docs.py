@@ -17,7 +17,6 @@ Only the placeholders documented on docs/index.md are substituted:
 from __future__ import annotations
 
 import contextlib
-import gc
 import io
 import json
 import logging
@@ -28,7 +27,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +42,7 @@ from llamatelemetry.testing import TinyModelFiles
 from llamatelemetry.testing._otlp import OTLPReceiver
 
 from .cli.test_commands import INTERRUPTIBLE
+from .frameworks import forget_leftovers
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -616,18 +615,11 @@ def test_page_examples_run(
 
 
 def forget_page(page: Page) -> None:
-    """Drop what a page's examples made, here and now: the frameworks' clients (LangChain's,
-    LiteLLM's, llama-index's) are left open by the examples, as a reader's script leaves
-    them at its exit (llama-index makes an openai client per call); their ResourceWarnings
-    are the frameworks' and silenced (FRAMEWORK_PAGES), while the page runs and here, rather
-    than met by a later test's collection."""
+    """Drop what a page's examples made, here and now: a framework page's clients are
+    collected here (see tests.frameworks), their ResourceWarnings silenced there and while
+    the page runs (FRAMEWORK_PAGES)."""
     page.scope.clear()
-    litellm = sys.modules.get("litellm")
-    if litellm is not None:
-        litellm.in_memory_llm_clients_cache.flush_cache()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
+    forget_leftovers()
 
 
 def test_api_client_table_shows_the_arguments_the_calls_take() -> None:

@@ -1,23 +1,14 @@
 from __future__ import annotations
 
-import gc
-import sys
-import warnings
 from collections.abc import Iterator
 
 import pytest
 
+from ..frameworks import forget_leftovers
+
 
 @pytest.fixture(autouse=True)
 def _frameworks_leftovers() -> Iterator[None]:
-    """After each test: the async openai clients a framework keeps (LiteLLM in its client
-    cache, the others on their model objects) and leaves open when a loop closes are
-    collected here, with the ResourceWarning that says so (the framework's, not ours)
-    silenced."""
+    """After each test, what the framework left open is collected (see forget_leftovers)."""
     yield
-    litellm = sys.modules.get("litellm")
-    if litellm is not None:
-        litellm.in_memory_llm_clients_cache.flush_cache()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
+    forget_leftovers()

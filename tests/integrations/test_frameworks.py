@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -23,18 +22,6 @@ from llamatelemetry.telemetry import LlamaCppInstrumentor
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 TIMINGS = {"llama_cpp.timings.prompt_ms", "llama_cpp.timings.predicted_n"}
-
-
-@pytest.fixture
-def instrumented(providers: Any) -> Iterator[Any]:
-    tracer_provider, meter_provider, reader = providers
-    LlamaCppInstrumentor().instrument(
-        tracer_provider=tracer_provider, meter_provider=meter_provider
-    )
-    try:
-        yield tracer_provider
-    finally:
-        LlamaCppInstrumentor().uninstrument()
 
 
 def our_spans(exporter: InMemorySpanExporter) -> list[Any]:
@@ -130,6 +117,7 @@ def test_llama_index_openai_like(
 
 def test_under_openllmetrys_langchain_span_in_one_trace(
     real_server: ServerManager,
+    providers: Any,
     instrumented: Any,
     span_exporter: InMemorySpanExporter,
     monkeypatch: pytest.MonkeyPatch,
@@ -143,8 +131,9 @@ def test_under_openllmetrys_langchain_span_in_one_trace(
 
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
     LlamaCppInstrumentor().uninstrument()
-    LlamaCppInstrumentor().instrument(tracer_provider=instrumented)
-    LangchainInstrumentor().instrument(tracer_provider=instrumented)
+    tracer_provider = providers[0]
+    LlamaCppInstrumentor().instrument(tracer_provider=tracer_provider)
+    LangchainInstrumentor().instrument(tracer_provider=tracer_provider)
     try:
         llm = ChatOpenAI(
             base_url=real_server.url + "/v1", api_key="none", model="smollm2",  # type: ignore[arg-type]

@@ -11,7 +11,6 @@ import gc
 import json
 import logging
 import warnings
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -28,18 +27,6 @@ from llamatelemetry.testing._fault_server import FaultServer, Reply, sse
 from .test_pipeline import MESSAGES, points
 
 TIMINGS = {"llama_cpp.timings.prompt_ms", "llama_cpp.timings.predicted_n"}
-
-
-@pytest.fixture
-def instrumented(providers: Any) -> Iterator[Any]:
-    tracer_provider, meter_provider, reader = providers
-    LlamaCppInstrumentor().instrument(
-        tracer_provider=tracer_provider, meter_provider=meter_provider
-    )
-    try:
-        yield reader
-    finally:
-        LlamaCppInstrumentor().uninstrument()
 
 
 def sdk(url: str) -> openai.OpenAI:
