@@ -377,6 +377,8 @@ def in_process(tracer_provider: Any, meter_provider: Any) -> None:
         span.end()
 
     sdk_calls = sdk_in_memory(tracer_provider, meter_provider)
+    long = 400
+    sdk_streams = sdk_in_memory(tracer_provider, meter_provider, chunks=long)
     n = 5000
     figures = {}
     for name, fn in (("CallRecorder, canned answer", record), ("the SDK span alone", span_only)):
@@ -400,11 +402,29 @@ def in_process(tracer_provider: Any, meter_provider: Any) -> None:
         print(f"  {name:<30} {micros:7.1f} us CPU per call{more}")
     ours, theirs = sdk_calls["+ ours"] - bare, sdk_calls["+ openai-v2"] - bare
     print(f"  added: ours / openai-v2 {ours / theirs:.2f}")
+    bare_stream = sdk_streams["openai SDK"]
+    print(f"a {long}-chunk stream of it, best of 5 x 20:")
+    for name, micros in sdk_streams.items():
+        more = ""
+        if name != "openai SDK":
+            added_stream = micros - bare_stream
+            per_chunk = (added_stream - (sdk_calls[name] - bare)) / long
+            more = f"  added {added_stream:6.1f} us, {per_chunk:5.2f} us per chunk beyond a call"
+        print(f"  {name:<30} {micros:7.1f} us CPU per stream{more}")
+    ours_chunk = ((sdk_streams["+ ours"] - bare_stream) - ours) / long
+    for label, value, target in (
+        ("in memory, SDK per call: ours / openai-v2", ours / theirs, 0.5),
+        ("in memory, SDK added per chunk, us", ours_chunk, 3.0),
+    ):
+        verdict = "OK" if value <= target else "MISS"
+        print(f"  {label:<44} {value:8.3f}   target <= {target:.2f}   {verdict}")
 
 
-def sdk_in_memory(tracer_provider: Any, meter_provider: Any) -> dict[str, float]:
-    """The openai SDK's chat call answered by an in-memory transport: bare, under our
-    instrumentor and under openai-v2, each switched on around its own block; best of 5."""
+def sdk_in_memory(tracer_provider: Any, meter_provider: Any, chunks: int = 0) -> dict[str, float]:
+    """The openai SDK's chat call answered by an in-memory transport (a stream of
+    ``chunks`` chunks and a last one with the finish reason, usage and timings, when
+    given): bare, under our instrumentor and under openai-v2, each switched on around its
+    own block; best of 5."""
     import httpx
     import openai
     from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
@@ -412,11 +432,21 @@ def sdk_in_memory(tracer_provider: Any, meter_provider: Any) -> dict[str, float]
     from llamatelemetry.telemetry import LlamaCppInstrumentor
     from llamatelemetry.telemetry._recorder import recorder as deferred
 
-    body = json.dumps(CANNED).encode()
+    body, kind = json.dumps(CANNED).encode(), "application/json"
+    if chunks:
+        delta = {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "tiny",
+            "choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": None}],
+        }
+        last = {**delta, "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}],
+                "usage": CANNED["usage"], "timings": CANNED["timings"]}  # fmt: skip
+        events = [json.dumps(delta)] * chunks + [json.dumps(last), "[DONE]"]
+        body, kind = "".join(f"data: {e}\n\n" for e in events).encode(), "text/event-stream"
     transport = httpx.MockTransport(
-        lambda request: httpx.Response(
-            200, content=body, headers={"content-type": "application/json"}
-        )
+        lambda request: httpx.Response(200, content=body, headers={"content-type": kind})
     )
     client = openai.OpenAI(
         base_url="http://127.0.0.1:8080/v1", api_key="none", max_retries=0,
@@ -424,6 +454,14 @@ def sdk_in_memory(tracer_provider: Any, meter_provider: Any) -> dict[str, float]
     )  # fmt: skip
 
     def call() -> object:
+        if chunks:
+            stream = client.chat.completions.create(
+                model="tiny",
+                messages=MESSAGES,
+                max_tokens=chunks,
+                stream=True,  # type: ignore[arg-type]
+            )
+            return sum(1 for _ in stream)
         return client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=1)  # type: ignore[arg-type]
 
     providers = {"tracer_provider": tracer_provider, "meter_provider": meter_provider}
@@ -439,7 +477,7 @@ def sdk_in_memory(tracer_provider: Any, meter_provider: Any) -> dict[str, float]
         ),
     }
     best = dict.fromkeys(candidates, float("inf"))
-    n = 2000
+    n = 20 if chunks else 2000
     for _ in range(6):  # the first round warms up, and is kept only if it is the best
         for name, (on, off) in candidates.items():
             on()
