@@ -14,9 +14,11 @@ from llamatelemetry.server import ServerManager
 from llamatelemetry.telemetry import InstrumentedLlamaCppClient
 from llamatelemetry.telemetry._messages import (
     MAX_CONTENT_CHARS,
+    _fitting,
     input_messages,
     output_messages,
     stream_output_messages,
+    tool_definitions,
 )
 
 
@@ -214,3 +216,39 @@ def test_native_completion_capture_against_the_server(
     [output] = json.loads(span.attributes["gen_ai.output.messages"])
     assert output["parts"] == [{"type": "text", "content": result.content}]
     assert output["finish_reason"] == span.attributes["gen_ai.response.finish_reasons"][0]
+
+
+@pytest.mark.parametrize(
+    ("size", "count"),
+    [(1, 1), (1, 300), (70, 2), (70, 300), (150, 3), (150, 300), (5000, 3), (5000, 40),
+     (8000, 2), (MAX_CONTENT_CHARS, 1), (MAX_CONTENT_CHARS, 2), (MAX_CONTENT_CHARS, 3)],
+)  # fmt: skip
+def test_the_messages_and_tools_kept_are_those_dropping_one_at_a_time_keeps(
+    size: int, count: int
+) -> None:
+    """Kept: the newest messages (the first tools) whose JSON fits, as leaving the oldest
+    out one at a time and serializing again would keep, without the seconds that takes."""
+    texts = [f"{i}:" + "é" * (size - 2 + i % 7) for i in range(count)]
+    items = [{"role": "user", "parts": [{"type": "text", "content": t}]} for t in texts]
+
+    def slow(items: list[Any]) -> int:
+        k = len(items)
+        while (
+            k > 1
+            and len(json.dumps(items[len(items) - k :], ensure_ascii=False)) > MAX_CONTENT_CHARS
+        ):
+            k -= 1
+        return k
+
+    assert _fitting(items) == slow(items)
+    assert _fitting(items[::-1]) == slow(items[::-1])
+    body = {"messages": [{"role": "user", "content": t} for t in texts]}
+    shown = input_messages(body) or "[]"
+    assert len(shown) <= MAX_CONTENT_CHARS
+    kept = json.loads(shown)
+    assert not kept or kept[-1]["parts"][0]["content"].startswith(f"{count - 1}:")
+    tools = [{"type": "function", "function": {"name": f"t{i}", "description": t}}
+             for i, t in enumerate(texts)]  # fmt: skip
+    first = tools[: slow(tools[::-1])]
+    fits = len(json.dumps(first, ensure_ascii=False)) <= MAX_CONTENT_CHARS
+    assert json.loads(tool_definitions({"tools": tools}) or "[]") == (first if fits else [])

@@ -68,9 +68,8 @@ def tool_definitions(body: Any) -> str | None:
     if not isinstance(tools, list) or not tools:
         return None
     text = _dumps(tools)
-    while len(text) > MAX_CONTENT_CHARS and len(tools) > 1:  # the first tools, whole
-        tools = tools[:-1]
-        text = _dumps(tools)
+    if len(text) > MAX_CONTENT_CHARS:  # the first tools, whole
+        text = _dumps(tools[: _fitting(tools[::-1])])
     return text if len(text) <= MAX_CONTENT_CHARS else "[]"
 
 
@@ -215,7 +214,20 @@ def _bounded(messages: list[Message]) -> str:
         if len(part[key]) > budget:
             part[key] = part[key][:budget] + _TRUNCATED
     text = _dumps(messages)
-    while len(text) > MAX_CONTENT_CHARS and len(messages) > 1:
-        messages = messages[1:]
-        text = _dumps(messages)
+    if len(text) > MAX_CONTENT_CHARS:  # the newest messages that fit, whole
+        text = _dumps(messages[len(messages) - _fitting(messages) :])
     return text if len(text) <= MAX_CONTENT_CHARS else "[]"
+
+
+def _fitting(items: list[Any]) -> int:
+    """How many of ``items``, taken from the end, fit in ``MAX_CONTENT_CHARS`` as one JSON
+    array (at least one): each is serialized once, where leaving them out one at a time
+    and serializing the rest again would take seconds for a long conversation. The
+    array's length is exact: ``[`` + the items joined by ``, `` + ``]``."""
+    length, count = 2, 0
+    for item in reversed(items):
+        length += len(_dumps(item)) + (2 if count else 0)
+        if length > MAX_CONTENT_CHARS and count:
+            break
+        count += 1
+    return count
