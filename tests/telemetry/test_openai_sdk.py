@@ -505,7 +505,7 @@ def test_an_sdk_older_than_the_lower_bound_is_left_alone(
     try:
         assert openai.OpenAI.request is request
         (record,) = caplog.records
-        assert "1.2.3" in record.getMessage() and "openai>=1.40" in record.getMessage()
+        assert "1.2.3" in record.getMessage() and "openai>=1.55" in record.getMessage()
     finally:
         LlamaCppInstrumentor().uninstrument()
     assert openai.OpenAI.request is request
