@@ -5,6 +5,7 @@ the same from code, once however often it is called, and ``uninstrument()`` undo
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import llamatelemetry
@@ -111,6 +113,26 @@ def test_instrument_from_code_once_however_often_and_undone(
     with LlamaCppClient(chat_server.url) as client:
         client.chat.completions.create(messages=MESSAGES, max_tokens=1)
     assert len(span_exporter.get_finished_spans()) == 1  # none more
+
+
+def test_without_the_openai_sdk_our_clients_alone_are_instrumented(
+    chat_server: ServerManager,
+    providers: Any,
+    span_exporter: InMemorySpanExporter,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setitem(sys.modules, "openai", None)  # import fails
+    tracer_provider, meter_provider, _ = providers
+    with caplog.at_level(logging.DEBUG, "llamatelemetry"):
+        llamatelemetry.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+    try:
+        with LlamaCppClient(chat_server.url) as client:
+            client.chat.completions.create(messages=MESSAGES, max_tokens=1)
+    finally:
+        llamatelemetry.uninstrument()
+    assert [s.name for s in span_exporter.get_finished_spans()] == ["chat"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_importing_llamatelemetry_loads_no_sdk() -> None:
