@@ -28,10 +28,14 @@ server's kind its answer told.
 
 Beside the official ``opentelemetry-instrumentation-openai-v2`` (whichever was turned on
 first), a call has one span: that instrumentation's, which wraps the SDK's resource
-methods and so is the current span when ``post`` runs. This package then adds to it what
-only llama.cpp tells (its timings, cached tokens, draft acceptance) and records only the
-server's figures; the client's duration and token counts are that instrumentation's to
-count.
+methods and so is the current span when ``request`` runs. This package then adds to it
+what only llama.cpp tells (its timings, cached tokens, draft acceptance) and records only
+the server's figures; the client's duration and token counts are that instrumentation's
+to count.
+
+Under a framework's own span of the model call, kept out of the current context but named
+in the request's trace context headers (OpenLLMetry's LangChain instrumentation does
+this), the call's span is that span's child.
 """
 
 from __future__ import annotations
