@@ -325,3 +325,31 @@ def test_a_long_streams_gaps_reach_a_collection_before_its_end(
                 assert gaps.count == 128  # two batches of GAP_BATCH, the rest still held
         [gaps] = points(reader)["gen_ai.client.operation.time_per_output_chunk"]
         assert gaps.count == seen - 1
+
+
+def test_a_flush_waits_for_the_batch_another_thread_is_recording() -> None:
+    """The queue is empty while a batch the recording thread popped is still on its way to
+    the SDK: a collection's flush must wait for it, or the collection misses its points
+    (it did, at random: an OTLP export after force_flush without the call's duration)."""
+    own = DeferredRecorder(background=False)
+    in_flight, release, flushed = threading.Event(), threading.Event(), threading.Event()
+    recorded: list[int] = []
+
+    def slow(value: int, attributes: Any, context: Context | None) -> None:
+        in_flight.set()
+        assert release.wait(10)
+        recorded.append(value)
+
+    own.defer(slow, 1, None)
+    recording = threading.Thread(target=own.flush)  # as the recording thread does
+    recording.start()
+    assert in_flight.wait(10)  # popped: the queue is empty, the point not yet recorded
+    collecting = threading.Thread(target=lambda: (own.flush(), flushed.set()))
+    collecting.start()
+    # A flush that returned now would let a collection read the histograms without it.
+    assert not flushed.wait(0.2)
+    release.set()
+    assert flushed.wait(10)
+    assert recorded == [1]
+    recording.join(10)
+    collecting.join(10)

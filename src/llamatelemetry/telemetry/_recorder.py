@@ -132,8 +132,12 @@ class DeferredRecorder:
             self.flush()
 
     def flush(self) -> None:
-        """Make every queued recording now, in this thread."""
+        """Make every queued recording now, in this thread, and wait for a batch another
+        thread has taken from the queue and is still recording: when this returns, every
+        point queued before it is in the SDK."""
         self._record_queued(yielding=False)
+        with self._lock:  # the queue may be empty while that batch is on its way
+            pass
 
     def attach(self, meter: Meter) -> None:
         """Have every collection through ``meter``'s provider record the queue first."""
@@ -166,8 +170,8 @@ class DeferredRecorder:
         queue = self._queue
         points = Points()
         while queue:
-            # The lock spans pop and record, so a collection that finds the queue empty
-            # also knows no point is half-way to the SDK.
+            # The lock spans pop and record, so a flush that takes it after finding the
+            # queue empty knows no point is half-way to the SDK.
             with self._lock:
                 for _ in range(BATCH_ENTRIES):
                     try:
