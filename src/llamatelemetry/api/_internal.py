@@ -12,6 +12,8 @@ their neighbours noticing. Users should not import it; nothing here is stable fo
 - Streams: a call's stream is an :class:`ObservableStream`; telemetry watches it through
   its ``observe(observer)`` (a :class:`StreamObserver`) and reads its ``accumulator``.
 - Validation: the checks behind the client's own ``TypeError``/``ValueError`` messages.
+- Answers: llama.cpp's ``timings`` of any client's answer or chunk (`timings_of`), this
+  package's ``Timings`` or the plain dict another SDK keeps of the field.
 - URLs: the host and port a base URL reaches (`host_and_port`), which name a server in
   telemetry and tell servers apart on the command line.
 - Server options: what a refusal asks the server to be started with (`missing_server_option`),
@@ -40,6 +42,7 @@ from ._config import (
     host_and_port,
 )
 from ._deadline_backend import call_deadline
+from ._types import timings_of
 from ._validation import check_int, check_messages, check_number, check_text, check_texts
 from .resources.chat import chat_call
 from .resources.completions import complete_call
@@ -52,6 +55,7 @@ __all__ = [
     "ClientOptions",
     "check_options",
     "host_and_port",
+    "timings_of",
     "current_deadline",
     "Call",
     "Flow",

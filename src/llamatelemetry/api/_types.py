@@ -6,6 +6,7 @@ the object and in ``model_dump()``, never dropped.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Generic, Literal, SupportsIndex, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -92,6 +93,21 @@ class Timings(BaseType):
         if self.prompt_ms is None or self.predicted_ms is None:
             return None
         return (self.prompt_ms + self.predicted_ms) / 1000.0
+
+
+def timings_of(answer: Any) -> Timings | None:
+    """llama.cpp's ``timings`` of an answer or chunk: this package's ``Timings``, or the
+    plain dict a client that does not know the field keeps (the openai SDK's objects);
+    None when there are none or they are not llama.cpp's shape."""
+    timings = getattr(answer, "timings", None)
+    if timings is None or isinstance(timings, Timings):
+        return timings
+    if isinstance(timings, Mapping):
+        try:
+            return Timings.model_validate(timings)
+        except ValueError:  # pydantic's ValidationError: not llama.cpp's timings
+            return None
+    return None
 
 
 class PromptTokensDetails(BaseType):

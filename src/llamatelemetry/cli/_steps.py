@@ -20,8 +20,8 @@ from ..api import (
     LlamaCppClient,
     NativeCompletion,
     Stream,
-    Timings,
 )
+from ..api._internal import timings_of
 from ._calls import CallRecord, SpanLog, measured_call
 
 __all__ = ["STEPS", "DemoContext", "Step", "run_steps"]
@@ -121,8 +121,10 @@ def _messages(question: str, system: str | None = None) -> list[dict[str, str]]:
 
 
 def _record_chat(record: CallRecord, response: ChatCompletion) -> None:
+    """A chat answer's counts, timings and summary: this client's, or the openai SDK's
+    (which keeps llama.cpp's timings, a field it does not know, as a plain dict)."""
     record.add_usage(response.usage)
-    record.add_timings(response.timings)
+    record.add_timings(timings_of(response))
     choice = response.choices[0]
     record.summary = f"{_quote(choice.message.content)}  finish={choice.finish_reason}"
     record.data = {"finish_reason": choice.finish_reason}
@@ -365,14 +367,4 @@ def _openai_sdk(ctx: DemoContext, record: CallRecord) -> None:
             messages=_messages("What is a KV cache?"),
             max_tokens=SHORT_TOKENS,
         )
-    usage = answer.usage
-    if usage is not None:
-        record.prompt_tokens = usage.prompt_tokens
-        record.completion_tokens = usage.completion_tokens
-    try:  # the SDK keeps llama.cpp's timings, a field it does not know, as a plain dict
-        record.add_timings(Timings.model_validate(getattr(answer, "timings", None)))
-    except ValueError:
-        pass
-    choice = answer.choices[0]
-    record.summary = f"{_quote(choice.message.content)}  finish={choice.finish_reason}"
-    record.data = {"finish_reason": choice.finish_reason}
+    _record_chat(record, answer)

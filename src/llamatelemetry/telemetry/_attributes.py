@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import Any
 
 from ..api import Timings
-from ..api._internal import host_and_port
+from ..api._internal import host_and_port, timings_of
 
 __all__ = [
     "DEFAULTED",
@@ -19,7 +19,6 @@ __all__ = [
     "response_attributes",
     "server_attributes",
     "span_name",
-    "timings_of",
 ]
 
 PROVIDER = "llama.cpp"
@@ -155,21 +154,6 @@ def _usage(usage: Any, *, chat: bool) -> dict[str, Any]:
     if isinstance(reasoning, int) and not isinstance(reasoning, bool):
         found["gen_ai.usage.reasoning.output_tokens"] = reasoning
     return found
-
-
-def timings_of(answer: Any) -> Timings | None:
-    """llama.cpp's ``timings`` of an answer or chunk: this package's ``Timings``, or the
-    plain dict a client that does not know the field keeps (the openai SDK's objects);
-    None when there are none or they are not llama.cpp's shape."""
-    timings = getattr(answer, "timings", None)
-    if timings is None or isinstance(timings, Timings):
-        return timings
-    if isinstance(timings, Mapping):
-        try:
-            return Timings.model_validate(timings)
-        except ValueError:  # pydantic's ValidationError: not llama.cpp's timings
-            return None
-    return None
 
 
 def response_attributes(response: Any, timings: Timings | None = None) -> dict[str, Any]:

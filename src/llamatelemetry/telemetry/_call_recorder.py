@@ -50,13 +50,13 @@ from opentelemetry.metrics import MeterProvider, get_meter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 
 from .._version import __version__
+from ..api._internal import timings_of
 from ._attributes import (
     PROVIDER,
     request_attributes,
     response_attributes,
     server_attributes,
     span_name,
-    timings_of,
 )
 from ._capture import ContentCapture, capture_mode, emit_event
 from ._messages import (
@@ -194,9 +194,9 @@ class CallRecorder:
             )
             if self.capture_content:
                 _set_content(span, request)
-            call = RecordedCall(self, span, values, request, base_url, stream)
-            call._hold = not labels_known
-            return call
+            return RecordedCall(
+                self, span, values, request, base_url, stream, hold=not labels_known
+            )
         except Exception:  # noqa: BLE001 - telemetry must never break the call
             log.debug("could not start a span for %s", operation, exc_info=True)
             if span is not None:
@@ -268,6 +268,7 @@ class RecordedCall:
         base_url: str,
         stream: bool,
         borrowed: bool = False,
+        hold: bool = False,
     ) -> None:
         self._recorder = recorder
         self._span = span
@@ -297,7 +298,7 @@ class RecordedCall:
         self._gaps: list[float] = []
         self._gaps_since = self._started
         self._events: bool | None = None  # typed events (Responses, Messages)? at chunk 1
-        self._hold = False  # stream points wait for the end, whose labels are final
+        self._hold = hold  # stream points wait for the end, whose labels are final
 
     @property
     def needs_answer(self) -> bool:

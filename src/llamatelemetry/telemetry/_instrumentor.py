@@ -124,12 +124,13 @@ def _supported(openai: Any) -> bool:
     found = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
     if len(found) == 2 and found >= OPENAI_SDK_MIN and hasattr(openai, "AsyncOpenAI"):
         return True
+    oldest = ".".join(map(str, OPENAI_SDK_MIN))
     log.warning(
         "the openai SDK %s is older than %s: its calls are not instrumented (upgrade it: "
         "pip install 'openai>=%s')",
         version or "(no version)",
-        ".".join(map(str, OPENAI_SDK_MIN)),
-        ".".join(map(str, OPENAI_SDK_MIN)),
+        oldest,
+        oldest,
     )
     return False
 

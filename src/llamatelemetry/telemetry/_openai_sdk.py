@@ -52,7 +52,7 @@ from typing import Any, get_origin
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context, attach, detach
 
-from ._attributes import timings_of
+from ..api._internal import timings_of
 from ._call_recorder import CallRecorder, RecordedCall
 
 __all__ = ["SdkTelemetry", "OPERATIONS"]
@@ -150,11 +150,12 @@ class SdkTelemetry:
         recorded.end(answer, attributes=self.learned(base_url, told))
 
     def _end(
-        self, recorded: RecordedCall, base_url: str, result: Any, raw: str, stream: bool
+        self, recorded: RecordedCall, base_url: str, result: Any, options: Any, stream: bool
     ) -> Any:
         if isinstance(result, _Observed):
             return result  # the stream ends the call itself
         answer = result
+        raw = _raw(options)
         if raw and stream:  # a raw response whose stream its reader builds later
             response = getattr(result, "http_response", None)
             if response is not None:
@@ -178,7 +179,7 @@ class SdkTelemetry:
             return original(client, cast_to, options, *args, **kwargs)
         with _sending(recorded, base_url):
             result = original(client, cast_to, options, *args, **kwargs)
-        return self._end(recorded, base_url, result, _raw(options), bool(kwargs.get("stream")))
+        return self._end(recorded, base_url, result, options, bool(kwargs.get("stream")))
 
     async def arequest(
         self, original: Callable[..., Any], client: Any, cast_to: Any, options: Any,
@@ -189,7 +190,7 @@ class SdkTelemetry:
             return await original(client, cast_to, options, *args, **kwargs)
         with _sending(recorded, base_url):
             result = await original(client, cast_to, options, *args, **kwargs)
-        return self._end(recorded, base_url, result, _raw(options), bool(kwargs.get("stream")))
+        return self._end(recorded, base_url, result, options, bool(kwargs.get("stream")))
 
 
 @contextmanager
@@ -215,9 +216,10 @@ def _named_parent(headers: Mapping[str, Any] | None) -> Context | None:
     this call's span nests under it. None when the headers name none."""
     if not headers:
         return None
-    if not any(isinstance(k, str) and k.lower() == TRACEPARENT for k in headers):
+    lowered = {k.lower(): v for k, v in headers.items() if isinstance(k, str)}
+    if TRACEPARENT not in lowered:
         return None
-    named = propagate.extract({k.lower(): v for k, v in headers.items() if isinstance(k, str)})
+    named = propagate.extract(lowered)
     span_context = trace.get_current_span(named).get_span_context()
     if not span_context.is_valid:
         return None
