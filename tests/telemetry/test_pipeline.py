@@ -37,6 +37,18 @@ from ..conftest import wait_until_idle
 MESSAGES = [{"role": "user", "content": "What is GGUF?"}]
 
 
+def chat_calls(url: str, telemetry: Any, n: int, max_tokens: int = 1) -> list[Any]:
+    """``n`` chat calls through an instrumented client on ``telemetry``'s pipeline (a
+    ``setup_telemetry`` handle); their replies."""
+    with InstrumentedLlamaCppClient(
+        url, tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+    ) as client:
+        return [
+            client.chat.completions.create(messages=MESSAGES, max_tokens=max_tokens)
+            for _ in range(n)
+        ]
+
+
 def points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
     data = reader.get_metrics_data()
     found: dict[str, list[Any]] = {}
@@ -233,14 +245,7 @@ def test_broken_exporter_never_breaks_calls(chat_server: ServerManager, collecto
         otlp_endpoint=endpoint, set_global=False, export_interval_s=0.05, export_timeout_s=1.0
     )
     try:
-        with InstrumentedLlamaCppClient(
-            chat_server.url,
-            tracer_provider=telemetry.tracer_provider,
-            meter_provider=telemetry.meter_provider,
-        ) as client:
-            replies = [
-                client.chat.completions.create(messages=MESSAGES, max_tokens=2) for _ in range(5)
-            ]
+        replies = chat_calls(chat_server.url, telemetry, 5, max_tokens=2)
         assert [r.usage.completion_tokens for r in replies] == [2] * 5
     finally:
         telemetry.tracer_provider.shutdown()
@@ -252,12 +257,7 @@ def test_broken_exporter_never_breaks_calls(chat_server: ServerManager, collecto
 def test_prometheus_endpoint(chat_server: ServerManager) -> None:
     telemetry = setup_telemetry(prometheus_port=0, set_global=False)
     try:
-        with InstrumentedLlamaCppClient(
-            chat_server.url,
-            tracer_provider=telemetry.tracer_provider,
-            meter_provider=telemetry.meter_provider,
-        ) as client:
-            client.chat.completions.create(messages=MESSAGES, max_tokens=2)
+        chat_calls(chat_server.url, telemetry, 1, max_tokens=2)
         text = httpx.get(telemetry.prometheus_url).text
         assert "gen_ai_client_operation_duration_seconds_count" in text
         assert 'gen_ai_token_type="output"' in text

@@ -29,7 +29,7 @@ from llamatelemetry.telemetry import (
 from llamatelemetry.telemetry._recorder import DeferredRecorder, recorder
 from llamatelemetry.testing._otlp import OTLPReceiver
 
-from .test_pipeline import MESSAGES, points
+from .test_pipeline import MESSAGES, chat_calls, points
 
 
 def _sum_and_count(reader: InMemoryMetricReader, name: str) -> tuple[float, int]:
@@ -151,13 +151,7 @@ def test_shutdown_exports_points_still_queued(
 ) -> None:
     with OTLPReceiver() as receiver:
         telemetry = setup_telemetry("recorder-test", otlp_endpoint=receiver.url, set_global=False)
-        with InstrumentedLlamaCppClient(
-            chat_server.url,
-            tracer_provider=telemetry.tracer_provider,
-            meter_provider=telemetry.meter_provider,
-        ) as client:
-            for _ in range(5):
-                client.chat.completions.create(messages=MESSAGES, max_tokens=1)
+        chat_calls(chat_server.url, telemetry, 5)
         assert len(paused._queue) == 5
         telemetry.shutdown()  # no force_flush first
         [duration] = receiver.metrics()["gen_ai.client.operation.duration"][-1:]

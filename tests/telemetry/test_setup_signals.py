@@ -12,7 +12,7 @@ from llamatelemetry.server import ServerManager
 from llamatelemetry.telemetry import INFERENCE_EVENT, InstrumentedLlamaCppClient, setup_telemetry
 from llamatelemetry.testing._otlp import OTLPReceiver
 
-from .test_pipeline import MESSAGES
+from .test_pipeline import MESSAGES, chat_calls
 
 
 def one_call(url: str, capture: str | bool) -> tuple[list[Any], list[Any]]:
@@ -82,13 +82,7 @@ def test_otel_traces_sampler_decides_which_spans_are_kept(
         telemetry = setup_telemetry(
             otlp_endpoint=receiver.url, set_global=False, export_interval_s=3600
         )
-        with InstrumentedLlamaCppClient(
-            chat_server.url,
-            tracer_provider=telemetry.tracer_provider,
-            meter_provider=telemetry.meter_provider,
-        ) as client:
-            for _ in range(6):
-                client.chat.completions.create(messages=MESSAGES, max_tokens=1)
+        chat_calls(chat_server.url, telemetry, 6)
         assert telemetry.force_flush()
         kept = len(receiver.spans())
         duration = receiver.metrics()["gen_ai.client.operation.duration"][-1]["count"]
