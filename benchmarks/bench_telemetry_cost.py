@@ -77,25 +77,22 @@ Candidate = tuple[Callable[[], object], Callable[[], None], Callable[[], None]]
 Seen = dict[str, list[tuple[float, float]]]
 
 
-def settled() -> None:
+def settled(tracer_provider: Any) -> None:
     """Between blocks, untimed: the spans a block ended are exported and its garbage is
     collected, so that no block pays for the one before it."""
-    for flush in _FLUSHES:
-        flush()
+    tracer_provider.force_flush()
     gc.collect()
 
 
-_FLUSHES: list[Callable[[], object]] = []
-
-
-def blocks(candidates: dict[str, Candidate], ops: int, rounds: int) -> Seen:
-    """(CPU, wall) per op of each candidate, a block each per round; round 0 warms up."""
+def blocks(candidates: dict[str, Candidate], ops: int, rounds: int, tracer_provider: Any) -> Seen:
+    """(CPU, wall) per op of each candidate, a block each per round; round 0 warms up;
+    ``tracer_provider``: the pipeline under test, settled between blocks."""
     seen: Seen = {name: [] for name in candidates}
     names = list(candidates)
     for round_index in range(rounds + 1):
         for name in names if round_index % 2 == 0 else names[::-1]:
             call, before, after = candidates[name]
-            settled()
+            settled(tracer_provider)
             before()
             cpu, wall = time.process_time(), time.perf_counter()
             for _ in range(ops):
@@ -166,7 +163,6 @@ def main() -> None:
         tracer_provider.add_span_processor(BatchSpanProcessor(Dropping()))
         meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     instrumentor = OpenAIInstrumentor()
-    _FLUSHES.append(tracer_provider.force_flush)
     try:
         measure(args, tracer_provider, meter_provider, instrumentor)
     finally:
@@ -251,6 +247,7 @@ def measure(args: Any, tracer_provider: Any, meter_provider: Any, instrumentor: 
             },
             args.calls,
             args.rounds,
+            tracer_provider,
         )
         calls = show(f"per call (max_tokens=1), blocks of {args.calls}", per_call)
         chunks = stream(bare, args.tokens)()
@@ -272,6 +269,7 @@ def measure(args: Any, tracer_provider: Any, meter_provider: Any, instrumentor: 
             },
             args.streams,
             args.rounds,
+            tracer_provider,
         )
         show(f"per {args.tokens}-token stream ({chunks} chunks), blocks of {args.streams}", seen)
         # Per chunk: what a long stream costs beyond a call, ours only (a stream's CPU
@@ -291,6 +289,7 @@ def measure(args: Any, tracer_provider: Any, meter_provider: Any, instrumentor: 
             },
             args.long_streams,
             args.chunk_rounds,
+            tracer_provider,
         )
         cpu = {name: statistics.median(c for c, _ in values) * 1e6 for name, values in seen.items()}
         added_long = added(seen, "ours + telemetry", "ours")
@@ -549,7 +548,7 @@ def sdk_in_memory(tracer_provider: Any, meter_provider: Any, chunks: int = 0) ->
     for _ in range(6):  # the first round warms up, and is kept only if it is the best
         for name, (on, off) in candidates.items():
             on()
-            settled()
+            settled(tracer_provider)
             started = time.process_time()
             for _ in range(n):
                 call()
