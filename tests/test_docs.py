@@ -62,9 +62,12 @@ GENAI_METRICS = (
     "gen_ai.server.time_to_first_token",
     "gen_ai.server.time_per_output_token",
     "llama_cpp.speculative.acceptance_rate",
+    "llama_cpp.client.cached_prompt_tokens",
+    "llama_cpp.client.evaluated_prompt_tokens",
 )
 SERVER_METRICS = (
     "llama_cpp.server.prompt_tokens",
+    "llama_cpp.server.cached_prompt_tokens",
     "llama_cpp.server.generated_tokens",
     "llama_cpp.server.prompt_time",
     "llama_cpp.server.generation_time",
@@ -75,6 +78,11 @@ SERVER_METRICS = (
     "llama_cpp.server.requests_deferred",
     "llama_cpp.server.slots.busy",
     "llama_cpp.server.slots.total",
+    "llama_cpp.server.context.tokens",
+    "llama_cpp.server.context.size",
+    "llama_cpp.server.context.peak_tokens",
+    "llama_cpp.server.slot.context.tokens",
+    "llama_cpp.server.slot.context.size",
     "llama_cpp.server.speculative.draft_tokens",
     "llama_cpp.server.speculative.accepted_tokens",
     "llama_cpp.server.speculative.drafts",
@@ -805,7 +813,8 @@ def exercise_reference_servers(
         LlamaServerMetrics(clients[name], meter_provider=providers["meter_provider"])
         for name in ("drafted", "router")
     ]
-    router.models.unload("tiny")  # after the bridge's scrape: the model is in memory then
+    providers["meter_provider"].force_flush()  # the bridges' scrape, the model in memory
+    router.models.unload("tiny")
     return bridges
 
 

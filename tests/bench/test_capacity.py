@@ -458,6 +458,9 @@ def test_multi_turn_sessions_replay_their_history(fresh_server: ServerManager) -
         assert turns[2]["cached_tokens"] > run["cache_prefix_tokens"] + 8  # found in the cache
         assert [r["start_ms"] for r in turns] == sorted(r["start_ms"] for r in turns)
     assert run["cache_warning"] is None  # a session's own history is not a repeated prompt
+    cached = sum(r["cached_tokens"] for r in requests)
+    assert run["cache_hit_ratio"] == round(cached / sum(r["prompt_tokens"] for r in requests), 4)
+    assert 0 < run["cache_hit_ratio"] < 1
 
 
 async def test_a_failed_turn_ends_its_session() -> None:

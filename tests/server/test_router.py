@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from llamatelemetry.api import (
     AsyncLlamaCppClient,
@@ -319,3 +321,50 @@ def test_serve_a_folder_runs_a_router(
         reap(process)
     assert process.returncode == 0, ready + rest + err
     assert "server stopped" in rest and "Traceback" not in err
+
+
+def test_a_router_model_falls_asleep_while_scraped(
+    models_dir: Path, llama_server_binary: Path, tmp_path: Path
+) -> None:
+    """Each of a router's models sleeps on its own: scraped every 0.2 s, one still does,
+    and is reported in memory, up, with its slots holding nothing."""
+    from ..server.test_sleep import collected
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    with ServerManager(
+        port=0, backend="binary", server_path=llama_server_binary, log_dir=tmp_path,
+        models_dir=models_dir,
+    ) as router:  # fmt: skip
+        router.start(n_parallel=2, ctx_size=512, n_threads=1, sleep_idle_seconds=1)
+        client = router.client()
+        bridge = LlamaServerMetrics(client, interval=0, meter_provider=provider)
+        try:
+            client.chat.completions.create(model="tiny-a", messages=MESSAGES, max_tokens=3)
+            deadline = time.monotonic() + 15
+            while statuses(client)["tiny-a"] != "sleeping":
+                assert time.monotonic() < deadline, "scraped, the model never fell asleep"
+                collected(reader)
+                time.sleep(0.2)
+            for _ in range(10):  # 2 s of scrapes, twice its idle time: it stays asleep
+                asleep = collected(reader)
+                time.sleep(0.2)
+            assert statuses(client)["tiny-a"] == "sleeping"
+
+            def of(name: str) -> dict[Any, float]:
+                return {
+                    (a.get("gen_ai.request.model"), a.get("llama_cpp.slot.id")): v
+                    for a, v in asleep[name]
+                }
+
+            assert of("llama_cpp.server.model.loaded")[("tiny-a", None)] == 1
+            assert of("llama_cpp.server.up")[("tiny-a", None)] == 1
+            assert of("llama_cpp.server.context.tokens") == {("tiny-a", None): 0}
+            assert of("llama_cpp.server.slot.context.size") == {
+                ("tiny-a", 0): 256,
+                ("tiny-a", 1): 256,
+            }
+        finally:
+            bridge.close()
+            client.close()
+            provider.shutdown()

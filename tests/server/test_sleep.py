@@ -102,3 +102,57 @@ def test_sleep_idle_seconds_is_checked_and_rendered(tmp_path: Path) -> None:
         ServerOptions(model, sleep_idle_seconds=0)
     with pytest.raises(TypeError, match="sleep_idle_seconds must be an integer"):
         ServerOptions(model, sleep_idle_seconds=1.5)  # type: ignore[arg-type]
+
+
+def collected(reader: Any) -> dict[str, list[tuple[dict[str, Any], float]]]:
+    """Each metric's points (attributes, value) in one collection."""
+    found: dict[str, list[tuple[dict[str, Any], float]]] = {}
+    data = reader.get_metrics_data()
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                found[metric.name] = [
+                    (dict(p.attributes), p.value) for p in metric.data.data_points
+                ]
+    return found
+
+
+def test_scraping_every_few_tenths_of_a_second_lets_it_fall_asleep(sleepy: ServerManager) -> None:
+    """llama.cpp's /slots wakes a sleeping server and resets its idle timer: a bridge that
+    read it at every scrape kept the model in memory for good."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from llamatelemetry.telemetry import LlamaServerMetrics
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    with sleepy.client() as client, sleepy.client() as asker:
+        bridge = LlamaServerMetrics(client, interval=0, meter_provider=provider)
+        try:
+            client.completions.create("Once upon a time", max_tokens=3)
+            busy = collected(reader)  # right after a request: its slot holds its tokens
+            assert sum(v for _, v in busy["llama_cpp.server.context.tokens"]) > 0
+            deadline = time.monotonic() + 10
+            while not asker.props.is_sleeping():
+                assert time.monotonic() < deadline, "scraped, the server never fell asleep"
+                collected(reader)
+                time.sleep(0.2)
+            for _ in range(10):  # 2 s of scrapes, twice its idle time: it stays asleep
+                asleep = collected(reader)
+                time.sleep(0.2)
+            assert asker.props.is_sleeping()
+            assert [v for _, v in asleep["llama_cpp.server.up"]] == [1]
+            assert [v for _, v in asleep["llama_cpp.server.context.tokens"]] == [0]  # freed
+            assert sum(v for _, v in asleep["llama_cpp.server.slots.busy"]) == 0
+            assert [v for _, v in asleep["llama_cpp.server.generated_tokens"]] == [
+                v for _, v in busy["llama_cpp.server.generated_tokens"]
+            ]
+            reply = client.completions.create("Once", max_tokens=2)  # a request wakes it
+            assert reply.usage is not None and reply.usage.completion_tokens == 2
+            assert not asker.props.is_sleeping()
+            awake = collected(reader)
+            assert sum(v for _, v in awake["llama_cpp.server.context.tokens"]) > 0
+        finally:
+            bridge.close()
+            provider.shutdown()

@@ -59,11 +59,11 @@ def _runs_table(report: dict[str, Any]) -> str:
             level, run["completed"], run["errors"], run["request_throughput"],
             run["output_throughput"], slo.get("goodput"), get("ttft_ms", "median"),
             get("ttft_ms", "p99"), get("tpot_ms", "median"), get("tpot_ms", "p99"),
-            get("e2e_ms", "median"), busy, waiting,
+            get("e2e_ms", "median"), busy, waiting, run.get("cache_hit_ratio"),
         ])  # fmt: skip
     header = ["level", "ok", "errors", "req/s", "tok/s", "goodput req/s", "TTFT p50 ms",
               "TTFT p99 ms", "TPOT p50 ms", "TPOT p99 ms", "E2E p50 ms", "busy slots",
-              "waiting"]  # fmt: skip
+              "waiting", "prompt cache hit"]  # fmt: skip
     return _table(header, rows)
 
 

@@ -89,6 +89,10 @@ def _us(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1e6, 2)
 
 
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
 @dataclass
 class RequestRecord:
     """One request as measured (times in seconds; ``started`` counts from the run's start)."""
@@ -213,6 +217,16 @@ class RunResult:
         return Summary.of(
             r.cached_tokens for r in self.records if r.ok and r.cached_tokens is not None
         )
+
+    def cache_hit_ratio(self) -> float | None:
+        """Of the prompt tokens of the completed requests whose answers said how many came
+        from the server's cache, the share that did; None when no answer said."""
+        said = [
+            r for r in self.records
+            if r.ok and r.cached_tokens is not None and r.prompt_tokens
+        ]  # fmt: skip
+        prompt = sum(r.prompt_tokens or 0 for r in said)
+        return sum(r.cached_tokens or 0 for r in said) / prompt if prompt else None
 
     def cache_warning(self) -> str | None:
         """Words for the reader when the server's cache served more of some prompts than
@@ -398,6 +412,7 @@ class RunResult:
             "draft_acceptance": self.draft_acceptance,
             "lag_ms": None if lag is None else lag.to_dict(),
             "cached_tokens": None if cached is None else cached.to_dict(),
+            "cache_hit_ratio": _round(self.cache_hit_ratio(), 4),
             "cache_prefix_tokens": self.cache_prefix_tokens,
             "cache_warning": self.cache_warning(),
             "generator": {

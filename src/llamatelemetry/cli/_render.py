@@ -344,7 +344,11 @@ def _print_run(console: Console, result: RunResult, slo: SLO | None = None) -> N
     ]
     cached = result.cached()
     if cached is not None:
-        rows.append(("cached prompt tokens", f"{cached.mean:,.1f} mean, {cached.max:,.0f} max"))
+        ratio = result.cache_hit_ratio()
+        share = "" if ratio is None else f" ({ratio:.1%} of the prompt tokens)"
+        rows.append(
+            ("cached prompt tokens", f"{cached.mean:,.1f} mean, {cached.max:,.0f} max{share}")
+        )
     if result.draft_acceptance is not None:
         rows.append(("draft acceptance", f"{result.draft_acceptance:.1%} (speculative decoding)"))
     if slo is not None:

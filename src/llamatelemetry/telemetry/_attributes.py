@@ -54,6 +54,11 @@ _TIMINGS = tuple(
         "draft_n_accepted",
     )
 )
+#: A native answer's slot, and the tokens its context holds once the answer is made.
+_SLOT_FIELDS = (
+    ("id_slot", "llama_cpp.slot.id"),
+    ("tokens_cached", "llama_cpp.slot.context.tokens"),
+)
 #: The share of drafted tokens accepted, on a server doing speculative decoding.
 ACCEPTANCE = "llama_cpp.speculative.acceptance_rate"
 
@@ -173,6 +178,10 @@ def response_attributes(response: Any, timings: Timings | None = None) -> dict[s
             attributes["gen_ai.response.finish_reasons"] = reasons
     elif getattr(response, "finish_reason", None):  # native /completion
         attributes["gen_ai.response.finish_reasons"] = [response.finish_reason]
+        for name, attribute in _SLOT_FIELDS:  # the slot that served it, and its use after
+            value = _field(response, name)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                attributes[attribute] = value
     usage = getattr(response, "usage", None)
     if usage is not None:
         attributes.update(_usage(usage, chat=getattr(response, "choices", None) is not None))

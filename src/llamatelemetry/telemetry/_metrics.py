@@ -91,6 +91,24 @@ def metric_point(attributes: dict[str, Any]) -> dict[str, Any]:
     return {k: attributes[k] for k in _METRIC_KEYS if k in attributes}
 
 
+def prompt_split(attributes: dict[str, Any]) -> tuple[int, int] | None:
+    """An answer's prompt tokens as (taken from the cache, evaluated): llama.cpp's timings
+    say both, the usage of an OpenAI-style answer says the whole and the cached part."""
+    cached = _count(attributes.get("llama_cpp.timings.cache_n"))
+    evaluated = _count(attributes.get("llama_cpp.timings.prompt_n"))
+    if cached is not None and evaluated is not None:
+        return cached, evaluated
+    whole = _count(attributes.get("gen_ai.usage.input_tokens"))
+    cached = _count(attributes.get("gen_ai.usage.cache_read.input_tokens"))
+    if whole is not None and cached is not None and cached <= whole:
+        return cached, whole - cached
+    return None
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 # A point's attributes with each token type added, by the point's attributes: built once.
 _typed_points: dict[Any, tuple[tuple[str, dict[str, Any], Any], ...]] = {}
 
@@ -107,6 +125,8 @@ class GenAIMetrics:
         "server_ttft",
         "server_tpot",
         "acceptance",
+        "cached_prompt_tokens",
+        "evaluated_prompt_tokens",
         "_recorder",
     )
 
@@ -159,6 +179,16 @@ class GenAIMetrics:
             "1",
             "Share of the drafted tokens the model accepted, per request (speculative decoding).",
             ACCEPTANCE_BUCKETS,
+        )
+        self.cached_prompt_tokens = meter.create_counter(
+            "llama_cpp.client.cached_prompt_tokens",
+            unit="{token}",
+            description="Prompt tokens the server took from its prompt cache, per the answers.",
+        )
+        self.evaluated_prompt_tokens = meter.create_counter(
+            "llama_cpp.client.evaluated_prompt_tokens",
+            unit="{token}",
+            description="Prompt tokens the server evaluated (not from its cache), per the answers.",
         )
         self._recorder.attach(meter)
 
@@ -217,6 +247,10 @@ class GenAIMetrics:
             return
         if client:
             self._add_tokens(points, attributes, items, context)
+        split = prompt_split(attributes)
+        if split is not None:
+            points.count(self.cached_prompt_tokens, split[0], point, context, items)
+            points.count(self.evaluated_prompt_tokens, split[1], point, context, items)
         if timings is None:
             return
         ttft = timings.ttft_s

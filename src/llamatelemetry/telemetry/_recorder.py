@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from opentelemetry.context import Context
-from opentelemetry.metrics import CallbackOptions, Histogram, Meter, Observation
+from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Meter, Observation
 
 from ._bulk import record_one, record_points
 
@@ -55,10 +55,13 @@ class Points:
     each value with its operation's context; ``record()`` hands each group to the SDK at
     once (``_bulk.record_points``)."""
 
-    __slots__ = ("_groups",)
+    __slots__ = ("_groups", "_sums")
 
     def __init__(self) -> None:
         self._groups: dict[Any, tuple[Histogram, Mapping[str, Any], list[Any], list[Any]]] = {}
+        # A counter's values of one set of attributes: their sum is one add, with the context
+        # of the last operation (a Sum aggregates to the same figure).
+        self._sums: dict[Any, list[Any]] = {}
 
     def add(
         self,
@@ -80,7 +83,30 @@ class Points:
         group[2].append(value)
         group[3].append(context)
 
+    def count(
+        self,
+        counter: Counter,
+        value: int,
+        attributes: Mapping[str, Any],
+        context: Context | None,
+        items: tuple[tuple[str, Any], ...],
+    ) -> None:
+        """A counter's ``add``; ``items``: ``tuple(attributes.items())``."""
+        key = (id(counter), items)
+        summed = self._sums.get(key)
+        if summed is None:
+            self._sums[key] = [counter, attributes, value, context]
+        else:
+            summed[2] += value
+            summed[3] = context
+
     def record(self) -> None:
+        sums, self._sums = self._sums, {}
+        for counter, attributes, total, context in sums.values():
+            try:
+                counter.add(total, attributes, context)
+            except Exception:  # noqa: BLE001 - a faulty SDK must not stop the recording
+                log.debug("could not add to a counter", exc_info=True)
         groups, self._groups = self._groups, {}
         for histogram, attributes, values, contexts in groups.values():
             try:
