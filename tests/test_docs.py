@@ -89,6 +89,12 @@ SERVER_METRICS = (
     "llama_cpp.server.model.loaded",
     "llama_cpp.server.up",
 )
+PROCESS_METRICS = (
+    "process.cpu.time",
+    "process.memory.usage",
+    "process.memory.virtual",
+    "process.thread.count",
+)
 
 # Fence languages a page may use. ```python blocks run; the others are shell sessions,
 # configuration or output. Anything else (```py, ```pycon, ...) would escape execution.
@@ -696,6 +702,7 @@ def emitted(
         "reference",
         prometheus_port=0,
         set_global=False,
+        server_processes=True,
         span_exporters=[spans],
         metric_readers=[reader],
     )
@@ -753,9 +760,14 @@ def emitted(
         exposition = httpx.get(handle.prometheus_url).text  # type: ignore[arg-type]
         data = reader.get_metrics_data()
     handle.force_flush()
-    kinds = {Histogram: "histogram", Sum: "counter", Gauge: "gauge"}
+
+    def kind(data: Any) -> str:
+        if isinstance(data, Sum) and not data.is_monotonic:
+            return "updowncounter"
+        return {Histogram: "histogram", Sum: "counter", Gauge: "gauge"}[type(data)]
+
     metrics = {
-        metric.name: (kinds[type(metric.data)], metric.unit)
+        metric.name: (kind(metric.data), metric.unit)
         for resource in data.resource_metrics  # type: ignore[union-attr]
         for scope in resource.scope_metrics
         for metric in scope.metrics
@@ -861,11 +873,12 @@ def test_metric_tables_are_exactly_what_is_recorded(emitted: Emitted) -> None:
     for rows in (
         table(page_text("telemetry.md"), "Metric", "Kind", "Unit", "Description"),
         table(page_text("telemetry.md"), "Metric", "Kind", "Unit", "From llama-server"),
+        table(page_text("telemetry.md"), "Metric", "Kind", "Unit", "From /proc"),
     ):
         for row in rows:
             documented[row[0]] = (row[1], row[2])
     assert documented == emitted.metrics
-    assert set(documented) == set(GENAI_METRICS) | set(SERVER_METRICS)
+    assert set(documented) == set(GENAI_METRICS) | set(SERVER_METRICS) | set(PROCESS_METRICS)
 
 
 def prometheus_families(exposition: str) -> dict[str, set[str]]:
@@ -886,7 +899,9 @@ def prometheus_families(exposition: str) -> dict[str, set[str]]:
 
 def test_prometheus_table_is_what_the_exporter_serves(emitted: Emitted) -> None:
     rows = table(page_text("telemetry.md"), "Metric", "Prometheus name")
-    assert {row[0] for row in rows} == set(GENAI_METRICS) | set(SERVER_METRICS)
+    assert {row[0] for row in rows} == set(GENAI_METRICS) | set(SERVER_METRICS) | set(
+        PROCESS_METRICS
+    )
     served = set(prometheus_families(emitted.exposition))
     for metric, name in rows:
         kind = emitted.metrics[metric][0]
@@ -1174,7 +1189,9 @@ def test_dashboard_queries_only_metrics_and_labels_we_export(emitted: Emitted) -
     exported = {
         re.sub(r"_(bucket|sum|count)$", "", name)
         for name in families
-        if name.startswith(("gen_ai_", "llama_cpp_"))
+        if name.startswith(
+            ("gen_ai_", "llama_cpp_", *(m.replace(".", "_") for m in PROCESS_METRICS))
+        )
     }
     assert {re.sub(r"_(bucket|sum|count)$", "", name) for name in queried} == exported
 

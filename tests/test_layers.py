@@ -15,6 +15,7 @@ PACKAGE = "llamatelemetry"
 FLOORS = {
     "_closing": 0,
     "_fastpath": 0,
+    "_running": 0,
     "_instrument": 3,  # instrument(): loads the telemetry layer on use
     "_version": 0,
     "api": 1,

@@ -23,7 +23,11 @@ from llamatelemetry.api import (
 )
 from llamatelemetry.server import ServerManager
 from llamatelemetry.server._options import ServerOptions
-from llamatelemetry.telemetry import InstrumentedLlamaCppClient, LlamaServerMetrics
+from llamatelemetry.telemetry import (
+    InstrumentedLlamaCppClient,
+    LlamaServerMetrics,
+    ProcessMetrics,
+)
 from llamatelemetry.testing import TinyModelFiles
 
 from ..telemetry.test_pipeline import points
@@ -339,8 +343,16 @@ def test_a_router_model_falls_asleep_while_scraped(
         router.start(n_parallel=2, ctx_size=512, n_threads=1, sleep_idle_seconds=1)
         client = router.client()
         bridge = LlamaServerMetrics(client, interval=0, meter_provider=provider)
+        watch = ProcessMetrics(router, meter_provider=provider)
         try:
             client.chat.completions.create(model="tiny-a", messages=MESSAGES, max_tokens=3)
+            # the model's instance is the router's child process: watched too
+            instances = {
+                a["process.pid"]: a.get("process.parent_pid")
+                for a, _ in collected(reader)["process.memory.usage"]
+            }
+            assert instances[router.pid] is None
+            assert list(instances.values()).count(router.pid) == 1
             deadline = time.monotonic() + 15
             while statuses(client)["tiny-a"] != "sleeping":
                 assert time.monotonic() < deadline, "scraped, the model never fell asleep"
@@ -366,5 +378,6 @@ def test_a_router_model_falls_asleep_while_scraped(
             }
         finally:
             bridge.close()
+            watch.close()
             client.close()
             provider.shutdown()

@@ -108,7 +108,7 @@ def collected(reader: Any) -> dict[str, list[tuple[dict[str, Any], float]]]:
     """Each metric's points (attributes, value) in one collection."""
     found: dict[str, list[tuple[dict[str, Any], float]]] = {}
     data = reader.get_metrics_data()
-    for resource in data.resource_metrics:
+    for resource in data.resource_metrics if data is not None else ():
         for scope in resource.scope_metrics:
             for metric in scope.metrics:
                 found[metric.name] = [

@@ -4,7 +4,9 @@ Prometheus scrape target, each server's series told apart by ``server_address`` 
 
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import dataclass
 
 import click
 from rich.text import Text
@@ -60,6 +62,14 @@ MAX_TIMEOUT_S = 8.0
     "collection's 10 s).",
 )
 @click.option(
+    "--pid",
+    "pids",
+    multiple=True,
+    metavar="PID[=URL]",
+    help="Also report this local process's CPU time, memory and threads (a llama-server "
+    "and its model instances; =URL labels them as that server's). Repeat for each.",
+)
+@click.option(
     "--api-key",
     envvar="LLAMA_API_KEY",
     default=None,
@@ -71,6 +81,7 @@ def exporter(
     port: int,
     interval: float,
     timeout: float,
+    pids: tuple[str, ...],
     api_key: str | None,
 ) -> None:
     """Serve many llama-servers' metrics as one Prometheus endpoint, until Ctrl-C.
@@ -81,10 +92,11 @@ def exporter(
     are asked at once, each with its own llama_cpp_server_up (with gen_ai_request_model);
     a server redeployed as a router, or back, is read in its new role at the next scrape.
     """
-    from ..telemetry import LlamaServerMetrics, setup_telemetry
+    from ..telemetry import LlamaServerMetrics, ProcessMetrics, setup_telemetry
 
     if len(set(servers)) < len(servers):
         raise CliError("a --server is given twice: each server once")
+    processes = [_process(value) for value in pids]
     try:
         clients = [
             LlamaCppClient(url, api_key=api_key, max_retries=0, timeout=timeout,
@@ -109,7 +121,7 @@ def exporter(
         )
     except OSError as exc:
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    bridges: list[LlamaServerMetrics] = []
+    bridges: list[LlamaServerMetrics | ProcessMetrics] = []
     console = out_console()
     try:  # from here, a Ctrl-C at any moment (even just after the line saying so) stops it
         with stop_signals_interrupt():
@@ -119,6 +131,8 @@ def exporter(
                 )
                 for client in clients
             ]
+            if processes:
+                bridges.append(ProcessMetrics(*processes, meter_provider=handle.meter_provider))
             with signals_held():
                 console.print(
                     f"Exporting the metrics of {len(servers)} server(s) at {handle.prometheus_url}",
@@ -126,6 +140,8 @@ def exporter(
                 )
                 for client in clients:
                     console.print(f"  {client.base_url}", soft_wrap=True)
+                for process in processes:
+                    console.print(f"  process {process.pid}", soft_wrap=True)
                 console.print(Text("Press Ctrl-C to stop.", style="dim"))
                 console.file.flush()
             while True:
@@ -139,3 +155,29 @@ def exporter(
             client.close()
         handle.shutdown()
     console.print(Text("\n✓ exporter stopped", style="green"))
+
+
+@dataclass(frozen=True)
+class _Process:
+    """A process the exporter watches, and the server whose it is (if said)."""
+
+    pid: int
+    url: str | None = None
+
+
+def _process(value: str) -> _Process:
+    """``--pid PID[=URL]``: a local process that exists, and perhaps its server's URL."""
+    number, _, url = value.partition("=")
+    try:
+        pid = int(number)
+    except ValueError:
+        raise CliError(f"--pid {value!r}: PID is a process id, a whole number") from None
+    if pid <= 0:
+        raise CliError(f"--pid {value!r}: PID is a process id, a whole number above 0")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        raise CliError(f"--pid {pid}: no such process") from None
+    except PermissionError:
+        pass  # another user's: /proc may still say its figures
+    return _Process(pid, url or None)

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
+from .. import _running as started_servers
 from .._closing import Closing
 from ._options import ServerOptions, check_port, is_loopback_host
 from ._parent_death import exit_with_parent, spawn
@@ -226,6 +227,7 @@ class ServerManager(Closing):
         self._stops = 0
         self._stops_moved = threading.Condition(threading.Lock())
         self._stops_seen = 0
+        started_servers.add(self)  # for setup_telemetry(server_processes=True)
 
     # -- properties ------------------------------------------------------------------
 

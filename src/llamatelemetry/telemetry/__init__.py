@@ -10,6 +10,7 @@ from ._metrics import DURATION_BUCKETS, TOKEN_BUCKETS, TPOT_BUCKETS, TTFT_BUCKET
 
 if TYPE_CHECKING:  # loaded on use at run time (below); named here for type checkers
     from ._instrumentor import LlamaCppInstrumentor
+    from ._process_metrics import ProcessMetrics
     from ._server_metrics import LlamaServerMetrics
     from ._setup import TelemetryHandle, setup_telemetry
 
@@ -24,6 +25,10 @@ def __getattr__(name: str) -> object:
         from . import _setup
 
         return getattr(_setup, name)
+    if name == "ProcessMetrics":
+        from ._process_metrics import ProcessMetrics
+
+        return ProcessMetrics
     if name == "LlamaServerMetrics":
         from ._server_metrics import LlamaServerMetrics
 
@@ -42,6 +47,7 @@ __all__ = [
     "InstrumentedLlamaCppClient",
     "LlamaCppInstrumentor",
     "LlamaServerMetrics",
+    "ProcessMetrics",
     "RecordedCall",
     "SCHEMA_URL",
     "TOKEN_BUCKETS",

@@ -191,6 +191,7 @@ def setup_telemetry(
     export_timeout_s: float | None = None,
     resource_attributes: Mapping[str, Any] | None = None,
     set_global: bool = True,
+    server_processes: bool = False,
 ) -> TelemetryHandle:
     """Build SDK providers for traces, metrics and logs: OTLP export (``otlp_endpoint``
     or the ``OTEL_EXPORTER_OTLP_*`` variables, over ``http/protobuf`` or ``grpc``), console
@@ -200,6 +201,8 @@ def setup_telemetry(
 
     With ``set_global`` (the default) they become the global providers, which
     ``InstrumentedLlamaCppClient`` and ``LlamaCppInstrumentor`` use unless given others.
+    ``server_processes``: also report the CPU time, memory and threads of every
+    llama-server a ``ServerManager`` of this process runs (``ProcessMetrics``).
     """
     attributes: dict[str, Any] = dict(resource_attributes or {})
     name = service_name or _env("OTEL_SERVICE_NAME")
@@ -247,6 +250,10 @@ def setup_telemetry(
     for exporter in exporters:
         tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    if server_processes:
+        from ._process_metrics import ProcessMetrics
+
+        closers.insert(0, ProcessMetrics(meter_provider=meter_provider, started_servers=True).close)
     logger_provider = LoggerProvider(resource=resource)
     for sink in log_sinks:
         logger_provider.add_log_record_processor(BatchLogRecordProcessor(sink))
