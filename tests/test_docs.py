@@ -95,6 +95,43 @@ PROCESS_METRICS = (
     "process.memory.virtual",
     "process.thread.count",
 )
+GPU_METRICS = (
+    "hw.gpu.utilization",
+    "hw.gpu.memory.usage",
+    "hw.gpu.memory.limit",
+    "hw.power",
+    "hw.energy",
+    "hw.temperature",
+    "hw.gpu.clock.sm",
+)
+ALL_METRICS = {*GENAI_METRICS, *SERVER_METRICS, *PROCESS_METRICS, *GPU_METRICS}
+# The GPU instruments, through setup_telemetry(gpu=True) with the stand-in NVIDIA driver (a
+# fresh interpreter that finds it): each one's kind and unit, and the Prometheus exposition.
+GPU_SCRIPT = """
+import json
+import httpx
+from opentelemetry.sdk.metrics.export import Gauge, Histogram, InMemoryMetricReader, Sum
+from llamatelemetry.telemetry import setup_telemetry
+
+reader = InMemoryMetricReader()
+handle = setup_telemetry(
+    "gpus", set_global=False, metric_readers=[reader], gpu=True, prometheus_port=0
+)
+def kind(data):
+    if isinstance(data, Sum) and not data.is_monotonic:
+        return "updowncounter"
+    return {Histogram: "histogram", Sum: "counter", Gauge: "gauge"}[type(data)]
+metrics = {
+    metric.name: [kind(metric.data), metric.unit]
+    for resource in reader.get_metrics_data().resource_metrics
+    for scope in resource.scope_metrics
+    for metric in scope.metrics
+    if metric.name.startswith("hw.")
+}
+exposition = httpx.get(handle.prometheus_url, trust_env=False).text
+handle.shutdown()
+print(json.dumps([metrics, exposition]))
+"""
 
 # Fence languages a page may use. ```python blocks run; the others are shell sessions,
 # configuration or output. Anything else (```py, ```pycon, ...) would escape execution.
@@ -772,6 +809,14 @@ def emitted(
         for scope in resource.scope_metrics
         for metric in scope.metrics
     }
+    # the GPU instruments, from the stand-in driver (no GPU here): its series merged in
+    from .gpu import build_fake_nvml, run_python
+
+    driver = build_fake_nvml(tmp_path_factory.mktemp("nvidia"))
+    (gpu_metrics, gpu_exposition), _ = run_python(GPU_SCRIPT, driver, FAKE_NVML_DEVICES="2")
+    metrics.update({name: (kind, unit) for name, (kind, unit) in gpu_metrics.items()})
+    gpu_series = [line for line in gpu_exposition.splitlines() if line.startswith("hw_")]
+    exposition += "\n".join(gpu_series) + "\n"
     yield Emitted(list(spans.get_finished_spans()), metrics, exposition)
     for bridge in bridges:
         bridge.close()
@@ -874,11 +919,12 @@ def test_metric_tables_are_exactly_what_is_recorded(emitted: Emitted) -> None:
         table(page_text("telemetry.md"), "Metric", "Kind", "Unit", "Description"),
         table(page_text("telemetry.md"), "Metric", "Kind", "Unit", "From llama-server"),
         table(page_text("telemetry.md"), "Metric", "Kind", "Unit", "From /proc"),
+        table(page_text("telemetry.md"), "Metric", "Kind", "Unit", "From NVML"),
     ):
         for row in rows:
             documented[row[0]] = (row[1], row[2])
     assert documented == emitted.metrics
-    assert set(documented) == set(GENAI_METRICS) | set(SERVER_METRICS) | set(PROCESS_METRICS)
+    assert set(documented) == ALL_METRICS
 
 
 def prometheus_families(exposition: str) -> dict[str, set[str]]:
@@ -899,9 +945,7 @@ def prometheus_families(exposition: str) -> dict[str, set[str]]:
 
 def test_prometheus_table_is_what_the_exporter_serves(emitted: Emitted) -> None:
     rows = table(page_text("telemetry.md"), "Metric", "Prometheus name")
-    assert {row[0] for row in rows} == set(GENAI_METRICS) | set(SERVER_METRICS) | set(
-        PROCESS_METRICS
-    )
+    assert {row[0] for row in rows} == ALL_METRICS
     served = set(prometheus_families(emitted.exposition))
     for metric, name in rows:
         kind = emitted.metrics[metric][0]
@@ -1160,6 +1204,21 @@ def promql_names(expr: str) -> tuple[set[str], set[str]]:
     return metrics, label_names
 
 
+def selector_labels(expr: str, metric: str, labels: set[str]) -> set[str]:
+    """The labels of ``labels`` that ``metric`` must have in ``expr``: those of its own
+    selectors (``metric{...}``), and any grouping's when the expression has one metric
+    only; in an expression of several metrics, a label named in another's selector is
+    that one's."""
+    own: set[str] = set()
+    for selector in re.findall(rf"\b{re.escape(metric)}\{{([^}}]*)\}}", expr):
+        own |= set(re.findall(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)", selector))
+    others = set()
+    for name, selector in re.findall(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}", expr):
+        if name != metric:
+            others |= set(re.findall(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)", selector))
+    return own | (labels - others)
+
+
 def dashboard_queries() -> list[str]:
     dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
     queries = [
@@ -1182,7 +1241,8 @@ def test_dashboard_queries_only_metrics_and_labels_we_export(emitted: Emitted) -
         for metric in metrics:
             assert metric in families, f"{metric} is not exported (query: {expr})"
             # job and instance come from the Collector (service.name, service.instance.id)
-            unknown = labels - families[metric] - {"job", "instance", "le"}
+            unknown = selector_labels(expr, metric, labels) - families[metric]
+            unknown -= {"job", "instance", "le"}
             assert not unknown, f"{metric} has no label {unknown} (query: {expr})"
         queried |= metrics
     # every instrument we export has a panel
@@ -1190,7 +1250,7 @@ def test_dashboard_queries_only_metrics_and_labels_we_export(emitted: Emitted) -
         re.sub(r"_(bucket|sum|count)$", "", name)
         for name in families
         if name.startswith(
-            ("gen_ai_", "llama_cpp_", *(m.replace(".", "_") for m in PROCESS_METRICS))
+            ("gen_ai_", "llama_cpp_", "hw_", *(m.replace(".", "_") for m in PROCESS_METRICS))
         )
     }
     assert {re.sub(r"_(bucket|sum|count)$", "", name) for name in queried} == exported

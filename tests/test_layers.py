@@ -16,6 +16,7 @@ FLOORS = {
     "_closing": 0,
     "_fastpath": 0,
     "_running": 0,
+    "_nvml": 0,
     "_instrument": 3,  # instrument(): loads the telemetry layer on use
     "_version": 0,
     "api": 1,

@@ -33,6 +33,7 @@ from llamatelemetry.testing._otlp import OTLPReceiver
 
 from .. import debian
 from ..cli.test_commands import free_ports
+from ..gpu import build_fake_nvml
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "deployment.md"
@@ -154,6 +155,8 @@ def fleet(tiny_files: TinyModelFiles, llama_server_binary: Path) -> Iterator[Fle
         path = [Path(sys.executable).parent.as_posix()] + [p for p in path if "sbin" not in p]
         env["PATH"] = ":".join(path)
         env["LLAMA_SERVER_PATH"] = str(llama_server_binary)
+        # the exporter's --gpu reads the stand-in NVIDIA driver: the GPU panels have data
+        env["LD_LIBRARY_PATH"] = str(build_fake_nvml(root / "nvidia"))
         log = (root / "start.log").open("w")
         start = subprocess.Popen(
             ["bash", "-e", "-c", blocks[0]], cwd=root, env=env, stdout=log,

@@ -70,6 +70,12 @@ MAX_TIMEOUT_S = 8.0
     "and its model instances; =URL labels them as that server's). Repeat for each.",
 )
 @click.option(
+    "--gpu",
+    is_flag=True,
+    help="Also report this machine's NVIDIA GPUs (utilisation, memory, power, energy, "
+    "temperature, SM clock; needs the gpu extra and a driver).",
+)
+@click.option(
     "--api-key",
     envvar="LLAMA_API_KEY",
     default=None,
@@ -82,6 +88,7 @@ def exporter(
     interval: float,
     timeout: float,
     pids: tuple[str, ...],
+    gpu: bool,
     api_key: str | None,
 ) -> None:
     """Serve many llama-servers' metrics as one Prometheus endpoint, until Ctrl-C.
@@ -92,7 +99,7 @@ def exporter(
     are asked at once, each with its own llama_cpp_server_up (with gen_ai_request_model);
     a server redeployed as a router, or back, is read in its new role at the next scrape.
     """
-    from ..telemetry import LlamaServerMetrics, ProcessMetrics, setup_telemetry
+    from ..telemetry import GpuMetrics, LlamaServerMetrics, ProcessMetrics, setup_telemetry
 
     if len(set(servers)) < len(servers):
         raise CliError("a --server is given twice: each server once")
@@ -121,7 +128,7 @@ def exporter(
         )
     except OSError as exc:
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    bridges: list[LlamaServerMetrics | ProcessMetrics] = []
+    bridges: list[LlamaServerMetrics | ProcessMetrics | GpuMetrics] = []
     console = out_console()
     try:  # from here, a Ctrl-C at any moment (even just after the line saying so) stops it
         with stop_signals_interrupt():
@@ -133,6 +140,9 @@ def exporter(
             ]
             if processes:
                 bridges.append(ProcessMetrics(*processes, meter_provider=handle.meter_provider))
+            gpus = GpuMetrics(meter_provider=handle.meter_provider) if gpu else None
+            if gpus is not None:
+                bridges.append(gpus)
             with signals_held():
                 console.print(
                     f"Exporting the metrics of {len(servers)} server(s) at {handle.prometheus_url}",
@@ -142,6 +152,8 @@ def exporter(
                     console.print(f"  {client.base_url}", soft_wrap=True)
                 for process in processes:
                     console.print(f"  process {process.pid}", soft_wrap=True)
+                if gpus is not None:
+                    console.print(f"  GPUs: {gpus.why or 'NVIDIA, through NVML'}", soft_wrap=True)
                 console.print(Text("Press Ctrl-C to stop.", style="dim"))
                 console.file.flush()
             while True:

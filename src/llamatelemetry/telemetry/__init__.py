@@ -9,6 +9,7 @@ from ._instrumented import InstrumentedAsyncLlamaCppClient, InstrumentedLlamaCpp
 from ._metrics import DURATION_BUCKETS, TOKEN_BUCKETS, TPOT_BUCKETS, TTFT_BUCKETS
 
 if TYPE_CHECKING:  # loaded on use at run time (below); named here for type checkers
+    from ._gpu_metrics import GpuMetrics
     from ._instrumentor import LlamaCppInstrumentor
     from ._process_metrics import ProcessMetrics
     from ._server_metrics import LlamaServerMetrics
@@ -25,6 +26,10 @@ def __getattr__(name: str) -> object:
         from . import _setup
 
         return getattr(_setup, name)
+    if name == "GpuMetrics":
+        from ._gpu_metrics import GpuMetrics
+
+        return GpuMetrics
     if name == "ProcessMetrics":
         from ._process_metrics import ProcessMetrics
 
@@ -42,6 +47,7 @@ __all__ = [
     "ContentCapture",
     "DURATION_BUCKETS",
     "EMIT_EVENT_ENV",
+    "GpuMetrics",
     "INFERENCE_EVENT",
     "InstrumentedAsyncLlamaCppClient",
     "InstrumentedLlamaCppClient",

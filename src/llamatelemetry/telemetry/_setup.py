@@ -192,6 +192,7 @@ def setup_telemetry(
     resource_attributes: Mapping[str, Any] | None = None,
     set_global: bool = True,
     server_processes: bool = False,
+    gpu: bool = False,
 ) -> TelemetryHandle:
     """Build SDK providers for traces, metrics and logs: OTLP export (``otlp_endpoint``
     or the ``OTEL_EXPORTER_OTLP_*`` variables, over ``http/protobuf`` or ``grpc``), console
@@ -202,7 +203,9 @@ def setup_telemetry(
     With ``set_global`` (the default) they become the global providers, which
     ``InstrumentedLlamaCppClient`` and ``LlamaCppInstrumentor`` use unless given others.
     ``server_processes``: also report the CPU time, memory and threads of every
-    llama-server a ``ServerManager`` of this process runs (``ProcessMetrics``).
+    llama-server a ``ServerManager`` of this process runs (``ProcessMetrics``). ``gpu``:
+    also report this machine's NVIDIA GPUs (``GpuMetrics``; the ``gpu`` extra and a driver,
+    else one line says why there are none and nothing else changes).
     """
     attributes: dict[str, Any] = dict(resource_attributes or {})
     name = service_name or _env("OTEL_SERVICE_NAME")
@@ -254,6 +257,10 @@ def setup_telemetry(
         from ._process_metrics import ProcessMetrics
 
         closers.insert(0, ProcessMetrics(meter_provider=meter_provider, started_servers=True).close)
+    if gpu:
+        from ._gpu_metrics import GpuMetrics
+
+        closers.insert(0, GpuMetrics(meter_provider=meter_provider).close)
     logger_provider = LoggerProvider(resource=resource)
     for sink in log_sinks:
         logger_provider.add_log_record_processor(BatchLogRecordProcessor(sink))
