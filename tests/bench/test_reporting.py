@@ -208,3 +208,71 @@ async def test_the_library_keeps_warmups_out_of_the_metrics(
         for point in metric.data.data_points
     ]
     assert counts == [3]  # the measured chats: no warm-up, no tokenize
+
+
+# -- the GPUs, sampled -----------------------------------------------------------------------
+
+
+def bench_with_driver(driver: Path | None, *args: str) -> tuple[Any, str]:
+    """``llamatelemetry bench`` in a fresh interpreter whose NVML finds ``driver`` (None:
+    this machine's own, which has none); its JSON (or text) and its stderr."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    if driver is not None:
+        env.update(LD_LIBRARY_PATH=str(driver), FAKE_NVML_DEVICES="2")
+    done = subprocess.run(
+        [sys.executable, "-c", "from llamatelemetry.cli import main; main()", "bench", *args],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return (json.loads(done.stdout) if "--json" in args else done.stdout), done.stderr
+
+
+def test_gpu_figures_per_level_are_the_driver_s(chat_server: ServerManager, tmp_path: Path) -> None:
+    from ..gpu import build_fake_nvml
+
+    driver = build_fake_nvml(tmp_path / "nvidia")
+    page = tmp_path / "report.html"
+    args = ["--url", chat_server.url, "-n", "4", "-c", "1,2", "--max-tokens", "4",
+            "--prompt-tokens", "16", "--gpu", "--scrape-interval", "0.02"]  # fmt: skip
+    data, _ = bench_with_driver(driver, *args, "--json", "--html", str(page))
+    assert data["gpu_unavailable"] is None and data["config"]["gpu"] is True
+    for run in data["runs"]:
+        gpu = run["gpu"]
+        assert gpu["devices"] == ["Fake GPU 0", "Fake GPU 1"]
+        assert gpu["samples"] >= 2  # the run's first and last readings at least
+        assert gpu["utilization_mean"] == 0.405  # 40 % and 41 %
+        assert gpu["memory_peak_bytes"] == 5 * 2**30  # 2 GiB and 3 GiB together
+        assert gpu["power_mean_w"] == 300.001
+        # each reading moves each device's counter 1 J: first to last, samples - 1 each
+        assert gpu["energy_j"] == 2 * (gpu["samples"] - 1)
+        assert gpu["energy_per_output_token_j"] == round(
+            gpu["energy_j"] / run["output_tokens"], 6
+        )
+    html = page.read_text()
+    assert "J per output token" in html and "GPU util" in html
+    text, _ = bench_with_driver(driver, *args)
+    assert re.search(
+        r"GPU \(sampled\)\s+2 × Fake GPU 0 · utilisation 40% mean · memory 5\.00 GiB peak · "
+        r"[\d.]+ J per output token",
+        text,
+    )
+
+
+def test_gpu_asked_without_a_driver_says_so_and_measures_the_rest(
+    chat_server: ServerManager, tmp_path: Path
+) -> None:
+    page = tmp_path / "report.html"
+    args = ["--url", chat_server.url, "-n", "2", *QUICK, "--gpu"]
+    data, log = bench_with_driver(None, *args, "--json", "--html", str(page))
+    assert data["gpu_unavailable"] == "no NVIDIA driver (NVML Shared Library Not Found)"
+    assert [run["gpu"] for run in data["runs"]] == [None]
+    assert data["runs"][0]["completed"] == 2
+    assert "GPU util" not in page.read_text()  # nothing sampled: no empty columns
+    text, _ = bench_with_driver(None, *args)
+    assert "GPUs not sampled: no NVIDIA driver (NVML Shared Library Not Found)" in " ".join(
+        text.split()
+    )

@@ -19,6 +19,7 @@ from opentelemetry.trace import TracerProvider
 
 from ..api import AsyncLlamaCppClient, redact_url
 from ._config import BenchConfig, BenchConfigError
+from ._gpu_watch import GpuWatch
 from ._load import Workload, open_client, run_load
 from ._prompts import FilePrompts, PromptSource, synthetic_source, template_prefix_tokens
 from ._records import RequestRecord, RunResult
@@ -92,7 +93,7 @@ def run_benchmark(
         results, capacity, prompts = asyncio.run(runs.all(url, api_key))
     return BenchReport(
         config, redact_url(url.rstrip("/")), started_at, tuple(results), prompts,
-        capacity, started,
+        capacity, started, None if runs.gpu is None else runs.gpu.why,
     )  # fmt: skip
 
 
@@ -111,6 +112,7 @@ class _Runs:
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         self.made = 0
+        self.gpu: GpuWatch | None = None
         self.done: dict[tuple[int | None, float | None], RunResult] = {}
 
     def client(self, url: str, api_key: str | None) -> AsyncLlamaCppClient:
@@ -148,6 +150,7 @@ class _Runs:
         watch = None
         if config.scrape_interval:
             watch = ServerWatch(url, api_key, config.scrape_interval)
+        self.gpu = GpuWatch(config.scrape_interval or 1.0) if config.gpu else None
         async with client:
             # Calibration and warm-ups are sent in phases of their own: with telemetry,
             # their spans say so and they are left out of the metrics.
@@ -182,6 +185,8 @@ class _Runs:
             finally:
                 if watch is not None:
                     await watch.aclose()
+                if self.gpu is not None:
+                    self.gpu.close()
             return results, capacity, source.describe()
 
     async def one(
@@ -212,7 +217,7 @@ class _Runs:
         self.progress.level(concurrency, arrivals, total)
         result = await run_load(
             client, workload, concurrency, arrivals=arrivals, replay=replay, watch=watch,
-            on_request=self.progress.request, on_start=self.progress.measuring,
+            gpu=self.gpu, on_request=self.progress.request, on_start=self.progress.measuring,
         )  # fmt: skip
         self.progress.finished(result)
         result.cache_prefix_tokens = prefix

@@ -116,6 +116,7 @@ class BenchConfig:
     slo: SLO | None = None
     find_capacity: Literal["rate", "concurrency"] | None = None
     scrape_interval: float = 1.0
+    gpu: bool = False  # sample the machine's NVIDIA GPUs during each run
     turns: int = 1
     replay: bool = False
     length_spread: float = 0.0
@@ -192,6 +193,7 @@ class BenchConfig:
             "prompts_file": str(self.prompts_file) if self.prompts_file else None,
             "find_capacity": self.find_capacity,
             "scrape_interval": self.scrape_interval,
+            "gpu": self.gpu,
             "repeat": self.repeat,
             "replay": self.replay,
             "length_spread": self.length_spread,

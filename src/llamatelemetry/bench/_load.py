@@ -23,6 +23,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from ..api import APITimeoutError, AsyncLlamaCppClient, ChatCompletion, ChatCompletionChunk
+from ._gpu_watch import GpuWatch
 from ._phase import MEASURED, WARMUP, mark_phases, phase
 from ._prompts import FilePrompts, Item, Prompt, PromptSource, messages_of
 from ._records import EMPTY_ANSWER, UNFINISHED, RequestRecord, RunResult
@@ -244,15 +245,16 @@ async def run_load(
     arrivals: Arrivals | None = None,
     replay: bool = False,
     watch: ServerWatch | None = None,
+    gpu: GpuWatch | None = None,
     on_request: Callable[[RequestRecord], None] | None = None,
     on_start: Callable[[], None] | None = None,
 ) -> RunResult:
     """Run the workload's warm-up, then its requests: closed loop with at most
     ``concurrency`` in flight, open loop on the ``arrivals`` schedule (whatever the server
     does), or ``replay``: a trace's requests at the times it recorded (`Prompt.at`).
-    ``watch`` samples the server meanwhile; ``on_start`` is told when the warm-up is over
-    and the run's clock starts (its ``duration`` counts from then), ``on_request`` of each
-    measured request as it ends.
+    ``watch`` samples the server meanwhile, ``gpu`` the GPUs; ``on_start`` is told when
+    the warm-up is over and the run's clock starts (its ``duration`` counts from then),
+    ``on_request`` of each measured request as it ends.
 
     An open-loop run of a duration stops waiting ``arrivals.grace`` seconds after its
     duration: the requests still in flight then (or still waiting under
@@ -298,6 +300,8 @@ async def run_load(
     origin = time.perf_counter()
     if watch is not None:
         watch.start(origin)
+    if gpu is not None:
+        gpu.start()
 
     async def session(number: int) -> None:
         """One request, or a session's turns one after another, each sending the whole
@@ -366,6 +370,7 @@ async def run_load(
         for task in tasks:
             task.cancel()  # none left, unless the run itself was interrupted
         samples = await watch.stop() if watch is not None else []
+        gpus = gpu.stop() if gpu is not None else None
     failed_samples = watch.run_failures if watch is not None else 0
     duration = max((r.started + r.latency for r in records), default=0.0)
     return RunResult(
@@ -379,6 +384,7 @@ async def run_load(
         server=samples,
         server_failures=failed_samples,
         cpu_seconds=time.process_time() - cpu_start,
+        gpu=gpus,
     )
 
 
@@ -410,13 +416,14 @@ async def run_sweep(
     *,
     rates: Sequence[Arrivals] = (),
     watch: ServerWatch | None = None,
+    gpu: GpuWatch | None = None,
     on_request: Callable[[RequestRecord], None] | None = None,
     on_level: Callable[[int | float], None] | None = None,
 ) -> list[RunResult]:
     """`run_load` once per concurrency level, then once per open-loop schedule, in order
     (fresh prompts for each when the workload has a `PromptSource`); ``on_level`` is told
     of each concurrency or rate as it begins."""
-    options: dict[str, Any] = {"watch": watch, "on_request": on_request}
+    options: dict[str, Any] = {"watch": watch, "gpu": gpu, "on_request": on_request}
     results = []
     for level in levels:
         if on_level is not None:

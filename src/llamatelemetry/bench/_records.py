@@ -21,6 +21,7 @@ from typing import Any
 
 from ..api import Timings
 from ._distribution_summary import Summary
+from ._gpu_watch import GpuSummary
 from ._schedule import Arrivals
 from ._watch import ServerSample
 
@@ -193,6 +194,7 @@ class RunResult:
     cpu_seconds: float | None = None  # the generator's process CPU time during the run
     cache_prefix_tokens: int | None = None  # what the cache may serve without a warning
     replayed: bool = False  # a trace sent at its recorded times
+    gpu: GpuSummary | None = None  # the machine's GPUs meanwhile (bench --gpu)
 
     @property
     def rate(self) -> float | None:
@@ -426,6 +428,7 @@ class RunResult:
             "server": {"total_slots": self.total_slots, **server},
             "server_samples": [s.to_dict() for s in self.server],
             "server_sample_failures": self.server_failures,
+            "gpu": None if self.gpu is None else self.gpu.to_dict(self.output_tokens),
             "metrics": metrics,
             "error_types": self.error_types(),
             "error_samples": self.error_samples(),

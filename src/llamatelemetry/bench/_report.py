@@ -28,6 +28,7 @@ class BenchReport:
     prompts: dict[str, Any]
     capacity: float | None = None
     started_server: dict[str, Any] | None = None
+    gpu_unavailable: str | None = None  # --gpu asked, and why no GPU could be sampled
 
     @property
     def model(self) -> str | None:
@@ -78,6 +79,7 @@ class BenchReport:
             f"Python {platform.python_version()}",
             "config": self.config.to_dict(),
             "started_server": self.started_server,
+            "gpu_unavailable": self.gpu_unavailable,
             "prompts": self.prompts,
             # Other tools give these names to other figures: what each one is here.
             "metric_definitions": {f"{m}_ms": METRIC_DEFINITIONS[m] for m in METRICS},

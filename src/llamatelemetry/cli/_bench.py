@@ -400,6 +400,12 @@ def _check_plot_available() -> None:
     help="Seconds between samples of the server's /metrics and /slots (0: none).",
 )
 @click.option(
+    "--gpu",
+    is_flag=True,
+    help="Sample this machine's NVIDIA GPUs during each run: utilisation, peak memory, "
+    "energy per output token (the gpu extra and a driver; the server on this machine).",
+)
+@click.option(
     "--turns",
     type=click.IntRange(min=1, max=MAX_REPEAT),
     default=1,
@@ -503,6 +509,7 @@ def bench(
     slo: SLO | None,
     find_capacity: str | None,
     scrape_interval: float,
+    gpu: bool,
     turns: int,
     replay: bool,
     length_spread: float,
@@ -547,7 +554,7 @@ def bench(
             timeout=timeout, rates=rates, burstiness=burstiness, duration=duration,
             ramp_up=ramp_up, max_concurrency=max_concurrency, shared_prefix=shared_prefix,
             slo=slo, find_capacity=cast(Literal["rate", "concurrency"] | None, find_capacity),
-            scrape_interval=scrape_interval, turns=turns, replay=replay,
+            scrape_interval=scrape_interval, gpu=gpu, turns=turns, replay=replay,
             length_spread=length_spread, repeat=repeat,
         )  # fmt: skip
     except BenchConfigError as exc:

@@ -260,6 +260,8 @@ def print_bench(
     what = f"{per_level} · {prompt} · max {config.max_tokens} tokens · {mode}"
     if report.started_server is not None:
         what += "\n" + _server_line(report.started_server)
+    if report.gpu_unavailable is not None:
+        what += f"\nGPUs not sampled: {report.gpu_unavailable}"
     console.print(Text.assemble(
         ("Benchmark ", "bold"), (report.url, "cyan"),
         f"  ({report.model or 'unknown model'})\n", (what, "dim"),
@@ -326,6 +328,20 @@ def _metrics_table(result: RunResult) -> Table:
     return table
 
 
+def _gpu_line(result: RunResult) -> str:
+    gpu = result.gpu
+    assert gpu is not None
+    parts = [f"{len(gpu.devices)} × {gpu.devices[0]}" if gpu.devices else "no device"]
+    if gpu.utilization_mean is not None:
+        parts.append(f"utilisation {gpu.utilization_mean:.0%} mean")
+    if gpu.memory_peak_bytes is not None:
+        parts.append(f"memory {gpu.memory_peak_bytes / 2**30:,.2f} GiB peak")
+    per_token = gpu.energy_per_output_token(result.output_tokens)
+    if per_token is not None:
+        parts.append(f"{per_token:,.3f} J per output token")
+    return " · ".join(parts)
+
+
 def _print_run(console: Console, result: RunResult, slo: SLO | None = None) -> None:
     errors = Text(f"{result.errors} errors", style="red" if result.errors else "dim")
     console.print(Text.assemble(
@@ -377,6 +393,8 @@ def _print_run(console: Console, result: RunResult, slo: SLO | None = None) -> N
                 f"{result.server_failures:,} (its /slots or /metrics answer could not be read)",
             )
         )
+    if result.gpu is not None:
+        rows.append(("GPU (sampled)", _gpu_line(result)))
     lag = result.lag()
     if lag is not None:
         rows.append(("schedule lag", f"{lag.median:,.2f} ms median, {lag.p99:,.2f} ms p99"))
