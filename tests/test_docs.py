@@ -532,6 +532,8 @@ def check_server(page: Page) -> None:
         "model: tiny-model.gguf, adapter: tiny-lora.gguf",
         "same seed, same text: True",
         "drafted True, accepted 100%",
+        "{'llama_cpp.server.backend': 'embedded', 'llama_cpp.server.gpu_layers': 0, "
+        "'llama_cpp.server.flash_attn': 'off'}",
         "{'model-a': 'unloaded', 'model-b': 'unloaded'}",
         "load: loaded",
         "answered by model-a, slots: 2",

@@ -16,7 +16,13 @@ from rich.text import Text
 
 from ..api import DEFAULT_BASE_URL
 from ..server import ServerManager, ServerStartError
-from ..server._internal import POOLING_TYPES, REASONING_FORMATS, SPECULATIVE_TYPES
+from ..server._internal import (
+    FLASH_ATTN,
+    POOLING_TYPES,
+    REASONING_FORMATS,
+    SPECULATIVE_TYPES,
+    SPLIT_MODES,
+)
 from ._client import API_KEY_ENV
 from ._output import err_console, out_console, signals_held, stop_signals_interrupt
 from ._user_errors import EXIT_INTERRUPTED, CliError, print_interrupted, start_error
@@ -43,7 +49,23 @@ _CLI_WORDS = {
     "drop alias=": "drop --alias",
     "pass draft_model=": "pass --draft-model",
     "backend='binary' or 'auto'": "--backend binary or auto",
+    "gpu_layers=": "--gpu-layers ",
+    "split_mode=": "--split-mode ",
+    "tensor_split=": "--tensor-split ",
+    "main_gpu=": "--main-gpu ",
 }
+
+
+def _shares(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...]:
+    """``--tensor-split 3,1``: numbers (their checks are the options')."""
+    if value is None:
+        return ()
+    try:
+        return tuple(float(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not numbers separated by commas (e.g. 3,1)"
+        ) from None
 
 
 def _cli_words(message: str) -> str:
@@ -195,6 +217,25 @@ def _path(**kwargs: Any) -> Any:
     default=0,
     show_default=True,
     help="Layers to offload to the GPU (-1: all).",
+)
+@click.option(
+    "--split-mode",
+    type=click.Choice(SPLIT_MODES),
+    help="How the model spreads over several GPUs [default: llama.cpp's, layer].",
+)
+@click.option(
+    "--tensor-split",
+    metavar="SHARES",
+    callback=_shares,
+    help="Each GPU's share of the model, comma-separated, e.g. 3,1.",
+)
+@click.option(
+    "--main-gpu",
+    type=click.IntRange(min=0),
+    help="The GPU for the whole model (split mode none), or for its KV cache (row).",
+)
+@click.option(
+    "--flash-attn", type=click.Choice(FLASH_ATTN), help="Flash attention [default: auto]."
 )
 @click.option(
     "--embedding",

@@ -49,6 +49,13 @@ def build_params(config: dict[str, Any], api_key: str | None) -> Any:
                 getattr(kinds, "COMMON_SPECULATIVE_TYPE_" + v.upper().replace("-", "_"))
                 for v in value
             ]
+        elif key == "split_mode":
+            value = getattr(xllamacpp.llama_split_mode, f"LLAMA_SPLIT_MODE_{value.upper()}")
+        elif key == "flash_attn_type":
+            which = {"on": "ENABLED", "off": "DISABLED", "auto": "AUTO"}[value]
+            value = getattr(xllamacpp.llama_flash_attn_type, f"LLAMA_FLASH_ATTN_TYPE_{which}")
+        elif key == "tensor_split":
+            value = [*value, *[0.0] * (len(params.tensor_split) - len(value))]
         elif key == "model_alias":
             value = set(value)  # CommonParams.model_alias is a set[str]
         *parents, name = key.split(".")

@@ -6,18 +6,20 @@ offers. Not for users; see ``api/_internal.py``.
 
 from ._builtin import TinyModelFiles, build_tiny_files, start_chat_server, start_rerank_server
 from ._manager import Backend
-from ._options import POOLING_TYPES, REASONING_FORMATS, SPECULATIVE_TYPES
+from ._options import FLASH_ATTN, POOLING_TYPES, REASONING_FORMATS, SPECULATIVE_TYPES, SPLIT_MODES
 from ._real_model import SIZE_MB, SMOLLM2, ModelFetchError, fetch_smollm2, smollm2_path
 from ._tiny_model import CHATML_TEMPLATE, TinyModel, build_tiny_lora, build_tiny_model
 
 __all__ = [
     "Backend",
     "CHATML_TEMPLATE",
+    "FLASH_ATTN",
     "POOLING_TYPES",
     "REASONING_FORMATS",
     "SIZE_MB",
     "SMOLLM2",
     "SPECULATIVE_TYPES",
+    "SPLIT_MODES",
     "ModelFetchError",
     "TinyModel",
     "TinyModelFiles",

@@ -44,6 +44,7 @@ import httpx
 
 from .. import _running as started_servers
 from .._closing import Closing
+from ._devices import check_gpu_options, gpu_devices
 from ._options import ServerOptions, check_port, is_loopback_host
 from ._parent_death import exit_with_parent, spawn
 from ._server_errors import ServerError, ServerStartError
@@ -215,6 +216,7 @@ class ServerManager(Closing):
         self._models_dir = None if models_dir is None else Path(os.fspath(models_dir))
         self._models_max = models_max
         self._options: ServerOptions | None = None
+        self._devices: list[str] | None = None  # the build's GPUs, when asked at launch
         self._timeout = 60.0
         self._process: subprocess.Popen[bytes] | None = None
         self._resolved_backend: Literal["binary", "embedded"] | None = None
@@ -280,6 +282,19 @@ class ServerManager(Closing):
         """The options of the last start (None before it)."""
         return self._options
 
+    @property
+    def resource_attributes(self) -> dict[str, Any]:
+        """What this server runs on, as OpenTelemetry resource attributes: its backend and
+        GPU options (``llama_cpp.server.*``; with them, the GPUs the build has), for
+        ``setup_telemetry(resource_attributes=...)``. Empty before a start."""
+        if self._options is None:
+            return {}
+        found: dict[str, Any] = {"llama_cpp.server.backend": self._resolved_backend}
+        found.update(self._options.gpu_attributes())
+        if self._devices is not None:
+            found["llama_cpp.server.gpu_devices"] = list(self._devices)
+        return found
+
     # -- lifecycle -------------------------------------------------------------------
 
     @property
@@ -295,6 +310,10 @@ class ServerManager(Closing):
         n_parallel: int = 1,
         n_threads: int | None = None,
         gpu_layers: int = 0,
+        split_mode: str | None = None,
+        tensor_split: Sequence[float] = (),
+        main_gpu: int | None = None,
+        flash_attn: str | bool | None = None,
         embedding: bool = False,
         reranking: bool = False,
         pooling: str | None = None,
@@ -334,6 +353,12 @@ class ServerManager(Closing):
         ``speculative`` names draft-less n-gram types ("ngram-mod", ...) and ``draft_model``
         a small model sharing the main one's vocabulary; ``draft_max``/``draft_min`` bound
         the tokens drafted per step.
+
+        GPUs: ``gpu_layers`` (layers offloaded; -1: all), ``split_mode`` ("none", "layer",
+        "row", "tensor"), ``tensor_split`` (each GPU's share, e.g. ``(3, 1)``), ``main_gpu``
+        and ``flash_attn`` ("on", "off", "auto"). Options that put the model on a GPU are
+        checked against the build's own devices before launch: a CPU build, or a GPU past
+        the last one, is refused (`ValueError`) with the devices it has.
         """
         seen = self._stops
         with self._lock:
@@ -362,6 +387,10 @@ class ServerManager(Closing):
                 n_parallel=n_parallel,
                 n_threads=n_threads,
                 gpu_layers=gpu_layers,
+                split_mode=split_mode,
+                tensor_split=tuple(tensor_split),
+                main_gpu=main_gpu,
+                flash_attn=flash_attn,
                 embedding=embedding,
                 reranking=reranking,
                 pooling=pooling,
@@ -524,6 +553,10 @@ class ServerManager(Closing):
         backend, binary = self._resolve_backend()
         if backend == "embedded":
             options.to_embedded_config()  # raises the extra_args ValueError before anything runs
+        devices = gpu_devices(backend, binary) if options.asks_gpu else None
+        what = "the embedded server (xllamacpp)" if backend == "embedded" else str(binary)
+        check_gpu_options(options, devices, what)
+        self._devices = devices
         if options.slot_save_path is not None:
             options.slot_save_path.mkdir(parents=True, exist_ok=True)
 

@@ -15,6 +15,7 @@ variable (see `ServerOptions.child_env`), so it never shows up in ``ps`` or in a
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from ..api._internal import API_KEY_ENV
 
 __all__ = [
     "API_KEY_ENV",
+    "FLASH_ATTN",
+    "SPLIT_MODES",
     "POOLING_TYPES",
     "SPECULATIVE_TYPES",
     "ServerOptions",
@@ -88,6 +91,35 @@ DEFAULT_DRAFT_MAX = 3
 
 #: llama-server's ``--pooling`` values (and the `xllamacpp.llama_pooling_type` suffixes).
 POOLING_TYPES = ("none", "mean", "cls", "last", "rank")
+SPLIT_MODES = ("none", "layer", "row", "tensor")  # how a model spreads over several GPUs
+FLASH_ATTN = ("on", "off", "auto")
+MAX_DEVICES = 128  # llama.cpp's most devices (llama_max_devices): tensor_split's length
+
+
+def _tensor_split(value: object) -> tuple[float, ...]:
+    """Each GPU's share of the model: finite numbers >= 0, at least one above 0."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise TypeError(f"tensor_split must be a sequence of numbers (e.g. (3, 1)), got {value!r}")
+    shares = []
+    for share in value:
+        if isinstance(share, bool) or not isinstance(share, (int, float)):
+            raise TypeError(f"tensor_split must hold numbers, got {share!r}")
+        if not (math.isfinite(share) and share >= 0):
+            raise ValueError(f"tensor_split's shares must be finite and >= 0, got {share!r}")
+        shares.append(float(share))
+    if shares and not any(shares):
+        raise ValueError("tensor_split gives every GPU a share of 0: at least one must be > 0")
+    if len(shares) > MAX_DEVICES:
+        raise ValueError(f"tensor_split has {len(shares)} shares; llama.cpp takes {MAX_DEVICES}")
+    return tuple(shares)
+
+
+def _flash_attn(value: object) -> str:
+    if value is True or value is False:
+        return "on" if value else "off"
+    if value not in FLASH_ATTN:
+        raise ValueError(f"flash_attn must be one of {FLASH_ATTN} (or a bool), got {value!r}")
+    return str(value)
 
 
 def _integer(name: str, value: object, minimum: int | None = None) -> None:
@@ -138,6 +170,10 @@ class ServerOptions:
     n_parallel: int = 1
     n_threads: int | None = None
     gpu_layers: int = 0
+    split_mode: str | None = None
+    tensor_split: tuple[float, ...] = ()
+    main_gpu: int | None = None
+    flash_attn: str | bool | None = None
     embedding: bool = False
     reranking: bool = False
     pooling: str | None = None
@@ -218,7 +254,14 @@ class ServerOptions:
         _integer("n_parallel", self.n_parallel, minimum=1)
         if self.n_threads is not None:
             _integer("n_threads", self.n_threads, minimum=1)
-        _integer("gpu_layers", self.gpu_layers)  # -1 = all layers
+        _integer("gpu_layers", self.gpu_layers, minimum=-1)  # -1 = all layers
+        if self.split_mode is not None and self.split_mode not in SPLIT_MODES:
+            raise ValueError(f"split_mode must be one of {SPLIT_MODES}, got {self.split_mode!r}")
+        put("tensor_split", _tensor_split(self.tensor_split))
+        if self.main_gpu is not None:
+            _integer("main_gpu", self.main_gpu, minimum=0)
+        if self.flash_attn is not None:
+            put("flash_attn", _flash_attn(self.flash_attn))
         if self.pooling is not None and self.pooling not in POOLING_TYPES:
             raise ValueError(f"pooling must be one of {POOLING_TYPES}, got {self.pooling!r}")
         if self.reranking:
@@ -267,6 +310,14 @@ class ServerOptions:
             "-np", str(self.n_parallel),
             "-ngl", str(self.gpu_layers),
         ]  # fmt: skip
+        if self.split_mode is not None:
+            argv += ["--split-mode", self.split_mode]
+        if self.tensor_split:
+            argv += ["--tensor-split", ",".join(f"{s:g}" for s in self.tensor_split)]
+        if self.main_gpu is not None:
+            argv += ["--main-gpu", str(self.main_gpu)]
+        if self.flash_attn is not None:
+            argv += ["--flash-attn", str(self.flash_attn)]
         if self.n_threads is not None:
             argv += ["-t", str(self.n_threads)]
         if self.embedding:
@@ -356,6 +407,14 @@ class ServerOptions:
         }
         if self.n_threads is not None:
             config["cpuparams.n_threads"] = self.n_threads
+        if self.split_mode is not None:
+            config["split_mode"] = self.split_mode
+        if self.tensor_split:
+            config["tensor_split"] = list(self.tensor_split)
+        if self.main_gpu is not None:
+            config["main_gpu"] = self.main_gpu
+        if self.flash_attn is not None:
+            config["flash_attn_type"] = self.flash_attn
         if self.pooling is not None:
             config["pooling_type"] = self.pooling
         if self.slot_save_path is not None:
@@ -388,6 +447,27 @@ class ServerOptions:
         if self.draft_min is not None:
             config["speculative.draft.n_min"] = self.draft_min
         return config
+
+    @property
+    def asks_gpu(self) -> bool:
+        """Whether these options put any of the model on a GPU (or name one)."""
+        return bool(
+            self.gpu_layers or self.split_mode not in (None, "none") or self.tensor_split
+            or self.main_gpu
+        )  # fmt: skip
+
+    def gpu_attributes(self) -> dict[str, Any]:
+        """The GPU options given, as resource attributes (``llama_cpp.server.*``)."""
+        found: dict[str, Any] = {"llama_cpp.server.gpu_layers": self.gpu_layers}
+        if self.split_mode is not None:
+            found["llama_cpp.server.split_mode"] = self.split_mode
+        if self.tensor_split:
+            found["llama_cpp.server.tensor_split"] = list(self.tensor_split)
+        if self.main_gpu is not None:
+            found["llama_cpp.server.main_gpu"] = self.main_gpu
+        if self.flash_attn is not None:
+            found["llama_cpp.server.flash_attn"] = self.flash_attn
+        return found
 
     def child_env(self, base: Mapping[str, str]) -> dict[str, str]:
         """The child's environment: ``base`` with the API key set (or an inherited one removed).
