@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from llamatelemetry.cli import main
-from llamatelemetry.server import InferenceEngine, ServerManager
+from llamatelemetry.server import InferenceEngine
 from llamatelemetry.server._devices import check_gpu_options, gpu_devices
 from llamatelemetry.server._embedded import build_params
 from llamatelemetry.server._options import ServerOptions
