@@ -156,3 +156,31 @@ def test_scraping_every_few_tenths_of_a_second_lets_it_fall_asleep(sleepy: Serve
         finally:
             bridge.close()
             provider.shutdown()
+
+
+def test_the_exporter_scraped_every_second_lets_it_fall_asleep(sleepy: ServerManager) -> None:
+    """The exporter command as a user runs it, Prometheus-style scrapes of it every 0.3 s
+    (each one scraping the server: --interval 0)."""
+    import httpx
+
+    from ..cli.test_exporter import exporting
+
+    with exporting(sleepy.url) as port, sleepy.client() as asker:
+        url = f"http://127.0.0.1:{port}/metrics"
+        asker.completions.create("Once upon a time", max_tokens=3)
+        assert "llama_cpp_server_context_tokens{" in httpx.get(url, trust_env=False).text
+        deadline = time.monotonic() + 10
+        while not asker.props.is_sleeping():
+            assert time.monotonic() < deadline, "scraped, the server never fell asleep"
+            httpx.get(url, trust_env=False)
+            time.sleep(0.3)
+        for _ in range(7):  # 2 s of scrapes, twice its idle time
+            text = httpx.get(url, trust_env=False).text
+            time.sleep(0.3)
+        assert asker.props.is_sleeping()
+        [held] = [
+            line
+            for line in text.splitlines()
+            if line.startswith("llama_cpp_server_context_tokens{")
+        ]
+        assert held.endswith(" 0.0")

@@ -250,7 +250,8 @@ with LlamaCppClient(sys.argv[1]) as client:
 queued = len(_recorder.recorder._queue)
 counts = {m.name: sum(p.count for p in m.data.data_points)
           for rm in reader.get_metrics_data().resource_metrics
-          for sm in rm.scope_metrics for m in sm.metrics}
+          for sm in rm.scope_metrics for m in sm.metrics
+          if hasattr(m.data.data_points[0], "count")}  # histograms
 print(json.dumps({"queued": queued, "spans": len(spans.get_finished_spans()),
                   "counts": counts}))
 """
