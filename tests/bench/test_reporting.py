@@ -249,9 +249,7 @@ def test_gpu_figures_per_level_are_the_driver_s(chat_server: ServerManager, tmp_
         assert gpu["power_mean_w"] == 300.001
         # each reading moves each device's counter 1 J: first to last, samples - 1 each
         assert gpu["energy_j"] == 2 * (gpu["samples"] - 1)
-        assert gpu["energy_per_output_token_j"] == round(
-            gpu["energy_j"] / run["output_tokens"], 6
-        )
+        assert gpu["energy_per_output_token_j"] == round(gpu["energy_j"] / run["output_tokens"], 6)
     html = page.read_text()
     assert "J per output token" in html and "GPU util" in html
     text, _ = bench_with_driver(driver, *args)
