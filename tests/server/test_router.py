@@ -332,7 +332,7 @@ def test_a_router_model_falls_asleep_while_scraped(
 ) -> None:
     """Each of a router's models sleeps on its own: scraped every 0.2 s, one still does,
     and is reported in memory, up, with its slots holding nothing."""
-    from ..server.test_sleep import collected
+    from ..server.test_sleep import collected, scraped_asleep
 
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
@@ -353,15 +353,9 @@ def test_a_router_model_falls_asleep_while_scraped(
             }
             assert instances[router.pid] is None
             assert list(instances.values()).count(router.pid) == 1
-            deadline = time.monotonic() + 15
-            while statuses(client)["tiny-a"] != "sleeping":
-                assert time.monotonic() < deadline, "scraped, the model never fell asleep"
-                collected(reader)
-                time.sleep(0.2)
-            for _ in range(10):  # 2 s of scrapes, twice its idle time: it stays asleep
-                asleep = collected(reader)
-                time.sleep(0.2)
-            assert statuses(client)["tiny-a"] == "sleeping"
+            asleep = scraped_asleep(
+                lambda: collected(reader), lambda: statuses(client)["tiny-a"] == "sleeping"
+            )
 
             def of(name: str) -> dict[Any, float]:
                 return {

@@ -5,7 +5,7 @@ slow first token on an awake server is not."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,24 @@ def collected(reader: Any) -> dict[str, list[tuple[dict[str, Any], float]]]:
     return found
 
 
+def scraped_asleep(
+    scrape: Callable[[], Any], asleep: Callable[[], bool], idle_seconds: float = 1.0
+) -> Any:
+    """Scrape every 0.2 s until ``asleep()`` (10 s at most: else the scraping kept it awake),
+    then for longer than its idle time, and say it sleeps after every scrape (a scrape that
+    woke it would be seen: the reload takes longer than the 0.2 s); the last result."""
+    deadline = time.monotonic() + 10
+    while not asleep():
+        assert time.monotonic() < deadline, "scraped, it never fell asleep"
+        scrape()
+        time.sleep(0.2)
+    for _ in range(round(1.2 * idle_seconds / 0.2)):
+        last = scrape()
+        assert asleep(), "a scrape woke it"
+        time.sleep(0.2)
+    return last
+
+
 def test_scraping_every_few_tenths_of_a_second_lets_it_fall_asleep(sleepy: ServerManager) -> None:
     """llama.cpp's /slots wakes a sleeping server and resets its idle timer: a bridge that
     read it at every scrape kept the model in memory for good."""
@@ -133,15 +151,7 @@ def test_scraping_every_few_tenths_of_a_second_lets_it_fall_asleep(sleepy: Serve
             client.completions.create("Once upon a time", max_tokens=3)
             busy = collected(reader)  # right after a request: its slot holds its tokens
             assert sum(v for _, v in busy["llama_cpp.server.context.tokens"]) > 0
-            deadline = time.monotonic() + 10
-            while not asker.props.is_sleeping():
-                assert time.monotonic() < deadline, "scraped, the server never fell asleep"
-                collected(reader)
-                time.sleep(0.2)
-            for _ in range(10):  # 2 s of scrapes, twice its idle time: it stays asleep
-                asleep = collected(reader)
-                time.sleep(0.2)
-            assert asker.props.is_sleeping()
+            asleep = scraped_asleep(lambda: collected(reader), asker.props.is_sleeping)
             assert [v for _, v in asleep["llama_cpp.server.up"]] == [1]
             assert [v for _, v in asleep["llama_cpp.server.context.tokens"]] == [0]  # freed
             assert sum(v for _, v in asleep["llama_cpp.server.slots.busy"]) == 0
@@ -169,15 +179,7 @@ def test_the_exporter_scraped_every_second_lets_it_fall_asleep(sleepy: ServerMan
         url = f"http://127.0.0.1:{port}/metrics"
         asker.completions.create("Once upon a time", max_tokens=3)
         assert "llama_cpp_server_context_tokens{" in httpx.get(url, trust_env=False).text
-        deadline = time.monotonic() + 10
-        while not asker.props.is_sleeping():
-            assert time.monotonic() < deadline, "scraped, the server never fell asleep"
-            httpx.get(url, trust_env=False)
-            time.sleep(0.3)
-        for _ in range(7):  # 2 s of scrapes, twice its idle time
-            text = httpx.get(url, trust_env=False).text
-            time.sleep(0.3)
-        assert asker.props.is_sleeping()
+        text = scraped_asleep(lambda: httpx.get(url, trust_env=False).text, asker.props.is_sleeping)
         [held] = [
             line
             for line in text.splitlines()

@@ -30,20 +30,26 @@ def fresh(tiny_files: TinyModelFiles, tmp_path_factory: pytest.TempPathFactory) 
         yield server.url
 
 
-def test_the_prompt_cache_counters_add_up_what_the_answers_say(
-    fresh: str, providers: Any, span_exporter: Any
-) -> None:
-    tracer_provider, meter_provider, reader = providers
+@pytest.fixture
+def client(fresh: str, providers: Any) -> Iterator[InstrumentedLlamaCppClient]:
+    tracer_provider, meter_provider, _ = providers
     with InstrumentedLlamaCppClient(
         fresh, tracer_provider=tracer_provider, meter_provider=meter_provider
     ) as client:
-        replies = [
-            client.chat.completions.create(messages=MESSAGES, max_tokens=2) for _ in range(3)
-        ]  # the same prompt: the second and third find most of it in the cache
-        client.completions.create("Once upon a time", max_tokens=2)
-        client.complete("Once upon a time", max_tokens=2)  # native: timings, no usage
-        found = points(reader)
-        server = client.metrics.values()
+        yield client
+
+
+def test_the_prompt_cache_counters_add_up_what_the_answers_say(
+    client: InstrumentedLlamaCppClient, providers: Any, span_exporter: Any
+) -> None:
+    reader = providers[2]
+    replies = [
+        client.chat.completions.create(messages=MESSAGES, max_tokens=2) for _ in range(3)
+    ]  # the same prompt: the second and third find most of it in the cache
+    client.completions.create("Once upon a time", max_tokens=2)
+    client.complete("Once upon a time", max_tokens=2)  # native: timings, no usage
+    found = points(reader)
+    server = client.metrics.values()
     cached = [r.usage.prompt_tokens_details.cached_tokens for r in replies]  # type: ignore[union-attr]
     assert cached[0] < cached[1] == cached[2]
     spans = [s for s in span_exporter.get_finished_spans() if s.name != "metrics"]
@@ -64,15 +70,11 @@ def test_the_prompt_cache_counters_add_up_what_the_answers_say(
 
 
 def test_a_native_answer_s_span_says_its_slot_and_what_it_holds(
-    fresh: str, providers: Any, span_exporter: Any
+    client: InstrumentedLlamaCppClient, span_exporter: Any
 ) -> None:
-    tracer_provider, meter_provider, _ = providers
-    with InstrumentedLlamaCppClient(
-        fresh, tracer_provider=tracer_provider, meter_provider=meter_provider
-    ) as client:
-        client.complete("Once upon a time there was", max_tokens=5, id_slot=1)
-        client.complete("Once", max_tokens=2, stream=True, id_slot=0).until_done()
-        slots = {s["id"]: s["n_prompt_tokens"] for s in client.slots.list()}
+    client.complete("Once upon a time there was", max_tokens=5, id_slot=1)
+    client.complete("Once", max_tokens=2, stream=True, id_slot=0).until_done()
+    slots = {s["id"]: s["n_prompt_tokens"] for s in client.slots.list()}
     [first, second] = [
         s for s in span_exporter.get_finished_spans() if s.name.startswith("text_completion")
     ]

@@ -16,8 +16,6 @@ gpus.close()
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -26,6 +24,7 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation, g
 from .._closing import Closing
 from .._nvml import GpuReading, Gpus
 from .._version import __version__
+from ._shared_instruments import SharedInstruments
 
 __all__ = ["GpuMetrics", "GPU_INSTRUMENTS"]
 
@@ -44,14 +43,11 @@ GPU_INSTRUMENTS: tuple[tuple[str, str, str, str, str], ...] = (
 )  # fmt: skip
 
 
-class _Instruments:
-    """One set of observable instruments per meter, reporting every live watcher on it."""
+class _Instruments(SharedInstruments["GpuMetrics", tuple[GpuReading, dict[str, Any]]]):
+    """The watchers' instruments on one meter (see ``_shared_instruments``)."""
 
     def __init__(self, meter: Any) -> None:
-        self.watchers: weakref.WeakSet[GpuMetrics] = weakref.WeakSet()
-        self._lock = threading.Lock()
-        self._called: set[str] = set()
-        self._read: list[tuple[GpuReading, dict[str, Any]]] = []
+        super().__init__(meter)
         create = {
             "gauge": meter.create_observable_gauge,
             "counter": meter.create_observable_counter,
@@ -62,19 +58,12 @@ class _Instruments:
                 name, callbacks=[self._observer(name, field)], unit=unit, description=description
             )
 
-    def _collecting(self, observer: str) -> list[tuple[GpuReading, dict[str, Any]]]:
-        """Each device read once per collection (the first observer called reads them)."""
-        with self._lock:
-            if observer in self._called:
-                self._called.clear()
-            if not self._called:
-                seen: dict[str, tuple[GpuReading, dict[str, Any]]] = {}
-                for watcher in list(self.watchers):
-                    for reading, point in watcher._read():
-                        seen.setdefault(reading.uuid, (reading, point))  # a device once
-                self._read = list(seen.values())
-            self._called.add(observer)
-            return self._read
+    def read(self, watchers: list[GpuMetrics]) -> list[tuple[GpuReading, dict[str, Any]]]:
+        seen: dict[str, tuple[GpuReading, dict[str, Any]]] = {}
+        for watcher in watchers:
+            for reading, point in watcher._read():
+                seen.setdefault(reading.uuid, (reading, point))  # a device once
+        return list(seen.values())
 
     def _observer(
         self, name: str, field: str
@@ -83,17 +72,13 @@ class _Instruments:
 
         def observe(options: CallbackOptions) -> Iterable[Observation]:
             observations = []
-            for reading, point in self._collecting(name):
+            for reading, point in self.collecting(name):
                 value = getattr(reading, field)
                 if value is not None:
                     observations.append(Observation(value, {**point, **task}))
             return observations
 
         return observe
-
-
-_instruments: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDictionary()
-_instruments_lock = threading.Lock()
 
 
 class GpuMetrics(Closing):
@@ -107,11 +92,7 @@ class GpuMetrics(Closing):
         self._gpus = Gpus() if gpus is None else gpus
         self._closed = False
         meter = get_meter("llamatelemetry.gpu", __version__, meter_provider=meter_provider)
-        with _instruments_lock:
-            shared = _instruments.get(meter)
-            if shared is None:
-                shared = _instruments[meter] = _Instruments(meter)
-            shared.watchers.add(self)
+        _Instruments.watch(meter, self)
 
     @property
     def why(self) -> str | None:

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ from .. import _running
 from .._closing import Closing
 from .._version import __version__
 from ._attributes import server_attributes
+from ._shared_instruments import SharedInstruments
 
 __all__ = ["ProcessMetrics", "ProcessFigures", "read_process"]
 
@@ -112,14 +111,11 @@ def descendants(pid: int, proc: Path = PROC) -> list[int]:
 Target = Any  # a process id, or an object with ``pid`` (int or None) and perhaps ``url``
 
 
-class _Instruments:
-    """One set of observable instruments per meter, reporting every live watcher on it."""
+class _Instruments(SharedInstruments["ProcessMetrics", tuple[ProcessFigures, dict[str, Any]]]):
+    """The watchers' instruments on one meter (see ``_shared_instruments``)."""
 
     def __init__(self, meter: Any) -> None:
-        self.watchers: weakref.WeakSet[ProcessMetrics] = weakref.WeakSet()
-        self._lock = threading.Lock()
-        self._called: set[str] = set()
-        self._read: list[tuple[ProcessFigures, dict[str, Any]]] = []
+        super().__init__(meter)
         meter.create_observable_counter(
             "process.cpu.time",
             callbacks=[self._cpu],
@@ -131,19 +127,12 @@ class _Instruments:
                 name, callbacks=[self._observer(field)], unit=unit, description=description
             )
 
-    def _collecting(self, observer: str) -> list[tuple[ProcessFigures, dict[str, Any]]]:
-        """Each process read once per collection (the first observer called reads them)."""
-        with self._lock:
-            if observer in self._called:
-                self._called.clear()
-            if not self._called:
-                self._read = [read for watcher in list(self.watchers) for read in watcher._read()]
-            self._called.add(observer)
-            return self._read
+    def read(self, watchers: list[ProcessMetrics]) -> list[tuple[ProcessFigures, dict[str, Any]]]:
+        return [read for watcher in watchers for read in watcher._read()]
 
     def _cpu(self, options: CallbackOptions) -> Iterable[Observation]:
         observations = []
-        for figures, point in self._collecting("cpu"):
+        for figures, point in self.collecting("cpu"):
             observations.append(Observation(figures.user_s, {**point, "cpu.mode": "user"}))
             observations.append(Observation(figures.system_s, {**point, "cpu.mode": "system"}))
         return observations
@@ -152,7 +141,7 @@ class _Instruments:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
             return [
                 Observation(getattr(figures, field), point)
-                for figures, point in self._collecting(field)
+                for figures, point in self.collecting(field)
             ]
 
         return observe
@@ -164,8 +153,6 @@ _GAUGES = (
     ("process.thread.count", "{thread}", "Threads of the process.", "threads"),
 )
 
-_instruments: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDictionary()
-_instruments_lock = threading.Lock()
 _warned = False
 
 
@@ -197,11 +184,7 @@ class ProcessMetrics(Closing):
             _warned = True
             log.warning("process figures are read from /proc, which this system lacks: none")
         meter = get_meter("llamatelemetry.process", __version__, meter_provider=meter_provider)
-        with _instruments_lock:
-            shared = _instruments.get(meter)
-            if shared is None:
-                shared = _instruments[meter] = _Instruments(meter)
-            shared.watchers.add(self)
+        _Instruments.watch(meter, self)
 
     def _processes(self) -> list[tuple[int, dict[str, Any]]]:
         """Each process to read now, with its server's attributes."""

@@ -20,7 +20,6 @@ import math
 import re
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +37,7 @@ from ..api import (
 )
 from ..api._internal import check_number
 from ._attributes import server_attributes
+from ._shared_instruments import SharedInstruments
 from ._slot_use import Slots, busy, fingerprint
 
 __all__ = ["LlamaServerMetrics", "SERVER_INSTRUMENTS"]
@@ -282,15 +282,11 @@ class _Read:
     status_error: bool  # some request answered with an error status: the role may have changed
 
 
-class _Instruments:
-    """One set of observable instruments per meter, reporting every live bridge on it:
-    OpenTelemetry drops a second instrument of the same name, so bridges must share."""
+class _Instruments(SharedInstruments["LlamaServerMetrics", _State]):
+    """The bridges' instruments on one meter (see ``_shared_instruments``)."""
 
     def __init__(self, meter: Any) -> None:
-        self.bridges: weakref.WeakSet[LlamaServerMetrics] = weakref.WeakSet()
-        self._round_lock = threading.Lock()
-        self._called: set[str] = set()  # the observers called in this collection so far
-        self._states: list[_State] = []  # what this collection reports
+        super().__init__(meter)
         for name, kind, unit, description, sample in SERVER_INSTRUMENTS:
             create = (
                 meter.create_observable_counter
@@ -324,28 +320,17 @@ class _Instruments:
             description="1 while a router's model is in memory (loaded or asleep), else 0.",
         )
 
-    def _collecting(self, observer: str) -> list[_State]:
-        """What each bridge reports in this collection, fresh.
-
-        A collection calls every observer once: an observer called again starts the next
-        one, whose first observer scrapes every bridge due (all at once, so a collection
-        waits for the slowest server, not for the sum of them, and never much past the
-        scrapes' timeout) and notes what each reports; the others read that.
-        """
-        with self._round_lock:
-            if observer in self._called:
-                self._called.clear()
-            if not self._called:
-                bridges = list(self.bridges)
-                _scrape_all([b for b in bridges if b._due()])
-                self._states = [s for s in (b._state() for b in bridges) if s is not None]
-            self._called.add(observer)
-            return self._states
+    def read(self, watchers: list[LlamaServerMetrics]) -> list[_State]:
+        """What each bridge reports in this collection, fresh: every bridge due is scraped,
+        all at once (so a collection waits for the slowest server, not for the sum of
+        them, and never much past the scrapes' timeout)."""
+        _scrape_all([b for b in watchers if b._due()])
+        return [s for s in (b._state() for b in watchers) if s is not None]
 
     def _observer(self, sample: str) -> Any:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
             observations = []
-            for state in self._collecting(sample):
+            for state in self.collecting(sample):
                 for figures in state.figures:
                     value = figures.values.get(sample)
                     if value is not None:
@@ -357,7 +342,7 @@ class _Instruments:
     def _slot_observer(self, figure: str) -> Any:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
             observations = []
-            for state in self._collecting(f"slots {figure}"):
+            for state in self.collecting(f"slots {figure}"):
                 for figures in state.figures:
                     if figures.slots is not None:
                         value = getattr(figures.slots, figure)
@@ -370,7 +355,7 @@ class _Instruments:
     def _slot_use_observer(self, field: str) -> Any:
         def observe(options: CallbackOptions) -> Iterable[Observation]:
             observations = []
-            for state in self._collecting(f"slot {field}"):
+            for state in self.collecting(f"slot {field}"):
                 for figures in state.figures:
                     if figures.slots is not None:
                         for use in figures.slots.use:
@@ -382,7 +367,7 @@ class _Instruments:
 
     def _up_observer(self, options: CallbackOptions) -> Iterable[Observation]:
         observations = []
-        for state in self._collecting("up"):
+        for state in self.collecting("up"):
             if state.up is not None:
                 observations.append(Observation(int(state.up), state.point))
             for figures in state.figures:
@@ -392,7 +377,7 @@ class _Instruments:
 
     def _loaded_observer(self, options: CallbackOptions) -> Iterable[Observation]:
         observations = []
-        for state in self._collecting("loaded"):
+        for state in self.collecting("loaded"):
             for figures in state.figures:
                 if figures.loaded is not None:
                     observations.append(Observation(int(figures.loaded), figures.point))
@@ -449,10 +434,6 @@ def _gather(calls: list[Callable[[], _Outcome]], end: float) -> list[_Outcome]:
     return [_Outcome(error=late) if result is None else result for result in list(results)]
 
 
-_instruments: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDictionary()
-_instruments_lock = threading.Lock()
-
-
 class LlamaServerMetrics(Closing):
     """Observable instruments fed by scraping one llama-server; any number of bridges
     (one per server) can share a meter provider, told apart by ``server.address``/``port``.
@@ -507,11 +488,7 @@ class LlamaServerMetrics(Closing):
         self._slot_memo: dict[str | None, tuple[tuple[float | None, ...] | None, Slots]] = {}
         self._point = server_attributes(client.base_url)
         meter = get_meter("llamatelemetry.server", __version__, meter_provider=meter_provider)
-        with _instruments_lock:
-            shared = _instruments.get(meter)
-            if shared is None:
-                shared = _instruments[meter] = _Instruments(meter)
-            shared.bridges.add(self)
+        _Instruments.watch(meter, self)
 
     def _due(self) -> bool:
         return not self._closed and time.monotonic() - self._scraped_at >= self._interval
