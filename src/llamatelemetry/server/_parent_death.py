@@ -2,9 +2,14 @@
 
 A parent killed with ``SIGKILL`` runs no clean-up, so without help its llama-server would
 live on (adopted by init), holding the port and the model's memory. On Linux the child
-asks the kernel, before ``exec``, for ``SIGTERM`` when its parent goes
-(``PR_SET_PDEATHSIG``); llama-server then shuts down as on Ctrl-C, a router stopping its
-models too. (The embedded backend's child watches its parent itself.)
+asks the kernel, before ``exec``, for ``SIGKILL`` when its parent goes
+(``PR_SET_PDEATHSIG``); a router's model instances, which watch their router's pipe, go
+with it. Not ``SIGTERM``: llama-server's handler takes its task queue's lock, and when the
+signal lands on the main thread while that thread holds the lock, the handler waits for
+itself for ever (seen once: a server that outlived its parent, its main thread asleep in
+a futex with ``SIGTERM`` blocked, that is, inside the handler). A parent killed with
+``SIGKILL`` has no clean shutdown to offer anyway. (The embedded backend's child watches
+its parent itself.)
 
 The kernel sends that signal when the *thread* that forked the child ends, not the
 process: a server started from a short-lived thread (a thread pool, ``asyncio.to_thread``)
@@ -82,7 +87,7 @@ if hasattr(os, "register_at_fork"):
 
 
 def exit_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child get ``SIGTERM`` when this process ends, or
+    """A ``preexec_fn`` that makes the child get ``SIGKILL`` when this process ends, or
     ``None`` where the platform has no such request (the child then outlives a killed
     parent, as any child does).
 
@@ -95,7 +100,7 @@ def exit_with_parent() -> Callable[[], None] | None:
     parent = os.getpid()
 
     def arm() -> None:  # runs in the child, between fork and exec
-        if prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+        if prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
             return  # refused (a sandbox): the server runs, as it would have without it
         if os.getppid() != parent:  # the parent went before the request was made
             os._exit(1)
