@@ -244,8 +244,9 @@ def test_the_command_line_finds_the_capacity(fresh_server: ServerManager) -> Non
     assert levels == [1, 2, 3]
     assert data["capacity"] == {"by": "concurrency", "highest_meeting_slo": 3.0, "bounded": False}
     assert all(run["slo"]["ok"] and run["slo"]["share"] == 1.0 for run in data["runs"])
+    # from 64 req/s, halved four times: a second of arrivals (from 4 req/s: fifteen)
     human = invoke("--url", fresh_server.url, "-n", "2", "--max-tokens", "2", "--warmup", "0",
-                   "--slo", "ttft=1us", "--find-capacity", "rate", "--rate", "4",
+                   "--slo", "ttft=1us", "--find-capacity", "rate", "--rate", "64",
                    "--scrape-interval", "0")  # fmt: skip
     assert human.exit_code == 0, human.output
     assert "No rate tried met the SLO (ttft≤0.001ms for 90% of requests)" in human.stdout

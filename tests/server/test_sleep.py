@@ -135,29 +135,52 @@ def scraped_asleep(
     return last
 
 
-def test_scraping_every_few_tenths_of_a_second_lets_it_fall_asleep(sleepy: ServerManager) -> None:
+def test_scraped_every_few_tenths_of_a_second_it_still_falls_asleep(
+    sleepy: ServerManager,
+) -> None:
     """llama.cpp's /slots wakes a sleeping server and resets its idle timer: a bridge that
-    read it at every scrape kept the model in memory for good."""
+    read it at every scrape kept the model in memory for good. Scraped both ways at once:
+    a bridge collected every 0.2 s, and the exporter command as a user runs it, itself
+    scraped as often (each of its scrapes scraping the server: --interval 0)."""
+    import httpx
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
     from llamatelemetry.telemetry import LlamaServerMetrics
 
+    from ..cli.test_exporter import exporting
+
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
-    with sleepy.client() as client, sleepy.client() as asker:
+    with (
+        exporting(sleepy.url) as port,
+        sleepy.client() as client,
+        sleepy.client() as asker,
+    ):
+        url = f"http://127.0.0.1:{port}/metrics"
         bridge = LlamaServerMetrics(client, interval=0, meter_provider=provider)
+
+        def scrape() -> tuple[dict[str, Any], str]:
+            return collected(reader), httpx.get(url, trust_env=False).text
+
         try:
             client.completions.create("Once upon a time", max_tokens=3)
-            busy = collected(reader)  # right after a request: its slot holds its tokens
+            busy, exported = scrape()  # right after a request: its slot holds its tokens
             assert sum(v for _, v in busy["llama_cpp.server.context.tokens"]) > 0
-            asleep = scraped_asleep(lambda: collected(reader), asker.props.is_sleeping)
+            assert "llama_cpp_server_context_tokens{" in exported
+            asleep, exported = scraped_asleep(scrape, asker.props.is_sleeping)
             assert [v for _, v in asleep["llama_cpp.server.up"]] == [1]
             assert [v for _, v in asleep["llama_cpp.server.context.tokens"]] == [0]  # freed
             assert sum(v for _, v in asleep["llama_cpp.server.slots.busy"]) == 0
             assert [v for _, v in asleep["llama_cpp.server.generated_tokens"]] == [
                 v for _, v in busy["llama_cpp.server.generated_tokens"]
             ]
+            [held] = [
+                line
+                for line in exported.splitlines()
+                if line.startswith("llama_cpp_server_context_tokens{")
+            ]
+            assert held.endswith(" 0.0")
             reply = client.completions.create("Once", max_tokens=2)  # a request wakes it
             assert reply.usage is not None and reply.usage.completion_tokens == 2
             assert not asker.props.is_sleeping()
@@ -166,23 +189,3 @@ def test_scraping_every_few_tenths_of_a_second_lets_it_fall_asleep(sleepy: Serve
         finally:
             bridge.close()
             provider.shutdown()
-
-
-def test_the_exporter_scraped_every_second_lets_it_fall_asleep(sleepy: ServerManager) -> None:
-    """The exporter command as a user runs it, Prometheus-style scrapes of it every 0.3 s
-    (each one scraping the server: --interval 0)."""
-    import httpx
-
-    from ..cli.test_exporter import exporting
-
-    with exporting(sleepy.url) as port, sleepy.client() as asker:
-        url = f"http://127.0.0.1:{port}/metrics"
-        asker.completions.create("Once upon a time", max_tokens=3)
-        assert "llama_cpp_server_context_tokens{" in httpx.get(url, trust_env=False).text
-        text = scraped_asleep(lambda: httpx.get(url, trust_env=False).text, asker.props.is_sleeping)
-        [held] = [
-            line
-            for line in text.splitlines()
-            if line.startswith("llama_cpp_server_context_tokens{")
-        ]
-        assert held.endswith(" 0.0")
