@@ -252,12 +252,24 @@ def test_gpu_figures_per_level_are_the_driver_s(chat_server: ServerManager, tmp_
         assert gpu["energy_per_output_token_j"] == round(gpu["energy_j"] / run["output_tokens"], 6)
     html = page.read_text()
     assert "J per output token" in html and "GPU util" in html
-    text, _ = bench_with_driver(driver, *args)
-    assert re.search(
-        r"GPU \(sampled\)\s+2 × Fake GPU 0 · utilisation 40% mean · memory 5\.00 GiB peak · "
-        r"[\d.]+ J per output token",
-        text,
-    )
+
+
+def test_the_gpu_line_of_a_level() -> None:
+    import io
+
+    from rich.console import Console
+
+    from llamatelemetry.bench._gpu_watch import GpuSummary
+    from llamatelemetry.bench._records import RequestRecord, RunResult
+    from llamatelemetry.cli._render import _print_run
+
+    gpu = GpuSummary(("Fake GPU 0", "Fake GPU 1"), 3, 0.405, 5 * 2**30, 300.0, 4.0)
+    record = RequestRecord(0, latency=0.1, output_tokens=4)
+    console = Console(file=io.StringIO(), width=200)
+    _print_run(console, RunResult(1, True, 4, [record], 0.1, gpu=gpu))
+    text = " ".join(console.file.getvalue().split())  # type: ignore[attr-defined]
+    assert "GPU (sampled) 2 × Fake GPU 0 · utilisation 40% mean · memory 5.00 GiB peak · " in text
+    assert "1.000 J per output token" in text  # 4 J over 4 tokens
 
 
 def test_gpu_asked_without_a_driver_says_so_and_measures_the_rest(

@@ -1,60 +1,90 @@
 """The GPU figures (``hw.*``): exact readings through the real nvidia-ml-py bindings from
 a stand-in driver (tests/gpu.py), and every way of having none (the real missing driver of
 this machine, no device, access refused, a device lost mid-run, the package missing): one
-line each, no GPU figures, and nothing else changes."""
+line each, no GPU figures, and nothing else changes.
+
+The stand-in's scenarios run one after another in one fresh interpreter (the driver reads
+its behaviour from the environment at every call; the once-per-process lines are
+forgotten between scenarios); this machine's own missing driver in another."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+import json
 from typing import Any
 
 import pytest
 
 from ..gpu import build_fake_nvml, run_python
 
-# Collections through setup_telemetry(gpu=True): the points of each, and another metric of
-# the same pipeline (which must be unaffected), as JSON on the last line.
+# Each scenario: setup_telemetry(gpu=True), then one collection per step (the step's
+# environment set first), with another metric of the same pipeline that must be
+# unaffected; the collections' points and the llamatelemetry.gpu lines, as JSON.
 SCRIPT = """
 import json, logging, os, sys
-logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-{prelude}
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from llamatelemetry.telemetry import setup_telemetry
+said = []
 
-reader = InMemoryMetricReader()
-handle = setup_telemetry("gpus", set_global=False, metric_readers=[reader], gpu=True)
-other = handle.meter_provider.get_meter("other").create_counter("other.calls")
-collections = []
-for step in {steps!r}:
-    os.environ.update(step)
-    other.add(1)
-    found = {{}}
-    data = reader.get_metrics_data()
-    for resource in data.resource_metrics if data else ():
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                found[metric.name] = [
-                    [dict(p.attributes), p.value] for p in metric.data.data_points
-                ]
-    collections.append(found)
-handle.shutdown()
-print(json.dumps(collections))
+class Keep(logging.Handler):
+    def emit(self, record):
+        said.append(f"{{record.levelname}} {{record.name}}: {{record.getMessage()}}")
+
+logging.getLogger("llamatelemetry.gpu").addHandler(Keep())
+logging.getLogger("llamatelemetry.gpu").setLevel(logging.INFO)
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from llamatelemetry import _nvml
+from llamatelemetry.telemetry import setup_telemetry
+import pynvml
+
+results = {{}}
+for name, env, steps, missing in json.loads({scenarios!r}):
+    for key in [k for k in os.environ if k.startswith("FAKE_NVML_")]:
+        del os.environ[key]
+    os.environ.update(env)
+    _nvml._said.clear()
+    said.clear()
+    sys.modules["pynvml"] = None if missing else pynvml
+    reader = InMemoryMetricReader()
+    handle = setup_telemetry("gpus", set_global=False, metric_readers=[reader], gpu=True)
+    other = handle.meter_provider.get_meter("other").create_counter("other.calls")
+    collections = []
+    for step in steps:
+        os.environ.update(step)
+        other.add(1)
+        found = {{}}
+        data = reader.get_metrics_data()
+        for resource in data.resource_metrics if data else ():
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    found[metric.name] = [
+                        [dict(p.attributes), p.value] for p in metric.data.data_points
+                    ]
+        collections.append(found)
+    handle.shutdown()
+    results[name] = [collections, list(said)]
+print(json.dumps(results))
 """
+# (name, environment, steps, the package missing); the first reads the energy counters
+# from their start
+SCENARIOS = [
+    ("readings", {"FAKE_NVML_DEVICES": "2"}, [{}, {}], False),
+    ("not-loaded", {"FAKE_NVML_INIT": "9"}, [{}, {}, {}], False),
+    ("no-device", {"FAKE_NVML_DEVICES": "0"}, [{}, {}, {}], False),
+    ("refused", {"FAKE_NVML_INIT": "4"}, [{}, {}, {}], False),
+    ("no-package", {}, [{}], True),
+    ("lost", {"FAKE_NVML_DEVICES": "2"},
+     [{}, {"FAKE_NVML_LOST": "1"}, {}, {"FAKE_NVML_LOST": ""}], False),
+    ("power-refused", {"FAKE_NVML_DENY": "power"}, [{}, {}], False),
+]  # fmt: skip
+
+Outcome = tuple[list[dict[str, Any]], list[str]]
 
 
 @pytest.fixture(scope="module")
-def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield build_fake_nvml(tmp_path_factory.mktemp("nvidia"))
-
-
-def collect(
-    driver: Path | None, steps: list[dict[str, str]] | None = None, prelude: str = "", **env: str
-) -> tuple[list[dict[str, Any]], list[str]]:
-    code = SCRIPT.format(prelude=prelude, steps=steps or [{}])
-    collections, log = run_python(code, driver, **env)
-    lines = [line for line in log.splitlines() if "llamatelemetry.gpu" in line]
-    return collections, lines
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+    driver = build_fake_nvml(tmp_path_factory.mktemp("nvidia"))
+    found, _ = run_python(SCRIPT.format(scenarios=json.dumps(SCENARIOS)), driver)
+    code = SCRIPT.format(scenarios=json.dumps([("this-machine", {}, [{}, {}, {}], False)]))
+    mine, _ = run_python(code, None)  # no stand-in: this machine's own (missing) driver
+    return {name: (collections, lines) for name, (collections, lines) in {**found, **mine}.items()}
 
 
 def gpu_names(found: dict[str, Any]) -> set[str]:
@@ -65,8 +95,8 @@ def by_device(found: dict[str, Any], name: str) -> dict[str, float]:
     return {attributes["hw.id"]: value for attributes, value in found.get(name, [])}
 
 
-def test_every_reading_is_the_driver_s_own(driver: Path) -> None:
-    [first, second], lines = collect(driver, [{}, {}], FAKE_NVML_DEVICES="2")
+def test_every_reading_is_the_driver_s_own(outcomes: dict[str, Outcome]) -> None:
+    [first, second], lines = outcomes["readings"]
     assert lines == []
     gib = 1 << 30
     assert by_device(first, "hw.gpu.utilization") == {"GPU-fake-0": 0.40, "GPU-fake-1": 0.41}
@@ -95,42 +125,30 @@ def test_every_reading_is_the_driver_s_own(driver: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("env", "line"),
+    ("scenario", "line"),
     [
-        ({}, "no NVIDIA driver (NVML Shared Library Not Found): no GPU figures"),
-        ({"FAKE_NVML_INIT": "9"}, "no NVIDIA driver (Driver Not Loaded): no GPU figures"),
-        ({"FAKE_NVML_DEVICES": "0"}, "the NVIDIA driver reports no GPU: no GPU figures"),
-        (
-            {"FAKE_NVML_INIT": "4"},
-            "the NVIDIA driver refused access (Insufficient Permissions): no GPU figures",
-        ),
+        ("this-machine", "no NVIDIA driver (NVML Shared Library Not Found): no GPU figures"),
+        ("not-loaded", "no NVIDIA driver (Driver Not Loaded): no GPU figures"),
+        ("no-device", "the NVIDIA driver reports no GPU: no GPU figures"),
+        ("refused", "the NVIDIA driver refused access (Insufficient Permissions): no GPU figures"),
+        ("no-package", "GPU figures need nvidia-ml-py (pip install 'llamatelemetry[gpu]'): "
+                       "no GPU figures"),
     ],
-    ids=["this-machine-has-no-driver", "driver-not-loaded", "no-device", "access-refused"],
-)
+)  # fmt: skip
 def test_no_gpu_figures_is_one_line_and_nothing_else_changes(
-    driver: Path, env: dict[str, str], line: str
+    outcomes: dict[str, Outcome], scenario: str, line: str
 ) -> None:
-    # {} runs without the stand-in: this machine's own missing driver
-    collections, lines = collect(driver if env else None, [{}, {}, {}], **env)
+    collections, lines = outcomes[scenario]
     assert lines == [f"WARNING llamatelemetry.gpu: {line}"]
     for index, found in enumerate(collections, start=1):
         assert gpu_names(found) == set()
         assert found["other.calls"][0][1] == index
 
 
-def test_without_the_package_the_line_says_how_to_get_it(driver: Path) -> None:
-    collections, lines = collect(driver, prelude="sys.modules['pynvml'] = None")
-    assert lines == [
-        "WARNING llamatelemetry.gpu: GPU figures need nvidia-ml-py "
-        "(pip install 'llamatelemetry[gpu]'): no GPU figures"
-    ]
-    assert gpu_names(collections[0]) == set() and collections[0]["other.calls"][0][1] == 1
-
-
-def test_a_device_lost_mid_run_is_said_once_and_the_others_go_on(driver: Path) -> None:
-    collections, lines = collect(
-        driver, [{}, {"FAKE_NVML_LOST": "1"}, {}, {"FAKE_NVML_LOST": ""}], FAKE_NVML_DEVICES="2"
-    )
+def test_a_device_lost_mid_run_is_said_once_and_the_others_go_on(
+    outcomes: dict[str, Outcome],
+) -> None:
+    collections, lines = outcomes["lost"]
     assert lines == [
         "WARNING llamatelemetry.gpu: GPU 1 (Fake GPU 1) stopped answering (GPU is lost): "
         "its figures end"
@@ -141,8 +159,8 @@ def test_a_device_lost_mid_run_is_said_once_and_the_others_go_on(driver: Path) -
     assert [found["other.calls"][0][1] for found in collections] == [1, 2, 3, 4]
 
 
-def test_a_reading_refused_is_said_once_and_left_out(driver: Path) -> None:
-    collections, lines = collect(driver, [{}, {}], FAKE_NVML_DENY="power")
+def test_a_reading_refused_is_said_once_and_left_out(outcomes: dict[str, Outcome]) -> None:
+    collections, lines = outcomes["power-refused"]
     assert lines == [
         "WARNING llamatelemetry.gpu: GPU 0 (Fake GPU 0) gives no power (Insufficient Permissions)"
     ]
