@@ -32,8 +32,20 @@ def run_mypy(*targets: str, cache: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_user_code_type_checks(tmp_path: Path) -> None:
-    bad = tmp_path / "misuse.py"
+def kept() -> Path:
+    """A folder kept between runs beside the model and the binary, for mypy's cache and the
+    misuse file (whose path must not change: mypy's cache knows modules by their path).
+    mypy checks each cached module against its source, so a changed file is checked again;
+    a cold run spends ten seconds on the package's dependencies."""
+    from .models import cache_dir
+
+    folder = cache_dir().parent / "typing"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_user_code_type_checks() -> None:
+    bad = kept() / "misuse.py"
     bad.write_text(
         "from llamatelemetry.api import AsyncLlamaCppClient, LlamaCppClient\n"
         "async def f(client: AsyncLlamaCppClient) -> None:\n"
@@ -49,7 +61,7 @@ def test_user_code_type_checks(tmp_path: Path) -> None:
         "LlamaCppClient(timout=5)\n"
         "AsyncLlamaCppClient(max_retries='3')\n"
     )
-    result = run_mypy(str(SAMPLES), str(bad), cache=tmp_path / "cache")
+    result = run_mypy(str(SAMPLES), str(bad), cache=kept() / "mypy-cache")
     errors = [line for line in result.stdout.splitlines() if ": error:" in line]
     assert all(line.startswith(str(bad)) for line in errors), result.stdout
     lines = sorted({int(line.split(":")[1]) for line in errors})
