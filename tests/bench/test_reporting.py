@@ -287,3 +287,39 @@ def test_gpu_asked_without_a_driver_says_so_and_measures_the_rest(
     assert "GPUs not sampled: no NVIDIA driver (NVML Shared Library Not Found)" in " ".join(
         text.split()
     )
+
+
+# -- CSV -------------------------------------------------------------------------------------
+
+
+def test_the_csv_tables_say_what_the_json_says(chat_server: ServerManager, tmp_path: Path) -> None:
+    import csv
+
+    table = tmp_path / "bench.csv"
+    data = ok_json("--url", chat_server.url, "-n", "3", "-c", "1,2", "--repeat", "2", *QUICK,
+                   "--csv", str(table))  # fmt: skip
+    with table.open(newline="") as file:
+        requests = list(csv.DictReader(file))
+    with (tmp_path / "bench.levels.csv").open(newline="") as file:
+        levels = list(csv.DictReader(file))
+    runs = data["runs"]
+    assert [(row["level"], row["repeat"]) for row in levels] == [
+        ("concurrency 1", "0"), ("concurrency 1", "1"), ("concurrency 2", "0"),
+        ("concurrency 2", "1"),
+    ]  # fmt: skip
+    assert len(requests) == sum(len(run["per_request"]) for run in runs) == 12
+    for row, run in zip(levels, runs, strict=True):
+        assert int(row["completed"]) == run["completed"] == 3
+        assert float(row["request_throughput"]) == run["request_throughput"]
+        assert float(row["ttft_client_median_ms"]) == run["metrics"]["ttft_ms"]["client"]["median"]
+        assert row["itl_server_p99_ms"] == ""  # ITL is the client's only: an empty cell
+        assert row["gpu_utilization_mean"] == ""  # not sampled
+    first = runs[0]["per_request"][0]
+    [row] = [
+        r for r in requests if (r["level"], r["repeat"], r["index"]) == ("concurrency 1", "0", "0")
+    ]
+    assert row["ok"] == "true" and float(row["ttft_ms"]) == first["ttft_ms"]
+    assert int(row["output_tokens"]) == first["output_tokens"] == 2
+    assert row["error"] == ""
+    result = invoke("--url", chat_server.url, "-n", "2", *QUICK, "--csv", "/no/such/folder/b.csv")
+    assert result.exit_code != 0 and "--csv: no folder /no/such/folder" in result.output

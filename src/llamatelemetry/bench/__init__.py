@@ -30,6 +30,7 @@ of the metrics, and every span carries `PHASE_ATTRIBUTE`.
 from ._benchmark import BenchProgress, run_benchmark
 from ._compare import Change, compare_reports, load_baseline, usable_runs
 from ._config import BenchConfig, BenchConfigError
+from ._csv import write_csv
 from ._distribution_summary import Summary, percentile
 from ._html import write_html
 from ._load import Workload, open_client, run_load, run_sweep
@@ -76,6 +77,7 @@ __all__ = [
     "compare_reports",
     "load_baseline",
     "usable_runs",
+    "write_csv",
     "write_html",
     "Arrivals",
     "DURATION_GRACE",

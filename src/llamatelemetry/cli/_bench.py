@@ -32,6 +32,7 @@ from ..bench import (
     compare_reports,
     load_baseline,
     run_benchmark,
+    write_csv,
     write_html,
 )
 from ..bench._internal import (
@@ -447,6 +448,13 @@ def _check_plot_available() -> None:
     help="Write a self-contained HTML report (tables, and the plots when matplotlib is there).",
 )
 @click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the report as CSV: one row per request in this file, one per level beside it "
+    "(bench.csv and bench.levels.csv).",
+)
+@click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write a PNG of the latency distributions and TTFT vs concurrency.",
@@ -516,6 +524,7 @@ def bench(
     repeat: int,
     baseline: Path | None,
     html: Path | None,
+    csv_path: Path | None,
     plot: Path | None,
     otlp_endpoint: str | None,
     prometheus_port: int | None,
@@ -568,7 +577,7 @@ def bench(
                 raise CliError(
                     f"{_flag(name)} is for the client metrics' endpoint: add --prometheus-port"
                 )
-    for option, path in (("--html", html), ("--plot", plot)):
+    for option, path in (("--html", html), ("--csv", csv_path), ("--plot", plot)):
         if path is not None and not path.parent.is_dir():
             raise CliError(f"{option}: no folder {path.parent} to write {path.name} in")
     if plot is not None:
@@ -608,6 +617,12 @@ def bench(
             path = write_html(data, list(report.runs), html)
             if not as_json:
                 err_console().print(Text(f"report written to {path}", style="dim"))
+        if csv_path is not None:
+            per_request, per_level = write_csv(data, csv_path)
+            if not as_json:
+                err_console().print(
+                    Text(f"CSV written to {per_request} and {per_level}", style="dim")
+                )
         if plot is not None:
             from ..bench import plot_results
 
