@@ -15,6 +15,7 @@ from ..api._internal import host_and_port, timings_of
 
 __all__ = [
     "DEFAULTED",
+    "count",
     "request_attributes",
     "response_attributes",
     "server_attributes",
@@ -61,6 +62,12 @@ _SLOT_FIELDS = (
 )
 #: The share of drafted tokens accepted, on a server doing speculative decoding.
 ACCEPTANCE = "llama_cpp.speculative.acceptance_rate"
+
+
+def count(value: Any) -> int | None:
+    """``value`` when it is a whole number >= 0, else None: a count read from an answer,
+    which a hostile or older server may send as a bool, a string or a negative number."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def span_name(operation: str, model: str | None) -> str:
@@ -179,8 +186,8 @@ def response_attributes(response: Any, timings: Timings | None = None) -> dict[s
     elif getattr(response, "finish_reason", None):  # native /completion
         attributes["gen_ai.response.finish_reasons"] = [response.finish_reason]
         for name, attribute in _SLOT_FIELDS:  # the slot that served it, and its use after
-            value = _field(response, name)
-            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            value = count(_field(response, name))
+            if value is not None:
                 attributes[attribute] = value
     usage = getattr(response, "usage", None)
     if usage is not None:

@@ -9,6 +9,7 @@ from opentelemetry.metrics import Histogram, Meter
 
 from ..api import Timings
 from . import _recorder
+from ._attributes import count
 from ._bulk import record_many
 from ._recorder import Points
 
@@ -94,19 +95,15 @@ def metric_point(attributes: dict[str, Any]) -> dict[str, Any]:
 def prompt_split(attributes: dict[str, Any]) -> tuple[int, int] | None:
     """An answer's prompt tokens as (taken from the cache, evaluated): llama.cpp's timings
     say both, the usage of an OpenAI-style answer says the whole and the cached part."""
-    cached = _count(attributes.get("llama_cpp.timings.cache_n"))
-    evaluated = _count(attributes.get("llama_cpp.timings.prompt_n"))
+    cached = count(attributes.get("llama_cpp.timings.cache_n"))
+    evaluated = count(attributes.get("llama_cpp.timings.prompt_n"))
     if cached is not None and evaluated is not None:
         return cached, evaluated
-    whole = _count(attributes.get("gen_ai.usage.input_tokens"))
-    cached = _count(attributes.get("gen_ai.usage.cache_read.input_tokens"))
+    whole = count(attributes.get("gen_ai.usage.input_tokens"))
+    cached = count(attributes.get("gen_ai.usage.cache_read.input_tokens"))
     if whole is not None and cached is not None and cached <= whole:
         return cached, whole - cached
     return None
-
-
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 # A point's attributes with each token type added, by the point's attributes: built once.

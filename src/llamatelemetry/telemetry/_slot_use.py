@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._attributes import count
+
 __all__ = ["SlotUse", "Slots", "busy", "fingerprint"]
 
 # The samples whose values change whenever a slot's cache may have: a request processed,
@@ -44,13 +46,6 @@ def busy(values: Mapping[str, float]) -> bool:
     return any((values.get(name) or 0) > 0 for name in _WORKING)
 
 
-def _count(value: Any) -> int | None:
-    """A non-negative int, or None for anything else (a hostile or older server's field)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
-
-
 @dataclass(frozen=True, slots=True)
 class SlotUse:
     """One slot's context: ``tokens`` of its ``size`` (``n_ctx``) held in its cache."""
@@ -75,10 +70,10 @@ class Slots:
         ones included) counts as a slot, with no context figures."""
         use = []
         for slot in listed:
-            ident, size = _count(slot.get("id")), _count(slot.get("n_ctx"))
+            ident, size = count(slot.get("id")), count(slot.get("n_ctx"))
             if ident is None or size is None:
                 continue
-            tokens = _count(slot.get("n_prompt_tokens", 0))  # none yet: an unused slot
+            tokens = count(slot.get("n_prompt_tokens", 0))  # none yet: an unused slot
             if tokens is not None:
                 use.append(SlotUse(ident, size, tokens))
         working = sum(1 for slot in listed if slot.get("state") == "processing")
@@ -88,9 +83,9 @@ class Slots:
     def of_props(cls, props: Mapping[str, Any]) -> Slots | None:
         """The slots of a server asleep that was never read awake: ``/props`` says how
         many there are and each one's context size; none holds anything."""
-        total = _count(props.get("total_slots"))
+        total = count(props.get("total_slots"))
         settings = props.get("default_generation_settings")
-        size = _count(settings.get("n_ctx")) if isinstance(settings, Mapping) else None
+        size = count(settings.get("n_ctx")) if isinstance(settings, Mapping) else None
         if total is None:
             return None
         use = () if size is None else tuple(SlotUse(i, size, 0) for i in range(total))
