@@ -1,6 +1,5 @@
 """NVIDIA GPUs through NVML (``nvidia-ml-py``, the ``gpu`` extra): what each device is
-doing now, for the telemetry's ``hw.*`` instruments, ``bench``'s per-level figures and the
-server options' checks.
+doing now, for the telemetry's ``hw.*`` instruments and ``bench``'s per-level figures.
 
 Nothing here is asked until a caller opens ``Gpus()``: importing costs nothing and probes
 nothing. Every way of having no figures (the package missing, no driver, a driver with no
@@ -16,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["GpuReading", "Gpus", "device_count"]
+__all__ = ["GpuReading", "Gpus"]
 
 log = logging.getLogger("llamatelemetry.gpu")
 
@@ -182,21 +181,3 @@ class Gpus:
 
 class _Gone(Exception):
     """A device that stopped answering."""
-
-
-def device_count() -> int | None:
-    """How many NVIDIA devices the driver reports; None when that cannot be known (no
-    nvidia-ml-py, no driver). Says nothing in the log: a check's question, not a watch."""
-    try:
-        import pynvml
-    except ImportError:
-        return None
-    try:
-        with _lock:
-            pynvml.nvmlInit()
-        try:
-            return int(pynvml.nvmlDeviceGetCount())
-        finally:
-            pynvml.nvmlShutdown()
-    except pynvml.NVMLError:
-        return None
