@@ -64,7 +64,7 @@ def check_gpu_options(options: ServerOptions, devices: list[str] | None, what: s
     None: not known, then nothing is refused); ``what`` names the build in the reason."""
     if devices is None or not options.asks_gpu:
         return
-    asked = ", ".join(f"{name}={value!r}" for name, value in _gpu_options(options))
+    asked = ", ".join(f"{name}={value!r}" for name, value in options.gpu_placement())
     if not devices:
         raise ValueError(
             f"{asked} put the model on a GPU, but {what} has no GPU device (a CPU build): "
@@ -76,16 +76,3 @@ def check_gpu_options(options: ServerOptions, devices: list[str] | None, what: s
         raise ValueError(f"main_gpu={options.main_gpu} is past the last GPU: {seen}")
     if len(options.tensor_split) > len(devices):
         raise ValueError(f"tensor_split gives shares to {len(options.tensor_split)} GPUs: {seen}")
-
-
-def _gpu_options(options: ServerOptions) -> list[tuple[str, object]]:
-    found: list[tuple[str, object]] = []
-    if options.gpu_layers:
-        found.append(("gpu_layers", options.gpu_layers))
-    if options.split_mode not in (None, "none"):
-        found.append(("split_mode", options.split_mode))
-    if options.tensor_split:
-        found.append(("tensor_split", options.tensor_split))
-    if options.main_gpu:
-        found.append(("main_gpu", options.main_gpu))
-    return found

@@ -448,13 +448,23 @@ class ServerOptions:
             config["speculative.draft.n_min"] = self.draft_min
         return config
 
+    def gpu_placement(self) -> list[tuple[str, object]]:
+        """The options, as (name, value), that put any of the model on a GPU (or name one)."""
+        found: list[tuple[str, object]] = []
+        if self.gpu_layers:
+            found.append(("gpu_layers", self.gpu_layers))
+        if self.split_mode not in (None, "none"):
+            found.append(("split_mode", self.split_mode))
+        if self.tensor_split:
+            found.append(("tensor_split", self.tensor_split))
+        if self.main_gpu:
+            found.append(("main_gpu", self.main_gpu))
+        return found
+
     @property
     def asks_gpu(self) -> bool:
         """Whether these options put any of the model on a GPU (or name one)."""
-        return bool(
-            self.gpu_layers or self.split_mode not in (None, "none") or self.tensor_split
-            or self.main_gpu
-        )  # fmt: skip
+        return bool(self.gpu_placement())
 
     def gpu_attributes(self) -> dict[str, Any]:
         """The GPU options given, as resource attributes (``llama_cpp.server.*``)."""
