@@ -17,6 +17,7 @@ from llamatelemetry.server._options import ServerOptions
 from llamatelemetry.telemetry import InstrumentedLlamaCppClient
 from llamatelemetry.testing import TinyModelFiles
 
+from ..telemetry.test_pipeline import points
 from ._support import BACKENDS, MESSAGES, manager
 
 
@@ -105,16 +106,11 @@ def test_sleep_idle_seconds_is_checked_and_rendered(tmp_path: Path) -> None:
 
 
 def collected(reader: Any) -> dict[str, list[tuple[dict[str, Any], float]]]:
-    """Each metric's points (attributes, value) in one collection."""
-    found: dict[str, list[tuple[dict[str, Any], float]]] = {}
-    data = reader.get_metrics_data()
-    for resource in data.resource_metrics if data is not None else ():
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                found[metric.name] = [
-                    (dict(p.attributes), p.value) for p in metric.data.data_points
-                ]
-    return found
+    """Each metric's points in one collection, as (attributes, value)."""
+    return {
+        name: [(dict(p.attributes), p.value) for p in found]
+        for name, found in points(reader).items()
+    }
 
 
 def scraped_asleep(
