@@ -36,6 +36,8 @@ import httpx
 
 from .._fastpath import FastPath, in_new_loop
 from . import _memory_backend
+from ._asyncio_backend import AsyncioBackend, AsyncioStream
+from ._wire_times import wire_times
 
 __all__ = [
     "ASYNC_BACKEND",
@@ -49,6 +51,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("llamatelemetry")
+_clock = time.perf_counter
 
 # The monotonic time by which the current call must be over, or None.
 call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
@@ -254,15 +257,27 @@ def _resolve(host: str, port: int) -> list[str]:
 
 
 class _AsyncStream(httpcore.AsyncNetworkStream):
+    """Also notes, for a call that asks (`wire_times`), when its request's first byte was
+    written and when the answer's newest bytes came (the stream's own stamp, when it keeps
+    one: `AsyncioStream.arrived`)."""
+
     __slots__ = ("_stream",)
 
     def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
         self._stream = stream
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self._stream.read(max_bytes, remaining(timeout, httpcore.ReadTimeout))
+        data = await self._stream.read(max_bytes, remaining(timeout, httpcore.ReadTimeout))
+        times = wire_times.get()
+        if times is not None and data:
+            stream = self._stream
+            times.received = stream.arrived if type(stream) is AsyncioStream else _clock()
+        return data
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        times = wire_times.get()
+        if times is not None and times.sent is None and buffer:
+            times.sent = _clock()
         try:
             await self._stream.write(buffer, remaining(timeout, httpcore.WriteTimeout))
         except httpcore.WriteError:
@@ -327,14 +342,16 @@ def install_deadline_backend(http: httpx.Client | httpx.AsyncClient) -> bool:
     its first connection); False when the transport is not httpx's own, or when the check
     found that its pool would not use the wrapper."""
     path = ASYNC_BACKEND if isinstance(http, httpx.AsyncClient) else SYNC_BACKEND
-    return path.trusted and _install(http)
+    return path.trusted and _install(http, native=True)
 
 
-def _install(http: httpx.Client | httpx.AsyncClient) -> bool:
+def _install(http: httpx.Client | httpx.AsyncClient, native: bool = False) -> bool:
+    """Wrap the pool's backend; ``native``: under asyncio, the connections go through
+    asyncio's own transports (`AsyncioBackend`) instead of httpcore's default."""
     pool = _memory_backend.pool_of(http)
     backend = getattr(pool, "_network_backend", None)
     if isinstance(backend, httpcore.AsyncNetworkBackend):
-        pool._network_backend = _AsyncBackend(backend)
+        pool._network_backend = _AsyncBackend(AsyncioBackend(backend) if native else backend)
     elif isinstance(backend, httpcore.NetworkBackend):
         pool._network_backend = _Backend(backend)
     else:

@@ -16,6 +16,8 @@ their neighbours noticing. Users should not import it; nothing here is stable fo
   package's ``Timings`` or the plain dict another SDK keeps of the field.
 - URLs: the host and port a base URL reaches (`host_and_port`), which name a server in
   telemetry and tell servers apart on the command line.
+- Wire times: when a call's request left and its answer's bytes came, as the socket saw
+  them (`WireTimes`, set in `wire_times` around the call): what the load generator times by.
 - Server options: what a refusal asks the server to be started with (`missing_server_option`),
   so the command line can name the flag where the client's ``hint`` names the keyword.
 """
@@ -44,6 +46,7 @@ from ._config import (
 from ._deadline_backend import call_deadline
 from ._types import timings_of
 from ._validation import check_int, check_messages, check_number, check_text, check_texts
+from ._wire_times import WireTimes, wire_times
 from .resources.chat import chat_call
 from .resources.completions import complete_call
 from .resources.embeddings import embed_flow
@@ -77,6 +80,8 @@ __all__ = [
     "model_state",
     "ServerOption",
     "missing_server_option",
+    "WireTimes",
+    "wire_times",
 ]
 
 

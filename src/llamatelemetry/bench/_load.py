@@ -23,6 +23,8 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from ..api import APITimeoutError, AsyncLlamaCppClient, ChatCompletion, ChatCompletionChunk
+from ..api._internal import WireTimes, wire_times
+from ._delay_probe import DelayProbe
 from ._gpu_watch import GpuWatch
 from ._phase import MEASURED, WARMUP, mark_phases, phase
 from ._prompts import FilePrompts, Item, Prompt, PromptSource, messages_of
@@ -174,13 +176,15 @@ async def _one(
     if isinstance(item, Prompt) and item.max_tokens is not None:
         options["max_tokens"] = item.max_tokens  # this request's own output length
     clock = time.perf_counter
-    started = clock()
+    begun = clock()
+    wire = WireTimes()  # the socket's times: the client's own work is not the server's
+    token = wire_times.set(wire)
     try:
         if workload.stream:
             stream = await client.chat.completions.create(messages=messages, stream=True, **options)
             chunks = 0
             produced = False
-            last = started
+            last = 0.0
             async with stream:
                 async for chunk in stream:
                     if chunk.choices:
@@ -188,9 +192,9 @@ async def _one(
                         if answer is not None and delta.content:
                             answer.append(delta.content)
                         if delta.content or delta.reasoning_content:
-                            now = clock()
+                            now = wire.received or clock()
                             if record.ttft is None:
-                                record.ttft = now - started
+                                record.ttft = now - (wire.sent or begun)
                             else:
                                 record.itl.append(now - last)
                             last = now
@@ -206,6 +210,8 @@ async def _one(
                         record.add_server(chunk.timings)
                     if chunk.model:
                         record.model = chunk.model
+                    if chunk.id and record.response_id is None:
+                        record.response_id = chunk.id
             if not record.output_tokens:
                 record.output_tokens = chunks
             if not produced:
@@ -221,6 +227,7 @@ async def _one(
                 record.cached_tokens = details.cached_tokens if details else None
             record.add_server(reply.timings)
             record.model = reply.model
+            record.response_id = reply.id or None
             message = reply.choices[0].message if reply.choices else None
             if answer is not None and message is not None:
                 answer.append(message.content or "")
@@ -234,7 +241,14 @@ async def _one(
         if isinstance(exc, APITimeoutError) and client.total_timeout is not None:
             record.error = f"no whole answer within the {client.total_timeout:g} s timeout: {exc}"
     finally:
-        record.latency = clock() - started
+        wire_times.reset(token)
+        if wire.sent is not None:
+            record.send_delay = wire.sent - begun
+        if record.ok and wire.sent is not None and wire.received is not None:
+            record.started += record.send_delay  # when it left, not when the generator began
+            record.latency = wire.received - wire.sent
+        else:  # a failure is timed as its timeout is: from the generator's start on it
+            record.latency = clock() - begun
 
 
 async def run_load(
@@ -298,6 +312,8 @@ async def run_load(
         on_start()
     cpu_start = time.process_time()
     origin = time.perf_counter()
+    probe = DelayProbe()
+    probe.start()
     if watch is not None:
         watch.start(origin)
     if gpu is not None:
@@ -369,6 +385,7 @@ async def run_load(
     finally:
         for task in tasks:
             task.cancel()  # none left, unless the run itself was interrupted
+        delays = probe.stop()
         samples = await watch.stop() if watch is not None else []
         gpus = gpu.stop() if gpu is not None else None
     failed_samples = watch.run_failures if watch is not None else 0
@@ -385,6 +402,7 @@ async def run_load(
         server_failures=failed_samples,
         cpu_seconds=time.process_time() - cpu_start,
         gpu=gpus,
+        delays=delays,
     )
 
 

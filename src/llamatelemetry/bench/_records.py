@@ -78,6 +78,8 @@ EMPTY_ANSWER = "EmptyAnswer"
 UNFINISHED = "Unfinished"
 #: Tokens two different prompts may share at their start by chance (a first word, say).
 CACHE_SLACK_TOKENS = 8
+#: Above this share of the median TTFT or ITL, the generator's own delay (p99) is warned of.
+DELAY_SHARE = 0.1
 #: The server's figures sampled during a run (`ServerSample` fields).
 SERVER_FIGURES = ("busy_slots", "deferred", "context_used", "generated_per_s", "prompt_per_s")
 
@@ -99,8 +101,11 @@ class RequestRecord:
     """One request as measured (times in seconds; ``started`` counts from the run's start)."""
 
     index: int
-    started: float = 0.0
+    started: float = 0.0  # when its first byte left
     latency: float = 0.0  # end-to-end, or until the failure
+    # from the generator's start on it to its first byte written: the client's own work
+    # and the connection's opening, in no latency
+    send_delay: float = 0.0
     ttft: float | None = None  # streaming only
     itl: list[float] = field(default_factory=list)  # streaming only
     output_tokens: int = 0
@@ -118,6 +123,7 @@ class RequestRecord:
     history_tokens: int = 0  # tokens of the session so far: the cache may hold them
     chunks: int = 0  # stream chunks received
     model: str | None = None
+    response_id: str | None = None  # the answer's own id: the server's logs may name it
     error: str | None = None
     error_type: str | None = None
 
@@ -172,6 +178,7 @@ class RequestRecord:
             "server_e2e_ms": ms(self.server_latency),
             "draft_tokens": self.draft_tokens,
             "draft_accepted": self.draft_accepted,
+            "response_id": self.response_id,
             "error_type": self.error_type,
             "error": self.error,
         }
@@ -195,6 +202,9 @@ class RunResult:
     cache_prefix_tokens: int | None = None  # what the cache may serve without a warning
     replayed: bool = False  # a trace sent at its recorded times
     gpu: GpuSummary | None = None  # the machine's GPUs meanwhile (bench --gpu)
+    # how long the generator's event loop left bytes waiting in its sockets (seconds),
+    # probed all through the run (`_delay_probe`)
+    delays: list[float] = field(default_factory=list)
 
     @property
     def rate(self) -> float | None:
@@ -265,6 +275,30 @@ class RunResult:
         """The generator's CPU seconds per stream chunk received."""
         chunks = sum(r.chunks for r in self.records)
         return None if self.cpu_seconds is None or not chunks else self.cpu_seconds / chunks
+
+    def generator_delay(self) -> Summary | None:
+        """How late the generator took what arrived on its sockets, in milliseconds: each
+        client-side time (a token's, the end's) may read late by this much."""
+        found = Summary.of(self.delays)
+        return None if found is None else found.scaled(1000.0)
+
+    def delay_warning(self) -> str | None:
+        """Words for the reader when the generator's own delay (p99) is more than
+        `DELAY_SHARE` of the median client-side TTFT or ITL it measured."""
+        delay = self.generator_delay()
+        if delay is None:
+            return None
+        for metric, name in (("itl", "inter-token latency"), ("ttft", "time to first token")):
+            found = self.summary(metric)
+            if found is not None and found.median > 0 and delay.p99 > DELAY_SHARE * found.median:
+                return (
+                    f"the generator itself took up to {delay.p99:,.1f} ms (p99; median "
+                    f"{delay.median:,.2f} ms) to read what the server sent, "
+                    f"{delay.p99 / found.median:.0%} of the median {name} "
+                    f"({found.median:,.1f} ms): client-side latencies read late by up to that; "
+                    "fewer streams per generator (--workers) measure the server better"
+                )
+        return None
 
     def generator_load(self) -> float | None:
         """The generator's CPU time over the run's wall time: near 1.0, its one event loop
@@ -392,7 +426,7 @@ class RunResult:
         for name in SERVER_FIGURES:
             found = self.server_summary(name)
             server[name] = None if found is None else found.to_dict()
-        lag, cached = self.lag(), self.cached()
+        lag, cached, delay = self.lag(), self.cached(), self.generator_delay()
         data: dict[str, Any] = {
             "level": self.level,
             "concurrency": self.concurrency,
@@ -424,6 +458,8 @@ class RunResult:
                 "load": None
                 if self.generator_load() is None
                 else round(self.generator_load() or 0, 4),
+                "delay_ms": None if delay is None else delay.to_dict(),
+                "delay_warning": self.delay_warning(),
             },
             "server": {"total_slots": self.total_slots, **server},
             "server_samples": [s.to_dict() for s in self.server],

@@ -398,6 +398,10 @@ def _print_run(console: Console, result: RunResult, slo: SLO | None = None) -> N
     lag = result.lag()
     if lag is not None:
         rows.append(("schedule lag", f"{lag.median:,.2f} ms median, {lag.p99:,.2f} ms p99"))
+    delay = result.generator_delay()
+    if delay is not None:
+        rows.append(("generator delay", f"{delay.median:,.2f} ms median, {delay.p99:,.2f} ms p99 "
+                                        "(bytes waiting for its event loop)"))  # fmt: skip
     per_request, load = result.cpu_per_request(), result.generator_load()
     if per_request is not None and load is not None:
         per_chunk = result.cpu_per_chunk()
@@ -434,6 +438,9 @@ def _warnings(result: RunResult) -> list[str]:
     cache = result.cache_warning()
     if cache is not None:
         found.append(cache)
+    delay = result.delay_warning()
+    if delay is not None:
+        found.append(delay)
     load = result.generator_load()
     if load is not None and load >= GENERATOR_SATURATED:
         found.append(

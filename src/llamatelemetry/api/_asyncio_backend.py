@@ -1,0 +1,299 @@
+"""httpcore's network backend on asyncio's own transports, and the time each byte arrived.
+
+httpcore reaches the socket under asyncio through anyio: each read enters a cancel scope,
+resumes the transport's reading and pauses it again (two ``epoll_ctl`` calls), and the
+bytes wait in the kernel until a task asks for them. Under load that is most of a streamed
+chunk's cost, and it hides when the answer came: a chunk that arrived while the event loop
+was busy with other streams is only seen when its task next runs.
+
+`AsyncioBackend` implements httpcore's public ``AsyncNetworkBackend`` on an
+``asyncio.Protocol`` that keeps reading (up to `READ_BUFFER` bytes held, then it pauses
+until they are read) and stamps each piece of data with ``time.perf_counter()`` as the loop
+hands it over. `AsyncioStream.arrived` is the stamp of the newest bytes a ``read`` returned:
+what the load generator times a token by. Timeouts and failures map to httpcore's
+exceptions as its anyio backend maps them. Under any other event loop (trio), the backend
+it wraps does the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import select
+import ssl
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import httpcore
+
+__all__ = ["READ_BUFFER", "AsyncioBackend", "AsyncioStream"]
+
+#: The most unread bytes a connection holds before it stops reading from its socket.
+READ_BUFFER = 1 << 20
+
+_clock = time.perf_counter
+
+
+class _Protocol(asyncio.Protocol):
+    """What asyncio gives a connection: bytes with their arrival time, the end, a failure."""
+
+    __slots__ = ("buffered", "closed", "error", "eof", "pieces", "transport", "waiter", "writable")
+
+    def __init__(self) -> None:
+        self.pieces: collections.deque[tuple[bytes, float]] = collections.deque()
+        self.buffered = 0
+        self.eof = False
+        self.closed = False
+        self.error: Exception | None = None
+        self.waiter: asyncio.Future[bool] | None = None  # a read waiting for data
+        self.writable: asyncio.Future[bool] | None = None  # a write waiting for room
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.pieces.append((data, _clock()))
+        self.buffered += len(data)
+        if self.buffered > READ_BUFFER and self.transport is not None:
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        return True  # keep the transport open: writing may go on (httpcore closes it)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if exc is not None:
+            self.error = exc
+        self._wake()
+        if self.writable is not None and not self.writable.done():
+            self.writable.set_result(True)
+
+    def pause_writing(self) -> None:
+        if self.writable is None or self.writable.done():
+            self.writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self.writable is not None and not self.writable.done():
+            self.writable.set_result(True)
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+
+
+async def _bounded(future: asyncio.Future[bool], timeout: float | None) -> bool:
+    """Wait for ``future`` (set True when what it waits for came) for at most ``timeout``
+    seconds: False if the time ran out first. A timer, not a task: this is every read."""
+    if timeout is None:
+        return await future
+    handle = asyncio.get_running_loop().call_later(max(timeout, 0.0), _expire, future)
+    try:
+        return await future
+    finally:
+        handle.cancel()
+
+
+def _expire(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(False)
+
+
+class AsyncioStream(httpcore.AsyncNetworkStream):
+    """One connection; ``arrived``: when the newest bytes ``read`` returned reached this
+    process (``perf_counter``), 0.0 before the first."""
+
+    __slots__ = ("_protocol", "_transport", "arrived")
+
+    def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self.arrived = 0.0
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        protocol = self._protocol
+        if not protocol.pieces:
+            if protocol.error is not None:
+                raise httpcore.ReadError(str(protocol.error) or type(protocol.error).__name__)
+            if protocol.eof or protocol.closed:
+                return b""
+            waiter = protocol.waiter = asyncio.get_running_loop().create_future()
+            try:
+                if not await _bounded(waiter, timeout):
+                    raise httpcore.ReadTimeout("no bytes within the read timeout")
+            finally:
+                protocol.waiter = None
+            if not protocol.pieces:
+                if protocol.error is not None:
+                    error = protocol.error
+                    raise httpcore.ReadError(str(error) or type(error).__name__)
+                return b""
+        data, self.arrived = protocol.pieces.popleft()
+        if len(data) > max_bytes:
+            protocol.pieces.appendleft((data[max_bytes:], self.arrived))
+            data = data[:max_bytes]
+        was_full = protocol.buffered > READ_BUFFER
+        protocol.buffered -= len(data)
+        if was_full and protocol.buffered <= READ_BUFFER and not protocol.closed:
+            self._transport.resume_reading()
+        return data
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        protocol = self._protocol
+        if protocol.closed or self._transport.is_closing():
+            error = protocol.error
+            raise httpcore.WriteError(str(error) if error else "the connection is closed")
+        self._transport.write(buffer)
+        writable = protocol.writable
+        if writable is not None and not writable.done():
+            if not await _bounded(writable, timeout):
+                raise httpcore.WriteTimeout("the request could not be written in time")
+            if protocol.closed:
+                error = protocol.error
+                raise httpcore.WriteError(str(error) if error else "the connection closed")
+
+    async def aclose(self) -> None:
+        transport = self._transport
+        # TLS ends without its close_notify exchange (as httpcore's own backend ends it):
+        # a close that waited for the server could outlive the event loop.
+        if transport.get_write_buffer_size() or transport.get_extra_info("ssl_object"):
+            transport.abort()
+        else:
+            transport.close()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        try:
+            transport = await asyncio.wait_for(
+                loop.start_tls(
+                    self._transport, self._protocol, ssl_context, server_hostname=server_hostname
+                ),
+                timeout,
+            )
+        except TimeoutError as exc:
+            self._transport.abort()
+            raise httpcore.ConnectTimeout("the TLS handshake took too long") from exc
+        except (OSError, ssl.SSLError, ConnectionError) as exc:
+            self._transport.abort()
+            raise httpcore.ConnectError(str(exc)) from exc
+        if transport is None:
+            raise httpcore.ConnectError("the connection closed during the TLS handshake")
+        # The same protocol: the TLS transport hands it the decrypted bytes from now on.
+        return AsyncioStream(transport, self._protocol)
+
+    def get_extra_info(self, info: str) -> Any:
+        transport = self._transport
+        if info == "ssl_object":
+            return transport.get_extra_info("ssl_object")
+        if info == "client_addr":
+            return transport.get_extra_info("sockname")
+        if info == "server_addr":
+            return transport.get_extra_info("peername")
+        if info == "socket":
+            return transport.get_extra_info("socket")
+        if info == "is_readable":
+            # An idle connection with bytes held, an end or a failure is one the server
+            # has done with; so is one whose socket has any of these the loop has not yet
+            # taken (a close just sent, say).
+            protocol = self._protocol
+            if protocol.pieces or protocol.eof or protocol.closed:
+                return True
+            return _socket_readable(transport.get_extra_info("socket"))
+        return None
+
+
+def _socket_readable(sock: Any) -> bool:
+    """Whether a read of ``sock`` would not wait (bytes, an end, an error), or it is gone."""
+    if sock is None:
+        return True
+    try:
+        fileno = sock.fileno()
+        if fileno < 0:
+            return True
+        poller = select.poll()
+        poller.register(fileno, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True
+    except AttributeError:  # no poll() on this system
+        return bool(select.select([sock], [], [], 0)[0])
+
+
+class AsyncioBackend(httpcore.AsyncNetworkBackend):
+    """asyncio's transports where the running loop is asyncio's; ``fallback`` elsewhere."""
+
+    def __init__(self, fallback: httpcore.AsyncNetworkBackend) -> None:
+        self._fallback = fallback
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        if not _on_asyncio():
+            return await self._fallback.connect_tcp(
+                host, port, timeout, local_address, socket_options
+            )
+        loop = asyncio.get_running_loop()
+        local = (local_address, 0) if local_address else None
+        try:
+            transport, protocol = await asyncio.wait_for(
+                loop.create_connection(
+                    _Protocol, host, port, local_addr=local, happy_eyeballs_delay=0.25
+                ),
+                timeout,
+            )
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(f"no connection to {host}:{port} in time") from exc
+        except OSError as exc:
+            raise httpcore.ConnectError(str(exc)) from exc
+        sock = transport.get_extra_info("socket")
+        try:
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+        except OSError as exc:
+            transport.abort()
+            raise httpcore.ConnectError(str(exc)) from exc
+        return AsyncioStream(transport, protocol)
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        return await self._fallback.connect_unix_socket(path, timeout, socket_options)
+
+    async def sleep(self, seconds: float) -> None:
+        if _on_asyncio():
+            await asyncio.sleep(seconds)
+        else:
+            await self._fallback.sleep(seconds)
+
+
+def _on_asyncio() -> bool:
+    """Whether this runs under asyncio (not trio, nor trio hosted by an asyncio loop)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    try:
+        import sniffio
+    except ImportError:
+        return True
+    try:
+        return bool(sniffio.current_async_library() == "asyncio")
+    except sniffio.AsyncLibraryNotFoundError:
+        return True

@@ -1,0 +1,167 @@
+"""The async client's network backend on asyncio's own transports (`AsyncioBackend`): bytes
+stamped when the event loop takes them from the socket, reads and writes bounded by their
+timeouts, large bodies both ways held to a bounded buffer. Against real sockets: the
+exact-time server, a scripted server, and one that accepts and never reads."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpcore
+import pytest
+
+from llamatelemetry.api import AsyncLlamaCppClient
+from llamatelemetry.api._asyncio_backend import READ_BUFFER, AsyncioBackend
+from llamatelemetry.api._internal import WireTimes, wire_times
+from llamatelemetry.testing._exact_server import ExactTimeServer
+from llamatelemetry.testing._fault_server import FaultServer, Reply
+
+
+def pool() -> httpcore.AsyncConnectionPool:
+    return httpcore.AsyncConnectionPool(network_backend=AsyncioBackend(httpcore.AnyIOBackend()))
+
+
+def test_bytes_are_stamped_when_the_loop_takes_them_not_when_a_task_gets_to_them() -> None:
+    """Two streams whose first tokens come while the loop is busy: once free, the task
+    that runs first holds it another 0.15 s. The second still reads its token as come
+    when the first's came: the time a busy generator would otherwise add to every stream
+    but one."""
+    seen: list[tuple[float, float]] = []
+
+    async def one(client: AsyncLlamaCppClient) -> None:
+        times = WireTimes()
+        wire_times.set(times)
+        stream = await client.chat.completions.create(
+            messages=[{"role": "user", "content": "hi"}], max_tokens=1, stream=True
+        )
+        async with stream:
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    assert times.received is not None
+                    seen.append((times.received, time.perf_counter()))
+                    time.sleep(0.15)  # this task keeps the loop
+
+    async def busy() -> None:
+        await asyncio.sleep(0.02)  # both requests are out; their tokens come in 0.05 s
+        time.sleep(0.1)
+
+    async def go(url: str) -> None:
+        async with AsyncLlamaCppClient(url, max_retries=0) as client:
+            await asyncio.gather(one(client), one(client), busy())
+
+    with ExactTimeServer(ttft=0.05, itl=0.0) as server:
+        asyncio.run(go(server.url))
+        truth = sorted(r.writes[0] for r in server.records().values())
+    (first_stamp, first_read), (second_stamp, second_read) = sorted(seen, key=lambda s: s[1])
+    assert second_read - first_read >= 0.15
+    assert abs(second_stamp - first_stamp) < 0.03, seen
+    assert all(stamp >= written for stamp, written in zip(
+        sorted((first_stamp, second_stamp)), truth, strict=True))  # fmt: skip
+
+
+def test_a_large_answer_read_slowly_arrives_whole() -> None:
+    """Three times the bytes a connection holds unread before it stops reading its socket:
+    read a piece at a time, with pauses, every byte comes, in order."""
+    body = bytes(range(256)) * (3 * READ_BUFFER // 256 + 7)
+
+    async def go(url: str) -> bytes:
+        async with pool() as http:
+            async with http.stream("GET", url) as response:
+                parts = []
+                async for part in response.aiter_stream():
+                    parts.append(part)
+                    if len(parts) % 16 == 0:
+                        await asyncio.sleep(0.01)
+                return b"".join(parts)
+
+    with FaultServer(Reply(body=body)) as server:
+        assert asyncio.run(go(server.url)) == body
+
+
+def test_a_server_that_never_answers_is_a_read_timeout() -> None:
+    with FaultServer(Reply(delay=5.0)) as server:
+
+        async def go() -> None:
+            async with pool() as http:
+                await http.request("GET", server.url, extensions={"timeout": {"read": 0.2}})
+
+        started = time.perf_counter()
+        with pytest.raises(httpcore.ReadTimeout):
+            asyncio.run(go())
+        assert time.perf_counter() - started < 2.0
+
+
+@pytest.fixture
+def deaf_server() -> Iterator[tuple[str, threading.Event]]:
+    """Accepts connections and reads nothing until told to; then reads all and answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    go_on = threading.Event()
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            go_on.wait(10)
+            conn.settimeout(10)
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data:
+                    part = conn.recv(65536)
+                    if not part:
+                        return
+                    data += part
+                head, _, rest = data.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                while len(rest) < length:
+                    part = conn.recv(1 << 20)
+                    if not part:
+                        return
+                    rest += part
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d" % (
+                    len(str(len(rest))), len(rest)))  # fmt: skip
+            except OSError:
+                return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}", go_on
+    go_on.set()
+    listener.close()
+    thread.join(timeout=10)
+
+
+def test_a_request_the_server_does_not_read_is_a_write_timeout(
+    deaf_server: tuple[str, threading.Event],
+) -> None:
+    url, _ = deaf_server
+
+    async def go() -> None:
+        async with pool() as http:
+            await http.request(
+                "POST", url, content=b"x" * (64 << 20), extensions={"timeout": {"write": 0.3}}
+            )
+
+    with pytest.raises(httpcore.WriteTimeout):
+        asyncio.run(go())
+
+
+def test_a_large_request_waits_for_room_and_goes_whole(
+    deaf_server: tuple[str, threading.Event],
+) -> None:
+    url, go_on = deaf_server
+    size = 32 << 20
+
+    async def go() -> bytes:
+        async with pool() as http:
+            asyncio.get_running_loop().call_later(0.3, go_on.set)
+            response = await http.request("POST", url, content=b"x" * size)
+            return response.content
+
+    assert asyncio.run(go()) == str(size).encode()

@@ -1,0 +1,100 @@
+"""The generator's latencies against a server whose every token's time is known
+(`ExactTimeServer`: each request's arrival from the kernel's receive stamp, each token's
+write time), paired request by request through the answers' ids.
+
+What must hold whatever the machine's load: no reading is early (a request is timed from
+before its first byte left, a token from after its bytes came), and the delay each run
+reports of itself bounds how late they are (90 % of the TTFTs and of all token times read
+at most its p99 + 1 ms late). At one stream, on an idle loop, within a millisecond of the
+truth as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from llamatelemetry.bench import RunResult, SyntheticPrompts, Workload, open_client, run_load
+from llamatelemetry.bench._delay_probe import DelayProbe
+from llamatelemetry.bench._distribution_summary import percentile
+from llamatelemetry.testing._exact_server import ExactRecord, ExactTimeServer
+
+TOKENS = 8
+EARLY = 1e-4  # clock conversion and rounding: no reading may be earlier than this
+
+
+@pytest.fixture(scope="module")
+def exact() -> Iterator[ExactTimeServer]:
+    with ExactTimeServer(ttft=0.03, itl=0.02) as server:
+        yield server
+
+
+def run(url: str, streams: int) -> RunResult:
+    async def go() -> RunResult:
+        async with open_client(url, concurrency=streams) as client:
+            workload = Workload(
+                SyntheticPrompts(16, seed=streams), requests=streams, max_tokens=TOKENS, warmup=0
+            )
+            return await run_load(client, workload, streams)
+
+    return asyncio.run(go())
+
+
+def errors(result: RunResult, truth: dict[str, ExactRecord]) -> tuple[list[float], list[float]]:
+    """How late each TTFT read, and each token's time counted from the request's start."""
+    ttft, tokens = [], []
+    for record in result.records:
+        assert record.ok, record.error
+        assert record.ttft is not None and record.response_id is not None
+        true = truth[record.response_id]
+        assert len(true.writes) == TOKENS == len(record.itl) + 1
+        ttft.append(record.ttft - true.ttft)
+        measured = record.ttft
+        for k, written in enumerate(true.writes):
+            measured += record.itl[k - 1] if k else 0.0
+            tokens.append(measured - (written - true.arrived))
+    return sorted(ttft), sorted(tokens)
+
+
+@pytest.mark.parametrize("streams", [1, 32, 128, 512])
+def test_the_reported_delay_bounds_the_error_against_exact_token_times(
+    exact: ExactTimeServer, streams: int
+) -> None:
+    exact.records(clear=True)
+    result = run(exact.url, streams)
+    truth = exact.records(clear=True)
+    assert {r.response_id for r in result.records} == set(truth)  # every one paired
+    ttft, tokens = errors(result, truth)
+    assert ttft[0] >= -EARLY and tokens[0] >= -EARLY, (ttft[0], tokens[0])
+    delay = result.generator_delay()
+    assert delay is not None and delay.count >= 2
+    bound = delay.p99 / 1000 + 0.001
+    assert percentile(ttft, 90) <= bound, (percentile(ttft, 90), delay)
+    assert percentile(tokens, 90) <= bound, (percentile(tokens, 90), delay)
+    if streams == 1:
+        assert percentile(ttft, 50) <= delay.median / 1000 + 0.001, (ttft, delay)
+
+
+def test_the_delay_probe_sees_a_blocked_event_loop() -> None:
+    """A loop that does not come back to its sockets for 0.2 s: a probe sent meanwhile
+    waited for most of it, and says so; an idle loop's probes waited next to nothing."""
+
+    async def go() -> tuple[list[float], list[float]]:
+        idle = DelayProbe(interval=0.01)
+        idle.start()
+        await asyncio.sleep(0.2)
+        quiet = idle.stop()
+        probe = DelayProbe(interval=0.01)
+        probe.start()
+        await asyncio.sleep(0.05)
+        time.sleep(0.2)  # the loop blocked, as by a long stretch of work
+        await asyncio.sleep(0.05)
+        return quiet, probe.stop()
+
+    quiet, blocked = asyncio.run(go())
+    assert len(quiet) >= 5 and len(blocked) >= 5
+    assert max(blocked) >= 0.15, blocked
+    assert sorted(quiet)[len(quiet) // 2] < 0.05, quiet
