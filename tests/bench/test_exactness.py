@@ -12,14 +12,25 @@ truth as well.
 from __future__ import annotations
 
 import asyncio
+import html
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from llamatelemetry.bench import RunResult, SyntheticPrompts, Workload, open_client, run_load
+from llamatelemetry.bench import (
+    RequestRecord,
+    RunResult,
+    SyntheticPrompts,
+    Workload,
+    open_client,
+    run_load,
+)
+from llamatelemetry.bench._html import write_html
 from llamatelemetry.bench._delay_probe import DelayProbe
 from llamatelemetry.bench._distribution_summary import percentile
+from llamatelemetry.cli._render import _warnings
 from llamatelemetry.testing._exact_server import ExactRecord, ExactTimeServer
 
 TOKENS = 8
@@ -98,3 +109,29 @@ def test_the_delay_probe_sees_a_blocked_event_loop() -> None:
     assert len(quiet) >= 5 and len(blocked) >= 5
     assert max(blocked) >= 0.15, blocked
     assert sorted(quiet)[len(quiet) // 2] < 0.05, quiet
+
+
+def finished(delays: list[float]) -> RunResult:
+    records = []
+    for i in range(20):
+        record = RequestRecord(i, latency=0.01 + 0.005 * 7, ttft=0.01, output_tokens=8)
+        record.itl = [0.005] * 7
+        records.append(record)
+    return RunResult(4, True, 8, records, 1.0, delays=delays)
+
+
+def test_a_delay_past_a_tenth_of_the_median_itl_is_warned_of_in_every_report(
+    tmp_path: Path,
+) -> None:
+    quiet = finished([0.0001] * 100)
+    assert quiet.delay_warning() is None
+    loud = finished([0.0001] * 97 + [0.002] * 3)  # p99 2 ms: 40% of the 5 ms ITL
+    warning = loud.delay_warning()
+    assert warning is not None
+    assert "2.0 ms (p99" in warning and "40% of the median inter-token latency" in warning
+    data = loud.to_dict()["generator"]
+    assert data["delay_warning"] == warning and data["delay_ms"]["p99"] == pytest.approx(2.0)
+    assert warning in _warnings(loud)
+    page = tmp_path / "report.html"
+    write_html({"runs": [loud.to_dict()]}, [loud], page)
+    assert html.escape(warning) in page.read_text()

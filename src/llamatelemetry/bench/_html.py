@@ -56,17 +56,18 @@ def _runs_table(report: dict[str, Any]) -> str:
         waiting = (server.get("deferred") or {}).get("mean")
         slo = run.get("slo") or {}
         gpu = run.get("gpu") or {}
+        delay = (run.get("generator") or {}).get("delay_ms") or {}
         rows.append([
             level, run["completed"], run["errors"], run["request_throughput"],
             run["output_throughput"], slo.get("goodput"), get("ttft_ms", "median"),
             get("ttft_ms", "p99"), get("tpot_ms", "median"), get("tpot_ms", "p99"),
             get("e2e_ms", "median"), busy, waiting, run.get("cache_hit_ratio"),
-            gpu.get("utilization_mean"), gpu.get("memory_peak_bytes"),
+            delay.get("p99"), gpu.get("utilization_mean"), gpu.get("memory_peak_bytes"),
             gpu.get("energy_per_output_token_j"),
         ])  # fmt: skip
     header = ["level", "ok", "errors", "req/s", "tok/s", "goodput req/s", "TTFT p50 ms",
               "TTFT p99 ms", "TPOT p50 ms", "TPOT p99 ms", "E2E p50 ms", "busy slots",
-              "waiting", "prompt cache hit", "GPU util", "GPU memory peak (B)",
+              "waiting", "prompt cache hit", "generator delay p99 ms", "GPU util", "GPU memory peak (B)",
               "J per output token"]  # fmt: skip
     if not any(run.get("gpu") for run in report["runs"]):  # not sampled: no empty columns
         header, rows = header[:-3], [row[:-3] for row in rows]
@@ -118,6 +119,11 @@ def write_html(
         + "</dl>"
     )
     warnings = [run["cache_warning"] for run in report["runs"] if run.get("cache_warning")]
+    warnings += [
+        f"{level_of(run)}: {run['generator']['delay_warning']}"
+        for run in report["runs"]
+        if (run.get("generator") or {}).get("delay_warning")
+    ]
     parts += [f"<p class='warn'>{html.escape(w)}</p>" for w in warnings]
     comparison = report.get("comparison")
     if comparison:

@@ -48,8 +48,9 @@ METRIC_TITLES = {
 #: What each figure is, in the JSON report (``metric_definitions``) and the HTML one:
 #: other tools give the same names to other figures.
 METRIC_DEFINITIONS = {
-    "ttft": "Time to first token, per request. Client: from sending the request to the "
-    "first streamed chunk with generated text (waiting for a slot and the wire included). "
+    "ttft": "Time to first token, per request. Client: from the request's first byte "
+    "written to its socket to the arrival of the first streamed chunk with generated text "
+    "(waiting for a slot and the wire included). "
     "Server: llama.cpp's prompt_ms (the prompt's processing alone).",
     "tpot": "Time per output token, one figure per request: (end-to-end - TTFT) / (output "
     "tokens - 1), then its distribution over the requests. Server: llama.cpp's "
@@ -60,8 +61,8 @@ METRIC_DEFINITIONS = {
     "text, of all requests pooled into one distribution (a chunk may hold several tokens; "
     "long answers weigh more). The same figure as vLLM's ITL; not guidellm's ITL, which is "
     "our TPOT. Client-side only.",
-    "e2e": "End-to-end latency, per request. Client: from sending the request to the end "
-    "of its answer. Server: llama.cpp's prompt_ms + predicted_ms.",
+    "e2e": "End-to-end latency, per request. Client: from the request's first byte written "
+    "to the arrival of the end of its answer. Server: llama.cpp's prompt_ms + predicted_ms.",
 }
 #: The same, in a line under a table.
 TPOT_NOTE = (
@@ -168,6 +169,7 @@ class RequestRecord:
             "session": self.session,
             "turn": self.turn,
             "e2e_ms": ms(self.latency),
+            "send_delay_ms": ms(self.send_delay),
             "ttft_ms": ms(self.ttft),
             "tpot_ms": ms(self.tpot),
             "output_tokens": self.output_tokens,
