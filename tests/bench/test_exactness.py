@@ -27,9 +27,9 @@ from llamatelemetry.bench import (
     open_client,
     run_load,
 )
-from llamatelemetry.bench._html import write_html
 from llamatelemetry.bench._delay_probe import DelayProbe
 from llamatelemetry.bench._distribution_summary import percentile
+from llamatelemetry.bench._html import write_html
 from llamatelemetry.cli._render import _warnings
 from llamatelemetry.testing._exact_server import ExactRecord, ExactTimeServer
 

@@ -67,8 +67,8 @@ def _runs_table(report: dict[str, Any]) -> str:
         ])  # fmt: skip
     header = ["level", "ok", "errors", "req/s", "tok/s", "goodput req/s", "TTFT p50 ms",
               "TTFT p99 ms", "TPOT p50 ms", "TPOT p99 ms", "E2E p50 ms", "busy slots",
-              "waiting", "prompt cache hit", "generator delay p99 ms", "GPU util", "GPU memory peak (B)",
-              "J per output token"]  # fmt: skip
+              "waiting", "prompt cache hit", "generator delay p99 ms", "GPU util",
+              "GPU memory peak (B)", "J per output token"]  # fmt: skip
     if not any(run.get("gpu") for run in report["runs"]):  # not sampled: no empty columns
         header, rows = header[:-3], [row[:-3] for row in rows]
     return _table(header, rows)
