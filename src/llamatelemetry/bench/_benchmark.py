@@ -28,6 +28,7 @@ from ._schedule import Arrivals
 from ._server import started_server
 from ._slo import find_capacity
 from ._watch import ServerWatch
+from ._workers import Workers, auto_workers
 
 __all__ = ["BenchProgress", "run_benchmark"]
 
@@ -82,6 +83,11 @@ def run_benchmark(
     the server, `FileNotFoundError` or `ServerStartError` when the model's server does
     not start. It runs its own event loop: call it where none is running."""
     progress = progress or BenchProgress()
+    if config.workers != 1 and (tracer_provider is not None or meter_provider is not None):
+        raise BenchConfigError(
+            "{workers} other than 1 sends from worker processes, whose requests no tracer "
+            "or meter provider of this process sees: use one worker to trace or measure them"
+        )
     started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     url, api_key, started = config.target, config.api_key, None
     with ExitStack() as stack:
@@ -113,14 +119,32 @@ class _Runs:
         self.meter_provider = meter_provider
         self.made = 0
         self.gpu: GpuWatch | None = None
+        self.pool: Workers | None = None
         self.done: dict[tuple[int | None, float | None], RunResult] = {}
 
-    def client(self, url: str, api_key: str | None) -> AsyncLlamaCppClient:
-        """A client with room for every request a run may have in flight."""
+    def in_flight(self) -> int:
+        """The most requests a run may have in flight."""
         config = self.config
         in_flight = max([*config.levels, config.max_concurrency or 0, 1])
         if config.rates or config.find_capacity:
             in_flight = max(in_flight, config.max_concurrency or 1024)
+        return in_flight
+
+    def workers(self, url: str, api_key: str | None) -> Workers | None:
+        """The worker processes the runs are spread over; None: this process sends."""
+        config = self.config
+        count = config.workers
+        if count == "auto":
+            count = auto_workers(max([*config.levels, config.max_concurrency or 0, 1]))
+        if count == 1:
+            return None
+        log.info("starting %d bench worker processes", count)
+        return Workers(count, url, api_key, self.in_flight(), config.timeout)
+
+    def client(self, url: str, api_key: str | None) -> AsyncLlamaCppClient:
+        """A client with room for every request a run may have in flight."""
+        config = self.config
+        in_flight = self.in_flight()
         try:
             return open_client(
                 url, api_key=api_key, concurrency=in_flight, timeout=config.timeout,
@@ -151,6 +175,7 @@ class _Runs:
         if config.scrape_interval:
             watch = ServerWatch(url, api_key, config.scrape_interval)
         self.gpu = GpuWatch(config.scrape_interval or 1.0) if config.gpu else None
+        self.pool = await asyncio.to_thread(self.workers, url, api_key)
         async with client:
             # Calibration and warm-ups are sent in phases of their own: with telemetry,
             # their spans say so and they are left out of the metrics.
@@ -187,6 +212,8 @@ class _Runs:
                     await watch.aclose()
                 if self.gpu is not None:
                     self.gpu.close()
+                if self.pool is not None:
+                    self.pool.close()
             return results, capacity, source.describe()
 
     async def one(
@@ -218,6 +245,7 @@ class _Runs:
         result = await run_load(
             client, workload, concurrency, arrivals=arrivals, replay=replay, watch=watch,
             gpu=self.gpu, on_request=self.progress.request, on_start=self.progress.measuring,
+            workers=self.pool,
         )  # fmt: skip
         self.progress.finished(result)
         result.cache_prefix_tokens = prefix

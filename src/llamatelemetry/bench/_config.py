@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_REQUESTS",
     "MAX_CONCURRENCY",
     "MAX_RATE",
+    "MAX_WORKERS",
     "MIN_RATE",
     "BenchConfig",
     "BenchConfigError",
@@ -37,6 +38,7 @@ DEFAULT_REQUESTS = 32
 DEFAULT_PROMPT_TOKENS = 128
 DEFAULT_MAX_TOKENS = 128
 MAX_CONCURRENCY = 4096
+MAX_WORKERS = 256
 MIN_RATE = 0.001  # requests per second: one in about 17 minutes
 MAX_RATE = 1e6
 MAX_REPEAT = 100  # also the most turns of a session
@@ -85,7 +87,9 @@ class BenchConfig:
     ``prompts_file`` (JSONL or ShareGPT), read and checked whole when the configuration
     is made; ``replay`` sends that file's timestamped requests at their recorded times.
     ``slo`` is what every request should meet (goodput), and ``find_capacity`` ("rate" or
-    "concurrency") searches the highest load that still meets it.
+    "concurrency") searches the highest load that still meets it. ``workers`` spreads the
+    load over that many processes, each with its own event loop ("auto": one for each 64
+    requests in flight, up to the cores).
 
     Making one checks every rule between the settings: a `BenchConfigError` says which
     settings clash and how to fix it.
@@ -118,6 +122,9 @@ class BenchConfig:
     scrape_interval: float = 1.0
     gpu: bool = False  # sample the machine's NVIDIA GPUs during each run
     turns: int = 1
+    # processes sending the load, each with its event loop ("auto": one per 64 requests in
+    # flight, up to the cores)
+    workers: int | Literal["auto"] = 1
     replay: bool = False
     length_spread: float = 0.0
     repeat: int = 1
@@ -205,6 +212,7 @@ class BenchConfig:
             "warmup": self.warmup,
             "max_concurrency": self.max_concurrency,
             "turns": self.turns,
+            "workers": self.workers,
         }
 
     # -- the rules --------------------------------------------------------------------------
@@ -247,6 +255,14 @@ class BenchConfig:
         if not 0 <= self.length_spread < 1:
             raise BenchConfigError(
                 f"{{length_spread}} must be within [0, 1), got {self.length_spread}"
+            )
+        if self.workers != "auto" and (
+            isinstance(self.workers, bool)
+            or not isinstance(self.workers, int)
+            or not 1 <= self.workers <= MAX_WORKERS
+        ):
+            raise BenchConfigError(
+                f"{{workers}} is 'auto' or a number within 1..{MAX_WORKERS}, got {self.workers!r}"
             )
         problem = burstiness_problem(self.burstiness)
         if problem is not None:

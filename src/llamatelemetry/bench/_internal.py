@@ -9,6 +9,7 @@ from ._config import (
     MAX_OUTPUT_TOKENS,
     MAX_RATE,
     MAX_REPEAT,
+    MAX_WORKERS,
     MIN_RATE,
 )
 
@@ -20,5 +21,6 @@ __all__ = [
     "MAX_OUTPUT_TOKENS",
     "MAX_RATE",
     "MAX_REPEAT",
+    "MAX_WORKERS",
     "MIN_RATE",
 ]

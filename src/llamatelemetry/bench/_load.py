@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, cast
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
@@ -31,6 +31,13 @@ from ._prompts import FilePrompts, Item, Prompt, PromptSource, messages_of
 from ._records import EMPTY_ANSWER, UNFINISHED, RequestRecord, RunResult
 from ._schedule import Arrivals, arrival_times
 from ._watch import ServerWatch
+
+if TYPE_CHECKING:
+    from ._workers import Workers
+
+#: How far ahead of its start a run with worker processes gives them their orders.
+START_MARGIN = 0.05
+_NOTHING: Item = [{"role": "user", "content": ""}]  # a prompt where a run has none
 
 __all__ = ["Workload", "open_client", "run_load", "run_sweep"]
 
@@ -262,6 +269,7 @@ async def run_load(
     gpu: GpuWatch | None = None,
     on_request: Callable[[RequestRecord], None] | None = None,
     on_start: Callable[[], None] | None = None,
+    workers: Workers | None = None,
 ) -> RunResult:
     """Run the workload's warm-up, then its requests: closed loop with at most
     ``concurrency`` in flight, open loop on the ``arrivals`` schedule (whatever the server
@@ -296,36 +304,121 @@ async def run_load(
     if arrivals is not None:
         schedule = arrival_times(arrivals, None if arrivals.duration else workload.requests)
     count = len(schedule) if schedule is not None else cast(int, workload.requests)
-    turns = workload.turns
-    prompts = source.take(count * turns)
+    prompts = source.take(count * workload.turns)
     if replay:
         times = [p.at for p in prompts if isinstance(p, Prompt) and p.at is not None]
         if len(times) != len(prompts):
             raise ValueError("replay needs a trace: every request with its timestamp")
         schedule = [at - min(times) for at in times]
-    records = [RequestRecord(i) for i in range(count * turns)]
-    sent: set[int] = set()  # the records whose request left, and those that ended
-    ended: set[int] = set()
-    cap = concurrency or workload.max_concurrency
-    gate = asyncio.Semaphore(cap) if cap else None
+    plan = Plan(
+        # the workload's settings (not its prompts' source, which no worker needs)
+        workload=replace(workload, prompts=prompts[:1] or [_NOTHING], requests=1, warmup=0),
+        items=list(prompts),
+        sessions=list(range(count)),
+        schedule=schedule,
+        cap=concurrency or workload.max_concurrency,
+        arrivals=arrivals,
+    )
     if on_start is not None:
         on_start()
     cpu_start = time.process_time()
     origin = time.perf_counter()
+    if workers is not None:
+        origin += START_MARGIN  # the workers have their orders before the run's clock starts
     probe = DelayProbe()
     probe.start()
     if watch is not None:
         watch.start(origin)
     if gpu is not None:
         gpu.start()
+    cpu_elsewhere = 0.0
+    try:
+        if workers is None:
+            records = await drive(client, plan, origin, on_request)
+            delays = probe.stop()
+        else:
+            records, cpu_elsewhere, delays = await workers.drive(plan, origin, on_request)
+            probe.stop()  # this process only waited: its workers' loops are what read
+    finally:
+        probe.stop()
+        samples = await watch.stop() if watch is not None else []
+        gpus = gpu.stop() if gpu is not None else None
+    failed_samples = watch.run_failures if watch is not None else 0
+    duration = max((r.started + r.latency for r in records), default=0.0)
+    return RunResult(
+        concurrency,
+        workload.stream,
+        workload.max_tokens,
+        records,
+        duration,
+        arrivals=arrivals,
+        replayed=replay,
+        server=samples,
+        server_failures=failed_samples,
+        cpu_seconds=time.process_time() - cpu_start + cpu_elsewhere,
+        gpu=gpus,
+        delays=delays,
+        workers=1 if workers is None else workers.used(plan),
+    )
 
-    async def session(number: int) -> None:
+
+@dataclass(frozen=True)
+class Plan:
+    """A run's measured requests, whichever process sends them: the sessions numbered
+    ``sessions`` (a session's turns are requests ``number * turns + turn``), their
+    prompts in the same order (``items``: a session's turns one after another), each
+    session's time to leave when the run is open loop (``schedule``, seconds from the
+    start, in the same order), at most ``cap`` sessions under way at once; ``workload``
+    for its settings (its own prompts are not these)."""
+
+    workload: Workload
+    items: list[Item]
+    sessions: list[int]
+    schedule: list[float] | None
+    cap: int | None
+    arrivals: Arrivals | None
+
+    def share(self, part: int, parts: int) -> Plan:
+        """Every ``parts``-th session from the ``part``-th, with its share of the cap."""
+        turns = self.workload.turns
+        picked = range(part, len(self.sessions), parts)
+        cap = None if self.cap is None else self.cap // parts + (part < self.cap % parts)
+        return Plan(
+            workload=self.workload,
+            items=[self.items[k * turns + t] for k in picked for t in range(turns)],
+            sessions=[self.sessions[k] for k in picked],
+            schedule=None if self.schedule is None else [self.schedule[k] for k in picked],
+            cap=cap,
+            arrivals=self.arrivals,
+        )
+
+
+async def drive(
+    client: AsyncLlamaCppClient,
+    plan: Plan,
+    origin: float,
+    on_request: Callable[[RequestRecord], None] | None = None,
+) -> list[RequestRecord]:
+    """Send ``plan``'s sessions from ``origin`` (``perf_counter``: the same clock in every
+    process), at most ``plan.cap`` at once, each at its scheduled time; their records,
+    ``started`` counted from ``origin``. An open-loop run of a duration stops waiting
+    ``arrivals.grace`` seconds after it, and counts what is left `UNFINISHED`."""
+    workload, arrivals, turns, items = plan.workload, plan.arrivals, plan.workload.turns, plan.items
+    records = [RequestRecord(n * turns + t) for n in plan.sessions for t in range(turns)]
+    sent: set[int] = set()  # the records whose request left, and those that ended
+    ended: set[int] = set()
+    gate = asyncio.Semaphore(plan.cap) if plan.cap else None
+    wait = origin - time.perf_counter()
+    if wait > 0:
+        await asyncio.sleep(wait)
+
+    async def session(k: int) -> None:
         """One request, or a session's turns one after another, each sending the whole
         conversation so far (its history may come from the server's cache: that is what
         a session measures)."""
-        first = records[number * turns]
-        if schedule is not None:
-            first.scheduled = schedule[number]
+        first = records[k * turns]
+        if plan.schedule is not None:
+            first.scheduled = plan.schedule[k]
             delay = origin + first.scheduled - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -335,10 +428,10 @@ async def run_load(
             history: list[Mapping[str, Any]] = []
             previous: RequestRecord | None = None
             for turn in range(turns):
-                record = records[number * turns + turn]
-                item = prompts[number * turns + turn]
+                record = records[k * turns + turn]
+                item = items[k * turns + turn]
                 if turns > 1:
-                    record.session, record.turn = number, turn
+                    record.session, record.turn = plan.sessions[k], turn
                 if previous is not None:
                     record.history_tokens = (previous.prompt_tokens or 0) + previous.output_tokens
                 answer: list[str] | None = [] if turn < turns - 1 else None
@@ -349,7 +442,7 @@ async def run_load(
                 if on_request is not None:
                     on_request(record)
                 if not record.ok:
-                    for rest in records[number * turns + turn + 1 : (number + 1) * turns]:
+                    for rest in records[k * turns + turn + 1 : (k + 1) * turns]:
                         rest.error_type = "SessionAborted"  # a failed session does not go on
                         rest.error = f"turn {turn} of this session failed"
                     break
@@ -368,7 +461,7 @@ async def run_load(
     tasks: list[asyncio.Task[None]] = []
     try:
         with phase(MEASURED):  # the tasks copy the phase now
-            tasks = [asyncio.ensure_future(session(n)) for n in range(count)]
+            tasks = [asyncio.ensure_future(session(k)) for k in range(len(plan.sessions))]
         if stop_at is None or not tasks:
             await asyncio.gather(*tasks)
         else:
@@ -385,25 +478,7 @@ async def run_load(
     finally:
         for task in tasks:
             task.cancel()  # none left, unless the run itself was interrupted
-        delays = probe.stop()
-        samples = await watch.stop() if watch is not None else []
-        gpus = gpu.stop() if gpu is not None else None
-    failed_samples = watch.run_failures if watch is not None else 0
-    duration = max((r.started + r.latency for r in records), default=0.0)
-    return RunResult(
-        concurrency,
-        workload.stream,
-        workload.max_tokens,
-        records,
-        duration,
-        arrivals=arrivals,
-        replayed=replay,
-        server=samples,
-        server_failures=failed_samples,
-        cpu_seconds=time.process_time() - cpu_start,
-        gpu=gpus,
-        delays=delays,
-    )
+    return records
 
 
 def _unfinished(
@@ -437,11 +512,14 @@ async def run_sweep(
     gpu: GpuWatch | None = None,
     on_request: Callable[[RequestRecord], None] | None = None,
     on_level: Callable[[int | float], None] | None = None,
+    workers: Workers | None = None,
 ) -> list[RunResult]:
     """`run_load` once per concurrency level, then once per open-loop schedule, in order
     (fresh prompts for each when the workload has a `PromptSource`); ``on_level`` is told
     of each concurrency or rate as it begins."""
-    options: dict[str, Any] = {"watch": watch, "gpu": gpu, "on_request": on_request}
+    options: dict[str, Any] = {
+        "watch": watch, "gpu": gpu, "on_request": on_request, "workers": workers
+    }  # fmt: skip
     results = []
     for level in levels:
         if on_level is not None:

@@ -207,6 +207,7 @@ class RunResult:
     # how long the generator's event loop left bytes waiting in its sockets (seconds),
     # probed all through the run (`_delay_probe`)
     delays: list[float] = field(default_factory=list)
+    workers: int = 1  # the processes that sent its requests (each with its event loop)
 
     @property
     def rate(self) -> float | None:
@@ -460,6 +461,7 @@ class RunResult:
                 "load": None
                 if self.generator_load() is None
                 else round(self.generator_load() or 0, 4),
+                "workers": self.workers,
                 "delay_ms": None if delay is None else delay.to_dict(),
                 "delay_warning": self.delay_warning(),
             },

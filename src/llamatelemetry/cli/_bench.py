@@ -43,6 +43,7 @@ from ..bench._internal import (
     MAX_OUTPUT_TOKENS,
     MAX_RATE,
     MAX_REPEAT,
+    MAX_WORKERS,
     MIN_RATE,
 )
 from ..server import ServerStartError
@@ -63,6 +64,19 @@ __all__ = ["bench"]
 
 #: How the options name a `BenchConfig` setting where ``--field-name`` would not.
 _FLAGS = {"concurrency": "-c", "rates": "--rate", "no_stream": "--no-stream"}
+
+
+def _workers_value(ctx: click.Context, param: click.Parameter, value: str) -> int | Literal["auto"]:
+    """``--workers``: a count from 1 to the most there may be, or ``auto``."""
+    if value == "auto":
+        return "auto"
+    try:
+        count = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number of workers nor 'auto'") from None
+    if not 1 <= count <= MAX_WORKERS:
+        raise click.BadParameter(f"{count} is not within 1..{MAX_WORKERS}")
+    return count
 
 
 def _flag(setting: str) -> str:
@@ -364,6 +378,16 @@ def _check_plot_available() -> None:
     help="With --rate: at most this many requests in flight (the schedule slips behind).",
 )
 @click.option(
+    "--workers",
+    callback=_workers_value,
+    default="1",
+    show_default=True,
+    metavar="N|auto",
+    help="Processes sending the load, each with its own event loop: past about 64 "
+    "streams one loop reads tokens late (the report's generator delay says by how much). "
+    "auto: one per 64 requests in flight, up to the cores.",
+)
+@click.option(
     "--shared-prefix",
     type=click.IntRange(min=0),
     default=0,
@@ -513,6 +537,7 @@ def bench(
     ramp_up: float,
     max_concurrency: int | None,
     shared_prefix: int,
+    workers: int | Literal["auto"],
     slo_attainment: float,
     slo: SLO | None,
     find_capacity: str | None,
@@ -564,13 +589,18 @@ def bench(
             ramp_up=ramp_up, max_concurrency=max_concurrency, shared_prefix=shared_prefix,
             slo=slo, find_capacity=cast(Literal["rate", "concurrency"] | None, find_capacity),
             scrape_interval=scrape_interval, gpu=gpu, turns=turns, replay=replay,
-            length_spread=length_spread, repeat=repeat,
+            length_spread=length_spread, repeat=repeat, workers=workers,
         )  # fmt: skip
     except BenchConfigError as exc:
         raise CliError(exc.worded(_flag)) from None
     # The options of what only the command line does: the rules between them are here.
     if slo is None and given("slo_attainment"):
         raise CliError("--slo-attainment is the share of requests meeting --slo: add --slo")
+    if workers != 1 and (otlp_endpoint is not None or prometheus_port is not None):
+        raise CliError(
+            "--workers other than 1 sends from worker processes, whose requests are not "
+            "traced or measured: drop --otlp-endpoint and --prometheus-port, or --workers"
+        )
     if prometheus_port is None:
         for name in ("prometheus_host", "prometheus_wait"):
             if given(name):

@@ -400,8 +400,12 @@ def _print_run(console: Console, result: RunResult, slo: SLO | None = None) -> N
         rows.append(("schedule lag", f"{lag.median:,.2f} ms median, {lag.p99:,.2f} ms p99"))
     delay = result.generator_delay()
     if delay is not None:
+        loops = (
+            "its event loop" if result.workers == 1
+            else f"its event loops, one in each of {result.workers} worker processes"
+        )  # fmt: skip
         rows.append(("generator delay", f"{delay.median:,.2f} ms median, {delay.p99:,.2f} ms p99 "
-                                        "(bytes waiting for its event loop)"))  # fmt: skip
+                                        f"(bytes waiting for {loops})"))  # fmt: skip
     per_request, load = result.cpu_per_request(), result.generator_load()
     if per_request is not None and load is not None:
         per_chunk = result.cpu_per_chunk()
