@@ -4,14 +4,19 @@ request's arrival from the kernel's receive stamp, each token's write time).
 
     python benchmarks/bench_exactness.py [--streams 1,32,128,512] [--rounds 3]
                                          [--guidellm /path/to/venv/bin/guidellm]
+                                         [--workers N]
 
 Per request, paired by the answer's id: the generator's TTFT minus the true one (first
 token written - request arrived), and its TPOT (mean gap between tokens) minus the true
 one. Printed per level and tool: the median and p99 of those errors over all rounds, and
-for ``bench`` the delay it reported of itself (p50/p99) and its CPU per request. Both tools
+for ``bench`` the delay it reported of itself (p50/p99), its CPU per request, how long
+requests waited in it before leaving (p99) and how many were in flight on average: a
+generator that cannot keep up sends late, and then measures a lighter load. Both tools
 run as their command lines, on the same server, alternating in each round. guidellm runs
 with its defaults (one worker process per stream, up to 10), from a prompt file (no
-tokenizer needed), with the model named so it asks for no model list.
+tokenizer needed), with the model named so it asks for no model list. ``--workers N``
+adds ``bench --workers N`` (default: as many as this process may use cores) at the levels
+of 128 streams and more.
 """
 
 from __future__ import annotations
@@ -57,12 +62,14 @@ def write_prompts(folder: Path, count: int) -> tuple[Path, Path]:
     return ours, theirs
 
 
-def run_ours(url: str, prompts: Path, streams: int, requests: int) -> tuple[list[dict], dict]:
+def run_ours(
+    url: str, prompts: Path, streams: int, requests: int, workers: int = 1
+) -> tuple[list[dict], dict]:
     command = [
         sys.executable, "-c", "from llamatelemetry.cli import main; main()", "bench",
         "--url", url,
         "--prompts-file", str(prompts), "-n", str(requests), "-c", str(streams),
-        "--max-tokens", str(TOKENS), "--warmup", "0", "--json",
+        "--max-tokens", str(TOKENS), "--warmup", "0", "--json", "--workers", str(workers),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     [run] = json.loads(done.stdout)["runs"]
@@ -118,9 +125,11 @@ def main() -> None:
     parser.add_argument("--streams", default="1,32,128,512")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--guidellm", default=shutil.which("guidellm"))
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     args = parser.parse_args()
     levels = [int(s) for s in args.streams.split(",")]
-    tools = ["bench"] + (["guidellm"] if args.guidellm else [])
+    several = f"bench w{args.workers}"
+    tools = ["bench"] + (["guidellm"] if args.guidellm else []) + [several]
     found: dict[tuple[str, int], dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp, ExactTimeServer(ttft=TTFT, itl=ITL) as server:
         folder = Path(tmp)
@@ -131,14 +140,22 @@ def main() -> None:
                 requests = max(64, 2 * streams)
                 order = tools if round_ % 2 == 0 else tools[::-1]
                 for tool in order:
+                    if tool == several and streams < 128:
+                        continue
                     server.records(clear=True)
                     figures = found.setdefault((tool, streams), {})
-                    if tool == "bench":
-                        rows, generator = run_ours(server.url, ours_prompts, streams, requests)
+                    if tool.startswith("bench"):
+                        workers = args.workers if tool == several else 1
+                        rows, generator = run_ours(
+                            server.url, ours_prompts, streams, requests, workers
+                        )
                         delay = generator["delay_ms"] or {}
                         figures.setdefault("delay_p50", []).append(delay.get("median", 0.0))
                         figures.setdefault("delay_p99", []).append(delay.get("p99", 0.0))
                         figures.setdefault("cpu_ms", []).append(generator["cpu_per_request_ms"])
+                        sent = generator["send_delay_ms"] or {}
+                        figures.setdefault("send_p99", []).append(sent.get("p99", 0.0))
+                        figures.setdefault("in_flight", []).append(generator["in_flight_mean"])
                     else:
                         out = folder / f"guidellm-{streams}-{round_}.json"
                         rows = run_guidellm(args.guidellm, server.url, their_prompts, streams,
@@ -152,27 +169,37 @@ def main() -> None:
           f"ITL {ITL * 1e3:g} ms, {TOKENS} tokens), {args.rounds} rounds; {machine()}")  # fmt: skip
     print(f"{'streams':>7} {'tool':<9} {'TTFT err p50':>12} {'(per round)':>22} {'p99':>8} "
           f"{'TPOT err p50':>12} {'p99':>7} {'lost':>5}  "
-          "self-reported delay p50/p99, CPU/req")  # fmt: skip
+          "self-reported delay p50/p99, CPU/req; send delay p99, mean in flight")  # fmt: skip
     for streams in levels:
         for tool in tools:
+            if (tool, streams) not in found:
+                continue
             f = found[(tool, streams)]
             ttft, tpot = sorted(f["ttft"]), sorted(f["tpot"])
             rounds = "/".join(f"{v * 1e3:.2f}" for v in f["ttft_round"])
             extra = ""
-            if tool == "bench":
+            if tool.startswith("bench"):
                 extra = (f"  {statistics.median(f['delay_p50']):.2f}/"
                          f"{statistics.median(f['delay_p99']):.2f} ms, "
-                         f"{statistics.median(f['cpu_ms']):.2f} ms")  # fmt: skip
+                         f"{statistics.median(f['cpu_ms']):.2f} ms; send delay p99 "
+                         f"{statistics.median(f['send_p99']):.0f} ms, "
+                         f"{statistics.median(f['in_flight']):.0f} in flight")  # fmt: skip
             print(f"{streams:>7} {tool:<9} {percentile(ttft, 50) * 1e3:>9.2f} ms {rounds:>22} "
                   f"{percentile(ttft, 99) * 1e3:>8.2f} {percentile(tpot, 50) * 1e3:>9.3f} ms "
                   f"{percentile(tpot, 99) * 1e3:>7.3f} {sum(f['lost']):>5}{extra}")  # fmt: skip
-        if len(tools) == 2:
+        if ("guidellm", streams) in found:
             ours = percentile(sorted(found[("bench", streams)]["ttft"]), 50)
             theirs = percentile(sorted(found[("guidellm", streams)]["ttft"]), 50)
             verdict = "OK" if ours <= max(theirs, 0.001) else "MISS"
             print(f"{'':>7} median TTFT error bench / guidellm: {ours * 1e3:.2f} / "
                   f"{theirs * 1e3:.2f} ms  target: at most guidellm's (1 ms at 1 stream)  "
                   f"{verdict}")  # fmt: skip
+        if (several, streams) in found:
+            one = percentile(sorted(found[("bench", streams)]["ttft"]), 50)
+            many = percentile(sorted(found[(several, streams)]["ttft"]), 50)
+            print(f"{'':>7} median TTFT error 1 worker / {args.workers}: {one * 1e3:.2f} / "
+                  f"{many * 1e3:.2f} ms = {one / many:.2f}x  target: >= {args.workers}x  "
+                  f"{'OK' if one / many >= args.workers else 'MISS'}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ truth as well.
 from __future__ import annotations
 
 import asyncio
+import base64
 import html
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,3 +137,39 @@ def test_a_delay_past_a_tenth_of_the_median_itl_is_warned_of_in_every_report(
     page = tmp_path / "report.html"
     write_html({"runs": [loud.to_dict()]}, [loud], page)
     assert html.escape(warning) in page.read_text()
+
+
+def test_tokens_due_at_the_same_instant_are_all_written() -> None:
+    """A server whose tokens all fall due at once (no wait at all) still answers every
+    stream whole, and records a write for each token."""
+    with ExactTimeServer(ttft=0.0, itl=0.0) as server:
+        result = run(server.url, 64)
+        truth = server.records()
+    assert result.completed == 64 and len(truth) == 64
+    assert all(len(record.writes) == TOKENS for record in truth.values())
+
+
+def test_requests_that_left_late_are_warned_of_and_the_json_is_behind_a_fold(
+    tmp_path: Path,
+) -> None:
+    """A generator that cannot keep up sends late, and so measures a lighter load than
+    asked for: past a tenth of the median TTFT, the report says so. The page keeps its
+    JSON behind a download link and a closed fold, the same report either way."""
+    result = finished([0.0001] * 100)
+    assert result.send_warning() is None
+    for record in result.records:
+        record.send_delay = 0.002  # 20% of the 10 ms TTFT
+    warning = result.send_warning()
+    assert warning is not None and "waited 2.0 ms (median" in warning
+    assert "lighter than asked for" in warning and "of 4 asked for" in warning
+    data = result.to_dict()
+    assert data["generator"]["send_warning"] == warning
+    assert data["generator"]["send_delay_ms"]["median"] == pytest.approx(2.0)
+    page = tmp_path / "report.html"
+    report = {"runs": [data]}
+    write_html(report, [result], page)
+    text = page.read_text()
+    assert html.escape(warning) in text
+    assert text.count("<pre>") == 1 and "<details><summary>Show it here</summary><pre>" in text
+    encoded = text.split("href='data:application/json;base64,")[1].split("'")[0]
+    assert json.loads(base64.b64decode(encoded)) == json.loads(json.dumps(report))

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from llamatelemetry.api import APIConnectionError, AsyncLlamaCppClient
 from llamatelemetry.bench import (
     METRICS,
+    BenchConfig,
     RequestRecord,
     RunResult,
     Summary,
@@ -33,6 +34,7 @@ from llamatelemetry.bench import (
     open_client,
     percentile,
     repeat_prompts,
+    run_benchmark,
     run_load,
     run_sweep,
     synthetic_prompts,
@@ -593,3 +595,26 @@ def test_run_result_json_is_serializable() -> None:
     data = result.to_dict()
     assert data["requests"] == data["completed"] == data["errors"] == 0
     json.dumps(data)
+
+
+def test_the_plot_has_a_panel_for_each_figure_measured_and_none_empty(
+    chat_server: ServerManager,
+) -> None:
+    """Streamed with the server sampled: every panel. Not streamed, not sampled: only
+    what was measured (no empty "not sampled" or "streaming only" panel)."""
+    from llamatelemetry.bench._plot import draw
+
+    def titles(stream: bool = True, scrape_interval: float = 0.01) -> list[str]:
+        config = BenchConfig(url=chat_server.url, requests=4, max_tokens=32, prompt_tokens=8,
+                             seed=1, stream=stream, scrape_interval=scrape_interval)  # fmt: skip
+        runs = run_benchmark(config).runs
+        assert all(run.server for run in runs) == bool(scrape_interval)
+        figure = draw(runs)
+        texts = [t.get_text() for ax in figure.axes for t in ax.texts]
+        assert not texts, texts  # no panel saying it has nothing
+        return [ax.get_title() for ax in figure.axes if ax.get_title()]
+
+    everything = titles()
+    assert len(everything) == 9 and "Context in use by the slots" in everything
+    whole = titles(stream=False, scrape_interval=0)
+    assert whole == ["End-to-end latency (client)", "TTFT by level", "Throughput by level"]

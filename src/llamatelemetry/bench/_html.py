@@ -120,9 +120,10 @@ def write_html(
     )
     warnings = [run["cache_warning"] for run in report["runs"] if run.get("cache_warning")]
     warnings += [
-        f"{level_of(run)}: {run['generator']['delay_warning']}"
+        f"{level_of(run)}: {run['generator'][kind]}"
         for run in report["runs"]
-        if (run.get("generator") or {}).get("delay_warning")
+        for kind in ("delay_warning", "send_warning")
+        if (run.get("generator") or {}).get(kind)
     ]
     parts += [f"<p class='warn'>{html.escape(w)}</p>" for w in warnings]
     comparison = report.get("comparison")
@@ -141,9 +142,16 @@ def write_html(
     png = _plot_png(results, title) if results else None
     if png is not None:
         parts.append(f"<h2>Plots</h2><img alt='plots' src='data:image/png;base64,{png}'>")
-    parts.append("<h2>The JSON report</h2><pre>")
-    parts.append(html.escape(json.dumps(report, indent=2)))
-    parts.append("</pre></body></html>")
+    # The whole report, for scripts: a download, and a fold closed until asked for.
+    text = json.dumps(report, indent=2)
+    encoded = base64.b64encode(text.encode()).decode("ascii")
+    parts.append(
+        "<h2>The JSON report</h2><p><a download='bench.json' "
+        f"href='data:application/json;base64,{encoded}'>Download bench.json</a> (what "
+        "<code>bench --json</code> prints)</p><details><summary>Show it here</summary><pre>"
+    )
+    parts.append(html.escape(text))
+    parts.append("</pre></details></body></html>")
     target = Path(path)
     target.write_text("".join(parts), encoding="utf-8")
     return target

@@ -285,6 +285,48 @@ class RunResult:
         found = Summary.of(self.delays)
         return None if found is None else found.scaled(1000.0)
 
+    def send_delay(self) -> Summary | None:
+        """How long the requests waited in the generator before their first byte left
+        (its own work, a new connection's opening), in milliseconds. Not in any latency:
+        a closed-loop run whose requests wait here has fewer of them in flight than it
+        was asked for."""
+        found = Summary.of(r.send_delay for r in self.records if r.send_delay)
+        return None if found is None else found.scaled(1000.0)
+
+    def in_flight(self) -> float | None:
+        """The requests in flight on average over the run (their latencies over its
+        duration): below a closed loop's concurrency by its start and end, and by any
+        wait in the generator before they left."""
+        if self.duration <= 0 or not self.records:
+            return None
+        return sum(r.latency for r in self.records) / self.duration
+
+    def send_warning(self) -> str | None:
+        """Words for the reader when the requests waited in the generator (median) more
+        than `DELAY_SHARE` of the median TTFT (or end-to-end latency) before leaving."""
+        waited = self.send_delay()
+        if waited is None:
+            return None
+        for metric, name in (("ttft", "time to first token"), ("e2e", "end-to-end latency")):
+            found = self.summary(metric)
+            if found is None:
+                continue
+            if found.median > 0 and waited.median > DELAY_SHARE * found.median:
+                in_flight = self.in_flight()
+                fewer = (
+                    f" ({in_flight:,.0f} in flight on average, of {self.concurrency} asked for)"
+                    if in_flight is not None and self.concurrency is not None
+                    else ""
+                )
+                return (
+                    f"requests waited {waited.median:,.1f} ms (median; p99 {waited.p99:,.1f} ms) "
+                    f"in the generator before leaving, more than a tenth of the median {name} "
+                    f"({found.median:,.1f} ms): the load sent was lighter than asked for{fewer}; "
+                    "more --workers send it"
+                )
+            return None
+        return None
+
     def delay_warning(self) -> str | None:
         """Words for the reader when the generator's own delay (p99) is more than
         `DELAY_SHARE` of the median client-side TTFT or ITL it measured."""
@@ -430,6 +472,7 @@ class RunResult:
             found = self.server_summary(name)
             server[name] = None if found is None else found.to_dict()
         lag, cached, delay = self.lag(), self.cached(), self.generator_delay()
+        sent = self.send_delay()
         data: dict[str, Any] = {
             "level": self.level,
             "concurrency": self.concurrency,
@@ -462,6 +505,9 @@ class RunResult:
                 if self.generator_load() is None
                 else round(self.generator_load() or 0, 4),
                 "workers": self.workers,
+                "send_delay_ms": None if sent is None else sent.to_dict(),
+                "in_flight_mean": _round(self.in_flight(), 3),
+                "send_warning": self.send_warning(),
                 "delay_ms": None if delay is None else delay.to_dict(),
                 "delay_warning": self.delay_warning(),
             },

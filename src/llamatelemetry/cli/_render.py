@@ -406,6 +406,10 @@ def _print_run(console: Console, result: RunResult, slo: SLO | None = None) -> N
         )  # fmt: skip
         rows.append(("generator delay", f"{delay.median:,.2f} ms median, {delay.p99:,.2f} ms p99 "
                                         f"(bytes waiting for {loops})"))  # fmt: skip
+    sent = result.send_delay()
+    if sent is not None:
+        waited = f"{sent.median:,.2f} ms median, {sent.p99:,.2f} ms p99"
+        rows.append(("generator send delay", f"{waited} (before each first byte left)"))
     per_request, load = result.cpu_per_request(), result.generator_load()
     if per_request is not None and load is not None:
         per_chunk = result.cpu_per_chunk()
@@ -442,9 +446,9 @@ def _warnings(result: RunResult) -> list[str]:
     cache = result.cache_warning()
     if cache is not None:
         found.append(cache)
-    delay = result.delay_warning()
-    if delay is not None:
-        found.append(delay)
+    for words in (result.delay_warning(), result.send_warning()):
+        if words is not None:
+            found.append(words)
     load = result.generator_load()
     if load is not None and load >= GENERATOR_SATURATED:
         found.append(

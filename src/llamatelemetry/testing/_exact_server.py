@@ -25,6 +25,7 @@ that one process serves hundreds of streams with little delay of its own.
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import os
 import selectors
@@ -166,6 +167,7 @@ class _Loop:
         self.offset = _realtime_offset()
         self.due: list[tuple[float, int, _Stream]] = []  # (when, tie-break, stream)
         self.counter = 0
+        self.order = itertools.count()  # breaks a tie of times in the heap
         self.done: list[dict[str, Any]] = []
 
     def run(self) -> None:
@@ -250,7 +252,7 @@ class _Loop:
                 "Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
             )
             self._send(conn, head.encode())
-            heapq.heappush(self.due, (stream.arrived + self.ttft, self.counter, stream))
+            heapq.heappush(self.due, (stream.arrived + self.ttft, next(self.order), stream))
         elif method == "GET" and path.startswith("/records"):
             rows, self.done = self.done, ([] if "clear=1" in path else self.done)
             self._send(conn, _plain(200, rows))
@@ -274,7 +276,7 @@ class _Loop:
         self._send(stream.conn, data)
         if not last:
             planned = stream.arrived + self.ttft + stream.sent * self.itl
-            heapq.heappush(self.due, (planned, self.counter, stream))
+            heapq.heappush(self.due, (planned, next(self.order), stream))
             return
         writes = stream.writes
         ttft_ms = (writes[0] - stream.arrived) * 1000
