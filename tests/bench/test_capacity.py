@@ -462,6 +462,20 @@ def test_multi_turn_sessions_replay_their_history(fresh_server: ServerManager) -
     cached = sum(r["cached_tokens"] for r in requests)
     assert run["cache_hit_ratio"] == round(cached / sum(r["prompt_tokens"] for r in requests), 4)
     assert 0 < run["cache_hit_ratio"] < 1
+    # Turn by turn: the prompts grow with the history, and the cache serves more of them.
+    turns = run["by_turn"]
+    assert [t["turn"] for t in turns] == [0, 1, 2] and all(t["completed"] == 3 for t in turns)
+    for turn in turns:
+        mine = [r for r in requests if r["turn"] == turn["turn"]]
+        assert turn["prompt_tokens"]["mean"] == pytest.approx(
+            sum(r["prompt_tokens"] for r in mine) / 3, abs=1e-3)  # fmt: skip
+        assert turn["cached_tokens"]["max"] == max(r["cached_tokens"] for r in mine)
+        assert turn["ttft_ms"]["count"] == 3
+    means = [t["cached_tokens"]["mean"] for t in turns]
+    assert means[0] < means[1] < means[2]
+    human = invoke("--url", fresh_server.url, "-n", "2", "-c", "2", "--turns", "2",
+                   "--max-tokens", "4", "--prompt-tokens", "24", "--scrape-interval", "0")  # fmt: skip
+    assert human.exit_code == 0 and "by turn of the sessions" in human.stdout
 
 
 async def test_a_failed_turn_ends_its_session() -> None:

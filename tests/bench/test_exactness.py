@@ -158,13 +158,17 @@ def test_requests_that_left_late_are_warned_of_and_the_json_is_behind_a_fold(
     result = finished([0.0001] * 100)
     assert result.send_warning() is None
     for record in result.records:
-        record.send_delay = 0.002  # 20% of the 10 ms TTFT
+        record.send_delay = 0.004  # 40% of the 10 ms TTFT, but a connection's opening
+    assert result.send_warning() is None
+    for record in result.records:
+        record.ttft, record.latency = 0.03, 0.03 + 0.005 * 7
+        record.send_delay = 0.006  # 20% of the 30 ms TTFT, and more than a setup
     warning = result.send_warning()
-    assert warning is not None and "waited 2.0 ms (median" in warning
+    assert warning is not None and "waited 6.0 ms (median" in warning
     assert "lighter than asked for" in warning and "of 4 asked for" in warning
     data = result.to_dict()
     assert data["generator"]["send_warning"] == warning
-    assert data["generator"]["send_delay_ms"]["median"] == pytest.approx(2.0)
+    assert data["generator"]["send_delay_ms"]["median"] == pytest.approx(6.0)
     page = tmp_path / "report.html"
     report = {"runs": [data]}
     write_html(report, [result], page)

@@ -96,3 +96,11 @@ def test_a_benchmark_from_python_reports_what_it_sent(
     assert data["config"]["requests"] == requests and data["config"]["prompt_tokens"] == 24
     assert [r["completed"] for r in data["runs"]] == [requests] * 3
     assert data["capacity"] is None and data["slo"] is None
+
+
+def test_the_progress_counts_every_turn_of_a_session(chat_server: ServerManager) -> None:
+    heard = Heard()
+    config = BenchConfig(url=chat_server.url, requests=2, turns=3, max_tokens=2,
+                         prompt_tokens=8, warmup=0, scrape_interval=0)  # fmt: skip
+    run_benchmark(config, progress=heard)
+    assert heard.levels == [(1, None, 6)] and len(heard.requests) == 6

@@ -60,6 +60,7 @@ from ._records import (
     TPOT_NOTE,
     RequestRecord,
     RunResult,
+    TurnSummary,
 )
 from ._report import BenchReport
 from ._schedule import DURATION_GRACE, Arrivals, arrival_times, burstiness_problem
@@ -107,6 +108,7 @@ __all__ = [
     "RunResult",
     "Summary",
     "TPOT_NOTE",
+    "TurnSummary",
     "Workload",
     "load_prompts_file",
     "open_client",

@@ -230,7 +230,7 @@ class _Runs:
         config = self.config
         self.made += 1
         arrivals = None
-        total: int | None = config.requests_per_run
+        total: int | None = config.requests_per_run * config.turns  # each turn a request
         if rate is not None:
             # Each run its own arrivals (repeats included), repeatable with a seed.
             seed = None if config.seed is None else config.seed + self.made

@@ -74,6 +74,20 @@ def _runs_table(report: dict[str, Any]) -> str:
     return _table(header, rows)
 
 
+def _turns(run: dict[str, Any]) -> str:
+    def stat(turn: dict[str, Any], key: str, which: str) -> Any:
+        return (turn.get(key) or {}).get(which)
+
+    rows = [
+        [turn["turn"] + 1, turn["completed"], turn["requests"], stat(turn, "ttft_ms", "median"),
+         stat(turn, "ttft_ms", "p99"), stat(turn, "server_ttft_ms", "median"),
+         stat(turn, "prompt_tokens", "mean"), stat(turn, "cached_tokens", "mean")]
+        for turn in run["by_turn"]
+    ]  # fmt: skip
+    return _table(["turn", "ok", "requests", "TTFT p50 ms", "TTFT p99 ms", "server TTFT p50 ms",
+                   "prompt tokens (mean)", "cached tokens (mean)"], rows)  # fmt: skip
+
+
 def _plot_png(results: Sequence[RunResult], title: str) -> str | None:
     try:
         import matplotlib  # noqa: F401
@@ -106,6 +120,9 @@ def write_html(
     if report.get("capacity"):
         parts.append(f"<p><b>Capacity:</b> {html.escape(json.dumps(report['capacity']))}</p>")
     parts.append("<h2>Runs</h2>" + _runs_table(report))
+    for run in report["runs"]:
+        if run.get("by_turn"):
+            parts.append(f"<h3>{html.escape(level_of(run))}, turn by turn</h3>" + _turns(run))
     definitions = report.get("metric_definitions") or {
         f"{metric}_ms": text for metric, text in METRIC_DEFINITIONS.items()
     }

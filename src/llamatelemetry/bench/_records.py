@@ -34,6 +34,7 @@ __all__ = [
     "RequestRecord",
     "RunResult",
     "TPOT_NOTE",
+    "TurnSummary",
     "UNFINISHED",
 ]
 
@@ -81,6 +82,8 @@ UNFINISHED = "Unfinished"
 CACHE_SLACK_TOKENS = 8
 #: Above this share of the median TTFT or ITL, the generator's own delay (p99) is warned of.
 DELAY_SHARE = 0.1
+#: A send delay below this (ms) is a request's own setup, not a generator falling behind.
+SEND_DELAY_FLOOR_MS = 5.0
 #: The server's figures sampled during a run (`ServerSample` fields).
 SERVER_FIGURES = ("busy_slots", "deferred", "context_used", "generated_per_s", "prompt_per_s")
 
@@ -183,6 +186,34 @@ class RequestRecord:
             "response_id": self.response_id,
             "error_type": self.error_type,
             "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class TurnSummary:
+    """One turn of a multi-turn run's sessions: its requests, their TTFT (client and
+    server, ms), prompt tokens and tokens the server's cache served."""
+
+    turn: int
+    requests: int
+    completed: int
+    ttft: Summary | None
+    server_ttft: Summary | None
+    prompt_tokens: Summary | None
+    cached_tokens: Summary | None
+
+    def to_dict(self) -> dict[str, Any]:
+        def of(found: Summary | None) -> dict[str, float | int] | None:
+            return None if found is None else found.to_dict()
+
+        return {
+            "turn": self.turn,
+            "requests": self.requests,
+            "completed": self.completed,
+            "ttft_ms": of(self.ttft),
+            "server_ttft_ms": of(self.server_ttft),
+            "prompt_tokens": of(self.prompt_tokens),
+            "cached_tokens": of(self.cached_tokens),
         }
 
 
@@ -303,7 +334,8 @@ class RunResult:
 
     def send_warning(self) -> str | None:
         """Words for the reader when the requests waited in the generator (median) more
-        than `DELAY_SHARE` of the median TTFT (or end-to-end latency) before leaving."""
+        than `DELAY_SHARE` of the median TTFT (or end-to-end latency) before leaving, and
+        more than `SEND_DELAY_FLOOR_MS` (opening a connection alone takes about one)."""
         waited = self.send_delay()
         if waited is None:
             return None
@@ -311,10 +343,10 @@ class RunResult:
             found = self.summary(metric)
             if found is None:
                 continue
-            if found.median > 0 and waited.median > DELAY_SHARE * found.median:
+            if waited.median > max(DELAY_SHARE * found.median, SEND_DELAY_FLOOR_MS):
                 in_flight = self.in_flight()
                 fewer = (
-                    f" ({in_flight:,.0f} in flight on average, of {self.concurrency} asked for)"
+                    f" ({in_flight:,.1f} in flight on average, of {self.concurrency} asked for)"
                     if in_flight is not None and self.concurrency is not None
                     else ""
                 )
@@ -443,6 +475,27 @@ class RunResult:
         found = Summary.of(self.values(metric, side))
         return None if found is None else found.scaled(1000.0)
 
+    def by_turn(self) -> list[TurnSummary]:
+        """A multi-turn run's figures turn by turn (empty for single requests): how TTFT
+        and the prompt cache change as a session's history grows."""
+        turns = sorted({r.turn for r in self.records if r.turn is not None})
+        found = []
+        for turn in turns:
+            mine = [r for r in self.records if r.turn == turn]
+            done = [r for r in mine if r.ok]
+            ttft = Summary.of(r.ttft for r in done if r.ttft is not None)
+            server = Summary.of(r.server_ttft for r in done if r.server_ttft is not None)
+            found.append(TurnSummary(
+                turn=turn, requests=len(mine), completed=len(done),
+                ttft=None if ttft is None else ttft.scaled(1000.0),
+                server_ttft=None if server is None else server.scaled(1000.0),
+                prompt_tokens=Summary.of(r.prompt_tokens for r in done if r.prompt_tokens),
+                cached_tokens=Summary.of(
+                    r.cached_tokens for r in done if r.cached_tokens is not None
+                ),
+            ))  # fmt: skip
+        return found
+
     def error_types(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for r in self.records:
@@ -516,6 +569,7 @@ class RunResult:
             "server_sample_failures": self.server_failures,
             "gpu": None if self.gpu is None else self.gpu.to_dict(self.output_tokens),
             "metrics": metrics,
+            "by_turn": [turn.to_dict() for turn in self.by_turn()] or None,
             "error_types": self.error_types(),
             "error_samples": self.error_samples(),
         }

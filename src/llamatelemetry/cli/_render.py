@@ -328,6 +328,28 @@ def _metrics_table(result: RunResult) -> Table:
     return table
 
 
+def _turns_table(result: RunResult) -> Table | None:
+    """A multi-turn run turn by turn: TTFT and the cache as the history grows."""
+    turns = result.by_turn()
+    if not turns:
+        return None
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("turn", "ok", "TTFT p50 ms", "TTFT p99 ms", "server TTFT p50",
+                   "prompt tokens", "cached tokens"):  # fmt: skip
+        table.add_column(column, justify="right")
+    for turn in turns:
+        table.add_row(
+            str(turn.turn + 1),
+            f"{turn.completed}/{turn.requests}",
+            _ms(turn.ttft.median if turn.ttft else None, 2),
+            _ms(turn.ttft.p99 if turn.ttft else None, 2),
+            _ms(turn.server_ttft.median if turn.server_ttft else None, 2),
+            "–" if turn.prompt_tokens is None else f"{turn.prompt_tokens.mean:,.0f}",
+            "–" if turn.cached_tokens is None else f"{turn.cached_tokens.mean:,.0f}",
+        )
+    return table
+
+
 def _gpu_line(result: RunResult) -> str:
     gpu = result.gpu
     assert gpu is not None
@@ -424,6 +446,11 @@ def _print_run(console: Console, result: RunResult, slo: SLO | None = None) -> N
         notes += [ITL_NOTE] if result.summary("itl") is not None else []
         for note in notes:
             console.print(Text(f" {note}", style="dim"), soft_wrap=True)
+        turns = _turns_table(result)
+        if turns is not None:
+            console.print(Text(" by turn of the sessions (means of the prompt and cached "
+                               "tokens)", style="dim"))  # fmt: skip
+            console.print(turns)
     for kind, count in result.error_types().items():
         console.print(Text(f"  {count} × {kind}", style="red"))
     for sample in result.error_samples()[:3]:
