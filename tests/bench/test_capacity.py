@@ -474,7 +474,8 @@ def test_multi_turn_sessions_replay_their_history(fresh_server: ServerManager) -
     means = [t["cached_tokens"]["mean"] for t in turns]
     assert means[0] < means[1] < means[2]
     human = invoke("--url", fresh_server.url, "-n", "2", "-c", "2", "--turns", "2",
-                   "--max-tokens", "4", "--prompt-tokens", "24", "--scrape-interval", "0")  # fmt: skip
+                   "--max-tokens", "4", "--prompt-tokens", "24",
+                   "--scrape-interval", "0")  # fmt: skip
     assert human.exit_code == 0 and "by turn of the sessions" in human.stdout
 
 
