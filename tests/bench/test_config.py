@@ -359,3 +359,22 @@ def test_the_command_line_words_the_prompts_file_rules_with_its_flags(
     result = invoke("--url", dead_url(), "--prompts-file", str(prompts), *args)
     assert result.exit_code == 1, result.output
     assert f"Error: {message}" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    ("percentiles", "says"),
+    [((), "give at least one"), ((50, 120), "120 is not a percentile"),
+     ((99, 99.0), "given twice"), ((True,), "True is not a percentile")],
+)  # fmt: skip
+def test_percentiles_are_checked_when_the_config_is_made(
+    percentiles: tuple[float, ...], says: str
+) -> None:
+    with pytest.raises(BenchConfigError, match=says) as caught:
+        BenchConfig(percentiles=percentiles)
+    assert caught.value.settings == ("percentiles",)
+
+
+@pytest.mark.parametrize("workers", [0, 257, "many", 2.5, True])
+def test_workers_are_checked_when_the_config_is_made(workers: object) -> None:
+    with pytest.raises(BenchConfigError, match="workers"):
+        BenchConfig(workers=workers)  # type: ignore[arg-type]

@@ -323,3 +323,40 @@ def test_the_csv_tables_say_what_the_json_says(chat_server: ServerManager, tmp_p
     assert row["error"] == ""
     result = invoke("--url", chat_server.url, "-n", "2", *QUICK, "--csv", "/no/such/folder/b.csv")
     assert result.exit_code != 0 and "--csv: no folder /no/such/folder" in result.output
+
+
+def test_the_percentiles_asked_for_are_in_every_report(
+    chat_server: ServerManager, tmp_path: Path
+) -> None:
+    import csv
+
+    from llamatelemetry.bench import percentile
+
+    table = tmp_path / "bench.csv"
+    data = ok_json("--url", chat_server.url, "-n", "8", "-c", "2", *QUICK,
+                   "--percentiles", "50,95,99.9", "--csv", str(table))  # fmt: skip
+    assert data["config"]["percentiles"] == [50.0, 95.0, 99.9]
+    [run] = data["runs"]
+    ttft = run["metrics"]["ttft_ms"]["client"]
+    assert set(ttft["percentiles"]) == {"p50", "p95", "p99.9"}
+    ordered = sorted(r["ttft_ms"] for r in run["per_request"])
+    assert ttft["percentiles"]["p95"] == pytest.approx(percentile(ordered, 95), abs=2e-3)
+    assert ttft["percentiles"]["p50"] == ttft["median"]  # the fixed fields stay
+    with (tmp_path / "bench.levels.csv").open(newline="") as file:
+        [row] = list(csv.DictReader(file))
+    assert float(row["ttft_client_p99.9_ms"]) == ttft["percentiles"]["p99.9"]
+    assert "ttft_client_p90_ms" not in row  # only what was asked
+    human = invoke("--url", chat_server.url, "-n", "4", *QUICK, "--percentiles", "75,99.9")
+    assert human.exit_code == 0, human.output
+    header = next(line for line in human.stdout.splitlines() if "measured by" in line)
+    assert header.split()[-3:] == ["mean", "p75", "p99.9"]
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [("101", "101.0 is not a percentile within 0..100"), ("90,90", "given twice"),
+     ("p99", "'p99' is not a percentile")],
+)  # fmt: skip
+def test_percentiles_that_mean_nothing_are_refused(value: str, says: str) -> None:
+    result = invoke("--url", "http://127.0.0.1:9", "--percentiles", value)
+    assert result.exit_code == 2 and says in result.output

@@ -31,7 +31,7 @@ from ._benchmark import BenchProgress, run_benchmark
 from ._compare import Change, compare_reports, load_baseline, usable_runs
 from ._config import BenchConfig, BenchConfigError
 from ._csv import write_csv
-from ._distribution_summary import Summary, percentile
+from ._distribution_summary import Summary, percentile, percentile_name
 from ._html import write_html
 from ._load import Workload, open_client, run_load, run_sweep
 from ._phase import PHASE_ATTRIBUTE, phase
@@ -113,6 +113,7 @@ __all__ = [
     "load_prompts_file",
     "open_client",
     "percentile",
+    "percentile_name",
     "phase",
     "plot_results",
     "repeat_prompts",

@@ -249,6 +249,7 @@ class _Runs:
         )  # fmt: skip
         self.progress.finished(result)
         result.cache_prefix_tokens = prefix
+        result.percentiles = tuple(float(q) for q in config.percentiles)
         self.done[(concurrency, rate)] = result
         what = "replay" if replay else f"rate {rate:g}" if rate else f"concurrency {concurrency}"
         log.info("%s: %d of %d requests completed in %.2f s",

@@ -18,6 +18,7 @@ from string import Formatter
 from typing import Any, Literal
 
 from ..api import DEFAULT_BASE_URL
+from ._distribution_summary import DEFAULT_PERCENTILES, percentiles_problem
 from ._prompts import Item, Prompt, load_prompts_file
 from ._schedule import Arrivals, burstiness_problem
 from ._slo import SLO
@@ -89,7 +90,9 @@ class BenchConfig:
     ``slo`` is what every request should meet (goodput), and ``find_capacity`` ("rate" or
     "concurrency") searches the highest load that still meets it. ``workers`` spreads the
     load over that many processes, each with its own event loop ("auto": one for each 64
-    requests in flight, up to the cores).
+    requests in flight, up to the cores). ``percentiles`` are those of every latency the
+    reports give (50, 90 and 99 by default; the JSON also always has the median, p90 and
+    p99).
 
     Making one checks every rule between the settings: a `BenchConfigError` says which
     settings clash and how to fix it.
@@ -125,6 +128,7 @@ class BenchConfig:
     # processes sending the load, each with its event loop ("auto": one per 64 requests in
     # flight, up to the cores)
     workers: int | Literal["auto"] = 1
+    percentiles: Sequence[float] = DEFAULT_PERCENTILES  # of every latency, in the reports
     replay: bool = False
     length_spread: float = 0.0
     repeat: int = 1
@@ -213,6 +217,7 @@ class BenchConfig:
             "max_concurrency": self.max_concurrency,
             "turns": self.turns,
             "workers": self.workers,
+            "percentiles": list(self.percentiles),
         }
 
     # -- the rules --------------------------------------------------------------------------
@@ -264,6 +269,9 @@ class BenchConfig:
             raise BenchConfigError(
                 f"{{workers}} is 'auto' or a number within 1..{MAX_WORKERS}, got {self.workers!r}"
             )
+        problem = percentiles_problem(self.percentiles)
+        if problem is not None:
+            raise BenchConfigError(f"{{percentiles}}: {problem}")
         problem = burstiness_problem(self.burstiness)
         if problem is not None:
             raise BenchConfigError(f"{{burstiness}} {self.burstiness:g}: {problem}")

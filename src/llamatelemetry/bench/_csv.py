@@ -10,21 +10,22 @@ from pathlib import Path
 from typing import Any
 
 from ._compare import level_of
+from ._distribution_summary import DEFAULT_PERCENTILES, percentile_name
 from ._records import METRICS
 
 __all__ = ["levels_path", "write_csv"]
 
 _REQUEST_FIELDS = (
-    "index", "ok", "start_ms", "lag_ms", "session", "turn", "e2e_ms", "ttft_ms", "tpot_ms",
-    "output_tokens", "prompt_tokens", "cached_tokens", "server_ttft_ms", "server_tpot_ms",
-    "server_e2e_ms", "draft_tokens", "draft_accepted", "error_type", "error",
+    "index", "ok", "start_ms", "lag_ms", "send_delay_ms", "session", "turn", "e2e_ms",
+    "ttft_ms", "tpot_ms", "output_tokens", "prompt_tokens", "cached_tokens", "server_ttft_ms",
+    "server_tpot_ms", "server_e2e_ms", "draft_tokens", "draft_accepted", "response_id",
+    "error_type", "error",
 )  # fmt: skip
 _LEVEL_FIELDS = (
     "requests", "completed", "errors", "unfinished", "duration_s", "request_throughput",
     "output_throughput", "input_tokens", "output_tokens", "cache_hit_ratio",
     "draft_acceptance",
 )  # fmt: skip
-_STATS = ("mean", "median", "p90", "p99")
 _GPU = ("utilization_mean", "memory_peak_bytes", "power_mean_w", "energy_per_output_token_j")
 
 
@@ -45,11 +46,13 @@ def write_csv(report: dict[str, Any], path: str | os.PathLike[str]) -> tuple[Pat
             for row in run.get("per_request") or ():
                 cells = (_cell(row.get(field)) for field in _REQUEST_FIELDS)
                 writer.writerow((level_of(run), repeat, *cells))
+    asked = (report.get("config") or {}).get("percentiles") or DEFAULT_PERCENTILES
+    stats = ["mean", *("median" if q == 50 else percentile_name(q) for q in asked)]
     metric_columns = [
         (metric, side, stat)
         for metric in METRICS
         for side in ("client", "server")
-        for stat in _STATS
+        for stat in stats
     ]
     with levels.open("w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
@@ -63,11 +66,20 @@ def write_csv(report: dict[str, Any], path: str | os.PathLike[str]) -> tuple[Pat
             gpu = run.get("gpu") or {}
             writer.writerow((
                 level_of(run), repeat, *(_cell(run.get(f)) for f in _LEVEL_FIELDS),
-                *(_cell(((metrics.get(f"{metric}_ms") or {}).get(side) or {}).get(stat))
+                *(_cell(_stat((metrics.get(f"{metric}_ms") or {}).get(side), stat))
                   for metric, side, stat in metric_columns),
                 *(_cell(gpu.get(name)) for name in _GPU),
             ))  # fmt: skip
     return requests, levels
+
+
+def _stat(summary: dict[str, Any] | None, stat: str) -> Any:
+    """A latency's figure: the mean, the median, or a percentile asked for."""
+    if summary is None:
+        return None
+    if stat in summary:
+        return summary[stat]
+    return (summary.get("percentiles") or {}).get(stat)
 
 
 def _numbered(runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], int]]:

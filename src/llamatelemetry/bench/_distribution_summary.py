@@ -7,7 +7,34 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
-__all__ = ["Summary", "percentile"]
+__all__ = [
+    "DEFAULT_PERCENTILES",
+    "Summary",
+    "percentile",
+    "percentile_name",
+    "percentiles_problem",
+]
+
+#: The percentiles a report gives of each latency unless asked for others.
+DEFAULT_PERCENTILES = (50.0, 90.0, 99.0)
+
+
+def percentile_name(q: float) -> str:
+    """How a report names the ``q``-th percentile: ``p50``, ``p99.9``."""
+    return f"p{q:g}"
+
+
+def percentiles_problem(qs: Sequence[float]) -> str | None:
+    """What is wrong with a list of percentiles to report, or None: at least one, each
+    within 0..100, none twice."""
+    if not qs:
+        return "give at least one percentile"
+    for q in qs:
+        if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 <= q <= 100:
+            return f"{q!r} is not a percentile within 0..100"
+    if len(set(qs)) != len(qs):
+        return "a percentile is given twice"
+    return None
 
 
 def percentile(ordered: Sequence[float], q: float) -> float:

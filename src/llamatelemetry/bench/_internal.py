@@ -1,5 +1,5 @@
 """What the command line needs of the bench layer beyond its public API: the bounds and
-defaults its options share with `BenchConfig`."""
+defaults its options share with `BenchConfig`, and its check of a list of percentiles."""
 
 from ._config import (
     DEFAULT_MAX_TOKENS,
@@ -12,6 +12,7 @@ from ._config import (
     MAX_WORKERS,
     MIN_RATE,
 )
+from ._distribution_summary import percentiles_problem
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
@@ -23,4 +24,5 @@ __all__ = [
     "MAX_REPEAT",
     "MAX_WORKERS",
     "MIN_RATE",
+    "percentiles_problem",
 ]

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..api import Timings
-from ._distribution_summary import Summary
+from ._distribution_summary import DEFAULT_PERCENTILES, Summary, percentile, percentile_name
 from ._gpu_watch import GpuSummary
 from ._schedule import Arrivals
 from ._watch import ServerSample
@@ -239,6 +239,7 @@ class RunResult:
     # probed all through the run (`_delay_probe`)
     delays: list[float] = field(default_factory=list)
     workers: int = 1  # the processes that sent its requests (each with its event loop)
+    percentiles: tuple[float, ...] = DEFAULT_PERCENTILES  # those its reports give
 
     @property
     def rate(self) -> float | None:
@@ -470,6 +471,14 @@ class RunResult:
             raise ValueError(f"side must be 'client' or 'server', got {side!r}")
         return [v for v in map(getter, done) if v is not None]
 
+    def quantiles(self, metric: str, side: str = "client") -> dict[str, float] | None:
+        """``metric``'s `percentiles` in milliseconds, by name (``p50``, ``p99.9``); None
+        when nothing measured it."""
+        ordered = sorted(self.values(metric, side))
+        if not ordered:
+            return None
+        return {percentile_name(q): percentile(ordered, q) * 1000.0 for q in self.percentiles}
+
     def summary(self, metric: str, side: str = "client") -> Summary | None:
         """The distribution of ``metric`` in milliseconds (None when nothing measured it)."""
         found = Summary.of(self.values(metric, side))
@@ -515,10 +524,14 @@ class RunResult:
     def to_dict(self, *, per_request: bool = True) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
         for metric in METRICS:
-            sides = {}
+            sides: dict[str, Any] = {}
             for side in ("client", "server"):
                 found = self.summary(metric, side)
-                sides[side] = None if found is None else found.to_dict()
+                entry: dict[str, Any] | None = None if found is None else dict(found.to_dict())
+                asked = self.quantiles(metric, side)
+                if entry is not None and asked is not None:
+                    entry["percentiles"] = {k: round(v, 3) for k, v in asked.items()}
+                sides[side] = entry
             metrics[f"{metric}_ms"] = sides
         server: dict[str, Any] = {}
         for name in SERVER_FIGURES:

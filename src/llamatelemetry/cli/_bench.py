@@ -45,6 +45,7 @@ from ..bench._internal import (
     MAX_REPEAT,
     MAX_WORKERS,
     MIN_RATE,
+    percentiles_problem,
 )
 from ..server import ServerStartError
 from ._client import API_KEY_ENV, BASE_URL_ENV
@@ -124,6 +125,20 @@ def _parse_rates(ctx: click.Context, param: click.Parameter, value: str | None) 
         if rate not in rates:
             rates.append(rate)
     return rates
+
+
+def _parse_percentiles(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+    """``"50,90,99.9"`` → ``(50.0, 90.0, 99.9)``, in the order given."""
+    found: list[float] = []
+    for part in value.split(","):
+        try:
+            found.append(float(part))
+        except ValueError:
+            raise click.BadParameter(f"{part.strip()!r} is not a percentile") from None
+    problem = percentiles_problem(found)
+    if problem is not None:
+        raise click.BadParameter(problem)
+    return tuple(found)
 
 
 def _parse_burstiness(ctx: click.Context, param: click.Parameter, value: float) -> float:
@@ -378,6 +393,15 @@ def _check_plot_available() -> None:
     help="With --rate: at most this many requests in flight (the schedule slips behind).",
 )
 @click.option(
+    "--percentiles",
+    callback=_parse_percentiles,
+    default="50,90,99",
+    show_default=True,
+    metavar="Q[,Q...]",
+    help="The percentiles of every latency in the tables and the CSV, e.g. "
+    "50,90,95,99,99.9 (the JSON has them too, beside its median, p90 and p99).",
+)
+@click.option(
     "--workers",
     callback=_workers_value,
     default="1",
@@ -538,6 +562,7 @@ def bench(
     max_concurrency: int | None,
     shared_prefix: int,
     workers: int | Literal["auto"],
+    percentiles: tuple[float, ...],
     slo_attainment: float,
     slo: SLO | None,
     find_capacity: str | None,
@@ -590,6 +615,7 @@ def bench(
             slo=slo, find_capacity=cast(Literal["rate", "concurrency"] | None, find_capacity),
             scrape_interval=scrape_interval, gpu=gpu, turns=turns, replay=replay,
             length_spread=length_spread, repeat=repeat, workers=workers,
+            percentiles=percentiles,
         )  # fmt: skip
     except BenchConfigError as exc:
         raise CliError(exc.worded(_flag)) from None

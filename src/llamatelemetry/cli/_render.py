@@ -25,6 +25,7 @@ from ..bench import (
     Change,
     RunResult,
     capacity_bounded,
+    percentile_name,
 )
 from ._calls import CallRecord
 from ._servers import DemoServers
@@ -308,21 +309,20 @@ def _metrics_table(result: RunResult) -> Table:
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("latency (ms)")
     table.add_column("measured by", style="dim")
-    for column in ("mean", "median", "p90", "p99"):
-        table.add_column(column, justify="right")
+    table.add_column("mean", justify="right")
+    for q in result.percentiles:
+        table.add_column("median" if q == 50 else percentile_name(q), justify="right")
     for metric in METRICS:
         first = True
         for side in ("client", "server"):
-            summary = result.summary(metric, side)
-            if summary is None:
+            summary, asked = result.summary(metric, side), result.quantiles(metric, side)
+            if summary is None or asked is None:
                 continue
             table.add_row(
                 METRIC_TITLES[metric] if first else "",
                 side,
                 _ms(summary.mean, 2),
-                _ms(summary.median, 2),
-                _ms(summary.p90, 2),
-                _ms(summary.p99, 2),
+                *(_ms(value, 2) for value in asked.values()),
             )
             first = False
     return table
