@@ -82,18 +82,27 @@ MAX_TOKENS = 2**31 - 1
 
 
 def load_prompts_file(path: str | os.PathLike[str]) -> list[Item]:
-    """The requests of a file: JSONL, one ``{"prompt": "..."}`` (a user message) or
-    ``{"messages": [...]}`` object per line, each optionally with its own ``max_tokens``
-    and, for a trace, the ``timestamp`` (seconds) it was sent at; or a ShareGPT JSON
-    array of ``{"conversations": [{"from": "human", "value": ...}, ...]}``, each sent up
-    to its first human turn, its answer's length (about 4 characters a token) as its
-    ``max_tokens``. Blank lines are skipped; UTF-8, with or without a byte order mark.
+    """The requests of a file, in the shapes datasets come in:
 
-    The whole file is checked here, so that no request of a run fails for what it says:
-    raises ``ValueError`` naming the file and line (or entry), and the field, of the first
-    bad one.
+    - JSONL, one object per line: ``{"prompt": "..."}`` (a user message), ``{"messages":
+      [...]}``, or a ShareGPT ``{"conversations": [...]}``; each optionally with its output
+      length (``max_tokens``, or as other tools name it: ``output_tokens``, ``output_len``,
+      ``output_length``, ``output_tokens_count``, ``max_completion_tokens``) and, for a
+      trace, the ``timestamp`` (seconds) it was sent at;
+    - a ShareGPT JSON array of ``{"conversations": [{"from": "human", "value": ...}, ...]}``,
+      each sent up to its first human turn, its answer's length (about 4 characters a
+      token) as its ``max_tokens``;
+    - Parquet (``.parquet``, with the ``parquet`` extra): one request a row, its columns
+      as a JSONL line's fields.
+
+    Blank lines are skipped; UTF-8, with or without a byte order mark. The whole file is
+    checked here, so that no request of a run fails for what it says: raises
+    ``ValueError`` naming the file and line (or entry, or row), and the field, of the
+    first bad one.
     """
     path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        return _parquet(path)
     try:
         with path.open(encoding="utf-8-sig") as fh:
             head = fh.read(1024).lstrip()
@@ -103,7 +112,9 @@ def load_prompts_file(path: str | os.PathLike[str]) -> list[Item]:
         with path.open(encoding="utf-8-sig") as fh:
             for number, line in enumerate(fh, 1):
                 if line.strip():
-                    prompts.append(_line(line, f"{path}:{number}"))
+                    found = _entry(loads(line, f"{path}:{number}"), f"{path}:{number}")
+                    if found is not None:
+                        prompts.append(found)
     except UnicodeDecodeError:
         raise ValueError(undecodable(path)) from None
     if not prompts:
@@ -111,17 +122,46 @@ def load_prompts_file(path: str | os.PathLike[str]) -> list[Item]:
     return prompts
 
 
-def _line(line: str, where: str) -> Item:
-    """One JSONL line's request; ``ValueError`` starting with ``where`` for a bad one."""
-    entry = loads(line, where)
+def _parquet(path: Path) -> list[Item]:
+    """A Parquet file's rows, each read as a JSONL line is."""
+    try:
+        import pyarrow.parquet as parquet
+    except ImportError:
+        raise ValueError(
+            f"{path}: reading Parquet needs pyarrow: pip install 'llamatelemetry[parquet]'"
+        ) from None
+    try:
+        rows = parquet.read_table(path).to_pylist()
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise ValueError(f"{path}: not a Parquet file this can read ({exc})") from None
+    prompts = [
+        found
+        for number, row in enumerate(rows, 1)
+        if (found := _entry(row, f"{path}: row {number}")) is not None
+    ]
+    if not prompts:
+        raise ValueError(f"{path}: no prompts in the file")
+    return prompts
+
+
+def _entry(entry: Any, where: str) -> Item | None:
+    """One line's (or row's) request; ``ValueError`` starting with ``where`` for a bad
+    one; None for a ShareGPT conversation with no question in it."""
     if not isinstance(entry, dict):
-        raise ValueError(f"{where}: expected an object with 'prompt' or 'messages'")
+        raise ValueError(f"{where}: expected an object with 'prompt', 'messages' or "
+                         "'conversations'")  # fmt: skip
     if isinstance(entry.get("messages"), list):
         messages: Messages = entry["messages"]
     elif isinstance(entry.get("prompt"), str) and entry["prompt"]:
         messages = [{"role": "user", "content": entry["prompt"]}]
+    elif isinstance(entry.get("conversations"), list):
+        found = _conversation(entry["conversations"], where)
+        if found is None or _output_length(entry, where) is None:
+            return found
+        return Prompt(messages_of(found), _output_length(entry, where))
     else:
-        raise ValueError(f'{where}: expected {{"prompt": "text"}} or {{"messages": [...]}}')
+        raise ValueError(f'{where}: expected {{"prompt": "text"}}, {{"messages": [...]}} or '
+                         '{"conversations": [...]}')  # fmt: skip
     return _item(_sendable(messages, where), entry, where)
 
 
@@ -136,17 +176,30 @@ def _sendable(messages: Any, where: str) -> Messages:
         raise ValueError(f"{where}: {exc}") from None
 
 
+#: What datasets and other tools call a request's output length, in the order looked for.
+OUTPUT_LENGTH_FIELDS = (
+    "max_tokens", "output_tokens", "output_len", "output_length", "output_tokens_count",
+    "max_completion_tokens",
+)  # fmt: skip
+
+
+def _output_length(entry: Mapping[str, Any], where: str) -> int | None:
+    """The entry's output length, under the first of `OUTPUT_LENGTH_FIELDS` it has."""
+    for name in OUTPUT_LENGTH_FIELDS:
+        value = entry.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOKENS:
+            raise ValueError(
+                f"{where}: {name} must be a whole number of 1 to {MAX_TOKENS}, "
+                f"got {show_number(value)}"
+            )
+        return value
+    return None
+
+
 def _item(messages: Messages, entry: Mapping[str, Any], where: str) -> Item:
-    max_tokens, at = entry.get("max_tokens"), entry.get("timestamp")
-    if max_tokens is not None and (
-        isinstance(max_tokens, bool)
-        or not isinstance(max_tokens, int)
-        or not 1 <= max_tokens <= MAX_TOKENS
-    ):
-        raise ValueError(
-            f"{where}: max_tokens must be a whole number of 1 to {MAX_TOKENS}, "
-            f"got {show_number(max_tokens)}"
-        )
+    max_tokens, at = _output_length(entry, where), entry.get("timestamp")
     if at is not None and (
         isinstance(at, bool) or not isinstance(at, (int, float)) or not 0 <= at < 1e9
     ):
@@ -163,25 +216,33 @@ def _sharegpt(path: Path) -> list[Item]:
         turns = entry.get("conversations") if isinstance(entry, dict) else None
         if not isinstance(turns, list):
             raise ValueError(f"{path}: entry {number} has no 'conversations' list")
-        messages: list[dict[str, Any]] = []
-        answer: str | None = None
-        for turn in turns:
-            role = _SHAREGPT_ROLES.get(str(turn.get("from"))) if isinstance(turn, dict) else None
-            text = turn.get("value") if isinstance(turn, dict) else None
-            if role is None or not isinstance(text, str):
-                raise ValueError(f"{path}: entry {number} has a turn that is not "
-                                 '{"from": "human"|"gpt"|"system", "value": "..."}')  # fmt: skip
-            if any(m["role"] == "user" for m in messages):
-                answer = text if role == "assistant" else None
-                break
-            messages.append({"role": role, "content": text})
-        if not any(m["role"] == "user" for m in messages):
-            continue  # a conversation without a question: nothing to send
-        length = None if not answer else max(1, round(len(answer) / CHARS_PER_TOKEN))
-        prompts.append(Prompt(_sendable(messages, f"{path}: entry {number}"), length))
+        found = _conversation(turns, f"{path}: entry {number}")
+        if found is not None:
+            prompts.append(found)
     if not prompts:
         raise ValueError(f"{path}: no conversations with a human turn in the file")
     return prompts
+
+
+def _conversation(turns: list[Any], where: str) -> Prompt | None:
+    """A ShareGPT conversation up to its first human turn, with its answer's length (about
+    `CHARS_PER_TOKEN` characters a token) as its output length; None without a question."""
+    messages: list[dict[str, Any]] = []
+    answer: str | None = None
+    for turn in turns:
+        role = _SHAREGPT_ROLES.get(str(turn.get("from"))) if isinstance(turn, dict) else None
+        text = turn.get("value") if isinstance(turn, dict) else None
+        if role is None or not isinstance(text, str):
+            raise ValueError(f"{where} has a turn that is not "
+                             '{"from": "human"|"gpt"|"system", "value": "..."}')  # fmt: skip
+        if any(m["role"] == "user" for m in messages):
+            answer = text if role == "assistant" else None
+            break
+        messages.append({"role": role, "content": text})
+    if not any(m["role"] == "user" for m in messages):
+        return None  # a conversation without a question: nothing to send
+    length = None if not answer else max(1, round(len(answer) / CHARS_PER_TOKEN))
+    return Prompt(_sendable(messages, where), length)
 
 
 def repeat_prompts(prompts: Sequence[Messages], count: int) -> list[Messages]:

@@ -307,7 +307,9 @@ def _check_plot_available() -> None:
 @click.option(
     "--prompts-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help='JSONL prompts, one {"prompt": "..."} or {"messages": [...]} a line, cycled in order.',
+    help='A dataset, cycled in order: JSONL ({"prompt": "..."}, {"messages": [...]} or '
+    'ShareGPT {"conversations": [...]} a line), ShareGPT JSON or Parquet; a request\'s '
+    "output length from it wins over --max-tokens.",
 )
 @click.option(
     "--max-tokens",
