@@ -32,6 +32,7 @@ from ._compare import Change, compare_reports, load_baseline, usable_runs
 from ._config import BenchConfig, BenchConfigError
 from ._csv import write_csv
 from ._distribution_summary import Summary, percentile, percentile_name
+from ._endpoints import ENDPOINTS, GENERATING
 from ._html import write_html
 from ._load import Workload, open_client, run_load, run_sweep
 from ._phase import PHASE_ATTRIBUTE, phase
@@ -68,6 +69,8 @@ from ._slo import SLO, Attainment, capacity_bounded, find_capacity
 from ._watch import ServerSample, ServerWatch
 
 __all__ = [
+    "ENDPOINTS",
+    "GENERATING",
     "BenchConfig",
     "BenchConfigError",
     "BenchProgress",

@@ -188,6 +188,7 @@ class _Runs:
                 stream=config.stream, temperature=config.temperature, seed=config.seed,
                 ignore_eos=config.ignore_eos, warmup=config.warmup,
                 max_concurrency=config.max_concurrency, turns=config.turns,
+                endpoint=config.endpoint, documents=config.documents,
             )  # fmt: skip
 
             async def run(concurrency: int | None, rate: float | None) -> RunResult:

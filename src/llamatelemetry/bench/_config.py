@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from ..api import DEFAULT_BASE_URL
 from ._distribution_summary import DEFAULT_PERCENTILES, percentiles_problem
+from ._endpoints import ENDPOINTS, GENERATING
 from ._prompts import Item, Prompt, load_prompts_file
 from ._schedule import Arrivals, burstiness_problem
 from ._slo import SLO
@@ -40,6 +41,8 @@ DEFAULT_PROMPT_TOKENS = 128
 DEFAULT_MAX_TOKENS = 128
 MAX_CONCURRENCY = 4096
 MAX_WORKERS = 256
+MAX_DOCUMENTS = 4096
+DEFAULT_DOCUMENTS = 8
 MIN_RATE = 0.001  # requests per second: one in about 17 minutes
 MAX_RATE = 1e6
 MAX_REPEAT = 100  # also the most turns of a session
@@ -92,7 +95,8 @@ class BenchConfig:
     load over that many processes, each with its own event loop ("auto": one for each 64
     requests in flight, up to the cores). ``percentiles`` are those of every latency the
     reports give (50, 90 and 99 by default; the JSON also always has the median, p90 and
-    p99).
+    p99). ``endpoint`` is what each request calls (chat, completions, responses,
+    messages, embeddings, rerank; a rerank query against ``documents`` documents).
 
     Making one checks every rule between the settings: a `BenchConfigError` says which
     settings clash and how to fix it.
@@ -129,6 +133,8 @@ class BenchConfig:
     # flight, up to the cores)
     workers: int | Literal["auto"] = 1
     percentiles: Sequence[float] = DEFAULT_PERCENTILES  # of every latency, in the reports
+    endpoint: str = "chat"  # what each request calls: one of ENDPOINTS
+    documents: int = 8  # rerank: the documents each query is ranked against
     replay: bool = False
     length_spread: float = 0.0
     repeat: int = 1
@@ -218,6 +224,8 @@ class BenchConfig:
             "turns": self.turns,
             "workers": self.workers,
             "percentiles": list(self.percentiles),
+            "endpoint": self.endpoint,
+            "documents": self.documents if self.endpoint == "rerank" else None,
         }
 
     # -- the rules --------------------------------------------------------------------------
@@ -268,6 +276,14 @@ class BenchConfig:
         ):
             raise BenchConfigError(
                 f"{{workers}} is 'auto' or a number within 1..{MAX_WORKERS}, got {self.workers!r}"
+            )
+        if self.endpoint not in ENDPOINTS:
+            raise BenchConfigError(
+                f"{{endpoint}} is one of {', '.join(ENDPOINTS)}, got {self.endpoint!r}"
+            )
+        if isinstance(self.documents, bool) or not 1 <= self.documents <= MAX_DOCUMENTS:
+            raise BenchConfigError(
+                f"{{documents}} must be within 1..{MAX_DOCUMENTS}, got {self.documents}"
             )
         problem = percentiles_problem(self.percentiles)
         if problem is not None:
@@ -324,6 +340,17 @@ class BenchConfig:
             )
         if self.length_spread and self.prompts_file is not None:
             raise BenchConfigError("{length_spread} is for synthetic prompts, not {prompts_file}")
+        if self.endpoint not in GENERATING:
+            timed = self.slo is not None and self.slo.needs_stream
+            for name, given in (("turns", self.turns > 1), ("ignore_eos", self.ignore_eos),
+                                ("no_stream", not self.stream), ("slo", timed)):  # fmt: skip
+                if given:
+                    raise BenchConfigError(
+                        f"{{{name}}} is for endpoints that generate: {{endpoint}} "
+                        f"{self.endpoint} answers at once, with no tokens to time"
+                    )
+        if self.documents != DEFAULT_DOCUMENTS and self.endpoint != "rerank":
+            raise BenchConfigError("{documents} is for {endpoint} rerank")
         if not self.levels and not self.open_loop:
             raise BenchConfigError(
                 "nothing to run: give {concurrency}, {rates}, {replay} or {find_capacity}"

@@ -2,10 +2,12 @@
 defaults its options share with `BenchConfig`, and its check of a list of percentiles."""
 
 from ._config import (
+    DEFAULT_DOCUMENTS,
     DEFAULT_MAX_TOKENS,
     DEFAULT_PROMPT_TOKENS,
     DEFAULT_REQUESTS,
     MAX_CONCURRENCY,
+    MAX_DOCUMENTS,
     MAX_OUTPUT_TOKENS,
     MAX_RATE,
     MAX_REPEAT,
@@ -15,6 +17,8 @@ from ._config import (
 from ._distribution_summary import percentiles_problem
 
 __all__ = [
+    "DEFAULT_DOCUMENTS",
+    "MAX_DOCUMENTS",
     "DEFAULT_MAX_TOKENS",
     "DEFAULT_PROMPT_TOKENS",
     "DEFAULT_REQUESTS",

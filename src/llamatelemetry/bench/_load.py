@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING, Any, cast
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from ..api import APITimeoutError, AsyncLlamaCppClient, ChatCompletion, ChatCompletionChunk
+from ..api import APITimeoutError, AsyncLlamaCppClient
 from ..api._internal import WireTimes, wire_times
 from ._delay_probe import DelayProbe
+from ._endpoints import ENDPOINTS, GENERATING, request_of, sender_for
 from ._gpu_watch import GpuWatch
 from ._phase import MEASURED, WARMUP, mark_phases, phase
 from ._prompts import FilePrompts, Item, Prompt, PromptSource, messages_of
-from ._records import EMPTY_ANSWER, UNFINISHED, RequestRecord, RunResult
+from ._records import UNFINISHED, RequestRecord, RunResult
 from ._schedule import Arrivals, arrival_times
 from ._watch import ServerWatch
 
@@ -66,6 +67,8 @@ class Workload:
     requests: int | None = None
     max_concurrency: int | None = None
     turns: int = 1  # >1: each request is a session of this many turns, history replayed
+    endpoint: str = "chat"  # one of ENDPOINTS
+    documents: int = 8  # rerank: the documents each query is ranked against
 
     def __post_init__(self) -> None:
         if isinstance(self.prompts, Sequence):
@@ -84,6 +87,14 @@ class Workload:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
         if self.turns < 1:
             raise ValueError(f"turns must be >= 1, got {self.turns}")
+        if self.endpoint not in ENDPOINTS:
+            raise ValueError(
+                f"endpoint must be one of {', '.join(ENDPOINTS)}, got {self.endpoint!r}"
+            )
+        if self.turns > 1 and self.endpoint not in GENERATING:
+            raise ValueError(f"turns are a conversation's: {self.endpoint} has none")
+        if self.documents < 1:
+            raise ValueError(f"documents must be >= 1, got {self.documents}")
         if self.max_concurrency is not None and self.max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
 
@@ -91,20 +102,14 @@ class Workload:
     def source(self) -> PromptSource:
         return cast(PromptSource, self.prompts)
 
-    def request_options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "seed": self.seed,
-            # the client's own sampling defaults off: the server's apply
-            "top_p": None,
-            "top_k": None,
-            "frequency_penalty": None,
-            "presence_penalty": None,
-        }
-        if self.ignore_eos:
-            options["ignore_eos"] = True
-        return options
+    def request_settings(self) -> dict[str, Any]:
+        """What every request of the workload is sent with (`request_of` adds its own
+        content and output length)."""
+        return {
+            "max_tokens": self.max_tokens, "stream": self.stream,
+            "temperature": self.temperature, "seed": self.seed,
+            "ignore_eos": self.ignore_eos, "documents": self.documents,
+        }  # fmt: skip
 
 
 def _client_options(concurrency: int, timeout: float) -> dict[str, Any]:
@@ -149,23 +154,6 @@ def open_client(
     )
 
 
-def _produced(chunk: ChatCompletionChunk) -> bool:
-    """Whether a stream chunk holds output: text, reasoning or a tool call."""
-    if not chunk.choices:
-        return False
-    delta = chunk.choices[0].delta
-    return bool(delta.content or delta.reasoning_content or delta.tool_calls)
-
-
-def _empty_answer(record: RequestRecord, what: str, counted: bool = True) -> None:
-    """Count the request an `EMPTY_ANSWER`, unless (``counted``) the server says it
-    generated tokens: a token it held back (an incomplete UTF-8 byte, say) is one too."""
-    if counted and (record.output_tokens or record.server_output_tokens):
-        return
-    record.error_type = EMPTY_ANSWER
-    record.error = f"no output token: {what} held no text, reasoning or tool call"
-
-
 async def _one(
     client: AsyncLlamaCppClient,
     item: Item,
@@ -174,74 +162,19 @@ async def _one(
     history: Sequence[Mapping[str, Any]] = (),
     answer: list[str] | None = None,
 ) -> None:
-    """Send one request (after a session's ``history``) and fill ``record`` in
-    (``record.started`` is set by the caller); ``answer`` gathers the reply's text. An
-    answer without a single output token (none seen, none counted by the server) is an
-    error (`EMPTY_ANSWER`): every request asks for at least one."""
-    options = workload.request_options()
-    messages = [*history, *messages_of(item)] if history else messages_of(item)
-    if isinstance(item, Prompt) and item.max_tokens is not None:
-        options["max_tokens"] = item.max_tokens  # this request's own output length
+    """Send one request of the workload's endpoint (after a session's ``history``) and
+    fill ``record`` in (``record.started`` is set by the caller); ``answer`` gathers the
+    reply's text. A generating request's answer without a single output token (none
+    seen, none counted by the server) is an error (`EMPTY_ANSWER`): every request asks
+    for at least one."""
+    request = request_of(item, history, workload.request_settings())
+    send = sender_for(workload.endpoint)
     clock = time.perf_counter
     begun = clock()
     wire = WireTimes()  # the socket's times: the client's own work is not the server's
     token = wire_times.set(wire)
     try:
-        if workload.stream:
-            stream = await client.chat.completions.create(messages=messages, stream=True, **options)
-            chunks = 0
-            produced = False
-            last = 0.0
-            async with stream:
-                async for chunk in stream:
-                    if chunk.choices:
-                        delta = chunk.choices[0].delta
-                        if answer is not None and delta.content:
-                            answer.append(delta.content)
-                        if delta.content or delta.reasoning_content:
-                            now = wire.received or clock()
-                            if record.ttft is None:
-                                record.ttft = now - (wire.sent or begun)
-                            else:
-                                record.itl.append(now - last)
-                            last = now
-                            chunks += 1
-                        produced = produced or _produced(chunk)
-                    record.chunks += 1
-                    if chunk.usage is not None:
-                        record.prompt_tokens = chunk.usage.prompt_tokens
-                        record.output_tokens = chunk.usage.completion_tokens
-                        details = chunk.usage.prompt_tokens_details
-                        record.cached_tokens = details.cached_tokens if details else None
-                    if chunk.timings is not None:
-                        record.add_server(chunk.timings)
-                    if chunk.model:
-                        record.model = chunk.model
-                    if chunk.id and record.response_id is None:
-                        record.response_id = chunk.id
-            if not record.output_tokens:
-                record.output_tokens = chunks
-            if not produced:
-                _empty_answer(record, f"the stream ({record.chunks} chunks)")
-        else:
-            reply = cast(
-                ChatCompletion, await client.chat.completions.create(messages=messages, **options)
-            )
-            if reply.usage is not None:
-                record.prompt_tokens = reply.usage.prompt_tokens
-                record.output_tokens = reply.usage.completion_tokens
-                details = reply.usage.prompt_tokens_details
-                record.cached_tokens = details.cached_tokens if details else None
-            record.add_server(reply.timings)
-            record.model = reply.model
-            record.response_id = reply.id or None
-            message = reply.choices[0].message if reply.choices else None
-            if answer is not None and message is not None:
-                answer.append(message.content or "")
-            if message is None:  # no choice at all: nothing held a token, whatever it says
-                _empty_answer(record, "the answer (no choices)", counted=False)
-            elif not (message.content or message.reasoning_content or message.tool_calls):
-                _empty_answer(record, "the answer's message")
+        await send(client, request, record, wire, answer)
     except Exception as exc:  # noqa: BLE001 - a failed request is a result, not a crash
         record.error_type = type(exc).__name__
         record.error = str(exc) or type(exc).__name__

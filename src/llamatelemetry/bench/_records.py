@@ -428,6 +428,11 @@ class RunResult:
         return self.completed / self.duration if self.duration > 0 else 0.0
 
     @property
+    def input_throughput(self) -> float:
+        """Prompt (input) tokens per second the server read, over all requests together."""
+        return self.input_tokens / self.duration if self.duration > 0 else 0.0
+
+    @property
     def output_throughput(self) -> float:
         """Generated tokens per second, over all requests together."""
         return self.output_tokens / self.duration if self.duration > 0 else 0.0
@@ -554,6 +559,7 @@ class RunResult:
             "duration_s": round(self.duration, 6),
             "request_throughput": round(self.request_throughput, 6),
             "output_throughput": round(self.output_throughput, 6),
+            "input_throughput": round(self.input_throughput, 6),
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "model": self.model,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from ..server import ServerManager
@@ -68,6 +69,21 @@ def _described(manager: ServerManager) -> dict[str, Any]:
     }
 
 
+def _embedding_pooling(model: Path) -> str | None:
+    """``mean`` for a model whose file names no pooling (a generative one: llama-server's
+    OpenAI-style embeddings need one); None to keep the model's own, or when the file
+    cannot be read here (without the ``gguf`` package, the server decides)."""
+    try:
+        from gguf import GGUFReader
+
+        fields = GGUFReader(model).fields
+        field = fields["general.architecture"]
+        architecture = bytes(field.parts[field.data[0]]).decode()
+    except Exception:  # noqa: BLE001 - not readable here: the server will say
+        return None
+    return None if f"{architecture}.pooling_type" in fields else "mean"
+
+
 @contextmanager
 def started_server(config: BenchConfig) -> Iterator[tuple[ServerManager, dict[str, Any]]]:
     """The server ``config.model`` asks for, on a free port, and what it says it is;
@@ -84,6 +100,12 @@ def started_server(config: BenchConfig) -> Iterator[tuple[ServerManager, dict[st
                 ctx_size=context_size(config, parallel),
                 n_threads=config.threads,
                 timeout=MODEL_START_TIMEOUT,
+                # what the endpoint needs of the server: embeddings, or ranking's pooling
+                embedding=config.endpoint == "embeddings",
+                reranking=config.endpoint == "rerank",
+                pooling=_embedding_pooling(config.model)
+                if config.endpoint == "embeddings"
+                else None,
             )
         except ValueError as exc:
             raise BenchConfigError("{problem}", problem=str(exc)) from None

@@ -20,6 +20,7 @@ from rich.text import Text
 from ..api import DEFAULT_BASE_URL, APIError
 from ..bench import (
     DURATION_GRACE,
+    ENDPOINTS,
     SLO,
     Arrivals,
     BenchConfig,
@@ -36,10 +37,12 @@ from ..bench import (
     write_html,
 )
 from ..bench._internal import (
+    DEFAULT_DOCUMENTS,
     DEFAULT_MAX_TOKENS,
     DEFAULT_PROMPT_TOKENS,
     DEFAULT_REQUESTS,
     MAX_CONCURRENCY,
+    MAX_DOCUMENTS,
     MAX_OUTPUT_TOKENS,
     MAX_RATE,
     MAX_REPEAT,
@@ -395,6 +398,23 @@ def _check_plot_available() -> None:
     help="With --rate: at most this many requests in flight (the schedule slips behind).",
 )
 @click.option(
+    "--endpoint",
+    type=click.Choice(ENDPOINTS),
+    default="chat",
+    show_default=True,
+    help="What each request calls: /v1/chat/completions, /v1/completions, /v1/responses, "
+    "/v1/messages, /v1/embeddings or /v1/rerank. With --model, the server started for "
+    "embeddings or rerank computes them (rerank: with ranking pooling).",
+)
+@click.option(
+    "--documents",
+    type=click.IntRange(min=1, max=MAX_DOCUMENTS),
+    default=DEFAULT_DOCUMENTS,
+    show_default=True,
+    help="With --endpoint rerank: the documents each query is ranked against (the "
+    "query's words shuffled, each as long as the query).",
+)
+@click.option(
     "--percentiles",
     callback=_parse_percentiles,
     default="50,90,99",
@@ -564,6 +584,8 @@ def bench(
     max_concurrency: int | None,
     shared_prefix: int,
     workers: int | Literal["auto"],
+    endpoint: str,
+    documents: int,
     percentiles: tuple[float, ...],
     slo_attainment: float,
     slo: SLO | None,
@@ -617,7 +639,7 @@ def bench(
             slo=slo, find_capacity=cast(Literal["rate", "concurrency"] | None, find_capacity),
             scrape_interval=scrape_interval, gpu=gpu, turns=turns, replay=replay,
             length_spread=length_spread, repeat=repeat, workers=workers,
-            percentiles=percentiles,
+            percentiles=percentiles, endpoint=endpoint, documents=documents,
         )  # fmt: skip
     except BenchConfigError as exc:
         raise CliError(exc.worded(_flag)) from None

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from .._version import __version__
 from ..bench import (
+    GENERATING,
     ITL_NOTE,
     METRIC_TITLES,
     METRICS,
@@ -253,6 +254,8 @@ def print_bench(
         else f"prompts from {config.prompts_file}"
     )
     mode = "streaming" if config.stream else "not streaming"
+    if config.endpoint != "chat":
+        mode = f"{config.endpoint} · {mode}" if config.endpoint in GENERATING else config.endpoint
     per_level = (
         f"{config.duration:g} s per rate"
         if config.duration
@@ -375,6 +378,7 @@ def _print_run(console: Console, result: RunResult, slo: SLO | None = None) -> N
     rows = [
         ("request throughput", f"{result.request_throughput:,.2f} req/s"),
         ("output token throughput", f"{result.output_throughput:,.1f} tok/s"),
+        ("input token throughput", f"{result.input_throughput:,.1f} tok/s"),
         (
             "tokens per request",
             f"{result.input_tokens / done:,.1f} in, {result.output_tokens / done:,.1f} out",

@@ -1,0 +1,410 @@
+"""What one request of each endpoint a workload may load sends, and what it reads back
+into its `RequestRecord`: chat completions, text completions, the Responses and Messages
+APIs (each streamed or not: streamed, every chunk with text is a token's time), and
+embeddings and reranking (one answer each: their figures are the requests' latency and
+the input tokens the server read).
+
+Each sender is handed the request's `WireTimes`, filled in by the client's network layer
+while it runs: a token is timed when its bytes came, not when it was parsed.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from ..api import AsyncLlamaCppClient
+from ..api._internal import WireTimes
+from ._prompts import Item, Prompt, messages_of
+from ._records import EMPTY_ANSWER, RequestRecord
+
+__all__ = ["ENDPOINTS", "GENERATING", "Sender", "sender_for"]
+
+#: The endpoints a workload may load.
+ENDPOINTS = ("chat", "completions", "responses", "messages", "embeddings", "rerank")
+#: Those that generate tokens (TTFT, TPOT and ITL mean something for them).
+GENERATING = ("chat", "completions", "responses", "messages")
+
+Sender = Callable[
+    [AsyncLlamaCppClient, "Request", RequestRecord, WireTimes, "list[str] | None"],
+    Awaitable[None],
+]
+
+
+class Request:
+    """One request's content and settings: its messages (the session's history first),
+    its output length, and the workload's sampling settings."""
+
+    __slots__ = ("documents", "ignore_eos", "max_tokens", "messages", "seed", "stream",
+                 "temperature")  # fmt: skip
+
+    def __init__(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        max_tokens: int,
+        *,
+        stream: bool,
+        temperature: float | None,
+        seed: int | None,
+        ignore_eos: bool,
+        documents: int,
+    ) -> None:
+        self.messages = messages
+        self.max_tokens = max_tokens
+        self.stream = stream
+        self.temperature = temperature
+        self.seed = seed
+        self.ignore_eos = ignore_eos
+        self.documents = documents
+
+    @property
+    def text(self) -> str:
+        """The messages as one text (a completion's prompt, an embedding's input)."""
+        return "\n".join(str(m.get("content") or "") for m in self.messages)
+
+    def chat_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "seed": self.seed,
+            # the client's own sampling defaults off: the server's apply
+            "top_p": None,
+            "top_k": None,
+            "frequency_penalty": None,
+            "presence_penalty": None,
+        }
+        if self.ignore_eos:
+            options["ignore_eos"] = True
+        return options
+
+    def extra_body(self) -> dict[str, Any]:
+        """llama.cpp's own fields, for the APIs whose methods do not name them."""
+        extra: dict[str, Any] = {} if self.seed is None else {"seed": self.seed}
+        if self.ignore_eos:
+            extra["ignore_eos"] = True
+        return extra
+
+
+def request_of(
+    item: Item, history: Sequence[Mapping[str, Any]], options: Mapping[str, Any]
+) -> Request:
+    """The request for ``item`` after ``history`` with a workload's settings
+    (``options``: max_tokens, stream, temperature, seed, ignore_eos, documents)."""
+    messages = [*history, *messages_of(item)] if history else messages_of(item)
+    max_tokens = options["max_tokens"]
+    if isinstance(item, Prompt) and item.max_tokens is not None:
+        max_tokens = item.max_tokens  # this request's own output length
+    return Request(
+        messages, max_tokens, stream=options["stream"], temperature=options["temperature"],
+        seed=options["seed"], ignore_eos=options["ignore_eos"], documents=options["documents"],
+    )  # fmt: skip
+
+
+class _Tokens:
+    """A stream's tokens as they come: each chunk with text timed by its bytes' arrival."""
+
+    __slots__ = ("answer", "chunks", "last", "produced", "record", "started", "wire")
+
+    def __init__(self, record: RequestRecord, wire: WireTimes, answer: list[str] | None) -> None:
+        self.record, self.wire, self.answer = record, wire, answer
+        self.started = time.perf_counter()
+        self.last = 0.0
+        self.chunks = 0
+        self.produced = False
+
+    def token(self, text: str | None, answer_text: bool = True) -> None:
+        """A chunk with generated text, timed by its bytes' arrival; ``answer_text``: the
+        answer's own (else reasoning, a token all the same, not the answer's text)."""
+        if not text:
+            return
+        if answer_text and self.answer is not None:
+            self.answer.append(text)
+        now = self.wire.received or time.perf_counter()
+        if self.record.ttft is None:
+            self.record.ttft = now - (self.wire.sent or self.started)
+        else:
+            self.record.itl.append(now - self.last)
+        self.last = now
+        self.chunks += 1
+        self.produced = True
+
+    def end(self) -> None:
+        record = self.record
+        if not record.output_tokens:
+            record.output_tokens = self.chunks
+        if not self.produced:
+            empty_answer(record, f"the stream ({record.chunks} chunks)")
+
+
+def empty_answer(record: RequestRecord, what: str, counted: bool = True) -> None:
+    """Count the request an `EMPTY_ANSWER`, unless (``counted``) the server says it
+    generated tokens: a token it held back (an incomplete UTF-8 byte, say) is one too."""
+    if counted and (record.output_tokens or record.server_output_tokens):
+        return
+    record.error_type = EMPTY_ANSWER
+    record.error = f"no output token: {what} held no text, reasoning or tool call"
+
+
+def _usage(record: RequestRecord, usage: Any) -> None:
+    """An OpenAI-style ``usage``'s counts."""
+    if usage is None:
+        return
+    record.prompt_tokens = usage.prompt_tokens
+    record.output_tokens = usage.completion_tokens
+    details = usage.prompt_tokens_details
+    record.cached_tokens = details.cached_tokens if details else None
+
+
+def _seen(record: RequestRecord, model: str | None, answer_id: str | None) -> None:
+    if model:
+        record.model = model
+    if answer_id and record.response_id is None:
+        record.response_id = answer_id
+
+
+async def _chat(
+    client: AsyncLlamaCppClient,
+    request: Request,
+    record: RequestRecord,
+    wire: WireTimes,
+    answer: list[str] | None,
+) -> None:
+    options = request.chat_options()
+    if request.stream:
+        stream = await client.chat.completions.create(
+            messages=request.messages, stream=True, **options
+        )
+        tokens = _Tokens(record, wire, answer)
+        async with stream:
+            async for chunk in stream:
+                record.chunks += 1
+                if chunk.choices:
+                    delta = chunk.choices[0].delta
+                    if delta.content or delta.reasoning_content:
+                        tokens.token(delta.content or delta.reasoning_content,
+                                     answer_text=bool(delta.content))  # fmt: skip
+                    elif delta.tool_calls:
+                        tokens.produced = True
+                _usage(record, chunk.usage)
+                record.add_server(chunk.timings)
+                _seen(record, chunk.model, chunk.id)
+        tokens.end()
+        return
+    reply = await client.chat.completions.create(messages=request.messages, **options)
+    _usage(record, reply.usage)
+    record.add_server(reply.timings)
+    _seen(record, reply.model, reply.id)
+    message = reply.choices[0].message if reply.choices else None
+    if answer is not None and message is not None:
+        answer.append(message.content or "")
+    if message is None:  # no choice at all: nothing held a token, whatever it says
+        empty_answer(record, "the answer (no choices)", counted=False)
+    elif not (message.content or message.reasoning_content or message.tool_calls):
+        empty_answer(record, "the answer's message")
+
+
+async def _completions(
+    client: AsyncLlamaCppClient,
+    request: Request,
+    record: RequestRecord,
+    wire: WireTimes,
+    answer: list[str] | None,
+) -> None:
+    options = request.chat_options()
+    for name in ("top_k", "frequency_penalty", "presence_penalty"):
+        options.pop(name)
+    if request.stream:
+        stream = await client.completions.create(prompt=request.text, stream=True, **options)
+        tokens = _Tokens(record, wire, answer)
+        async with stream:
+            async for chunk in stream:
+                record.chunks += 1
+                if chunk.choices:
+                    tokens.token(chunk.choices[0].text)
+                _usage(record, chunk.usage)
+                record.add_server(chunk.timings)
+                _seen(record, chunk.model, chunk.id)
+        tokens.end()
+        return
+    reply = await client.completions.create(prompt=request.text, **options)
+    _usage(record, reply.usage)
+    record.add_server(reply.timings)
+    _seen(record, reply.model, reply.id)
+    text = reply.choices[0].text if reply.choices else ""
+    if answer is not None:
+        answer.append(text)
+    if not text:
+        empty_answer(record, "the completion")
+
+
+async def _responses(
+    client: AsyncLlamaCppClient,
+    request: Request,
+    record: RequestRecord,
+    wire: WireTimes,
+    answer: list[str] | None,
+) -> None:
+    options: dict[str, Any] = {
+        "max_output_tokens": request.max_tokens, "temperature": request.temperature,
+        "extra_body": request.extra_body() or None,
+    }  # fmt: skip
+    if request.stream:
+        stream = await client.responses.create(request.messages, stream=True, **options)
+        tokens = _Tokens(record, wire, answer)
+        async with stream:
+            async for event in stream:
+                record.chunks += 1
+                if event.type == "response.output_text.delta":
+                    tokens.token(event.delta)
+                elif event.type == "response.reasoning_text.delta":
+                    tokens.token(event.delta, answer_text=False)
+                if event.response is not None:
+                    _response_usage(record, event.response)
+                    _seen(record, event.response.model, event.response.id)
+                record.add_server(event.timings)
+        tokens.end()
+        return
+    reply = await client.responses.create(request.messages, **options)
+    _response_usage(record, reply)
+    _seen(record, reply.model, reply.id)
+    record.add_server(getattr(reply, "timings", None))
+    if answer is not None:
+        answer.append(reply.output_text)
+    if not reply.output_text:
+        empty_answer(record, "the response")
+
+
+def _response_usage(record: RequestRecord, response: Any) -> None:
+    usage = response.usage
+    if usage is None:
+        return
+    record.prompt_tokens = usage.input_tokens
+    record.output_tokens = usage.output_tokens or 0
+    details = getattr(usage, "input_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None) if details is not None else None
+    if cached is not None:
+        record.cached_tokens = cached
+
+
+async def _messages(
+    client: AsyncLlamaCppClient,
+    request: Request,
+    record: RequestRecord,
+    wire: WireTimes,
+    answer: list[str] | None,
+) -> None:
+    system = [m for m in request.messages if m.get("role") == "system"]
+    rest = [m for m in request.messages if m.get("role") != "system"]
+    options: dict[str, Any] = {
+        "system": "\n".join(str(m.get("content") or "") for m in system) or None,
+        "temperature": request.temperature, "extra_body": request.extra_body() or None,
+    }  # fmt: skip
+    if request.stream:
+        stream = await client.messages.create(rest, request.max_tokens, stream=True, **options)
+        tokens = _Tokens(record, wire, answer)
+        async with stream:
+            async for event in stream:
+                record.chunks += 1
+                delta = event.delta or {}
+                if event.type == "content_block_delta":
+                    if delta.get("type") == "text_delta":
+                        tokens.token(delta.get("text"))
+                    elif delta.get("type") == "thinking_delta":
+                        tokens.token(delta.get("thinking"), answer_text=False)
+                    elif delta.get("type") == "input_json_delta":
+                        tokens.produced = True
+                if event.message is not None:
+                    _seen(record, event.message.model, event.message.id)
+                    _message_usage(record, event.message.usage)
+                if event.usage:
+                    _message_usage(record, event.usage)
+                record.add_server(event.timings)
+        tokens.end()
+        return
+    reply = await client.messages.create(rest, request.max_tokens, **options)
+    _seen(record, reply.model, reply.id)
+    _message_usage(record, reply.usage)
+    record.add_server(getattr(reply, "timings", None))
+    text = "".join(b.text or "" for b in reply.content if getattr(b, "text", None))
+    if answer is not None:
+        answer.append(text)
+    if not reply.content:
+        empty_answer(record, "the message")
+
+
+def _message_usage(record: RequestRecord, usage: Any) -> None:
+    if not usage:
+        return
+    found = usage if isinstance(usage, Mapping) else getattr(usage, "__dict__", {})
+    if found.get("input_tokens") is not None:
+        cached = found.get("cache_read_input_tokens") or 0
+        record.prompt_tokens = found["input_tokens"] + cached
+        record.cached_tokens = cached if "cache_read_input_tokens" in found else None
+    if found.get("output_tokens"):
+        record.output_tokens = found["output_tokens"]
+
+
+async def _embeddings(
+    client: AsyncLlamaCppClient,
+    request: Request,
+    record: RequestRecord,
+    wire: WireTimes,
+    answer: list[str] | None,
+) -> None:
+    reply = await client.embeddings.create(request.text)
+    vectors = getattr(reply, "data", None) or []
+    usage = getattr(reply, "usage", None)
+    record.prompt_tokens = getattr(usage, "prompt_tokens", None)
+    record.model = getattr(reply, "model", None) or record.model
+    if not vectors or not getattr(vectors[0], "embedding", None):
+        record.error_type = EMPTY_ANSWER
+        record.error = "no embedding in the answer"
+
+
+async def _rerank(
+    client: AsyncLlamaCppClient,
+    request: Request,
+    record: RequestRecord,
+    wire: WireTimes,
+    answer: list[str] | None,
+) -> None:
+    query = request.text
+    documents = _documents(query, request.documents, record.index)
+    results = await client.rerank(query, documents)
+    if len(results) != len(documents):
+        record.error_type = EMPTY_ANSWER
+        record.error = f"{len(results)} scores for {len(documents)} documents"
+
+
+def _documents(query: str, count: int, seed: int) -> list[str]:
+    """``count`` documents as long as the query: its words shuffled, each differently."""
+    words = query.split() or ["empty"]
+    rng = random.Random(seed)
+    found = []
+    for _ in range(count):
+        shuffled = list(words)
+        rng.shuffle(shuffled)
+        found.append(" ".join(shuffled))
+    return found
+
+
+_SENDERS: dict[str, Sender] = {
+    "chat": _chat,
+    "completions": _completions,
+    "responses": _responses,
+    "messages": _messages,
+    "embeddings": _embeddings,
+    "rerank": _rerank,
+}
+
+
+def sender_for(endpoint: str) -> Sender:
+    """What sends a request of ``endpoint`` (one of `ENDPOINTS`)."""
+    try:
+        return _SENDERS[endpoint]
+    except KeyError:
+        raise ValueError(
+            f"endpoint must be one of {', '.join(ENDPOINTS)}, got {endpoint!r}"
+        ) from None
