@@ -150,15 +150,25 @@ def remaining(timeout: float | None, kind: type[Exception]) -> float | None:
 
 
 class _Stream(httpcore.NetworkStream):
+    """Also notes, for a call that asks (`wire_times`), when its request's first byte was
+    written and when a read of its answer returned bytes."""
+
     __slots__ = ("_stream",)
 
     def __init__(self, stream: httpcore.NetworkStream) -> None:
         self._stream = stream
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._stream.read(max_bytes, remaining(timeout, httpcore.ReadTimeout))
+        data = self._stream.read(max_bytes, remaining(timeout, httpcore.ReadTimeout))
+        times = wire_times.get()
+        if times is not None and data:
+            times.received = _clock()
+        return data
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        times = wire_times.get()
+        if times is not None and times.sent is None and buffer:
+            times.sent = _clock()
         try:
             self._stream.write(buffer, remaining(timeout, httpcore.WriteTimeout))
         except httpcore.WriteError:

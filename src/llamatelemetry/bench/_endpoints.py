@@ -15,12 +15,15 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from ..api import AsyncLlamaCppClient
+from ..api import APITimeoutError, AsyncLlamaCppClient, ChatCompletionChunk
 from ..api._internal import WireTimes
 from ._prompts import Item, Prompt, messages_of
 from ._records import EMPTY_ANSWER, RequestRecord
 
-__all__ = ["ENDPOINTS", "GENERATING", "Sender", "sender_for"]
+__all__ = [
+    "ENDPOINTS", "GENERATING", "Request", "Sender", "Tokens", "chat_chunk", "finish",
+    "request_of", "sender_for",
+]  # fmt: skip
 
 #: The endpoints a workload may load.
 ENDPOINTS = ("chat", "completions", "responses", "messages", "embeddings", "rerank")
@@ -102,7 +105,7 @@ def request_of(
     )  # fmt: skip
 
 
-class _Tokens:
+class Tokens:
     """A stream's tokens as they come: each chunk with text timed by its bytes' arrival."""
 
     __slots__ = ("answer", "chunks", "last", "produced", "record", "started", "wire")
@@ -164,6 +167,41 @@ def _seen(record: RequestRecord, model: str | None, answer_id: str | None) -> No
         record.response_id = answer_id
 
 
+def chat_chunk(tokens: Tokens, chunk: ChatCompletionChunk) -> None:
+    """One chunk of a streamed chat answer, into its request's record."""
+    record = tokens.record
+    record.chunks += 1
+    if chunk.choices:
+        delta = chunk.choices[0].delta
+        if delta.content or delta.reasoning_content:
+            tokens.token(delta.content or delta.reasoning_content,
+                         answer_text=bool(delta.content))  # fmt: skip
+        elif delta.tool_calls:
+            tokens.produced = True
+    _usage(record, chunk.usage)
+    record.add_server(chunk.timings)
+    _seen(record, chunk.model, chunk.id)
+
+
+def finish(record: RequestRecord, wire: WireTimes, begun: float, failure: BaseException | None,
+           total_timeout: float | None) -> None:  # fmt: skip
+    """Close a request's record: its failure (``failure``: what it raised), when it left
+    and how long it took by the socket's times (a failure from the generator's start on
+    it, as its timeout is counted)."""
+    if failure is not None:
+        record.error_type = type(failure).__name__
+        record.error = str(failure) or type(failure).__name__
+        if isinstance(failure, APITimeoutError) and total_timeout is not None:
+            record.error = f"no whole answer within the {total_timeout:g} s timeout: {failure}"
+    if wire.sent is not None:
+        record.send_delay = wire.sent - begun
+    if record.ok and wire.sent is not None and wire.received is not None:
+        record.started += record.send_delay  # when it left, not when the generator began
+        record.latency = wire.received - wire.sent
+    else:
+        record.latency = time.perf_counter() - begun
+
+
 async def _chat(
     client: AsyncLlamaCppClient,
     request: Request,
@@ -176,20 +214,10 @@ async def _chat(
         stream = await client.chat.completions.create(
             messages=request.messages, stream=True, **options
         )
-        tokens = _Tokens(record, wire, answer)
+        tokens = Tokens(record, wire, answer)
         async with stream:
             async for chunk in stream:
-                record.chunks += 1
-                if chunk.choices:
-                    delta = chunk.choices[0].delta
-                    if delta.content or delta.reasoning_content:
-                        tokens.token(delta.content or delta.reasoning_content,
-                                     answer_text=bool(delta.content))  # fmt: skip
-                    elif delta.tool_calls:
-                        tokens.produced = True
-                _usage(record, chunk.usage)
-                record.add_server(chunk.timings)
-                _seen(record, chunk.model, chunk.id)
+                chat_chunk(tokens, chunk)
         tokens.end()
         return
     reply = await client.chat.completions.create(messages=request.messages, **options)
@@ -217,7 +245,7 @@ async def _completions(
         options.pop(name)
     if request.stream:
         stream = await client.completions.create(prompt=request.text, stream=True, **options)
-        tokens = _Tokens(record, wire, answer)
+        tokens = Tokens(record, wire, answer)
         async with stream:
             async for chunk in stream:
                 record.chunks += 1
@@ -252,7 +280,7 @@ async def _responses(
     }  # fmt: skip
     if request.stream:
         stream = await client.responses.create(request.messages, stream=True, **options)
-        tokens = _Tokens(record, wire, answer)
+        tokens = Tokens(record, wire, answer)
         async with stream:
             async for event in stream:
                 record.chunks += 1
@@ -303,7 +331,7 @@ async def _messages(
     }  # fmt: skip
     if request.stream:
         stream = await client.messages.create(rest, request.max_tokens, stream=True, **options)
-        tokens = _Tokens(record, wire, answer)
+        tokens = Tokens(record, wire, answer)
         async with stream:
             async for event in stream:
                 record.chunks += 1

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any, cast
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
-from ..api import APITimeoutError, AsyncLlamaCppClient
+from ..api import AsyncLlamaCppClient
 from ..api._internal import WireTimes, wire_times
 from ._delay_probe import DelayProbe
-from ._endpoints import ENDPOINTS, GENERATING, request_of, sender_for
+from ._endpoints import ENDPOINTS, GENERATING, finish, request_of, sender_for
 from ._gpu_watch import GpuWatch
 from ._phase import MEASURED, WARMUP, mark_phases, phase
 from ._prompts import FilePrompts, Item, Prompt, PromptSource, messages_of
@@ -173,22 +173,14 @@ async def _one(
     begun = clock()
     wire = WireTimes()  # the socket's times: the client's own work is not the server's
     token = wire_times.set(wire)
+    failure: BaseException | None = None
     try:
         await send(client, request, record, wire, answer)
     except Exception as exc:  # noqa: BLE001 - a failed request is a result, not a crash
-        record.error_type = type(exc).__name__
-        record.error = str(exc) or type(exc).__name__
-        if isinstance(exc, APITimeoutError) and client.total_timeout is not None:
-            record.error = f"no whole answer within the {client.total_timeout:g} s timeout: {exc}"
+        failure = exc
     finally:
         wire_times.reset(token)
-        if wire.sent is not None:
-            record.send_delay = wire.sent - begun
-        if record.ok and wire.sent is not None and wire.received is not None:
-            record.started += record.send_delay  # when it left, not when the generator began
-            record.latency = wire.received - wire.sent
-        else:  # a failure is timed as its timeout is: from the generator's start on it
-            record.latency = clock() - begun
+        finish(record, wire, begun, failure, client.total_timeout)
 
 
 async def run_load(
