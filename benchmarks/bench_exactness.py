@@ -29,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from _harness import machine
@@ -38,18 +37,6 @@ from llamatelemetry.bench._distribution_summary import percentile
 from llamatelemetry.testing._exact_server import ExactRecord, ExactTimeServer
 
 TTFT, ITL, TOKENS = 0.05, 0.02, 16
-
-
-def wall_minus_perf() -> float:
-    best: tuple[float, float] | None = None
-    for _ in range(200):
-        a = time.perf_counter()
-        wall = time.time()
-        b = time.perf_counter()
-        if best is None or b - a < best[0]:
-            best = (b - a, wall - (a + b) / 2)
-    assert best is not None
-    return best[1]
 
 
 def write_prompts(folder: Path, count: int) -> tuple[Path, Path]:
