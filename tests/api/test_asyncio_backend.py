@@ -165,3 +165,29 @@ def test_a_large_request_waits_for_room_and_goes_whole(
             return response.content
 
     assert asyncio.run(go()) == str(size).encode()
+
+
+def test_a_write_cancelled_while_waiting_for_room_leaves_the_next_one_waiting(
+    deaf_server: tuple[str, threading.Event],
+) -> None:
+    """The server reads nothing: a write waits for room, and is cancelled. The connection
+    is as full as before, so the next write waits too (and times out), rather than piling
+    more on the buffer."""
+    url, _ = deaf_server
+    host, port = url.removeprefix("http://").split(":")
+
+    async def go() -> None:
+        stream = await AsyncioBackend(httpcore.AnyIOBackend()).connect_tcp(host, int(port))
+        try:
+            waiting = asyncio.ensure_future(stream.write(b"x" * (64 << 20)))
+            await asyncio.sleep(0.2)
+            assert not waiting.done()  # no room: it waits
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            with pytest.raises(httpcore.WriteTimeout):
+                await stream.write(b"y" * (1 << 20), timeout=0.2)
+        finally:
+            await stream.aclose()
+
+    asyncio.run(go())

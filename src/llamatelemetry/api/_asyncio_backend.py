@@ -38,7 +38,8 @@ _clock = time.perf_counter
 class _Protocol(asyncio.Protocol):
     """What asyncio gives a connection: bytes with their arrival time, the end, a failure."""
 
-    __slots__ = ("buffered", "closed", "error", "eof", "pieces", "transport", "waiter", "writable")
+    __slots__ = ("buffered", "closed", "eof", "error", "paused", "pieces", "transport", "waiter",
+                 "writable")  # fmt: skip
 
     def __init__(self) -> None:
         self.pieces: collections.deque[tuple[bytes, float]] = collections.deque()
@@ -48,6 +49,7 @@ class _Protocol(asyncio.Protocol):
         self.error: Exception | None = None
         self.waiter: asyncio.Future[bool] | None = None  # a read waiting for data
         self.writable: asyncio.Future[bool] | None = None  # a write waiting for room
+        self.paused = False  # the transport holds more than it wants to: writes wait
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -74,10 +76,10 @@ class _Protocol(asyncio.Protocol):
             self.writable.set_result(True)
 
     def pause_writing(self) -> None:
-        if self.writable is None or self.writable.done():
-            self.writable = asyncio.get_running_loop().create_future()
+        self.paused = True
 
     def resume_writing(self) -> None:
+        self.paused = False
         if self.writable is not None and not self.writable.done():
             self.writable.set_result(True)
 
@@ -151,10 +153,14 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             error = protocol.error
             raise httpcore.WriteError(str(error) if error else "the connection is closed")
         self._transport.write(buffer)
-        writable = protocol.writable
-        if writable is not None and not writable.done():
-            if not await _bounded(writable, timeout):
-                raise httpcore.WriteTimeout("the request could not be written in time")
+        if protocol.paused and not protocol.closed:
+            # a wait of this write's own: a cancelled one leaves nothing behind
+            writable = protocol.writable = asyncio.get_running_loop().create_future()
+            try:
+                if not await _bounded(writable, timeout):
+                    raise httpcore.WriteTimeout("the request could not be written in time")
+            finally:
+                protocol.writable = None
             if protocol.closed:
                 error = protocol.error
                 raise httpcore.WriteError(str(error) if error else "the connection closed")
