@@ -101,6 +101,12 @@ async def _bounded(future: asyncio.Future[bool], timeout: float | None) -> bool:
         handle.cancel()
 
 
+def _closes(buffer: bytes) -> bool:
+    """Whether ``buffer`` is a request's head that says ``Connection: close``."""
+    head, found, _ = buffer[:16384].partition(b"\r\n\r\n")
+    return bool(found) and b"\r\nconnection: close\r\n" in head.lower() + b"\r\n"
+
+
 def _expire(future: asyncio.Future[bool]) -> None:
     if not future.done():
         future.set_result(False)
@@ -108,13 +114,21 @@ def _expire(future: asyncio.Future[bool]) -> None:
 
 class AsyncioStream(httpcore.AsyncNetworkStream):
     """One connection; ``arrived``: when the newest bytes ``read`` returned reached this
-    process (``perf_counter``), 0.0 before the first."""
+    process (``perf_counter``), 0.0 before the first.
 
-    __slots__ = ("_protocol", "_transport", "arrived")
+    A connection whose request said ``Connection: close`` (every stream's: it is never
+    pooled) reads from its socket all along, so that every chunk is stamped as it comes.
+    Any other stops reading from its socket whenever it has handed over all it read, as
+    httpcore's own backend does: a kept-alive connection idle in the pool is then not
+    watched by the event loop, which a forked child shares (its inherited copy of the
+    loop would otherwise read the parent's answers off the shared socket)."""
+
+    __slots__ = ("_held", "_protocol", "_transport", "arrived")
 
     def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
         self._transport = transport
         self._protocol = protocol
+        self._held = False  # the connection ends with this answer: keep reading
         self.arrived = 0.0
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
@@ -124,6 +138,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
                 raise httpcore.ReadError(str(protocol.error) or type(protocol.error).__name__)
             if protocol.eof or protocol.closed:
                 return b""
+            self._transport.resume_reading()  # (nothing to do when it is reading)
             waiter = protocol.waiter = asyncio.get_running_loop().create_future()
             try:
                 if not await _bounded(waiter, timeout):
@@ -139,10 +154,12 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         if len(data) > max_bytes:
             protocol.pieces.appendleft((data[max_bytes:], self.arrived))
             data = data[:max_bytes]
-        was_full = protocol.buffered > READ_BUFFER
         protocol.buffered -= len(data)
-        if was_full and protocol.buffered <= READ_BUFFER and not protocol.closed:
-            self._transport.resume_reading()
+        if not protocol.closed:
+            if not protocol.pieces and not self._held:
+                self._transport.pause_reading()  # all handed over: read again when asked
+            elif protocol.buffered <= READ_BUFFER:
+                self._transport.resume_reading()
         return data
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
@@ -152,6 +169,9 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         if protocol.closed or self._transport.is_closing():
             error = protocol.error
             raise httpcore.WriteError(str(error) if error else "the connection is closed")
+        if not self._held and _closes(buffer):
+            self._held = True
+            self._transport.resume_reading()
         self._transport.write(buffer)
         if protocol.paused and not protocol.closed:
             # a wait of this write's own: a cancelled one leaves nothing behind
