@@ -59,6 +59,8 @@ def test_rerank_under_load(rerank_server: ServerManager) -> None:
     run = only_run("--url", rerank_server.url, "--endpoint", "rerank", "--documents", "5",
                    *QUICK)  # fmt: skip
     assert run["metrics"]["e2e_ms"]["client"]["count"] == 3
+    assert all(r["prompt_tokens"] > 0 for r in run["per_request"])  # the server's usage
+    assert run["input_throughput"] > 0
     human = invoke("--url", rerank_server.url, "--endpoint", "rerank", *QUICK)
     assert human.exit_code == 0 and "rerank" in human.stdout.splitlines()[1]
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from ..api import APITimeoutError, AsyncLlamaCppClient, ChatCompletionChunk
-from ..api._internal import WireTimes
+from ..api._internal import Call, WireTimes
 from ._prompts import Item, Prompt, messages_of
 from ._records import EMPTY_ANSWER, RequestRecord
 
@@ -400,10 +400,26 @@ async def _rerank(
 ) -> None:
     query = request.text
     documents = _documents(query, request.documents, record.index)
-    results = await client.rerank(query, documents)
-    if len(results) != len(documents):
+    # the request `client.rerank` sends, its whole answer kept: the tokens the server read
+    # are in its ``usage``, which the method's results leave out
+    call = Call("POST", "/v1/rerank", _whole, body={"query": query, "documents": documents},
+                operation="rerank")  # fmt: skip
+    reply = await client.execute_call(call)
+    results = reply.get("results") if isinstance(reply, dict) else reply
+    usage = (reply.get("usage") if isinstance(reply, dict) else None) or {}
+    tokens = usage.get("prompt_tokens") or usage.get("total_tokens")
+    if isinstance(tokens, int) and not isinstance(tokens, bool):
+        record.prompt_tokens = tokens
+    if isinstance(reply, dict) and reply.get("model"):
+        record.model = str(reply["model"])
+    if not isinstance(results, list) or len(results) != len(documents):
         record.error_type = EMPTY_ANSWER
-        record.error = f"{len(results)} scores for {len(documents)} documents"
+        count = len(results) if isinstance(results, list) else 0
+        record.error = f"{count} scores for {len(documents)} documents"
+
+
+def _whole(data: Any) -> Any:
+    return data
 
 
 def _documents(query: str, count: int, seed: int) -> list[str]:
