@@ -13,8 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from llamatelemetry.bench import BenchConfig, BenchConfigError, Prompt, load_prompts_file
+from llamatelemetry.bench import BenchConfig, BenchConfigError, Prompt, Workload, load_prompts_file
 from llamatelemetry.bench._prompts import OUTPUT_LENGTH_FIELDS
+from llamatelemetry.server import ServerManager
 
 from .test_load import ok_json
 
@@ -95,3 +96,30 @@ def test_a_run_from_a_parquet_dataset_asks_for_its_lengths(tmp_path: Path) -> No
                        "--scrape-interval", "0")  # fmt: skip
     [run] = data["runs"]
     assert [r["output_tokens"] for r in run["per_request"]] == lengths
+
+
+def test_a_dataset_of_lengths_alone(tmp_path: Path) -> None:
+    path = jsonl(tmp_path / "l.jsonl", [{"input_length": 100, "output_length": 20},
+                                        {"prompt_tokens": 50, "timestamp": 1.5}])  # fmt: skip
+    assert load_prompts_file(path) == [Prompt([], 20, None, tokens=100),
+                                       Prompt([], None, 1.5, tokens=50)]  # fmt: skip
+    with pytest.raises(ValueError, match="l.jsonl:1: prompt_tokens must be a whole number"):
+        load_prompts_file(jsonl(tmp_path / "l.jsonl", [{"prompt_tokens": -3}]))
+    with pytest.raises(ValueError, match="has no text yet: make it with with_lengths_made"):
+        Workload([Prompt([], 5, tokens=10)])
+
+
+def test_a_run_from_lengths_alone_sends_prompts_of_those_lengths(
+    chat_server: ServerManager, tmp_path: Path
+) -> None:
+    """The text is made at run time, calibrated with the server's own tokenizer and chat
+    template: the server counts about the lengths the dataset gave."""
+    rows = [{"prompt_tokens": 64, "output_tokens": 3}, {"prompt_tokens": 160, "output_tokens": 5}]
+    path = jsonl(tmp_path / "l.jsonl", rows)
+    data = ok_json("--url", chat_server.url, "--prompts-file", str(path), "-n", "4",
+                   "--seed", "2", "--warmup", "0", "--scrape-interval", "0")  # fmt: skip
+    [run] = data["runs"]
+    assert run["completed"] == 4
+    for request, row in zip(run["per_request"], rows * 2, strict=True):
+        assert request["output_tokens"] == row["output_tokens"]
+        assert abs(request["prompt_tokens"] - row["prompt_tokens"]) <= 0.12 * row["prompt_tokens"]

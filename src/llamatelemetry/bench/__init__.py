@@ -52,6 +52,7 @@ from ._prompts import (
     template_prefix_tokens,
     template_tokens,
     tokens_per_word,
+    with_lengths_made,
 )
 from ._records import (
     ITL_NOTE,
@@ -124,4 +125,5 @@ __all__ = [
     "run_sweep",
     "synthetic_prompts",
     "tokens_per_word",
+    "with_lengths_made",
 ]

@@ -21,7 +21,13 @@ from ..api import AsyncLlamaCppClient, redact_url
 from ._config import BenchConfig, BenchConfigError
 from ._gpu_watch import GpuWatch
 from ._load import Workload, open_client, run_load
-from ._prompts import FilePrompts, PromptSource, synthetic_source, template_prefix_tokens
+from ._prompts import (
+    FilePrompts,
+    PromptSource,
+    synthetic_source,
+    template_prefix_tokens,
+    with_lengths_made,
+)
 from ._records import RequestRecord, RunResult
 from ._report import BenchReport
 from ._schedule import Arrivals
@@ -157,7 +163,8 @@ class _Runs:
     async def source(self, client: AsyncLlamaCppClient) -> PromptSource:
         config = self.config
         if config.file_prompts is not None:
-            return FilePrompts(config.file_prompts, str(config.prompts_file))
+            made = await with_lengths_made(client, config.file_prompts, config.seed)
+            return FilePrompts(made, str(config.prompts_file))
         return await synthetic_source(
             client, config.synthetic_tokens, config.seed, config.shared_prefix,
             spread=config.length_spread, max_tokens=config.max_tokens,

@@ -74,6 +74,11 @@ class Workload:
         if isinstance(self.prompts, Sequence):
             if not self.prompts:
                 raise ValueError("a workload needs at least one prompt")
+            if any(isinstance(p, Prompt) and not p.messages for p in self.prompts):
+                raise ValueError(
+                    "a prompt given as a length alone has no text yet: make it with "
+                    "with_lengths_made(client, prompts) (run_benchmark does)"
+                )
             if self.requests is None:
                 object.__setattr__(self, "requests", len(self.prompts))
             object.__setattr__(self, "prompts", FilePrompts(self.prompts))

@@ -13,7 +13,7 @@ import os
 import random
 import secrets
 from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, Union, cast
 
@@ -43,11 +43,14 @@ Messages = Sequence[Mapping[str, Any]]
 @dataclass(frozen=True)
 class Prompt:
     """A request of a workload that says more than its messages: its own output length
-    (``max_tokens``), and in a trace when it was sent (``at``, seconds from the start)."""
+    (``max_tokens``), and in a trace when it was sent (``at``, seconds from the start).
+    A dataset that gives only lengths gives ``tokens`` (the prompt's length as the server
+    counts it) and no messages: `with_lengths_made` makes its text before a run."""
 
     messages: Messages
     max_tokens: int | None = None
     at: float | None = None
+    tokens: int | None = None
 
 
 Item = Union[Messages, Prompt]  # noqa: UP007 - a runtime alias
@@ -159,9 +162,12 @@ def _entry(entry: Any, where: str) -> Item | None:
         if found is None or _output_length(entry, where) is None:
             return found
         return Prompt(messages_of(found), _output_length(entry, where))
+    elif (length := _prompt_length(entry, where)) is not None:
+        return Prompt([], *_lengths_and_time(entry, where), tokens=length)
     else:
-        raise ValueError(f'{where}: expected {{"prompt": "text"}}, {{"messages": [...]}} or '
-                         '{"conversations": [...]}')  # fmt: skip
+        raise ValueError(f'{where}: expected {{"prompt": "text"}}, {{"messages": [...]}}, '
+                         '{"conversations": [...]} or a prompt length ("prompt_tokens": '
+                         'N)')  # fmt: skip
     return _item(_sendable(messages, where), entry, where)
 
 
@@ -198,15 +204,72 @@ def _output_length(entry: Mapping[str, Any], where: str) -> int | None:
     return None
 
 
-def _item(messages: Messages, entry: Mapping[str, Any], where: str) -> Item:
+#: What datasets of lengths alone call a prompt's length (tokens), in the order looked for.
+PROMPT_LENGTH_FIELDS = (
+    "prompt_tokens", "input_tokens", "input_length", "input_len", "prompt_len",
+    "prompt_length",
+)  # fmt: skip
+
+
+def _prompt_length(entry: Mapping[str, Any], where: str) -> int | None:
+    """A line of lengths alone: its prompt's length, under the first of
+    `PROMPT_LENGTH_FIELDS` it has (None: a line with no such field)."""
+    for name in PROMPT_LENGTH_FIELDS:
+        value = entry.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOKENS:
+            raise ValueError(
+                f"{where}: {name} must be a whole number of 1 to {MAX_TOKENS}, "
+                f"got {show_number(value)}"
+            )
+        return value
+    return None
+
+
+def _lengths_and_time(entry: Mapping[str, Any], where: str) -> tuple[int | None, float | None]:
     max_tokens, at = _output_length(entry, where), entry.get("timestamp")
     if at is not None and (
         isinstance(at, bool) or not isinstance(at, (int, float)) or not 0 <= at < 1e9
     ):
         raise ValueError(f"{where}: timestamp must be seconds >= 0, got {show_number(at)}")
+    return max_tokens, None if at is None else float(at)
+
+
+def _item(messages: Messages, entry: Mapping[str, Any], where: str) -> Item:
+    max_tokens, at = _lengths_and_time(entry, where)
     if max_tokens is None and at is None:
         return messages
-    return Prompt(messages, max_tokens, None if at is None else float(at))
+    return Prompt(messages, max_tokens, at)
+
+
+async def with_lengths_made(
+    client: AsyncLlamaCppClient, items: Sequence[Item], seed: int | None = None
+) -> list[Item]:
+    """``items`` with a text made for each prompt a dataset gave only as a length: random
+    words (no two prompts beginning alike) that the server counts, its chat template
+    included, as about that many tokens; calibrated once with its ``/apply-template`` and
+    ``/tokenize``. ``items`` as they are when none is a length alone."""
+    wanted = [p for p in items if isinstance(p, Prompt) and p.tokens is not None and not p.messages]
+    if not wanted:
+        return list(items)
+    with phase(CALIBRATION):
+        per_word = await tokens_per_word(client, seed or 0)
+        sample = " ".join(random.Random(seed or 0).choice(WORDS) for _ in range(16))
+        template = await template_tokens(client, sample) or 0
+    rng = random.Random(seed)
+    firsts = sorted(set(WORDS))
+    rng.shuffle(firsts)
+    made: list[Item] = []
+    for number, item in enumerate(items):
+        if not (isinstance(item, Prompt) and item.tokens is not None and not item.messages):
+            made.append(item)
+            continue
+        words = max(2, round((item.tokens - template) / per_word))
+        first = f"{firsts[number % len(firsts)]} {firsts[(number // len(firsts)) % len(firsts)]}"
+        text = " ".join([first, *(rng.choice(WORDS) for _ in range(words - 2))])
+        made.append(replace(item, messages=[{"role": "user", "content": text}]))
+    return made
 
 
 def _sharegpt(path: Path) -> list[Item]:

@@ -46,8 +46,10 @@ def _context_for(
 ) -> int:
     if prompts is not None:  # about 3 characters a token, generously rounded up
         chats = [messages_of(p) for p in prompts]
-        longest = max(len(str(m.get("content", ""))) for p in chats for m in p)
+        longest = max((len(str(m.get("content", ""))) for p in chats for m in p), default=0)
         prompt_tokens = longest // 3 + 16 * max(len(p) for p in chats)
+        given = (p.tokens or 0 for p in prompts if isinstance(p, Prompt))  # lengths alone
+        prompt_tokens = max([prompt_tokens, *given])
         own = (p.max_tokens or 0 for p in prompts if isinstance(p, Prompt))
         max_tokens = max([max_tokens, *own])
     per_slot = int(prompt_tokens * 1.25) + max_tokens + 128
