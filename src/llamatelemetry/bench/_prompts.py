@@ -189,9 +189,9 @@ OUTPUT_LENGTH_FIELDS = (
 )  # fmt: skip
 
 
-def _output_length(entry: Mapping[str, Any], where: str) -> int | None:
-    """The entry's output length, under the first of `OUTPUT_LENGTH_FIELDS` it has."""
-    for name in OUTPUT_LENGTH_FIELDS:
+def _length(entry: Mapping[str, Any], names: Sequence[str], where: str) -> int | None:
+    """A token count the entry gives under the first of ``names`` it has (None: none)."""
+    for name in names:
         value = entry.get(name)
         if value is None:
             continue
@@ -202,6 +202,11 @@ def _output_length(entry: Mapping[str, Any], where: str) -> int | None:
             )
         return value
     return None
+
+
+def _output_length(entry: Mapping[str, Any], where: str) -> int | None:
+    """The entry's output length, under the first of `OUTPUT_LENGTH_FIELDS` it has."""
+    return _length(entry, OUTPUT_LENGTH_FIELDS, where)
 
 
 #: What datasets of lengths alone call a prompt's length (tokens), in the order looked for.
@@ -214,17 +219,7 @@ PROMPT_LENGTH_FIELDS = (
 def _prompt_length(entry: Mapping[str, Any], where: str) -> int | None:
     """A line of lengths alone: its prompt's length, under the first of
     `PROMPT_LENGTH_FIELDS` it has (None: a line with no such field)."""
-    for name in PROMPT_LENGTH_FIELDS:
-        value = entry.get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOKENS:
-            raise ValueError(
-                f"{where}: {name} must be a whole number of 1 to {MAX_TOKENS}, "
-                f"got {show_number(value)}"
-            )
-        return value
-    return None
+    return _length(entry, PROMPT_LENGTH_FIELDS, where)
 
 
 def _lengths_and_time(entry: Mapping[str, Any], where: str) -> tuple[int | None, float | None]:
