@@ -19,8 +19,6 @@ import struct
 import threading
 import time
 
-from ._distribution_summary import Summary
-
 __all__ = ["INTERVAL", "DelayProbe"]
 
 #: Seconds between two probes.
@@ -87,9 +85,3 @@ class DelayProbe:
                 sock.close()
             self._pair = None
         return self.waits
-
-
-def delay_summary(waits: list[float]) -> Summary | None:
-    """The waits in milliseconds."""
-    found = Summary.of(waits)
-    return None if found is None else found.scaled(1000.0)

@@ -255,22 +255,25 @@ async def run_load(
     origin = time.perf_counter()
     if workers is not None:
         origin += START_MARGIN  # the workers have their orders before the run's clock starts
-    probe = DelayProbe()
-    probe.start()
+    # The loop that reads the answers is probed: this one, or each worker's (this one
+    # only waits for them then).
+    probe = DelayProbe() if workers is None else None
+    if probe is not None:
+        probe.start()
     if watch is not None:
         watch.start(origin)
     if gpu is not None:
         gpu.start()
     cpu_elsewhere = 0.0
+    delays: list[float] = []
     try:
         if workers is None:
             records = await drive(client, plan, origin, on_request)
-            delays = probe.stop()
         else:
             records, cpu_elsewhere, delays = await workers.drive(plan, origin, on_request)
-            probe.stop()  # this process only waited: its workers' loops are what read
     finally:
-        probe.stop()
+        if probe is not None:
+            delays = probe.stop()
         samples = await watch.stop() if watch is not None else []
         gpus = gpu.stop() if gpu is not None else None
     failed_samples = watch.run_failures if watch is not None else 0
