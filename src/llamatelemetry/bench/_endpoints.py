@@ -15,7 +15,14 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from ..api import APITimeoutError, AsyncLlamaCppClient, ChatCompletionChunk
+from ..api import (
+    APITimeoutError,
+    AsyncLlamaCppClient,
+    ChatCompletionChunk,
+    Completion,
+    MessageStreamEvent,
+    ResponseStreamEvent,
+)
 from ..api._internal import Call, WireTimes
 from ._prompts import Item, Prompt, messages_of
 from ._records import EMPTY_ANSWER, RequestRecord
@@ -183,6 +190,15 @@ def chat_chunk(tokens: Tokens, chunk: ChatCompletionChunk) -> None:
     _seen(record, chunk.model, chunk.id)
 
 
+async def _drain(stream: Any, tokens: Tokens, handle: Callable[[Tokens, Any], None]) -> None:
+    """Read a streamed answer to its end, each event by ``handle``, and close the
+    stream; then the request's tokens are counted."""
+    async with stream:
+        async for event in stream:
+            handle(tokens, event)
+    tokens.end()
+
+
 def finish(record: RequestRecord, wire: WireTimes, begun: float, failure: BaseException | None,
            total_timeout: float | None) -> None:  # fmt: skip
     """Close a request's record: its failure (``failure``: what it raised), when it left
@@ -214,11 +230,7 @@ async def _chat(
         stream = await client.chat.completions.create(
             messages=request.messages, stream=True, **options
         )
-        tokens = Tokens(record, wire, answer)
-        async with stream:
-            async for chunk in stream:
-                chat_chunk(tokens, chunk)
-        tokens.end()
+        await _drain(stream, Tokens(record, wire, answer), chat_chunk)
         return
     reply = await client.chat.completions.create(messages=request.messages, **options)
     _usage(record, reply.usage)
@@ -245,16 +257,7 @@ async def _completions(
         options.pop(name)
     if request.stream:
         stream = await client.completions.create(prompt=request.text, stream=True, **options)
-        tokens = Tokens(record, wire, answer)
-        async with stream:
-            async for chunk in stream:
-                record.chunks += 1
-                if chunk.choices:
-                    tokens.token(chunk.choices[0].text)
-                _usage(record, chunk.usage)
-                record.add_server(chunk.timings)
-                _seen(record, chunk.model, chunk.id)
-        tokens.end()
+        await _drain(stream, Tokens(record, wire, answer), _completion_chunk)
         return
     reply = await client.completions.create(prompt=request.text, **options)
     _usage(record, reply.usage)
@@ -265,6 +268,16 @@ async def _completions(
         answer.append(text)
     if not text:
         empty_answer(record, "the completion")
+
+
+def _completion_chunk(tokens: Tokens, chunk: Completion) -> None:
+    record = tokens.record
+    record.chunks += 1
+    if chunk.choices:
+        tokens.token(chunk.choices[0].text)
+    _usage(record, chunk.usage)
+    record.add_server(chunk.timings)
+    _seen(record, chunk.model, chunk.id)
 
 
 async def _responses(
@@ -280,28 +293,29 @@ async def _responses(
     }  # fmt: skip
     if request.stream:
         stream = await client.responses.create(request.messages, stream=True, **options)
-        tokens = Tokens(record, wire, answer)
-        async with stream:
-            async for event in stream:
-                record.chunks += 1
-                if event.type == "response.output_text.delta":
-                    tokens.token(event.delta)
-                elif event.type == "response.reasoning_text.delta":
-                    tokens.token(event.delta, answer_text=False)
-                if event.response is not None:
-                    _response_usage(record, event.response)
-                    _seen(record, event.response.model, event.response.id)
-                record.add_server(event.timings)
-        tokens.end()
+        await _drain(stream, Tokens(record, wire, answer), _response_event)
         return
     reply = await client.responses.create(request.messages, **options)
     _response_usage(record, reply)
     _seen(record, reply.model, reply.id)
-    record.add_server(getattr(reply, "timings", None))
+    record.add_server(reply.timings)
     if answer is not None:
         answer.append(reply.output_text)
     if not reply.output_text:
         empty_answer(record, "the response")
+
+
+def _response_event(tokens: Tokens, event: ResponseStreamEvent) -> None:
+    record = tokens.record
+    record.chunks += 1
+    if event.type == "response.output_text.delta":
+        tokens.token(event.delta)
+    elif event.type == "response.reasoning_text.delta":
+        tokens.token(event.delta, answer_text=False)
+    if event.response is not None:
+        _response_usage(record, event.response)
+        _seen(record, event.response.model, event.response.id)
+    record.add_server(event.timings)
 
 
 def _response_usage(record: RequestRecord, response: Any) -> None:
@@ -331,35 +345,36 @@ async def _messages(
     }  # fmt: skip
     if request.stream:
         stream = await client.messages.create(rest, request.max_tokens, stream=True, **options)
-        tokens = Tokens(record, wire, answer)
-        async with stream:
-            async for event in stream:
-                record.chunks += 1
-                delta = event.delta or {}
-                if event.type == "content_block_delta":
-                    if delta.get("type") == "text_delta":
-                        tokens.token(delta.get("text"))
-                    elif delta.get("type") == "thinking_delta":
-                        tokens.token(delta.get("thinking"), answer_text=False)
-                    elif delta.get("type") == "input_json_delta":
-                        tokens.produced = True
-                if event.message is not None:
-                    _seen(record, event.message.model, event.message.id)
-                    _message_usage(record, event.message.usage)
-                if event.usage:
-                    _message_usage(record, event.usage)
-                record.add_server(event.timings)
-        tokens.end()
+        await _drain(stream, Tokens(record, wire, answer), _message_event)
         return
     reply = await client.messages.create(rest, request.max_tokens, **options)
     _seen(record, reply.model, reply.id)
     _message_usage(record, reply.usage)
-    record.add_server(getattr(reply, "timings", None))
+    record.add_server(reply.timings)
     text = "".join(b.text or "" for b in reply.content if getattr(b, "text", None))
     if answer is not None:
         answer.append(text)
     if not reply.content:
         empty_answer(record, "the message")
+
+
+def _message_event(tokens: Tokens, event: MessageStreamEvent) -> None:
+    record = tokens.record
+    record.chunks += 1
+    delta = event.delta or {}
+    if event.type == "content_block_delta":
+        if delta.get("type") == "text_delta":
+            tokens.token(delta.get("text"))
+        elif delta.get("type") == "thinking_delta":
+            tokens.token(delta.get("thinking"), answer_text=False)
+        elif delta.get("type") == "input_json_delta":
+            tokens.produced = True
+    if event.message is not None:
+        _seen(record, event.message.model, event.message.id)
+        _message_usage(record, event.message.usage)
+    if event.usage:
+        _message_usage(record, event.usage)
+    record.add_server(event.timings)
 
 
 def _message_usage(record: RequestRecord, usage: Any) -> None:
@@ -382,11 +397,9 @@ async def _embeddings(
     answer: list[str] | None,
 ) -> None:
     reply = await client.embeddings.create(request.text)
-    vectors = getattr(reply, "data", None) or []
-    usage = getattr(reply, "usage", None)
-    record.prompt_tokens = getattr(usage, "prompt_tokens", None)
-    record.model = getattr(reply, "model", None) or record.model
-    if not vectors or not getattr(vectors[0], "embedding", None):
+    record.prompt_tokens = None if reply.usage is None else reply.usage.prompt_tokens
+    record.model = reply.model or record.model
+    if not reply.data or not reply.data[0].embedding:
         record.error_type = EMPTY_ANSWER
         record.error = "no embedding in the answer"
 
