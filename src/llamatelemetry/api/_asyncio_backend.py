@@ -133,11 +133,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         protocol = self._protocol
-        if not protocol.pieces:
-            if protocol.error is not None:
-                raise httpcore.ReadError(str(protocol.error) or type(protocol.error).__name__)
-            if protocol.eof or protocol.closed:
-                return b""
+        if not (protocol.pieces or protocol.eof or protocol.closed):
             self._transport.resume_reading()  # (nothing to do when it is reading)
             waiter = protocol.waiter = asyncio.get_running_loop().create_future()
             try:
@@ -145,11 +141,11 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
                     raise httpcore.ReadTimeout("no bytes within the read timeout")
             finally:
                 protocol.waiter = None
-            if not protocol.pieces:
-                if protocol.error is not None:
-                    error = protocol.error
-                    raise httpcore.ReadError(str(error) or type(error).__name__)
-                return b""
+        if not protocol.pieces:  # the end, or the failure that ended it
+            error = protocol.error
+            if error is not None:
+                raise httpcore.ReadError(str(error) or type(error).__name__)
+            return b""
         data, self.arrived = protocol.pieces.popleft()
         if len(data) > max_bytes:
             protocol.pieces.appendleft((data[max_bytes:], self.arrived))
