@@ -25,6 +25,7 @@ from llamatelemetry.bench import (
     run_load,
 )
 from llamatelemetry.bench._load import START_MARGIN, Plan
+from llamatelemetry.bench._records import UNFINISHED
 from llamatelemetry.bench._workers import Workers
 from llamatelemetry.testing._exact_server import ExactTimeServer
 
@@ -176,3 +177,20 @@ def test_bench_workers_from_the_command_line(exact: ExactTimeServer, tmp_path: o
     [level] = report["runs"]
     assert level["completed"] == 24 and level["generator"]["workers"] == 2
     assert level["generator"]["delay_ms"]["count"] >= 1
+
+
+def test_requests_that_never_end_come_back_from_the_workers_too() -> None:
+    """A server slower than the run's grace: every request is still in flight when the
+    run stops waiting. The workers report none as it ends, and still hand every one
+    back, unfinished, in its place."""
+    with ExactTimeServer(ttft=5.0, itl=0.0) as slow:
+        pool = Workers(2, slow.url, None, 16, 60.0)
+        try:
+            arrivals = Arrivals(20.0, duration=0.3, grace=0.3, seed=1)
+            heard: list[RequestRecord] = []
+            result = run(slow.url, pool, None, heard, arrivals=arrivals)
+        finally:
+            pool.close()
+    assert result.requests > 2 and [r.index for r in result.records] == list(range(result.requests))
+    assert heard == [] and result.unfinished == result.requests
+    assert {r.error_type for r in result.records} == {UNFINISHED}

@@ -144,17 +144,21 @@ class Workers:
 def _collect(
     pipe: Connection, told: Callable[[RequestRecord], None]
 ) -> tuple[list[RequestRecord], float, list[float]]:
-    """A worker's messages until its run is done: each record as it ends, then all."""
+    """A worker's messages until its run is done: each record as it ends, then those
+    that never ended (unfinished, or the later turns of a failed session) and its CPU
+    time and delays."""
+    records: list[RequestRecord] = []
     while True:
         try:
             kind, *rest = pipe.recv()
         except EOFError:
             raise RuntimeError("a bench worker process ended during the run") from None
         if kind == "record":
+            records.append(rest[0])
             told(rest[0])
         elif kind == "done":
-            records, cpu, delays = rest
-            return records, cpu, delays
+            left, cpu, delays = rest
+            return records + left, cpu, delays
         else:
             raise RuntimeError(f"a bench worker failed:\n{rest[0]}")
 
@@ -188,8 +192,15 @@ async def _run(client: Any, pipe: Connection, plan: Plan, origin: float) -> None
     cpu = time.process_time()
     probe = DelayProbe()
     probe.start()
+    sent: set[int] = set()  # each record goes to the parent once, as it ends if it does
+
+    def ended(record: RequestRecord) -> None:
+        pipe.send(("record", record))
+        sent.add(record.index)
+
     try:
-        records = await drive(client, plan, origin, lambda r: pipe.send(("record", r)))
+        records = await drive(client, plan, origin, ended)
     finally:
         delays = probe.stop()
-    pipe.send(("done", records, time.process_time() - cpu, delays))
+    left = [r for r in records if r.index not in sent]
+    pipe.send(("done", left, time.process_time() - cpu, delays))
