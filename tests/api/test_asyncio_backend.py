@@ -191,3 +191,75 @@ def test_a_write_cancelled_while_waiting_for_room_leaves_the_next_one_waiting(
             await stream.aclose()
 
     asyncio.run(go())
+
+
+@pytest.fixture
+def paced_server() -> Iterator[tuple[str, int, list[float]]]:
+    """Accepts one connection and sends a byte after each of the delays in the list the
+    test fills in (before it connects); then holds the connection open, silent."""
+    delays: list[float] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            for delay in delays:
+                time.sleep(delay)
+                conn.sendall(b"x")
+            done.wait(10)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield "127.0.0.1", listener.getsockname()[1], delays
+    done.set()
+    thread.join(timeout=10)
+    listener.close()
+
+
+async def _reads(host: str, port: int, timeouts: list[float | None]) -> list[bytes | str]:
+    """One read per timeout, in turn: its bytes, or "timeout" (after which none follow)."""
+    stream = await AsyncioBackend(httpcore.AnyIOBackend()).connect_tcp(host, port)
+    got: list[bytes | str] = []
+    try:
+        for timeout in timeouts:
+            try:
+                got.append(await stream.read(64, timeout))
+            except httpcore.ReadTimeout:
+                got.append("timeout")
+                break
+    finally:
+        await stream.aclose()
+    return got
+
+
+def test_a_read_timeout_counts_from_each_read_not_from_the_first(
+    paced_server: tuple[str, int, list[float]],
+) -> None:
+    """Bytes every 0.1 s for 0.6 s, each read bounded by 0.25 s: none times out (one timer
+    serves them all, moved by each read); then silence, and the next read times out."""
+    host, port, delays = paced_server
+    delays.extend([0.1] * 6)
+    started = time.perf_counter()
+    got = asyncio.run(_reads(host, port, [0.25] * 7))
+    assert got == [b"x"] * 6 + ["timeout"]
+    assert 0.6 + 0.25 <= time.perf_counter() - started < 3.0
+
+
+def test_a_shorter_read_timeout_after_a_longer_one_holds(
+    paced_server: tuple[str, int, list[float]],
+) -> None:
+    host, port, delays = paced_server
+    delays.append(0.0)
+    started = time.perf_counter()
+    assert asyncio.run(_reads(host, port, [5.0, 0.2])) == [b"x", "timeout"]
+    assert time.perf_counter() - started < 2.0  # not the 5 s the first read allowed
+
+
+def test_a_read_without_a_timeout_after_one_with_waits_as_long_as_it_takes(
+    paced_server: tuple[str, int, list[float]],
+) -> None:
+    host, port, delays = paced_server
+    delays.extend([0.0, 0.5])
+    assert asyncio.run(_reads(host, port, [0.1, None])) == [b"x", b"x"]

@@ -38,8 +38,8 @@ _clock = time.perf_counter
 class _Protocol(asyncio.Protocol):
     """What asyncio gives a connection: bytes with their arrival time, the end, a failure."""
 
-    __slots__ = ("buffered", "closed", "eof", "error", "paused", "pieces", "transport", "waiter",
-                 "writable")  # fmt: skip
+    __slots__ = ("buffered", "closed", "deadline", "eof", "error", "paused", "pieces", "timer",
+                 "transport", "waiter", "writable")  # fmt: skip
 
     def __init__(self) -> None:
         self.pieces: collections.deque[tuple[bytes, float]] = collections.deque()
@@ -51,6 +51,8 @@ class _Protocol(asyncio.Protocol):
         self.writable: asyncio.Future[bool] | None = None  # a write waiting for room
         self.paused = False  # the transport holds more than it wants to: writes wait
         self.transport: asyncio.Transport | None = None
+        self.deadline: float | None = None  # (loop time) when the waiting read times out
+        self.timer: asyncio.TimerHandle | None = None  # the one that checks it
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -74,6 +76,7 @@ class _Protocol(asyncio.Protocol):
         self._wake()
         if self.writable is not None and not self.writable.done():
             self.writable.set_result(True)
+        self.unbound()
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -88,10 +91,43 @@ class _Protocol(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(True)
 
+    def bound(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:
+        """Have the waiting read (``waiter``) end, False, if ``timeout`` seconds pass first.
+
+        One timer serves all of a connection's reads, as a streamed answer's are one per
+        chunk: a read moves the deadline, and the timer, when it fires before it, sets
+        itself again for it. A new timer is needed only for a deadline earlier than the
+        timer's own (a shrinking total timeout's)."""
+        if timeout is None:
+            self.deadline = None
+            return
+        deadline = self.deadline = loop.time() + max(timeout, 0.0)
+        timer = self.timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self.timer = loop.call_at(deadline, self._check, loop)
+
+    def unbound(self) -> None:
+        """Cancel the read timer (the connection is done with)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.timer = None
+        waiter, deadline = self.waiter, self.deadline
+        if waiter is None or waiter.done() or deadline is None:
+            return  # no read waits, or none with a timeout: the next read sets one again
+        if loop.time() >= deadline:
+            waiter.set_result(False)
+        else:
+            self.timer = loop.call_at(deadline, self._check, loop)
+
 
 async def _bounded(future: asyncio.Future[bool], timeout: float | None) -> bool:
     """Wait for ``future`` (set True when what it waits for came) for at most ``timeout``
-    seconds: False if the time ran out first. A timer, not a task: this is every read."""
+    seconds: False if the time ran out first. A timer, not a task."""
     if timeout is None:
         return await future
     handle = asyncio.get_running_loop().call_later(max(timeout, 0.0), _expire, future)
@@ -135,9 +171,11 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         protocol = self._protocol
         if not (protocol.pieces or protocol.eof or protocol.closed):
             self._transport.resume_reading()  # (nothing to do when it is reading)
-            waiter = protocol.waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = protocol.waiter = loop.create_future()
+            protocol.bound(loop, timeout)
             try:
-                if not await _bounded(waiter, timeout):
+                if not await waiter:
                     raise httpcore.ReadTimeout("no bytes within the read timeout")
             finally:
                 protocol.waiter = None
@@ -182,6 +220,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
                 raise httpcore.WriteError(str(error) if error else "the connection closed")
 
     async def aclose(self) -> None:
+        self._protocol.unbound()
         transport = self._transport
         # TLS ends without its close_notify exchange (as httpcore's own backend ends it):
         # a close that waited for the server could outlive the event loop.
