@@ -4,7 +4,7 @@ request's arrival from the kernel's receive stamp, each token's write time).
 
     python benchmarks/bench_exactness.py [--streams 1,32,128,512] [--rounds 3]
                                          [--guidellm /path/to/venv/bin/guidellm]
-                                         [--workers N]
+                                         [--workers N] [--ttft S] [--itl S]
 
 Per request, paired by the answer's id: the generator's TTFT minus the true one (first
 token written - request arrived), and its TPOT (mean gap between tokens) minus the true
@@ -16,7 +16,9 @@ run as their command lines, on the same server, alternating in each round. guide
 with its defaults (one worker process per stream, up to 10), from a prompt file (no
 tokenizer needed), with the model named so it asks for no model list. ``--workers N``
 adds ``bench --workers N`` (default: as many as this process may use cores) at the levels
-of 128 streams and more.
+of 128 streams and more. ``--ttft`` and ``--itl`` set the server's first-token delay and
+gap between tokens (default 0.05 and 0.02 s): a slower server is what hundreds of streams
+sharing one GPU see, and it asks less of the generator per stream.
 """
 
 from __future__ import annotations
@@ -113,12 +115,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--guidellm", default=shutil.which("guidellm"))
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--ttft", type=float, default=TTFT)
+    parser.add_argument("--itl", type=float, default=ITL)
     args = parser.parse_args()
     levels = [int(s) for s in args.streams.split(",")]
     several = f"bench w{args.workers}"
     tools = ["bench"] + (["guidellm"] if args.guidellm else []) + [several]
     found: dict[tuple[str, int], dict[str, list[float]]] = {}
-    with tempfile.TemporaryDirectory() as tmp, ExactTimeServer(ttft=TTFT, itl=ITL) as server:
+    with tempfile.TemporaryDirectory() as tmp, ExactTimeServer(ttft=args.ttft, itl=args.itl) as server:
         folder = Path(tmp)
         most = max(max(64, 2 * s) for s in levels)
         ours_prompts, their_prompts = write_prompts(folder, most)
@@ -152,8 +156,8 @@ def main() -> None:
                     figures.setdefault("tpot", []).extend(tpot)
                     figures.setdefault("ttft_round", []).append(statistics.median(ttft))
                     figures.setdefault("lost", []).append(requests - len(ttft))
-    print(f"\nGenerator error against exact token times (server: TTFT {TTFT * 1e3:g} ms, "
-          f"ITL {ITL * 1e3:g} ms, {TOKENS} tokens), {args.rounds} rounds; {machine()}")  # fmt: skip
+    print(f"\nGenerator error against exact token times (server: TTFT {args.ttft * 1e3:g} ms, "
+          f"ITL {args.itl * 1e3:g} ms, {TOKENS} tokens), {args.rounds} rounds; {machine()}")  # fmt: skip
     print(f"{'streams':>7} {'tool':<9} {'TTFT err p50':>12} {'(per round)':>22} {'p99':>8} "
           f"{'TPOT err p50':>12} {'p99':>7} {'lost':>5}  "
           "self-reported delay p50/p99, CPU/req; send delay p99, mean in flight")  # fmt: skip

@@ -4,15 +4,16 @@ APIs (each streamed or not: streamed, every chunk with text is a token's time), 
 embeddings and reranking (one answer each: their figures are the requests' latency and
 the input tokens the server read).
 
-Each sender is handed the request's `WireTimes`, filled in by the client's network layer
-while it runs: a token is timed when its bytes came, not when it was parsed.
+Each request is handed its `WireTimes`, filled in by the client's network layer while it
+runs: a token is timed when its bytes came, not when it was parsed. The same `Endpoint`
+serves the async client (the load generator) and the blocking one (Locust's users).
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..api import (
@@ -20,6 +21,7 @@ from ..api import (
     AsyncLlamaCppClient,
     ChatCompletionChunk,
     Completion,
+    LlamaCppClient,
     MessageStreamEvent,
     ResponseStreamEvent,
 )
@@ -28,19 +30,14 @@ from ._prompts import Item, Prompt, messages_of
 from ._records import EMPTY_ANSWER, RequestRecord
 
 __all__ = [
-    "ENDPOINTS", "GENERATING", "Request", "Sender", "Tokens", "chat_chunk", "finish",
-    "request_of", "sender_for",
+    "ENDPOINTS", "GENERATING", "Endpoint", "Request", "Tokens", "chat_chunk", "endpoint_of",
+    "finish", "request_of", "send", "send_sync",
 ]  # fmt: skip
 
 #: The endpoints a workload may load.
 ENDPOINTS = ("chat", "completions", "responses", "messages", "embeddings", "rerank")
 #: Those that generate tokens (TTFT, TPOT and ITL mean something for them).
 GENERATING = ("chat", "completions", "responses", "messages")
-
-Sender = Callable[
-    [AsyncLlamaCppClient, "Request", RequestRecord, WireTimes, "list[str] | None"],
-    Awaitable[None],
-]
 
 
 class Request:
@@ -190,15 +187,6 @@ def chat_chunk(tokens: Tokens, chunk: ChatCompletionChunk) -> None:
     _seen(record, chunk.model, chunk.id)
 
 
-async def _drain(stream: Any, tokens: Tokens, handle: Callable[[Tokens, Any], None]) -> None:
-    """Read a streamed answer to its end, each event by ``handle``, and close the
-    stream; then the request's tokens are counted."""
-    async with stream:
-        async for event in stream:
-            handle(tokens, event)
-    tokens.end()
-
-
 def finish(record: RequestRecord, wire: WireTimes, begun: float, failure: BaseException | None,
            total_timeout: float | None) -> None:  # fmt: skip
     """Close a request's record: its failure (``failure``: what it raised), when it left
@@ -218,21 +206,81 @@ def finish(record: RequestRecord, wire: WireTimes, begun: float, failure: BaseEx
         record.latency = time.perf_counter() - begun
 
 
-async def _chat(
+class Endpoint:
+    """What a request of one endpoint calls, and how its answer is read.
+
+    ``call(client, request, record)`` calls the client's method: with `LlamaCppClient`
+    its result, with `AsyncLlamaCppClient` what to await for it (the two clients' methods
+    take the same arguments, so one function serves both). A streamed result's events go
+    to ``event`` one by one; a whole answer to ``answer``. `send` and `send_sync` drive
+    them, the one for the load generator, the other for Locust's users."""
+
+    __slots__ = ("answer", "call", "event", "name")
+
+    def __init__(
+        self,
+        name: str,
+        call: Callable[[Any, Request, RequestRecord], Any],
+        answer: Callable[[RequestRecord, Any, Request, list[str] | None], None],
+        event: Callable[[Tokens, Any], None] | None = None,
+    ) -> None:
+        self.name, self.call, self.answer, self.event = name, call, answer, event
+
+    def streams(self, request: Request) -> bool:
+        return request.stream and self.event is not None
+
+
+async def send(
+    endpoint: Endpoint,
     client: AsyncLlamaCppClient,
     request: Request,
     record: RequestRecord,
     wire: WireTimes,
     answer: list[str] | None,
 ) -> None:
+    """One request of ``endpoint`` from the async client, read into ``record``."""
+    result = await endpoint.call(client, request, record)
+    if not endpoint.streams(request):
+        endpoint.answer(record, result, request, answer)
+        return
+    assert endpoint.event is not None
+    tokens, handle = Tokens(record, wire, answer), endpoint.event
+    async with result:
+        async for event in result:
+            handle(tokens, event)
+    tokens.end()
+
+
+def send_sync(
+    endpoint: Endpoint,
+    client: LlamaCppClient,
+    request: Request,
+    record: RequestRecord,
+    wire: WireTimes,
+    answer: list[str] | None,
+) -> None:
+    """One request of ``endpoint`` from the blocking client, read into ``record``."""
+    result = endpoint.call(client, request, record)
+    if not endpoint.streams(request):
+        endpoint.answer(record, result, request, answer)
+        return
+    assert endpoint.event is not None
+    tokens, handle = Tokens(record, wire, answer), endpoint.event
+    with result:
+        for event in result:
+            handle(tokens, event)
+    tokens.end()
+
+
+def _chat_call(client: Any, request: Request, record: RequestRecord) -> Any:
     options = request.chat_options()
     if request.stream:
-        stream = await client.chat.completions.create(
-            messages=request.messages, stream=True, **options
-        )
-        await _drain(stream, Tokens(record, wire, answer), chat_chunk)
-        return
-    reply = await client.chat.completions.create(messages=request.messages, **options)
+        options["stream"] = True
+    return client.chat.completions.create(messages=request.messages, **options)
+
+
+def _chat_answer(record: RequestRecord, reply: Any, request: Request,
+                 answer: list[str] | None) -> None:  # fmt: skip
     _usage(record, reply.usage)
     record.add_server(reply.timings)
     _seen(record, reply.model, reply.id)
@@ -245,21 +293,17 @@ async def _chat(
         empty_answer(record, "the answer's message")
 
 
-async def _completions(
-    client: AsyncLlamaCppClient,
-    request: Request,
-    record: RequestRecord,
-    wire: WireTimes,
-    answer: list[str] | None,
-) -> None:
+def _completions_call(client: Any, request: Request, record: RequestRecord) -> Any:
     options = request.chat_options()
     for name in ("top_k", "frequency_penalty", "presence_penalty"):
         options.pop(name)
     if request.stream:
-        stream = await client.completions.create(prompt=request.text, stream=True, **options)
-        await _drain(stream, Tokens(record, wire, answer), _completion_chunk)
-        return
-    reply = await client.completions.create(prompt=request.text, **options)
+        options["stream"] = True
+    return client.completions.create(prompt=request.text, **options)
+
+
+def _completions_answer(record: RequestRecord, reply: Any, request: Request,
+                        answer: list[str] | None) -> None:  # fmt: skip
     _usage(record, reply.usage)
     record.add_server(reply.timings)
     _seen(record, reply.model, reply.id)
@@ -280,22 +324,18 @@ def _completion_chunk(tokens: Tokens, chunk: Completion) -> None:
     _seen(record, chunk.model, chunk.id)
 
 
-async def _responses(
-    client: AsyncLlamaCppClient,
-    request: Request,
-    record: RequestRecord,
-    wire: WireTimes,
-    answer: list[str] | None,
-) -> None:
+def _responses_call(client: Any, request: Request, record: RequestRecord) -> Any:
     options: dict[str, Any] = {
         "max_output_tokens": request.max_tokens, "temperature": request.temperature,
         "extra_body": request.extra_body() or None,
     }  # fmt: skip
     if request.stream:
-        stream = await client.responses.create(request.messages, stream=True, **options)
-        await _drain(stream, Tokens(record, wire, answer), _response_event)
-        return
-    reply = await client.responses.create(request.messages, **options)
+        options["stream"] = True
+    return client.responses.create(request.messages, **options)
+
+
+def _responses_answer(record: RequestRecord, reply: Any, request: Request,
+                      answer: list[str] | None) -> None:  # fmt: skip
     _response_usage(record, reply)
     _seen(record, reply.model, reply.id)
     record.add_server(reply.timings)
@@ -330,13 +370,7 @@ def _response_usage(record: RequestRecord, response: Any) -> None:
         record.cached_tokens = cached
 
 
-async def _messages(
-    client: AsyncLlamaCppClient,
-    request: Request,
-    record: RequestRecord,
-    wire: WireTimes,
-    answer: list[str] | None,
-) -> None:
+def _messages_call(client: Any, request: Request, record: RequestRecord) -> Any:
     system = [m for m in request.messages if m.get("role") == "system"]
     rest = [m for m in request.messages if m.get("role") != "system"]
     options: dict[str, Any] = {
@@ -344,10 +378,12 @@ async def _messages(
         "temperature": request.temperature, "extra_body": request.extra_body() or None,
     }  # fmt: skip
     if request.stream:
-        stream = await client.messages.create(rest, request.max_tokens, stream=True, **options)
-        await _drain(stream, Tokens(record, wire, answer), _message_event)
-        return
-    reply = await client.messages.create(rest, request.max_tokens, **options)
+        options["stream"] = True
+    return client.messages.create(rest, request.max_tokens, **options)
+
+
+def _messages_answer(record: RequestRecord, reply: Any, request: Request,
+                     answer: list[str] | None) -> None:  # fmt: skip
     _seen(record, reply.model, reply.id)
     _message_usage(record, reply.usage)
     record.add_server(reply.timings)
@@ -389,14 +425,12 @@ def _message_usage(record: RequestRecord, usage: Any) -> None:
         record.output_tokens = found["output_tokens"]
 
 
-async def _embeddings(
-    client: AsyncLlamaCppClient,
-    request: Request,
-    record: RequestRecord,
-    wire: WireTimes,
-    answer: list[str] | None,
-) -> None:
-    reply = await client.embeddings.create(request.text)
+def _embeddings_call(client: Any, request: Request, record: RequestRecord) -> Any:
+    return client.embeddings.create(request.text)
+
+
+def _embeddings_answer(record: RequestRecord, reply: Any, request: Request,
+                       answer: list[str] | None) -> None:  # fmt: skip
     record.prompt_tokens = None if reply.usage is None else reply.usage.prompt_tokens
     record.model = reply.model or record.model
     if not reply.data or not reply.data[0].embedding:
@@ -404,20 +438,18 @@ async def _embeddings(
         record.error = "no embedding in the answer"
 
 
-async def _rerank(
-    client: AsyncLlamaCppClient,
-    request: Request,
-    record: RequestRecord,
-    wire: WireTimes,
-    answer: list[str] | None,
-) -> None:
+def _rerank_call(client: Any, request: Request, record: RequestRecord) -> Any:
     query = request.text
     documents = _documents(query, request.documents, record.index)
     # the request `client.rerank` sends, its whole answer kept: the tokens the server read
     # are in its ``usage``, which the method's results leave out
     call = Call("POST", "/v1/rerank", _whole, body={"query": query, "documents": documents},
                 operation="rerank")  # fmt: skip
-    reply = await client.execute_call(call)
+    return client.execute_call(call)
+
+
+def _rerank_answer(record: RequestRecord, reply: Any, request: Request,
+                   answer: list[str] | None) -> None:  # fmt: skip
     results = reply.get("results") if isinstance(reply, dict) else reply
     usage = (reply.get("usage") if isinstance(reply, dict) else None) or {}
     tokens = usage.get("prompt_tokens") or usage.get("total_tokens")
@@ -425,10 +457,10 @@ async def _rerank(
         record.prompt_tokens = tokens
     if isinstance(reply, dict) and reply.get("model"):
         record.model = str(reply["model"])
-    if not isinstance(results, list) or len(results) != len(documents):
+    if not isinstance(results, list) or len(results) != request.documents:
         record.error_type = EMPTY_ANSWER
         count = len(results) if isinstance(results, list) else 0
-        record.error = f"{count} scores for {len(documents)} documents"
+        record.error = f"{count} scores for {request.documents} documents"
 
 
 def _whole(data: Any) -> Any:
@@ -447,21 +479,22 @@ def _documents(query: str, count: int, seed: int) -> list[str]:
     return found
 
 
-_SENDERS: dict[str, Sender] = {
-    "chat": _chat,
-    "completions": _completions,
-    "responses": _responses,
-    "messages": _messages,
-    "embeddings": _embeddings,
-    "rerank": _rerank,
+_ENDPOINTS = {
+    endpoint.name: endpoint
+    for endpoint in (
+        Endpoint("chat", _chat_call, _chat_answer, chat_chunk),
+        Endpoint("completions", _completions_call, _completions_answer, _completion_chunk),
+        Endpoint("responses", _responses_call, _responses_answer, _response_event),
+        Endpoint("messages", _messages_call, _messages_answer, _message_event),
+        Endpoint("embeddings", _embeddings_call, _embeddings_answer),
+        Endpoint("rerank", _rerank_call, _rerank_answer),
+    )
 }
 
 
-def sender_for(endpoint: str) -> Sender:
-    """What sends a request of ``endpoint`` (one of `ENDPOINTS`)."""
+def endpoint_of(name: str) -> Endpoint:
+    """The `Endpoint` named ``name`` (one of `ENDPOINTS`)."""
     try:
-        return _SENDERS[endpoint]
+        return _ENDPOINTS[name]
     except KeyError:
-        raise ValueError(
-            f"endpoint must be one of {', '.join(ENDPOINTS)}, got {endpoint!r}"
-        ) from None
+        raise ValueError(f"endpoint must be one of {', '.join(ENDPOINTS)}, got {name!r}") from None

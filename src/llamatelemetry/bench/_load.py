@@ -25,7 +25,7 @@ from opentelemetry.trace import TracerProvider
 from ..api import AsyncLlamaCppClient
 from ..api._internal import WireTimes, wire_times
 from ._delay_probe import DelayProbe
-from ._endpoints import ENDPOINTS, GENERATING, finish, request_of, sender_for
+from ._endpoints import ENDPOINTS, GENERATING, endpoint_of, finish, request_of, send
 from ._gpu_watch import GpuWatch
 from ._phase import MEASURED, WARMUP, mark_phases, phase
 from ._prompts import FilePrompts, Item, Prompt, PromptSource, messages_of
@@ -173,14 +173,14 @@ async def _one(
     seen, none counted by the server) is an error (`EMPTY_ANSWER`): every request asks
     for at least one."""
     request = request_of(item, history, workload.request_settings())
-    send = sender_for(workload.endpoint)
+    endpoint = endpoint_of(workload.endpoint)
     clock = time.perf_counter
     begun = clock()
     wire = WireTimes()  # the socket's times: the client's own work is not the server's
     token = wire_times.set(wire)
     failure: BaseException | None = None
     try:
-        await send(client, request, record, wire, answer)
+        await send(endpoint, client, request, record, wire, answer)
     except Exception as exc:  # noqa: BLE001 - a failed request is a result, not a crash
         failure = exc
     finally:
