@@ -7,10 +7,16 @@ set); and what cannot mean anything is refused before anything is sent."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
+from llamatelemetry.api import AsyncLlamaCppClient, LlamaCppClient
+from llamatelemetry.api._internal import WireTimes
+from llamatelemetry.bench import SyntheticPrompts
+from llamatelemetry.bench._endpoints import GENERATING, endpoint_of, request_of, send, send_sync
+from llamatelemetry.bench._records import RequestRecord
 from llamatelemetry.server import ServerManager
 from llamatelemetry.testing import TinyModelFiles
 
@@ -88,3 +94,57 @@ def test_a_server_started_for_an_endpoint_serves_it(
 def test_what_an_endpoint_cannot_do_is_refused(args: tuple[str, ...], says: str) -> None:
     result = invoke("--url", "http://127.0.0.1:9", *args)
     assert result.exit_code != 0 and says in " ".join(result.output.split()), result.output
+
+
+def _read_both(url: str, endpoint: str, stream: bool) -> tuple[RequestRecord, RequestRecord]:
+    """One request of ``endpoint``, the same twice: through the async client (the load
+    generator's loop, `send`) and through the blocking one (Locust's, `send_sync`)."""
+    settings = {"max_tokens": 4, "stream": stream, "temperature": 0.0, "seed": 1,
+                "ignore_eos": endpoint in GENERATING, "documents": 3}  # fmt: skip
+    request = request_of(SyntheticPrompts(12, seed=3).take(1)[0], (), settings)
+    chosen = endpoint_of(endpoint)
+    records = RequestRecord(1), RequestRecord(1)
+
+    async def async_one() -> None:
+        async with AsyncLlamaCppClient(url, max_retries=0) as client:
+            await send(chosen, client, request, records[0], WireTimes(), None)
+
+    asyncio.run(async_one())
+    with LlamaCppClient(url, max_retries=0) as client:
+        send_sync(chosen, client, request, records[1], WireTimes(), None)
+    return records
+
+
+def _as_read(record: RequestRecord) -> dict[str, Any]:
+    return {
+        "ok": record.ok, "error": record.error, "output_tokens": record.output_tokens,
+        "prompt_tokens": record.prompt_tokens, "chunks": record.chunks,
+        "timed": record.ttft is not None, "gaps": len(record.itl), "model": record.model,
+        "server_timed": record.server_ttft is not None, "answer_id": bool(record.response_id),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "stream"),
+    [(e, s) for e in GENERATING for s in (True, False)] + [("embeddings", False)],
+)
+def test_the_blocking_loop_reads_an_endpoint_as_the_async_one_does(
+    chat_server: ServerManager, endpoint: str, stream: bool
+) -> None:
+    """Locust's users send with the blocking client: each endpoint's answer, streamed or
+    whole, reads into the same record through either."""
+    through_async, through_sync = _read_both(chat_server.url, endpoint, stream)
+    assert through_async.ok, through_async.error
+    assert _as_read(through_sync) == _as_read(through_async)
+    if endpoint in GENERATING:
+        assert through_sync.output_tokens == 4
+        assert (through_sync.ttft is not None) == stream
+
+
+def test_the_blocking_loop_reads_a_rerank_as_the_async_one_does(
+    rerank_server: ServerManager,
+) -> None:
+    through_async, through_sync = _read_both(rerank_server.url, "rerank", False)
+    assert through_async.ok, through_async.error
+    assert _as_read(through_sync) == _as_read(through_async)
+    assert through_sync.prompt_tokens

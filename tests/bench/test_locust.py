@@ -6,7 +6,6 @@ with a run of its own; ``--llama-html`` writes the page."""
 
 from __future__ import annotations
 
-import csv
 import json
 import socket
 import subprocess
@@ -48,7 +47,7 @@ def test_a_master_and_two_workers_write_one_bench_report(
         [*base, "--master", "--headless", "-u", "4", "-r", "4", "-t", "3s",
          "--expect-workers", "2", "--master-bind-host", "127.0.0.1",
          "--master-bind-port", str(port), "--host", chat_server.url, "--stop-timeout", "10",
-         "--csv", str(tmp_path / "locust"), "--llama-report", str(report),
+         "--json-file", str(tmp_path / "locust"), "--llama-report", str(report),
          "--llama-html", str(page), *ours],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
@@ -79,9 +78,9 @@ def test_a_master_and_two_workers_write_one_bench_report(
         assert request["server_ttft_ms"] > 0 and request["cached_tokens"] is not None
     starts = [r["start_ms"] for r in run["per_request"]]
     assert starts == sorted(starts) and starts[0] == 0.0
-    with (tmp_path / "locust_stats.csv").open(newline="") as file:
-        [chat] = [row for row in csv.DictReader(file) if row["Name"] == "chat"]
-    assert int(chat["Request Count"]) == run["requests"]  # Locust counted what we did
+    # Locust counted what we did (its final figures: its CSV is only written each second)
+    [chat] = [e for e in json.loads((tmp_path / "locust.json").read_text()) if e["name"] == "chat"]
+    assert chat["num_requests"] == run["requests"]
     assert page.read_text().startswith("<!doctype html>")
     # A bench run of its own, at the same concurrency, compares with it.
     compared = ok_json("--url", chat_server.url, "-n", "8", "-c", "4", "--max-tokens",
@@ -89,3 +88,46 @@ def test_a_master_and_two_workers_write_one_bench_report(
                        "--scrape-interval", "0", "--baseline", str(report))  # fmt: skip
     changes = compared["comparison"]["changes"]
     assert {c["level"] for c in changes} == {"concurrency 4"} and len(changes) == 5
+
+
+def test_a_locust_run_of_rerank_writes_its_report(
+    rerank_server: ServerManager, tmp_path: Path
+) -> None:
+    """Another endpoint, Locust on its own (no workers): every request is a rerank, named
+    so in Locust's figures, with the server's count of the tokens it read."""
+    locustfile = tmp_path / "locustfile.py"
+    locustfile.write_text(documented_locustfile())
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "-u", "2",
+         "-r", "2", "-t", "2s", "--host", rerank_server.url, "--stop-timeout", "10",
+         "--json-file", str(tmp_path / "locust"), "--llama-endpoint", "rerank",
+         "--llama-documents", "3", "--llama-prompt-words", "12",
+         "--llama-report", str(report)],
+        capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads(report.read_text())
+    assert data["config"]["endpoint"] == "rerank" and data["config"]["documents"] == 3
+    [run] = data["runs"]
+    assert run["requests"] == run["completed"] > 2
+    for request in run["per_request"]:
+        assert request["ttft_ms"] is None and request["e2e_ms"] > 0
+        assert request["prompt_tokens"] > 0
+    # Locust's final figures (its CSV, written each second, may miss the last requests)
+    stats = json.loads((tmp_path / "locust.json").read_text())
+    [rerank] = [entry for entry in stats if entry["name"] == "rerank"]
+    assert rerank["num_requests"] == run["requests"]
+
+
+def test_options_bench_would_refuse_stop_locust_before_it_sends(tmp_path: Path) -> None:
+    locustfile = tmp_path / "locustfile.py"
+    locustfile.write_text(documented_locustfile())
+    done = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "-u", "1",
+         "-t", "5s", "--host", "http://127.0.0.1:9", "--llama-endpoint", "embeddings",
+         "--llama-ignore-eos"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "llamatelemetry: --llama-ignore-eos is for endpoints that generate" in done.stderr

@@ -13,21 +13,24 @@ then, against a llama-server (or a fleet behind a proxy)::
         --host http://127.0.0.1:8080 --llama-max-tokens 128 --llama-report bench.json
     locust -f locustfile.py --worker --master-host MASTER   # on each worker machine
 
-Each Locust user is a closed-loop stream: a streamed chat request, then the next, timed as
-``bench`` times them (the client's socket stamps: from the request's first byte written to
-each chunk's arrival), with the server's own ``timings`` and the cached prompt tokens it
-reports. Every request is also a Locust request (named ``chat``), so Locust's own figures
-and web UI work as usual. The report's run is at the concurrency of the users, its start
-times from each worker's wall clock (keep the machines' clocks in time, NTP, as for any
-distributed measurement). Under Locust's gevent a reading waits for the other users of
-its process to yield, and no delay probe measures that: its TTFT reads later and its
-TPOT shorter than ``bench``'s own generator would read them (the report's server-side
-figures are the server's own either way).
+Each Locust user is a closed-loop stream: a request, then the next, of any endpoint
+``bench`` loads (``--llama-endpoint``: chat by default, completions, responses, messages,
+embeddings or rerank), timed as ``bench`` times them (the client's socket stamps: from the
+request's first byte written to each chunk's arrival), with the server's own ``timings``
+and the cached prompt tokens it reports. Every request is also a Locust request (named
+after its endpoint), so Locust's own figures and web UI work as usual. The report's run
+is at the concurrency of the users, its start times from each worker's wall clock (keep
+the machines' clocks in time, NTP, as for any distributed measurement). Under Locust's
+gevent a reading waits for the other users of its process to yield, and no delay probe
+measures that: its TTFT reads later and its TPOT shorter than ``bench``'s own generator
+would read them (the report's server-side figures are the server's own either way).
 
-Options (every node reads its own): ``--llama-max-tokens``, ``--llama-prompt-words``
-(synthetic prompts of about that many words) or ``--llama-prompts-file`` (a dataset, as
-``bench --prompts-file`` reads), ``--llama-ignore-eos``, ``--llama-timeout``; the master's
-``--llama-report FILE`` (and ``--llama-html FILE``) for the report.
+Options (every node reads its own, and refuses what ``bench`` would refuse):
+``--llama-endpoint``, ``--llama-max-tokens``, ``--llama-prompt-words`` (synthetic prompts
+of about that many words) or ``--llama-prompts-file`` (a dataset, as ``bench
+--prompts-file`` reads), ``--llama-ignore-eos``, ``--llama-no-stream``,
+``--llama-documents`` (rerank), ``--llama-timeout``; the master's ``--llama-report FILE``
+(and ``--llama-html FILE``) for the report.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import datetime
 import json
 import logging
 import random
+import sys
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -46,8 +50,8 @@ from locust.runners import WorkerRunner
 
 from ..api import LlamaCppClient, redact_url
 from ..api._internal import WireTimes, wire_times
-from ._config import BenchConfig
-from ._endpoints import Tokens, chat_chunk, finish, request_of
+from ._config import DEFAULT_DOCUMENTS, BenchConfig, BenchConfigError
+from ._endpoints import ENDPOINTS, endpoint_of, finish, request_of, send_sync
 from ._html import write_html
 from ._prompts import FilePrompts, PromptSource, SyntheticPrompts, load_prompts_file
 from ._records import RequestRecord, RunResult
@@ -64,12 +68,18 @@ _FIELDS = {f.name for f in fields(RequestRecord)}
 
 def _options(parser: Any, **_: Any) -> None:
     group = parser.add_argument_group("llamatelemetry")
+    group.add_argument("--llama-endpoint", choices=ENDPOINTS, default="chat",
+                       help="What each request calls.")  # fmt: skip
     group.add_argument("--llama-max-tokens", type=int, default=128, help="Tokens to generate.")
     group.add_argument("--llama-prompt-words", type=int, default=64,
                        help="Synthetic prompts of about this many words.")  # fmt: skip
     group.add_argument("--llama-prompts-file", default=None, help="A dataset of prompts.")
     group.add_argument("--llama-ignore-eos", action="store_true",
                        help="Generate every --llama-max-tokens token.")  # fmt: skip
+    group.add_argument("--llama-no-stream", action="store_true",
+                       help="Ask for whole answers (no TTFT, TPOT or ITL then).")  # fmt: skip
+    group.add_argument("--llama-documents", type=int, default=DEFAULT_DOCUMENTS,
+                       help="Rerank: documents each query is ranked against.")  # fmt: skip
     group.add_argument("--llama-timeout", type=float, default=600.0,
                        help="Seconds one request may take in all.")  # fmt: skip
     group.add_argument("--llama-report", default=None,
@@ -91,6 +101,12 @@ _collected = _Collected()
 
 
 def _init(environment: Any, **_: Any) -> None:
+    options = environment.parsed_options
+    if options is not None and hasattr(options, "llama_endpoint"):
+        try:
+            bench_config(environment.host or "", options, 1, 1)  # refused now, not per request
+        except BenchConfigError as exc:
+            sys.exit(f"llamatelemetry: {exc.worded(_flag)}")
     runner = environment.runner
     if runner is None or isinstance(runner, WorkerRunner):
         return
@@ -139,19 +155,33 @@ def build_report(host: str, options: Any, collected: _Collected, workers: int) -
         records.append(record)
     users = collected.users or 1
     duration = max((r.started + r.latency for r in records), default=0.0)
-    result = RunResult(users, True, options.llama_max_tokens, records, duration,
+    config = bench_config(host, options, len(records), users)
+    result = RunResult(users, config.stream, options.llama_max_tokens, records, duration,
                        workers=max(workers, 1))  # fmt: skip
-    config = BenchConfig(
-        url=host or None, requests=max(len(records), 1), concurrency=[users],
-        max_tokens=options.llama_max_tokens, ignore_eos=options.llama_ignore_eos,
-        prompts_file=Path(options.llama_prompts_file) if options.llama_prompts_file else None,
-        prompt_tokens=None if options.llama_prompts_file else options.llama_prompt_words,
-        warmup=0, scrape_interval=0, timeout=options.llama_timeout,
-    )  # fmt: skip
     prompts: dict[str, Any] = {"kind": "locust", "workers": workers}
     started_at = collected.started_at.isoformat(timespec="seconds")
     return BenchReport(config, redact_url(host.rstrip("/")), started_at, (result,), prompts,
                        None, None, None)  # fmt: skip
+
+
+def bench_config(host: str, options: Any, requests: int, users: int) -> BenchConfig:
+    """The ``bench`` configuration the Locust options amount to (what the report says
+    was run); `BenchConfigError` for options ``bench`` would refuse together."""
+    return BenchConfig(
+        url=host or None, requests=max(requests, 1), concurrency=[users],
+        max_tokens=options.llama_max_tokens, ignore_eos=options.llama_ignore_eos,
+        prompts_file=Path(options.llama_prompts_file) if options.llama_prompts_file else None,
+        prompt_tokens=None if options.llama_prompts_file else options.llama_prompt_words,
+        warmup=0, scrape_interval=0, timeout=options.llama_timeout,
+        endpoint=options.llama_endpoint, stream=not options.llama_no_stream,
+        documents=options.llama_documents,
+    )  # fmt: skip
+
+
+def _flag(setting: str) -> str:
+    """A `BenchConfig` setting as the Locust option that sets it."""
+    named = {"prompt_tokens": "prompt-words", "stream": "no-stream", "no_stream": "no-stream"}
+    return "--llama-" + named.get(setting, setting.replace("_", "-"))
 
 
 # Locust calls these at its start, its run's start and end, and its exit.
@@ -163,16 +193,20 @@ events.quitting.add_listener(_quitting)  # type: ignore[no-untyped-call]
 
 
 class LlamaCppUser(User):
-    """One closed-loop stream of streamed chat requests to the Locust ``--host``."""
+    """One closed-loop stream of requests of the ``--llama-endpoint`` (streamed chat by
+    default) to the Locust ``--host``."""
 
     wait_time = constant(0)
 
     def on_start(self) -> None:
         options = self.environment.parsed_options
+        self.endpoint = endpoint_of(options.llama_endpoint)
         self.settings = {
-            "max_tokens": options.llama_max_tokens, "stream": True, "temperature": None,
-            "seed": None, "ignore_eos": options.llama_ignore_eos, "documents": 1,
+            "max_tokens": options.llama_max_tokens, "temperature": None, "seed": None,
+            "stream": not options.llama_no_stream,
+            "ignore_eos": options.llama_ignore_eos, "documents": options.llama_documents,
         }  # fmt: skip
+        self.sent = 0
         self.llama = LlamaCppClient(self.host, max_retries=0, timeout=options.llama_timeout,
                                     total_timeout=options.llama_timeout)  # fmt: skip
         self.prompts: PromptSource
@@ -186,30 +220,24 @@ class LlamaCppUser(User):
         self.llama.close()
 
     @task
-    def chat(self) -> None:
+    def request(self) -> None:
         [item] = self.prompts.take(1)
         request = request_of(item, (), self.settings)
-        record = RequestRecord(0)
+        self.sent += 1
+        record = RequestRecord(self.sent)  # (a rerank's documents are drawn by its index)
         wire = WireTimes()
         token = wire_times.set(wire)
         wall, begun = time.time(), time.perf_counter()
         failure: BaseException | None = None
         try:
-            stream = self.llama.chat.completions.create(
-                messages=request.messages, stream=True, **request.chat_options()
-            )
-            tokens = Tokens(record, wire, None)
-            with stream:
-                for chunk in stream:
-                    chat_chunk(tokens, chunk)
-            tokens.end()
+            send_sync(self.endpoint, self.llama, request, record, wire, None)
         except Exception as exc:  # noqa: BLE001 - a failed request is a result
             failure = exc
         finally:
             wire_times.reset(token)
             finish(record, wire, begun, failure, self.llama.total_timeout)
         self.environment.events.request.fire(
-            request_type="POST", name="chat", response_time=record.latency * 1000.0,
+            request_type="POST", name=self.endpoint.name, response_time=record.latency * 1000.0,
             response_length=record.output_tokens, context={},
             exception=None if record.ok else RuntimeError(record.error),
         )  # fmt: skip
