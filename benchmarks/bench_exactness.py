@@ -39,6 +39,7 @@ from llamatelemetry.bench._distribution_summary import percentile
 from llamatelemetry.testing._exact_server import ExactRecord, ExactTimeServer
 
 TTFT, ITL, TOKENS = 0.05, 0.02, 16
+FLOOR = 0.001  # an error this small has nothing left to fall by
 
 
 def write_prompts(folder: Path, count: int) -> tuple[Path, Path]:
@@ -186,11 +187,15 @@ def main() -> None:
                   f"{theirs * 1e3:.2f} ms  target: at most guidellm's (1 ms at 1 stream)  "
                   f"{verdict}")  # fmt: skip
         if (several, streams) in found:
-            one = percentile(sorted(found[("bench", streams)]["ttft"]), 50)
-            many = percentile(sorted(found[(several, streams)]["ttft"]), 50)
-            print(f"{'':>7} median TTFT error 1 worker / {args.workers}: {one * 1e3:.2f} / "
-                  f"{many * 1e3:.2f} ms = {one / many:.2f}x  target: >= {args.workers}x  "
-                  f"{'OK' if one / many >= args.workers else 'MISS'}")  # fmt: skip
+            for q, name in ((50, "median"), (99, "p99")):
+                one = percentile(sorted(found[("bench", streams)]["ttft"]), q)
+                many = percentile(sorted(found[(several, streams)]["ttft"]), q)
+                # (kernel-stamped, the median error sits at the floor, ~0.1 ms, either way)
+                verdict = ("OK" if one >= args.workers * many
+                           else "at the floor" if max(one, many) <= FLOOR else "MISS")  # fmt: skip
+                print(f"{'':>7} {name} TTFT error 1 worker / {args.workers}: {one * 1e3:.2f} / "
+                      f"{many * 1e3:.2f} ms = {one / many:.2f}x  target: >= {args.workers}x  "
+                      f"{verdict}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -17,12 +17,27 @@ import pytest
 from llamatelemetry.api import AsyncLlamaCppClient
 from llamatelemetry.api._asyncio_backend import READ_BUFFER, AsyncioBackend
 from llamatelemetry.api._internal import WireTimes, wire_times
+from llamatelemetry.api._socket_stream import KERNEL_STAMPS
 from llamatelemetry.testing._exact_server import ExactTimeServer
 from llamatelemetry.testing._fault_server import FaultServer, Reply
 
 
-def pool() -> httpcore.AsyncConnectionPool:
-    return httpcore.AsyncConnectionPool(network_backend=AsyncioBackend(httpcore.AnyIOBackend()))
+@pytest.fixture(params=[True, False], ids=["socket", "transport"])
+def kernel_stamps(request: pytest.FixtureRequest) -> bool:
+    """Each test of a connection's behaviour runs on both kinds: read off the socket
+    with the kernel's stamps (`SocketStream`, plain TCP on Linux), and on an asyncio
+    transport (`AsyncioStream`: TLS, and other systems)."""
+    if request.param and not KERNEL_STAMPS:
+        pytest.skip("the kernel stamps received bytes on Linux")
+    return bool(request.param)
+
+
+def backend(kernel_stamps: bool) -> AsyncioBackend:
+    return AsyncioBackend(httpcore.AnyIOBackend(), kernel_stamps=kernel_stamps)
+
+
+def pool(kernel_stamps: bool) -> httpcore.AsyncConnectionPool:
+    return httpcore.AsyncConnectionPool(network_backend=backend(kernel_stamps))
 
 
 def test_bytes_are_stamped_when_the_loop_takes_them_not_when_a_task_gets_to_them() -> None:
@@ -63,13 +78,46 @@ def test_bytes_are_stamped_when_the_loop_takes_them_not_when_a_task_gets_to_them
         sorted((first_stamp, second_stamp)), truth, strict=True))  # fmt: skip
 
 
-def test_a_large_answer_read_slowly_arrives_whole() -> None:
+@pytest.mark.skipif(not KERNEL_STAMPS, reason="the kernel stamps received bytes on Linux")
+@pytest.mark.parametrize("kernel_stamps", [True, False], ids=["socket", "transport"])
+def test_bytes_are_timed_by_the_kernel_even_when_the_loop_is_blocked(kernel_stamps: bool) -> None:
+    """The first token comes while the event loop is blocked for 0.2 s. Read off the
+    socket with the kernel's stamp, it is timed when it came (within 2 ms of its true
+    write), and its lag says how late the loop took it; read by an asyncio transport, it
+    is timed when the loop got free (what the kernel's stamp is there for)."""
+    found: list[tuple[float, float]] = []
+
+    async def go(url: str) -> None:
+        backend = AsyncioBackend(httpcore.AnyIOBackend(), kernel_stamps=kernel_stamps)
+        async with httpcore.AsyncConnectionPool(network_backend=backend) as http:
+            body = b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, ' \
+                   b'"stream": true}'  # fmt: skip
+            async with http.stream("POST", url + "/v1/chat/completions", content=body,
+                                   headers={"Connection": "close"}) as response:  # fmt: skip
+                stream = response.extensions["network_stream"]
+                time.sleep(0.2)  # the token comes 0.05 s in: the loop cannot take it
+                async for _ in response.aiter_stream():
+                    found.append((stream.arrived, getattr(stream, "lag", 0.0)))
+                    break
+
+    with ExactTimeServer(ttft=0.05, itl=0.0) as server:
+        asyncio.run(go(server.url))
+        [record] = server.records().values()
+    arrived, lag = found[0]
+    if kernel_stamps:
+        assert 0 <= arrived - record.writes[0] < 0.002, arrived - record.writes[0]
+        assert lag > 0.1
+    else:
+        assert arrived - record.writes[0] > 0.1
+
+
+def test_a_large_answer_read_slowly_arrives_whole(kernel_stamps: bool) -> None:
     """Three times the bytes a connection holds unread before it stops reading its socket:
     read a piece at a time, with pauses, every byte comes, in order."""
     body = bytes(range(256)) * (3 * READ_BUFFER // 256 + 7)
 
     async def go(url: str) -> bytes:
-        async with pool() as http:
+        async with pool(kernel_stamps) as http:
             async with http.stream("GET", url) as response:
                 parts = []
                 async for part in response.aiter_stream():
@@ -82,11 +130,11 @@ def test_a_large_answer_read_slowly_arrives_whole() -> None:
         assert asyncio.run(go(server.url)) == body
 
 
-def test_a_server_that_never_answers_is_a_read_timeout() -> None:
+def test_a_server_that_never_answers_is_a_read_timeout(kernel_stamps: bool) -> None:
     with FaultServer(Reply(delay=5.0)) as server:
 
         async def go() -> None:
-            async with pool() as http:
+            async with pool(kernel_stamps) as http:
                 await http.request("GET", server.url, extensions={"timeout": {"read": 0.2}})
 
         started = time.perf_counter()
@@ -138,12 +186,13 @@ def deaf_server() -> Iterator[tuple[str, threading.Event]]:
 
 
 def test_a_request_the_server_does_not_read_is_a_write_timeout(
+    kernel_stamps: bool,
     deaf_server: tuple[str, threading.Event],
 ) -> None:
     url, _ = deaf_server
 
     async def go() -> None:
-        async with pool() as http:
+        async with pool(kernel_stamps) as http:
             await http.request(
                 "POST", url, content=b"x" * (64 << 20), extensions={"timeout": {"write": 0.3}}
             )
@@ -153,13 +202,14 @@ def test_a_request_the_server_does_not_read_is_a_write_timeout(
 
 
 def test_a_large_request_waits_for_room_and_goes_whole(
+    kernel_stamps: bool,
     deaf_server: tuple[str, threading.Event],
 ) -> None:
     url, go_on = deaf_server
     size = 32 << 20
 
     async def go() -> bytes:
-        async with pool() as http:
+        async with pool(kernel_stamps) as http:
             asyncio.get_running_loop().call_later(0.3, go_on.set)
             response = await http.request("POST", url, content=b"x" * size)
             return response.content
@@ -168,6 +218,7 @@ def test_a_large_request_waits_for_room_and_goes_whole(
 
 
 def test_a_write_cancelled_while_waiting_for_room_leaves_the_next_one_waiting(
+    kernel_stamps: bool,
     deaf_server: tuple[str, threading.Event],
 ) -> None:
     """The server reads nothing: a write waits for room, and is cancelled. The connection
@@ -177,7 +228,7 @@ def test_a_write_cancelled_while_waiting_for_room_leaves_the_next_one_waiting(
     host, port = url.removeprefix("http://").split(":")
 
     async def go() -> None:
-        stream = await AsyncioBackend(httpcore.AnyIOBackend()).connect_tcp(host, int(port))
+        stream = await backend(kernel_stamps).connect_tcp(host, int(port))
         try:
             waiting = asyncio.ensure_future(stream.write(b"x" * (64 << 20)))
             await asyncio.sleep(0.2)
@@ -218,9 +269,11 @@ def paced_server() -> Iterator[tuple[str, int, list[float]]]:
     listener.close()
 
 
-async def _reads(host: str, port: int, timeouts: list[float | None]) -> list[bytes | str]:
+async def _reads(
+    host: str, port: int, timeouts: list[float | None], kernel_stamps: bool
+) -> list[bytes | str]:
     """One read per timeout, in turn: its bytes, or "timeout" (after which none follow)."""
-    stream = await AsyncioBackend(httpcore.AnyIOBackend()).connect_tcp(host, port)
+    stream = await backend(kernel_stamps).connect_tcp(host, port)
     got: list[bytes | str] = []
     try:
         for timeout in timeouts:
@@ -235,31 +288,52 @@ async def _reads(host: str, port: int, timeouts: list[float | None]) -> list[byt
 
 
 def test_a_read_timeout_counts_from_each_read_not_from_the_first(
-    paced_server: tuple[str, int, list[float]],
+    paced_server: tuple[str, int, list[float]], kernel_stamps: bool
 ) -> None:
     """Bytes every 0.1 s for 0.6 s, each read bounded by 0.25 s: none times out (one timer
     serves them all, moved by each read); then silence, and the next read times out."""
     host, port, delays = paced_server
     delays.extend([0.1] * 6)
     started = time.perf_counter()
-    got = asyncio.run(_reads(host, port, [0.25] * 7))
+    got = asyncio.run(_reads(host, port, [0.25] * 7, kernel_stamps))
     assert got == [b"x"] * 6 + ["timeout"]
     assert 0.6 + 0.25 <= time.perf_counter() - started < 3.0
 
 
 def test_a_shorter_read_timeout_after_a_longer_one_holds(
-    paced_server: tuple[str, int, list[float]],
+    paced_server: tuple[str, int, list[float]], kernel_stamps: bool
 ) -> None:
     host, port, delays = paced_server
     delays.append(0.0)
     started = time.perf_counter()
-    assert asyncio.run(_reads(host, port, [5.0, 0.2])) == [b"x", "timeout"]
+    assert asyncio.run(_reads(host, port, [5.0, 0.2], kernel_stamps)) == [b"x", "timeout"]
     assert time.perf_counter() - started < 2.0  # not the 5 s the first read allowed
 
 
 def test_a_read_without_a_timeout_after_one_with_waits_as_long_as_it_takes(
-    paced_server: tuple[str, int, list[float]],
+    paced_server: tuple[str, int, list[float]], kernel_stamps: bool
 ) -> None:
     host, port, delays = paced_server
     delays.extend([0.0, 0.5])
-    assert asyncio.run(_reads(host, port, [0.1, None])) == [b"x", b"x"]
+    assert asyncio.run(_reads(host, port, [0.1, None], kernel_stamps)) == [b"x", b"x"]
+
+
+def test_a_write_waiting_for_room_ends_when_its_connection_is_closed(
+    deaf_server: tuple[str, threading.Event], kernel_stamps: bool
+) -> None:
+    """The server reads nothing: a write waits for room, without a timeout. Closed from
+    another task meanwhile, the connection ends that write (a WriteError), not leaving
+    it waiting for ever."""
+    url, _ = deaf_server
+    host, port = url.removeprefix("http://").split(":")
+
+    async def go() -> None:
+        stream = await backend(kernel_stamps).connect_tcp(host, int(port))
+        waiting = asyncio.ensure_future(stream.write(b"x" * (64 << 20)))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        await stream.aclose()
+        with pytest.raises(httpcore.WriteError):
+            await asyncio.wait_for(waiting, 5)
+
+    asyncio.run(go())

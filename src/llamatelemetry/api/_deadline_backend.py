@@ -36,7 +36,7 @@ import httpx
 
 from .._fastpath import FastPath, in_new_loop
 from . import _memory_backend
-from ._asyncio_backend import AsyncioBackend, AsyncioStream
+from ._asyncio_backend import AsyncioBackend, AsyncioStream, SocketStream
 from ._wire_times import wire_times
 
 __all__ = [
@@ -281,7 +281,14 @@ class _AsyncStream(httpcore.AsyncNetworkStream):
         times = wire_times.get()
         if times is not None and data:
             stream = self._stream
-            times.received = stream.arrived if type(stream) is AsyncioStream else _clock()
+            if isinstance(stream, SocketStream):
+                times.received = stream.arrived
+                times.kernel = stream.lag is not None
+                times.lag = stream.lag or 0.0
+            elif isinstance(stream, AsyncioStream):
+                times.received = stream.arrived
+            else:
+                times.received = _clock()
         return data
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:

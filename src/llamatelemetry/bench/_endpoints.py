@@ -128,7 +128,11 @@ class Tokens:
             return
         if answer_text and self.answer is not None:
             self.answer.append(text)
-        now = self.wire.received or time.perf_counter()
+        wire = self.wire
+        now = wire.received or time.perf_counter()
+        if wire.kernel:  # timed by the kernel's stamp: note how late the loop read it
+            lag = self.record.read_lag
+            self.record.read_lag = wire.lag if lag is None or wire.lag > lag else lag
         if self.record.ttft is None:
             self.record.ttft = now - (self.wire.sent or self.started)
         else:

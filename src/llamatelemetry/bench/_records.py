@@ -128,6 +128,9 @@ class RequestRecord:
     chunks: int = 0  # stream chunks received
     model: str | None = None
     response_id: str | None = None  # the answer's own id: the server's logs may name it
+    # token times by the kernel's receive stamps: the most the generator read one late
+    # (None: its token times are the event loop's own, not the kernel's)
+    read_lag: float | None = None
     error: str | None = None
     error_type: str | None = None
 
@@ -184,6 +187,7 @@ class RequestRecord:
             "draft_tokens": self.draft_tokens,
             "draft_accepted": self.draft_accepted,
             "response_id": self.response_id,
+            "read_lag_ms": ms(self.read_lag),
             "error_type": self.error_type,
             "error": self.error,
         }
@@ -317,6 +321,18 @@ class RunResult:
         found = Summary.of(self.delays)
         return None if found is None else found.scaled(1000.0)
 
+    def read_lag(self) -> Summary | None:
+        """Where token times are the kernel's receive stamps: the most each request's
+        tokens waited in the generator before it read them (ms). Not in any latency."""
+        found = Summary.of(r.read_lag for r in self.records if r.read_lag is not None)
+        return None if found is None else found.scaled(1000.0)
+
+    def kernel_timed(self) -> bool:
+        """Whether every streamed request's token times are the kernel's receive stamps
+        (the generator's own delay is then in none of them)."""
+        timed = [r for r in self.records if r.ok and r.ttft is not None]
+        return bool(timed) and all(r.read_lag is not None for r in timed)
+
     def send_delay(self) -> Summary | None:
         """How long the requests waited in the generator before their first byte left
         (its own work, a new connection's opening), in milliseconds. Not in any latency:
@@ -360,9 +376,33 @@ class RunResult:
             return None
         return None
 
+    def read_together(self) -> float | None:
+        """The share of streamed tokens that came in one read with the next one (a gap of
+        exactly 0): their times are the later one's, the newest bytes' arrival. Tokens
+        the server sent together are among them; so are those a late generator found
+        waiting together."""
+        gaps = [gap for r in self.records if r.ok for gap in r.itl]
+        return None if not gaps else sum(1 for gap in gaps if gap == 0.0) / len(gaps)
+
     def delay_warning(self) -> str | None:
-        """Words for the reader when the generator's own delay (p99) is more than
-        `DELAY_SHARE` of the median client-side TTFT or ITL it measured."""
+        """Words for the reader when the generator's own delay skews what it measured.
+
+        Token times by the event loop's reading (no kernel stamps): when the delay's p99
+        is more than `DELAY_SHARE` of the median client-side TTFT or ITL. By the kernel's
+        stamps, a token reads late only when the loop read it after the next one came,
+        and took the next one's time: when the read lag's p99 is past the median ITL."""
+        if self.kernel_timed():
+            lag, itl = self.read_lag(), self.summary("itl")
+            if lag is None or itl is None or itl.median <= 0 or lag.p99 <= itl.median:
+                return None
+            together = self.read_together() or 0.0
+            return (
+                f"the generator read tokens up to {lag.p99:,.1f} ms (p99) after the kernel "
+                f"received them, more than the median inter-token latency ({itl.median:,.1f} "
+                f"ms): {together:.0%} of the tokens came in one read with the next, and "
+                "took its time; fewer streams per generator (--workers) measure the server "
+                "better"
+            )
         delay = self.generator_delay()
         if delay is None:
             return None
@@ -543,7 +583,7 @@ class RunResult:
             found = self.server_summary(name)
             server[name] = None if found is None else found.to_dict()
         lag, cached, delay = self.lag(), self.cached(), self.generator_delay()
-        sent = self.send_delay()
+        sent, read_lag = self.send_delay(), self.read_lag()
         data: dict[str, Any] = {
             "level": self.level,
             "concurrency": self.concurrency,
@@ -582,6 +622,9 @@ class RunResult:
                 "send_warning": self.send_warning(),
                 "delay_ms": None if delay is None else delay.to_dict(),
                 "delay_warning": self.delay_warning(),
+                "kernel_timed": self.kernel_timed(),
+                "read_lag_ms": None if read_lag is None else read_lag.to_dict(),
+                "tokens_read_together": _round(self.read_together(), 4),
             },
             "server": {"total_slots": self.total_slots, **server},
             "server_samples": [s.to_dict() for s in self.server],

@@ -432,6 +432,11 @@ def _print_run(console: Console, result: RunResult, slo: SLO | None = None) -> N
         )  # fmt: skip
         rows.append(("generator delay", f"{delay.median:,.2f} ms median, {delay.p99:,.2f} ms p99 "
                                         f"(bytes waiting for {loops})"))  # fmt: skip
+    read_lag = result.read_lag()
+    if read_lag is not None:
+        rows.append(("generator read lag", f"{read_lag.median:,.2f} ms median, "
+                     f"{read_lag.p99:,.2f} ms p99 (the most a request's token waited to "
+                     "be read; tokens are timed by the kernel's receive stamps)"))  # fmt: skip
     sent = result.send_delay()
     if sent is not None:
         waited = f"{sent.median:,.2f} ms median, {sent.p99:,.2f} ms p99"

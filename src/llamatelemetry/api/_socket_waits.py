@@ -1,0 +1,103 @@
+"""What both of the async client's asyncio connections (`AsyncioStream` on a transport,
+`SocketStream` on the socket itself) need: how much they hold unread, one timer for all
+of a connection's reads, a bounded wait, and whether a request says its connection ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+from typing import Any
+
+__all__ = ["READ_BUFFER", "ReadTimer", "bounded", "closes", "socket_readable"]
+
+#: The most unread bytes a connection holds before it stops reading from its socket.
+READ_BUFFER = 1 << 20
+
+
+class ReadTimer:
+    """Ends a connection's waiting read (its future set False) once its timeout passes.
+
+    One timer serves all of a connection's reads, as a streamed answer's are one per
+    chunk: a read moves the deadline, and the timer, when it fires before it, sets itself
+    again for it. A new timer is needed only for a deadline earlier than the timer's own
+    (a shrinking total timeout's)."""
+
+    __slots__ = ("deadline", "handle", "waiter")
+
+    def __init__(self) -> None:
+        self.deadline: float | None = None  # (loop time) when the waiting read times out
+        self.handle: asyncio.TimerHandle | None = None
+        self.waiter: asyncio.Future[bool] | None = None
+
+    def bound(
+        self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[bool], timeout: float | None
+    ) -> None:
+        """Bound ``waiter`` (this read's) by ``timeout`` seconds (None: no bound)."""
+        self.waiter = waiter
+        if timeout is None:
+            self.deadline = None
+            return
+        deadline = self.deadline = loop.time() + max(timeout, 0.0)
+        handle = self.handle
+        if handle is None or handle.when() > deadline:
+            if handle is not None:
+                handle.cancel()
+            self.handle = loop.call_at(deadline, self._check, loop)
+
+    def cancel(self) -> None:
+        """Stop the timer (the connection is done with)."""
+        self.waiter = None
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.handle = None
+        waiter, deadline = self.waiter, self.deadline
+        if waiter is None or waiter.done() or deadline is None:
+            return  # no read waits, or none with a timeout: the next read sets one again
+        if loop.time() >= deadline:
+            waiter.set_result(False)
+        else:
+            self.handle = loop.call_at(deadline, self._check, loop)
+
+
+async def bounded(future: asyncio.Future[bool], timeout: float | None) -> bool:
+    """Wait for ``future`` (set True when what it waits for came) for at most ``timeout``
+    seconds: False if the time ran out first. A timer, not a task."""
+    if timeout is None:
+        return await future
+    handle = asyncio.get_running_loop().call_later(max(timeout, 0.0), _expire, future)
+    try:
+        return await future
+    finally:
+        handle.cancel()
+
+
+def _expire(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(False)
+
+
+def closes(buffer: bytes | memoryview) -> bool:
+    """Whether ``buffer`` is a request's head that says ``Connection: close``."""
+    head, found, _ = bytes(buffer[:16384]).partition(b"\r\n\r\n")
+    return bool(found) and b"\r\nconnection: close\r\n" in head.lower() + b"\r\n"
+
+
+def socket_readable(sock: Any) -> bool:
+    """Whether a read of ``sock`` would not wait (bytes, an end, an error), or it is gone."""
+    if sock is None:
+        return True
+    try:
+        fileno = sock.fileno()
+        if fileno < 0:
+            return True
+        poller = select.poll()
+        poller.register(fileno, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True
+    except AttributeError:  # no poll() on this system
+        return bool(select.select([sock], [], [], 0)[0])
