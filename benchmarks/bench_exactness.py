@@ -123,7 +123,8 @@ def main() -> None:
     several = f"bench w{args.workers}"
     tools = ["bench"] + (["guidellm"] if args.guidellm else []) + [several]
     found: dict[tuple[str, int], dict[str, list[float]]] = {}
-    with tempfile.TemporaryDirectory() as tmp, ExactTimeServer(ttft=args.ttft, itl=args.itl) as server:
+    server_at = ExactTimeServer(ttft=args.ttft, itl=args.itl)
+    with tempfile.TemporaryDirectory() as tmp, server_at as server:
         folder = Path(tmp)
         most = max(max(64, 2 * s) for s in levels)
         ours_prompts, their_prompts = write_prompts(folder, most)
@@ -157,8 +158,9 @@ def main() -> None:
                     figures.setdefault("tpot", []).extend(tpot)
                     figures.setdefault("ttft_round", []).append(statistics.median(ttft))
                     figures.setdefault("lost", []).append(requests - len(ttft))
-    print(f"\nGenerator error against exact token times (server: TTFT {args.ttft * 1e3:g} ms, "
-          f"ITL {args.itl * 1e3:g} ms, {TOKENS} tokens), {args.rounds} rounds; {machine()}")  # fmt: skip
+    print(f"\nGenerator error against exact token times (server: TTFT {args.ttft * 1e3:g} "
+          f"ms, ITL {args.itl * 1e3:g} ms, {TOKENS} tokens), {args.rounds} rounds; "
+          f"{machine()}")  # fmt: skip
     print(f"{'streams':>7} {'tool':<9} {'TTFT err p50':>12} {'(per round)':>22} {'p99':>8} "
           f"{'TPOT err p50':>12} {'p99':>7} {'lost':>5}  "
           "self-reported delay p50/p99, CPU/req; send delay p99, mean in flight")  # fmt: skip
