@@ -168,7 +168,7 @@ def test_with_kernel_stamps_a_read_lag_past_the_itl_is_warned_of(tmp_path: Path)
     """The same probed delay, but every token timed by the kernel's receive stamp: the
     loop's lateness is in no token time, so no warning while it read every token before
     the next came. Past the median ITL, tokens come in one read with the next and take
-    its time: that is warned of, with their share."""
+    its time: that is warned of, with their share, once past a tenth of them."""
     run = finished([0.0001] * 97 + [0.002] * 3)
     for record in run.records:
         record.read_lag = 0.002 + record.index * 0.0001
@@ -180,10 +180,16 @@ def test_with_kernel_stamps_a_read_lag_past_the_itl_is_warned_of(tmp_path: Path)
     _print_run(console, run)
     row = next(line for line in console.export_text().splitlines() if "read lag" in line)
     assert "2.95 ms median, 3.88 ms p99" in row
-    for record in run.records:  # read 6 ms late: past the 5 ms ITL, two tokens at once
+    for record in run.records:  # read 6 ms late, past the 5 ms ITL: a token in 7 was late
         record.read_lag, record.itl = 0.006, [0.005] * 5 + [0.0, 0.01]
     warning = run.delay_warning()
     assert warning is not None and "6.0 ms (p99)" in warning and "14% of the tokens" in warning
+    for record in run.records[1:]:  # as late, but a token in 140 took the next one's time
+        record.itl = [0.005] * 7
+    assert run.read_together() == pytest.approx(1 / 140) and run.delay_warning() is None
+    for record in run.records[1:4]:  # 22 in 140 read with the next: warned of again
+        record.itl = [0.0] * 7
+    assert "16% of the tokens" in (run.delay_warning() or "")
     run.records[0].read_lag = None  # one request timed by the loop: the probed delay counts
     assert not run.kernel_timed() and "to read what the server sent" in (run.delay_warning() or "")
 

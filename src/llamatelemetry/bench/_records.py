@@ -390,12 +390,13 @@ class RunResult:
         Token times by the event loop's reading (no kernel stamps): when the delay's p99
         is more than `DELAY_SHARE` of the median client-side TTFT or ITL. By the kernel's
         stamps, a token reads late only when the loop read it after the next one came,
-        and took the next one's time: when the read lag's p99 is past the median ITL."""
+        and took the next one's time: when the read lag's p99 is past the median ITL and
+        more than `DELAY_SHARE` of the tokens came in one read with the next."""
         if self.kernel_timed():
             lag, itl = self.read_lag(), self.summary("itl")
-            if lag is None or itl is None or itl.median <= 0 or lag.p99 <= itl.median:
-                return None
             together = self.read_together() or 0.0
+            if lag is None or itl is None or lag.p99 <= itl.median or together <= DELAY_SHARE:
+                return None
             return (
                 f"the generator read tokens up to {lag.p99:,.1f} ms (p99) after the kernel "
                 f"received them, more than the median inter-token latency ({itl.median:,.1f} "
