@@ -36,7 +36,7 @@ from typing import Any
 
 import httpcore
 
-from ._socket_waits import READ_BUFFER, ReadTimer, bounded, closes, socket_readable
+from ._socket_waits import READ_BUFFER, Piece, ReadWait, bounded, closes, socket_readable, take
 from ._transport_stream import AsyncioStream, Protocol
 
 __all__ = ["KERNEL_STAMPS", "READ_SIZE", "SocketStream", "connect"]
@@ -62,22 +62,20 @@ class SocketStream(httpcore.AsyncNetworkStream):
     loop's own reading time)."""
 
     __slots__ = ("_buffered", "_closed", "_end", "_fd", "_held", "_loop", "_pieces",
-                 "_reading", "_room", "_sock", "_timer", "_waiter", "arrived",
-                 "lag")  # fmt: skip
+                 "_reading", "_room", "_sock", "_wait", "arrived", "lag")  # fmt: skip
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
         self._loop = loop
         self._sock = sock
         self._fd = sock.fileno()
-        self._pieces: collections.deque[tuple[bytes, float, float | None]] = collections.deque()
+        self._pieces: collections.deque[Piece] = collections.deque()
         self._buffered = 0
         self._end: OSError | bool = False  # True: the server's end; an error: a failure
         self._closed = False
         self._reading = False  # the loop watches the socket for bytes
         self._held = False  # the connection ends with this answer: keep reading
-        self._waiter: asyncio.Future[bool] | None = None  # a read waiting for bytes
+        self._wait = ReadWait()  # a read's, for bytes
         self._room: asyncio.Future[bool] | None = None  # a write waiting for room
-        self._timer = ReadTimer()
         self.arrived = 0.0
         self.lag: float | None = None
         try:
@@ -121,28 +119,17 @@ class SocketStream(httpcore.AsyncNetworkStream):
         self._buffered += len(data)
         if self._buffered > READ_BUFFER:
             self._stop_reading()
-        self._wake()
+        self._wait.wake()
 
     def _ended(self, end: OSError | bool) -> None:
         self._end = end
         self._stop_reading()
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(True)
+        self._wait.wake()
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         if not (self._pieces or self._end or self._closed):
             self._start_reading()
-            waiter = self._waiter = self._loop.create_future()
-            self._timer.bound(self._loop, waiter, timeout)
-            try:
-                if not await waiter:
-                    raise httpcore.ReadTimeout("no bytes within the read timeout")
-            finally:
-                self._waiter = None
+            await self._wait.wait(self._loop, timeout)
         if not self._pieces:  # the end, or the failure that ended it
             end = self._end
             if isinstance(end, OSError):
@@ -150,10 +137,7 @@ class SocketStream(httpcore.AsyncNetworkStream):
             if self._closed and not end:
                 raise httpcore.ReadError("the connection is closed")
             return b""
-        data, self.arrived, self.lag = self._pieces.popleft()
-        if len(data) > max_bytes:
-            self._pieces.appendleft((data[max_bytes:], self.arrived, self.lag))
-            data = data[:max_bytes]
+        data, self.arrived, self.lag = take(self._pieces, max_bytes)
         self._buffered -= len(data)
         if not self._end:
             if not self._pieces and not self._held:
@@ -205,10 +189,10 @@ class SocketStream(httpcore.AsyncNetworkStream):
             return
         self._stop_reading()
         self._closed = True
-        self._timer.cancel()
+        self._wait.cancel()
         self._loop.remove_writer(self._fd)
         self._sock.close()
-        self._wake()
+        self._wait.wake()
         if self._room is not None:  # a write waiting for room: the connection is gone
             _set(self._room)
 
@@ -221,7 +205,7 @@ class SocketStream(httpcore.AsyncNetworkStream):
         # The connected socket goes to an asyncio transport, which TLS needs; this stream
         # lets it go (no byte is read ahead: the server speaks after the client's hello).
         self._stop_reading()
-        self._timer.cancel()
+        self._wait.cancel()
         self._closed = True
         try:
             transport, protocol = await self._loop.create_connection(Protocol, sock=self._sock)

@@ -1,22 +1,39 @@
 """What both of the async client's asyncio connections (`AsyncioStream` on a transport,
-`SocketStream` on the socket itself) need: how much they hold unread, one timer for all
-of a connection's reads, a bounded wait, and whether a request says its connection ends.
+`SocketStream` on the socket itself) need: how much they hold unread and how it is taken,
+a read's wait (one timer for all of a connection's reads), a bounded wait, and whether a
+request says its connection ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import select
 from typing import Any
 
-__all__ = ["READ_BUFFER", "ReadTimer", "bounded", "closes", "socket_readable"]
+import httpcore
+
+__all__ = ["READ_BUFFER", "Piece", "ReadWait", "bounded", "closes", "socket_readable", "take"]
 
 #: The most unread bytes a connection holds before it stops reading from its socket.
 READ_BUFFER = 1 << 20
 
+#: Bytes read, when they arrived (``perf_counter``), and how long after that the event
+#: loop read them (None: ``arrived`` is the loop's own reading time).
+Piece = tuple[bytes, float, "float | None"]
 
-class ReadTimer:
-    """Ends a connection's waiting read (its future set False) once its timeout passes.
+
+def take(pieces: collections.deque[Piece], max_bytes: int) -> Piece:
+    """The first of ``pieces``, at most ``max_bytes`` of it (the rest stays first)."""
+    data, arrived, lag = pieces.popleft()
+    if len(data) > max_bytes:
+        pieces.appendleft((data[max_bytes:], arrived, lag))
+        data = data[:max_bytes]
+    return data, arrived, lag
+
+
+class ReadWait:
+    """A connection's read waiting for bytes, bounded by its timeout.
 
     One timer serves all of a connection's reads, as a streamed answer's are one per
     chunk: a read moves the deadline, and the timer, when it fires before it, sets itself
@@ -28,26 +45,35 @@ class ReadTimer:
     def __init__(self) -> None:
         self.deadline: float | None = None  # (loop time) when the waiting read times out
         self.handle: asyncio.TimerHandle | None = None
-        self.waiter: asyncio.Future[bool] | None = None
+        self.waiter: asyncio.Future[bool] | None = None  # the read's, while it waits
 
-    def bound(
-        self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[bool], timeout: float | None
-    ) -> None:
-        """Bound ``waiter`` (this read's) by ``timeout`` seconds (None: no bound)."""
-        self.waiter = waiter
+    async def wait(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:
+        """Wait until `wake` (bytes, the end or a failure came), at most ``timeout``
+        seconds (None: no bound): then ``httpcore.ReadTimeout``."""
+        waiter = self.waiter = loop.create_future()
         if timeout is None:
             self.deadline = None
-            return
-        deadline = self.deadline = loop.time() + max(timeout, 0.0)
-        handle = self.handle
-        if handle is None or handle.when() > deadline:
-            if handle is not None:
-                handle.cancel()
-            self.handle = loop.call_at(deadline, self._check, loop)
+        else:
+            deadline = self.deadline = loop.time() + max(timeout, 0.0)
+            handle = self.handle
+            if handle is None or handle.when() > deadline:
+                if handle is not None:
+                    handle.cancel()
+                self.handle = loop.call_at(deadline, self._check, loop)
+        try:
+            if not await waiter:
+                raise httpcore.ReadTimeout("no bytes within the read timeout")
+        finally:
+            self.waiter = None
+
+    def wake(self) -> None:
+        """End the waiting read, if one waits: something came."""
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
 
     def cancel(self) -> None:
         """Stop the timer (the connection is done with)."""
-        self.waiter = None
         if self.handle is not None:
             self.handle.cancel()
             self.handle = None

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpcore
 
-from ._socket_waits import READ_BUFFER, ReadTimer, bounded, closes, socket_readable
+from ._socket_waits import READ_BUFFER, Piece, ReadWait, bounded, closes, socket_readable, take
 
 __all__ = ["AsyncioStream", "Protocol"]
 
@@ -34,44 +34,43 @@ _clock = time.perf_counter
 class Protocol(asyncio.Protocol):
     """What asyncio gives a connection: bytes with their arrival time, the end, a failure."""
 
-    __slots__ = ("buffered", "closed", "eof", "error", "paused", "pieces", "timer", "transport",
-                 "waiter", "writable")  # fmt: skip
+    __slots__ = ("buffered", "closed", "eof", "error", "paused", "pieces", "transport", "wait",
+                 "writable")  # fmt: skip
 
     def __init__(self) -> None:
-        self.pieces: collections.deque[tuple[bytes, float]] = collections.deque()
+        self.pieces: collections.deque[Piece] = collections.deque()
         self.buffered = 0
         self.eof = False
         self.closed = False
         self.error: Exception | None = None
-        self.waiter: asyncio.Future[bool] | None = None  # a read waiting for data
         self.writable: asyncio.Future[bool] | None = None  # a write waiting for room
         self.paused = False  # the transport holds more than it wants to: writes wait
         self.transport: asyncio.Transport | None = None
-        self.timer = ReadTimer()
+        self.wait = ReadWait()  # a read's, for data
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.pieces.append((data, _clock()))
+        self.pieces.append((data, _clock(), None))
         self.buffered += len(data)
         if self.buffered > READ_BUFFER and self.transport is not None:
             self.transport.pause_reading()
-        self._wake()
+        self.wait.wake()
 
     def eof_received(self) -> bool:
         self.eof = True
-        self._wake()
+        self.wait.wake()
         return True  # keep the transport open: writing may go on (httpcore closes it)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if exc is not None:
             self.error = exc
-        self._wake()
+        self.wait.wake()
         if self.writable is not None and not self.writable.done():
             self.writable.set_result(True)
-        self.timer.cancel()
+        self.wait.cancel()
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -80,11 +79,6 @@ class Protocol(asyncio.Protocol):
         self.paused = False
         if self.writable is not None and not self.writable.done():
             self.writable.set_result(True)
-
-    def _wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(True)
 
 
 class AsyncioStream(httpcore.AsyncNetworkStream):
@@ -110,23 +104,13 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         protocol = self._protocol
         if not (protocol.pieces or protocol.eof or protocol.closed):
             self._transport.resume_reading()  # (nothing to do when it is reading)
-            loop = asyncio.get_running_loop()
-            waiter = protocol.waiter = loop.create_future()
-            protocol.timer.bound(loop, waiter, timeout)
-            try:
-                if not await waiter:
-                    raise httpcore.ReadTimeout("no bytes within the read timeout")
-            finally:
-                protocol.waiter = None
+            await protocol.wait.wait(asyncio.get_running_loop(), timeout)
         if not protocol.pieces:  # the end, or the failure that ended it
             error = protocol.error
             if error is not None:
                 raise httpcore.ReadError(str(error) or type(error).__name__)
             return b""
-        data, self.arrived = protocol.pieces.popleft()
-        if len(data) > max_bytes:
-            protocol.pieces.appendleft((data[max_bytes:], self.arrived))
-            data = data[:max_bytes]
+        data, self.arrived, _ = take(protocol.pieces, max_bytes)
         protocol.buffered -= len(data)
         if not protocol.closed:
             if not protocol.pieces and not self._held:
@@ -159,7 +143,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
                 raise httpcore.WriteError(str(error) if error else "the connection closed")
 
     async def aclose(self) -> None:
-        self._protocol.timer.cancel()
+        self._protocol.wait.cancel()
         transport = self._transport
         # TLS ends without its close_notify exchange (as httpcore's own backend ends it):
         # a close that waited for the server could outlive the event loop.
