@@ -78,9 +78,12 @@ def test_a_master_and_two_workers_write_one_bench_report(
         assert request["server_ttft_ms"] > 0 and request["cached_tokens"] is not None
     starts = [r["start_ms"] for r in run["per_request"]]
     assert starts == sorted(starts) and starts[0] == 0.0
-    # Locust counted what we did (its final figures: its CSV is only written each second)
+    # Locust counted what we did (its final figures: its CSV is only written each second),
+    # but for the requests in flight when the master quit: it waits half a second for its
+    # workers' last figures, and a request ending then may reach it in ours or its own, or
+    # neither (one per user at most)
     [chat] = [e for e in json.loads((tmp_path / "locust.json").read_text()) if e["name"] == "chat"]
-    assert chat["num_requests"] == run["requests"]
+    assert abs(chat["num_requests"] - run["requests"]) <= 4
     assert page.read_text().startswith("<!doctype html>")
     # A bench run of its own, at the same concurrency, compares with it.
     compared = ok_json("--url", chat_server.url, "-n", "8", "-c", "4", "--max-tokens",
