@@ -14,6 +14,7 @@ says which).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import threading
@@ -61,7 +62,9 @@ class FastPath:
         with self._lock:  # one check, whichever thread asks first; the others wait for it
             if self._verdict is None:
                 try:
-                    problem = self._check()
+                    # in a context of its own: the caller's (a measured call's WireTimes,
+                    # a deadline) is not the probe's, nor is the probe's its
+                    problem = contextvars.Context().run(self._check)
                 except Exception as exc:  # noqa: BLE001 - any failure is a verdict
                     problem = f"its check failed: {type(exc).__name__}: {exc}"
                 if problem is not None:

@@ -32,6 +32,7 @@ from llamatelemetry.api import (
     AuthenticationError,
     LlamaCppClient,
 )
+from llamatelemetry.api._internal import WireTimes, wire_times
 from llamatelemetry.cli import main
 from llamatelemetry.server import ServerManager, ServerOptions
 from llamatelemetry.telemetry import InstrumentedAsyncLlamaCppClient, InstrumentedLlamaCppClient
@@ -610,6 +611,34 @@ def test_https_with_the_ca_bundle_succeeds(
         driver.close()
     assert https_server.requests == 2 and https_server.handshakes == 1  # kept alive
     tally(scenarios=1, requests=2)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_measured_call_over_https_is_timed_by_its_reads(
+    kind: str, https_server: HTTPSServer, certificates: Certificates
+) -> None:
+    """A load generator's call (its `WireTimes` set) over TLS: its bytes are the TLS
+    layer's to read, so it is timed when a read returned them, not by the kernel's
+    stamps of the encrypted bytes, and it answers as any other."""
+    times = WireTimes()
+
+    async def measured_async() -> Any:
+        wire_times.set(times)
+        async with AsyncLlamaCppClient(https_server.url, verify=str(certificates.ca)) as c:
+            return await c.health.check()
+
+    if kind == "async":
+        answer = asyncio.run(measured_async())
+    else:
+        token = wire_times.set(times)
+        try:
+            with LlamaCppClient(https_server.url, verify=str(certificates.ca)) as client:
+                answer = client.health.check()
+        finally:
+            wire_times.reset(token)
+    assert answer == {"status": "ok"}
+    assert times.sent is not None and times.received is not None
+    assert times.received >= times.sent and not times.kernel
 
 
 def test_the_ca_bundle_of_another_ca_fails(https_server: HTTPSServer, tmp_path: Path) -> None:

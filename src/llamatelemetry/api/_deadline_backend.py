@@ -37,6 +37,7 @@ import httpx
 from .._fastpath import FastPath, in_new_loop
 from . import _memory_backend
 from ._asyncio_backend import AsyncioBackend, AsyncioStream, SocketStream
+from ._socket_stream import read_stamped, stamp_received
 from ._wire_times import wire_times
 
 __all__ = [
@@ -151,23 +152,34 @@ def remaining(timeout: float | None, kind: type[Exception]) -> float | None:
 
 class _Stream(httpcore.NetworkStream):
     """Also notes, for a call that asks (`wire_times`), when its request's first byte was
-    written and when a read of its answer returned bytes."""
+    written and when its answer's newest bytes came: on a plain TCP socket where the
+    kernel stamps what it receives (Linux), read with the stamps (`read_stamped`); else
+    when a read returned them."""
 
-    __slots__ = ("_stream",)
+    __slots__ = ("_stamped", "_stream")
 
     def __init__(self, stream: httpcore.NetworkStream) -> None:
         self._stream = stream
+        self._stamped: socket.socket | None = None  # the socket, once asked to stamp
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        data = self._stream.read(max_bytes, remaining(timeout, httpcore.ReadTimeout))
         times = wire_times.get()
-        if times is not None and data:
-            times.received = _clock()
+        sock = self._stamped
+        if times is None or sock is None:
+            data = self._stream.read(max_bytes, remaining(timeout, httpcore.ReadTimeout))
+            if times is not None and data:
+                times.received = _clock()
+            return data
+        data, arrived, lag = read_stamped(sock, max_bytes, remaining(timeout, httpcore.ReadTimeout))
+        if data:
+            times.received, times.kernel, times.lag = arrived, lag is not None, lag or 0.0
         return data
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         times = wire_times.get()
         if times is not None and times.sent is None and buffer:
+            if self._stamped is None:
+                self._stamped = _plain_socket(self._stream)
             times.sent = _clock()
         try:
             self._stream.write(buffer, remaining(timeout, httpcore.WriteTimeout))
@@ -189,6 +201,21 @@ class _Stream(httpcore.NetworkStream):
 
     def get_extra_info(self, info: str) -> Any:
         return self._stream.get_extra_info(info)
+
+
+def _plain_socket(stream: httpcore.NetworkStream) -> socket.socket | None:
+    """The plain TCP socket under ``stream``, asked to stamp what it receives; None over
+    TLS (its bytes are the TLS layer's to read), or where the kernel does not stamp."""
+    sock = stream.get_extra_info("socket")
+    if (
+        not isinstance(sock, socket.socket)
+        or sock.type != socket.SOCK_STREAM
+        or sock.family not in (socket.AF_INET, socket.AF_INET6)
+        or stream.get_extra_info("ssl_object") is not None
+        or callable(getattr(sock, "cipher", None))  # an SSL socket, gevent's too
+    ):
+        return None
+    return sock if stamp_received(sock) else None
 
 
 class _Backend(httpcore.NetworkBackend):

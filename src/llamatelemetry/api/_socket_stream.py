@@ -39,7 +39,10 @@ import httpcore
 from ._socket_waits import READ_BUFFER, Piece, ReadWait, bounded, closes, socket_readable, take
 from ._transport_stream import AsyncioStream, Protocol
 
-__all__ = ["KERNEL_STAMPS", "READ_SIZE", "SocketStream", "connect"]
+__all__ = [
+    "KERNEL_STAMPS", "READ_SIZE", "SocketStream", "connect", "read_stamped", "stamp_received",
+    "stamped",
+]  # fmt: skip
 
 #: Whether this system stamps received bytes (``SO_TIMESTAMPNS``: Linux).
 KERNEL_STAMPS = sys.platform.startswith("linux") and hasattr(socket, "CMSG_SPACE")
@@ -78,10 +81,7 @@ class SocketStream(httpcore.AsyncNetworkStream):
         self._room: asyncio.Future[bool] | None = None  # a write waiting for room
         self.arrived = 0.0
         self.lag: float | None = None
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-        except OSError:
-            pass  # no kernel stamps: the loop's reading time stands in
+        stamp_received(sock)  # (where it cannot, the loop's reading time stands in)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -106,16 +106,7 @@ class SocketStream(httpcore.AsyncNetworkStream):
         if not data:
             self._ended(True)
             return
-        taken = _clock()
-        arrived, lag = taken, None
-        for level, kind, value in ancillary:
-            if level == socket.SOL_SOCKET and kind == _SCM_TIMESTAMPNS and len(value) >= 16:
-                seconds, nanoseconds = _TIMESPEC.unpack_from(value)
-                stamp = seconds + nanoseconds * 1e-9 - _wall_offset(taken)
-                if stamp > taken - _OLDEST_STAMP:  # (not after it was read, however rounded)
-                    arrived = min(stamp, taken)
-                    lag = taken - arrived
-        self._pieces.append((data, arrived, lag))
+        self._pieces.append(stamped(data, ancillary))
         self._buffered += len(data)
         if self._buffered > READ_BUFFER:
             self._stop_reading()
@@ -234,6 +225,44 @@ class SocketStream(httpcore.AsyncNetworkStream):
                 return True
             return socket_readable(sock)
         return None
+
+
+def stamped(data: bytes, ancillary: list[tuple[int, int, bytes]]) -> Piece:
+    """``data`` just read with its ``recvmsg`` ancillary data: when the kernel received
+    it (the loop's reading time, and no lag, without a stamp)."""
+    taken = _clock()
+    for level, kind, value in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SCM_TIMESTAMPNS and len(value) >= 16:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(value)
+            stamp = seconds + nanoseconds * 1e-9 - _wall_offset(taken)
+            if stamp > taken - _OLDEST_STAMP:  # (not after it was read, however rounded)
+                arrived = min(stamp, taken)
+                return data, arrived, taken - arrived
+    return data, taken, None
+
+
+def stamp_received(sock: socket.socket) -> bool:
+    """Have the kernel stamp what ``sock`` receives from now on; False where it cannot."""
+    if not KERNEL_STAMPS:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+def read_stamped(sock: socket.socket, max_bytes: int, timeout: float | None) -> Piece:
+    """A blocking read of a plain TCP socket (as httpcore's own: ``timeout`` seconds at
+    most, its failures as httpcore's), stamped as `SocketStream` stamps its reads."""
+    try:
+        sock.settimeout(timeout)
+        data, ancillary, _, _ = sock.recvmsg(max_bytes, _STAMP_SPACE)
+    except TimeoutError as exc:  # (socket.timeout)
+        raise httpcore.ReadTimeout(str(exc) or "timed out") from exc
+    except OSError as exc:
+        raise httpcore.ReadError(str(exc) or type(exc).__name__) from exc
+    return stamped(data, ancillary)
 
 
 _offset = [0.0, -_OLDEST_STAMP]  # wall clock - perf_counter, and when it was measured
