@@ -21,9 +21,11 @@ and the cached prompt tokens it reports. Every request is also a Locust request 
 after its endpoint), so Locust's own figures and web UI work as usual. The report's run
 is at the concurrency of the users, its start times from each worker's wall clock (keep
 the machines' clocks in time, NTP, as for any distributed measurement). Under Locust's
-gevent a reading waits for the other users of its process to yield, and no delay probe
-measures that: its TTFT reads later and its TPOT shorter than ``bench``'s own generator
-would read them (the report's server-side figures are the server's own either way).
+gevent a reading waits for the other users of its process to yield; on Linux, over plain
+TCP, each read carries the kernel's receive time, so a token read late is still timed
+when it came, unless the next one came first (then it takes the next one's time). Over
+TLS, and elsewhere, a token is timed when its read returned, and reads late by that wait
+(the report's server-side figures are the server's own either way).
 
 Options (every node reads its own, and refuses what ``bench`` would refuse):
 ``--llama-endpoint``, ``--llama-max-tokens``, ``--llama-prompt-words`` (synthetic prompts
