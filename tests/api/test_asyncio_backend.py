@@ -6,10 +6,13 @@ exact-time server, a scripted server, and one that accepts and never reads."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpcore
 import pytest
@@ -18,6 +21,7 @@ from llamatelemetry.api import AsyncLlamaCppClient
 from llamatelemetry.api._asyncio_backend import READ_BUFFER, AsyncioBackend
 from llamatelemetry.api._internal import WireTimes, wire_times
 from llamatelemetry.api._socket_stream import KERNEL_STAMPS
+from llamatelemetry.api._socket_waits import closes
 from llamatelemetry.testing._exact_server import ExactTimeServer
 from llamatelemetry.testing._fault_server import FaultServer, Reply
 
@@ -337,3 +341,73 @@ def test_a_write_waiting_for_room_ends_when_its_connection_is_closed(
             await asyncio.wait_for(waiting, 5)
 
     asyncio.run(go())
+
+
+def test_an_address_that_does_not_answer_is_raced_by_the_next(
+    kernel_stamps: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name whose first address drops every connection attempt (a listener whose
+    queue is full) and whose second answers: the second is tried 0.25 s on, and wins,
+    well within the connect timeout (happy eyeballs, as asyncio's own connections)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    dead = socket.socket()
+    dead.bind(("127.0.0.3", port))
+    dead.listen(0)
+    fillers = []
+    for _ in range(3):  # its queue full: later attempts are dropped, not refused
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.3", port))
+        fillers.append(filler)
+    time.sleep(0.2)
+    resolve = socket.getaddrinfo
+
+    def two_addresses(host: Any, port_: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in ("dual.test", b"dual.test"):
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, int(port_)))
+                    for ip in ("127.0.0.3", "127.0.0.1")]  # fmt: skip
+        return resolve(host, port_, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
+
+    async def go() -> float:
+        started = time.perf_counter()
+        stream = await backend(kernel_stamps).connect_tcp("dual.test", port, timeout=5)
+        took = time.perf_counter() - started
+        await stream.aclose()
+        return took
+
+    try:
+        took = asyncio.run(go())
+    finally:
+        for sock in [server, dead, *fillers]:
+            sock.close()
+    assert 0.2 <= took < 2.0, took
+
+
+def test_only_a_request_s_head_says_its_connection_ends() -> None:
+    """What makes a connection read all along is its request's ``Connection: close``,
+    not bytes of a body that look like one."""
+    assert closes(b"POST /v1/chat/completions HTTP/1.1\r\nConnection: close\r\n\r\n{}")
+    assert not closes(b"POST / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n")
+    assert not closes(b"--x\r\nConnection: close\r\n\r\nraw body")
+    assert not closes(b'{"a": 1}\r\nX: y\r\nConnection: close\r\n\r\n')
+
+
+@pytest.mark.skipif(not KERNEL_STAMPS, reason="the kernel stamps received bytes on Linux")
+def test_a_stamp_read_long_after_it_measures_the_clocks_again() -> None:
+    """The kernel stamps by the wall clock. Set back (here: the offset kept for a second
+    is 0.5 s off, as after a step), a read long after its stamp measures the offset again
+    rather than reading every stamp half a second early."""
+    from llamatelemetry.api import _socket_stream
+
+    real = time.time()
+    offset = real - time.perf_counter()
+    seconds, fraction = divmod(real - 0.01, 1.0)  # bytes received 10 ms ago
+    value = struct.pack("@qq", int(seconds), int(fraction * 1e9))
+    _socket_stream._offset[:] = [offset + 0.5, time.perf_counter()]
+    _, arrived, lag = _socket_stream.stamped(b"x", [(socket.SOL_SOCKET, 35, value)])
+    assert lag is not None and 0.005 < lag < 0.05, lag
+    assert abs(arrived - (real - 0.01 - offset)) < 0.005

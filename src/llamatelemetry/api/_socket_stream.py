@@ -40,14 +40,20 @@ from ._socket_waits import READ_BUFFER, Piece, ReadWait, bounded, closes, socket
 from ._transport_stream import AsyncioStream, Protocol
 
 __all__ = [
-    "KERNEL_STAMPS", "READ_SIZE", "SocketStream", "connect", "read_stamped", "stamp_received",
-    "stamped",
+    "HAPPY_EYEBALLS_DELAY", "KERNEL_STAMPS", "READ_SIZE", "SocketStream", "connect",
+    "read_stamped", "stamp_received", "stamped",
 ]  # fmt: skip
 
 #: Whether this system stamps received bytes (``SO_TIMESTAMPNS``: Linux).
 KERNEL_STAMPS = sys.platform.startswith("linux") and hasattr(socket, "CMSG_SPACE")
 #: The most bytes one ``recvmsg`` takes.
 READ_SIZE = 1 << 16
+#: Seconds an address has to connect before the next one is tried as well (asyncio's
+#: own connections and RFC 8305 wait 0.25 s).
+HAPPY_EYEBALLS_DELAY = 0.25
+#: A read this long after its stamp measures the clocks' offset again first (the wall
+#: clock may have been set back since, which would read every stamp that much early).
+_LONG_LAG = 0.05
 
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _SCM_TIMESTAMPNS = getattr(socket, "SCM_TIMESTAMPNS", _SO_TIMESTAMPNS)
@@ -234,7 +240,10 @@ def stamped(data: bytes, ancillary: list[tuple[int, int, bytes]]) -> Piece:
     for level, kind, value in ancillary:
         if level == socket.SOL_SOCKET and kind == _SCM_TIMESTAMPNS and len(value) >= 16:
             seconds, nanoseconds = _TIMESPEC.unpack_from(value)
-            stamp = seconds + nanoseconds * 1e-9 - _wall_offset(taken)
+            wall = seconds + nanoseconds * 1e-9
+            stamp = wall - _wall_offset(taken)
+            if taken - stamp > _LONG_LAG:  # late, or the wall clock was set back: measure
+                stamp = wall - _wall_offset(taken, again=True)
             if stamp > taken - _OLDEST_STAMP:  # (not after it was read, however rounded)
                 arrived = min(stamp, taken)
                 return data, arrived, taken - arrived
@@ -268,11 +277,12 @@ def read_stamped(sock: socket.socket, max_bytes: int, timeout: float | None) -> 
 _offset = [0.0, -_OLDEST_STAMP]  # wall clock - perf_counter, and when it was measured
 
 
-def _wall_offset(now: float) -> float:
+def _wall_offset(now: float, again: bool = False) -> float:
     """The wall clock's reading minus ``perf_counter``'s (the kernel stamps by the wall
-    clock), measured again each second: of three pairs of readings, the closest pair (a
-    pair the scheduler parted would shift every stamp by the time between them)."""
-    if now - _offset[1] < 1.0:
+    clock), measured again each second (or ``again``): of three pairs of readings, the
+    closest pair (a pair the scheduler parted would shift every stamp by the time between
+    them)."""
+    if not again and now - _offset[1] < 1.0:
         return _offset[0]
     best = None
     for _ in range(3):
@@ -297,9 +307,11 @@ async def connect(
     local_address: str | None,
     socket_options: Iterable[Any] | None,
 ) -> SocketStream:
-    """A `SocketStream` to ``host``: each of its addresses tried in turn (the first that
-    takes the connection wins), no delay (``TCP_NODELAY``) on writes, as asyncio's
-    transports have it. Unbounded: the caller bounds it."""
+    """A `SocketStream` to ``host``, its addresses raced as happy eyeballs races them (RFC
+    8305, as asyncio's own connections do): the next address is tried once the one
+    before has failed or taken `HAPPY_EYEBALLS_DELAY` seconds, the first connection
+    made wins, and the others are closed. No delay (``TCP_NODELAY``) on writes, as
+    asyncio's transports have it. Unbounded: the caller bounds it."""
     loop = asyncio.get_running_loop()
     try:
         ip = ipaddress.ip_address(host)
@@ -308,23 +320,62 @@ async def connect(
                                              "", (host, port))]  # fmt: skip
     except ValueError:
         addresses = list(await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+    waiting = iter(addresses)
+    racing: set[asyncio.Task[socket.socket]] = set()
     failures: list[str] = []
-    for family, kind, proto, _, address in addresses:
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for option in socket_options or ():
-                sock.setsockopt(*option)
-            if local_address:
-                sock.bind((local_address, 0))
-            await loop.sock_connect(sock, address)
-        except OSError as exc:
-            sock.close()
-            failures.append(f"{address[0]}: {exc.strerror or exc}")
-            continue
-        except BaseException:
-            sock.close()
-            raise
-        return SocketStream(loop, sock)
+
+    def start_next() -> None:
+        for info in waiting:
+            racing.add(loop.create_task(_attempt(loop, info, local_address, socket_options)))
+            return
+
+    start_next()
+    try:
+        while racing:
+            done, _ = await asyncio.wait(
+                racing, timeout=HAPPY_EYEBALLS_DELAY, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:  # the attempts so far are slow: another joins them
+                start_next()
+                continue
+            racing.difference_update(done)
+            made = [t.result() for t in done if t.exception() is None]
+            if made:
+                for extra in made[1:]:
+                    extra.close()
+                return SocketStream(loop, made[0])
+            failures.extend(str(t.exception()) for t in done)
+            start_next()  # a failure starts the next at once
+    finally:
+        for task in racing:  # the losers: cancelled, and any that connected meanwhile closed
+            task.cancel()
+        for outcome in await asyncio.gather(*racing, return_exceptions=True):
+            if isinstance(outcome, socket.socket):
+                outcome.close()
     raise OSError(f"no connection to {host}:{port}: " + ("; ".join(failures) or "no address"))
+
+
+async def _attempt(
+    loop: asyncio.AbstractEventLoop,
+    info: tuple[Any, ...],
+    local_address: str | None,
+    socket_options: Iterable[Any] | None,
+) -> socket.socket:
+    """One address's connection (its socket closed if it fails, or is cancelled)."""
+    family, kind, proto, _, address = info
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for option in socket_options or ():
+            sock.setsockopt(*option)
+        if local_address:
+            sock.bind((local_address, 0))
+        await loop.sock_connect(sock, address)
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"{address[0]}: {exc.strerror or exc}") from exc
+    except BaseException:
+        sock.close()
+        raise
+    return sock

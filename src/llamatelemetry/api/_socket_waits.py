@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import select
 from typing import Any
 
@@ -107,9 +108,15 @@ def _expire(future: asyncio.Future[bool]) -> None:
 
 
 def closes(buffer: bytes | memoryview) -> bool:
-    """Whether ``buffer`` is a request's head that says ``Connection: close``."""
+    """Whether ``buffer`` is a request's head (its first line ``METHOD target HTTP/1.x``,
+    not a body's bytes) that says ``Connection: close``."""
     head, found, _ = bytes(buffer[:16384]).partition(b"\r\n\r\n")
-    return bool(found) and b"\r\nconnection: close\r\n" in head.lower() + b"\r\n"
+    if not found or _REQUEST_LINE.match(head) is None:
+        return False
+    return b"\r\nconnection: close\r\n" in head.lower() + b"\r\n"
+
+
+_REQUEST_LINE = re.compile(rb"[A-Z]+ [^ \r\n]+ HTTP/1\.[01]\r\n")
 
 
 def socket_readable(sock: Any) -> bool:
