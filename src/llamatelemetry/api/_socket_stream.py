@@ -36,7 +36,16 @@ from typing import Any
 
 import httpcore
 
-from ._socket_waits import READ_BUFFER, Piece, ReadWait, bounded, closes, socket_readable, take
+from ._socket_waits import (
+    READ_BUFFER,
+    Piece,
+    ReadWait,
+    bounded,
+    closes,
+    settle,
+    socket_readable,
+    take,
+)
 from ._transport_stream import AsyncioStream, Protocol
 
 __all__ = [
@@ -167,7 +176,7 @@ class SocketStream(httpcore.AsyncNetworkStream):
                 return
             # no room: wait for some (a wait of this write's own, undone when it ends)
             room = self._room = loop.create_future()
-            loop.add_writer(self._fd, _set, room)
+            loop.add_writer(self._fd, settle, room)
             try:
                 left = None if deadline is None else deadline - loop.time()
                 if not await bounded(room, left):
@@ -190,8 +199,7 @@ class SocketStream(httpcore.AsyncNetworkStream):
         self._loop.remove_writer(self._fd)
         self._sock.close()
         self._wait.wake()
-        if self._room is not None:  # a write waiting for room: the connection is gone
-            _set(self._room)
+        settle(self._room)  # a write waiting for room: the connection is gone
 
     async def start_tls(
         self,
@@ -294,11 +302,6 @@ def _wall_offset(now: float, again: bool = False) -> float:
     assert best is not None
     _offset[0], _offset[1] = best[1], now
     return best[1]
-
-
-def _set(future: asyncio.Future[bool]) -> None:
-    if not future.done():
-        future.set_result(True)
 
 
 async def connect(

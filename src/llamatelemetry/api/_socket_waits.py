@@ -14,7 +14,9 @@ from typing import Any
 
 import httpcore
 
-__all__ = ["READ_BUFFER", "Piece", "ReadWait", "bounded", "closes", "socket_readable", "take"]
+__all__ = [
+    "READ_BUFFER", "Piece", "ReadWait", "bounded", "closes", "settle", "socket_readable", "take",
+]  # fmt: skip
 
 #: The most unread bytes a connection holds before it stops reading from its socket.
 READ_BUFFER = 1 << 20
@@ -69,9 +71,7 @@ class ReadWait:
 
     def wake(self) -> None:
         """End the waiting read, if one waits: something came."""
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(True)
+        settle(self.waiter)
 
     def cancel(self) -> None:
         """Stop the timer (the connection is done with)."""
@@ -95,16 +95,18 @@ async def bounded(future: asyncio.Future[bool], timeout: float | None) -> bool:
     seconds: False if the time ran out first. A timer, not a task."""
     if timeout is None:
         return await future
-    handle = asyncio.get_running_loop().call_later(max(timeout, 0.0), _expire, future)
+    handle = asyncio.get_running_loop().call_later(max(timeout, 0.0), settle, future, False)
     try:
         return await future
     finally:
         handle.cancel()
 
 
-def _expire(future: asyncio.Future[bool]) -> None:
-    if not future.done():
-        future.set_result(False)
+def settle(future: asyncio.Future[bool] | None, result: bool = True) -> None:
+    """Give ``future`` (a wait's: True, what it waits for came; False, its time ran out)
+    its ``result``, unless there is none or it has one already."""
+    if future is not None and not future.done():
+        future.set_result(result)
 
 
 def closes(buffer: bytes | memoryview) -> bool:

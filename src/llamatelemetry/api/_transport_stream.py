@@ -24,7 +24,16 @@ from typing import Any
 
 import httpcore
 
-from ._socket_waits import READ_BUFFER, Piece, ReadWait, bounded, closes, socket_readable, take
+from ._socket_waits import (
+    READ_BUFFER,
+    Piece,
+    ReadWait,
+    bounded,
+    closes,
+    settle,
+    socket_readable,
+    take,
+)
 
 __all__ = ["AsyncioStream", "Protocol"]
 
@@ -68,8 +77,7 @@ class Protocol(asyncio.Protocol):
         if exc is not None:
             self.error = exc
         self.wait.wake()
-        if self.writable is not None and not self.writable.done():
-            self.writable.set_result(True)
+        settle(self.writable)
         self.wait.cancel()
 
     def pause_writing(self) -> None:
@@ -77,8 +85,7 @@ class Protocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.paused = False
-        if self.writable is not None and not self.writable.done():
-            self.writable.set_result(True)
+        settle(self.writable)
 
 
 class AsyncioStream(httpcore.AsyncNetworkStream):
