@@ -168,11 +168,11 @@ class _Stream(httpcore.NetworkStream):
         if times is None or sock is None:
             data = self._stream.read(max_bytes, remaining(timeout, httpcore.ReadTimeout))
             if times is not None and data:
-                times.received = _clock()
+                times.came(_clock(), None)
             return data
         data, arrived, lag = read_stamped(sock, max_bytes, remaining(timeout, httpcore.ReadTimeout))
         if data:
-            times.received, times.kernel, times.lag = arrived, lag is not None, lag or 0.0
+            times.came(arrived, lag)
         return data
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
@@ -308,14 +308,10 @@ class _AsyncStream(httpcore.AsyncNetworkStream):
         times = wire_times.get()
         if times is not None and data:
             stream = self._stream
-            if isinstance(stream, SocketStream):
-                times.received = stream.arrived
-                times.kernel = stream.lag is not None
-                times.lag = stream.lag or 0.0
-            elif isinstance(stream, AsyncioStream):
-                times.received = stream.arrived
+            if isinstance(stream, (SocketStream, AsyncioStream)):
+                times.came(stream.arrived, stream.lag)
             else:
-                times.received = _clock()
+                times.came(_clock(), None)
         return data
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:

@@ -99,13 +99,14 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
     watched by the event loop, which a forked child shares (its inherited copy of the
     loop would otherwise read the parent's answers off the shared socket)."""
 
-    __slots__ = ("_held", "_protocol", "_transport", "arrived")
+    __slots__ = ("_held", "_protocol", "_transport", "arrived", "lag")
 
     def __init__(self, transport: asyncio.Transport, protocol: Protocol) -> None:
         self._transport = transport
         self._protocol = protocol
         self._held = False  # the connection ends with this answer: keep reading
         self.arrived = 0.0
+        self.lag: float | None = None  # (no kernel stamp: always None)
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         protocol = self._protocol
@@ -117,7 +118,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             if error is not None:
                 raise httpcore.ReadError(str(error) or type(error).__name__)
             return b""
-        data, self.arrived, _ = take(protocol.pieces, max_bytes)
+        data, self.arrived, self.lag = take(protocol.pieces, max_bytes)
         protocol.buffered -= len(data)
         if not protocol.closed:
             if not protocol.pieces and not self._held:

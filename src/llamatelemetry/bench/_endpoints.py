@@ -130,9 +130,9 @@ class Tokens:
             self.answer.append(text)
         wire = self.wire
         now = wire.received or time.perf_counter()
-        if wire.kernel:  # timed by the kernel's stamp: note how late the loop read it
-            lag = self.record.read_lag
-            self.record.read_lag = wire.lag if lag is None or wire.lag > lag else lag
+        if wire.lag is not None:  # timed by the kernel's stamp: note how late it was read
+            most = self.record.read_lag
+            self.record.read_lag = wire.lag if most is None or wire.lag > most else most
         if self.record.ttft is None:
             self.record.ttft = now - (self.wire.sent or self.started)
         else:
