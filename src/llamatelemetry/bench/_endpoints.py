@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from ..api import (
@@ -40,31 +41,19 @@ ENDPOINTS = ("chat", "completions", "responses", "messages", "embeddings", "rera
 GENERATING = ("chat", "completions", "responses", "messages")
 
 
+@dataclass(slots=True)
 class Request:
     """One request's content and settings: its messages (the session's history first),
     its output length, and the workload's sampling settings."""
 
-    __slots__ = ("documents", "ignore_eos", "max_tokens", "messages", "seed", "stream",
-                 "temperature")  # fmt: skip
-
-    def __init__(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        max_tokens: int,
-        *,
-        stream: bool,
-        temperature: float | None,
-        seed: int | None,
-        ignore_eos: bool,
-        documents: int,
-    ) -> None:
-        self.messages = messages
-        self.max_tokens = max_tokens
-        self.stream = stream
-        self.temperature = temperature
-        self.seed = seed
-        self.ignore_eos = ignore_eos
-        self.documents = documents
+    messages: Sequence[Mapping[str, Any]]
+    max_tokens: int
+    _: KW_ONLY
+    stream: bool
+    temperature: float | None
+    seed: int | None
+    ignore_eos: bool
+    documents: int
 
     @property
     def text(self) -> str:
@@ -210,6 +199,7 @@ def finish(record: RequestRecord, wire: WireTimes, begun: float, failure: BaseEx
         record.latency = time.perf_counter() - begun
 
 
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     """What a request of one endpoint calls, and how its answer is read.
 
@@ -219,16 +209,10 @@ class Endpoint:
     to ``event`` one by one; a whole answer to ``answer``. `send` and `send_sync` drive
     them, the one for the load generator, the other for Locust's users."""
 
-    __slots__ = ("answer", "call", "event", "name")
-
-    def __init__(
-        self,
-        name: str,
-        call: Callable[[Any, Request, RequestRecord], Any],
-        answer: Callable[[RequestRecord, Any, Request, list[str] | None], None],
-        event: Callable[[Tokens, Any], None] | None = None,
-    ) -> None:
-        self.name, self.call, self.answer, self.event = name, call, answer, event
+    name: str
+    call: Callable[[Any, Request, RequestRecord], Any]
+    answer: Callable[[RequestRecord, Any, Request, list[str] | None], None]
+    event: Callable[[Tokens, Any], None] | None = None
 
     def streams(self, request: Request) -> bool:
         return request.stream and self.event is not None
