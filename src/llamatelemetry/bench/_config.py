@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from ..api import DEFAULT_BASE_URL
 from ._distribution_summary import DEFAULT_PERCENTILES, percentiles_problem
-from ._endpoints import ENDPOINTS, GENERATING
+from ._endpoints import DEFAULT_DOCUMENTS, ENDPOINTS, GENERATING
 from ._prompts import Item, Prompt, load_prompts_file
 from ._schedule import Arrivals, burstiness_problem
 from ._slo import SLO
@@ -42,7 +42,6 @@ DEFAULT_MAX_TOKENS = 128
 MAX_CONCURRENCY = 4096
 MAX_WORKERS = 256
 MAX_DOCUMENTS = 4096
-DEFAULT_DOCUMENTS = 8
 MIN_RATE = 0.001  # requests per second: one in about 17 minutes
 MAX_RATE = 1e6
 MAX_REPEAT = 100  # also the most turns of a session
@@ -134,7 +133,7 @@ class BenchConfig:
     workers: int | Literal["auto"] = 1
     percentiles: Sequence[float] = DEFAULT_PERCENTILES  # of every latency, in the reports
     endpoint: str = "chat"  # what each request calls: one of ENDPOINTS
-    documents: int = 8  # rerank: the documents each query is ranked against
+    documents: int = DEFAULT_DOCUMENTS  # rerank: the documents each query is ranked against
     replay: bool = False
     length_spread: float = 0.0
     repeat: int = 1

@@ -31,14 +31,16 @@ from ._prompts import Item, Prompt, messages_of
 from ._records import EMPTY_ANSWER, RequestRecord
 
 __all__ = [
-    "ENDPOINTS", "GENERATING", "Endpoint", "Request", "Tokens", "chat_chunk", "endpoint_of",
-    "finish", "request_of", "send", "send_sync",
+    "DEFAULT_DOCUMENTS", "ENDPOINTS", "GENERATING", "Endpoint", "Request", "Tokens",
+    "chat_chunk", "endpoint_of", "finish", "request_of", "send", "send_sync",
 ]  # fmt: skip
 
 #: The endpoints a workload may load.
 ENDPOINTS = ("chat", "completions", "responses", "messages", "embeddings", "rerank")
 #: Those that generate tokens (TTFT, TPOT and ITL mean something for them).
 GENERATING = ("chat", "completions", "responses", "messages")
+#: The documents a rerank query is ranked against unless told otherwise.
+DEFAULT_DOCUMENTS = 8
 
 
 @dataclass(slots=True)

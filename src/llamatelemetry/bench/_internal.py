@@ -2,7 +2,6 @@
 defaults its options share with `BenchConfig`, and its check of a list of percentiles."""
 
 from ._config import (
-    DEFAULT_DOCUMENTS,
     DEFAULT_MAX_TOKENS,
     DEFAULT_PROMPT_TOKENS,
     DEFAULT_REQUESTS,
@@ -15,6 +14,7 @@ from ._config import (
     MIN_RATE,
 )
 from ._distribution_summary import percentiles_problem
+from ._endpoints import DEFAULT_DOCUMENTS
 
 __all__ = [
     "DEFAULT_DOCUMENTS",

@@ -25,7 +25,7 @@ from opentelemetry.trace import TracerProvider
 from ..api import AsyncLlamaCppClient
 from ..api._internal import WireTimes, wire_times
 from ._delay_probe import DelayProbe
-from ._endpoints import ENDPOINTS, GENERATING, endpoint_of, finish, request_of, send
+from ._endpoints import DEFAULT_DOCUMENTS, GENERATING, endpoint_of, finish, request_of, send
 from ._gpu_watch import GpuWatch
 from ._phase import MEASURED, WARMUP, mark_phases, phase
 from ._prompts import FilePrompts, Item, Prompt, PromptSource, messages_of
@@ -67,8 +67,8 @@ class Workload:
     requests: int | None = None
     max_concurrency: int | None = None
     turns: int = 1  # >1: each request is a session of this many turns, history replayed
-    endpoint: str = "chat"  # one of ENDPOINTS
-    documents: int = 8  # rerank: the documents each query is ranked against
+    endpoint: str = "chat"  # one of ENDPOINTS (`_endpoints`)
+    documents: int = DEFAULT_DOCUMENTS  # rerank: the documents each query is ranked against
 
     def __post_init__(self) -> None:
         if isinstance(self.prompts, Sequence):
@@ -92,10 +92,7 @@ class Workload:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
         if self.turns < 1:
             raise ValueError(f"turns must be >= 1, got {self.turns}")
-        if self.endpoint not in ENDPOINTS:
-            raise ValueError(
-                f"endpoint must be one of {', '.join(ENDPOINTS)}, got {self.endpoint!r}"
-            )
+        endpoint_of(self.endpoint)  # one of ENDPOINTS, or a ValueError that lists them
         if self.turns > 1 and self.endpoint not in GENERATING:
             raise ValueError(f"turns are a conversation's: {self.endpoint} has none")
         if self.documents < 1:

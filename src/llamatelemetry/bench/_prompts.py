@@ -245,8 +245,7 @@ async def with_lengths_made(
     words (no two prompts beginning alike) that the server counts, its chat template
     included, as about that many tokens; calibrated once with its ``/apply-template`` and
     ``/tokenize``. ``items`` as they are when none is a length alone."""
-    wanted = [p for p in items if isinstance(p, Prompt) and p.tokens is not None and not p.messages]
-    if not wanted:
+    if not any(_length_only(item) for item in items):
         return list(items)
     with phase(CALIBRATION):
         per_word = await tokens_per_word(client, seed or 0)
@@ -257,14 +256,20 @@ async def with_lengths_made(
     rng.shuffle(firsts)
     made: list[Item] = []
     for number, item in enumerate(items):
-        if not (isinstance(item, Prompt) and item.tokens is not None and not item.messages):
+        if not _length_only(item):
             made.append(item)
             continue
+        assert isinstance(item, Prompt) and item.tokens is not None
         words = max(2, round((item.tokens - template) / per_word))
         first = f"{firsts[number % len(firsts)]} {firsts[(number // len(firsts)) % len(firsts)]}"
         text = " ".join([first, *(rng.choice(WORDS) for _ in range(words - 2))])
         made.append(replace(item, messages=[{"role": "user", "content": text}]))
     return made
+
+
+def _length_only(item: Item) -> bool:
+    """Whether ``item`` is a prompt a dataset gave as a length alone (no text yet)."""
+    return isinstance(item, Prompt) and item.tokens is not None and not item.messages
 
 
 def _sharegpt(path: Path) -> list[Item]:

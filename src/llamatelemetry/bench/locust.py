@@ -52,8 +52,8 @@ from locust.runners import WorkerRunner
 
 from ..api import LlamaCppClient, redact_url
 from ..api._internal import WireTimes, wire_times
-from ._config import DEFAULT_DOCUMENTS, BenchConfig, BenchConfigError
-from ._endpoints import ENDPOINTS, endpoint_of, finish, request_of, send_sync
+from ._config import BenchConfig, BenchConfigError
+from ._endpoints import DEFAULT_DOCUMENTS, ENDPOINTS, endpoint_of, finish, request_of, send_sync
 from ._html import write_html
 from ._prompts import FilePrompts, PromptSource, SyntheticPrompts, load_prompts_file
 from ._records import RequestRecord, RunResult
