@@ -3,13 +3,14 @@
 write time), paired request by request through the answers' ids.
 
 What must hold whatever the machine's load: no reading is early (a request is timed from
-before its first byte left, a token from after its bytes came), and the delay each run
-reports of itself bounds how late they are (90 % of the TTFTs and of all token times read
-at most its p99 + 1 ms late). At one stream, on an idle loop, within a millisecond of the
-truth as well. Where the kernel stamps received bytes (Linux), token times are its stamps:
-at every level, however late the loop read them, 90 % of the tokens that came in a read
-of their own (not with the next one, whose time they would take) are timed within a
-millisecond of the truth.
+before its first byte left, a token from after its bytes came). Where token times are the
+event loop's, the delay each run reports of itself bounds how late they are (90 % of the
+TTFTs and of all token times read at most its p99 + 1 ms late). Where the kernel stamps
+received bytes (Linux), token times are its stamps: at every level, however late the loop
+read them, 90 % of the tokens that came in a read of their own (not with the next one,
+whose time they would take) are timed within a millisecond of the truth, and no more of
+them read later than that than the report counts as read together, and a tenth. At one
+stream, on an idle loop, within a millisecond of the truth as well.
 """
 
 from __future__ import annotations
@@ -104,16 +105,28 @@ def test_the_reported_delay_bounds_the_error_against_exact_token_times(
     assert ttft[0] >= -EARLY and tokens[0] >= -EARLY, (ttft[0], tokens[0])
     delay = result.generator_delay()
     assert delay is not None and delay.count >= 2
-    bound = delay.p99 / 1000 + 0.001
-    assert percentile(ttft, 90) <= bound, (percentile(ttft, 90), delay)
-    assert percentile(tokens, 90) <= bound, (percentile(tokens, 90), delay)
     if streams == 1:
         assert percentile(ttft, 50) <= delay.median / 1000 + 0.001, (ttft, delay)
-    if KERNEL_STAMPS:  # every token read before the next came is timed to the kernel's stamp
-        assert result.kernel_timed() and result.read_lag() is not None
-        alone = alone_errors(result, truth)
-        assert len(alone) >= len(tokens) // 10, (len(alone), len(tokens))
-        assert percentile(alone, 90) <= 0.001, (percentile(alone, 90), result.read_lag())
+    if not KERNEL_STAMPS:  # token times are the loop's: its probed delay bounds them
+        bound = delay.p99 / 1000 + 0.001
+        assert percentile(ttft, 90) <= bound, (percentile(ttft, 90), delay)
+        assert percentile(tokens, 90) <= bound, (percentile(tokens, 90), delay)
+        return
+    # The kernel's stamps: every token read before the next came is timed to its own
+    # stamp; one read with the next takes the next one's (a gap of 0 in the report). So
+    # past 1 ms late are at most the tokens the report counts as read together, and a
+    # tenth more (the process itself, not its loop, may be kept off the CPU: a delay no
+    # probe of its own sees).
+    assert result.kernel_timed() and result.read_lag() is not None
+    alone = alone_errors(result, truth)
+    assert len(alone) >= len(tokens) // 10, (len(alone), len(tokens))
+    assert percentile(alone, 90) <= 0.001, (percentile(alone, 90), result.read_lag())
+    first_together = sum(1 for r in result.records if r.itl and r.itl[0] == 0.0) / len(ttft)
+    late = sum(1 for error in ttft if error > 0.001) / len(ttft)
+    assert late <= first_together + 0.1, (late, first_together, delay)
+    together = sum(1 for r in result.records for gap in r.itl if gap == 0.0) / len(tokens)
+    late = sum(1 for error in tokens if error > 0.001) / len(tokens)
+    assert late <= together + 0.1, (late, together, delay)
 
 
 def test_the_delay_probe_sees_a_blocked_event_loop() -> None:
